@@ -1,0 +1,14 @@
+-- Used by scripts/demo.sh: two python3 http.server backends, round robin,
+-- and a /ping answered by rsp itself.
+listen = "127.0.0.1:8080"
+
+pools = {
+  default = { servers = { "127.0.0.1:8081", "127.0.0.1:8082" } },
+}
+
+function route(req)
+  if req.path == "/ping" then
+    return { status = 200, body = "pong\n", headers = { ["Content-Type"] = "text/plain" } }
+  end
+  return "default"
+end

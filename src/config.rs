@@ -1,0 +1,381 @@
+//! The Lua config file: run it once, then read and check its settings.
+//!
+//! Every error names the file, and the line of the setting where Lua can
+//! tell it, so a typo costs one glance.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::fs;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+
+use mlua::{Function, Lua, Table, Value};
+
+pub const DEFAULT_POOL: &str = "default";
+const DEFAULT_BUFFER_BYTES: usize = 64 * 1024;
+const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
+const MIN_BUFFER_BYTES: usize = 1024;
+
+/// Every top-level name the config may set.
+const SETTINGS: &[&str] = &[
+    "listen",
+    "backends",
+    "pools",
+    "route",
+    "buffer_bytes",
+    "max_header_bytes",
+    // The original C rsp's names.
+    "listenPort",
+    "backendAddress",
+    "backendPort",
+];
+
+const POOL_SETTINGS: &[&str] = &["servers"];
+
+#[derive(Debug)]
+pub struct Config {
+    pub listen: Vec<SocketAddr>,
+    pub pools: Vec<PoolConfig>,
+    pub buffer_bytes: usize,
+    pub max_header_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolConfig {
+    pub name: String,
+    pub servers: Vec<SocketAddr>,
+}
+
+/// One line for the operator: `file:line: problem`.
+#[derive(Debug)]
+pub struct ConfigError(String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A loaded config: its settings, and the Lua state that holds `route`.
+pub struct Loaded {
+    pub config: Config,
+    pub lua: Lua,
+    pub route: Option<Function>,
+}
+
+/// Runs the config file and checks every setting.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let file = path.display().to_string();
+    let source = fs::read(path).map_err(|error| ConfigError(format!("{file}: cannot read: {error}")))?;
+    let lua = Lua::new();
+    let lines = track_assignment_lines(&lua).map_err(|error| lua_error(&file, error))?;
+    let builtins: HashSet<String> = global_names(&lua);
+    lua.load(&source[..])
+        .set_name(format!("@{file}"))
+        .exec()
+        .map_err(|error| lua_error(&file, error))?;
+    lua.globals().set_metatable(None).map_err(|error| lua_error(&file, error))?;
+
+    let reader = Reader {
+        file: &file,
+        globals: lua.globals(),
+        lines,
+    };
+    for name in global_names(&lua) {
+        if builtins.contains(&name) || SETTINGS.contains(&name.as_str()) {
+            continue;
+        }
+        match reader.globals.raw_get::<Value>(name.as_str()) {
+            Ok(Value::Function(_)) => log::warn!("{}: global function '{name}' is not a setting rsp uses", reader.at(&name)),
+            _ => return Err(reader.error(&name, format!("unknown setting '{name}'"))),
+        }
+    }
+    let config = reader.config()?;
+    let route = match reader.get("route") {
+        Value::Nil => None,
+        Value::Function(route) => Some(route),
+        other => return Err(reader.error("route", format!("route: expected a function, got {}", other.type_name()))),
+    };
+    if route.is_none() && !config.pools.iter().any(|pool| pool.name == DEFAULT_POOL) {
+        return Err(ConfigError(format!(
+            "{file}: no backends: set `backends`, a pool named \"default\", or a `route` function"
+        )));
+    }
+    Ok(Loaded { config, lua, route })
+}
+
+/// Records the line of each global's first assignment, so that errors
+/// about a setting can point at it.
+fn track_assignment_lines(lua: &Lua) -> mlua::Result<Table> {
+    let lines = lua.create_table()?;
+    let recorded = lines.clone();
+    let assign = lua.create_function(move |lua, (globals, name, value): (Table, Value, Value)| {
+        if let Some(line) = lua.inspect_stack(1, |frame| frame.current_line()).flatten() {
+            recorded.raw_set(name.clone(), line)?;
+        }
+        globals.raw_set(name, value)
+    })?;
+    let metatable = lua.create_table()?;
+    metatable.raw_set("__newindex", assign)?;
+    lua.globals().set_metatable(Some(metatable))?;
+    Ok(lines)
+}
+
+fn global_names(lua: &Lua) -> HashSet<String> {
+    lua.globals()
+        .pairs::<Value, Value>()
+        .filter_map(|pair| match pair {
+            Ok((Value::String(name), _)) => name.to_str().ok().map(|name| name.to_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Lua's own message already starts with `file:line:`; keep its first line.
+fn lua_error(file: &str, error: mlua::Error) -> ConfigError {
+    let text = match &error {
+        mlua::Error::SyntaxError { message, .. } => message.clone(),
+        mlua::Error::RuntimeError(message) => message.clone(),
+        other => other.to_string(),
+    };
+    let first = text.lines().next().unwrap_or("").trim();
+    if first.starts_with(file) {
+        ConfigError(first.to_owned())
+    } else {
+        ConfigError(format!("{file}: {first}"))
+    }
+}
+
+struct Reader<'a> {
+    file: &'a str,
+    globals: Table,
+    lines: Table,
+}
+
+impl Reader<'_> {
+    fn get(&self, name: &str) -> Value {
+        self.globals.raw_get(name).unwrap_or(Value::Nil)
+    }
+
+    /// `file:line` of a setting, or just `file` when Lua gave no line.
+    fn at(&self, name: &str) -> String {
+        match self.lines.raw_get::<Option<u32>>(name) {
+            Ok(Some(line)) => format!("{}:{line}", self.file),
+            _ => self.file.to_owned(),
+        }
+    }
+
+    fn error(&self, name: &str, message: String) -> ConfigError {
+        ConfigError(format!("{}: {message}", self.at(name)))
+    }
+
+    fn config(&self) -> Result<Config, ConfigError> {
+        let listen = self.listen()?;
+        let pools = self.pools()?;
+        let buffer_bytes = self.size("buffer_bytes", DEFAULT_BUFFER_BYTES)?;
+        let max_header_bytes = self.size("max_header_bytes", DEFAULT_MAX_HEADER_BYTES)?;
+        if max_header_bytes > buffer_bytes {
+            return Err(self.error(
+                "max_header_bytes",
+                format!("max_header_bytes ({max_header_bytes}) must not exceed buffer_bytes ({buffer_bytes})"),
+            ));
+        }
+        Ok(Config {
+            listen,
+            pools,
+            buffer_bytes,
+            max_header_bytes,
+        })
+    }
+
+    fn listen(&self) -> Result<Vec<SocketAddr>, ConfigError> {
+        let addresses = match (self.get("listen"), self.get("listenPort")) {
+            (Value::Nil, Value::Nil) => {
+                return Err(ConfigError(format!(
+                    "{}: missing required setting 'listen' (for example listen = \"127.0.0.1:8080\")",
+                    self.file
+                )));
+            }
+            (Value::Nil, port) => {
+                let port = self.port("listenPort", port)?;
+                vec![SocketAddr::from(([0, 0, 0, 0], port))]
+            }
+            (_, Value::Nil) => self.address_list("listen")?,
+            _ => return Err(self.error("listenPort", "set either listen or listenPort, not both".into())),
+        };
+        let mut seen = HashSet::new();
+        if let Some(duplicate) = addresses.iter().find(|address| !seen.insert(**address)) {
+            return Err(self.error("listen", format!("listen: {duplicate} is listed twice")));
+        }
+        Ok(addresses)
+    }
+
+    fn pools(&self) -> Result<Vec<PoolConfig>, ConfigError> {
+        let mut pools = Vec::new();
+        match self.get("pools") {
+            Value::Nil => {}
+            Value::Table(table) => {
+                for pair in table.pairs::<Value, Value>() {
+                    let (name, pool) = pair.map_err(|error| self.error("pools", format!("pools: {error}")))?;
+                    let name = match name {
+                        Value::String(name) => name.to_string_lossy(),
+                        other => {
+                            return Err(self.error("pools", format!("pools: pool names must be strings, got {}", other.type_name())));
+                        }
+                    };
+                    pools.push(self.pool(&name, pool)?);
+                }
+            }
+            other => return Err(self.error("pools", format!("pools: expected a table, got {}", other.type_name()))),
+        }
+        let shorthand = match (self.get("backends"), self.get("backendAddress"), self.get("backendPort")) {
+            (Value::Nil, Value::Nil, Value::Nil) => None,
+            (Value::Nil, Value::Nil, _) => return Err(self.error("backendPort", "backendPort needs backendAddress".into())),
+            (Value::Nil, host, port) => {
+                let host = self.string("backendAddress", host)?;
+                let port = match port {
+                    Value::Nil => 80,
+                    port => self.port("backendPort", port)?,
+                };
+                let address = resolve(&format!("{host}:{port}"))
+                    .or_else(|_| resolve(&format!("[{host}]:{port}")))
+                    .map_err(|why| self.error("backendAddress", format!("backendAddress: {why}")))?;
+                Some(("backendAddress", vec![address]))
+            }
+            (_, Value::Nil, Value::Nil) => Some(("backends", self.address_list("backends")?)),
+            _ => return Err(self.error("backends", "set either backends or backendAddress, not both".into())),
+        };
+        if let Some((setting, servers)) = shorthand {
+            if pools.iter().any(|pool| pool.name == DEFAULT_POOL) {
+                return Err(self.error(setting, format!("{setting}: pools.default is set too; keep one of them")));
+            }
+            if servers.is_empty() {
+                return Err(self.error(setting, format!("{setting}: needs at least one \"host:port\"")));
+            }
+            pools.push(PoolConfig {
+                name: DEFAULT_POOL.to_owned(),
+                servers,
+            });
+        }
+        pools.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(pools)
+    }
+
+    fn pool(&self, name: &str, pool: Value) -> Result<PoolConfig, ConfigError> {
+        let here = |message: String| self.error("pools", format!("pools.{name}: {message}"));
+        let table = match pool {
+            Value::Table(table) => table,
+            other => return Err(here(format!("expected a table such as {{ servers = {{ \"127.0.0.1:8081\" }} }}, got {}", other.type_name()))),
+        };
+        for pair in table.pairs::<Value, Value>() {
+            let (key, _) = pair.map_err(|error| here(error.to_string()))?;
+            let known = matches!(&key, Value::String(key) if POOL_SETTINGS.contains(&&*key.to_string_lossy()));
+            if !known {
+                return Err(here(format!("unknown pool setting {}", describe(&key))));
+            }
+        }
+        let servers = match table.raw_get::<Value>("servers").unwrap_or(Value::Nil) {
+            Value::Table(servers) => servers,
+            Value::Nil => return Err(here("missing servers".into())),
+            other => return Err(here(format!("servers: expected a list, got {}", other.type_name()))),
+        };
+        let mut addresses = Vec::new();
+        for server in servers.sequence_values::<Value>() {
+            let server = server.map_err(|error| here(error.to_string()))?;
+            match server {
+                Value::String(text) => {
+                    addresses.push(resolve(&text.to_string_lossy()).map_err(|why| here(format!("servers: {why}")))?);
+                }
+                other => return Err(here(format!("servers: expected \"host:port\" strings, got {}", other.type_name()))),
+            }
+        }
+        if addresses.is_empty() {
+            return Err(here("servers is empty".into()));
+        }
+        Ok(PoolConfig {
+            name: name.to_owned(),
+            servers: addresses,
+        })
+    }
+
+    fn address_list(&self, name: &str) -> Result<Vec<SocketAddr>, ConfigError> {
+        let texts: Vec<Value> = match self.get(name) {
+            Value::Table(list) => list
+                .sequence_values::<Value>()
+                .collect::<mlua::Result<_>>()
+                .map_err(|error| self.error(name, format!("{name}: {error}")))?,
+            single => vec![single],
+        };
+        if texts.is_empty() {
+            return Err(self.error(name, format!("{name}: needs at least one \"host:port\"")));
+        }
+        texts
+            .into_iter()
+            .map(|value| match value {
+                Value::String(text) => resolve(&text.to_string_lossy()).map_err(|why| self.error(name, format!("{name}: {why}"))),
+                other => Err(self.error(name, format!("{name}: expected \"host:port\", got {}", other.type_name()))),
+            })
+            .collect()
+    }
+
+    fn size(&self, name: &str, default: usize) -> Result<usize, ConfigError> {
+        match self.get(name) {
+            Value::Nil => Ok(default),
+            Value::Integer(bytes) if bytes >= MIN_BUFFER_BYTES as i64 && bytes <= (1 << 30) => Ok(bytes as usize),
+            other => Err(self.error(
+                name,
+                format!("{name}: expected a whole number of bytes from {MIN_BUFFER_BYTES} to 1073741824, got {}", describe(&other)),
+            )),
+        }
+    }
+
+    fn port(&self, name: &str, value: Value) -> Result<u16, ConfigError> {
+        let port = match &value {
+            Value::Integer(port) => u16::try_from(*port).ok(),
+            Value::String(text) => text.to_str().ok().and_then(|text| text.trim().parse().ok()),
+            _ => None,
+        };
+        port.filter(|&port| port != 0)
+            .ok_or_else(|| self.error(name, format!("{name}: expected a port number, got {}", describe(&value))))
+    }
+
+    fn string(&self, name: &str, value: Value) -> Result<String, ConfigError> {
+        match value {
+            Value::String(text) => Ok(text.to_string_lossy()),
+            other => Err(self.error(name, format!("{name}: expected a string, got {}", other.type_name()))),
+        }
+    }
+}
+
+fn describe(value: &Value) -> String {
+    match value {
+        Value::String(text) => format!("\"{}\"", text.to_string_lossy()),
+        Value::Integer(number) => number.to_string(),
+        Value::Number(number) => number.to_string(),
+        other => other.type_name().to_owned(),
+    }
+}
+
+/// `"host:port"` or `"[v6]:port"`; a host name is resolved once, here.
+pub fn resolve(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(address) = text.parse::<SocketAddr>() {
+        return Ok(address);
+    }
+    let has_port = text.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if !has_port {
+        return Err(format!("expected \"host:port\", got \"{text}\""));
+    }
+    let addresses: Vec<SocketAddr> = text
+        .to_socket_addrs()
+        .map_err(|error| format!("cannot resolve \"{text}\": {error}"))?
+        .collect();
+    // Prefer IPv4 for names like localhost, as most backends listen there.
+    addresses
+        .iter()
+        .find(|address| address.is_ipv4())
+        .or(addresses.first())
+        .copied()
+        .ok_or_else(|| format!("cannot resolve \"{text}\""))
+}

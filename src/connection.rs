@@ -1,0 +1,678 @@
+//! A session: one client connection, and the backend connection serving its
+//! current request. The request/response cycle is the `Exchange` enum; each
+//! direction's bytes sit in one bounded `Buffer`.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+
+use mio::event::Event;
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+
+use crate::balancer::{Outcome, Pool};
+use crate::buffer::Buffer;
+use crate::framing::{BodyFramer, Framing, FramingError};
+use crate::http::{self, ClientSide, HeadError, RequestHead};
+use crate::reply::ErrorReply;
+use crate::router::{RequestView, Route, RouteError, Router};
+
+/// What a session needs from the loop that owns it.
+pub struct Context<'a> {
+    pub registry: &'a Registry,
+    pub router: &'a Router,
+    pub pools: &'a mut [Pool],
+    pub max_header_bytes: usize,
+}
+
+/// Client tokens are even, backend tokens odd: both come from the slab key.
+pub fn client_token(key: usize) -> Token {
+    Token(key * 2)
+}
+
+fn backend_token(key: usize) -> Token {
+    Token(key * 2 + 1)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Backend,
+}
+
+pub fn side_of(token: Token) -> (usize, Side) {
+    let side = if token.0 % 2 == 0 { Side::Client } else { Side::Backend };
+    (token.0 / 2, side)
+}
+
+/// A socket with the readiness mio last reported. With edge-triggered
+/// events a flag stays set until an operation would block.
+struct Endpoint {
+    stream: TcpStream,
+    readable: bool,
+    writable: bool,
+    interest: Interest,
+}
+
+impl Endpoint {
+    fn mark(&mut self, event: &Event) {
+        self.readable |= event.is_readable() || event.is_read_closed() || event.is_error();
+        self.writable |= event.is_writable() || event.is_write_closed() || event.is_error();
+    }
+
+    fn update_interest(&mut self, registry: &Registry, token: Token, wants_write: bool) -> io::Result<()> {
+        let interest = if wants_write {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        if interest != self.interest {
+            registry.reregister(&mut self.stream, token, interest)?;
+            self.interest = interest;
+        }
+        Ok(())
+    }
+
+    /// Writes `head` then `body` in one call; returns how many bytes went,
+    /// or `None` when the socket would block.
+    fn write_two(&mut self, head: &[u8], body: &[u8]) -> io::Result<Option<usize>> {
+        loop {
+            match self.stream.write_vectored(&[IoSlice::new(head), IoSlice::new(body)]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(count) => return Ok(Some(count)),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    self.writable = false;
+                    return Ok(None);
+                }
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => return Err(error),
+            }
+        }
+    }
+}
+
+/// Bytes rsp itself produced (heads, local replies), sent ahead of any
+/// body bytes still in a buffer.
+#[derive(Default)]
+struct Queue {
+    bytes: Vec<u8>,
+    sent: usize,
+}
+
+impl Queue {
+    fn pending(&self) -> &[u8] {
+        &self.bytes[self.sent..]
+    }
+
+    fn is_empty(&self) -> bool {
+        self.sent == self.bytes.len()
+    }
+
+    fn advance(&mut self, count: usize) {
+        self.sent += count;
+        if self.is_empty() {
+            self.bytes.clear();
+            self.sent = 0;
+        }
+    }
+}
+
+/// A body being passed through: `claimed` bytes at the front of its buffer
+/// belong to it and are not yet written.
+#[derive(Debug)]
+struct Body {
+    framer: BodyFramer,
+    claimed: usize,
+}
+
+impl Body {
+    fn new(framing: &Framing) -> Option<Body> {
+        BodyFramer::new(framing).map(|framer| Body { framer, claimed: 0 })
+    }
+
+    /// Claims what it can of `data` and returns how many leading bytes of it
+    /// belong to this body.
+    fn claim(&mut self, data: &[u8]) -> Result<usize, FramingError> {
+        if !self.framer.is_complete() && self.claimed < data.len() {
+            self.claimed += self.framer.claim(&data[self.claimed..])?;
+        }
+        Ok(self.claimed)
+    }
+
+    fn is_complete(&self) -> bool {
+        self.claimed == 0 && self.framer.is_complete()
+    }
+}
+
+enum ResponseState {
+    /// Waiting for the (next) response head; interim 1xx heads loop here.
+    Head,
+    /// Passing the body on; `None` once it is complete.
+    Body { body: Option<Body>, keep_alive: bool, until_close: bool },
+}
+
+/// A request being answered by a backend.
+struct Proxied {
+    backend: Endpoint,
+    server: SocketAddr,
+    pool: Option<usize>,
+    connected: bool,
+    backend_eof: bool,
+    /// The backend stopped taking the request (it may still answer).
+    backend_write_failed: bool,
+    backend_reset: bool,
+    client_side: ClientSide,
+    /// `None` once the whole request body went to the backend.
+    request_body: Option<Body>,
+    response: ResponseState,
+}
+
+enum Exchange {
+    /// Waiting for the next request head.
+    Idle,
+    Proxy(Box<Proxied>),
+    /// rsp answers itself; the request body, if any, is read and dropped.
+    Local { discard: Option<Body>, keep_alive: bool },
+    /// Send what is queued for the client, then close.
+    Closing,
+}
+
+/// Why a session ends.
+#[derive(Debug)]
+enum End {
+    /// Everything was said; close gracefully.
+    Done,
+    /// The client went away or broke the connection.
+    ClientGone(Option<io::Error>),
+    /// A response could not be completed; the client sees the connection close.
+    Aborted(String),
+}
+
+pub struct Session {
+    key: usize,
+    client: Endpoint,
+    client_address: SocketAddr,
+    client_eof: bool,
+    /// Client → backend bytes: request heads and bodies.
+    inbound: Buffer,
+    /// Backend → client bytes: response heads and bodies.
+    outbound: Buffer,
+    to_client: Queue,
+    to_backend: Queue,
+    request: RequestView,
+    exchange: Exchange,
+}
+
+impl Session {
+    pub fn new(key: usize, stream: TcpStream, client_address: SocketAddr, buffer_bytes: usize) -> Session {
+        Session {
+            key,
+            client: Endpoint {
+                stream,
+                readable: false,
+                writable: true,
+                interest: Interest::READABLE,
+            },
+            client_address,
+            client_eof: false,
+            inbound: Buffer::new(buffer_bytes),
+            outbound: Buffer::new(buffer_bytes),
+            to_client: Queue::default(),
+            to_backend: Queue::default(),
+            request: RequestView {
+                head: RequestHead::default(),
+                client: client_address,
+            },
+            exchange: Exchange::Idle,
+        }
+    }
+
+    pub fn client_stream(&mut self) -> &mut TcpStream {
+        &mut self.client.stream
+    }
+
+    pub fn mark_ready(&mut self, side: Side, event: &Event) {
+        match (side, &mut self.exchange) {
+            (Side::Client, _) => self.client.mark(event),
+            (Side::Backend, Exchange::Proxy(proxied)) => proxied.backend.mark(event),
+            // A late event for a backend this session already let go.
+            (Side::Backend, _) => {}
+        }
+    }
+
+    /// Makes all the progress the sockets allow. Returns false when the
+    /// session is over and has been closed.
+    pub fn drive(&mut self, context: &mut Context) -> bool {
+        let outcome = self.run(context).and_then(|()| self.update_interest(context.registry).map_err(|error| End::Aborted(error.to_string())));
+        match outcome {
+            Ok(()) => true,
+            Err(end) => {
+                self.close(context, end);
+                false
+            }
+        }
+    }
+
+    fn run(&mut self, context: &mut Context) -> Result<(), End> {
+        loop {
+            let mut progress = self.read_client()?;
+            progress |= self.advance(context)?;
+            progress |= self.write_backend(context)?;
+            progress |= self.read_backend();
+            progress |= self.write_client()?;
+            if !progress {
+                return Ok(());
+            }
+        }
+    }
+
+    fn read_client(&mut self) -> Result<bool, End> {
+        if !self.client.readable || self.client_eof || self.inbound.is_full() || matches!(self.exchange, Exchange::Closing) {
+            return Ok(false);
+        }
+        let fill = self.inbound.fill_from(&mut self.client.stream).map_err(|error| End::ClientGone(Some(error)))?;
+        self.client.readable = !fill.drained;
+        self.client_eof |= fill.eof;
+        Ok(fill.read > 0 || fill.eof)
+    }
+
+    fn advance(&mut self, context: &mut Context) -> Result<bool, End> {
+        match &mut self.exchange {
+            Exchange::Idle => self.next_request(context),
+            Exchange::Proxy(_) => self.advance_proxy(context),
+            Exchange::Local { discard, keep_alive } => {
+                let mut progress = false;
+                if let Some(body) = discard {
+                    let count = body.claim(self.inbound.data()).map_err(|error| End::Aborted(format!("request body: {error}")))?;
+                    self.inbound.consume(count);
+                    body.claimed = 0;
+                    progress = count > 0;
+                    if body.is_complete() {
+                        *discard = None;
+                    }
+                }
+                if discard.is_none() && self.to_client.is_empty() {
+                    self.exchange = if *keep_alive { Exchange::Idle } else { Exchange::Closing };
+                    progress = true;
+                }
+                Ok(progress)
+            }
+            Exchange::Closing if self.to_client.is_empty() => Err(End::Done),
+            Exchange::Closing => Ok(false),
+        }
+    }
+
+    /// Parses the next request head, if it is all here, and routes it.
+    fn next_request(&mut self, context: &mut Context) -> Result<bool, End> {
+        if self.inbound.is_empty() {
+            return if self.client_eof { Err(End::Done) } else { Ok(false) };
+        }
+        let limit = context.max_header_bytes;
+        match self.request.head.parse(self.inbound.data()) {
+            Ok(Some(length)) if length <= limit => {
+                self.inbound.consume(length);
+                self.dispatch(context);
+            }
+            Ok(None) if self.inbound.len() < limit => {
+                // An unfinished head from a client that left needs no answer.
+                return if self.client_eof { Err(End::Done) } else { Ok(false) };
+            }
+            Ok(_) | Err(HeadError::TooManyHeaders) => {
+                log::info!("{}: 431, request head over {limit} bytes or {} fields", self.client_address, http::MAX_HEADERS);
+                self.reply_error(ErrorReply::HeadTooLarge, None);
+            }
+            Err(error) => {
+                log::info!("{}: 400, {error}", self.client_address);
+                self.reply_error(ErrorReply::BadRequest, None);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Asks the router where the request goes and starts that.
+    fn dispatch(&mut self, context: &mut Context) {
+        let head = &self.request.head;
+        log::debug!("{}: {} {} host={:?}", self.client_address, head.method(), head.target(), head.host());
+        let body = Body::new(&head.framing);
+        match context.router.route(&self.request, context.pools) {
+            Ok(Route::Reply(reply)) => {
+                let keep_alive = self.local_keep_alive(body.is_some());
+                reply.write(&mut self.to_client.bytes, keep_alive);
+                self.exchange = Exchange::Local { discard: body, keep_alive };
+            }
+            Ok(Route::Pool(index)) => match context.pools[index].pick() {
+                Some(server) => self.connect(context, server, Some(index), body),
+                None => self.reply_error(ErrorReply::NoRoute, body),
+            },
+            Ok(Route::Address(server)) => self.connect(context, server, None, body),
+            Err(RouteError::NoRoute) => {
+                log::info!("{}: 503, route() chose no backend for {} {}", self.client_address, head.method(), head.target());
+                self.reply_error(ErrorReply::NoRoute, body);
+            }
+            Err(RouteError::UnknownPool(name)) => {
+                log::warn!("{}: 503, route() returned {name:?}, which is neither a pool nor \"ip:port\"", self.client_address);
+                self.reply_error(ErrorReply::NoRoute, body);
+            }
+            Err(RouteError::Script(error)) => {
+                log::error!("{}: 500, route() failed: {error}", self.client_address);
+                self.reply_error(ErrorReply::ScriptFailed, body);
+            }
+        }
+    }
+
+    /// Whether the connection can stay open after rsp answers itself. A
+    /// client waiting for `100 Continue` may never send the body we would
+    /// have to skip, so that connection closes.
+    fn local_keep_alive(&self, has_body: bool) -> bool {
+        self.request.head.keep_alive && !(has_body && self.request.head.expect_continue)
+    }
+
+    fn reply_error(&mut self, reply: ErrorReply, discard: Option<Body>) {
+        let keep_alive = !reply.must_close() && self.local_keep_alive(discard.is_some());
+        reply.write(&mut self.to_client.bytes, keep_alive);
+        self.exchange = if reply.must_close() {
+            Exchange::Closing
+        } else {
+            Exchange::Local { discard, keep_alive }
+        };
+    }
+
+    fn connect(&mut self, context: &mut Context, server: SocketAddr, pool: Option<usize>, request_body: Option<Body>) {
+        let mut stream = match TcpStream::connect(server) {
+            Ok(stream) => stream,
+            Err(error) => {
+                log::warn!("{}: 502, cannot connect to {server}: {error}", self.client_address);
+                self.release(context, pool, server, Outcome::Failed);
+                return self.reply_error(ErrorReply::BadGateway, request_body);
+            }
+        };
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(error) = context.registry.register(&mut stream, backend_token(self.key), interest) {
+            log::error!("{}: 502, cannot register backend socket: {error}", self.client_address);
+            return self.reply_error(ErrorReply::BadGateway, request_body);
+        }
+        let head = &self.request.head;
+        self.to_backend.bytes.clear();
+        self.to_backend.sent = 0;
+        head.write_forwarded(&mut self.to_backend.bytes, self.client_address.ip());
+        self.exchange = Exchange::Proxy(Box::new(Proxied {
+            backend: Endpoint {
+                stream,
+                readable: false,
+                writable: false,
+                interest,
+            },
+            server,
+            pool,
+            connected: false,
+            backend_eof: false,
+            backend_write_failed: false,
+            backend_reset: false,
+            client_side: ClientSide {
+                head_request: head.is_head(),
+                minor_version: head.minor_version,
+                keep_alive: head.keep_alive,
+            },
+            request_body,
+            response: ResponseState::Head,
+        }));
+    }
+
+    fn release(&self, context: &mut Context, pool: Option<usize>, server: SocketAddr, outcome: Outcome) {
+        if let Some(pool) = pool.and_then(|index| context.pools.get_mut(index)) {
+            pool.release(server, outcome);
+        }
+    }
+
+    /// The backend failed. Before any of the response reached the client
+    /// that is a 502; after, the client's connection is cut.
+    fn backend_failed(&mut self, context: &mut Context, why: String) -> Result<bool, End> {
+        let Exchange::Proxy(proxied) = std::mem::replace(&mut self.exchange, Exchange::Closing) else {
+            return Ok(false);
+        };
+        self.release(context, proxied.pool, proxied.server, Outcome::Failed);
+        if !matches!(proxied.response, ResponseState::Head) {
+            return Err(End::Aborted(format!("backend {}: {why}", proxied.server)));
+        }
+        log::warn!("{}: 502, backend {}: {why}", self.client_address, proxied.server);
+        self.reply_error(ErrorReply::BadGateway, proxied.request_body);
+        Ok(true)
+    }
+
+    fn advance_proxy(&mut self, context: &mut Context) -> Result<bool, End> {
+        let Exchange::Proxy(proxied) = &mut self.exchange else {
+            return Ok(false);
+        };
+        if !proxied.connected {
+            if !proxied.backend.writable {
+                return Ok(false);
+            }
+            let stream = &proxied.backend.stream;
+            let status = match stream.take_error() {
+                Ok(Some(error)) | Err(error) => Err(error),
+                Ok(None) => stream.peer_addr().map(|_| ()),
+            };
+            return match status {
+                Ok(()) => {
+                    proxied.connected = true;
+                    let _ = stream.set_nodelay(true);
+                    Ok(true)
+                }
+                Err(error) if error.kind() == io::ErrorKind::NotConnected => {
+                    proxied.backend.writable = false;
+                    Ok(false)
+                }
+                Err(error) => self.backend_failed(context, format!("connect failed: {error}")),
+            };
+        }
+        match &mut proxied.response {
+            ResponseState::Head => {
+                if self.outbound.is_empty() {
+                    if proxied.backend_eof {
+                        return self.backend_failed(context, "closed the connection without a response".into());
+                    }
+                    return Ok(false);
+                }
+                match http::forward_response_head(self.outbound.data(), proxied.client_side, &mut self.to_client.bytes) {
+                    Ok(Some(info)) => {
+                        self.outbound.consume(info.head_length);
+                        if !info.is_interim() {
+                            proxied.response = ResponseState::Body {
+                                until_close: info.framing == Framing::UntilClose,
+                                body: Body::new(&info.framing),
+                                keep_alive: info.keep_alive,
+                            };
+                        }
+                        Ok(true)
+                    }
+                    Ok(None) if self.outbound.is_full() => self.backend_failed(context, "response head too large".into()),
+                    Ok(None) if proxied.backend_eof => self.backend_failed(context, "closed the connection in the response head".into()),
+                    Ok(None) => Ok(false),
+                    Err(error) => self.backend_failed(context, format!("invalid response: {error}")),
+                }
+            }
+            ResponseState::Body { body, keep_alive, until_close } => {
+                let drained = self.outbound.is_empty();
+                let ended_by_close = *until_close && proxied.backend_eof && drained;
+                if ended_by_close && proxied.backend_reset {
+                    return Err(End::Aborted(format!("backend {} reset the connection mid-response", proxied.server)));
+                }
+                if body.as_ref().is_some_and(|body| body.is_complete() || (ended_by_close && body.claimed == 0)) {
+                    *body = None;
+                }
+                if body.is_some() && proxied.backend_eof && drained {
+                    return Err(End::Aborted(format!("backend {} closed the connection mid-response", proxied.server)));
+                }
+                if body.is_some() || !self.to_client.is_empty() {
+                    return Ok(false);
+                }
+                let keep_alive = *keep_alive && proxied.request_body.is_none() && !proxied.backend_write_failed;
+                let (pool, server) = (proxied.pool, proxied.server);
+                self.release(context, pool, server, Outcome::Ok);
+                // Anything the backend sent past its response is not ours to pass on.
+                self.outbound.consume(self.outbound.len());
+                self.outbound.release();
+                self.exchange = if keep_alive { Exchange::Idle } else { Exchange::Closing };
+                Ok(true)
+            }
+        }
+    }
+
+    fn write_backend(&mut self, context: &mut Context) -> Result<bool, End> {
+        let Exchange::Proxy(proxied) = &mut self.exchange else {
+            return Ok(false);
+        };
+        if !proxied.connected || proxied.backend_write_failed {
+            return Ok(false);
+        }
+        let mut progress = false;
+        while proxied.backend.writable {
+            let body_length = match &mut proxied.request_body {
+                Some(body) => match body.claim(self.inbound.data()) {
+                    Ok(length) => length,
+                    Err(error) => {
+                        log::info!("{}: 400, request body: {error}", self.client_address);
+                        return self.bad_request_body(context);
+                    }
+                },
+                None => 0,
+            };
+            let head = self.to_backend.pending();
+            if head.is_empty() && body_length == 0 {
+                break;
+            }
+            match proxied.backend.write_two(head, &self.inbound.data()[..body_length]) {
+                Ok(Some(count)) => {
+                    let from_head = count.min(head.len());
+                    self.to_backend.advance(from_head);
+                    if let Some(body) = &mut proxied.request_body {
+                        body.claimed -= count - from_head;
+                        self.inbound.consume(count - from_head);
+                        if body.is_complete() {
+                            proxied.request_body = None;
+                        }
+                    }
+                    progress = true;
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    // The backend may have answered early and closed; read on.
+                    log::debug!("{}: backend {} stopped reading the request: {error}", self.client_address, proxied.server);
+                    proxied.backend_write_failed = true;
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(progress)
+    }
+
+    /// The client's body framing broke mid-request: the backend has a
+    /// partial request and the client stream cannot be trusted.
+    fn bad_request_body(&mut self, context: &mut Context) -> Result<bool, End> {
+        if let Exchange::Proxy(proxied) = std::mem::replace(&mut self.exchange, Exchange::Closing) {
+            self.release(context, proxied.pool, proxied.server, Outcome::Ok);
+            if !matches!(proxied.response, ResponseState::Head) {
+                return Err(End::Aborted("invalid request body after the response began".into()));
+            }
+        }
+        self.reply_error(ErrorReply::BadRequest, None);
+        Ok(true)
+    }
+
+    fn read_backend(&mut self) -> bool {
+        let Exchange::Proxy(proxied) = &mut self.exchange else {
+            return false;
+        };
+        if !proxied.backend.readable || proxied.backend_eof || self.outbound.is_full() {
+            return false;
+        }
+        match self.outbound.fill_from(&mut proxied.backend.stream) {
+            Ok(fill) => {
+                proxied.backend.readable = !fill.drained;
+                proxied.backend_eof |= fill.eof;
+                fill.read > 0 || fill.eof
+            }
+            Err(error) => {
+                log::debug!("{}: backend {} read error: {error}", self.client_address, proxied.server);
+                proxied.backend_eof = true;
+                proxied.backend_reset = true;
+                true
+            }
+        }
+    }
+
+    fn write_client(&mut self) -> Result<bool, End> {
+        let mut progress = false;
+        while self.client.writable {
+            let body = match &mut self.exchange {
+                Exchange::Proxy(proxied) => match &mut proxied.response {
+                    ResponseState::Body { body: Some(body), .. } => Some(body),
+                    _ => None,
+                },
+                _ => None,
+            };
+            let body_length = match body {
+                Some(body) => body.claim(self.outbound.data()).map_err(|error| End::Aborted(format!("response body: {error}")))?,
+                None => 0,
+            };
+            let head = self.to_client.pending();
+            if head.is_empty() && body_length == 0 {
+                break;
+            }
+            let written = self.client.write_two(head, &self.outbound.data()[..body_length]);
+            match written.map_err(|error| End::ClientGone(Some(error)))? {
+                Some(count) => {
+                    let from_head = count.min(head.len());
+                    self.to_client.advance(from_head);
+                    if let Exchange::Proxy(proxied) = &mut self.exchange
+                        && let ResponseState::Body { body: Some(body), .. } = &mut proxied.response
+                    {
+                        body.claimed -= count - from_head;
+                        self.outbound.consume(count - from_head);
+                    }
+                    progress = true;
+                }
+                None => break,
+            }
+        }
+        Ok(progress)
+    }
+
+    fn update_interest(&mut self, registry: &Registry) -> io::Result<()> {
+        let mut client_wants_write = !self.to_client.is_empty();
+        if let Exchange::Proxy(proxied) = &mut self.exchange {
+            if let ResponseState::Body { body: Some(_), .. } = proxied.response {
+                client_wants_write |= !self.outbound.is_empty();
+            }
+            let backend_wants_write = !proxied.connected
+                || (!proxied.backend_write_failed
+                    && (!self.to_backend.is_empty() || (proxied.request_body.is_some() && !self.inbound.is_empty())));
+            proxied.backend.update_interest(registry, backend_token(self.key), backend_wants_write)?;
+        }
+        self.client.update_interest(registry, client_token(self.key), client_wants_write)
+    }
+
+    fn close(&mut self, context: &mut Context, end: End) {
+        match &end {
+            End::Done => {
+                // Closing with unread input makes the kernel send a reset that
+                // can destroy the answer just written: finish writing, then
+                // read off what the client still sent.
+                let _ = self.client.stream.shutdown(Shutdown::Write);
+                let mut sink = [0u8; 4096];
+                for _ in 0..64 {
+                    match self.client.stream.read(&mut sink) {
+                        Ok(count) if count > 0 => continue,
+                        _ => break,
+                    }
+                }
+            }
+            End::ClientGone(error) => log::debug!("{}: client closed: {error:?}", self.client_address),
+            End::Aborted(why) => log::warn!("{}: connection cut: {why}", self.client_address),
+        }
+        if let Exchange::Proxy(proxied) = &self.exchange {
+            let outcome = if matches!(end, End::Aborted(_)) { Outcome::Failed } else { Outcome::Ok };
+            self.release(context, proxied.pool, proxied.server, outcome);
+        }
+        // Dropping the streams closes them, which also removes them from epoll.
+    }
+}

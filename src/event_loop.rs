@@ -1,0 +1,125 @@
+//! The event loop: poll, then hand each token to its owner: a listener
+//! accepts, a session drives its client and backend sockets.
+
+use std::io;
+use std::net::SocketAddr;
+
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use crate::balancer::Pool;
+use crate::config::{Config, Loaded};
+use crate::connection::{self, Context, Session};
+use crate::router::Router;
+
+/// Tokens from here up are listeners; sessions use two tokens per slab key
+/// below it.
+const LISTENER_BASE: usize = usize::MAX / 2;
+
+pub struct EventLoop {
+    poll: Poll,
+    listeners: Vec<TcpListener>,
+    sessions: Slab<Session>,
+    router: Router,
+    pools: Vec<Pool>,
+    buffer_bytes: usize,
+    max_header_bytes: usize,
+}
+
+impl EventLoop {
+    /// Binds every listen address; nothing is served until `run`.
+    pub fn new(loaded: Loaded) -> io::Result<EventLoop> {
+        let Loaded { config, .. } = &loaded;
+        let poll = Poll::new()?;
+        let mut listeners = Vec::new();
+        for (index, address) in config.listen.iter().enumerate() {
+            let mut listener = TcpListener::bind(*address)
+                .map_err(|error| io::Error::new(error.kind(), format!("cannot listen on {address}: {error}")))?;
+            poll.registry().register(&mut listener, Token(LISTENER_BASE + index), Interest::READABLE)?;
+            log::info!("listening on {}", listener.local_addr().unwrap_or(*address));
+            listeners.push(listener);
+        }
+        let pools: Vec<Pool> = config.pools.iter().map(Pool::new).collect();
+        for pool in &pools {
+            let servers: Vec<String> = pool.servers().iter().map(SocketAddr::to_string).collect();
+            log::info!("pool {}: {}", pool.name, servers.join(", "));
+        }
+        let Config {
+            buffer_bytes,
+            max_header_bytes,
+            ..
+        } = *config;
+        Ok(EventLoop {
+            router: Router::new(&loaded, &pools),
+            poll,
+            listeners,
+            sessions: Slab::with_capacity(1024),
+            pools,
+            buffer_bytes,
+            max_header_bytes,
+        })
+    }
+
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            if let Err(error) = self.poll.poll(&mut events, None) {
+                if error.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(error);
+            }
+            for event in events.iter() {
+                let token = event.token();
+                if token.0 >= LISTENER_BASE {
+                    self.accept(token.0 - LISTENER_BASE);
+                    continue;
+                }
+                let (key, side) = connection::side_of(token);
+                // A session closed earlier in this batch may have left events.
+                let Some(session) = self.sessions.get_mut(key) else {
+                    continue;
+                };
+                session.mark_ready(side, event);
+                let mut context = Context {
+                    registry: self.poll.registry(),
+                    router: &self.router,
+                    pools: &mut self.pools,
+                    max_header_bytes: self.max_header_bytes,
+                };
+                if !session.drive(&mut context) {
+                    self.sessions.remove(key);
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self, index: usize) {
+        let Some(listener) = self.listeners.get(index) else {
+            return;
+        };
+        loop {
+            let (stream, address) = match listener.accept() {
+                Ok(accepted) => accepted,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => {
+                    // Out of file descriptors and the like: the rest wait in
+                    // the backlog until connections close.
+                    log::warn!("accept failed: {error}");
+                    return;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let entry = self.sessions.vacant_entry();
+            let key = entry.key();
+            let mut session = Session::new(key, stream, address, self.buffer_bytes);
+            if let Err(error) = self.poll.registry().register(session.client_stream(), connection::client_token(key), Interest::READABLE) {
+                log::warn!("cannot register client {address}: {error}");
+                continue;
+            }
+            entry.insert(session);
+        }
+    }
+}

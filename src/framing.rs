@@ -1,0 +1,332 @@
+//! Message body framing (RFC 9112 §6, §7.1): where a body ends.
+//!
+//! Bodies are forwarded as they arrive, unchanged; a framer only *claims*
+//! the bytes that belong to the current message so that the bytes after it
+//! (the next pipelined request) stay where they are.
+
+use std::fmt;
+
+/// Bounds that keep a hostile peer from making us scan forever.
+const MAX_CHUNK_LINE: usize = 4096;
+const MAX_TRAILERS: usize = 32 * 1024;
+/// Larger chunk sizes are rejected rather than risk overflow.
+const MAX_CHUNK_SIZE: u64 = 1 << 60;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FramingError {
+    ChunkSize,
+    ChunkLine,
+    ChunkData,
+    Trailers,
+}
+
+impl fmt::Display for FramingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FramingError::ChunkSize => "invalid chunk size",
+            FramingError::ChunkLine => "invalid chunk line",
+            FramingError::ChunkData => "chunk data not followed by CRLF",
+            FramingError::Trailers => "invalid or oversized trailer section",
+        })
+    }
+}
+
+/// How the end of a body is found.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Framing {
+    /// No body at all.
+    #[default]
+    Empty,
+    Length(u64),
+    Chunked,
+    /// The body ends when the sender closes (responses only).
+    UntilClose,
+}
+
+/// Tracks one body as its bytes are claimed.
+#[derive(Debug)]
+pub enum BodyFramer {
+    Length(u64),
+    Chunked(Chunked),
+    UntilClose,
+}
+
+impl BodyFramer {
+    /// `None` when the framing carries no body.
+    pub fn new(framing: &Framing) -> Option<BodyFramer> {
+        match framing {
+            Framing::Empty | Framing::Length(0) => None,
+            Framing::Length(length) => Some(BodyFramer::Length(*length)),
+            Framing::Chunked => Some(BodyFramer::Chunked(Chunked::default())),
+            Framing::UntilClose => Some(BodyFramer::UntilClose),
+        }
+    }
+
+    /// Claims the leading bytes of `data` that belong to this body and
+    /// returns how many. `data` starts right after the last claimed byte.
+    pub fn claim(&mut self, data: &[u8]) -> Result<usize, FramingError> {
+        match self {
+            BodyFramer::Length(remaining) => {
+                let count = (*remaining).min(data.len() as u64);
+                *remaining -= count;
+                Ok(count as usize)
+            }
+            BodyFramer::Chunked(chunked) => chunked.claim(data),
+            BodyFramer::UntilClose => Ok(data.len()),
+        }
+    }
+
+    /// True once every byte of the body has been claimed. A close-delimited
+    /// body is never complete by itself: its sender's close completes it.
+    pub fn is_complete(&self) -> bool {
+        match self {
+            BodyFramer::Length(remaining) => *remaining == 0,
+            BodyFramer::Chunked(chunked) => chunked.state == ChunkState::Done,
+            BodyFramer::UntilClose => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    /// Reading hex digits of a chunk size.
+    Size,
+    /// After the size digits: whitespace, then `;` or CR.
+    SizeEnd,
+    /// After a `;`: extension text up to CR.
+    Extension,
+    SizeLf,
+    Data,
+    DataCr,
+    DataLf,
+    /// At the start of a trailer line (or the final empty line).
+    TrailerStart,
+    TrailerLine,
+    TrailerLf,
+    FinalLf,
+    Done,
+}
+
+/// A strict chunked-coding scanner: CRLF line ends only, bounded lines.
+#[derive(Debug)]
+pub struct Chunked {
+    state: ChunkState,
+    size: u64,
+    digits: usize,
+    line: usize,
+    trailers: usize,
+}
+
+impl Default for Chunked {
+    fn default() -> Chunked {
+        Chunked {
+            state: ChunkState::Size,
+            size: 0,
+            digits: 0,
+            line: 0,
+            trailers: 0,
+        }
+    }
+}
+
+impl Chunked {
+    fn claim(&mut self, data: &[u8]) -> Result<usize, FramingError> {
+        let mut at = 0;
+        while at < data.len() && self.state != ChunkState::Done {
+            if self.state == ChunkState::Data {
+                let count = self.size.min((data.len() - at) as u64);
+                self.size -= count;
+                at += count as usize;
+                if self.size == 0 {
+                    self.state = ChunkState::DataCr;
+                }
+                continue;
+            }
+            self.step(data[at])?;
+            at += 1;
+        }
+        Ok(at)
+    }
+
+    fn step(&mut self, byte: u8) -> Result<(), FramingError> {
+        use ChunkState::*;
+        match self.state {
+            Size => match (byte as char).to_digit(16) {
+                Some(digit) => {
+                    self.digits += 1;
+                    self.size = self.size * 16 + u64::from(digit);
+                    if self.size > MAX_CHUNK_SIZE {
+                        return Err(FramingError::ChunkSize);
+                    }
+                }
+                None if self.digits == 0 => return Err(FramingError::ChunkSize),
+                None => {
+                    self.line = self.digits;
+                    self.state = SizeEnd;
+                    return self.step(byte);
+                }
+            },
+            SizeEnd | Extension => {
+                self.line += 1;
+                if self.line > MAX_CHUNK_LINE {
+                    return Err(FramingError::ChunkLine);
+                }
+                match (self.state, byte) {
+                    (_, b'\r') => self.state = SizeLf,
+                    (_, b'\n' | 0) => return Err(FramingError::ChunkLine),
+                    (SizeEnd, b' ' | b'\t') => {}
+                    (SizeEnd, b';') => self.state = Extension,
+                    (SizeEnd, _) => return Err(FramingError::ChunkSize),
+                    _ => {}
+                }
+            }
+            SizeLf => {
+                if byte != b'\n' {
+                    return Err(FramingError::ChunkLine);
+                }
+                self.digits = 0;
+                if self.size == 0 {
+                    self.state = TrailerStart;
+                } else {
+                    self.state = Data;
+                }
+            }
+            Data => unreachable!("data is claimed in bulk"),
+            DataCr => {
+                if byte != b'\r' {
+                    return Err(FramingError::ChunkData);
+                }
+                self.state = DataLf;
+            }
+            DataLf => {
+                if byte != b'\n' {
+                    return Err(FramingError::ChunkData);
+                }
+                self.state = Size;
+            }
+            TrailerStart => {
+                self.count_trailer()?;
+                self.state = match byte {
+                    b'\r' => FinalLf,
+                    b'\n' | 0 => return Err(FramingError::Trailers),
+                    _ => TrailerLine,
+                };
+            }
+            TrailerLine => {
+                self.count_trailer()?;
+                match byte {
+                    b'\r' => self.state = TrailerLf,
+                    b'\n' | 0 => return Err(FramingError::Trailers),
+                    _ => {}
+                }
+            }
+            TrailerLf | FinalLf => {
+                self.count_trailer()?;
+                if byte != b'\n' {
+                    return Err(FramingError::Trailers);
+                }
+                self.state = if self.state == FinalLf {
+                    Done
+                } else {
+                    TrailerStart
+                };
+            }
+            Done => {}
+        }
+        Ok(())
+    }
+
+    fn count_trailer(&mut self) -> Result<(), FramingError> {
+        self.trailers += 1;
+        if self.trailers > MAX_TRAILERS {
+            return Err(FramingError::Trailers);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim_all(framer: &mut BodyFramer, data: &[u8], step: usize) -> Result<usize, FramingError> {
+        let mut total = 0;
+        while total < data.len() && !framer.is_complete() {
+            let end = (total + step).min(data.len());
+            let count = framer.claim(&data[total..end])?;
+            total += count;
+            if count == 0 {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
+    #[test]
+    fn length_claims_exactly_its_bytes() {
+        let mut framer = BodyFramer::new(&Framing::Length(5)).unwrap();
+        assert_eq!(framer.claim(b"abc").unwrap(), 3);
+        assert!(!framer.is_complete());
+        assert_eq!(framer.claim(b"deGET /").unwrap(), 2);
+        assert!(framer.is_complete());
+        assert!(BodyFramer::new(&Framing::Length(0)).is_none());
+        assert!(BodyFramer::new(&Framing::Empty).is_none());
+    }
+
+    #[test]
+    fn chunked_stops_at_the_end_of_the_message_in_any_split() {
+        let body = b"5;name=value\r\nhello\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-Trailer: yes\r\n\r\n";
+        let mut input = body.to_vec();
+        input.extend_from_slice(b"GET / HTTP/1.1\r\n");
+        for step in 1..input.len() {
+            let mut framer = BodyFramer::new(&Framing::Chunked).unwrap();
+            assert_eq!(claim_all(&mut framer, &input, step).unwrap(), body.len(), "step {step}");
+            assert!(framer.is_complete());
+        }
+    }
+
+    #[test]
+    fn chunked_without_trailers() {
+        let mut framer = BodyFramer::new(&Framing::Chunked).unwrap();
+        assert_eq!(framer.claim(b"0\r\n\r\nrest").unwrap(), 5);
+        assert!(framer.is_complete());
+    }
+
+    #[test]
+    fn chunked_rejects_bad_framing() {
+        let cases: &[&[u8]] = &[
+            b"\r\n",                       // no size
+            b"x\r\n",                      // not hex
+            b"-1\r\n",                     // sign
+            b"5\nhello\r\n",               // bare LF after size
+            b"5\r\nhelloXX",               // data not followed by CRLF
+            b"5 x\r\nhello\r\n",           // garbage after size without ';'
+            b"fffffffffffffffffff\r\n",    // overflow
+            b"0\r\nBad\nTrailer\r\n\r\n",  // bare LF in trailers
+            b"0\r\n\n",                    // bare LF as the final line
+        ];
+        for case in cases {
+            let mut framer = BodyFramer::new(&Framing::Chunked).unwrap();
+            assert!(
+                claim_all(&mut framer, case, 64).is_err(),
+                "accepted {:?}",
+                String::from_utf8_lossy(case)
+            );
+        }
+    }
+
+    #[test]
+    fn chunked_rejects_endless_extension_lines() {
+        let mut framer = BodyFramer::new(&Framing::Chunked).unwrap();
+        let mut line = b"1;".to_vec();
+        line.extend(std::iter::repeat_n(b'a', MAX_CHUNK_LINE + 10));
+        assert_eq!(framer.claim(&line), Err(FramingError::ChunkLine));
+    }
+
+    #[test]
+    fn until_close_claims_everything_and_never_completes() {
+        let mut framer = BodyFramer::new(&Framing::UntilClose).unwrap();
+        assert_eq!(framer.claim(b"anything").unwrap(), 8);
+        assert!(!framer.is_complete());
+    }
+}

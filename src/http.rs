@@ -1,0 +1,652 @@
+//! HTTP/1.x heads: parsing with httparse, deciding framing and persistence,
+//! and writing the head rsp forwards to the other side (RFC 9110, 9112).
+
+use std::fmt;
+use std::io::Write;
+use std::net::IpAddr;
+use std::ops::Range;
+
+use crate::framing::Framing;
+
+/// More header fields than this in one head is answered with 431.
+pub const MAX_HEADERS: usize = 128;
+
+/// Fields that describe one connection, never forwarded (RFC 9110 §7.6.1).
+/// `Transfer-Encoding` is hop-by-hop too, but rsp forwards bodies with the
+/// coding they arrived in, so it keeps that field with them.
+const HOP_BY_HOP: &[&str] = &["connection", "keep-alive", "proxy-connection", "te", "upgrade"];
+
+/// Fields that frame or address the message: a `Connection` header that
+/// names them must not make them vanish (request smuggling).
+const NEVER_DROPPED: &[&str] = &["content-length", "transfer-encoding", "host"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadError {
+    Malformed(httparse::Error),
+    TooManyHeaders,
+    Framing(&'static str),
+}
+
+impl fmt::Display for HeadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HeadError::Malformed(error) => write!(f, "malformed head: {error}"),
+            HeadError::TooManyHeaders => write!(f, "more than {MAX_HEADERS} header fields"),
+            HeadError::Framing(why) => f.write_str(why),
+        }
+    }
+}
+
+/// A parsed request head, owning a copy of its bytes so the client buffer
+/// can move on (to the body, or the next pipelined request).
+#[derive(Default)]
+pub struct RequestHead {
+    raw: Vec<u8>,
+    method: Range<usize>,
+    target: Range<usize>,
+    headers: Vec<(Range<usize>, Range<usize>)>,
+    host: String,
+    pub minor_version: u8,
+    pub framing: Framing,
+    /// The client wants the connection kept open after this exchange.
+    pub keep_alive: bool,
+    pub expect_continue: bool,
+}
+
+impl RequestHead {
+    /// Parses a request head at the start of `buffer`. `Ok(None)` means
+    /// more bytes are needed; `Ok(Some(n))` means the head is the first `n`.
+    pub fn parse(&mut self, buffer: &[u8]) -> Result<Option<usize>, HeadError> {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut request = httparse::Request::new(&mut fields);
+        let length = match request.parse(buffer) {
+            Ok(httparse::Status::Complete(length)) => length,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
+            Err(error) => return Err(HeadError::Malformed(error)),
+        };
+        let base = buffer.as_ptr() as usize;
+        let span = |part: &[u8]| {
+            let start = part.as_ptr() as usize - base;
+            start..start + part.len()
+        };
+        self.raw.clear();
+        self.raw.extend_from_slice(&buffer[..length]);
+        self.method = span(request.method.unwrap_or_default().as_bytes());
+        self.target = span(request.path.unwrap_or_default().as_bytes());
+        self.minor_version = request.version.unwrap_or(1);
+        self.headers.clear();
+        for field in request.headers.iter() {
+            self.headers.push((span(field.name.as_bytes()), span(field.value)));
+        }
+        self.examine()?;
+        Ok(Some(length))
+    }
+
+    /// Derives host, framing and persistence from the fields.
+    fn examine(&mut self) -> Result<(), HeadError> {
+        let mut host = None;
+        let mut content_length = None;
+        let mut transfer_encoding = false;
+        let mut chunked_last = false;
+        let mut close = false;
+        let mut keep_alive = false;
+        self.expect_continue = false;
+        for (name, value) in &self.headers {
+            let name = &self.raw[name.clone()];
+            let value = &self.raw[value.clone()];
+            if name.eq_ignore_ascii_case(b"host") {
+                if host.is_some() {
+                    return Err(HeadError::Framing("more than one Host field"));
+                }
+                host = Some(value);
+            } else if name.eq_ignore_ascii_case(b"content-length") {
+                content_length = Some(merge_content_length(content_length, value)?);
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                for coding in tokens(value) {
+                    if chunked_last {
+                        return Err(HeadError::Framing("chunked is not the last transfer coding"));
+                    }
+                    chunked_last = coding.eq_ignore_ascii_case(b"chunked");
+                    transfer_encoding = true;
+                }
+            } else if name.eq_ignore_ascii_case(b"connection") {
+                for option in tokens(value) {
+                    close |= option.eq_ignore_ascii_case(b"close");
+                    keep_alive |= option.eq_ignore_ascii_case(b"keep-alive");
+                }
+            } else if name.eq_ignore_ascii_case(b"expect") {
+                self.expect_continue = value.eq_ignore_ascii_case(b"100-continue");
+            }
+        }
+        self.framing = match (transfer_encoding, content_length) {
+            (true, Some(_)) => {
+                return Err(HeadError::Framing("both Content-Length and Transfer-Encoding"));
+            }
+            (true, None) if self.minor_version == 0 => {
+                return Err(HeadError::Framing("Transfer-Encoding in an HTTP/1.0 request"));
+            }
+            (true, None) if !chunked_last => {
+                return Err(HeadError::Framing("the last transfer coding is not chunked"));
+            }
+            (true, None) => Framing::Chunked,
+            (false, Some(length)) => Framing::Length(length),
+            (false, None) => Framing::Empty,
+        };
+        self.keep_alive = if self.minor_version == 0 {
+            keep_alive && !close
+        } else {
+            !close
+        };
+        let authority = match absolute_form_authority(str_of(&self.raw[self.target.clone()])) {
+            Some(authority) => authority.as_bytes(),
+            None => match host {
+                Some(host) => host,
+                None if self.minor_version == 1 => {
+                    return Err(HeadError::Framing("HTTP/1.1 request without Host"));
+                }
+                None => b"",
+            },
+        };
+        self.host.clear();
+        let authority = String::from_utf8_lossy(strip_port(authority));
+        self.host.push_str(&authority);
+        self.host.make_ascii_lowercase();
+        Ok(())
+    }
+
+    pub fn method(&self) -> &str {
+        str_of(&self.raw[self.method.clone()])
+    }
+
+    pub fn is_head(&self) -> bool {
+        self.method() == "HEAD"
+    }
+
+    /// The request target exactly as the client sent it.
+    pub fn target(&self) -> &str {
+        str_of(&self.raw[self.target.clone()])
+    }
+
+    /// The path of the target, without the query.
+    pub fn path(&self) -> &str {
+        let target = self.target();
+        let origin = match target.find("://") {
+            Some(scheme_end) => {
+                let rest = &target[scheme_end + 3..];
+                rest.find('/').map_or("/", |slash| &rest[slash..])
+            }
+            None => target,
+        };
+        origin.split('?').next().unwrap_or(origin)
+    }
+
+    pub fn query(&self) -> Option<&str> {
+        self.target().split_once('?').map(|(_, query)| query)
+    }
+
+    /// The Host, lower-cased and without its port; "" when there is none.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub fn version(&self) -> &'static str {
+        if self.minor_version == 0 { "1.0" } else { "1.1" }
+    }
+
+    /// The first field called `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(field, _)| self.raw[field.clone()].eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, value)| &self.raw[value.clone()])
+    }
+
+    /// Writes the head to send to a backend: hop-by-hop fields dropped,
+    /// `X-Forwarded-For` extended with the client, `X-Forwarded-Proto` set.
+    pub fn write_forwarded(&self, out: &mut Vec<u8>, client: IpAddr) {
+        out.extend_from_slice(&self.raw[self.method.clone()]);
+        out.push(b' ');
+        out.extend_from_slice(&self.raw[self.target.clone()]);
+        out.extend_from_slice(if self.minor_version == 0 {
+            b" HTTP/1.0\r\n"
+        } else {
+            b" HTTP/1.1\r\n"
+        });
+        let fields = self.fields();
+        let mut forwarded_for: Vec<&[u8]> = Vec::new();
+        for (name, value) in fields.clone() {
+            if name.eq_ignore_ascii_case(b"x-forwarded-for") {
+                forwarded_for.push(value);
+            } else if !name.eq_ignore_ascii_case(b"x-forwarded-proto")
+                && !is_hop_by_hop(name, fields.clone())
+            {
+                write_field(out, name, value);
+            }
+        }
+        out.extend_from_slice(b"X-Forwarded-For: ");
+        for earlier in forwarded_for {
+            out.extend_from_slice(earlier);
+            out.extend_from_slice(b", ");
+        }
+        let _ = write!(out, "{client}\r\n");
+        // One backend connection per exchange, for now: say so, so the backend
+        // frees it at once.
+        out.extend_from_slice(b"X-Forwarded-Proto: http\r\nConnection: close\r\n\r\n");
+    }
+
+    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> + Clone {
+        self.headers
+            .iter()
+            .map(|(name, value)| (&self.raw[name.clone()], &self.raw[value.clone()]))
+    }
+}
+
+/// What the client side of an exchange needs in order to shape a response.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientSide {
+    pub head_request: bool,
+    pub minor_version: u8,
+    pub keep_alive: bool,
+}
+
+/// A response head that was parsed and written for the client.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ResponseInfo {
+    /// Bytes of the backend's head, to be consumed.
+    pub head_length: usize,
+    pub status: u16,
+    pub framing: Framing,
+    /// The client connection stays open after this response.
+    pub keep_alive: bool,
+}
+
+impl ResponseInfo {
+    pub fn is_interim(&self) -> bool {
+        self.status < 200
+    }
+}
+
+/// Parses a response head at the start of `buffer` and appends the head to
+/// send to the client to `out` (nothing for an interim response the client
+/// cannot take). `Ok(None)` means more bytes are needed.
+pub fn forward_response_head(
+    buffer: &[u8],
+    client: ClientSide,
+    out: &mut Vec<u8>,
+) -> Result<Option<ResponseInfo>, HeadError> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut fields);
+    let head_length = match response.parse(buffer) {
+        Ok(httparse::Status::Complete(length)) => length,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
+        Err(error) => return Err(HeadError::Malformed(error)),
+    };
+    let status = response.code.unwrap_or(0);
+    let reason = response.reason.unwrap_or("");
+    let fields = response.headers.iter().map(|field| (field.name.as_bytes(), field.value));
+
+    if status == 101 {
+        return Err(HeadError::Framing("protocol upgrade is not supported yet"));
+    }
+    if status < 200 {
+        // Interim responses (100 Continue, 103 Early Hints) mean nothing to
+        // an HTTP/1.0 client.
+        if client.minor_version == 1 {
+            let _ = write!(out, "HTTP/1.1 {status} {reason}\r\n");
+            for (name, value) in fields.clone() {
+                if !is_hop_by_hop(name, fields.clone()) {
+                    write_field(out, name, value);
+                }
+            }
+            out.extend_from_slice(b"\r\n");
+        }
+        return Ok(Some(ResponseInfo {
+            head_length,
+            status,
+            framing: Framing::Empty,
+            keep_alive: client.keep_alive,
+        }));
+    }
+
+    let mut content_length = None;
+    let mut transfer_encoding = false;
+    let mut chunked_last = false;
+    for (name, value) in fields.clone() {
+        if name.eq_ignore_ascii_case(b"content-length") {
+            content_length = Some(merge_content_length(content_length, value)?);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            for coding in tokens(value) {
+                chunked_last = coding.eq_ignore_ascii_case(b"chunked");
+                transfer_encoding = true;
+            }
+        }
+    }
+    let framing = if client.head_request || status == 204 || status == 304 {
+        Framing::Empty
+    } else if transfer_encoding && chunked_last {
+        if client.minor_version == 0 {
+            return Err(HeadError::Framing("chunked response to an HTTP/1.0 request"));
+        }
+        Framing::Chunked
+    } else if transfer_encoding {
+        Framing::UntilClose
+    } else if let Some(length) = content_length {
+        Framing::Length(length)
+    } else {
+        Framing::UntilClose
+    };
+    let keep_alive = client.keep_alive && framing != Framing::UntilClose;
+
+    let _ = write!(out, "HTTP/1.1 {status} {reason}\r\n");
+    for (name, value) in fields.clone() {
+        // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3): never
+        // pass on both.
+        let dropped_length = transfer_encoding && name.eq_ignore_ascii_case(b"content-length");
+        if !dropped_length && !is_hop_by_hop(name, fields.clone()) {
+            write_field(out, name, value);
+        }
+    }
+    if !keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
+    } else if client.minor_version == 0 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(Some(ResponseInfo {
+        head_length,
+        status,
+        framing,
+        keep_alive,
+    }))
+}
+
+fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// True when `name` describes only this connection: a standard hop-by-hop
+/// field or one that a `Connection` field of the same head names.
+fn is_hop_by_hop<'a>(name: &[u8], mut fields: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> bool {
+    if HOP_BY_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop.as_bytes())) {
+        return true;
+    }
+    if NEVER_DROPPED.iter().any(|kept| name.eq_ignore_ascii_case(kept.as_bytes())) {
+        return false;
+    }
+    fields.any(|(field, value)| {
+        field.eq_ignore_ascii_case(b"connection")
+            && tokens(value).any(|option| option.eq_ignore_ascii_case(name))
+    })
+}
+
+/// The comma-separated, trimmed, non-empty elements of a field value.
+fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&byte| byte == b',')
+        .map(|token| token.trim_ascii())
+        .filter(|token| !token.is_empty())
+}
+
+/// Content-Length must be plain decimal digits, and every occurrence the
+/// same (RFC 9112 §6.3).
+fn merge_content_length(earlier: Option<u64>, value: &[u8]) -> Result<u64, HeadError> {
+    let mut length = earlier;
+    for element in value.split(|&byte| byte == b',') {
+        let element = element.trim_ascii();
+        let valid = !element.is_empty() && element.len() <= 18 && element.iter().all(u8::is_ascii_digit);
+        if !valid {
+            return Err(HeadError::Framing("invalid Content-Length"));
+        }
+        let parsed = element.iter().fold(0u64, |sum, digit| sum * 10 + u64::from(digit - b'0'));
+        if length.is_some_and(|length| length != parsed) {
+            return Err(HeadError::Framing("conflicting Content-Length values"));
+        }
+        length = Some(parsed);
+    }
+    length.ok_or(HeadError::Framing("invalid Content-Length"))
+}
+
+/// The authority of an absolute-form target (`http://host:port/path`).
+fn absolute_form_authority(target: &str) -> Option<&str> {
+    let rest = &target[target.find("://")? + 3..];
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    Some(&rest[..end])
+}
+
+fn strip_port(authority: &[u8]) -> &[u8] {
+    if authority.starts_with(b"[") {
+        let end = authority.iter().position(|&byte| byte == b']').map_or(authority.len(), |at| at + 1);
+        return &authority[..end];
+    }
+    match authority.iter().position(|&byte| byte == b':') {
+        Some(colon) => &authority[..colon],
+        None => authority,
+    }
+}
+
+/// httparse has already checked that methods and targets are visible ASCII.
+fn str_of(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &str) -> Result<RequestHead, HeadError> {
+        let mut head = RequestHead::default();
+        let length = head.parse(raw.as_bytes())?.expect("complete head");
+        assert_eq!(length, raw.find("\r\n\r\n").unwrap() + 4);
+        Ok(head)
+    }
+
+    fn forwarded(raw: &str) -> String {
+        let head = parse(raw).unwrap();
+        let mut out = Vec::new();
+        head.write_forwarded(&mut out, "10.1.2.3".parse().unwrap());
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn request_fields_for_routing() {
+        let head = parse("GET /a/b?x=1&y HTTP/1.1\r\nHost: IronHand.Example.com:8080\r\nX-Thing: v\r\n\r\n").unwrap();
+        assert_eq!(head.method(), "GET");
+        assert_eq!(head.target(), "/a/b?x=1&y");
+        assert_eq!(head.path(), "/a/b");
+        assert_eq!(head.query(), Some("x=1&y"));
+        assert_eq!(head.host(), "ironhand.example.com");
+        assert_eq!(head.version(), "1.1");
+        assert_eq!(head.header("x-THING"), Some(&b"v"[..]));
+        assert_eq!(head.header("missing"), None);
+        assert!(head.keep_alive);
+        assert_eq!(head.framing, Framing::Empty);
+    }
+
+    #[test]
+    fn absolute_form_and_ipv6_hosts() {
+        let head = parse("GET http://Example.ORG:81/p?q HTTP/1.1\r\nHost: other\r\n\r\n").unwrap();
+        assert_eq!(head.host(), "example.org");
+        assert_eq!(head.path(), "/p");
+        let head = parse("GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n").unwrap();
+        assert_eq!(head.host(), "[::1]");
+        let head = parse("GET / HTTP/1.0\r\n\r\n").unwrap();
+        assert_eq!(head.host(), "");
+    }
+
+    #[test]
+    fn persistence_by_version_and_connection() {
+        assert!(!parse("GET / HTTP/1.0\r\n\r\n").unwrap().keep_alive);
+        assert!(parse("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").unwrap().keep_alive);
+        assert!(!parse("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap().keep_alive);
+        assert!(parse("GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap().keep_alive);
+    }
+
+    #[test]
+    fn request_framing() {
+        let head = parse("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\n\r\n").unwrap();
+        assert_eq!(head.framing, Framing::Length(12));
+        let head = parse("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 12, 12\r\nContent-Length: 12\r\n\r\n").unwrap();
+        assert_eq!(head.framing, Framing::Length(12));
+        let head = parse("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n").unwrap();
+        assert_eq!(head.framing, Framing::Chunked);
+    }
+
+    #[test]
+    fn ambiguous_requests_are_refused() {
+        let refused = [
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0x10\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: \r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "GET / HTTP/1.1\r\n\r\n",
+        ];
+        for raw in refused {
+            assert!(matches!(parse(raw), Err(HeadError::Framing(_))), "accepted {raw:?}");
+        }
+        let malformed = [
+            "GET /a b HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET / HTTP/2.0\r\nHost: a\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nFolded: x\r\n y\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nBad\0Name: x\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nName: x\0y\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nName: x\ry\r\n\r\n",
+        ];
+        for raw in malformed {
+            let mut head = RequestHead::default();
+            assert!(head.parse(raw.as_bytes()).is_err(), "accepted {raw:?}");
+        }
+    }
+
+    #[test]
+    fn too_many_fields() {
+        let mut raw = String::from("GET / HTTP/1.1\r\nHost: a\r\n");
+        for index in 0..MAX_HEADERS {
+            raw.push_str(&format!("X-{index}: v\r\n"));
+        }
+        raw.push_str("\r\n");
+        let mut head = RequestHead::default();
+        assert_eq!(head.parse(raw.as_bytes()), Err(HeadError::TooManyHeaders));
+    }
+
+    #[test]
+    fn partial_head_needs_more() {
+        let mut head = RequestHead::default();
+        assert_eq!(head.parse(b"GET / HTTP/1.1\r\nHost: a\r\n"), Ok(None));
+    }
+
+    #[test]
+    fn forwarded_head_drops_hop_by_hop_and_adds_forwarding_fields() {
+        let out = forwarded(
+            "GET /x HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Secret, Content-Length\r\nKeep-Alive: 5\r\n\
+             X-Secret: s\r\nTE: trailers\r\nUpgrade: foo\r\nX-Forwarded-For: 1.1.1.1\r\nX-Forwarded-For: 2.2.2.2\r\n\
+             X-Forwarded-Proto: https\r\nAccept: */*\r\n\r\n",
+        );
+        assert_eq!(
+            out,
+            "GET /x HTTP/1.1\r\nHost: a\r\nAccept: */*\r\nX-Forwarded-For: 1.1.1.1, 2.2.2.2, 10.1.2.3\r\n\
+             X-Forwarded-Proto: http\r\nConnection: close\r\n\r\n"
+        );
+        let out = forwarded("POST /y HTTP/1.0\r\nContent-Length: 3\r\nConnection: content-length\r\n\r\n");
+        assert!(out.starts_with("POST /y HTTP/1.0\r\nContent-Length: 3\r\nX-Forwarded-For: 10.1.2.3\r\n"), "{out}");
+    }
+
+    const KEEP_11: ClientSide = ClientSide {
+        head_request: false,
+        minor_version: 1,
+        keep_alive: true,
+    };
+
+    fn response(raw: &str, client: ClientSide) -> (Result<Option<ResponseInfo>, HeadError>, String) {
+        let mut out = Vec::new();
+        let info = forward_response_head(raw.as_bytes(), client, &mut out);
+        (info, String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn response_framing_and_persistence() {
+        let (info, out) = response("HTTP/1.0 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello", KEEP_11);
+        let info = info.unwrap().unwrap();
+        assert_eq!(info.framing, Framing::Length(5));
+        assert!(info.keep_alive);
+        assert_eq!(out, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n");
+
+        let (info, out) = response("HTTP/1.1 200 OK\r\nServer: x\r\n\r\n", KEEP_11);
+        let info = info.unwrap().unwrap();
+        assert_eq!(info.framing, Framing::UntilClose);
+        assert!(!info.keep_alive);
+        assert_eq!(out, "HTTP/1.1 200 OK\r\nServer: x\r\nConnection: close\r\n\r\n");
+
+        let (info, out) = response(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n",
+            KEEP_11,
+        );
+        assert_eq!(info.unwrap().unwrap().framing, Framing::Chunked);
+        assert_eq!(out, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+
+        let client_10 = ClientSide {
+            minor_version: 0,
+            ..KEEP_11
+        };
+        let (_, out) = response("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", client_10);
+        assert_eq!(out, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n");
+        let (info, _) = response("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", client_10);
+        assert!(info.is_err());
+    }
+
+    #[test]
+    fn responses_without_bodies() {
+        for raw in [
+            "HTTP/1.1 204 No Content\r\n\r\n",
+            "HTTP/1.1 304 Not Modified\r\nContent-Length: 50\r\n\r\n",
+        ] {
+            let info = response(raw, KEEP_11).0.unwrap().unwrap();
+            assert_eq!(info.framing, Framing::Empty, "{raw}");
+            assert!(info.keep_alive);
+        }
+        let head = ClientSide {
+            head_request: true,
+            ..KEEP_11
+        };
+        let info = response("HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n", head).0.unwrap().unwrap();
+        assert_eq!(info.framing, Framing::Empty);
+    }
+
+    #[test]
+    fn interim_responses() {
+        let (info, out) = response("HTTP/1.1 100 Continue\r\n\r\n", KEEP_11);
+        assert!(info.unwrap().unwrap().is_interim());
+        assert_eq!(out, "HTTP/1.1 100 Continue\r\n\r\n");
+        let client_10 = ClientSide {
+            minor_version: 0,
+            ..KEEP_11
+        };
+        let (info, out) = response("HTTP/1.1 100 Continue\r\n\r\n", client_10);
+        assert!(info.unwrap().unwrap().is_interim());
+        assert_eq!(out, "");
+    }
+
+    #[test]
+    fn bad_responses() {
+        for raw in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n",
+            "HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            "HTTP/1.1 2000 OK\r\n\r\n",
+            "garbage\r\n\r\n",
+        ] {
+            assert!(response(raw, KEEP_11).0.is_err(), "{raw}");
+        }
+        assert_eq!(response("HTTP/1.1 200 OK\r\nA: b\r\n", KEEP_11).0, Ok(None));
+    }
+}

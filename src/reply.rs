@@ -1,0 +1,140 @@
+//! Every answer rsp writes itself: the error catalogue and Lua's local
+//! replies, each a complete HTTP/1.1 response with a Content-Length.
+
+use std::io::Write;
+
+/// An answer from rsp itself instead of a backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalReply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// The answers rsp gives when it cannot forward a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorReply {
+    BadRequest,
+    HeadTooLarge,
+    ScriptFailed,
+    BadGateway,
+    NoRoute,
+}
+
+impl ErrorReply {
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorReply::BadRequest => 400,
+            ErrorReply::HeadTooLarge => 431,
+            ErrorReply::ScriptFailed => 500,
+            ErrorReply::BadGateway => 502,
+            ErrorReply::NoRoute => 503,
+        }
+    }
+
+    /// The client connection cannot be trusted to frame another request.
+    pub fn must_close(self) -> bool {
+        matches!(self, ErrorReply::BadRequest | ErrorReply::HeadTooLarge)
+    }
+
+    fn body(self) -> &'static str {
+        match self {
+            ErrorReply::BadRequest => "rsp: the request could not be parsed.\n",
+            ErrorReply::HeadTooLarge => "rsp: the request head is too large.\n",
+            ErrorReply::ScriptFailed => "rsp: the routing script failed.\n",
+            ErrorReply::BadGateway => "rsp: the backend could not be reached or sent an invalid response.\n",
+            ErrorReply::NoRoute => "rsp: no backend is available for this request.\n",
+        }
+    }
+
+    pub fn write(self, out: &mut Vec<u8>, keep_alive: bool) {
+        write_response(
+            out,
+            self.status(),
+            &[("Content-Type", "text/plain; charset=utf-8")],
+            self.body().as_bytes(),
+            keep_alive,
+        );
+    }
+}
+
+impl LocalReply {
+    pub fn write(&self, out: &mut Vec<u8>, keep_alive: bool) {
+        let headers: Vec<(&str, &str)> = self.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        write_response(out, self.status, &headers, &self.body, keep_alive);
+    }
+}
+
+fn write_response(out: &mut Vec<u8>, status: u16, headers: &[(&str, &str)], body: &[u8], keep_alive: bool) {
+    let _ = write!(out, "HTTP/1.1 {} {}\r\n", status, reason(status));
+    for (name, value) in headers {
+        let _ = write!(out, "{name}: {value}\r\n");
+    }
+    let _ = write!(out, "Content-Length: {}\r\n", body.len());
+    out.extend_from_slice(if keep_alive {
+        b"Connection: keep-alive\r\n\r\n"
+    } else {
+        b"Connection: close\r\n\r\n"
+    });
+    out.extend_from_slice(body);
+}
+
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_replies_are_complete_responses() {
+        let mut out = Vec::new();
+        ErrorReply::HeadTooLarge.write(&mut out, false);
+        let text = String::from_utf8(out).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"));
+        assert!(head.contains(&format!("Content-Length: {}", body.len())));
+        assert!(head.ends_with("Connection: close"));
+    }
+
+    #[test]
+    fn local_reply_carries_its_headers() {
+        let reply = LocalReply {
+            status: 200,
+            headers: vec![("Content-Type".into(), "text/plain".into())],
+            body: b"pong\n".to_vec(),
+        };
+        let mut out = Vec::new();
+        reply.write(&mut out, true);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\npong\n"
+        );
+    }
+}

@@ -1,0 +1,136 @@
+//! The Lua `route(req)` call: which pool, server or local answer serves a
+//! request.
+
+use std::net::SocketAddr;
+
+use mlua::{Function, Lua, UserData, UserDataFields, UserDataMethods, Value};
+
+use crate::balancer::Pool;
+use crate::config::{DEFAULT_POOL, Loaded};
+use crate::http::RequestHead;
+use crate::reply::LocalReply;
+
+/// Where a request goes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Index into the pools.
+    Pool(usize),
+    Address(SocketAddr),
+    Reply(LocalReply),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum RouteError {
+    /// `route` returned nothing.
+    NoRoute,
+    UnknownPool(String),
+    /// `route` raised an error or returned something unusable.
+    Script(String),
+}
+
+/// The request as Lua sees it: `req.method`, `req:header(name)`, ...
+/// Lua borrows it only for the duration of the call.
+pub struct RequestView {
+    pub head: RequestHead,
+    pub client: SocketAddr,
+}
+
+impl UserData for RequestView {
+    fn add_fields<F: UserDataFields<Self>>(fields: &mut F) {
+        fields.add_field_method_get("method", |lua, this| lua.create_string(this.head.method()));
+        fields.add_field_method_get("target", |lua, this| lua.create_string(this.head.target()));
+        fields.add_field_method_get("path", |lua, this| lua.create_string(this.head.path()));
+        fields.add_field_method_get("query", |lua, this| this.head.query().map(|query| lua.create_string(query)).transpose());
+        fields.add_field_method_get("host", |lua, this| lua.create_string(this.head.host()));
+        fields.add_field_method_get("version", |_, this| Ok(this.head.version()));
+        fields.add_field_method_get("client_ip", |_, this| Ok(this.client.ip().to_string()));
+        fields.add_field_method_get("client_port", |_, this| Ok(this.client.port()));
+    }
+
+    fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+        methods.add_method("header", |lua, this, name: mlua::LuaString| {
+            let name = name.to_str()?;
+            this.head.header(&name).map(|value| lua.create_string(value)).transpose()
+        });
+    }
+}
+
+pub struct Router {
+    lua: Lua,
+    route: Option<Function>,
+    default_pool: Option<usize>,
+}
+
+impl Router {
+    pub fn new(loaded: &Loaded, pools: &[Pool]) -> Router {
+        Router {
+            lua: loaded.lua.clone(),
+            route: loaded.route.clone(),
+            default_pool: pools.iter().position(|pool| pool.name == DEFAULT_POOL),
+        }
+    }
+
+    pub fn route(&self, request: &RequestView, pools: &[Pool]) -> Result<Route, RouteError> {
+        let Some(route) = &self.route else {
+            return self.default_pool.map(Route::Pool).ok_or(RouteError::NoRoute);
+        };
+        let answer = self
+            .lua
+            .scope(|scope| route.call::<Value>(scope.create_userdata_ref(request)?))
+            .map_err(|error| RouteError::Script(error.to_string()))?;
+        match answer {
+            Value::Nil => Err(RouteError::NoRoute),
+            Value::String(name) => {
+                let name = name.as_bytes();
+                if let Some(index) = pools.iter().position(|pool| pool.name.as_bytes() == &name[..]) {
+                    return Ok(Route::Pool(index));
+                }
+                let name = String::from_utf8_lossy(&name).into_owned();
+                match name.parse::<SocketAddr>() {
+                    Ok(address) => Ok(Route::Address(address)),
+                    Err(_) => Err(RouteError::UnknownPool(name)),
+                }
+            }
+            Value::Table(table) => local_reply(&table).map(Route::Reply).map_err(RouteError::Script),
+            other => Err(RouteError::Script(format!(
+                "route() returned a {}; expected a pool name, \"host:port\" or a reply table",
+                other.type_name()
+            ))),
+        }
+    }
+}
+
+/// `{ status = 200, body = "...", headers = { ... } }`
+fn local_reply(table: &mlua::Table) -> Result<LocalReply, String> {
+    let status = match table.raw_get::<Value>("status").map_err(|error| error.to_string())? {
+        Value::Nil => 200,
+        Value::Integer(status) if (200..=599).contains(&status) => status as u16,
+        other => return Err(format!("reply status must be a number from 200 to 599, got {other:?}")),
+    };
+    let body = match table.raw_get::<Value>("body").map_err(|error| error.to_string())? {
+        Value::Nil => Vec::new(),
+        Value::String(body) => body.as_bytes().to_vec(),
+        other => return Err(format!("reply body must be a string, got a {}", other.type_name())),
+    };
+    let mut headers = Vec::new();
+    match table.raw_get::<Value>("headers").map_err(|error| error.to_string())? {
+        Value::Nil => {}
+        Value::Table(fields) => {
+            for pair in fields.pairs::<mlua::LuaString, mlua::LuaString>() {
+                let (name, value) = pair.map_err(|error| format!("reply headers: {error}"))?;
+                let (name, value) = (name.to_string_lossy(), value.to_string_lossy());
+                let valid_name = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+                let valid_value = value.bytes().all(|b| b == b'\t' || (b >= b' ' && b != 0x7f));
+                if !valid_name || !valid_value {
+                    return Err(format!("reply header {name:?} is not a valid field"));
+                }
+                if name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("connection") || name.eq_ignore_ascii_case("transfer-encoding") {
+                    continue; // rsp frames the reply itself
+                }
+                headers.push((name, value));
+            }
+        }
+        other => return Err(format!("reply headers must be a table, got a {}", other.type_name())),
+    }
+    Ok(LocalReply { status, headers, body })
+}

@@ -1,0 +1,324 @@
+//! Test harness: the real rsp binary, small real backends, raw clients.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// FNV-1a: the same checksum at both ends proves the bytes arrived intact.
+pub fn checksum(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325u64, |hash, &byte| (hash ^ u64::from(byte)).wrapping_mul(0x100000001b3))
+}
+
+/// The deterministic body of `n` bytes the backend serves for `/size/n`.
+pub fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i % 251) as u8).collect()
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+static NEXT_FILE: AtomicUsize = AtomicUsize::new(0);
+
+pub fn temp_file(name: &str, contents: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "rsp-test-{}-{}-{name}",
+        std::process::id(),
+        NEXT_FILE.fetch_add(1, Ordering::SeqCst)
+    ));
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+pub fn rsp_binary() -> &'static str {
+    env!("CARGO_BIN_EXE_rsp")
+}
+
+/// A running rsp, killed when dropped.
+pub struct Proxy {
+    pub child: Child,
+    pub address: SocketAddr,
+    pub log: PathBuf,
+}
+
+impl Proxy {
+    /// Starts rsp with `settings` plus a `listen` line on a free port.
+    pub fn start(settings: &str) -> Proxy {
+        let port = free_port();
+        let config = temp_file("config.lua", &format!("listen = \"127.0.0.1:{port}\"\n{settings}\n"));
+        let log = config.with_extension("log");
+        let child = Command::new(rsp_binary())
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(address).is_err() {
+            assert!(Instant::now() < deadline, "rsp did not start: {}", std::fs::read_to_string(&log).unwrap_or_default());
+            thread::sleep(Duration::from_millis(20));
+        }
+        Proxy { child, address, log }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status.lines().find(|line| line.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    pub fn connect(&self) -> Client {
+        Client::connect(self.address)
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        let mut client = self.connect();
+        client.send(format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes());
+        client.response(false)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (field, value) = line.split_once(':')?;
+            field.eq_ignore_ascii_case(name).then(|| value.trim().to_owned())
+        })
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A raw HTTP/1.x client over one connection.
+pub struct Client {
+    pub reader: BufReader<TcpStream>,
+}
+
+impl Client {
+    pub fn connect(address: SocketAddr) -> Client {
+        let stream = TcpStream::connect(address).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        Client { reader: BufReader::new(stream) }
+    }
+
+    pub fn stream(&self) -> &TcpStream {
+        self.reader.get_ref()
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.reader.get_mut().write_all(bytes).unwrap();
+    }
+
+    pub fn shutdown_write(&self) {
+        self.stream().shutdown(Shutdown::Write).unwrap();
+    }
+
+    /// Reads one response; `head_request` means it has no body.
+    pub fn response(&mut self, head_request: bool) -> Response {
+        self.try_response(head_request).expect("a response")
+    }
+
+    pub fn try_response(&mut self, head_request: bool) -> Option<Response> {
+        let head = read_head(&mut self.reader)?;
+        let status: u16 = head.split_whitespace().nth(1)?.parse().ok()?;
+        let mut response = Response { status, head, body: Vec::new() };
+        if head_request || status < 200 || status == 204 || status == 304 {
+            return Some(response);
+        }
+        if response.header("transfer-encoding").is_some_and(|coding| coding.eq_ignore_ascii_case("chunked")) {
+            response.body = read_chunked(&mut self.reader);
+        } else if let Some(length) = response.header("content-length") {
+            let mut body = vec![0; length.parse().unwrap()];
+            self.reader.read_exact(&mut body).unwrap();
+            response.body = body;
+        } else {
+            self.reader.read_to_end(&mut response.body).unwrap();
+        }
+        Some(response)
+    }
+
+    /// True when the server closed the connection (EOF or reset).
+    pub fn is_closed(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        !matches!(self.reader.read(&mut byte), Ok(1))
+    }
+}
+
+pub fn read_head<R: BufRead>(reader: &mut R) -> Option<String> {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        head.push_str(&line);
+        if line == "\r\n" {
+            return Some(head);
+        }
+    }
+}
+
+pub fn read_chunked<R: BufRead>(reader: &mut R) -> Vec<u8> {
+    let mut body = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let size = usize::from_str_radix(line.trim().split(';').next().unwrap(), 16).unwrap();
+        if size == 0 {
+            // Trailers until the empty line.
+            loop {
+                let mut trailer = String::new();
+                reader.read_line(&mut trailer).unwrap();
+                if trailer == "\r\n" {
+                    return body;
+                }
+            }
+        }
+        let start = body.len();
+        body.resize(start + size, 0);
+        reader.read_exact(&mut body[start..]).unwrap();
+        let mut crlf = [0u8; 2];
+        reader.read_exact(&mut crlf).unwrap();
+        assert_eq!(&crlf, b"\r\n");
+    }
+}
+
+/// What a backend saw.
+#[derive(Default)]
+pub struct Seen {
+    pub heads: Vec<String>,
+    /// Responses the backend could not finish writing.
+    pub aborted_writes: usize,
+}
+
+/// A small threaded HTTP/1.1 backend. Paths:
+/// `/size/N` N pattern bytes; `/chunked/N` the same, chunked; `/close/N`
+/// close-delimited; `/checksum` answers `length checksum` of the request
+/// body; `/head` echoes the request head; `/status/N` an empty N answer;
+/// anything else: `hello from NAME`.
+pub struct Backend {
+    pub address: SocketAddr,
+    pub seen: Arc<Mutex<Seen>>,
+}
+
+impl Backend {
+    pub fn start(name: &str) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let shared = seen.clone();
+        let name = name.to_owned();
+        thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let seen = shared.clone();
+                let name = name.clone();
+                thread::spawn(move || serve(stream, &name, &seen));
+            }
+        });
+        Backend { address, seen }
+    }
+
+    pub fn heads(&self) -> Vec<String> {
+        self.seen.lock().unwrap().heads.clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().heads.len()
+    }
+}
+
+fn serve(stream: TcpStream, name: &str, seen: &Mutex<Seen>) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    while let Some(head) = read_head(&mut reader) {
+        seen.lock().unwrap().heads.push(head.clone());
+        let mut lines = head.lines();
+        let request_line = lines.next().unwrap_or_default().to_owned();
+        let mut parts = request_line.split_whitespace();
+        let method = parts.next().unwrap_or_default().to_owned();
+        let path = parts.next().unwrap_or_default().to_owned();
+        let header = |wanted: &str| {
+            head.lines().skip(1).find_map(|line| {
+                let (field, value) = line.split_once(':')?;
+                field.eq_ignore_ascii_case(wanted).then(|| value.trim().to_owned())
+            })
+        };
+        if header("expect").is_some_and(|expect| expect.eq_ignore_ascii_case("100-continue")) {
+            writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").unwrap();
+        }
+        let body = if header("transfer-encoding").is_some() {
+            read_chunked(&mut reader)
+        } else if let Some(length) = header("content-length") {
+            let mut body = vec![0; length.parse().unwrap()];
+            reader.read_exact(&mut body).unwrap();
+            body
+        } else {
+            Vec::new()
+        };
+        let number = |prefix: &str| path.strip_prefix(prefix).and_then(|n| n.parse::<usize>().ok());
+        let (head_out, body_out, close): (String, Vec<u8>, bool) = if let Some(n) = number("/size/") {
+            (format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n"), pattern(n), false)
+        } else if let Some(n) = number("/chunked/") {
+            let mut body = Vec::new();
+            for piece in pattern(n).chunks(7000) {
+                body.extend_from_slice(format!("{:x};ext=1\r\n", piece.len()).as_bytes());
+                body.extend_from_slice(piece);
+                body.extend_from_slice(b"\r\n");
+            }
+            body.extend_from_slice(b"0\r\nX-Trailer: done\r\n\r\n");
+            ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".into(), body, false)
+        } else if let Some(n) = number("/close/") {
+            ("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n".into(), pattern(n), true)
+        } else if let Some(status) = number("/status/") {
+            (format!("HTTP/1.1 {status} Whatever\r\nContent-Length: 0\r\n\r\n"), Vec::new(), false)
+        } else if path == "/checksum" {
+            let text = format!("{} {}", body.len(), checksum(&body));
+            (format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", text.len()), text.into_bytes(), false)
+        } else if path == "/head" {
+            (format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", head.len()), head.clone().into_bytes(), false)
+        } else {
+            let text = format!("hello from {name}");
+            (format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Backend: {name}\r\n\r\n", text.len()), text.into_bytes(), false)
+        };
+        let body_out = if method == "HEAD" { Vec::new() } else { body_out };
+        if writer.write_all(head_out.as_bytes()).and_then(|()| writer.write_all(&body_out)).is_err() {
+            seen.lock().unwrap().aborted_writes += 1;
+            return;
+        }
+        if close || header("connection").is_some_and(|c| c.eq_ignore_ascii_case("close")) {
+            return;
+        }
+    }
+}

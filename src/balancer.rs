@@ -54,7 +54,11 @@ mod tests {
 
     #[test]
     fn round_robin_visits_each_server_in_turn() {
-        let servers: Vec<SocketAddr> = vec!["127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap(), "127.0.0.1:3".parse().unwrap()];
+        let servers: Vec<SocketAddr> = vec![
+            "127.0.0.1:1".parse().unwrap(),
+            "127.0.0.1:2".parse().unwrap(),
+            "127.0.0.1:3".parse().unwrap(),
+        ];
         let mut pool = Pool::new(&PoolConfig {
             name: "web".into(),
             servers: servers.clone(),

@@ -68,7 +68,8 @@ pub struct Loaded {
 /// Runs the config file and checks every setting.
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     let file = path.display().to_string();
-    let source = fs::read(path).map_err(|error| ConfigError(format!("{file}: cannot read: {error}")))?;
+    let source =
+        fs::read(path).map_err(|error| ConfigError(format!("{file}: cannot read: {error}")))?;
     let lua = Lua::new();
     let lines = track_assignment_lines(&lua).map_err(|error| lua_error(&file, error))?;
     let builtins: HashSet<String> = global_names(&lua);
@@ -76,7 +77,9 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
         .set_name(format!("@{file}"))
         .exec()
         .map_err(|error| lua_error(&file, error))?;
-    lua.globals().set_metatable(None).map_err(|error| lua_error(&file, error))?;
+    lua.globals()
+        .set_metatable(None)
+        .map_err(|error| lua_error(&file, error))?;
 
     let reader = Reader {
         file: &file,
@@ -88,7 +91,10 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
             continue;
         }
         match reader.globals.raw_get::<Value>(name.as_str()) {
-            Ok(Value::Function(_)) => log::warn!("{}: global function '{name}' is not a setting rsp uses", reader.at(&name)),
+            Ok(Value::Function(_)) => log::warn!(
+                "{}: global function '{name}' is not a setting rsp uses",
+                reader.at(&name)
+            ),
             _ => return Err(reader.error(&name, format!("unknown setting '{name}'"))),
         }
     }
@@ -96,7 +102,12 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     let route = match reader.get("route") {
         Value::Nil => None,
         Value::Function(route) => Some(route),
-        other => return Err(reader.error("route", format!("route: expected a function, got {}", other.type_name()))),
+        other => {
+            return Err(reader.error(
+                "route",
+                format!("route: expected a function, got {}", other.type_name()),
+            ));
+        }
     };
     if route.is_none() && !config.pools.iter().any(|pool| pool.name == DEFAULT_POOL) {
         return Err(ConfigError(format!(
@@ -111,12 +122,13 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
 fn track_assignment_lines(lua: &Lua) -> mlua::Result<Table> {
     let lines = lua.create_table()?;
     let recorded = lines.clone();
-    let assign = lua.create_function(move |lua, (globals, name, value): (Table, Value, Value)| {
-        if let Some(line) = lua.inspect_stack(1, |frame| frame.current_line()).flatten() {
-            recorded.raw_set(name.clone(), line)?;
-        }
-        globals.raw_set(name, value)
-    })?;
+    let assign =
+        lua.create_function(move |lua, (globals, name, value): (Table, Value, Value)| {
+            if let Some(line) = lua.inspect_stack(1, |frame| frame.current_line()).flatten() {
+                recorded.raw_set(name.clone(), line)?;
+            }
+            globals.raw_set(name, value)
+        })?;
     let metatable = lua.create_table()?;
     metatable.raw_set("__newindex", assign)?;
     lua.globals().set_metatable(Some(metatable))?;
@@ -203,7 +215,12 @@ impl Reader<'_> {
                 vec![SocketAddr::from(([0, 0, 0, 0], port))]
             }
             (_, Value::Nil) => self.address_list("listen")?,
-            _ => return Err(self.error("listenPort", "set either listen or listenPort, not both".into())),
+            _ => {
+                return Err(self.error(
+                    "listenPort",
+                    "set either listen or listenPort, not both".into(),
+                ));
+            }
         };
         let mut seen = HashSet::new();
         if let Some(duplicate) = addresses.iter().find(|address| !seen.insert(**address)) {
@@ -218,21 +235,39 @@ impl Reader<'_> {
             Value::Nil => {}
             Value::Table(table) => {
                 for pair in table.pairs::<Value, Value>() {
-                    let (name, pool) = pair.map_err(|error| self.error("pools", format!("pools: {error}")))?;
+                    let (name, pool) =
+                        pair.map_err(|error| self.error("pools", format!("pools: {error}")))?;
                     let name = match name {
                         Value::String(name) => name.to_string_lossy(),
                         other => {
-                            return Err(self.error("pools", format!("pools: pool names must be strings, got {}", other.type_name())));
+                            return Err(self.error(
+                                "pools",
+                                format!(
+                                    "pools: pool names must be strings, got {}",
+                                    other.type_name()
+                                ),
+                            ));
                         }
                     };
                     pools.push(self.pool(&name, pool)?);
                 }
             }
-            other => return Err(self.error("pools", format!("pools: expected a table, got {}", other.type_name()))),
+            other => {
+                return Err(self.error(
+                    "pools",
+                    format!("pools: expected a table, got {}", other.type_name()),
+                ));
+            }
         }
-        let shorthand = match (self.get("backends"), self.get("backendAddress"), self.get("backendPort")) {
+        let shorthand = match (
+            self.get("backends"),
+            self.get("backendAddress"),
+            self.get("backendPort"),
+        ) {
             (Value::Nil, Value::Nil, Value::Nil) => None,
-            (Value::Nil, Value::Nil, _) => return Err(self.error("backendPort", "backendPort needs backendAddress".into())),
+            (Value::Nil, Value::Nil, _) => {
+                return Err(self.error("backendPort", "backendPort needs backendAddress".into()));
+            }
             (Value::Nil, host, port) => {
                 let host = self.string("backendAddress", host)?;
                 let port = match port {
@@ -241,18 +276,31 @@ impl Reader<'_> {
                 };
                 let address = resolve(&format!("{host}:{port}"))
                     .or_else(|_| resolve(&format!("[{host}]:{port}")))
-                    .map_err(|why| self.error("backendAddress", format!("backendAddress: {why}")))?;
+                    .map_err(|why| {
+                        self.error("backendAddress", format!("backendAddress: {why}"))
+                    })?;
                 Some(("backendAddress", vec![address]))
             }
             (_, Value::Nil, Value::Nil) => Some(("backends", self.address_list("backends")?)),
-            _ => return Err(self.error("backends", "set either backends or backendAddress, not both".into())),
+            _ => {
+                return Err(self.error(
+                    "backends",
+                    "set either backends or backendAddress, not both".into(),
+                ));
+            }
         };
         if let Some((setting, servers)) = shorthand {
             if pools.iter().any(|pool| pool.name == DEFAULT_POOL) {
-                return Err(self.error(setting, format!("{setting}: pools.default is set too; keep one of them")));
+                return Err(self.error(
+                    setting,
+                    format!("{setting}: pools.default is set too; keep one of them"),
+                ));
             }
             if servers.is_empty() {
-                return Err(self.error(setting, format!("{setting}: needs at least one \"host:port\"")));
+                return Err(self.error(
+                    setting,
+                    format!("{setting}: needs at least one \"host:port\""),
+                ));
             }
             pools.push(PoolConfig {
                 name: DEFAULT_POOL.to_owned(),
@@ -267,7 +315,12 @@ impl Reader<'_> {
         let here = |message: String| self.error("pools", format!("pools.{name}: {message}"));
         let table = match pool {
             Value::Table(table) => table,
-            other => return Err(here(format!("expected a table such as {{ servers = {{ \"127.0.0.1:8081\" }} }}, got {}", other.type_name()))),
+            other => {
+                return Err(here(format!(
+                    "expected a table such as {{ servers = {{ \"127.0.0.1:8081\" }} }}, got {}",
+                    other.type_name()
+                )));
+            }
         };
         for pair in table.pairs::<Value, Value>() {
             let (key, _) = pair.map_err(|error| here(error.to_string()))?;
@@ -279,16 +332,29 @@ impl Reader<'_> {
         let servers = match table.raw_get::<Value>("servers").unwrap_or(Value::Nil) {
             Value::Table(servers) => servers,
             Value::Nil => return Err(here("missing servers".into())),
-            other => return Err(here(format!("servers: expected a list, got {}", other.type_name()))),
+            other => {
+                return Err(here(format!(
+                    "servers: expected a list, got {}",
+                    other.type_name()
+                )));
+            }
         };
         let mut addresses = Vec::new();
         for server in servers.sequence_values::<Value>() {
             let server = server.map_err(|error| here(error.to_string()))?;
             match server {
                 Value::String(text) => {
-                    addresses.push(resolve(&text.to_string_lossy()).map_err(|why| here(format!("servers: {why}")))?);
+                    addresses.push(
+                        resolve(&text.to_string_lossy())
+                            .map_err(|why| here(format!("servers: {why}")))?,
+                    );
                 }
-                other => return Err(here(format!("servers: expected \"host:port\" strings, got {}", other.type_name()))),
+                other => {
+                    return Err(here(format!(
+                        "servers: expected \"host:port\" strings, got {}",
+                        other.type_name()
+                    )));
+                }
             }
         }
         if addresses.is_empty() {
@@ -314,8 +380,12 @@ impl Reader<'_> {
         texts
             .into_iter()
             .map(|value| match value {
-                Value::String(text) => resolve(&text.to_string_lossy()).map_err(|why| self.error(name, format!("{name}: {why}"))),
-                other => Err(self.error(name, format!("{name}: expected \"host:port\", got {}", other.type_name()))),
+                Value::String(text) => resolve(&text.to_string_lossy())
+                    .map_err(|why| self.error(name, format!("{name}: {why}"))),
+                other => Err(self.error(
+                    name,
+                    format!("{name}: expected \"host:port\", got {}", other.type_name()),
+                )),
             })
             .collect()
     }
@@ -337,14 +407,21 @@ impl Reader<'_> {
             Value::String(text) => text.to_str().ok().and_then(|text| text.trim().parse().ok()),
             _ => None,
         };
-        port.filter(|&port| port != 0)
-            .ok_or_else(|| self.error(name, format!("{name}: expected a port number, got {}", describe(&value))))
+        port.filter(|&port| port != 0).ok_or_else(|| {
+            self.error(
+                name,
+                format!("{name}: expected a port number, got {}", describe(&value)),
+            )
+        })
     }
 
     fn string(&self, name: &str, value: Value) -> Result<String, ConfigError> {
         match value {
             Value::String(text) => Ok(text.to_string_lossy()),
-            other => Err(self.error(name, format!("{name}: expected a string, got {}", other.type_name()))),
+            other => Err(self.error(
+                name,
+                format!("{name}: expected a string, got {}", other.type_name()),
+            )),
         }
     }
 }
@@ -363,7 +440,9 @@ pub fn resolve(text: &str) -> Result<SocketAddr, String> {
     if let Ok(address) = text.parse::<SocketAddr>() {
         return Ok(address);
     }
-    let has_port = text.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    let has_port = text
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
     if !has_port {
         return Err(format!("expected \"host:port\", got \"{text}\""));
     }

@@ -40,7 +40,11 @@ pub enum Side {
 }
 
 pub fn side_of(token: Token) -> (usize, Side) {
-    let side = if token.0 % 2 == 0 { Side::Client } else { Side::Backend };
+    let side = if token.0.is_multiple_of(2) {
+        Side::Client
+    } else {
+        Side::Backend
+    };
     (token.0 / 2, side)
 }
 
@@ -59,7 +63,12 @@ impl Endpoint {
         self.writable |= event.is_writable() || event.is_write_closed() || event.is_error();
     }
 
-    fn update_interest(&mut self, registry: &Registry, token: Token, wants_write: bool) -> io::Result<()> {
+    fn update_interest(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        wants_write: bool,
+    ) -> io::Result<()> {
         let interest = if wants_write {
             Interest::READABLE | Interest::WRITABLE
         } else {
@@ -76,7 +85,10 @@ impl Endpoint {
     /// or `None` when the socket would block.
     fn write_two(&mut self, head: &[u8], body: &[u8]) -> io::Result<Option<usize>> {
         loop {
-            match self.stream.write_vectored(&[IoSlice::new(head), IoSlice::new(body)]) {
+            match self
+                .stream
+                .write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
+            {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(count) => return Ok(Some(count)),
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
@@ -147,7 +159,11 @@ enum ResponseState {
     /// Waiting for the (next) response head; interim 1xx heads loop here.
     Head,
     /// Passing the body on; `None` once it is complete.
-    Body { body: Option<Body>, keep_alive: bool, until_close: bool },
+    Body {
+        body: Option<Body>,
+        keep_alive: bool,
+        until_close: bool,
+    },
 }
 
 /// A request being answered by a backend.
@@ -171,7 +187,10 @@ enum Exchange {
     Idle,
     Proxy(Box<Proxied>),
     /// rsp answers itself; the request body, if any, is read and dropped.
-    Local { discard: Option<Body>, keep_alive: bool },
+    Local {
+        discard: Option<Body>,
+        keep_alive: bool,
+    },
     /// Send what is queued for the client, then close.
     Closing,
 }
@@ -203,7 +222,12 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(key: usize, stream: TcpStream, client_address: SocketAddr, buffer_bytes: usize) -> Session {
+    pub fn new(
+        key: usize,
+        stream: TcpStream,
+        client_address: SocketAddr,
+        buffer_bytes: usize,
+    ) -> Session {
         Session {
             key,
             client: Endpoint {
@@ -242,7 +266,10 @@ impl Session {
     /// Makes all the progress the sockets allow. Returns false when the
     /// session is over and has been closed.
     pub fn drive(&mut self, context: &mut Context) -> bool {
-        let outcome = self.run(context).and_then(|()| self.update_interest(context.registry).map_err(|error| End::Aborted(error.to_string())));
+        let outcome = self.run(context).and_then(|()| {
+            self.update_interest(context.registry)
+                .map_err(|error| End::Aborted(error.to_string()))
+        });
         match outcome {
             Ok(()) => true,
             Err(end) => {
@@ -266,10 +293,17 @@ impl Session {
     }
 
     fn read_client(&mut self) -> Result<bool, End> {
-        if !self.client.readable || self.client_eof || self.inbound.is_full() || matches!(self.exchange, Exchange::Closing) {
+        if !self.client.readable
+            || self.client_eof
+            || self.inbound.is_full()
+            || matches!(self.exchange, Exchange::Closing)
+        {
             return Ok(false);
         }
-        let fill = self.inbound.fill_from(&mut self.client.stream).map_err(|error| End::ClientGone(Some(error)))?;
+        let fill = self
+            .inbound
+            .fill_from(&mut self.client.stream)
+            .map_err(|error| End::ClientGone(Some(error)))?;
         self.client.readable = !fill.drained;
         self.client_eof |= fill.eof;
         Ok(fill.read > 0 || fill.eof)
@@ -279,10 +313,15 @@ impl Session {
         match &mut self.exchange {
             Exchange::Idle => self.next_request(context),
             Exchange::Proxy(_) => self.advance_proxy(context),
-            Exchange::Local { discard, keep_alive } => {
+            Exchange::Local {
+                discard,
+                keep_alive,
+            } => {
                 let mut progress = false;
                 if let Some(body) = discard {
-                    let count = body.claim(self.inbound.data()).map_err(|error| End::Aborted(format!("request body: {error}")))?;
+                    let count = body
+                        .claim(self.inbound.data())
+                        .map_err(|error| End::Aborted(format!("request body: {error}")))?;
                     self.inbound.consume(count);
                     body.claimed = 0;
                     progress = count > 0;
@@ -291,7 +330,11 @@ impl Session {
                     }
                 }
                 if discard.is_none() && self.to_client.is_empty() {
-                    self.exchange = if *keep_alive { Exchange::Idle } else { Exchange::Closing };
+                    self.exchange = if *keep_alive {
+                        Exchange::Idle
+                    } else {
+                        Exchange::Closing
+                    };
                     progress = true;
                 }
                 Ok(progress)
@@ -304,7 +347,11 @@ impl Session {
     /// Parses the next request head, if it is all here, and routes it.
     fn next_request(&mut self, context: &mut Context) -> Result<bool, End> {
         if self.inbound.is_empty() {
-            return if self.client_eof { Err(End::Done) } else { Ok(false) };
+            return if self.client_eof {
+                Err(End::Done)
+            } else {
+                Ok(false)
+            };
         }
         let limit = context.max_header_bytes;
         match self.request.head.parse(self.inbound.data()) {
@@ -314,10 +361,18 @@ impl Session {
             }
             Ok(None) if self.inbound.len() < limit => {
                 // An unfinished head from a client that left needs no answer.
-                return if self.client_eof { Err(End::Done) } else { Ok(false) };
+                return if self.client_eof {
+                    Err(End::Done)
+                } else {
+                    Ok(false)
+                };
             }
             Ok(_) | Err(HeadError::TooManyHeaders) => {
-                log::info!("{}: 431, request head over {limit} bytes or {} fields", self.client_address, http::MAX_HEADERS);
+                log::info!(
+                    "{}: 431, request head over {limit} bytes or {} fields",
+                    self.client_address,
+                    http::MAX_HEADERS
+                );
                 self.reply_error(ErrorReply::HeadTooLarge, None);
             }
             Err(error) => {
@@ -331,13 +386,22 @@ impl Session {
     /// Asks the router where the request goes and starts that.
     fn dispatch(&mut self, context: &mut Context) {
         let head = &self.request.head;
-        log::debug!("{}: {} {} host={:?}", self.client_address, head.method(), head.target(), head.host());
+        log::debug!(
+            "{}: {} {} host={:?}",
+            self.client_address,
+            head.method(),
+            head.target(),
+            head.host()
+        );
         let body = Body::new(&head.framing);
         match context.router.route(&self.request, context.pools) {
             Ok(Route::Reply(reply)) => {
                 let keep_alive = self.local_keep_alive(body.is_some());
                 reply.write(&mut self.to_client.bytes, keep_alive);
-                self.exchange = Exchange::Local { discard: body, keep_alive };
+                self.exchange = Exchange::Local {
+                    discard: body,
+                    keep_alive,
+                };
             }
             Ok(Route::Pool(index)) => match context.pools[index].pick() {
                 Some(server) => self.connect(context, server, Some(index), body),
@@ -345,11 +409,19 @@ impl Session {
             },
             Ok(Route::Address(server)) => self.connect(context, server, None, body),
             Err(RouteError::NoRoute) => {
-                log::info!("{}: 503, route() chose no backend for {} {}", self.client_address, head.method(), head.target());
+                log::info!(
+                    "{}: 503, route() chose no backend for {} {}",
+                    self.client_address,
+                    head.method(),
+                    head.target()
+                );
                 self.reply_error(ErrorReply::NoRoute, body);
             }
             Err(RouteError::UnknownPool(name)) => {
-                log::warn!("{}: 503, route() returned {name:?}, which is neither a pool nor \"ip:port\"", self.client_address);
+                log::warn!(
+                    "{}: 503, route() returned {name:?}, which is neither a pool nor \"ip:port\"",
+                    self.client_address
+                );
                 self.reply_error(ErrorReply::NoRoute, body);
             }
             Err(RouteError::Script(error)) => {
@@ -372,22 +444,41 @@ impl Session {
         self.exchange = if reply.must_close() {
             Exchange::Closing
         } else {
-            Exchange::Local { discard, keep_alive }
+            Exchange::Local {
+                discard,
+                keep_alive,
+            }
         };
     }
 
-    fn connect(&mut self, context: &mut Context, server: SocketAddr, pool: Option<usize>, request_body: Option<Body>) {
+    fn connect(
+        &mut self,
+        context: &mut Context,
+        server: SocketAddr,
+        pool: Option<usize>,
+        request_body: Option<Body>,
+    ) {
         let mut stream = match TcpStream::connect(server) {
             Ok(stream) => stream,
             Err(error) => {
-                log::warn!("{}: 502, cannot connect to {server}: {error}", self.client_address);
+                log::warn!(
+                    "{}: 502, cannot connect to {server}: {error}",
+                    self.client_address
+                );
                 self.release(context, pool, server, Outcome::Failed);
                 return self.reply_error(ErrorReply::BadGateway, request_body);
             }
         };
         let interest = Interest::READABLE | Interest::WRITABLE;
-        if let Err(error) = context.registry.register(&mut stream, backend_token(self.key), interest) {
-            log::error!("{}: 502, cannot register backend socket: {error}", self.client_address);
+        if let Err(error) =
+            context
+                .registry
+                .register(&mut stream, backend_token(self.key), interest)
+        {
+            log::error!(
+                "{}: 502, cannot register backend socket: {error}",
+                self.client_address
+            );
             return self.reply_error(ErrorReply::BadGateway, request_body);
         }
         let head = &self.request.head;
@@ -417,7 +508,13 @@ impl Session {
         }));
     }
 
-    fn release(&self, context: &mut Context, pool: Option<usize>, server: SocketAddr, outcome: Outcome) {
+    fn release(
+        &self,
+        context: &mut Context,
+        pool: Option<usize>,
+        server: SocketAddr,
+        outcome: Outcome,
+    ) {
         if let Some(pool) = pool.and_then(|index| context.pools.get_mut(index)) {
             pool.release(server, outcome);
         }
@@ -426,14 +523,19 @@ impl Session {
     /// The backend failed. Before any of the response reached the client
     /// that is a 502; after, the client's connection is cut.
     fn backend_failed(&mut self, context: &mut Context, why: String) -> Result<bool, End> {
-        let Exchange::Proxy(proxied) = std::mem::replace(&mut self.exchange, Exchange::Closing) else {
+        let Exchange::Proxy(proxied) = std::mem::replace(&mut self.exchange, Exchange::Closing)
+        else {
             return Ok(false);
         };
         self.release(context, proxied.pool, proxied.server, Outcome::Failed);
         if !matches!(proxied.response, ResponseState::Head) {
             return Err(End::Aborted(format!("backend {}: {why}", proxied.server)));
         }
-        log::warn!("{}: 502, backend {}: {why}", self.client_address, proxied.server);
+        log::warn!(
+            "{}: 502, backend {}: {why}",
+            self.client_address,
+            proxied.server
+        );
         self.reply_error(ErrorReply::BadGateway, proxied.request_body);
         Ok(true)
     }
@@ -468,11 +570,18 @@ impl Session {
             ResponseState::Head => {
                 if self.outbound.is_empty() {
                     if proxied.backend_eof {
-                        return self.backend_failed(context, "closed the connection without a response".into());
+                        return self.backend_failed(
+                            context,
+                            "closed the connection without a response".into(),
+                        );
                     }
                     return Ok(false);
                 }
-                match http::forward_response_head(self.outbound.data(), proxied.client_side, &mut self.to_client.bytes) {
+                match http::forward_response_head(
+                    self.outbound.data(),
+                    proxied.client_side,
+                    &mut self.to_client.bytes,
+                ) {
                     Ok(Some(info)) => {
                         self.outbound.consume(info.head_length);
                         if !info.is_interim() {
@@ -484,34 +593,59 @@ impl Session {
                         }
                         Ok(true)
                     }
-                    Ok(None) if self.outbound.is_full() => self.backend_failed(context, "response head too large".into()),
-                    Ok(None) if proxied.backend_eof => self.backend_failed(context, "closed the connection in the response head".into()),
+                    Ok(None) if self.outbound.is_full() => {
+                        self.backend_failed(context, "response head too large".into())
+                    }
+                    Ok(None) if proxied.backend_eof => self.backend_failed(
+                        context,
+                        "closed the connection in the response head".into(),
+                    ),
                     Ok(None) => Ok(false),
-                    Err(error) => self.backend_failed(context, format!("invalid response: {error}")),
+                    Err(error) => {
+                        self.backend_failed(context, format!("invalid response: {error}"))
+                    }
                 }
             }
-            ResponseState::Body { body, keep_alive, until_close } => {
+            ResponseState::Body {
+                body,
+                keep_alive,
+                until_close,
+            } => {
                 let drained = self.outbound.is_empty();
                 let ended_by_close = *until_close && proxied.backend_eof && drained;
                 if ended_by_close && proxied.backend_reset {
-                    return Err(End::Aborted(format!("backend {} reset the connection mid-response", proxied.server)));
+                    return Err(End::Aborted(format!(
+                        "backend {} reset the connection mid-response",
+                        proxied.server
+                    )));
                 }
-                if body.as_ref().is_some_and(|body| body.is_complete() || (ended_by_close && body.claimed == 0)) {
+                if body
+                    .as_ref()
+                    .is_some_and(|body| body.is_complete() || (ended_by_close && body.claimed == 0))
+                {
                     *body = None;
                 }
                 if body.is_some() && proxied.backend_eof && drained {
-                    return Err(End::Aborted(format!("backend {} closed the connection mid-response", proxied.server)));
+                    return Err(End::Aborted(format!(
+                        "backend {} closed the connection mid-response",
+                        proxied.server
+                    )));
                 }
                 if body.is_some() || !self.to_client.is_empty() {
                     return Ok(false);
                 }
-                let keep_alive = *keep_alive && proxied.request_body.is_none() && !proxied.backend_write_failed;
+                let keep_alive =
+                    *keep_alive && proxied.request_body.is_none() && !proxied.backend_write_failed;
                 let (pool, server) = (proxied.pool, proxied.server);
                 self.release(context, pool, server, Outcome::Ok);
                 // Anything the backend sent past its response is not ours to pass on.
                 self.outbound.consume(self.outbound.len());
                 self.outbound.release();
-                self.exchange = if keep_alive { Exchange::Idle } else { Exchange::Closing };
+                self.exchange = if keep_alive {
+                    Exchange::Idle
+                } else {
+                    Exchange::Closing
+                };
                 Ok(true)
             }
         }
@@ -540,7 +674,10 @@ impl Session {
             if head.is_empty() && body_length == 0 {
                 break;
             }
-            match proxied.backend.write_two(head, &self.inbound.data()[..body_length]) {
+            match proxied
+                .backend
+                .write_two(head, &self.inbound.data()[..body_length])
+            {
                 Ok(Some(count)) => {
                     let from_head = count.min(head.len());
                     self.to_backend.advance(from_head);
@@ -556,7 +693,11 @@ impl Session {
                 Ok(None) => break,
                 Err(error) => {
                     // The backend may have answered early and closed; read on.
-                    log::debug!("{}: backend {} stopped reading the request: {error}", self.client_address, proxied.server);
+                    log::debug!(
+                        "{}: backend {} stopped reading the request: {error}",
+                        self.client_address,
+                        proxied.server
+                    );
                     proxied.backend_write_failed = true;
                     return Ok(true);
                 }
@@ -571,7 +712,9 @@ impl Session {
         if let Exchange::Proxy(proxied) = std::mem::replace(&mut self.exchange, Exchange::Closing) {
             self.release(context, proxied.pool, proxied.server, Outcome::Ok);
             if !matches!(proxied.response, ResponseState::Head) {
-                return Err(End::Aborted("invalid request body after the response began".into()));
+                return Err(End::Aborted(
+                    "invalid request body after the response began".into(),
+                ));
             }
         }
         self.reply_error(ErrorReply::BadRequest, None);
@@ -592,7 +735,11 @@ impl Session {
                 fill.read > 0 || fill.eof
             }
             Err(error) => {
-                log::debug!("{}: backend {} read error: {error}", self.client_address, proxied.server);
+                log::debug!(
+                    "{}: backend {} read error: {error}",
+                    self.client_address,
+                    proxied.server
+                );
                 proxied.backend_eof = true;
                 proxied.backend_reset = true;
                 true
@@ -605,26 +752,34 @@ impl Session {
         while self.client.writable {
             let body = match &mut self.exchange {
                 Exchange::Proxy(proxied) => match &mut proxied.response {
-                    ResponseState::Body { body: Some(body), .. } => Some(body),
+                    ResponseState::Body {
+                        body: Some(body), ..
+                    } => Some(body),
                     _ => None,
                 },
                 _ => None,
             };
             let body_length = match body {
-                Some(body) => body.claim(self.outbound.data()).map_err(|error| End::Aborted(format!("response body: {error}")))?,
+                Some(body) => body
+                    .claim(self.outbound.data())
+                    .map_err(|error| End::Aborted(format!("response body: {error}")))?,
                 None => 0,
             };
             let head = self.to_client.pending();
             if head.is_empty() && body_length == 0 {
                 break;
             }
-            let written = self.client.write_two(head, &self.outbound.data()[..body_length]);
+            let written = self
+                .client
+                .write_two(head, &self.outbound.data()[..body_length]);
             match written.map_err(|error| End::ClientGone(Some(error)))? {
                 Some(count) => {
                     let from_head = count.min(head.len());
                     self.to_client.advance(from_head);
                     if let Exchange::Proxy(proxied) = &mut self.exchange
-                        && let ResponseState::Body { body: Some(body), .. } = &mut proxied.response
+                        && let ResponseState::Body {
+                            body: Some(body), ..
+                        } = &mut proxied.response
                     {
                         body.claimed -= count - from_head;
                         self.outbound.consume(count - from_head);
@@ -645,10 +800,16 @@ impl Session {
             }
             let backend_wants_write = !proxied.connected
                 || (!proxied.backend_write_failed
-                    && (!self.to_backend.is_empty() || (proxied.request_body.is_some() && !self.inbound.is_empty())));
-            proxied.backend.update_interest(registry, backend_token(self.key), backend_wants_write)?;
+                    && (!self.to_backend.is_empty()
+                        || (proxied.request_body.is_some() && !self.inbound.is_empty())));
+            proxied.backend.update_interest(
+                registry,
+                backend_token(self.key),
+                backend_wants_write,
+            )?;
         }
-        self.client.update_interest(registry, client_token(self.key), client_wants_write)
+        self.client
+            .update_interest(registry, client_token(self.key), client_wants_write)
     }
 
     fn close(&mut self, context: &mut Context, end: End) {
@@ -666,11 +827,17 @@ impl Session {
                     }
                 }
             }
-            End::ClientGone(error) => log::debug!("{}: client closed: {error:?}", self.client_address),
+            End::ClientGone(error) => {
+                log::debug!("{}: client closed: {error:?}", self.client_address)
+            }
             End::Aborted(why) => log::warn!("{}: connection cut: {why}", self.client_address),
         }
         if let Exchange::Proxy(proxied) = &self.exchange {
-            let outcome = if matches!(end, End::Aborted(_)) { Outcome::Failed } else { Outcome::Ok };
+            let outcome = if matches!(end, End::Aborted(_)) {
+                Outcome::Failed
+            } else {
+                Outcome::Ok
+            };
             self.release(context, proxied.pool, proxied.server, outcome);
         }
         // Dropping the streams closes them, which also removes them from epoll.

@@ -34,9 +34,14 @@ impl EventLoop {
         let poll = Poll::new()?;
         let mut listeners = Vec::new();
         for (index, address) in config.listen.iter().enumerate() {
-            let mut listener = TcpListener::bind(*address)
-                .map_err(|error| io::Error::new(error.kind(), format!("cannot listen on {address}: {error}")))?;
-            poll.registry().register(&mut listener, Token(LISTENER_BASE + index), Interest::READABLE)?;
+            let mut listener = TcpListener::bind(*address).map_err(|error| {
+                io::Error::new(error.kind(), format!("cannot listen on {address}: {error}"))
+            })?;
+            poll.registry().register(
+                &mut listener,
+                Token(LISTENER_BASE + index),
+                Interest::READABLE,
+            )?;
             log::info!("listening on {}", listener.local_addr().unwrap_or(*address));
             listeners.push(listener);
         }
@@ -115,7 +120,11 @@ impl EventLoop {
             let entry = self.sessions.vacant_entry();
             let key = entry.key();
             let mut session = Session::new(key, stream, address, self.buffer_bytes);
-            if let Err(error) = self.poll.registry().register(session.client_stream(), connection::client_token(key), Interest::READABLE) {
+            if let Err(error) = self.poll.registry().register(
+                session.client_stream(),
+                connection::client_token(key),
+                Interest::READABLE,
+            ) {
                 log::warn!("cannot register client {address}: {error}");
                 continue;
             }

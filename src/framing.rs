@@ -280,7 +280,11 @@ mod tests {
         input.extend_from_slice(b"GET / HTTP/1.1\r\n");
         for step in 1..input.len() {
             let mut framer = BodyFramer::new(&Framing::Chunked).unwrap();
-            assert_eq!(claim_all(&mut framer, &input, step).unwrap(), body.len(), "step {step}");
+            assert_eq!(
+                claim_all(&mut framer, &input, step).unwrap(),
+                body.len(),
+                "step {step}"
+            );
             assert!(framer.is_complete());
         }
     }
@@ -295,15 +299,15 @@ mod tests {
     #[test]
     fn chunked_rejects_bad_framing() {
         let cases: &[&[u8]] = &[
-            b"\r\n",                       // no size
-            b"x\r\n",                      // not hex
-            b"-1\r\n",                     // sign
-            b"5\nhello\r\n",               // bare LF after size
-            b"5\r\nhelloXX",               // data not followed by CRLF
-            b"5 x\r\nhello\r\n",           // garbage after size without ';'
-            b"fffffffffffffffffff\r\n",    // overflow
-            b"0\r\nBad\nTrailer\r\n\r\n",  // bare LF in trailers
-            b"0\r\n\n",                    // bare LF as the final line
+            b"\r\n",                      // no size
+            b"x\r\n",                     // not hex
+            b"-1\r\n",                    // sign
+            b"5\nhello\r\n",              // bare LF after size
+            b"5\r\nhelloXX",              // data not followed by CRLF
+            b"5 x\r\nhello\r\n",          // garbage after size without ';'
+            b"fffffffffffffffffff\r\n",   // overflow
+            b"0\r\nBad\nTrailer\r\n\r\n", // bare LF in trailers
+            b"0\r\n\n",                   // bare LF as the final line
         ];
         for case in cases {
             let mut framer = BodyFramer::new(&Framing::Chunked).unwrap();

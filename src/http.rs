@@ -14,7 +14,13 @@ pub const MAX_HEADERS: usize = 128;
 /// Fields that describe one connection, never forwarded (RFC 9110 §7.6.1).
 /// `Transfer-Encoding` is hop-by-hop too, but rsp forwards bodies with the
 /// coding they arrived in, so it keeps that field with them.
-const HOP_BY_HOP: &[&str] = &["connection", "keep-alive", "proxy-connection", "te", "upgrade"];
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "upgrade",
+];
 
 /// Fields that frame or address the message: a `Connection` header that
 /// names them must not make them vanish (request smuggling).
@@ -77,7 +83,8 @@ impl RequestHead {
         self.minor_version = request.version.unwrap_or(1);
         self.headers.clear();
         for field in request.headers.iter() {
-            self.headers.push((span(field.name.as_bytes()), span(field.value)));
+            self.headers
+                .push((span(field.name.as_bytes()), span(field.value)));
         }
         self.examine()?;
         Ok(Some(length))
@@ -105,7 +112,9 @@ impl RequestHead {
             } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
                 for coding in tokens(value) {
                     if chunked_last {
-                        return Err(HeadError::Framing("chunked is not the last transfer coding"));
+                        return Err(HeadError::Framing(
+                            "chunked is not the last transfer coding",
+                        ));
                     }
                     chunked_last = coding.eq_ignore_ascii_case(b"chunked");
                     transfer_encoding = true;
@@ -121,13 +130,19 @@ impl RequestHead {
         }
         self.framing = match (transfer_encoding, content_length) {
             (true, Some(_)) => {
-                return Err(HeadError::Framing("both Content-Length and Transfer-Encoding"));
+                return Err(HeadError::Framing(
+                    "both Content-Length and Transfer-Encoding",
+                ));
             }
             (true, None) if self.minor_version == 0 => {
-                return Err(HeadError::Framing("Transfer-Encoding in an HTTP/1.0 request"));
+                return Err(HeadError::Framing(
+                    "Transfer-Encoding in an HTTP/1.0 request",
+                ));
             }
             (true, None) if !chunked_last => {
-                return Err(HeadError::Framing("the last transfer coding is not chunked"));
+                return Err(HeadError::Framing(
+                    "the last transfer coding is not chunked",
+                ));
             }
             (true, None) => Framing::Chunked,
             (false, Some(length)) => Framing::Length(length),
@@ -191,7 +206,11 @@ impl RequestHead {
     }
 
     pub fn version(&self) -> &'static str {
-        if self.minor_version == 0 { "1.0" } else { "1.1" }
+        if self.minor_version == 0 {
+            "1.0"
+        } else {
+            "1.1"
+        }
     }
 
     /// The first field called `name` (any case).
@@ -285,7 +304,10 @@ pub fn forward_response_head(
     };
     let status = response.code.unwrap_or(0);
     let reason = response.reason.unwrap_or("");
-    let fields = response.headers.iter().map(|field| (field.name.as_bytes(), field.value));
+    let fields = response
+        .headers
+        .iter()
+        .map(|field| (field.name.as_bytes(), field.value));
 
     if status == 101 {
         return Err(HeadError::Framing("protocol upgrade is not supported yet"));
@@ -327,7 +349,9 @@ pub fn forward_response_head(
         Framing::Empty
     } else if transfer_encoding && chunked_last {
         if client.minor_version == 0 {
-            return Err(HeadError::Framing("chunked response to an HTTP/1.0 request"));
+            return Err(HeadError::Framing(
+                "chunked response to an HTTP/1.0 request",
+            ));
         }
         Framing::Chunked
     } else if transfer_encoding {
@@ -372,10 +396,16 @@ fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 /// True when `name` describes only this connection: a standard hop-by-hop
 /// field or one that a `Connection` field of the same head names.
 fn is_hop_by_hop<'a>(name: &[u8], mut fields: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> bool {
-    if HOP_BY_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop.as_bytes())) {
+    if HOP_BY_HOP
+        .iter()
+        .any(|hop| name.eq_ignore_ascii_case(hop.as_bytes()))
+    {
         return true;
     }
-    if NEVER_DROPPED.iter().any(|kept| name.eq_ignore_ascii_case(kept.as_bytes())) {
+    if NEVER_DROPPED
+        .iter()
+        .any(|kept| name.eq_ignore_ascii_case(kept.as_bytes()))
+    {
         return false;
     }
     fields.any(|(field, value)| {
@@ -398,11 +428,14 @@ fn merge_content_length(earlier: Option<u64>, value: &[u8]) -> Result<u64, HeadE
     let mut length = earlier;
     for element in value.split(|&byte| byte == b',') {
         let element = element.trim_ascii();
-        let valid = !element.is_empty() && element.len() <= 18 && element.iter().all(u8::is_ascii_digit);
+        let valid =
+            !element.is_empty() && element.len() <= 18 && element.iter().all(u8::is_ascii_digit);
         if !valid {
             return Err(HeadError::Framing("invalid Content-Length"));
         }
-        let parsed = element.iter().fold(0u64, |sum, digit| sum * 10 + u64::from(digit - b'0'));
+        let parsed = element
+            .iter()
+            .fold(0u64, |sum, digit| sum * 10 + u64::from(digit - b'0'));
         if length.is_some_and(|length| length != parsed) {
             return Err(HeadError::Framing("conflicting Content-Length values"));
         }
@@ -420,7 +453,10 @@ fn absolute_form_authority(target: &str) -> Option<&str> {
 
 fn strip_port(authority: &[u8]) -> &[u8] {
     if authority.starts_with(b"[") {
-        let end = authority.iter().position(|&byte| byte == b']').map_or(authority.len(), |at| at + 1);
+        let end = authority
+            .iter()
+            .position(|&byte| byte == b']')
+            .map_or(authority.len(), |at| at + 1);
         return &authority[..end];
     }
     match authority.iter().position(|&byte| byte == b':') {
@@ -454,7 +490,10 @@ mod tests {
 
     #[test]
     fn request_fields_for_routing() {
-        let head = parse("GET /a/b?x=1&y HTTP/1.1\r\nHost: IronHand.Example.com:8080\r\nX-Thing: v\r\n\r\n").unwrap();
+        let head = parse(
+            "GET /a/b?x=1&y HTTP/1.1\r\nHost: IronHand.Example.com:8080\r\nX-Thing: v\r\n\r\n",
+        )
+        .unwrap();
         assert_eq!(head.method(), "GET");
         assert_eq!(head.target(), "/a/b?x=1&y");
         assert_eq!(head.path(), "/a/b");
@@ -481,18 +520,34 @@ mod tests {
     #[test]
     fn persistence_by_version_and_connection() {
         assert!(!parse("GET / HTTP/1.0\r\n\r\n").unwrap().keep_alive);
-        assert!(parse("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").unwrap().keep_alive);
-        assert!(!parse("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap().keep_alive);
-        assert!(parse("GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap().keep_alive);
+        assert!(
+            parse("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
+                .unwrap()
+                .keep_alive
+        );
+        assert!(
+            !parse("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+                .unwrap()
+                .keep_alive
+        );
+        assert!(
+            parse("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+                .unwrap()
+                .keep_alive
+        );
     }
 
     #[test]
     fn request_framing() {
         let head = parse("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\n\r\n").unwrap();
         assert_eq!(head.framing, Framing::Length(12));
-        let head = parse("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 12, 12\r\nContent-Length: 12\r\n\r\n").unwrap();
+        let head = parse(
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 12, 12\r\nContent-Length: 12\r\n\r\n",
+        )
+        .unwrap();
         assert_eq!(head.framing, Framing::Length(12));
-        let head = parse("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n").unwrap();
+        let head = parse("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n")
+            .unwrap();
         assert_eq!(head.framing, Framing::Chunked);
     }
 
@@ -512,7 +567,10 @@ mod tests {
             "GET / HTTP/1.1\r\n\r\n",
         ];
         for raw in refused {
-            assert!(matches!(parse(raw), Err(HeadError::Framing(_))), "accepted {raw:?}");
+            assert!(
+                matches!(parse(raw), Err(HeadError::Framing(_))),
+                "accepted {raw:?}"
+            );
         }
         let malformed = [
             "GET /a b HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -557,8 +615,15 @@ mod tests {
             "GET /x HTTP/1.1\r\nHost: a\r\nAccept: */*\r\nX-Forwarded-For: 1.1.1.1, 2.2.2.2, 10.1.2.3\r\n\
              X-Forwarded-Proto: http\r\nConnection: close\r\n\r\n"
         );
-        let out = forwarded("POST /y HTTP/1.0\r\nContent-Length: 3\r\nConnection: content-length\r\n\r\n");
-        assert!(out.starts_with("POST /y HTTP/1.0\r\nContent-Length: 3\r\nX-Forwarded-For: 10.1.2.3\r\n"), "{out}");
+        let out = forwarded(
+            "POST /y HTTP/1.0\r\nContent-Length: 3\r\nConnection: content-length\r\n\r\n",
+        );
+        assert!(
+            out.starts_with(
+                "POST /y HTTP/1.0\r\nContent-Length: 3\r\nX-Forwarded-For: 10.1.2.3\r\n"
+            ),
+            "{out}"
+        );
     }
 
     const KEEP_11: ClientSide = ClientSide {
@@ -567,7 +632,10 @@ mod tests {
         keep_alive: true,
     };
 
-    fn response(raw: &str, client: ClientSide) -> (Result<Option<ResponseInfo>, HeadError>, String) {
+    fn response(
+        raw: &str,
+        client: ClientSide,
+    ) -> (Result<Option<ResponseInfo>, HeadError>, String) {
         let mut out = Vec::new();
         let info = forward_response_head(raw.as_bytes(), client, &mut out);
         (info, String::from_utf8(out).unwrap())
@@ -575,7 +643,10 @@ mod tests {
 
     #[test]
     fn response_framing_and_persistence() {
-        let (info, out) = response("HTTP/1.0 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello", KEEP_11);
+        let (info, out) = response(
+            "HTTP/1.0 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+            KEEP_11,
+        );
         let info = info.unwrap().unwrap();
         assert_eq!(info.framing, Framing::Length(5));
         assert!(info.keep_alive);
@@ -585,7 +656,10 @@ mod tests {
         let info = info.unwrap().unwrap();
         assert_eq!(info.framing, Framing::UntilClose);
         assert!(!info.keep_alive);
-        assert_eq!(out, "HTTP/1.1 200 OK\r\nServer: x\r\nConnection: close\r\n\r\n");
+        assert_eq!(
+            out,
+            "HTTP/1.1 200 OK\r\nServer: x\r\nConnection: close\r\n\r\n"
+        );
 
         let (info, out) = response(
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n",
@@ -599,8 +673,14 @@ mod tests {
             ..KEEP_11
         };
         let (_, out) = response("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", client_10);
-        assert_eq!(out, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n");
-        let (info, _) = response("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", client_10);
+        assert_eq!(
+            out,
+            "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n"
+        );
+        let (info, _) = response(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            client_10,
+        );
         assert!(info.is_err());
     }
 
@@ -618,7 +698,10 @@ mod tests {
             head_request: true,
             ..KEEP_11
         };
-        let info = response("HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n", head).0.unwrap().unwrap();
+        let info = response("HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n", head)
+            .0
+            .unwrap()
+            .unwrap();
         assert_eq!(info.framing, Framing::Empty);
     }
 

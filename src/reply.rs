@@ -42,7 +42,9 @@ impl ErrorReply {
             ErrorReply::BadRequest => "rsp: the request could not be parsed.\n",
             ErrorReply::HeadTooLarge => "rsp: the request head is too large.\n",
             ErrorReply::ScriptFailed => "rsp: the routing script failed.\n",
-            ErrorReply::BadGateway => "rsp: the backend could not be reached or sent an invalid response.\n",
+            ErrorReply::BadGateway => {
+                "rsp: the backend could not be reached or sent an invalid response.\n"
+            }
             ErrorReply::NoRoute => "rsp: no backend is available for this request.\n",
         }
     }
@@ -60,12 +62,22 @@ impl ErrorReply {
 
 impl LocalReply {
     pub fn write(&self, out: &mut Vec<u8>, keep_alive: bool) {
-        let headers: Vec<(&str, &str)> = self.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
         write_response(out, self.status, &headers, &self.body, keep_alive);
     }
 }
 
-fn write_response(out: &mut Vec<u8>, status: u16, headers: &[(&str, &str)], body: &[u8], keep_alive: bool) {
+fn write_response(
+    out: &mut Vec<u8>,
+    status: u16,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    keep_alive: bool,
+) {
     let _ = write!(out, "HTTP/1.1 {} {}\r\n", status, reason(status));
     for (name, value) in headers {
         let _ = write!(out, "{name}: {value}\r\n");

@@ -40,7 +40,12 @@ impl UserData for RequestView {
         fields.add_field_method_get("method", |lua, this| lua.create_string(this.head.method()));
         fields.add_field_method_get("target", |lua, this| lua.create_string(this.head.target()));
         fields.add_field_method_get("path", |lua, this| lua.create_string(this.head.path()));
-        fields.add_field_method_get("query", |lua, this| this.head.query().map(|query| lua.create_string(query)).transpose());
+        fields.add_field_method_get("query", |lua, this| {
+            this.head
+                .query()
+                .map(|query| lua.create_string(query))
+                .transpose()
+        });
         fields.add_field_method_get("host", |lua, this| lua.create_string(this.head.host()));
         fields.add_field_method_get("version", |_, this| Ok(this.head.version()));
         fields.add_field_method_get("client_ip", |_, this| Ok(this.client.ip().to_string()));
@@ -50,7 +55,10 @@ impl UserData for RequestView {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
         methods.add_method("header", |lua, this, name: mlua::LuaString| {
             let name = name.to_str()?;
-            this.head.header(&name).map(|value| lua.create_string(value)).transpose()
+            this.head
+                .header(&name)
+                .map(|value| lua.create_string(value))
+                .transpose()
         });
     }
 }
@@ -72,7 +80,10 @@ impl Router {
 
     pub fn route(&self, request: &RequestView, pools: &[Pool]) -> Result<Route, RouteError> {
         let Some(route) = &self.route else {
-            return self.default_pool.map(Route::Pool).ok_or(RouteError::NoRoute);
+            return self
+                .default_pool
+                .map(Route::Pool)
+                .ok_or(RouteError::NoRoute);
         };
         let answer = self
             .lua
@@ -82,7 +93,10 @@ impl Router {
             Value::Nil => Err(RouteError::NoRoute),
             Value::String(name) => {
                 let name = name.as_bytes();
-                if let Some(index) = pools.iter().position(|pool| pool.name.as_bytes() == &name[..]) {
+                if let Some(index) = pools
+                    .iter()
+                    .position(|pool| pool.name.as_bytes() == &name[..])
+                {
                     return Ok(Route::Pool(index));
                 }
                 let name = String::from_utf8_lossy(&name).into_owned();
@@ -91,7 +105,9 @@ impl Router {
                     Err(_) => Err(RouteError::UnknownPool(name)),
                 }
             }
-            Value::Table(table) => local_reply(&table).map(Route::Reply).map_err(RouteError::Script),
+            Value::Table(table) => local_reply(&table)
+                .map(Route::Reply)
+                .map_err(RouteError::Script),
             other => Err(RouteError::Script(format!(
                 "route() returned a {}; expected a pool name, \"host:port\" or a reply table",
                 other.type_name()
@@ -102,35 +118,70 @@ impl Router {
 
 /// `{ status = 200, body = "...", headers = { ... } }`
 fn local_reply(table: &mlua::Table) -> Result<LocalReply, String> {
-    let status = match table.raw_get::<Value>("status").map_err(|error| error.to_string())? {
+    let status = match table
+        .raw_get::<Value>("status")
+        .map_err(|error| error.to_string())?
+    {
         Value::Nil => 200,
         Value::Integer(status) if (200..=599).contains(&status) => status as u16,
-        other => return Err(format!("reply status must be a number from 200 to 599, got {other:?}")),
+        other => {
+            return Err(format!(
+                "reply status must be a number from 200 to 599, got {other:?}"
+            ));
+        }
     };
-    let body = match table.raw_get::<Value>("body").map_err(|error| error.to_string())? {
+    let body = match table
+        .raw_get::<Value>("body")
+        .map_err(|error| error.to_string())?
+    {
         Value::Nil => Vec::new(),
         Value::String(body) => body.as_bytes().to_vec(),
-        other => return Err(format!("reply body must be a string, got a {}", other.type_name())),
+        other => {
+            return Err(format!(
+                "reply body must be a string, got a {}",
+                other.type_name()
+            ));
+        }
     };
     let mut headers = Vec::new();
-    match table.raw_get::<Value>("headers").map_err(|error| error.to_string())? {
+    match table
+        .raw_get::<Value>("headers")
+        .map_err(|error| error.to_string())?
+    {
         Value::Nil => {}
         Value::Table(fields) => {
             for pair in fields.pairs::<mlua::LuaString, mlua::LuaString>() {
                 let (name, value) = pair.map_err(|error| format!("reply headers: {error}"))?;
                 let (name, value) = (name.to_string_lossy(), value.to_string_lossy());
-                let valid_name = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-                let valid_value = value.bytes().all(|b| b == b'\t' || (b >= b' ' && b != 0x7f));
+                let valid_name = !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+                let valid_value = value
+                    .bytes()
+                    .all(|b| b == b'\t' || (b >= b' ' && b != 0x7f));
                 if !valid_name || !valid_value {
                     return Err(format!("reply header {name:?} is not a valid field"));
                 }
-                if name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("connection") || name.eq_ignore_ascii_case("transfer-encoding") {
+                if name.eq_ignore_ascii_case("content-length")
+                    || name.eq_ignore_ascii_case("connection")
+                    || name.eq_ignore_ascii_case("transfer-encoding")
+                {
                     continue; // rsp frames the reply itself
                 }
                 headers.push((name, value));
             }
         }
-        other => return Err(format!("reply headers must be a table, got a {}", other.type_name())),
+        other => {
+            return Err(format!(
+                "reply headers must be a table, got a {}",
+                other.type_name()
+            ));
+        }
     }
-    Ok(LocalReply { status, headers, body })
+    Ok(LocalReply {
+        status,
+        headers,
+        body,
+    })
 }

@@ -40,7 +40,13 @@ fn large_request_bodies_by_length_and_chunked() {
     let expected = format!("{} {}", body.len(), checksum(&body));
 
     let mut client = proxy.connect();
-    client.send(format!("POST /checksum HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes());
+    client.send(
+        format!(
+            "POST /checksum HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
     client.send(&body);
     assert_eq!(client.response(false).text(), expected);
 
@@ -100,13 +106,20 @@ fn slow_client_keeps_memory_bounded() {
         thread::sleep(Duration::from_millis(20));
         peak = peak.max(proxy.rss_kib());
     }
-    stream.read_to_end(&mut received).unwrap_or_else(|_| 0);
-    peak = peak.max(proxy.rss_kib());
     let head_end = received.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    while received.len() < head_end + size {
+        let count = stream.read(&mut chunk).unwrap();
+        assert!(count > 0, "connection closed early");
+        received.extend_from_slice(&chunk[..count]);
+    }
+    peak = peak.max(proxy.rss_kib());
     assert_eq!(received.len() - head_end, size);
     assert_eq!(checksum(&received[head_end..]), checksum(&pattern(size)));
     eprintln!("rss baseline {baseline} KiB, peak {peak} KiB");
-    assert!(peak < baseline + 16 * 1024, "rss grew from {baseline} KiB to {peak} KiB");
+    assert!(
+        peak < baseline + 16 * 1024,
+        "rss grew from {baseline} KiB to {peak} KiB"
+    );
     assert!(peak < 64 * 1024);
 }
 
@@ -121,7 +134,10 @@ fn client_leaving_mid_response_frees_the_backend() {
     // rsp closes the backend connection, so the backend's write fails.
     let deadline = Instant::now() + Duration::from_secs(10);
     while backend.seen.lock().unwrap().aborted_writes == 0 {
-        assert!(Instant::now() < deadline, "backend connection was not closed");
+        assert!(
+            Instant::now() < deadline,
+            "backend connection was not closed"
+        );
         thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(proxy.get("/").status, 200);
@@ -158,7 +174,12 @@ fn a_thousand_requests_on_one_keep_alive_connection() {
     let (backend, proxy) = one_backend();
     let mut client = proxy.connect();
     for index in 0..1000 {
-        client.send(format!("GET /size/{index} HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n").as_bytes());
+        client.send(
+            format!(
+                "GET /size/{index} HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n"
+            )
+            .as_bytes(),
+        );
         let response = client.response(false);
         assert_eq!(response.status, 200);
         assert_eq!(response.body.len(), index);
@@ -166,7 +187,10 @@ fn a_thousand_requests_on_one_keep_alive_connection() {
     let heads = backend.heads();
     assert_eq!(heads.len(), 1000);
     for head in heads {
-        assert!(head.contains("\r\nX-Forwarded-For: 203.0.113.9, 127.0.0.1\r\n"), "{head}");
+        assert!(
+            head.contains("\r\nX-Forwarded-For: 203.0.113.9, 127.0.0.1\r\n"),
+            "{head}"
+        );
     }
 }
 
@@ -176,14 +200,19 @@ fn pipelined_requests_are_answered_in_order() {
     let mut client = proxy.connect();
     let mut batch = Vec::new();
     for index in 0..20 {
-        batch.extend_from_slice(format!("GET /size/{} HTTP/1.1\r\nHost: x\r\n\r\n", index * 1000).as_bytes());
+        batch.extend_from_slice(
+            format!("GET /size/{} HTTP/1.1\r\nHost: x\r\n\r\n", index * 1000).as_bytes(),
+        );
     }
     batch.extend_from_slice(b"POST /checksum HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET /size/5 HTTP/1.1\r\nHost: x\r\n\r\n");
     client.send(&batch);
     for index in 0..20 {
         assert_eq!(client.response(false).body, pattern(index * 1000));
     }
-    assert_eq!(client.response(false).text(), format!("3 {}", checksum(b"abc")));
+    assert_eq!(
+        client.response(false).text(),
+        format!("3 {}", checksum(b"abc"))
+    );
     assert_eq!(client.response(false).body, pattern(5));
 }
 
@@ -221,11 +250,16 @@ fn bodiless_responses_and_expect_continue() {
     client.send(b"GET /size/7 HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(client.response(false).body, pattern(7));
 
-    client.send(b"POST /checksum HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+    client.send(
+        b"POST /checksum HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    );
     let interim = client.response(false);
     assert_eq!(interim.status, 100);
     client.send(b"12345");
-    assert_eq!(client.response(false).text(), format!("5 {}", checksum(b"12345")));
+    assert_eq!(
+        client.response(false).text(),
+        format!("5 {}", checksum(b"12345"))
+    );
 }
 
 #[test]
@@ -259,10 +293,22 @@ end
         client.send(raw.as_bytes());
         client.response(false)
     };
-    assert_eq!(send("GET / HTTP/1.1\r\nHost: IronHand.Example.com:8080\r\n\r\n").text(), "hello from apps");
-    assert_eq!(send("GET / HTTP/1.1\r\nHost: www.example.com\r\n\r\n").text(), "hello from web");
-    assert_eq!(send("GET / HTTP/1.1\r\nHost: x\r\nX-Pool: apps\r\n\r\n").text(), "hello from apps");
-    assert_eq!(send("GET /direct HTTP/1.1\r\nHost: x\r\n\r\n").text(), "hello from apps");
+    assert_eq!(
+        send("GET / HTTP/1.1\r\nHost: IronHand.Example.com:8080\r\n\r\n").text(),
+        "hello from apps"
+    );
+    assert_eq!(
+        send("GET / HTTP/1.1\r\nHost: www.example.com\r\n\r\n").text(),
+        "hello from web"
+    );
+    assert_eq!(
+        send("GET / HTTP/1.1\r\nHost: x\r\nX-Pool: apps\r\n\r\n").text(),
+        "hello from apps"
+    );
+    assert_eq!(
+        send("GET /direct HTTP/1.1\r\nHost: x\r\n\r\n").text(),
+        "hello from apps"
+    );
 
     let pong = send("GET /ping HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!((pong.status, pong.text().as_str()), (200, "pong\n"));
@@ -292,7 +338,10 @@ fn backend_down_is_502() {
     client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     let response = client.response(false);
     assert_eq!(response.status, 502);
-    assert_eq!(response.header("content-length").unwrap(), response.body.len().to_string());
+    assert_eq!(
+        response.header("content-length").unwrap(),
+        response.body.len().to_string()
+    );
     // The client connection survives a 502.
     client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(client.response(false).status, 502);
@@ -305,17 +354,39 @@ fn malformed_and_oversized_requests() {
     let cases: Vec<(Vec<u8>, u16)> = vec![
         (b"GARBAGE\r\n\r\n".to_vec(), 400),
         (b"GET /a b HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), 400),
-        (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(), 400),
-        (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n".to_vec(), 400),
+        (
+            b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+                .to_vec(),
+            400,
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n".to_vec(),
+            400,
+        ),
         (b"GET / HTTP/3.0\r\nHost: x\r\n\r\n".to_vec(), 400),
-        (format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(40 * 1024)).into_bytes(), 431),
-        (format!("GET /{} HTTP/1.1\r\n", "a".repeat(40 * 1024)).into_bytes(), 431),
+        (
+            format!(
+                "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+                "a".repeat(40 * 1024)
+            )
+            .into_bytes(),
+            431,
+        ),
+        (
+            format!("GET /{} HTTP/1.1\r\n", "a".repeat(40 * 1024)).into_bytes(),
+            431,
+        ),
     ];
     for (raw, status) in cases {
         let mut client = proxy.connect();
         client.send(&raw);
         let response = client.response(false);
-        assert_eq!(response.status, status, "{}", String::from_utf8_lossy(&raw[..raw.len().min(80)]));
+        assert_eq!(
+            response.status,
+            status,
+            "{}",
+            String::from_utf8_lossy(&raw[..raw.len().min(80)])
+        );
         assert_eq!(response.header("connection").as_deref(), Some("close"));
         assert!(client.is_closed());
     }

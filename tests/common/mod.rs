@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 /// FNV-1a: the same checksum at both ends proves the bytes arrived intact.
 pub fn checksum(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf29ce484222325u64, |hash, &byte| (hash ^ u64::from(byte)).wrapping_mul(0x100000001b3))
+    bytes.iter().fold(0xcbf29ce484222325u64, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x100000001b3)
+    })
 }
 
 /// The deterministic body of `n` bytes the backend serves for `/size/n`.
@@ -21,7 +23,11 @@ pub fn pattern(n: usize) -> Vec<u8> {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 static NEXT_FILE: AtomicUsize = AtomicUsize::new(0);
@@ -51,7 +57,10 @@ impl Proxy {
     /// Starts rsp with `settings` plus a `listen` line on a free port.
     pub fn start(settings: &str) -> Proxy {
         let port = free_port();
-        let config = temp_file("config.lua", &format!("listen = \"127.0.0.1:{port}\"\n{settings}\n"));
+        let config = temp_file(
+            "config.lua",
+            &format!("listen = \"127.0.0.1:{port}\"\n{settings}\n"),
+        );
         let log = config.with_extension("log");
         let child = Command::new(rsp_binary())
             .arg(&config)
@@ -63,10 +72,18 @@ impl Proxy {
         let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(address).is_err() {
-            assert!(Instant::now() < deadline, "rsp did not start: {}", std::fs::read_to_string(&log).unwrap_or_default());
+            assert!(
+                Instant::now() < deadline,
+                "rsp did not start: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
             thread::sleep(Duration::from_millis(20));
         }
-        Proxy { child, address, log }
+        Proxy {
+            child,
+            address,
+            log,
+        }
     }
 
     pub fn log(&self) -> String {
@@ -75,7 +92,10 @@ impl Proxy {
 
     pub fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let line = status.lines().find(|line| line.starts_with("VmRSS:")).unwrap();
+        let line = status
+            .lines()
+            .find(|line| line.starts_with("VmRSS:"))
+            .unwrap();
         line.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
 
@@ -89,7 +109,9 @@ impl Proxy {
 
     pub fn get(&self, path: &str) -> Response {
         let mut client = self.connect();
-        client.send(format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes());
+        client.send(
+            format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
         client.response(false)
     }
 }
@@ -112,7 +134,9 @@ impl Response {
     pub fn header(&self, name: &str) -> Option<String> {
         self.head.lines().skip(1).find_map(|line| {
             let (field, value) = line.split_once(':')?;
-            field.eq_ignore_ascii_case(name).then(|| value.trim().to_owned())
+            field
+                .eq_ignore_ascii_case(name)
+                .then(|| value.trim().to_owned())
         })
     }
 
@@ -129,8 +153,12 @@ pub struct Client {
 impl Client {
     pub fn connect(address: SocketAddr) -> Client {
         let stream = TcpStream::connect(address).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        Client { reader: BufReader::new(stream) }
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        Client {
+            reader: BufReader::new(stream),
+        }
     }
 
     pub fn stream(&self) -> &TcpStream {
@@ -153,11 +181,18 @@ impl Client {
     pub fn try_response(&mut self, head_request: bool) -> Option<Response> {
         let head = read_head(&mut self.reader)?;
         let status: u16 = head.split_whitespace().nth(1)?.parse().ok()?;
-        let mut response = Response { status, head, body: Vec::new() };
+        let mut response = Response {
+            status,
+            head,
+            body: Vec::new(),
+        };
         if head_request || status < 200 || status == 204 || status == 304 {
             return Some(response);
         }
-        if response.header("transfer-encoding").is_some_and(|coding| coding.eq_ignore_ascii_case("chunked")) {
+        if response
+            .header("transfer-encoding")
+            .is_some_and(|coding| coding.eq_ignore_ascii_case("chunked"))
+        {
             response.body = read_chunked(&mut self.reader);
         } else if let Some(length) = response.header("content-length") {
             let mut body = vec![0; length.parse().unwrap()];
@@ -272,7 +307,9 @@ fn serve(stream: TcpStream, name: &str, seen: &Mutex<Seen>) {
         let header = |wanted: &str| {
             head.lines().skip(1).find_map(|line| {
                 let (field, value) = line.split_once(':')?;
-                field.eq_ignore_ascii_case(wanted).then(|| value.trim().to_owned())
+                field
+                    .eq_ignore_ascii_case(wanted)
+                    .then(|| value.trim().to_owned())
             })
         };
         if header("expect").is_some_and(|expect| expect.eq_ignore_ascii_case("100-continue")) {
@@ -287,9 +324,17 @@ fn serve(stream: TcpStream, name: &str, seen: &Mutex<Seen>) {
         } else {
             Vec::new()
         };
-        let number = |prefix: &str| path.strip_prefix(prefix).and_then(|n| n.parse::<usize>().ok());
-        let (head_out, body_out, close): (String, Vec<u8>, bool) = if let Some(n) = number("/size/") {
-            (format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n"), pattern(n), false)
+        let number = |prefix: &str| {
+            path.strip_prefix(prefix)
+                .and_then(|n| n.parse::<usize>().ok())
+        };
+        let (head_out, body_out, close): (String, Vec<u8>, bool) = if let Some(n) = number("/size/")
+        {
+            (
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n"),
+                pattern(n),
+                false,
+            )
         } else if let Some(n) = number("/chunked/") {
             let mut body = Vec::new();
             for piece in pattern(n).chunks(7000) {
@@ -298,22 +343,57 @@ fn serve(stream: TcpStream, name: &str, seen: &Mutex<Seen>) {
                 body.extend_from_slice(b"\r\n");
             }
             body.extend_from_slice(b"0\r\nX-Trailer: done\r\n\r\n");
-            ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".into(), body, false)
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".into(),
+                body,
+                false,
+            )
         } else if let Some(n) = number("/close/") {
-            ("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n".into(), pattern(n), true)
+            (
+                "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n".into(),
+                pattern(n),
+                true,
+            )
         } else if let Some(status) = number("/status/") {
-            (format!("HTTP/1.1 {status} Whatever\r\nContent-Length: 0\r\n\r\n"), Vec::new(), false)
+            (
+                format!("HTTP/1.1 {status} Whatever\r\nContent-Length: 0\r\n\r\n"),
+                Vec::new(),
+                false,
+            )
         } else if path == "/checksum" {
             let text = format!("{} {}", body.len(), checksum(&body));
-            (format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", text.len()), text.into_bytes(), false)
+            (
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", text.len()),
+                text.into_bytes(),
+                false,
+            )
         } else if path == "/head" {
-            (format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", head.len()), head.clone().into_bytes(), false)
+            (
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", head.len()),
+                head.clone().into_bytes(),
+                false,
+            )
         } else {
             let text = format!("hello from {name}");
-            (format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Backend: {name}\r\n\r\n", text.len()), text.into_bytes(), false)
+            (
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Backend: {name}\r\n\r\n",
+                    text.len()
+                ),
+                text.into_bytes(),
+                false,
+            )
         };
-        let body_out = if method == "HEAD" { Vec::new() } else { body_out };
-        if writer.write_all(head_out.as_bytes()).and_then(|()| writer.write_all(&body_out)).is_err() {
+        let body_out = if method == "HEAD" {
+            Vec::new()
+        } else {
+            body_out
+        };
+        if writer
+            .write_all(head_out.as_bytes())
+            .and_then(|()| writer.write_all(&body_out))
+            .is_err()
+        {
             seen.lock().unwrap().aborted_writes += 1;
             return;
         }

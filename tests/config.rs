@@ -1,0 +1,166 @@
+//! Config files that must stop rsp at start with one clear line.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+/// Runs `rsp ARGS` and returns (exit code, stdout, stderr).
+fn rsp(arguments: &[&str]) -> (i32, String, String) {
+    let output = Command::new(rsp_binary()).args(arguments).output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn check(config: &str) -> (i32, String) {
+    let path = temp_file("check.lua", config);
+    let (code, _, stderr) = rsp(&["--check", path.to_str().unwrap()]);
+    (code, stderr.replace(path.to_str().unwrap(), "FILE"))
+}
+
+#[test]
+fn bad_configs_name_file_line_and_problem() {
+    let cases = [
+        (
+            "listen = \"127.0.0.1:8080\"\nbackends = { \"127.0.0.1:1\" \n",
+            "FILE:3:",
+        ),
+        (
+            "listen = \"127.0.0.1:8080\"\nbackends = {\"127.0.0.1:1\"}\nlisten = 1 + nil\n",
+            "FILE:3: attempt to perform arithmetic",
+        ),
+        (
+            "backends = { \"127.0.0.1:1\" }\n",
+            "FILE: missing required setting 'listen'",
+        ),
+        (
+            "listen = \"127.0.0.1\"\nbackends = { \"127.0.0.1:1\" }\n",
+            "FILE:1: listen: expected \"host:port\"",
+        ),
+        (
+            "listen = 8080\nbackends = { \"127.0.0.1:1\" }\n",
+            "FILE:1: listen: expected \"host:port\", got integer",
+        ),
+        (
+            "listen = \"127.0.0.1:8080\"\n\nbackend = { \"127.0.0.1:1\" }\n",
+            "FILE:3: unknown setting 'backend'",
+        ),
+        ("listen = \"127.0.0.1:8080\"\n", "FILE: no backends"),
+        (
+            "listen = \"127.0.0.1:8080\"\npools = { web = { servers = {} } }\nroute = function() return 'web' end\n",
+            "FILE:2: pools.web: servers is empty",
+        ),
+        (
+            "listen = \"127.0.0.1:8080\"\npools = { web = { server = { \"127.0.0.1:1\" } } }\n",
+            "FILE:2: pools.web: unknown pool setting \"server\"",
+        ),
+        (
+            "listen = \"127.0.0.1:8080\"\nbackends = { \"127.0.0.1:1\" }\nroute = 5\n",
+            "FILE:3: route: expected a function",
+        ),
+        (
+            "listen = \"127.0.0.1:8080\"\nbackends = { \"127.0.0.1:1\" }\nbuffer_bytes = 10\n",
+            "FILE:3: buffer_bytes: expected a whole number",
+        ),
+        (
+            "listen = \"127.0.0.1:8080\"\nbackends = { \"127.0.0.1:1\" }\nbuffer_bytes = 4096\nmax_header_bytes = 8192\n",
+            "FILE:4: max_header_bytes (8192) must not exceed buffer_bytes (4096)",
+        ),
+        (
+            "listenPort = \"http\"\nbackendAddress = \"127.0.0.1\"\n",
+            "FILE:1: listenPort: expected a port number",
+        ),
+    ];
+    for (config, expected) in cases {
+        let (code, stderr) = check(config);
+        assert_eq!(code, 1, "{config:?} gave {stderr}");
+        assert_eq!(
+            stderr.lines().count(),
+            1,
+            "one line expected for {config:?}: {stderr}"
+        );
+        assert!(stderr.starts_with("rsp: config error: "), "{stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{config:?}: expected {expected:?} in {stderr}"
+        );
+    }
+}
+
+#[test]
+fn missing_file_and_running_with_a_bad_config() {
+    let (code, _, stderr) = rsp(&["/nonexistent/rsp.lua"]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("/nonexistent/rsp.lua: cannot read"),
+        "{stderr}"
+    );
+    let path = temp_file("bad.lua", "listen = \n");
+    let (code, _, stderr) = rsp(&[path.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(&format!("{}:2:", path.display())),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn shipped_examples_are_valid() {
+    for example in ["basic", "demo", "vhosts", "rsp-compat"] {
+        let path = format!("{}/examples/{example}.lua", env!("CARGO_MANIFEST_DIR"));
+        let (code, stdout, stderr) = rsp(&["--check", &path]);
+        assert_eq!(code, 0, "{example}: {stderr}");
+        assert!(stdout.contains("config is valid"));
+    }
+}
+
+#[test]
+fn command_line() {
+    let (code, stdout, _) = rsp(&["--version"]);
+    assert_eq!(code, 0);
+    assert!(stdout.starts_with("rsp "));
+    let (code, stdout, _) = rsp(&["--help"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("--check"));
+    let (code, _, stderr) = rsp(&[]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("Usage"));
+    let (code, _, _) = rsp(&["--bogus", "x.lua"]);
+    assert_eq!(code, 2);
+}
+
+#[test]
+fn compat_config_serves() {
+    let backend = Backend::start("compat");
+    let port = free_port();
+    let path = temp_file(
+        "compat.lua",
+        &format!(
+            "listenPort = \"{port}\"\nbackendAddress = \"127.0.0.1\"\nbackendPort = \"{}\"\n",
+            backend.address.port()
+        ),
+    );
+    let mut child = Command::new(rsp_binary())
+        .arg(&path)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let address = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut response = None;
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(address).is_ok() {
+            let mut client = Client::connect(address);
+            client.send(b"GET / HTTP/1.0\r\n\r\n");
+            response = Some(client.response(false));
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(response.expect("rsp answered").text(), "hello from compat");
+}

@@ -22,6 +22,10 @@ for port in 8081 8082; do
     python3 -m http.server "$port" --bind 127.0.0.1 --directory "$site/$port" >/dev/null 2>&1 &
     pids+=($!)
 done
+sleep 0.5
+for pid in "${pids[@]}"; do
+    kill -0 "$pid" 2>/dev/null || { echo "demo.sh: a backend could not start; are ports 8081 and 8082 free?" >&2; exit 1; }
+done
 
 cat <<'TEXT'
 rsp is starting on http://127.0.0.1:8080/ in front of two python3 http.server backends.

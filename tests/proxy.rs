@@ -156,6 +156,7 @@ fn half_closed_client_gets_the_whole_response() {
 
 #[test]
 fn a_thousand_simultaneous_connections() {
+    raise_open_file_limit();
     let (backend, proxy) = one_backend();
     let mut clients: Vec<Client> = (0..1000).map(|_| proxy.connect()).collect();
     for (index, client) in clients.iter_mut().enumerate() {

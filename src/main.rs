@@ -1,16 +1,8 @@
 //! rsp: a reverse proxy and HTTP load balancer scripted in Lua.
 
-mod balancer;
-mod buffer;
-mod config;
-mod connection;
-mod event_loop;
-mod framing;
-mod http;
-mod reply;
-mod router;
-
 use std::path::Path;
+
+use rsp::{config, event_loop, limits};
 use std::process::ExitCode;
 
 const USAGE: &str = "\
@@ -59,7 +51,9 @@ fn main() -> ExitCode {
         println!("rsp: {path}: config is valid");
         return ExitCode::SUCCESS;
     }
-    raise_open_file_limit();
+    if let Err(error) = limits::raise_open_file_limit() {
+        log::warn!("could not raise the open file limit: {error}");
+    }
     let mut event_loop = match event_loop::EventLoop::new(loaded) {
         Ok(event_loop) => event_loop,
         Err(error) => {
@@ -72,25 +66,6 @@ fn main() -> ExitCode {
         Err(error) => {
             log::error!("event loop failed: {error}");
             ExitCode::FAILURE
-        }
-    }
-}
-
-/// Each session holds two descriptors; the usual soft limit of 1024 would
-/// cap rsp at about 500 clients, so take what the hard limit allows.
-fn raise_open_file_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                log::warn!("could not raise the open file limit");
-            }
         }
     }
 }

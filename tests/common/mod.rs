@@ -23,20 +23,9 @@ pub fn pattern(n: usize) -> Vec<u8> {
 }
 
 /// Tests that open a thousand sockets need more than the common soft limit
-/// of 1024 descriptors; take what the hard limit allows.
+/// of 1024 descriptors.
 pub fn raise_open_file_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
+    rsp::limits::raise_open_file_limit().expect("raise the open file limit");
 }
 
 pub fn free_port() -> u16 {

@@ -1,0 +1,16 @@
+//! rsp: a reverse proxy and HTTP load balancer scripted in Lua.
+//!
+//! The path of a request: `event_loop` accepts, `connection` reads the
+//! request head (`http`), asks `router` (Lua `route(req)`), `balancer` picks
+//! a server, and bytes flow through `buffer`s framed by `framing`.
+
+pub mod balancer;
+pub mod buffer;
+pub mod config;
+pub mod connection;
+pub mod event_loop;
+pub mod framing;
+pub mod http;
+pub mod limits;
+pub mod reply;
+pub mod router;

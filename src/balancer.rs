@@ -1,70 +1,359 @@
 //! Pools of servers and how a server is picked for a request.
 //!
 //! The interface follows nginx's upstream peers: `pick` a server, later
-//! `release` it with the outcome, so that algorithms and failure tracking
-//! can grow behind it without touching the event loop.
+//! `release` it with the outcome. The pool keeps each server's weight,
+//! active exchanges and failure back-off, so every algorithm sees the same
+//! state.
 
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
-use crate::config::PoolConfig;
+use crate::config::{Algorithm, PoolConfig};
+
+/// After a failed connect a server rests this long, doubling with each
+/// further failure up to `MAX_BACKOFF`.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Ok,
-    Failed,
+    /// The server could not be reached: rest it and try another.
+    ConnectFailed,
+}
+
+#[derive(Debug)]
+pub struct Server {
+    pub address: SocketAddr,
+    pub weight: u32,
+    pub backup: bool,
+    /// Smooth weighted round robin's running weight (nginx's algorithm).
+    current_weight: i64,
+    pub active: u32,
+    failures: u32,
+    down_until: Option<Instant>,
+}
+
+impl Server {
+    fn is_up(&self, now: Instant) -> bool {
+        self.down_until.is_none_or(|until| now >= until)
+    }
 }
 
 pub struct Pool {
     pub name: String,
-    servers: Vec<SocketAddr>,
-    next: usize,
+    servers: Vec<Server>,
+    algorithm: Algorithm,
+    random: u64,
 }
 
 impl Pool {
     pub fn new(config: &PoolConfig) -> Pool {
         Pool {
             name: config.name.clone(),
-            servers: config.servers.clone(),
-            next: 0,
+            servers: config
+                .servers
+                .iter()
+                .map(|server| Server {
+                    address: server.address,
+                    weight: server.weight,
+                    backup: server.backup,
+                    current_weight: 0,
+                    active: 0,
+                    failures: 0,
+                    down_until: None,
+                })
+                .collect(),
+            algorithm: config.algorithm,
+            random: 0x9E37_79B9_7F4A_7C15,
         }
     }
 
-    pub fn servers(&self) -> &[SocketAddr] {
+    pub fn servers(&self) -> &[Server] {
         &self.servers
     }
 
-    /// Round robin over the pool's servers.
-    pub fn pick(&mut self) -> Option<SocketAddr> {
-        let server = *self.servers.get(self.next % self.servers.len().max(1))?;
-        self.next = (self.next + 1) % self.servers.len();
-        Some(server)
+    pub fn address(&self, server: usize) -> SocketAddr {
+        self.servers[server].address
+    }
+
+    /// Picks a server for one exchange, skipping `tried` ones and servers
+    /// resting after a failure; backups serve only when no normal server
+    /// can. `key` steers the `hash` algorithm.
+    pub fn pick(&mut self, key: Option<&[u8]>, tried: &[usize]) -> Option<usize> {
+        let now = Instant::now();
+        let usable = |backup: bool| {
+            move |(index, server): &(usize, &Server)| {
+                server.backup == backup && server.is_up(now) && !tried.contains(index)
+            }
+        };
+        let mut candidates: Vec<usize> = self
+            .servers
+            .iter()
+            .enumerate()
+            .filter(usable(false))
+            .map(|(index, _)| index)
+            .collect();
+        if candidates.is_empty() {
+            candidates = self
+                .servers
+                .iter()
+                .enumerate()
+                .filter(usable(true))
+                .map(|(index, _)| index)
+                .collect();
+        }
+        if candidates.is_empty() {
+            return None;
+        }
+        let chosen = match self.algorithm {
+            Algorithm::RoundRobin => self.smooth_weighted(&candidates),
+            Algorithm::LeastConn => self.least_connections(&candidates),
+            Algorithm::Random => self.two_random_choices(&candidates),
+            Algorithm::Hash => self.rendezvous(&candidates, key.unwrap_or_default()),
+        };
+        self.servers[chosen].active += 1;
+        Some(chosen)
     }
 
     /// Reports how an exchange with `server` ended.
-    pub fn release(&mut self, server: SocketAddr, outcome: Outcome) {
-        if outcome == Outcome::Failed {
-            log::debug!("pool {}: exchange with {server} failed", self.name);
+    pub fn release(&mut self, server: usize, outcome: Outcome) {
+        let Some(server) = self.servers.get_mut(server) else {
+            return;
+        };
+        server.active = server.active.saturating_sub(1);
+        match outcome {
+            Outcome::Ok => {
+                server.failures = 0;
+                server.down_until = None;
+            }
+            Outcome::ConnectFailed => {
+                server.failures += 1;
+                let backoff = FIRST_BACKOFF
+                    .saturating_mul(1 << (server.failures - 1).min(5))
+                    .min(MAX_BACKOFF);
+                server.down_until = Some(Instant::now() + backoff);
+                log::warn!(
+                    "pool {}: server {} marked down for {} s after {} failed connect(s)",
+                    self.name,
+                    server.address,
+                    backoff.as_secs(),
+                    server.failures
+                );
+            }
         }
     }
+
+    /// nginx's smooth weighted round robin: even interleaving, exact shares.
+    fn smooth_weighted(&mut self, candidates: &[usize]) -> usize {
+        let mut total = 0i64;
+        let mut best = candidates[0];
+        for &index in candidates {
+            let server = &mut self.servers[index];
+            server.current_weight += i64::from(server.weight);
+            total += i64::from(server.weight);
+            if server.current_weight > self.servers[best].current_weight {
+                best = index;
+            }
+        }
+        self.servers[best].current_weight -= total;
+        best
+    }
+
+    /// Fewest active exchanges per unit of weight; ties go round robin.
+    fn least_connections(&mut self, candidates: &[usize]) -> usize {
+        let load = |server: &Server| (u64::from(server.active) << 16) / u64::from(server.weight);
+        let least = candidates
+            .iter()
+            .map(|&index| load(&self.servers[index]))
+            .min()
+            .unwrap_or(0);
+        let tied: Vec<usize> = candidates
+            .iter()
+            .copied()
+            .filter(|&index| load(&self.servers[index]) == least)
+            .collect();
+        self.smooth_weighted(&tied)
+    }
+
+    /// Power of two choices: two servers drawn by weight, the less loaded wins.
+    fn two_random_choices(&mut self, candidates: &[usize]) -> usize {
+        let first = self.weighted_draw(candidates);
+        let second = self.weighted_draw(candidates);
+        let (a, b) = (&self.servers[first], &self.servers[second]);
+        // active/weight compared without division.
+        if u64::from(b.active) * u64::from(a.weight) < u64::from(a.active) * u64::from(b.weight) {
+            second
+        } else {
+            first
+        }
+    }
+
+    fn weighted_draw(&mut self, candidates: &[usize]) -> usize {
+        let total: u64 = candidates
+            .iter()
+            .map(|&index| u64::from(self.servers[index].weight))
+            .sum();
+        let mut ticket = self.next_random() % total.max(1);
+        for &index in candidates {
+            let weight = u64::from(self.servers[index].weight);
+            if ticket < weight {
+                return index;
+            }
+            ticket -= weight;
+        }
+        candidates[0]
+    }
+
+    fn next_random(&mut self) -> u64 {
+        // xorshift64*: quality enough for spreading load, no dependency.
+        self.random ^= self.random >> 12;
+        self.random ^= self.random << 25;
+        self.random ^= self.random >> 27;
+        self.random.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Weighted rendezvous hashing: each key goes to the server with the best
+    /// score, so removing one of N servers moves only that server's keys.
+    fn rendezvous(&self, candidates: &[usize], key: &[u8]) -> usize {
+        let key_hash = fnv1a(
+            key.iter().map(u8::to_ascii_lowercase),
+            0xcbf2_9ce4_8422_2325,
+        );
+        let score = |index: usize| {
+            let server = &self.servers[index];
+            let address = server.address.to_string();
+            let hash = mix(fnv1a(address.bytes(), key_hash));
+            // Map to (0, 1), then -w / ln(u): larger is better.
+            let unit = ((hash >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+            -f64::from(server.weight) / unit.ln()
+        };
+        candidates
+            .iter()
+            .copied()
+            .max_by(|&a, &b| score(a).total_cmp(&score(b)))
+            .unwrap_or(candidates[0])
+    }
+}
+
+fn fnv1a(bytes: impl Iterator<Item = u8>, seed: u64) -> u64 {
+    bytes.fold(seed, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// splitmix64's finaliser: spreads FNV's weak low bits.
+fn mix(mut value: u64) -> u64 {
+    value = (value ^ (value >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    value = (value ^ (value >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    value ^ (value >> 31)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ServerConfig;
+
+    fn pool(algorithm: Algorithm, servers: &[(u16, u32, bool)]) -> Pool {
+        Pool::new(&PoolConfig {
+            name: "test".into(),
+            algorithm,
+            servers: servers
+                .iter()
+                .map(|&(port, weight, backup)| ServerConfig {
+                    address: SocketAddr::from(([127, 0, 0, 1], port)),
+                    weight,
+                    backup,
+                })
+                .collect(),
+        })
+    }
+
+    fn shares(pool: &mut Pool, picks: usize) -> Vec<usize> {
+        let mut counts = vec![0; pool.servers().len()];
+        for _ in 0..picks {
+            let server = pool.pick(None, &[]).unwrap();
+            counts[server] += 1;
+            pool.release(server, Outcome::Ok);
+        }
+        counts
+    }
 
     #[test]
-    fn round_robin_visits_each_server_in_turn() {
-        let servers: Vec<SocketAddr> = vec![
-            "127.0.0.1:1".parse().unwrap(),
-            "127.0.0.1:2".parse().unwrap(),
-            "127.0.0.1:3".parse().unwrap(),
-        ];
-        let mut pool = Pool::new(&PoolConfig {
-            name: "web".into(),
-            servers: servers.clone(),
-        });
-        let picked: Vec<SocketAddr> = (0..6).map(|_| pool.pick().unwrap()).collect();
-        assert_eq!(picked[..3], servers[..]);
-        assert_eq!(picked[3..], servers[..]);
+    fn smooth_weighted_round_robin_is_exact_and_interleaved() {
+        let mut pool = pool(Algorithm::RoundRobin, &[(1, 1, false), (2, 3, false)]);
+        let order: Vec<usize> = (0..8)
+            .map(|_| {
+                let server = pool.pick(None, &[]).unwrap();
+                pool.release(server, Outcome::Ok);
+                server
+            })
+            .collect();
+        assert_eq!(order, vec![1, 0, 1, 1, 1, 0, 1, 1]);
+        let mut even = self::pool(
+            Algorithm::RoundRobin,
+            &[(1, 1, false), (2, 1, false), (3, 1, false)],
+        );
+        assert_eq!(shares(&mut even, 3000), vec![1000, 1000, 1000]);
+    }
+
+    #[test]
+    fn random_honours_weights() {
+        let mut pool = pool(Algorithm::Random, &[(1, 1, false), (2, 3, false)]);
+        let counts = shares(&mut pool, 40_000);
+        let share = counts[1] as f64 / 40_000.0;
+        assert!((share - 0.75).abs() < 0.02, "{counts:?}");
+    }
+
+    #[test]
+    fn least_connections_prefers_the_idle_server() {
+        let mut pool = pool(Algorithm::LeastConn, &[(1, 1, false), (2, 1, false)]);
+        let busy = pool.pick(None, &[]).unwrap();
+        for _ in 0..10 {
+            let server = pool.pick(None, &[]).unwrap();
+            assert_ne!(server, busy);
+            pool.release(server, Outcome::Ok);
+        }
+    }
+
+    #[test]
+    fn hash_is_stable_case_insensitive_and_moves_few_keys() {
+        let servers: Vec<(u16, u32, bool)> = (1..=5).map(|port| (port, 1, false)).collect();
+        let mut five = pool(Algorithm::Hash, &servers);
+        let mut four = pool(Algorithm::Hash, &servers[..4]);
+        let mut moved = 0;
+        let keys = 10_000;
+        for index in 0..keys {
+            let key = format!("host{index}.example.com");
+            let with_five = five.pick(Some(key.as_bytes()), &[]).unwrap();
+            assert_eq!(
+                five.pick(Some(key.to_uppercase().as_bytes()), &[]).unwrap(),
+                with_five
+            );
+            let with_four = four.pick(Some(key.as_bytes()), &[]).unwrap();
+            if with_five == 4 {
+                continue; // the removed server's keys must move
+            }
+            moved += usize::from(with_four != with_five);
+        }
+        assert_eq!(moved, 0, "keys of remaining servers moved");
+    }
+
+    #[test]
+    fn failed_servers_rest_and_backups_stand_in() {
+        let mut pool = pool(
+            Algorithm::RoundRobin,
+            &[(1, 1, false), (2, 1, false), (3, 1, true)],
+        );
+        for server in [0, 1] {
+            pool.servers[server].active += 1;
+            pool.release(server, Outcome::ConnectFailed);
+        }
+        for _ in 0..4 {
+            assert_eq!(pool.pick(None, &[]), Some(2));
+        }
+        assert_eq!(pool.pick(None, &[2]), None);
+        pool.release(0, Outcome::Ok);
+        assert_eq!(pool.pick(None, &[]), Some(0));
     }
 }

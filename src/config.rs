@@ -30,7 +30,8 @@ const SETTINGS: &[&str] = &[
     "backendPort",
 ];
 
-const POOL_SETTINGS: &[&str] = &["servers"];
+const POOL_SETTINGS: &[&str] = &["servers", "balance"];
+const SERVER_SETTINGS: &[&str] = &["addr", "weight", "backup"];
 
 #[derive(Debug)]
 pub struct Config {
@@ -43,7 +44,38 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolConfig {
     pub name: String,
-    pub servers: Vec<SocketAddr>,
+    pub servers: Vec<ServerConfig>,
+    pub algorithm: Algorithm,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    pub address: SocketAddr,
+    pub weight: u32,
+    /// Serves only when no normal server of its pool can.
+    pub backup: bool,
+}
+
+impl ServerConfig {
+    fn plain(address: SocketAddr) -> ServerConfig {
+        ServerConfig {
+            address,
+            weight: 1,
+            backup: false,
+        }
+    }
+}
+
+/// How a pool picks a server (`balance = ...`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    /// Smooth weighted round robin.
+    RoundRobin,
+    LeastConn,
+    /// Power of two random choices.
+    Random,
+    /// Consistent (rendezvous) hashing of the key `route` returns, or the Host.
+    Hash,
 }
 
 /// One line for the operator: `file:line: problem`.
@@ -304,7 +336,8 @@ impl Reader<'_> {
             }
             pools.push(PoolConfig {
                 name: DEFAULT_POOL.to_owned(),
-                servers,
+                servers: servers.into_iter().map(ServerConfig::plain).collect(),
+                algorithm: Algorithm::RoundRobin,
             });
         }
         pools.sort_by(|a, b| a.name.cmp(&b.name));
@@ -339,30 +372,43 @@ impl Reader<'_> {
                 )));
             }
         };
-        let mut addresses = Vec::new();
+        let mut configs = Vec::new();
         for server in servers.sequence_values::<Value>() {
             let server = server.map_err(|error| here(error.to_string()))?;
-            match server {
-                Value::String(text) => {
-                    addresses.push(
-                        resolve(&text.to_string_lossy())
-                            .map_err(|why| here(format!("servers: {why}")))?,
-                    );
-                }
-                other => {
-                    return Err(here(format!(
-                        "servers: expected \"host:port\" strings, got {}",
-                        other.type_name()
-                    )));
-                }
-            }
+            configs.push(server_config(server).map_err(|why| here(format!("servers: {why}")))?);
         }
-        if addresses.is_empty() {
+        if configs.is_empty() {
             return Err(here("servers is empty".into()));
         }
+        if configs.iter().all(|server| server.backup) {
+            return Err(here(
+                "every server is a backup; at least one must not be".into(),
+            ));
+        }
+        let algorithm = match table.raw_get::<Value>("balance").unwrap_or(Value::Nil) {
+            Value::Nil => Algorithm::RoundRobin,
+            Value::String(name) => match &*name.to_string_lossy() {
+                "roundrobin" => Algorithm::RoundRobin,
+                "leastconn" => Algorithm::LeastConn,
+                "random" => Algorithm::Random,
+                "hash" => Algorithm::Hash,
+                other => {
+                    return Err(here(format!(
+                        "balance: unknown algorithm \"{other}\" (roundrobin, leastconn, random or hash)"
+                    )));
+                }
+            },
+            other => {
+                return Err(here(format!(
+                    "balance: expected a string, got {}",
+                    other.type_name()
+                )));
+            }
+        };
         Ok(PoolConfig {
             name: name.to_owned(),
-            servers: addresses,
+            servers: configs,
+            algorithm,
         })
     }
 
@@ -424,6 +470,61 @@ impl Reader<'_> {
             )),
         }
     }
+}
+
+/// `"host:port"` or `{ addr = "host:port", weight = 3, backup = true }`.
+fn server_config(server: Value) -> Result<ServerConfig, String> {
+    let table = match server {
+        Value::String(text) => return resolve(&text.to_string_lossy()).map(ServerConfig::plain),
+        Value::Table(table) => table,
+        other => {
+            return Err(format!(
+                "expected \"host:port\" or {{ addr = \"host:port\", ... }}, got {}",
+                other.type_name()
+            ));
+        }
+    };
+    for pair in table.pairs::<Value, Value>() {
+        let (key, _) = pair.map_err(|error| error.to_string())?;
+        let known = matches!(&key, Value::String(key) if SERVER_SETTINGS.contains(&&*key.to_string_lossy()));
+        if !known {
+            return Err(format!("unknown server setting {}", describe(&key)));
+        }
+    }
+    let address = match table.raw_get::<Value>("addr").unwrap_or(Value::Nil) {
+        Value::String(text) => resolve(&text.to_string_lossy())?,
+        other => {
+            return Err(format!(
+                "addr: expected \"host:port\", got {}",
+                describe(&other)
+            ));
+        }
+    };
+    let weight = match table.raw_get::<Value>("weight").unwrap_or(Value::Nil) {
+        Value::Nil => 1,
+        Value::Integer(weight) if (1..=1000).contains(&weight) => weight as u32,
+        other => {
+            return Err(format!(
+                "weight: expected a whole number from 1 to 1000, got {}",
+                describe(&other)
+            ));
+        }
+    };
+    let backup = match table.raw_get::<Value>("backup").unwrap_or(Value::Nil) {
+        Value::Nil => false,
+        Value::Boolean(backup) => backup,
+        other => {
+            return Err(format!(
+                "backup: expected true or false, got {}",
+                describe(&other)
+            ));
+        }
+    };
+    Ok(ServerConfig {
+        address,
+        weight,
+        backup,
+    })
 }
 
 fn describe(value: &Value) -> String {

@@ -166,11 +166,21 @@ enum ResponseState {
     },
 }
 
+/// The pool server serving an exchange, and those already tried for it.
+struct Upstream {
+    pool: usize,
+    server: usize,
+    tried: Vec<usize>,
+    /// The hash key `route` returned; without one the Host is the key.
+    key: Option<Vec<u8>>,
+}
+
 /// A request being answered by a backend.
 struct Proxied {
     backend: Endpoint,
     server: SocketAddr,
-    pool: Option<usize>,
+    /// `None` when `route` named an address rather than a pool.
+    upstream: Option<Upstream>,
     connected: bool,
     backend_eof: bool,
     /// The backend stopped taking the request (it may still answer).
@@ -403,10 +413,15 @@ impl Session {
                     keep_alive,
                 };
             }
-            Ok(Route::Pool(index)) => match context.pools[index].pick() {
-                Some(server) => self.connect(context, server, Some(index), body),
-                None => self.reply_error(ErrorReply::NoRoute, body),
-            },
+            Ok(Route::Pool(pool, key)) => {
+                let upstream = Upstream {
+                    pool,
+                    server: 0,
+                    tried: Vec::new(),
+                    key,
+                };
+                self.connect_pool(context, upstream, body);
+            }
             Ok(Route::Address(server)) => self.connect(context, server, None, body),
             Err(RouteError::NoRoute) => {
                 log::info!(
@@ -451,22 +466,55 @@ impl Session {
         };
     }
 
+    /// Picks a server of the upstream's pool that was not tried yet and
+    /// connects to it.
+    fn connect_pool(
+        &mut self,
+        context: &mut Context,
+        mut upstream: Upstream,
+        request_body: Option<Body>,
+    ) {
+        let key = upstream
+            .key
+            .as_deref()
+            .unwrap_or(self.request.head.host().as_bytes());
+        let pool = &mut context.pools[upstream.pool];
+        match pool.pick(Some(key), &upstream.tried) {
+            Some(server) => {
+                upstream.server = server;
+                let address = pool.address(server);
+                self.connect(context, address, Some(upstream), request_body);
+            }
+            None if upstream.tried.is_empty() => {
+                log::warn!(
+                    "{}: 503, no server of pool {} is up",
+                    self.client_address,
+                    pool.name
+                );
+                self.reply_error(ErrorReply::NoRoute, request_body);
+            }
+            None => {
+                log::warn!(
+                    "{}: 502, every server of pool {} failed",
+                    self.client_address,
+                    pool.name
+                );
+                self.reply_error(ErrorReply::BadGateway, request_body);
+            }
+        }
+    }
+
     fn connect(
         &mut self,
         context: &mut Context,
         server: SocketAddr,
-        pool: Option<usize>,
+        upstream: Option<Upstream>,
         request_body: Option<Body>,
     ) {
         let mut stream = match TcpStream::connect(server) {
             Ok(stream) => stream,
             Err(error) => {
-                log::warn!(
-                    "{}: 502, cannot connect to {server}: {error}",
-                    self.client_address
-                );
-                self.release(context, pool, server, Outcome::Failed);
-                return self.reply_error(ErrorReply::BadGateway, request_body);
+                return self.connect_failed(context, server, upstream, request_body, error);
             }
         };
         let interest = Interest::READABLE | Interest::WRITABLE;
@@ -475,11 +523,7 @@ impl Session {
                 .registry
                 .register(&mut stream, backend_token(self.key), interest)
         {
-            log::error!(
-                "{}: 502, cannot register backend socket: {error}",
-                self.client_address
-            );
-            return self.reply_error(ErrorReply::BadGateway, request_body);
+            return self.connect_failed(context, server, upstream, request_body, error);
         }
         let head = &self.request.head;
         self.to_backend.bytes.clear();
@@ -493,7 +537,7 @@ impl Session {
                 interest,
             },
             server,
-            pool,
+            upstream,
             connected: false,
             backend_eof: false,
             backend_write_failed: false,
@@ -508,15 +552,39 @@ impl Session {
         }));
     }
 
-    fn release(
-        &self,
+    /// Nothing was sent to a server that could not be reached, so the
+    /// request is safe to try on another server of its pool.
+    fn connect_failed(
+        &mut self,
         context: &mut Context,
-        pool: Option<usize>,
         server: SocketAddr,
-        outcome: Outcome,
+        upstream: Option<Upstream>,
+        request_body: Option<Body>,
+        error: io::Error,
     ) {
-        if let Some(pool) = pool.and_then(|index| context.pools.get_mut(index)) {
-            pool.release(server, outcome);
+        match upstream {
+            Some(mut upstream) => {
+                log::warn!(
+                    "{}: cannot connect to {server}: {error}; trying another server",
+                    self.client_address
+                );
+                self.release(context, Some(&upstream), Outcome::ConnectFailed);
+                upstream.tried.push(upstream.server);
+                self.connect_pool(context, upstream, request_body);
+            }
+            None => {
+                log::warn!(
+                    "{}: 502, cannot connect to {server}: {error}",
+                    self.client_address
+                );
+                self.reply_error(ErrorReply::BadGateway, request_body);
+            }
+        }
+    }
+
+    fn release(&self, context: &mut Context, upstream: Option<&Upstream>, outcome: Outcome) {
+        if let Some(upstream) = upstream {
+            context.pools[upstream.pool].release(upstream.server, outcome);
         }
     }
 
@@ -527,7 +595,7 @@ impl Session {
         else {
             return Ok(false);
         };
-        self.release(context, proxied.pool, proxied.server, Outcome::Failed);
+        self.release(context, proxied.upstream.as_ref(), Outcome::Ok);
         if !matches!(proxied.response, ResponseState::Head) {
             return Err(End::Aborted(format!("backend {}: {why}", proxied.server)));
         }
@@ -563,7 +631,20 @@ impl Session {
                     proxied.backend.writable = false;
                     Ok(false)
                 }
-                Err(error) => self.backend_failed(context, format!("connect failed: {error}")),
+                Err(error) => {
+                    if let Exchange::Proxy(proxied) =
+                        std::mem::replace(&mut self.exchange, Exchange::Closing)
+                    {
+                        let Proxied {
+                            server,
+                            upstream,
+                            request_body,
+                            ..
+                        } = *proxied;
+                        self.connect_failed(context, server, upstream, request_body, error);
+                    }
+                    Ok(true)
+                }
             };
         }
         match &mut proxied.response {
@@ -636,8 +717,9 @@ impl Session {
                 }
                 let keep_alive =
                     *keep_alive && proxied.request_body.is_none() && !proxied.backend_write_failed;
-                let (pool, server) = (proxied.pool, proxied.server);
-                self.release(context, pool, server, Outcome::Ok);
+                if let Some(upstream) = &proxied.upstream {
+                    context.pools[upstream.pool].release(upstream.server, Outcome::Ok);
+                }
                 // Anything the backend sent past its response is not ours to pass on.
                 self.outbound.consume(self.outbound.len());
                 self.outbound.release();
@@ -710,7 +792,7 @@ impl Session {
     /// partial request and the client stream cannot be trusted.
     fn bad_request_body(&mut self, context: &mut Context) -> Result<bool, End> {
         if let Exchange::Proxy(proxied) = std::mem::replace(&mut self.exchange, Exchange::Closing) {
-            self.release(context, proxied.pool, proxied.server, Outcome::Ok);
+            self.release(context, proxied.upstream.as_ref(), Outcome::Ok);
             if !matches!(proxied.response, ResponseState::Head) {
                 return Err(End::Aborted(
                     "invalid request body after the response began".into(),
@@ -833,12 +915,7 @@ impl Session {
             End::Aborted(why) => log::warn!("{}: connection cut: {why}", self.client_address),
         }
         if let Exchange::Proxy(proxied) = &self.exchange {
-            let outcome = if matches!(end, End::Aborted(_)) {
-                Outcome::Failed
-            } else {
-                Outcome::Ok
-            };
-            self.release(context, proxied.pool, proxied.server, outcome);
+            self.release(context, proxied.upstream.as_ref(), Outcome::Ok);
         }
         // Dropping the streams closes them, which also removes them from epoll.
     }

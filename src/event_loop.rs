@@ -2,7 +2,6 @@
 //! accepts, a session drives its client and backend sockets.
 
 use std::io;
-use std::net::SocketAddr;
 
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
@@ -47,7 +46,14 @@ impl EventLoop {
         }
         let pools: Vec<Pool> = config.pools.iter().map(Pool::new).collect();
         for pool in &pools {
-            let servers: Vec<String> = pool.servers().iter().map(SocketAddr::to_string).collect();
+            let servers: Vec<String> = pool
+                .servers()
+                .iter()
+                .map(|server| {
+                    let backup = if server.backup { " backup" } else { "" };
+                    format!("{} weight {}{backup}", server.address, server.weight)
+                })
+                .collect();
             log::info!("pool {}: {}", pool.name, servers.join(", "));
         }
         let Config {

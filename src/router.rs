@@ -13,8 +13,8 @@ use crate::reply::LocalReply;
 /// Where a request goes.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Route {
-    /// Index into the pools.
-    Pool(usize),
+    /// Index into the pools, and the key `route` gave for hashing.
+    Pool(usize, Option<Vec<u8>>),
     Address(SocketAddr),
     Reply(LocalReply),
 }
@@ -82,12 +82,12 @@ impl Router {
         let Some(route) = &self.route else {
             return self
                 .default_pool
-                .map(Route::Pool)
+                .map(|pool| Route::Pool(pool, None))
                 .ok_or(RouteError::NoRoute);
         };
-        let answer = self
+        let (answer, key) = self
             .lua
-            .scope(|scope| route.call::<Value>(scope.create_userdata_ref(request)?))
+            .scope(|scope| route.call::<(Value, Value)>(scope.create_userdata_ref(request)?))
             .map_err(|error| RouteError::Script(error.to_string()))?;
         match answer {
             Value::Nil => Err(RouteError::NoRoute),
@@ -97,7 +97,18 @@ impl Router {
                     .iter()
                     .position(|pool| pool.name.as_bytes() == &name[..])
                 {
-                    return Ok(Route::Pool(index));
+                    let key = match key {
+                        Value::Nil => None,
+                        Value::String(key) => Some(key.as_bytes().to_vec()),
+                        Value::Integer(key) => Some(key.to_string().into_bytes()),
+                        other => {
+                            return Err(RouteError::Script(format!(
+                                "route() returned a {} as the hash key",
+                                other.type_name()
+                            )));
+                        }
+                    };
+                    return Ok(Route::Pool(index, key));
                 }
                 let name = String::from_utf8_lossy(&name).into_owned();
                 match name.parse::<SocketAddr>() {

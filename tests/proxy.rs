@@ -343,10 +343,13 @@ fn backend_down_is_502() {
         response.header("content-length").unwrap(),
         response.body.len().to_string()
     );
-    // The client connection survives a 502.
+    // The client connection survives; the dead server now rests, so with
+    // no server up the next request is refused at once.
     client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert_eq!(client.response(false).status, 502);
-    assert!(proxy.log().contains("502"));
+    assert_eq!(client.response(false).status, 503);
+    let log = proxy.log();
+    assert!(log.contains("502"), "{log}");
+    assert!(log.contains("marked down"), "{log}");
 }
 
 #[test]

@@ -1,0 +1,102 @@
+//! Pools: balancing algorithms, weights, backups and retries, end to end.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::*;
+
+/// Sends `count` requests (each on its own connection, with `host`) and
+/// counts which backend answered.
+fn spread(proxy: &Proxy, count: usize, host: impl Fn(usize) -> String) -> HashMap<String, usize> {
+    let mut answers = HashMap::new();
+    let mut client = proxy.connect();
+    for index in 0..count {
+        client.send(format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", host(index)).as_bytes());
+        let response = client.response(false);
+        assert_eq!(response.status, 200);
+        *answers.entry(response.text()).or_default() += 1;
+    }
+    answers
+}
+
+#[test]
+fn round_robin_evenness_and_weights() {
+    let (a, b, c) = (
+        Backend::start("a"),
+        Backend::start("b"),
+        Backend::start("c"),
+    );
+    let proxy = Proxy::start(&format!(
+        "pools = {{ default = {{ servers = {{ \"{}\", \"{}\", \"{}\" }} }} }}",
+        a.address, b.address, c.address
+    ));
+    let answers = spread(&proxy, 3000, |_| "x".into());
+    for name in ["a", "b", "c"] {
+        assert_eq!(answers[&format!("hello from {name}")], 1000, "{answers:?}");
+    }
+
+    let proxy = Proxy::start(&format!(
+        "pools = {{ default = {{ servers = {{ \"{}\", {{ addr = \"{}\", weight = 3 }} }} }} }}",
+        a.address, b.address
+    ));
+    let answers = spread(&proxy, 10_000, |_| "x".into());
+    assert_eq!(answers["hello from a"], 2500, "{answers:?}");
+    assert_eq!(answers["hello from b"], 7500, "{answers:?}");
+}
+
+#[test]
+fn dead_server_costs_clients_nothing_and_backups_stand_in() {
+    let live = Backend::start("live");
+    let backup = Backend::start("backup");
+    let dead = free_port();
+    let proxy = Proxy::start(&format!(
+        "pools = {{ default = {{ servers = {{ \"127.0.0.1:{dead}\", \"{}\", {{ addr = \"{}\", backup = true }} }} }} }}",
+        live.address, backup.address
+    ));
+    let answers = spread(&proxy, 200, |_| "x".into());
+    assert_eq!(answers.get("hello from live"), Some(&200), "{answers:?}");
+    assert!(
+        proxy
+            .log()
+            .contains(&format!("127.0.0.1:{dead} marked down"))
+    );
+
+    // Only backups left: they serve.
+    let proxy = Proxy::start(&format!(
+        "pools = {{ default = {{ servers = {{ \"127.0.0.1:{dead}\", {{ addr = \"{}\", backup = true }} }} }} }}",
+        backup.address
+    ));
+    let answers = spread(&proxy, 50, |_| "x".into());
+    assert_eq!(answers.get("hello from backup"), Some(&50), "{answers:?}");
+}
+
+#[test]
+fn hash_keeps_hosts_on_their_server() {
+    let backends: Vec<Backend> = (0..4)
+        .map(|index| Backend::start(&format!("s{index}")))
+        .collect();
+    let servers: Vec<String> = backends
+        .iter()
+        .map(|b| format!("\"{}\"", b.address))
+        .collect();
+    let proxy = Proxy::start(&format!(
+        "pools = {{ default = {{ balance = \"hash\", servers = {{ {} }} }} }}",
+        servers.join(", ")
+    ));
+    let mut first = HashMap::new();
+    let mut client = proxy.connect();
+    for index in 0..200 {
+        for host in [
+            format!("site{index}.example.com"),
+            format!("Site{index}.EXAMPLE.com"),
+        ] {
+            client.send(format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes());
+            let answer = client.response(false).text();
+            let expected = first.entry(index).or_insert_with(|| answer.clone());
+            assert_eq!(&answer, expected, "host {host}");
+        }
+    }
+    let used: std::collections::HashSet<&String> = first.values().collect();
+    assert_eq!(used.len(), 4, "200 hosts should reach all 4 servers");
+}

@@ -74,6 +74,22 @@ fn bad_configs_name_file_line_and_problem() {
             "listenPort = \"http\"\nbackendAddress = \"127.0.0.1\"\n",
             "FILE:1: listenPort: expected a port number",
         ),
+        (
+            "listen = \"127.0.0.1:8080\"\npools = { default = { balance = \"fastest\", servers = { \"127.0.0.1:1\" } } }\n",
+            "FILE:2: pools.default: balance: unknown algorithm \"fastest\"",
+        ),
+        (
+            "listen = \"127.0.0.1:8080\"\npools = { default = { servers = { { addr = \"127.0.0.1:1\", weight = 0 } } } }\n",
+            "FILE:2: pools.default: servers: weight: expected a whole number from 1 to 1000, got 0",
+        ),
+        (
+            "listen = \"127.0.0.1:8080\"\npools = { default = { servers = { { addr = \"127.0.0.1:1\", backup = true } } } }\n",
+            "FILE:2: pools.default: every server is a backup",
+        ),
+        (
+            "listen = \"127.0.0.1:8080\"\npools = { default = { servers = { { adr = \"127.0.0.1:1\" } } } }\n",
+            "FILE:2: pools.default: servers: unknown server setting \"adr\"",
+        ),
     ];
     for (config, expected) in cases {
         let (code, stderr) = check(config);

@@ -340,6 +340,31 @@ mod tests {
     }
 
     #[test]
+    fn adding_a_server_moves_about_one_in_n_keys() {
+        let servers: Vec<(u16, u32, bool)> = (1..=5).map(|port| (port, 1, false)).collect();
+        let mut four = pool(Algorithm::Hash, &servers[..4]);
+        let mut five = pool(Algorithm::Hash, &servers);
+        let keys = 10_000;
+        let mut moved = 0;
+        for index in 0..keys {
+            let key = format!("user-{index}");
+            let before = four.pick(Some(key.as_bytes()), &[]);
+            let after = five.pick(Some(key.as_bytes()), &[]);
+            if before != after {
+                assert_eq!(after, Some(4), "a key moved between old servers");
+                moved += 1;
+            }
+        }
+        let share = moved as f64 / keys as f64;
+        eprintln!(
+            "adding a 5th server moved {moved} of {keys} keys ({:.1}%)",
+            share * 100.0
+        );
+        // Ideal is 1/5.
+        assert!((share - 0.2).abs() < 0.02, "{share}");
+    }
+
+    #[test]
     fn failed_servers_rest_and_backups_stand_in() {
         let mut pool = pool(
             Algorithm::RoundRobin,

@@ -100,3 +100,29 @@ fn hash_keeps_hosts_on_their_server() {
     let used: std::collections::HashSet<&String> = first.values().collect();
     assert_eq!(used.len(), 4, "200 hosts should reach all 4 servers");
 }
+
+#[test]
+fn leastconn_sends_to_the_idle_server_while_another_is_slow() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let proxy = Proxy::start(&format!(
+        "pools = {{ default = {{ balance = \"leastconn\", servers = {{ \"{}\", \"{}\" }} }} }}",
+        a.address, b.address
+    ));
+    let mut slow = proxy.connect();
+    slow.send(b"GET /sleep/1500 HTTP/1.1\r\nHost: x\r\n\r\n");
+    // Wait until the slow request reached its server.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while a.count() + b.count() == 0 {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let busy = if a.count() == 1 {
+        "hello from a"
+    } else {
+        "hello from b"
+    };
+    let answers = spread(&proxy, 20, |_| "x".into());
+    assert_eq!(answers.get(busy), None, "{answers:?}");
+    assert_eq!(answers.values().sum::<usize>(), 20);
+    assert_eq!(slow.response(false).text(), busy);
+}

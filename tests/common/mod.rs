@@ -267,7 +267,7 @@ pub struct Seen {
 /// A small threaded HTTP/1.1 backend. Paths:
 /// `/size/N` N pattern bytes; `/chunked/N` the same, chunked; `/close/N`
 /// close-delimited; `/checksum` answers `length checksum` of the request
-/// body; `/head` echoes the request head; `/status/N` an empty N answer;
+/// body; `/head` echoes the request head; `/sleep/MS` answers late; `/status/N` an empty N answer;
 /// anything else: `hello from NAME`.
 pub struct Backend {
     pub address: SocketAddr,
@@ -364,6 +364,14 @@ fn serve(stream: TcpStream, name: &str, seen: &Mutex<Seen>) {
             (
                 format!("HTTP/1.1 {status} Whatever\r\nContent-Length: 0\r\n\r\n"),
                 Vec::new(),
+                false,
+            )
+        } else if let Some(milliseconds) = number("/sleep/") {
+            thread::sleep(Duration::from_millis(milliseconds as u64));
+            let text = format!("hello from {name}");
+            (
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", text.len()),
+                text.into_bytes(),
                 false,
             )
         } else if path == "/checksum" {

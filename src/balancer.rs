@@ -5,6 +5,7 @@
 //! active exchanges and failure back-off, so every algorithm sees the same
 //! state.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,16 @@ use crate::config::{Algorithm, PoolConfig};
 /// further failure up to `MAX_BACKOFF`.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// What `pick` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick {
+    Server(usize),
+    /// Servers are up but all at `max_conns` (or others wait first): queue.
+    Full,
+    /// No server can take the request.
+    NoneUp,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -45,6 +56,10 @@ pub struct Pool {
     servers: Vec<Server>,
     algorithm: Algorithm,
     random: u64,
+    max_conns: Option<u32>,
+    pub queue_timeout: Duration,
+    /// Sessions waiting for a server below `max_conns`, oldest first.
+    waiting: VecDeque<usize>,
 }
 
 impl Pool {
@@ -66,6 +81,9 @@ impl Pool {
                 .collect(),
             algorithm: config.algorithm,
             random: 0x9E37_79B9_7F4A_7C15,
+            max_conns: config.max_conns,
+            queue_timeout: config.queue_timeout,
+            waiting: VecDeque::new(),
         }
     }
 
@@ -77,34 +95,33 @@ impl Pool {
         self.servers[server].address
     }
 
-    /// Picks a server for one exchange, skipping `tried` ones and servers
-    /// resting after a failure; backups serve only when no normal server
-    /// can. `key` steers the `hash` algorithm.
-    pub fn pick(&mut self, key: Option<&[u8]>, tried: &[usize]) -> Option<usize> {
+    /// Picks a server for one exchange, skipping `tried` ones, servers
+    /// resting after a failure and servers at `max_conns`; backups serve
+    /// only when no normal server can. `key` steers the `hash` algorithm.
+    /// A request that was not `waiting` queues behind those that are.
+    pub fn pick(&mut self, key: Option<&[u8]>, tried: &[usize], waiting: bool) -> Pick {
         let now = Instant::now();
-        let usable = |backup: bool| {
-            move |(index, server): &(usize, &Server)| {
-                server.backup == backup && server.is_up(now) && !tried.contains(index)
+        let max_conns = self.max_conns.unwrap_or(u32::MAX);
+        let mut any_up = false;
+        let mut candidates = Vec::new();
+        for backup in [false, true] {
+            for (index, server) in self.servers.iter().enumerate() {
+                if server.backup == backup && server.is_up(now) && !tried.contains(&index) {
+                    any_up = true;
+                    if server.active < max_conns {
+                        candidates.push(index);
+                    }
+                }
             }
-        };
-        let mut candidates: Vec<usize> = self
-            .servers
-            .iter()
-            .enumerate()
-            .filter(usable(false))
-            .map(|(index, _)| index)
-            .collect();
-        if candidates.is_empty() {
-            candidates = self
-                .servers
-                .iter()
-                .enumerate()
-                .filter(usable(true))
-                .map(|(index, _)| index)
-                .collect();
+            if any_up {
+                break;
+            }
         }
-        if candidates.is_empty() {
-            return None;
+        if !any_up {
+            return Pick::NoneUp;
+        }
+        if candidates.is_empty() || (!waiting && !self.waiting.is_empty()) {
+            return Pick::Full;
         }
         let chosen = match self.algorithm {
             Algorithm::RoundRobin => self.smooth_weighted(&candidates),
@@ -113,7 +130,26 @@ impl Pool {
             Algorithm::Hash => self.rendezvous(&candidates, key.unwrap_or_default()),
         };
         self.servers[chosen].active += 1;
-        Some(chosen)
+        Pick::Server(chosen)
+    }
+
+    /// Queues a session; one that had already waited keeps its turn.
+    pub fn enqueue(&mut self, session: usize, waited: bool) {
+        if waited {
+            self.waiting.push_front(session);
+        } else {
+            self.waiting.push_back(session);
+        }
+    }
+
+    /// Takes a session out of the queue (it left or timed out).
+    pub fn dequeue(&mut self, session: usize) {
+        self.waiting.retain(|&waiting| waiting != session);
+    }
+
+    /// The session to wake when a slot frees, if any waits.
+    pub fn next_waiting(&mut self) -> Option<usize> {
+        self.waiting.pop_front()
     }
 
     /// Reports how an exchange with `server` ended.
@@ -266,13 +302,36 @@ mod tests {
                     backup,
                 })
                 .collect(),
+            max_conns: None,
+            queue_timeout: Duration::from_secs(5),
         })
+    }
+
+    fn server_of(pick: Pick) -> usize {
+        match pick {
+            Pick::Server(server) => server,
+            other => panic!("no server: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn max_conns_makes_requests_wait_in_order() {
+        let mut pool = pool(Algorithm::RoundRobin, &[(1, 1, false)]);
+        pool.max_conns = Some(1);
+        assert_eq!(pool.pick(None, &[], false), Pick::Server(0));
+        assert_eq!(pool.pick(None, &[], false), Pick::Full);
+        pool.enqueue(7, false);
+        pool.release(0, Outcome::Ok);
+        // A newcomer queues behind the waiting session.
+        assert_eq!(pool.pick(None, &[], false), Pick::Full);
+        assert_eq!(pool.next_waiting(), Some(7));
+        assert_eq!(pool.pick(None, &[], true), Pick::Server(0));
     }
 
     fn shares(pool: &mut Pool, picks: usize) -> Vec<usize> {
         let mut counts = vec![0; pool.servers().len()];
         for _ in 0..picks {
-            let server = pool.pick(None, &[]).unwrap();
+            let server = server_of(pool.pick(None, &[], false));
             counts[server] += 1;
             pool.release(server, Outcome::Ok);
         }
@@ -284,7 +343,7 @@ mod tests {
         let mut pool = pool(Algorithm::RoundRobin, &[(1, 1, false), (2, 3, false)]);
         let order: Vec<usize> = (0..8)
             .map(|_| {
-                let server = pool.pick(None, &[]).unwrap();
+                let server = server_of(pool.pick(None, &[], false));
                 pool.release(server, Outcome::Ok);
                 server
             })
@@ -308,9 +367,9 @@ mod tests {
     #[test]
     fn least_connections_prefers_the_idle_server() {
         let mut pool = pool(Algorithm::LeastConn, &[(1, 1, false), (2, 1, false)]);
-        let busy = pool.pick(None, &[]).unwrap();
+        let busy = server_of(pool.pick(None, &[], false));
         for _ in 0..10 {
-            let server = pool.pick(None, &[]).unwrap();
+            let server = server_of(pool.pick(None, &[], false));
             assert_ne!(server, busy);
             pool.release(server, Outcome::Ok);
         }
@@ -325,12 +384,12 @@ mod tests {
         let keys = 10_000;
         for index in 0..keys {
             let key = format!("host{index}.example.com");
-            let with_five = five.pick(Some(key.as_bytes()), &[]).unwrap();
+            let with_five = server_of(five.pick(Some(key.as_bytes()), &[], false));
             assert_eq!(
-                five.pick(Some(key.to_uppercase().as_bytes()), &[]).unwrap(),
+                server_of(five.pick(Some(key.to_uppercase().as_bytes()), &[], false)),
                 with_five
             );
-            let with_four = four.pick(Some(key.as_bytes()), &[]).unwrap();
+            let with_four = server_of(four.pick(Some(key.as_bytes()), &[], false));
             if with_five == 4 {
                 continue; // the removed server's keys must move
             }
@@ -348,10 +407,10 @@ mod tests {
         let mut moved = 0;
         for index in 0..keys {
             let key = format!("user-{index}");
-            let before = four.pick(Some(key.as_bytes()), &[]);
-            let after = five.pick(Some(key.as_bytes()), &[]);
+            let before = four.pick(Some(key.as_bytes()), &[], false);
+            let after = five.pick(Some(key.as_bytes()), &[], false);
             if before != after {
-                assert_eq!(after, Some(4), "a key moved between old servers");
+                assert_eq!(after, Pick::Server(4), "a key moved between old servers");
                 moved += 1;
             }
         }
@@ -375,10 +434,10 @@ mod tests {
             pool.release(server, Outcome::ConnectFailed);
         }
         for _ in 0..4 {
-            assert_eq!(pool.pick(None, &[]), Some(2));
+            assert_eq!(pool.pick(None, &[], false), Pick::Server(2));
         }
-        assert_eq!(pool.pick(None, &[2]), None);
+        assert_eq!(pool.pick(None, &[2], false), Pick::NoneUp);
         pool.release(0, Outcome::Ok);
-        assert_eq!(pool.pick(None, &[]), Some(0));
+        assert_eq!(pool.pick(None, &[], false), Pick::Server(0));
     }
 }

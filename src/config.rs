@@ -8,6 +8,7 @@ use std::fmt;
 use std::fs;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
+use std::time::Duration;
 
 use mlua::{Function, Lua, Table, Value};
 
@@ -30,7 +31,8 @@ const SETTINGS: &[&str] = &[
     "backendPort",
 ];
 
-const POOL_SETTINGS: &[&str] = &["servers", "balance"];
+const POOL_SETTINGS: &[&str] = &["servers", "balance", "max_conns", "queue_timeout_ms"];
+const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 const SERVER_SETTINGS: &[&str] = &["addr", "weight", "backup"];
 
 #[derive(Debug)]
@@ -46,6 +48,10 @@ pub struct PoolConfig {
     pub name: String,
     pub servers: Vec<ServerConfig>,
     pub algorithm: Algorithm,
+    /// Per server; requests beyond it wait in the pool's queue.
+    pub max_conns: Option<u32>,
+    /// A request still queued after this gets 503.
+    pub queue_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -338,6 +344,8 @@ impl Reader<'_> {
                 name: DEFAULT_POOL.to_owned(),
                 servers: servers.into_iter().map(ServerConfig::plain).collect(),
                 algorithm: Algorithm::RoundRobin,
+                max_conns: None,
+                queue_timeout: DEFAULT_QUEUE_TIMEOUT,
             });
         }
         pools.sort_by(|a, b| a.name.cmp(&b.name));
@@ -405,10 +413,37 @@ impl Reader<'_> {
                 )));
             }
         };
+        let max_conns = match table.raw_get::<Value>("max_conns").unwrap_or(Value::Nil) {
+            Value::Nil => None,
+            Value::Integer(limit) if (1..=1_000_000).contains(&limit) => Some(limit as u32),
+            other => {
+                return Err(here(format!(
+                    "max_conns: expected a whole number from 1 to 1000000, got {}",
+                    describe(&other)
+                )));
+            }
+        };
+        let queue_timeout = match table
+            .raw_get::<Value>("queue_timeout_ms")
+            .unwrap_or(Value::Nil)
+        {
+            Value::Nil => DEFAULT_QUEUE_TIMEOUT,
+            Value::Integer(milliseconds) if (1..=3_600_000).contains(&milliseconds) => {
+                Duration::from_millis(milliseconds as u64)
+            }
+            other => {
+                return Err(here(format!(
+                    "queue_timeout_ms: expected milliseconds from 1 to 3600000, got {}",
+                    describe(&other)
+                )));
+            }
+        };
         Ok(PoolConfig {
             name: name.to_owned(),
             servers: configs,
             algorithm,
+            max_conns,
+            queue_timeout,
         })
     }
 

@@ -9,12 +9,15 @@ use mio::event::Event;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
-use crate::balancer::{Outcome, Pool};
+use std::time::Instant;
+
+use crate::balancer::{Outcome, Pick, Pool};
 use crate::buffer::Buffer;
 use crate::framing::{BodyFramer, Framing, FramingError};
 use crate::http::{self, ClientSide, HeadError, RequestHead};
 use crate::reply::ErrorReply;
 use crate::router::{RequestView, Route, RouteError, Router};
+use crate::timer::Timers;
 
 /// What a session needs from the loop that owns it.
 pub struct Context<'a> {
@@ -22,6 +25,21 @@ pub struct Context<'a> {
     pub router: &'a Router,
     pub pools: &'a mut [Pool],
     pub max_header_bytes: usize,
+    pub timers: &'a mut Timers,
+    /// Queued sessions a freed server slot lets go, for the loop to drive.
+    pub wakeups: &'a mut Vec<usize>,
+}
+
+/// Ends a pool server's part in an exchange; a freed slot wakes the
+/// oldest request waiting in that pool's queue.
+fn release(context: &mut Context, upstream: Option<&Upstream>, outcome: Outcome) {
+    if let Some(upstream) = upstream {
+        let pool = &mut context.pools[upstream.pool];
+        pool.release(upstream.server, outcome);
+        if let Some(waiting) = pool.next_waiting() {
+            context.wakeups.push(waiting);
+        }
+    }
 }
 
 /// Client tokens are even, backend tokens odd: both come from the slab key.
@@ -196,6 +214,13 @@ enum Exchange {
     /// Waiting for the next request head.
     Idle,
     Proxy(Box<Proxied>),
+    /// Every server of the pool is at `max_conns`: wait for a slot.
+    Queued {
+        upstream: Upstream,
+        body: Option<Body>,
+        deadline: Instant,
+        woken: bool,
+    },
     /// rsp answers itself; the request body, if any, is read and dropped.
     Local {
         discard: Option<Body>,
@@ -323,6 +348,15 @@ impl Session {
         match &mut self.exchange {
             Exchange::Idle => self.next_request(context),
             Exchange::Proxy(_) => self.advance_proxy(context),
+            Exchange::Queued { woken: false, .. } => Ok(false),
+            Exchange::Queued { .. } => {
+                if let Exchange::Queued { upstream, body, .. } =
+                    std::mem::replace(&mut self.exchange, Exchange::Closing)
+                {
+                    self.connect_pool(context, upstream, body, true);
+                }
+                Ok(true)
+            }
             Exchange::Local {
                 discard,
                 keep_alive,
@@ -420,7 +454,7 @@ impl Session {
                     tried: Vec::new(),
                     key,
                 };
-                self.connect_pool(context, upstream, body);
+                self.connect_pool(context, upstream, body, false);
             }
             Ok(Route::Address(server)) => self.connect(context, server, None, body),
             Err(RouteError::NoRoute) => {
@@ -473,19 +507,31 @@ impl Session {
         context: &mut Context,
         mut upstream: Upstream,
         request_body: Option<Body>,
+        waited: bool,
     ) {
         let key = upstream
             .key
             .as_deref()
             .unwrap_or(self.request.head.host().as_bytes());
         let pool = &mut context.pools[upstream.pool];
-        match pool.pick(Some(key), &upstream.tried) {
-            Some(server) => {
+        match pool.pick(Some(key), &upstream.tried, waited) {
+            Pick::Server(server) => {
                 upstream.server = server;
                 let address = pool.address(server);
                 self.connect(context, address, Some(upstream), request_body);
             }
-            None if upstream.tried.is_empty() => {
+            Pick::Full => {
+                pool.enqueue(self.key, waited);
+                let deadline = Instant::now() + pool.queue_timeout;
+                context.timers.schedule(deadline, self.key);
+                self.exchange = Exchange::Queued {
+                    upstream,
+                    body: request_body,
+                    deadline,
+                    woken: false,
+                };
+            }
+            Pick::NoneUp if upstream.tried.is_empty() => {
                 log::warn!(
                     "{}: 503, no server of pool {} is up",
                     self.client_address,
@@ -493,7 +539,7 @@ impl Session {
                 );
                 self.reply_error(ErrorReply::NoRoute, request_body);
             }
-            None => {
+            Pick::NoneUp => {
                 log::warn!(
                     "{}: 502, every server of pool {} failed",
                     self.client_address,
@@ -501,6 +547,35 @@ impl Session {
                 );
                 self.reply_error(ErrorReply::BadGateway, request_body);
             }
+        }
+    }
+
+    /// A slot freed in the pool this session waits on.
+    pub fn wake(&mut self) {
+        if let Exchange::Queued { woken, .. } = &mut self.exchange {
+            *woken = true;
+        }
+    }
+
+    /// A timer of this session fired: a request still queued at its
+    /// deadline gets 503.
+    pub fn expire(&mut self, context: &mut Context, now: Instant) {
+        let expired =
+            matches!(&self.exchange, Exchange::Queued { deadline, .. } if *deadline <= now);
+        if !expired {
+            return;
+        }
+        if let Exchange::Queued { upstream, body, .. } =
+            std::mem::replace(&mut self.exchange, Exchange::Closing)
+        {
+            let pool = &mut context.pools[upstream.pool];
+            pool.dequeue(self.key);
+            log::warn!(
+                "{}: 503, no server of pool {} was free within the queue timeout",
+                self.client_address,
+                pool.name
+            );
+            self.reply_error(ErrorReply::NoRoute, body);
         }
     }
 
@@ -568,9 +643,9 @@ impl Session {
                     "{}: cannot connect to {server}: {error}; trying another server",
                     self.client_address
                 );
-                self.release(context, Some(&upstream), Outcome::ConnectFailed);
+                release(context, Some(&upstream), Outcome::ConnectFailed);
                 upstream.tried.push(upstream.server);
-                self.connect_pool(context, upstream, request_body);
+                self.connect_pool(context, upstream, request_body, true);
             }
             None => {
                 log::warn!(
@@ -582,12 +657,6 @@ impl Session {
         }
     }
 
-    fn release(&self, context: &mut Context, upstream: Option<&Upstream>, outcome: Outcome) {
-        if let Some(upstream) = upstream {
-            context.pools[upstream.pool].release(upstream.server, outcome);
-        }
-    }
-
     /// The backend failed. Before any of the response reached the client
     /// that is a 502; after, the client's connection is cut.
     fn backend_failed(&mut self, context: &mut Context, why: String) -> Result<bool, End> {
@@ -595,7 +664,7 @@ impl Session {
         else {
             return Ok(false);
         };
-        self.release(context, proxied.upstream.as_ref(), Outcome::Ok);
+        release(context, proxied.upstream.as_ref(), Outcome::Ok);
         if !matches!(proxied.response, ResponseState::Head) {
             return Err(End::Aborted(format!("backend {}: {why}", proxied.server)));
         }
@@ -717,9 +786,7 @@ impl Session {
                 }
                 let keep_alive =
                     *keep_alive && proxied.request_body.is_none() && !proxied.backend_write_failed;
-                if let Some(upstream) = &proxied.upstream {
-                    context.pools[upstream.pool].release(upstream.server, Outcome::Ok);
-                }
+                release(context, proxied.upstream.as_ref(), Outcome::Ok);
                 // Anything the backend sent past its response is not ours to pass on.
                 self.outbound.consume(self.outbound.len());
                 self.outbound.release();
@@ -792,7 +859,7 @@ impl Session {
     /// partial request and the client stream cannot be trusted.
     fn bad_request_body(&mut self, context: &mut Context) -> Result<bool, End> {
         if let Exchange::Proxy(proxied) = std::mem::replace(&mut self.exchange, Exchange::Closing) {
-            self.release(context, proxied.upstream.as_ref(), Outcome::Ok);
+            release(context, proxied.upstream.as_ref(), Outcome::Ok);
             if !matches!(proxied.response, ResponseState::Head) {
                 return Err(End::Aborted(
                     "invalid request body after the response began".into(),
@@ -915,7 +982,10 @@ impl Session {
             End::Aborted(why) => log::warn!("{}: connection cut: {why}", self.client_address),
         }
         if let Exchange::Proxy(proxied) = &self.exchange {
-            self.release(context, proxied.upstream.as_ref(), Outcome::Ok);
+            release(context, proxied.upstream.as_ref(), Outcome::Ok);
+        }
+        if let Exchange::Queued { upstream, .. } = &self.exchange {
+            context.pools[upstream.pool].dequeue(self.key);
         }
         // Dropping the streams closes them, which also removes them from epoll.
     }

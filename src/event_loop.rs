@@ -2,6 +2,7 @@
 //! accepts, a session drives its client and backend sockets.
 
 use std::io;
+use std::time::Instant;
 
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
@@ -11,6 +12,7 @@ use crate::balancer::Pool;
 use crate::config::{Config, Loaded};
 use crate::connection::{self, Context, Session};
 use crate::router::Router;
+use crate::timer::Timers;
 
 /// Tokens from here up are listeners; sessions use two tokens per slab key
 /// below it.
@@ -24,6 +26,8 @@ pub struct EventLoop {
     pools: Vec<Pool>,
     buffer_bytes: usize,
     max_header_bytes: usize,
+    timers: Timers,
+    wakeups: Vec<usize>,
 }
 
 impl EventLoop {
@@ -69,13 +73,16 @@ impl EventLoop {
             pools,
             buffer_bytes,
             max_header_bytes,
+            timers: Timers::default(),
+            wakeups: Vec::new(),
         })
     }
 
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         loop {
-            if let Err(error) = self.poll.poll(&mut events, None) {
+            let timeout = self.timers.timeout(Instant::now());
+            if let Err(error) = self.poll.poll(&mut events, timeout) {
                 if error.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -89,19 +96,42 @@ impl EventLoop {
                 }
                 let (key, side) = connection::side_of(token);
                 // A session closed earlier in this batch may have left events.
-                let Some(session) = self.sessions.get_mut(key) else {
-                    continue;
-                };
-                session.mark_ready(side, event);
+                if let Some(session) = self.sessions.get_mut(key) {
+                    session.mark_ready(side, event);
+                    self.drive(key, None);
+                }
+            }
+            let now = Instant::now();
+            while let Some(key) = self.timers.pop_expired(now) {
+                self.drive(key, Some(now));
+            }
+        }
+    }
+
+    /// Drives one session (after its timer fired, when `expired` is set),
+    /// then any queued sessions its progress woke.
+    fn drive(&mut self, key: usize, mut expired: Option<Instant>) {
+        let mut next = Some(key);
+        while let Some(key) = next {
+            if let Some(session) = self.sessions.get_mut(key) {
                 let mut context = Context {
                     registry: self.poll.registry(),
                     router: &self.router,
                     pools: &mut self.pools,
                     max_header_bytes: self.max_header_bytes,
+                    timers: &mut self.timers,
+                    wakeups: &mut self.wakeups,
                 };
+                if let Some(now) = expired.take() {
+                    session.expire(&mut context, now);
+                }
                 if !session.drive(&mut context) {
                     self.sessions.remove(key);
                 }
+            }
+            next = self.wakeups.pop();
+            if let Some(woken) = next.and_then(|woken| self.sessions.get_mut(woken)) {
+                woken.wake();
             }
         }
     }

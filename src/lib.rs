@@ -14,3 +14,4 @@ pub mod http;
 pub mod limits;
 pub mod reply;
 pub mod router;
+pub mod timer;

@@ -126,3 +126,45 @@ fn leastconn_sends_to_the_idle_server_while_another_is_slow() {
     assert_eq!(answers.values().sum::<usize>(), 20);
     assert_eq!(slow.response(false).text(), busy);
 }
+
+#[test]
+fn max_conns_queues_requests_and_times_them_out() {
+    let backend = Backend::start("only");
+    let proxy = Proxy::start(&format!(
+        "pools = {{ default = {{ max_conns = 1, queue_timeout_ms = 3000, servers = {{ \"{}\" }} }} }}",
+        backend.address
+    ));
+    // Three slow requests at once through a pool that serves one at a time:
+    // they queue and are served in turn, never two at the backend together.
+    let started = std::time::Instant::now();
+    let mut clients: Vec<Client> = (0..3).map(|_| proxy.connect()).collect();
+    for client in &mut clients {
+        client.send(b"GET /sleep/400 HTTP/1.1\r\nHost: x\r\n\r\n");
+    }
+    for client in &mut clients {
+        assert_eq!(client.response(false).text(), "hello from only");
+    }
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(1150),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A request that cannot get a slot within queue_timeout_ms gets 503.
+    let proxy = Proxy::start(&format!(
+        "pools = {{ default = {{ max_conns = 1, queue_timeout_ms = 300, servers = {{ \"{}\" }} }} }}",
+        backend.address
+    ));
+    let mut slow = proxy.connect();
+    slow.send(b"GET /sleep/1500 HTTP/1.1\r\nHost: x\r\n\r\n");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let mut waiting = proxy.connect();
+    waiting.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let response = waiting.response(false);
+    assert_eq!(response.status, 503);
+    assert!(proxy.log().contains("queue timeout"));
+    assert_eq!(slow.response(false).status, 200);
+    // The queue is empty again: the next request is served.
+    waiting.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(waiting.response(false).status, 200);
+}

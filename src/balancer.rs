@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::config::{Algorithm, PoolConfig};
+use crate::health::HealthConfig;
 
 /// After a failed connect a server rests this long, doubling with each
 /// further failure up to `MAX_BACKOFF`.
@@ -43,11 +44,15 @@ pub struct Server {
     pub active: u32,
     failures: u32,
     down_until: Option<Instant>,
+    /// Active checks said down (`fall` failures in a row), until `rise`
+    /// successes in a row.
+    checked_down: bool,
+    streak: u32,
 }
 
 impl Server {
     fn is_up(&self, now: Instant) -> bool {
-        self.down_until.is_none_or(|until| now >= until)
+        !self.checked_down && self.down_until.is_none_or(|until| now >= until)
     }
 }
 
@@ -58,6 +63,7 @@ pub struct Pool {
     random: u64,
     max_conns: Option<u32>,
     pub queue_timeout: Duration,
+    pub health: Option<HealthConfig>,
     /// Sessions waiting for a server below `max_conns`, oldest first.
     waiting: VecDeque<usize>,
 }
@@ -77,12 +83,15 @@ impl Pool {
                     active: 0,
                     failures: 0,
                     down_until: None,
+                    checked_down: false,
+                    streak: 0,
                 })
                 .collect(),
             algorithm: config.algorithm,
             random: 0x9E37_79B9_7F4A_7C15,
             max_conns: config.max_conns,
             queue_timeout: config.queue_timeout,
+            health: config.health.clone(),
             waiting: VecDeque::new(),
         }
     }
@@ -177,6 +186,42 @@ impl Pool {
                     server.failures
                 );
             }
+        }
+    }
+
+    /// Counts an active check's result; `rise` successes in a row bring a
+    /// server up, `fall` failures in a row take it down.
+    pub fn record_check(&mut self, server: usize, healthy: bool, why: &str) {
+        let Some(config) = &self.health else {
+            return;
+        };
+        let (rise, fall) = (config.rise, config.fall);
+        let name = &self.name;
+        let Some(server) = self.servers.get_mut(server) else {
+            return;
+        };
+        // The streak counts results that disagree with the current state.
+        if healthy == server.checked_down {
+            server.streak += 1;
+        } else {
+            server.streak = 0;
+        }
+        if server.checked_down && server.streak >= rise {
+            server.checked_down = false;
+            server.streak = 0;
+            server.failures = 0;
+            server.down_until = None;
+            log::info!(
+                "pool {name}: server {} is up (health check passed {rise} times)",
+                server.address
+            );
+        } else if !server.checked_down && server.streak >= fall {
+            server.checked_down = true;
+            server.streak = 0;
+            log::warn!(
+                "pool {name}: server {} marked down by health check ({fall} failures, last: {why})",
+                server.address
+            );
         }
     }
 
@@ -304,6 +349,7 @@ mod tests {
                 .collect(),
             max_conns: None,
             queue_timeout: Duration::from_secs(5),
+            health: None,
         })
     }
 

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use mlua::{Function, Lua, Table, Value};
 
+use crate::health::HealthConfig;
+
 pub const DEFAULT_POOL: &str = "default";
 const DEFAULT_BUFFER_BYTES: usize = 64 * 1024;
 const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
@@ -31,7 +33,21 @@ const SETTINGS: &[&str] = &[
     "backendPort",
 ];
 
-const POOL_SETTINGS: &[&str] = &["servers", "balance", "max_conns", "queue_timeout_ms"];
+const POOL_SETTINGS: &[&str] = &[
+    "servers",
+    "balance",
+    "max_conns",
+    "queue_timeout_ms",
+    "health",
+];
+const HEALTH_SETTINGS: &[&str] = &[
+    "path",
+    "interval_ms",
+    "timeout_ms",
+    "rise",
+    "fall",
+    "expect_status",
+];
 const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 const SERVER_SETTINGS: &[&str] = &["addr", "weight", "backup"];
 
@@ -52,6 +68,7 @@ pub struct PoolConfig {
     pub max_conns: Option<u32>,
     /// A request still queued after this gets 503.
     pub queue_timeout: Duration,
+    pub health: Option<HealthConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -346,6 +363,7 @@ impl Reader<'_> {
                 algorithm: Algorithm::RoundRobin,
                 max_conns: None,
                 queue_timeout: DEFAULT_QUEUE_TIMEOUT,
+                health: None,
             });
         }
         pools.sort_by(|a, b| a.name.cmp(&b.name));
@@ -438,12 +456,25 @@ impl Reader<'_> {
                 )));
             }
         };
+        let health = match table.raw_get::<Value>("health").unwrap_or(Value::Nil) {
+            Value::Nil => None,
+            Value::Table(health) => {
+                Some(health_config(&health).map_err(|why| here(format!("health: {why}")))?)
+            }
+            other => {
+                return Err(here(format!(
+                    "health: expected a table, got {}",
+                    other.type_name()
+                )));
+            }
+        };
         Ok(PoolConfig {
             name: name.to_owned(),
             servers: configs,
             algorithm,
             max_conns,
             queue_timeout,
+            health,
         })
     }
 
@@ -505,6 +536,55 @@ impl Reader<'_> {
             )),
         }
     }
+}
+
+/// `{ path = "/healthz", interval_ms = 2000, timeout_ms = 1000, rise = 2, fall = 3, expect_status = 200 }`
+fn health_config(table: &Table) -> Result<HealthConfig, String> {
+    for pair in table.pairs::<Value, Value>() {
+        let (key, _) = pair.map_err(|error| error.to_string())?;
+        let known = matches!(&key, Value::String(key) if HEALTH_SETTINGS.contains(&&*key.to_string_lossy()));
+        if !known {
+            return Err(format!("unknown health setting {}", describe(&key)));
+        }
+    }
+    let number = |name: &str, default: i64, range: std::ops::RangeInclusive<i64>| match table
+        .raw_get::<Value>(name)
+        .unwrap_or(Value::Nil)
+    {
+        Value::Nil => Ok(default),
+        Value::Integer(value) if range.contains(&value) => Ok(value),
+        other => Err(format!(
+            "{name}: expected a whole number from {} to {}, got {}",
+            range.start(),
+            range.end(),
+            describe(&other)
+        )),
+    };
+    let path = match table.raw_get::<Value>("path").unwrap_or(Value::Nil) {
+        Value::Nil => None,
+        Value::String(path)
+            if path.as_bytes().starts_with(b"/")
+                && path.as_bytes().iter().all(|b| b.is_ascii_graphic()) =>
+        {
+            Some(path.to_string_lossy())
+        }
+        other => {
+            return Err(format!(
+                "path: expected a path such as \"/healthz\", got {}",
+                describe(&other)
+            ));
+        }
+    };
+    let interval = number("interval_ms", 2000, 10..=3_600_000)?;
+    let timeout = number("timeout_ms", 1000, 1..=3_600_000)?;
+    Ok(HealthConfig {
+        path,
+        interval: Duration::from_millis(interval as u64),
+        timeout: Duration::from_millis(timeout as u64),
+        rise: number("rise", 2, 1..=100)? as u32,
+        fall: number("fall", 3, 1..=100)? as u32,
+        expect_status: number("expect_status", 200, 100..=599)? as u16,
+    })
 }
 
 /// `"host:port"` or `{ addr = "host:port", weight = 3, backup = true }`.

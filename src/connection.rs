@@ -17,7 +17,7 @@ use crate::framing::{BodyFramer, Framing, FramingError};
 use crate::http::{self, ClientSide, HeadError, RequestHead};
 use crate::reply::ErrorReply;
 use crate::router::{RequestView, Route, RouteError, Router};
-use crate::timer::Timers;
+use crate::timer::{Deadline, Timers};
 
 /// What a session needs from the loop that owns it.
 pub struct Context<'a> {
@@ -523,7 +523,9 @@ impl Session {
             Pick::Full => {
                 pool.enqueue(self.key, waited);
                 let deadline = Instant::now() + pool.queue_timeout;
-                context.timers.schedule(deadline, self.key);
+                context
+                    .timers
+                    .schedule(deadline, Deadline::Session(self.key));
                 self.exchange = Exchange::Queued {
                     upstream,
                     body: request_body,

@@ -11,12 +11,15 @@ use slab::Slab;
 use crate::balancer::Pool;
 use crate::config::{Config, Loaded};
 use crate::connection::{self, Context, Session};
+use crate::health::{HealthChecks, Verdict};
 use crate::router::Router;
-use crate::timer::Timers;
+use crate::timer::{Deadline, Timers};
 
 /// Tokens from here up are listeners; sessions use two tokens per slab key
 /// below it.
 const LISTENER_BASE: usize = usize::MAX / 2;
+/// Health check sockets use tokens from here to `LISTENER_BASE`.
+const HEALTH_BASE: usize = usize::MAX / 4;
 
 pub struct EventLoop {
     poll: Poll,
@@ -28,6 +31,7 @@ pub struct EventLoop {
     max_header_bytes: usize,
     timers: Timers,
     wakeups: Vec<usize>,
+    health_checks: HealthChecks,
 }
 
 impl EventLoop {
@@ -75,11 +79,26 @@ impl EventLoop {
             max_header_bytes,
             timers: Timers::default(),
             wakeups: Vec::new(),
+            health_checks: HealthChecks::new(HEALTH_BASE),
         })
     }
 
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
+        let now = Instant::now();
+        for (pool_index, pool) in self.pools.iter().enumerate() {
+            if pool.health.is_some() {
+                for server in 0..pool.servers().len() {
+                    self.timers.schedule(
+                        now,
+                        Deadline::HealthDue {
+                            pool: pool_index,
+                            server,
+                        },
+                    );
+                }
+            }
+        }
         loop {
             let timeout = self.timers.timeout(Instant::now());
             if let Err(error) = self.poll.poll(&mut events, timeout) {
@@ -94,6 +113,12 @@ impl EventLoop {
                     self.accept(token.0 - LISTENER_BASE);
                     continue;
                 }
+                if self.health_checks.owns(token) {
+                    if let Some(verdict) = self.health_checks.on_event(token) {
+                        self.record(verdict);
+                    }
+                    continue;
+                }
                 let (key, side) = connection::side_of(token);
                 // A session closed earlier in this batch may have left events.
                 if let Some(session) = self.sessions.get_mut(key) {
@@ -102,9 +127,48 @@ impl EventLoop {
                 }
             }
             let now = Instant::now();
-            while let Some(key) = self.timers.pop_expired(now) {
-                self.drive(key, Some(now));
+            while let Some(deadline) = self.timers.pop_expired(now) {
+                match deadline {
+                    Deadline::Session(key) => self.drive(key, Some(now)),
+                    Deadline::HealthDue { pool, server } => self.check(pool, server),
+                    Deadline::HealthTimeout(key) => {
+                        if let Some(verdict) = self.health_checks.expire(key) {
+                            self.record(verdict);
+                        }
+                    }
+                }
             }
+        }
+    }
+
+    /// Starts the active check of one server, and its timeout.
+    fn check(&mut self, pool: usize, server: usize) {
+        let Some(config) = self.pools[pool].health.clone() else {
+            return;
+        };
+        let address = self.pools[pool].address(server);
+        match self
+            .health_checks
+            .start(self.poll.registry(), pool, server, address, &config)
+        {
+            Ok(key) => self.timers.schedule(
+                Instant::now() + config.timeout,
+                Deadline::HealthTimeout(key),
+            ),
+            Err(verdict) => self.record(verdict),
+        }
+    }
+
+    /// Counts a finished check and schedules the next one.
+    fn record(&mut self, verdict: Verdict) {
+        let pool = &mut self.pools[verdict.pool];
+        pool.record_check(verdict.server, verdict.healthy, &verdict.why);
+        if let Some(config) = &pool.health {
+            let (pool, server) = (verdict.pool, verdict.server);
+            self.timers.schedule(
+                Instant::now() + config.interval,
+                Deadline::HealthDue { pool, server },
+            );
         }
     }
 

@@ -10,6 +10,7 @@ pub mod config;
 pub mod connection;
 pub mod event_loop;
 pub mod framing;
+pub mod health;
 pub mod http;
 pub mod limits;
 pub mod reply;

@@ -1,4 +1,4 @@
-//! Deadlines for the event loop: a min-heap of (when, session key).
+//! Deadlines for the event loop: a min-heap of (when, what).
 //!
 //! Cancelling is lazy: a session that moved on simply ignores its expired
 //! timer, so scheduling is the only cost on the request path.
@@ -7,14 +7,25 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
+/// What a deadline is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Deadline {
+    /// A session's deadline (a queued request's timeout).
+    Session(usize),
+    /// The next active health check of a pool's server is due.
+    HealthDue { pool: usize, server: usize },
+    /// A running health check's time is up.
+    HealthTimeout(usize),
+}
+
 #[derive(Default)]
 pub struct Timers {
-    heap: BinaryHeap<Reverse<(Instant, usize)>>,
+    heap: BinaryHeap<Reverse<(Instant, Deadline)>>,
 }
 
 impl Timers {
-    pub fn schedule(&mut self, at: Instant, session: usize) {
-        self.heap.push(Reverse((at, session)));
+    pub fn schedule(&mut self, at: Instant, deadline: Deadline) {
+        self.heap.push(Reverse((at, deadline)));
     }
 
     /// How long poll may sleep before the next deadline.
@@ -24,11 +35,11 @@ impl Timers {
             .map(|Reverse((at, _))| at.saturating_duration_since(now))
     }
 
-    /// The next session whose deadline has passed.
-    pub fn pop_expired(&mut self, now: Instant) -> Option<usize> {
+    /// The next deadline that has passed.
+    pub fn pop_expired(&mut self, now: Instant) -> Option<Deadline> {
         match self.heap.peek() {
             Some(Reverse((at, _))) if *at <= now => {
-                self.heap.pop().map(|Reverse((_, session))| session)
+                self.heap.pop().map(|Reverse((_, deadline))| deadline)
             }
             _ => None,
         }
@@ -43,14 +54,14 @@ mod tests {
     fn expires_in_deadline_order() {
         let now = Instant::now();
         let mut timers = Timers::default();
-        timers.schedule(now + Duration::from_millis(30), 3);
-        timers.schedule(now + Duration::from_millis(10), 1);
-        timers.schedule(now + Duration::from_millis(20), 2);
+        timers.schedule(now + Duration::from_millis(30), Deadline::Session(3));
+        timers.schedule(now + Duration::from_millis(10), Deadline::Session(1));
+        timers.schedule(now + Duration::from_millis(20), Deadline::HealthTimeout(2));
         assert_eq!(timers.timeout(now), Some(Duration::from_millis(10)));
         assert_eq!(timers.pop_expired(now), None);
         let later = now + Duration::from_millis(25);
-        assert_eq!(timers.pop_expired(later), Some(1));
-        assert_eq!(timers.pop_expired(later), Some(2));
+        assert_eq!(timers.pop_expired(later), Some(Deadline::Session(1)));
+        assert_eq!(timers.pop_expired(later), Some(Deadline::HealthTimeout(2)));
         assert_eq!(timers.pop_expired(later), None);
         assert_eq!(timers.timeout(later), Some(Duration::from_millis(5)));
     }

@@ -168,3 +168,51 @@ fn max_conns_queues_requests_and_times_them_out() {
     waiting.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(waiting.response(false).status, 200);
 }
+
+#[test]
+fn active_checks_take_a_server_down_and_bring_it_back() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let proxy = Proxy::start(&format!(
+        "pools = {{ default = {{ servers = {{ \"{}\", \"{}\" }}, \
+         health = {{ path = \"/healthz\", interval_ms = 50, timeout_ms = 500, rise = 2, fall = 2 }} }} }}",
+        a.address, b.address
+    ));
+    let wait_for_log = |text: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !proxy.log().contains(text) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {text:?} in {}",
+                proxy.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    a.health.store(503, std::sync::atomic::Ordering::SeqCst);
+    wait_for_log(&format!("server {} marked down by health check", a.address));
+    let answers = spread(&proxy, 20, |_| "x".into());
+    assert_eq!(answers.get("hello from b"), Some(&20), "{answers:?}");
+
+    a.health.store(200, std::sync::atomic::Ordering::SeqCst);
+    wait_for_log(&format!("server {} is up", a.address));
+    let answers = spread(&proxy, 20, |_| "x".into());
+    assert_eq!(answers.get("hello from a"), Some(&10), "{answers:?}");
+    assert!(a.seen.lock().unwrap().health_checks >= 4);
+}
+
+#[test]
+fn every_server_down_is_503_at_once() {
+    let (dead_a, dead_b) = (free_port(), free_port());
+    let proxy = Proxy::start(&format!(
+        "pools = {{ default = {{ servers = {{ \"127.0.0.1:{dead_a}\", \"127.0.0.1:{dead_b}\" }}, \
+         health = {{ interval_ms = 50, timeout_ms = 200, fall = 1 }} }} }}"
+    ));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while proxy.log().matches("marked down by health check").count() < 2 {
+        assert!(std::time::Instant::now() < deadline, "{}", proxy.log());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let started = std::time::Instant::now();
+    assert_eq!(proxy.get("/").status, 503);
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+}

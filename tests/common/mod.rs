@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -260,6 +260,8 @@ pub fn read_chunked<R: BufRead>(reader: &mut R) -> Vec<u8> {
 #[derive(Default)]
 pub struct Seen {
     pub heads: Vec<String>,
+    /// Health checks (`/healthz`) answered.
+    pub health_checks: usize,
     /// Responses the backend could not finish writing.
     pub aborted_writes: usize,
 }
@@ -272,6 +274,8 @@ pub struct Seen {
 pub struct Backend {
     pub address: SocketAddr,
     pub seen: Arc<Mutex<Seen>>,
+    /// The status `/healthz` answers with (200 unless a test changes it).
+    pub health: Arc<AtomicU16>,
 }
 
 impl Backend {
@@ -279,16 +283,22 @@ impl Backend {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Seen::default()));
-        let shared = seen.clone();
+        let health = Arc::new(AtomicU16::new(200));
+        let (shared, shared_health) = (seen.clone(), health.clone());
         let name = name.to_owned();
         thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let seen = shared.clone();
+                let health = shared_health.clone();
                 let name = name.clone();
-                thread::spawn(move || serve(stream, &name, &seen));
+                thread::spawn(move || serve(stream, &name, &seen, &health));
             }
         });
-        Backend { address, seen }
+        Backend {
+            address,
+            seen,
+            health,
+        }
     }
 
     pub fn heads(&self) -> Vec<String> {
@@ -300,10 +310,17 @@ impl Backend {
     }
 }
 
-fn serve(stream: TcpStream, name: &str, seen: &Mutex<Seen>) {
+fn serve(stream: TcpStream, name: &str, seen: &Mutex<Seen>, health: &AtomicU16) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut writer = stream;
     while let Some(head) = read_head(&mut reader) {
+        if head.starts_with("GET /healthz ") {
+            seen.lock().unwrap().health_checks += 1;
+            let status = health.load(Ordering::SeqCst);
+            let _ = writer
+                .write_all(format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n").as_bytes());
+            return;
+        }
         seen.lock().unwrap().heads.push(head.clone());
         let mut lines = head.lines();
         let request_line = lines.next().unwrap_or_default().to_owned();

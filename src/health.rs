@@ -1,0 +1,187 @@
+//! Active health checks, run by the event loop itself: every `interval_ms`
+//! each server of a pool with `health` gets a non-blocking HTTP GET of
+//! `path` (or a bare TCP connect when there is no path).
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+use slab::Slab;
+
+/// A pool's `health = { ... }` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthConfig {
+    pub path: Option<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    pub expect_status: u16,
+}
+
+/// One check in flight.
+struct Check {
+    pool: usize,
+    server: usize,
+    stream: TcpStream,
+    connected: bool,
+    request: Vec<u8>,
+    sent: usize,
+    response: Vec<u8>,
+    expect_status: u16,
+}
+
+/// What a finished check says about its server.
+pub struct Verdict {
+    pub pool: usize,
+    pub server: usize,
+    pub healthy: bool,
+    pub why: String,
+}
+
+/// The checks in flight; each is addressed by `base + slab key` tokens.
+pub struct HealthChecks {
+    checks: Slab<Check>,
+    base: usize,
+}
+
+impl HealthChecks {
+    pub fn new(base: usize) -> HealthChecks {
+        HealthChecks {
+            checks: Slab::new(),
+            base,
+        }
+    }
+
+    pub fn owns(&self, token: Token) -> bool {
+        token.0 >= self.base && token.0 - self.base < usize::MAX / 8
+    }
+
+    /// Starts a check of `address`; returns its key for the timeout timer,
+    /// or the verdict at once when the connect fails outright.
+    pub fn start(
+        &mut self,
+        registry: &Registry,
+        pool: usize,
+        server: usize,
+        address: SocketAddr,
+        config: &HealthConfig,
+    ) -> Result<usize, Verdict> {
+        let failed = |why: String| Verdict {
+            pool,
+            server,
+            healthy: false,
+            why,
+        };
+        let mut stream =
+            TcpStream::connect(address).map_err(|error| failed(format!("connect: {error}")))?;
+        let entry = self.checks.vacant_entry();
+        let key = entry.key();
+        registry
+            .register(
+                &mut stream,
+                Token(self.base + key),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .map_err(|error| failed(format!("register: {error}")))?;
+        let request = match &config.path {
+            Some(path) => format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nUser-Agent: rsp-health\r\nConnection: close\r\n\r\n").into_bytes(),
+            None => Vec::new(),
+        };
+        entry.insert(Check {
+            pool,
+            server,
+            stream,
+            connected: false,
+            request,
+            sent: 0,
+            response: Vec::new(),
+            expect_status: config.expect_status,
+        });
+        Ok(key)
+    }
+
+    /// Advances the check behind `token`; a verdict when it is over.
+    pub fn on_event(&mut self, token: Token) -> Option<Verdict> {
+        let key = token.0 - self.base;
+        let check = self.checks.get_mut(key)?;
+        match check.advance() {
+            Ok(None) => None,
+            Ok(Some(healthy_or_why)) => Some(self.finish(key, healthy_or_why)),
+            Err(error) => Some(self.finish(key, Err(error.to_string()))),
+        }
+    }
+
+    /// The check's time is up: if it is still running, it failed.
+    pub fn expire(&mut self, key: usize) -> Option<Verdict> {
+        self.checks
+            .contains(key)
+            .then(|| self.finish(key, Err("timed out".into())))
+    }
+
+    fn finish(&mut self, key: usize, result: Result<(), String>) -> Verdict {
+        let check = self.checks.remove(key);
+        Verdict {
+            pool: check.pool,
+            server: check.server,
+            healthy: result.is_ok(),
+            why: result.err().unwrap_or_default(),
+        }
+    }
+}
+
+impl Check {
+    /// `Ok(None)`: not done yet. `Ok(Some(Ok))`: healthy.
+    fn advance(&mut self) -> io::Result<Option<Result<(), String>>> {
+        if !self.connected {
+            if let Some(error) = self.stream.take_error()? {
+                return Ok(Some(Err(format!("connect: {error}"))));
+            }
+            match self.stream.peer_addr() {
+                Ok(_) => self.connected = true,
+                Err(error) if error.kind() == io::ErrorKind::NotConnected => return Ok(None),
+                Err(error) => return Ok(Some(Err(format!("connect: {error}")))),
+            }
+            if self.request.is_empty() {
+                return Ok(Some(Ok(())));
+            }
+        }
+        while self.sent < self.request.len() {
+            match self.stream.write(&self.request[self.sent..]) {
+                Ok(count) => self.sent += count,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => return Err(error),
+            }
+        }
+        let mut chunk = [0u8; 1024];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(count) => {
+                    self.response.extend_from_slice(&chunk[..count]);
+                    if self.response.windows(2).any(|pair| pair == b"\r\n")
+                        || self.response.len() > 4096
+                    {
+                        break;
+                    }
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => return Err(error),
+            }
+        }
+        let status_line = String::from_utf8_lossy(&self.response);
+        let status = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse::<u16>().ok());
+        Ok(Some(match status {
+            Some(status) if status == self.expect_status => Ok(()),
+            Some(status) => Err(format!("status {status}, expected {}", self.expect_status)),
+            None => Err("no HTTP status line".into()),
+        }))
+    }
+}

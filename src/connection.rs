@@ -42,6 +42,14 @@ fn release(context: &mut Context, upstream: Option<&Upstream>, outcome: Outcome)
     }
 }
 
+/// Methods whose repetition has the effect of one (RFC 9110 §9.2.2).
+fn is_idempotent(method: &str) -> bool {
+    matches!(
+        method,
+        "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+    )
+}
+
 /// Client tokens are even, backend tokens odd: both come from the slab key.
 pub fn client_token(key: usize) -> Token {
     Token(key * 2)
@@ -204,6 +212,8 @@ struct Proxied {
     /// The backend stopped taking the request (it may still answer).
     backend_write_failed: bool,
     backend_reset: bool,
+    /// Some bytes of a response arrived: the request may not be sent again.
+    response_seen: bool,
     client_side: ClientSide,
     /// `None` once the whole request body went to the backend.
     request_body: Option<Body>,
@@ -619,6 +629,7 @@ impl Session {
             backend_eof: false,
             backend_write_failed: false,
             backend_reset: false,
+            response_seen: false,
             client_side: ClientSide {
                 head_request: head.is_head(),
                 minor_version: head.minor_version,
@@ -669,6 +680,22 @@ impl Session {
         release(context, proxied.upstream.as_ref(), Outcome::Ok);
         if !matches!(proxied.response, ResponseState::Head) {
             return Err(End::Aborted(format!("backend {}: {why}", proxied.server)));
+        }
+        // An idempotent request without a body can be sent again as long as
+        // no byte of an answer came back.
+        let head = &self.request.head;
+        let replayable = !proxied.response_seen
+            && head.framing == Framing::Empty
+            && is_idempotent(head.method());
+        if let Some(mut upstream) = proxied.upstream.filter(|_| replayable) {
+            log::warn!(
+                "{}: backend {}: {why}; retrying on another server",
+                self.client_address,
+                proxied.server
+            );
+            upstream.tried.push(upstream.server);
+            self.connect_pool(context, upstream, None, true);
+            return Ok(true);
         }
         log::warn!(
             "{}: 502, backend {}: {why}",
@@ -883,6 +910,7 @@ impl Session {
             Ok(fill) => {
                 proxied.backend.readable = !fill.drained;
                 proxied.backend_eof |= fill.eof;
+                proxied.response_seen |= fill.read > 0;
                 fill.read > 0 || fill.eof
             }
             Err(error) => {

@@ -216,3 +216,34 @@ fn every_server_down_is_503_at_once() {
     assert_eq!(proxy.get("/").status, 503);
     assert!(started.elapsed() < std::time::Duration::from_secs(1));
 }
+
+#[test]
+fn idempotent_requests_retry_when_a_backend_closes_without_answering() {
+    // A server that accepts, reads the request, and hangs up.
+    let closer = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closer_address = closer.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in closer.incoming().flatten() {
+            let mut reader = std::io::BufReader::new(stream);
+            let _ = read_head(&mut reader);
+        }
+    });
+    let good = Backend::start("good");
+    let proxy = Proxy::start(&format!(
+        "pools = {{ default = {{ servers = {{ \"{closer_address}\", \"{}\" }} }} }}",
+        good.address
+    ));
+    let answers = spread(&proxy, 20, |_| "x".into());
+    assert_eq!(answers.get("hello from good"), Some(&20), "{answers:?}");
+    assert!(proxy.log().contains("retrying on another server"));
+
+    // A POST is not repeated: when it meets the closer it fails.
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        let mut client = proxy.connect();
+        client.send(b"POST /checksum HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab");
+        statuses.push(client.response(false).status);
+    }
+    statuses.sort();
+    assert_eq!(statuses, vec![200, 502]);
+}

@@ -48,6 +48,8 @@ pub struct Server {
     /// successes in a row.
     checked_down: bool,
     streak: u32,
+    /// The server's own hash for rendezvous hashing, from its address.
+    hash_seed: u64,
 }
 
 impl Server {
@@ -85,6 +87,10 @@ impl Pool {
                     down_until: None,
                     checked_down: false,
                     streak: 0,
+                    hash_seed: mix(fnv1a(
+                        server.address.to_string().bytes(),
+                        0xcbf2_9ce4_8422_2325,
+                    )),
                 })
                 .collect(),
             algorithm: config.algorithm,
@@ -303,17 +309,16 @@ impl Pool {
         );
         let score = |index: usize| {
             let server = &self.servers[index];
-            let address = server.address.to_string();
-            let hash = mix(fnv1a(address.bytes(), key_hash));
+            let hash = mix(key_hash ^ server.hash_seed);
             // Map to (0, 1), then -w / ln(u): larger is better.
             let unit = ((hash >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
             -f64::from(server.weight) / unit.ln()
         };
         candidates
             .iter()
-            .copied()
-            .max_by(|&a, &b| score(a).total_cmp(&score(b)))
-            .unwrap_or(candidates[0])
+            .map(|&index| (score(index), index))
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map_or(candidates[0], |(_, index)| index)
     }
 }
 

@@ -195,6 +195,26 @@ impl Pool {
         }
     }
 
+    /// Takes over the state of the servers this pool shares (by address)
+    /// with the pool it replaces in a reload, and that pool's queue.
+    pub fn inherit(&mut self, old: &Pool) {
+        for server in &mut self.servers {
+            if let Some(before) = old
+                .servers
+                .iter()
+                .find(|before| before.address == server.address)
+            {
+                server.current_weight = before.current_weight;
+                server.active = before.active;
+                server.failures = before.failures;
+                server.down_until = before.down_until;
+                server.checked_down = before.checked_down;
+                server.streak = before.streak;
+            }
+        }
+        self.waiting = old.waiting.clone();
+    }
+
     /// Counts an active check's result; `rise` successes in a row bring a
     /// server up, `fall` failures in a row take it down.
     pub fn record_check(&mut self, server: usize, healthy: bool, why: &str) {

@@ -562,6 +562,52 @@ impl Session {
         }
     }
 
+    /// A reload renumbered the pools: `moved[pool][server]` is where each old
+    /// server is now. A request in flight on a removed server finishes
+    /// there uncounted; one queued for a removed pool gets 503. Returns
+    /// whether the session has something new to send.
+    pub fn follow_reload(
+        &mut self,
+        moved: &[Vec<Option<(usize, usize)>>],
+        pool_moved: &[Option<usize>],
+    ) -> bool {
+        match &mut self.exchange {
+            Exchange::Proxy(proxied) => {
+                if let Some(upstream) = &mut proxied.upstream {
+                    match moved[upstream.pool][upstream.server] {
+                        Some((pool, server)) => {
+                            upstream.pool = pool;
+                            upstream.server = server;
+                            upstream.tried.clear();
+                        }
+                        None => proxied.upstream = None,
+                    }
+                }
+                false
+            }
+            Exchange::Queued { upstream, .. } => match pool_moved[upstream.pool] {
+                Some(pool) => {
+                    upstream.pool = pool;
+                    upstream.tried.clear();
+                    false
+                }
+                None => {
+                    if let Exchange::Queued { body, .. } =
+                        std::mem::replace(&mut self.exchange, Exchange::Closing)
+                    {
+                        log::warn!(
+                            "{}: 503, its pool was removed by a reload",
+                            self.client_address
+                        );
+                        self.reply_error(ErrorReply::NoRoute, body);
+                    }
+                    true
+                }
+            },
+            _ => false,
+        }
+    }
+
     /// A slot freed in the pool this session waits on.
     pub fn wake(&mut self) {
         if let Exchange::Queued { woken, .. } = &mut self.exchange {

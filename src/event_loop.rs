@@ -1,15 +1,21 @@
 //! The event loop: poll, then hand each token to its owner: a listener
-//! accepts, a session drives its client and backend sockets.
+//! accepts, a session drives its client and backend sockets, a health check
+//! advances, SIGHUP reloads the config.
 
 use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Instant;
+
+use signal_hook::consts::SIGHUP;
+use signal_hook_mio::v1_0::Signals;
 
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::balancer::Pool;
-use crate::config::{Config, Loaded};
+use crate::config::{self, Config, Loaded};
 use crate::connection::{self, Context, Session};
 use crate::health::{HealthChecks, Verdict};
 use crate::router::Router;
@@ -20,10 +26,16 @@ use crate::timer::{Deadline, Timers};
 const LISTENER_BASE: usize = usize::MAX / 2;
 /// Health check sockets use tokens from here to `LISTENER_BASE`.
 const HEALTH_BASE: usize = usize::MAX / 4;
+const SIGNAL_TOKEN: Token = Token(usize::MAX);
 
 pub struct EventLoop {
     poll: Poll,
-    listeners: Vec<TcpListener>,
+    config_path: PathBuf,
+    signals: Signals,
+    /// Counts reloads; health deadlines of an older config are ignored.
+    generation: u64,
+    /// Indexed by token; a closed listener leaves its slot empty.
+    listeners: Vec<Option<(SocketAddr, TcpListener)>>,
     sessions: Slab<Session>,
     router: Router,
     pools: Vec<Pool>,
@@ -36,43 +48,25 @@ pub struct EventLoop {
 
 impl EventLoop {
     /// Binds every listen address; nothing is served until `run`.
-    pub fn new(loaded: Loaded) -> io::Result<EventLoop> {
-        let Loaded { config, .. } = &loaded;
+    pub fn new(loaded: Loaded, config_path: PathBuf) -> io::Result<EventLoop> {
         let poll = Poll::new()?;
-        let mut listeners = Vec::new();
-        for (index, address) in config.listen.iter().enumerate() {
-            let mut listener = TcpListener::bind(*address).map_err(|error| {
-                io::Error::new(error.kind(), format!("cannot listen on {address}: {error}"))
-            })?;
-            poll.registry().register(
-                &mut listener,
-                Token(LISTENER_BASE + index),
-                Interest::READABLE,
-            )?;
-            log::info!("listening on {}", listener.local_addr().unwrap_or(*address));
-            listeners.push(listener);
-        }
-        let pools: Vec<Pool> = config.pools.iter().map(Pool::new).collect();
-        for pool in &pools {
-            let servers: Vec<String> = pool
-                .servers()
-                .iter()
-                .map(|server| {
-                    let backup = if server.backup { " backup" } else { "" };
-                    format!("{} weight {}{backup}", server.address, server.weight)
-                })
-                .collect();
-            log::info!("pool {}: {}", pool.name, servers.join(", "));
-        }
+        let mut signals = Signals::new([SIGHUP])?;
+        poll.registry()
+            .register(&mut signals, SIGNAL_TOKEN, Interest::READABLE)?;
+        let pools: Vec<Pool> = loaded.config.pools.iter().map(Pool::new).collect();
+        log_pools(&pools);
         let Config {
             buffer_bytes,
             max_header_bytes,
             ..
-        } = *config;
-        Ok(EventLoop {
+        } = loaded.config;
+        let mut event_loop = EventLoop {
             router: Router::new(&loaded, &pools),
             poll,
-            listeners,
+            config_path,
+            signals,
+            generation: 0,
+            listeners: Vec::new(),
             sessions: Slab::with_capacity(1024),
             pools,
             buffer_bytes,
@@ -80,25 +74,141 @@ impl EventLoop {
             timers: Timers::default(),
             wakeups: Vec::new(),
             health_checks: HealthChecks::new(HEALTH_BASE),
-        })
+        };
+        let opened = bind_all(&loaded.config.listen)?;
+        event_loop.open_listeners(opened)?;
+        event_loop.schedule_health_checks();
+        Ok(event_loop)
     }
 
-    pub fn run(&mut self) -> io::Result<()> {
-        let mut events = Events::with_capacity(1024);
+    fn open_listeners(&mut self, opened: Vec<(SocketAddr, TcpListener)>) -> io::Result<()> {
+        for (address, mut listener) in opened {
+            let index = self
+                .listeners
+                .iter()
+                .position(Option::is_none)
+                .unwrap_or(self.listeners.len());
+            self.poll.registry().register(
+                &mut listener,
+                Token(LISTENER_BASE + index),
+                Interest::READABLE,
+            )?;
+            log::info!("listening on {}", listener.local_addr().unwrap_or(address));
+            if index == self.listeners.len() {
+                self.listeners.push(Some((address, listener)));
+            } else {
+                self.listeners[index] = Some((address, listener));
+            }
+        }
+        Ok(())
+    }
+
+    fn schedule_health_checks(&mut self) {
         let now = Instant::now();
         for (pool_index, pool) in self.pools.iter().enumerate() {
             if pool.health.is_some() {
                 for server in 0..pool.servers().len() {
-                    self.timers.schedule(
-                        now,
-                        Deadline::HealthDue {
-                            pool: pool_index,
-                            server,
-                        },
-                    );
+                    let deadline = Deadline::HealthDue {
+                        generation: self.generation,
+                        pool: pool_index,
+                        server,
+                    };
+                    self.timers.schedule(now, deadline);
                 }
             }
         }
+    }
+
+    /// SIGHUP: read the config again. A valid one replaces listeners, pools
+    /// and `route`; servers that stay keep their state, and requests in
+    /// flight finish where they started. An invalid one changes nothing.
+    fn reload(&mut self) {
+        log::info!("SIGHUP: reloading {}", self.config_path.display());
+        let loaded = match config::load(&self.config_path) {
+            Ok(loaded) => loaded,
+            Err(error) => {
+                log::error!("reload failed, the running config stays: {error}");
+                return;
+            }
+        };
+        let wanted = &loaded.config.listen;
+        let new_addresses: Vec<SocketAddr> = wanted
+            .iter()
+            .copied()
+            .filter(|address| {
+                !self
+                    .listeners
+                    .iter()
+                    .flatten()
+                    .any(|(open, _)| open == address)
+            })
+            .collect();
+        let opened = match bind_all(&new_addresses) {
+            Ok(opened) => opened,
+            Err(error) => {
+                log::error!("reload failed, the running config stays: {error}");
+                return;
+            }
+        };
+        for slot in &mut self.listeners {
+            if slot
+                .as_ref()
+                .is_some_and(|(address, _)| !wanted.contains(address))
+                && let Some((address, mut listener)) = slot.take()
+            {
+                let _ = self.poll.registry().deregister(&mut listener);
+                log::info!("stopped listening on {address}");
+            }
+        }
+        if let Err(error) = self.open_listeners(opened) {
+            log::error!("reload: cannot register a new listener: {error}");
+        }
+
+        let mut pools: Vec<Pool> = loaded.config.pools.iter().map(Pool::new).collect();
+        // Where each old (pool, server) lives now, if it still does.
+        let mut moved: Vec<Vec<Option<(usize, usize)>>> = Vec::new();
+        let mut pool_moved: Vec<Option<usize>> = Vec::new();
+        for old in &self.pools {
+            let new_index = pools.iter().position(|pool| pool.name == old.name);
+            pool_moved.push(new_index);
+            moved.push(
+                old.servers()
+                    .iter()
+                    .map(|server| {
+                        let pool = new_index?;
+                        let position = pools[pool]
+                            .servers()
+                            .iter()
+                            .position(|new| new.address == server.address)?;
+                        Some((pool, position))
+                    })
+                    .collect(),
+            );
+            if let Some(new_index) = new_index {
+                pools[new_index].inherit(old);
+            }
+        }
+        let mut to_drive = Vec::new();
+        for (key, session) in self.sessions.iter_mut() {
+            if session.follow_reload(&moved, &pool_moved) {
+                to_drive.push(key);
+            }
+        }
+        log_pools(&pools);
+        self.pools = pools;
+        self.router = Router::new(&loaded, &self.pools);
+        self.buffer_bytes = loaded.config.buffer_bytes;
+        self.max_header_bytes = loaded.config.max_header_bytes;
+        self.generation += 1;
+        self.schedule_health_checks();
+        for key in to_drive {
+            self.drive(key, None);
+        }
+        log::info!("reload done");
+    }
+
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
         loop {
             let timeout = self.timers.timeout(Instant::now());
             if let Err(error) = self.poll.poll(&mut events, timeout) {
@@ -109,6 +219,17 @@ impl EventLoop {
             }
             for event in events.iter() {
                 let token = event.token();
+                if token == SIGNAL_TOKEN {
+                    let hangups = self
+                        .signals
+                        .pending()
+                        .filter(|&signal| signal == SIGHUP)
+                        .count();
+                    if hangups > 0 {
+                        self.reload();
+                    }
+                    continue;
+                }
                 if token.0 >= LISTENER_BASE {
                     self.accept(token.0 - LISTENER_BASE);
                     continue;
@@ -130,7 +251,12 @@ impl EventLoop {
             while let Some(deadline) = self.timers.pop_expired(now) {
                 match deadline {
                     Deadline::Session(key) => self.drive(key, Some(now)),
-                    Deadline::HealthDue { pool, server } => self.check(pool, server),
+                    Deadline::HealthDue {
+                        generation,
+                        pool,
+                        server,
+                    } if generation == self.generation => self.check(pool, server),
+                    Deadline::HealthDue { .. } => {}
                     Deadline::HealthTimeout(key) => {
                         if let Some(verdict) = self.health_checks.expire(key) {
                             self.record(verdict);
@@ -147,10 +273,15 @@ impl EventLoop {
             return;
         };
         let address = self.pools[pool].address(server);
-        match self
-            .health_checks
-            .start(self.poll.registry(), pool, server, address, &config)
-        {
+        let generation = self.generation;
+        match self.health_checks.start(
+            self.poll.registry(),
+            generation,
+            pool,
+            server,
+            address,
+            &config,
+        ) {
             Ok(key) => self.timers.schedule(
                 Instant::now() + config.timeout,
                 Deadline::HealthTimeout(key),
@@ -161,14 +292,19 @@ impl EventLoop {
 
     /// Counts a finished check and schedules the next one.
     fn record(&mut self, verdict: Verdict) {
+        if verdict.generation != self.generation {
+            return; // a check of a config that was since replaced
+        }
         let pool = &mut self.pools[verdict.pool];
         pool.record_check(verdict.server, verdict.healthy, &verdict.why);
         if let Some(config) = &pool.health {
-            let (pool, server) = (verdict.pool, verdict.server);
-            self.timers.schedule(
-                Instant::now() + config.interval,
-                Deadline::HealthDue { pool, server },
-            );
+            let deadline = Deadline::HealthDue {
+                generation: verdict.generation,
+                pool: verdict.pool,
+                server: verdict.server,
+            };
+            self.timers
+                .schedule(Instant::now() + config.interval, deadline);
         }
     }
 
@@ -201,7 +337,7 @@ impl EventLoop {
     }
 
     fn accept(&mut self, index: usize) {
-        let Some(listener) = self.listeners.get(index) else {
+        let Some(Some((_, listener))) = self.listeners.get(index) else {
             return;
         };
         loop {
@@ -230,5 +366,32 @@ impl EventLoop {
             }
             entry.insert(session);
         }
+    }
+}
+
+fn bind_all(addresses: &[SocketAddr]) -> io::Result<Vec<(SocketAddr, TcpListener)>> {
+    addresses
+        .iter()
+        .map(|address| {
+            TcpListener::bind(*address)
+                .map(|listener| (*address, listener))
+                .map_err(|error| {
+                    io::Error::new(error.kind(), format!("cannot listen on {address}: {error}"))
+                })
+        })
+        .collect()
+}
+
+fn log_pools(pools: &[Pool]) {
+    for pool in pools {
+        let servers: Vec<String> = pool
+            .servers()
+            .iter()
+            .map(|server| {
+                let backup = if server.backup { " backup" } else { "" };
+                format!("{} weight {}{backup}", server.address, server.weight)
+            })
+            .collect();
+        log::info!("pool {}: {}", pool.name, servers.join(", "));
     }
 }

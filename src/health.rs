@@ -23,6 +23,7 @@ pub struct HealthConfig {
 
 /// One check in flight.
 struct Check {
+    generation: u64,
     pool: usize,
     server: usize,
     stream: TcpStream,
@@ -35,6 +36,7 @@ struct Check {
 
 /// What a finished check says about its server.
 pub struct Verdict {
+    pub generation: u64,
     pub pool: usize,
     pub server: usize,
     pub healthy: bool,
@@ -64,12 +66,14 @@ impl HealthChecks {
     pub fn start(
         &mut self,
         registry: &Registry,
+        generation: u64,
         pool: usize,
         server: usize,
         address: SocketAddr,
         config: &HealthConfig,
     ) -> Result<usize, Verdict> {
         let failed = |why: String| Verdict {
+            generation,
             pool,
             server,
             healthy: false,
@@ -91,6 +95,7 @@ impl HealthChecks {
             None => Vec::new(),
         };
         entry.insert(Check {
+            generation,
             pool,
             server,
             stream,
@@ -124,6 +129,7 @@ impl HealthChecks {
     fn finish(&mut self, key: usize, result: Result<(), String>) -> Verdict {
         let check = self.checks.remove(key);
         Verdict {
+            generation: check.generation,
             pool: check.pool,
             server: check.server,
             healthy: result.is_ok(),

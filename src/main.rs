@@ -54,7 +54,7 @@ fn main() -> ExitCode {
     if let Err(error) = limits::raise_open_file_limit() {
         log::warn!("could not raise the open file limit: {error}");
     }
-    let mut event_loop = match event_loop::EventLoop::new(loaded) {
+    let mut event_loop = match event_loop::EventLoop::new(loaded, Path::new(path).to_path_buf()) {
         Ok(event_loop) => event_loop,
         Err(error) => {
             eprintln!("rsp: {error}");

@@ -13,7 +13,11 @@ pub enum Deadline {
     /// A session's deadline (a queued request's timeout).
     Session(usize),
     /// The next active health check of a pool's server is due.
-    HealthDue { pool: usize, server: usize },
+    HealthDue {
+        generation: u64,
+        pool: usize,
+        server: usize,
+    },
     /// A running health check's time is up.
     HealthTimeout(usize),
 }

@@ -57,6 +57,7 @@ pub struct Proxy {
     pub child: Child,
     pub address: SocketAddr,
     pub log: PathBuf,
+    pub config: PathBuf,
 }
 
 impl Proxy {
@@ -89,6 +90,35 @@ impl Proxy {
             child,
             address,
             log,
+            config,
+        }
+    }
+
+    /// Rewrites the config file (the `listen` line stays unless `settings`
+    /// sets its own) and sends SIGHUP.
+    pub fn reload(&self, settings: &str) {
+        let listen = if settings.contains("listen") {
+            String::new()
+        } else {
+            format!("listen = \"{}\"\n", self.address)
+        };
+        std::fs::write(&self.config, format!("{listen}{settings}\n")).unwrap();
+        // SAFETY: kill only sends a signal to the child we started.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGHUP);
+        }
+    }
+
+    /// Waits until the log holds `text` `count` times.
+    pub fn wait_for_log(&self, text: &str, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.log().matches(text).count() < count {
+            assert!(
+                Instant::now() < deadline,
+                "no {text:?} x{count} in {}",
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(20));
         }
     }
 

@@ -27,6 +27,7 @@ const SETTINGS: &[&str] = &[
     "route",
     "buffer_bytes",
     "max_header_bytes",
+    "timeouts",
     // The original C rsp's names.
     "listenPort",
     "backendAddress",
@@ -49,6 +50,8 @@ const HEALTH_SETTINGS: &[&str] = &[
     "expect_status",
 ];
 const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const TIMEOUT_SETTINGS: &[&str] = &["connect"];
 const SERVER_SETTINGS: &[&str] = &["addr", "weight", "backup"];
 
 #[derive(Debug)]
@@ -57,6 +60,8 @@ pub struct Config {
     pub pools: Vec<PoolConfig>,
     pub buffer_bytes: usize,
     pub max_header_bytes: usize,
+    /// A backend connect still pending after this fails (next server or 502).
+    pub connect_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -254,7 +259,46 @@ impl Reader<'_> {
             pools,
             buffer_bytes,
             max_header_bytes,
+            connect_timeout: self.timeouts()?,
         })
+    }
+
+    /// `timeouts = { connect = 5000 }`, in milliseconds.
+    fn timeouts(&self) -> Result<Duration, ConfigError> {
+        let table = match self.get("timeouts") {
+            Value::Nil => return Ok(DEFAULT_CONNECT_TIMEOUT),
+            Value::Table(table) => table,
+            other => {
+                return Err(self.error(
+                    "timeouts",
+                    format!("timeouts: expected a table, got {}", other.type_name()),
+                ));
+            }
+        };
+        for pair in table.pairs::<Value, Value>() {
+            let (key, _) =
+                pair.map_err(|error| self.error("timeouts", format!("timeouts: {error}")))?;
+            let known = matches!(&key, Value::String(key) if TIMEOUT_SETTINGS.contains(&&*key.to_string_lossy()));
+            if !known {
+                return Err(self.error(
+                    "timeouts",
+                    format!("timeouts: unknown timeout {}", describe(&key)),
+                ));
+            }
+        }
+        match table.raw_get::<Value>("connect").unwrap_or(Value::Nil) {
+            Value::Nil => Ok(DEFAULT_CONNECT_TIMEOUT),
+            Value::Integer(milliseconds) if (1..=3_600_000).contains(&milliseconds) => {
+                Ok(Duration::from_millis(milliseconds as u64))
+            }
+            other => Err(self.error(
+                "timeouts",
+                format!(
+                    "timeouts.connect: expected milliseconds from 1 to 3600000, got {}",
+                    describe(&other)
+                ),
+            )),
+        }
     }
 
     fn listen(&self) -> Result<Vec<SocketAddr>, ConfigError> {

@@ -9,7 +9,7 @@ use mio::event::Event;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::balancer::{Outcome, Pick, Pool};
 use crate::buffer::Buffer;
@@ -25,6 +25,7 @@ pub struct Context<'a> {
     pub router: &'a Router,
     pub pools: &'a mut [Pool],
     pub max_header_bytes: usize,
+    pub connect_timeout: Duration,
     pub timers: &'a mut Timers,
     /// Queued sessions a freed server slot lets go, for the loop to drive.
     pub wakeups: &'a mut Vec<usize>,
@@ -208,6 +209,8 @@ struct Proxied {
     /// `None` when `route` named an address rather than a pool.
     upstream: Option<Upstream>,
     connected: bool,
+    /// The connect fails if it has not completed by then.
+    connect_deadline: Instant,
     backend_eof: bool,
     /// The backend stopped taking the request (it may still answer).
     backend_write_failed: bool,
@@ -618,6 +621,21 @@ impl Session {
     /// A timer of this session fired: a request still queued at its
     /// deadline gets 503.
     pub fn expire(&mut self, context: &mut Context, now: Instant) {
+        if let Exchange::Proxy(proxied) = &self.exchange
+            && !proxied.connected
+            && proxied.connect_deadline <= now
+            && let Exchange::Proxy(proxied) =
+                std::mem::replace(&mut self.exchange, Exchange::Closing)
+        {
+            let Proxied {
+                server,
+                upstream,
+                request_body,
+                ..
+            } = *proxied;
+            let error = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
+            return self.connect_failed(context, server, upstream, request_body, error);
+        }
         let expired =
             matches!(&self.exchange, Exchange::Queued { deadline, .. } if *deadline <= now);
         if !expired {
@@ -658,6 +676,10 @@ impl Session {
         {
             return self.connect_failed(context, server, upstream, request_body, error);
         }
+        let connect_deadline = Instant::now() + context.connect_timeout;
+        context
+            .timers
+            .schedule(connect_deadline, Deadline::Session(self.key));
         let head = &self.request.head;
         self.to_backend.bytes.clear();
         self.to_backend.sent = 0;
@@ -672,6 +694,7 @@ impl Session {
             server,
             upstream,
             connected: false,
+            connect_deadline,
             backend_eof: false,
             backend_write_failed: false,
             backend_reset: false,

@@ -5,7 +5,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use signal_hook::consts::SIGHUP;
 use signal_hook_mio::v1_0::Signals;
@@ -41,6 +41,7 @@ pub struct EventLoop {
     pools: Vec<Pool>,
     buffer_bytes: usize,
     max_header_bytes: usize,
+    connect_timeout: Duration,
     timers: Timers,
     wakeups: Vec<usize>,
     health_checks: HealthChecks,
@@ -58,6 +59,7 @@ impl EventLoop {
         let Config {
             buffer_bytes,
             max_header_bytes,
+            connect_timeout,
             ..
         } = loaded.config;
         let mut event_loop = EventLoop {
@@ -71,6 +73,7 @@ impl EventLoop {
             pools,
             buffer_bytes,
             max_header_bytes,
+            connect_timeout,
             timers: Timers::default(),
             wakeups: Vec::new(),
             health_checks: HealthChecks::new(HEALTH_BASE),
@@ -199,6 +202,7 @@ impl EventLoop {
         self.router = Router::new(&loaded, &self.pools);
         self.buffer_bytes = loaded.config.buffer_bytes;
         self.max_header_bytes = loaded.config.max_header_bytes;
+        self.connect_timeout = loaded.config.connect_timeout;
         self.generation += 1;
         self.schedule_health_checks();
         for key in to_drive {
@@ -319,6 +323,7 @@ impl EventLoop {
                     router: &self.router,
                     pools: &mut self.pools,
                     max_header_bytes: self.max_header_bytes,
+                    connect_timeout: self.connect_timeout,
                     timers: &mut self.timers,
                     wakeups: &mut self.wakeups,
                 };

@@ -247,3 +247,40 @@ fn idempotent_requests_retry_when_a_backend_closes_without_answering() {
     statuses.sort();
     assert_eq!(statuses, vec![200, 502]);
 }
+
+#[test]
+fn a_connect_that_hangs_times_out_and_moves_to_another_server() {
+    // A listener that never accepts, its backlog filled: further connects hang.
+    let blackhole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let blackhole_address = blackhole.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..300 {
+        match std::net::TcpStream::connect_timeout(
+            &blackhole_address,
+            std::time::Duration::from_millis(50),
+        ) {
+            Ok(stream) => fillers.push(stream),
+            Err(_) => break,
+        }
+    }
+    let good = Backend::start("good");
+    let proxy = Proxy::start(&format!(
+        "timeouts = {{ connect = 300 }}\npools = {{ default = {{ servers = {{ \"{blackhole_address}\", \"{}\" }} }} }}",
+        good.address
+    ));
+    let started = std::time::Instant::now();
+    let answers = spread(&proxy, 4, |_| "x".into());
+    assert_eq!(answers.get("hello from good"), Some(&4), "{answers:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let log = proxy.log();
+    assert!(log.contains("connect timed out"), "{log}");
+    assert!(
+        log.contains(&format!("{blackhole_address} marked down")),
+        "{log}"
+    );
+    drop(blackhole);
+}

@@ -90,6 +90,10 @@ fn bad_configs_name_file_line_and_problem() {
             "listen = \"127.0.0.1:8080\"\npools = { default = { servers = { { adr = \"127.0.0.1:1\" } } } }\n",
             "FILE:2: pools.default: servers: unknown server setting \"adr\"",
         ),
+        (
+            "listen = \"127.0.0.1:8080\"\nbackends = { \"127.0.0.1:1\" }\ntimeouts = { conect = 100 }\n",
+            "FILE:3: timeouts: unknown timeout \"conect\"",
+        ),
     ];
     for (config, expected) in cases {
         let (code, stderr) = check(config);

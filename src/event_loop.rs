@@ -262,7 +262,7 @@ impl EventLoop {
                     } if generation == self.generation => self.check(pool, server),
                     Deadline::HealthDue { .. } => {}
                     Deadline::HealthTimeout(key) => {
-                        if let Some(verdict) = self.health_checks.expire(key) {
+                        if let Some(verdict) = self.health_checks.expire(key, now) {
                             self.record(verdict);
                         }
                     }
@@ -286,10 +286,7 @@ impl EventLoop {
             address,
             &config,
         ) {
-            Ok(key) => self.timers.schedule(
-                Instant::now() + config.timeout,
-                Deadline::HealthTimeout(key),
-            ),
+            Ok((key, deadline)) => self.timers.schedule(deadline, Deadline::HealthTimeout(key)),
             Err(verdict) => self.record(verdict),
         }
     }

@@ -4,7 +4,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
@@ -32,6 +32,8 @@ struct Check {
     sent: usize,
     response: Vec<u8>,
     expect_status: u16,
+    /// Check keys are reused, so a timer only counts if it is this check's.
+    deadline: Instant,
 }
 
 /// What a finished check says about its server.
@@ -61,7 +63,7 @@ impl HealthChecks {
         token.0 >= self.base && token.0 - self.base < usize::MAX / 8
     }
 
-    /// Starts a check of `address`; returns its key for the timeout timer,
+    /// Starts a check of `address`; returns its key and deadline for the timeout timer,
     /// or the verdict at once when the connect fails outright.
     pub fn start(
         &mut self,
@@ -71,7 +73,7 @@ impl HealthChecks {
         server: usize,
         address: SocketAddr,
         config: &HealthConfig,
-    ) -> Result<usize, Verdict> {
+    ) -> Result<(usize, Instant), Verdict> {
         let failed = |why: String| Verdict {
             generation,
             pool,
@@ -104,8 +106,9 @@ impl HealthChecks {
             sent: 0,
             response: Vec::new(),
             expect_status: config.expect_status,
+            deadline: Instant::now() + config.timeout,
         });
-        Ok(key)
+        Ok((key, Instant::now() + config.timeout))
     }
 
     /// Advances the check behind `token`; a verdict when it is over.
@@ -120,10 +123,12 @@ impl HealthChecks {
     }
 
     /// The check's time is up: if it is still running, it failed.
-    pub fn expire(&mut self, key: usize) -> Option<Verdict> {
-        self.checks
-            .contains(key)
-            .then(|| self.finish(key, Err("timed out".into())))
+    pub fn expire(&mut self, key: usize, now: Instant) -> Option<Verdict> {
+        let due = self
+            .checks
+            .get(key)
+            .is_some_and(|check| check.deadline <= now);
+        due.then(|| self.finish(key, Err("timed out".into())))
     }
 
     fn finish(&mut self, key: usize, result: Result<(), String>) -> Verdict {

@@ -28,6 +28,7 @@ const SETTINGS: &[&str] = &[
     "buffer_bytes",
     "max_header_bytes",
     "timeouts",
+    "route_instruction_limit",
     // The original C rsp's names.
     "listenPort",
     "backendAddress",
@@ -62,6 +63,8 @@ pub struct Config {
     pub max_header_bytes: usize,
     /// A backend connect still pending after this fails (next server or 502).
     pub connect_timeout: Duration,
+    /// Lua instructions one `route()` call may run before it fails with 500.
+    pub route_instruction_limit: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -260,6 +263,16 @@ impl Reader<'_> {
             buffer_bytes,
             max_header_bytes,
             connect_timeout: self.timeouts()?,
+            route_instruction_limit: match self.get("route_instruction_limit") {
+                Value::Nil => 1_000_000,
+                Value::Integer(limit) if (1_000..=1_000_000_000).contains(&limit) => limit as u64,
+                other => {
+                    return Err(self.error(
+                        "route_instruction_limit",
+                        format!("route_instruction_limit: expected a whole number from 1000 to 1000000000, got {}", describe(&other)),
+                    ));
+                }
+            },
         })
     }
 

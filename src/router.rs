@@ -1,9 +1,13 @@
 //! The Lua `route(req)` call: which pool, server or local answer serves a
 //! request.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
+use std::rc::Rc;
 
-use mlua::{Function, Lua, UserData, UserDataFields, UserDataMethods, Value};
+use mlua::{
+    Function, HookTriggers, Lua, UserData, UserDataFields, UserDataMethods, Value, VmState,
+};
 
 use crate::balancer::Pool;
 use crate::config::{DEFAULT_POOL, Loaded};
@@ -63,18 +67,41 @@ impl UserData for RequestView {
     }
 }
 
+/// How often (in Lua instructions) the budget of a `route()` call is checked.
+const BUDGET_CHECK_EVERY: u32 = 1000;
+
 pub struct Router {
     lua: Lua,
     route: Option<Function>,
     default_pool: Option<usize>,
+    /// Budget checks passed in the current call: a script stuck in a loop
+    /// fails its request instead of stalling the event loop.
+    checks: Rc<Cell<u64>>,
 }
 
 impl Router {
     pub fn new(loaded: &Loaded, pools: &[Pool]) -> Router {
+        let checks = Rc::new(Cell::new(0u64));
+        let counter = checks.clone();
+        let limit = loaded.config.route_instruction_limit;
+        let triggers = HookTriggers::default().every_nth_instruction(BUDGET_CHECK_EVERY);
+        let hook = loaded.lua.set_hook(triggers, move |_, _| {
+            counter.set(counter.get() + 1);
+            if counter.get() * u64::from(BUDGET_CHECK_EVERY) > limit {
+                return Err(mlua::Error::runtime(format!(
+                    "route() ran over its budget of {limit} Lua instructions"
+                )));
+            }
+            Ok(VmState::Continue)
+        });
+        if let Err(error) = hook {
+            log::warn!("cannot set the Lua instruction budget: {error}");
+        }
         Router {
             lua: loaded.lua.clone(),
             route: loaded.route.clone(),
             default_pool: pools.iter().position(|pool| pool.name == DEFAULT_POOL),
+            checks,
         }
     }
 
@@ -85,6 +112,7 @@ impl Router {
                 .map(|pool| Route::Pool(pool, None))
                 .ok_or(RouteError::NoRoute);
         };
+        self.checks.set(0);
         let (answer, key) = self
             .lua
             .scope(|scope| route.call::<(Value, Value)>(scope.create_userdata_ref(request)?))

@@ -283,6 +283,7 @@ function route(req)
   if req.path == "/nowhere" then return nil end
   if req.path == "/typo" then return "no-such-pool" end
   if req.path == "/boom" then error("deliberate failure") end
+  if req.path == "/loop" then while true do end end
   if req:header("x-pool") then return req:header("x-pool") end
   return "web"
 end
@@ -324,6 +325,13 @@ end
     let log = proxy.log();
     assert!(log.contains("deliberate failure"), "{log}");
     assert!(log.contains("stack traceback"), "{log}");
+    // A script stuck in a loop fails its own request, and the loop goes on.
+    assert_eq!(send("GET /loop HTTP/1.1\r\nHost: x\r\n\r\n").status, 500);
+    assert!(proxy.log().contains("ran over its budget"));
+    assert_eq!(
+        send("GET / HTTP/1.1\r\nHost: www.example.com\r\n\r\n").text(),
+        "hello from web"
+    );
     // Local answers keep the connection usable, body and all.
     let mut client = proxy.connect();
     client.send(b"POST /ping HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET / HTTP/1.1\r\nHost: x\r\n\r\n");

@@ -51,8 +51,13 @@ const HEALTH_SETTINGS: &[&str] = &[
     "expect_status",
 ];
 const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
-const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const TIMEOUT_SETTINGS: &[&str] = &["connect"];
+const TIMEOUT_SETTINGS: &[&str] = &[
+    "connect",
+    "client_header",
+    "client_idle",
+    "backend_response",
+    "idle",
+];
 const SERVER_SETTINGS: &[&str] = &["addr", "weight", "backup"];
 
 #[derive(Debug)]
@@ -61,10 +66,36 @@ pub struct Config {
     pub pools: Vec<PoolConfig>,
     pub buffer_bytes: usize,
     pub max_header_bytes: usize,
-    /// A backend connect still pending after this fails (next server or 502).
-    pub connect_timeout: Duration,
+    pub timeouts: Timeouts,
     /// Lua instructions one `route()` call may run before it fails with 500.
     pub route_instruction_limit: u64,
+}
+
+/// The `timeouts` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// A backend connect still pending fails (next server, or 502).
+    pub connect: Duration,
+    /// A request head not complete this long after it began: 408.
+    pub client_header: Duration,
+    /// A keep-alive connection idle this long between requests is closed.
+    pub client_idle: Duration,
+    /// No response head this long after the request was sent: 504.
+    pub backend_response: Duration,
+    /// No byte either way this long in the middle of an exchange: closed.
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            connect: Duration::from_secs(5),
+            client_header: Duration::from_secs(10),
+            client_idle: Duration::from_secs(60),
+            backend_response: Duration::from_secs(60),
+            idle: Duration::from_secs(60),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -262,7 +293,7 @@ impl Reader<'_> {
             pools,
             buffer_bytes,
             max_header_bytes,
-            connect_timeout: self.timeouts()?,
+            timeouts: self.timeouts()?,
             route_instruction_limit: match self.get("route_instruction_limit") {
                 Value::Nil => 1_000_000,
                 Value::Integer(limit) if (1_000..=1_000_000_000).contains(&limit) => limit as u64,
@@ -276,10 +307,11 @@ impl Reader<'_> {
         })
     }
 
-    /// `timeouts = { connect = 5000 }`, in milliseconds.
-    fn timeouts(&self) -> Result<Duration, ConfigError> {
+    /// `timeouts = { connect = 5000, ... }`, in milliseconds.
+    fn timeouts(&self) -> Result<Timeouts, ConfigError> {
+        let mut timeouts = Timeouts::default();
         let table = match self.get("timeouts") {
-            Value::Nil => return Ok(DEFAULT_CONNECT_TIMEOUT),
+            Value::Nil => return Ok(timeouts),
             Value::Table(table) => table,
             other => {
                 return Err(self.error(
@@ -289,29 +321,42 @@ impl Reader<'_> {
             }
         };
         for pair in table.pairs::<Value, Value>() {
-            let (key, _) =
+            let (key, value) =
                 pair.map_err(|error| self.error("timeouts", format!("timeouts: {error}")))?;
-            let known = matches!(&key, Value::String(key) if TIMEOUT_SETTINGS.contains(&&*key.to_string_lossy()));
-            if !known {
-                return Err(self.error(
-                    "timeouts",
-                    format!("timeouts: unknown timeout {}", describe(&key)),
-                ));
+            let name = match &key {
+                Value::String(key) if TIMEOUT_SETTINGS.contains(&&*key.to_string_lossy()) => {
+                    key.to_string_lossy()
+                }
+                _ => {
+                    return Err(self.error(
+                        "timeouts",
+                        format!("timeouts: unknown timeout {}", describe(&key)),
+                    ));
+                }
+            };
+            let duration = match value {
+                Value::Integer(milliseconds) if (1..=86_400_000).contains(&milliseconds) => {
+                    Duration::from_millis(milliseconds as u64)
+                }
+                other => {
+                    return Err(self.error(
+                        "timeouts",
+                        format!(
+                            "timeouts.{name}: expected milliseconds from 1 to 86400000, got {}",
+                            describe(&other)
+                        ),
+                    ));
+                }
+            };
+            match name.as_str() {
+                "connect" => timeouts.connect = duration,
+                "client_header" => timeouts.client_header = duration,
+                "client_idle" => timeouts.client_idle = duration,
+                "backend_response" => timeouts.backend_response = duration,
+                _ => timeouts.idle = duration,
             }
         }
-        match table.raw_get::<Value>("connect").unwrap_or(Value::Nil) {
-            Value::Nil => Ok(DEFAULT_CONNECT_TIMEOUT),
-            Value::Integer(milliseconds) if (1..=3_600_000).contains(&milliseconds) => {
-                Ok(Duration::from_millis(milliseconds as u64))
-            }
-            other => Err(self.error(
-                "timeouts",
-                format!(
-                    "timeouts.connect: expected milliseconds from 1 to 3600000, got {}",
-                    describe(&other)
-                ),
-            )),
-        }
+        Ok(timeouts)
     }
 
     fn listen(&self) -> Result<Vec<SocketAddr>, ConfigError> {

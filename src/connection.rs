@@ -9,10 +9,11 @@ use mio::event::Event;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::balancer::{Outcome, Pick, Pool};
 use crate::buffer::Buffer;
+use crate::config::Timeouts;
 use crate::framing::{BodyFramer, Framing, FramingError};
 use crate::http::{self, ClientSide, HeadError, RequestHead};
 use crate::reply::ErrorReply;
@@ -25,7 +26,7 @@ pub struct Context<'a> {
     pub router: &'a Router,
     pub pools: &'a mut [Pool],
     pub max_header_bytes: usize,
-    pub connect_timeout: Duration,
+    pub timeouts: &'a Timeouts,
     pub timers: &'a mut Timers,
     /// Queued sessions a freed server slot lets go, for the loop to drive.
     pub wakeups: &'a mut Vec<usize>,
@@ -211,6 +212,8 @@ struct Proxied {
     connected: bool,
     /// The connect fails if it has not completed by then.
     connect_deadline: Instant,
+    /// When the whole request had gone to the backend.
+    request_sent_at: Option<Instant>,
     backend_eof: bool,
     /// The backend stopped taking the request (it may still answer).
     backend_write_failed: bool,
@@ -267,6 +270,23 @@ pub struct Session {
     to_backend: Queue,
     request: RequestView,
     exchange: Exchange,
+    /// When bytes last moved either way.
+    last_activity: Instant,
+    /// When the first byte of the pending request head arrived.
+    head_since: Option<Instant>,
+    /// The earliest timer this session has in the loop's heap.
+    timer_at: Option<Instant>,
+}
+
+/// Which timeout a session's next deadline enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timeout {
+    ClientIdle,
+    ClientHeader,
+    Queue,
+    Connect,
+    BackendResponse,
+    Idle,
 }
 
 impl Session {
@@ -295,6 +315,9 @@ impl Session {
                 client: client_address,
             },
             exchange: Exchange::Idle,
+            last_activity: Instant::now(),
+            head_since: None,
+            timer_at: None,
         }
     }
 
@@ -314,7 +337,11 @@ impl Session {
     /// Makes all the progress the sockets allow. Returns false when the
     /// session is over and has been closed.
     pub fn drive(&mut self, context: &mut Context) -> bool {
-        let outcome = self.run(context).and_then(|()| {
+        let outcome = self.run(context).and_then(|progress| {
+            if progress {
+                self.last_activity = Instant::now();
+            }
+            self.schedule_timer(context);
             self.update_interest(context.registry)
                 .map_err(|error| End::Aborted(error.to_string()))
         });
@@ -327,7 +354,9 @@ impl Session {
         }
     }
 
-    fn run(&mut self, context: &mut Context) -> Result<(), End> {
+    /// Returns whether anything moved.
+    fn run(&mut self, context: &mut Context) -> Result<bool, End> {
+        let mut any = false;
         loop {
             let mut progress = self.read_client()?;
             progress |= self.advance(context)?;
@@ -335,8 +364,53 @@ impl Session {
             progress |= self.read_backend();
             progress |= self.write_client()?;
             if !progress {
-                return Ok(());
+                return Ok(any);
             }
+            any = true;
+        }
+    }
+
+    /// The session's next deadline, from its state.
+    fn deadline(&mut self, timeouts: &Timeouts) -> (Instant, Timeout) {
+        let idle = (self.last_activity + timeouts.idle, Timeout::Idle);
+        match &mut self.exchange {
+            Exchange::Idle => match self.head_since {
+                None if self.inbound.is_empty() => (
+                    self.last_activity + timeouts.client_idle,
+                    Timeout::ClientIdle,
+                ),
+                since => (
+                    since.unwrap_or(self.last_activity) + timeouts.client_header,
+                    Timeout::ClientHeader,
+                ),
+            },
+            Exchange::Queued { deadline, .. } => (*deadline, Timeout::Queue),
+            Exchange::Proxy(proxied) if !proxied.connected => {
+                (proxied.connect_deadline, Timeout::Connect)
+            }
+            Exchange::Proxy(proxied) => {
+                let sent = proxied.request_body.is_none() && self.to_backend.is_empty();
+                if sent && proxied.request_sent_at.is_none() {
+                    proxied.request_sent_at = Some(self.last_activity);
+                }
+                match (&proxied.response, proxied.request_sent_at) {
+                    (ResponseState::Head, Some(at)) => {
+                        (at + timeouts.backend_response, Timeout::BackendResponse)
+                    }
+                    _ => idle,
+                }
+            }
+            Exchange::Local { .. } | Exchange::Closing => idle,
+        }
+    }
+
+    /// Makes sure a timer fires no later than the session's deadline. Timers
+    /// that fire early (the deadline moved on) just schedule the next one.
+    fn schedule_timer(&mut self, context: &mut Context) {
+        let (at, _) = self.deadline(context.timeouts);
+        if self.timer_at.is_none_or(|scheduled| at < scheduled) {
+            context.timers.schedule(at, Deadline::Session(self.key));
+            self.timer_at = Some(at);
         }
     }
 
@@ -354,6 +428,9 @@ impl Session {
             .map_err(|error| End::ClientGone(Some(error)))?;
         self.client.readable = !fill.drained;
         self.client_eof |= fill.eof;
+        if fill.read > 0 && self.head_since.is_none() && matches!(self.exchange, Exchange::Idle) {
+            self.head_since = Some(Instant::now());
+        }
         Ok(fill.read > 0 || fill.eof)
     }
 
@@ -414,6 +491,7 @@ impl Session {
         match self.request.head.parse(self.inbound.data()) {
             Ok(Some(length)) if length <= limit => {
                 self.inbound.consume(length);
+                self.head_since = None;
                 self.dispatch(context);
             }
             Ok(None) if self.inbound.len() < limit => {
@@ -536,9 +614,6 @@ impl Session {
             Pick::Full => {
                 pool.enqueue(self.key, waited);
                 let deadline = Instant::now() + pool.queue_timeout;
-                context
-                    .timers
-                    .schedule(deadline, Deadline::Session(self.key));
                 self.exchange = Exchange::Queued {
                     upstream,
                     body: request_body,
@@ -611,6 +686,11 @@ impl Session {
         }
     }
 
+    /// The timer of this session that still counts; others in the heap are stale.
+    pub fn timer_at(&self) -> Option<Instant> {
+        self.timer_at
+    }
+
     /// A slot freed in the pool this session waits on.
     pub fn wake(&mut self) {
         if let Exchange::Queued { woken, .. } = &mut self.exchange {
@@ -618,41 +698,77 @@ impl Session {
         }
     }
 
-    /// A timer of this session fired: a request still queued at its
-    /// deadline gets 503.
-    pub fn expire(&mut self, context: &mut Context, now: Instant) {
-        if let Exchange::Proxy(proxied) = &self.exchange
-            && !proxied.connected
-            && proxied.connect_deadline <= now
-            && let Exchange::Proxy(proxied) =
-                std::mem::replace(&mut self.exchange, Exchange::Closing)
-        {
-            let Proxied {
-                server,
-                upstream,
-                request_body,
-                ..
-            } = *proxied;
-            let error = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
-            return self.connect_failed(context, server, upstream, request_body, error);
+    /// A timer of this session fired: act on whatever deadline has passed.
+    /// Returns false when that closed the session.
+    pub fn expire(&mut self, context: &mut Context, now: Instant) -> bool {
+        if self.timer_at.is_some_and(|scheduled| scheduled <= now) {
+            self.timer_at = None;
         }
-        let expired =
-            matches!(&self.exchange, Exchange::Queued { deadline, .. } if *deadline <= now);
-        if !expired {
-            return;
+        let (at, timeout) = self.deadline(context.timeouts);
+        if at > now {
+            return true;
         }
-        if let Exchange::Queued { upstream, body, .. } =
-            std::mem::replace(&mut self.exchange, Exchange::Closing)
-        {
-            let pool = &mut context.pools[upstream.pool];
-            pool.dequeue(self.key);
-            log::warn!(
-                "{}: 503, no server of pool {} was free within the queue timeout",
-                self.client_address,
-                pool.name
-            );
-            self.reply_error(ErrorReply::NoRoute, body);
+        let client = self.client_address;
+        match timeout {
+            Timeout::ClientIdle => {
+                log::debug!("{client}: idle keep-alive connection closed");
+                self.close(context, End::Done);
+                return false;
+            }
+            Timeout::ClientHeader => {
+                log::info!(
+                    "{client}: 408, request head not complete within {:?}",
+                    context.timeouts.client_header
+                );
+                self.reply_error(ErrorReply::RequestTimeout, None);
+            }
+            Timeout::Queue => {
+                if let Exchange::Queued { upstream, body, .. } =
+                    std::mem::replace(&mut self.exchange, Exchange::Closing)
+                {
+                    let pool = &mut context.pools[upstream.pool];
+                    pool.dequeue(self.key);
+                    log::warn!(
+                        "{client}: 503, no server of pool {} was free within the queue timeout",
+                        pool.name
+                    );
+                    self.reply_error(ErrorReply::NoRoute, body);
+                }
+            }
+            Timeout::Connect => {
+                if let Exchange::Proxy(proxied) =
+                    std::mem::replace(&mut self.exchange, Exchange::Closing)
+                {
+                    let Proxied {
+                        server,
+                        upstream,
+                        request_body,
+                        ..
+                    } = *proxied;
+                    let error = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
+                    self.connect_failed(context, server, upstream, request_body, error);
+                }
+            }
+            Timeout::BackendResponse => {
+                if let Exchange::Proxy(proxied) =
+                    std::mem::replace(&mut self.exchange, Exchange::Closing)
+                {
+                    release(context, proxied.upstream.as_ref(), Outcome::Ok);
+                    log::warn!(
+                        "{client}: 504, backend {} sent no response within {:?}",
+                        proxied.server,
+                        context.timeouts.backend_response
+                    );
+                    self.reply_error(ErrorReply::GatewayTimeout, None);
+                }
+            }
+            Timeout::Idle => {
+                let why = format!("no bytes moved for {:?}", context.timeouts.idle);
+                self.close(context, End::Aborted(why));
+                return false;
+            }
         }
+        true
     }
 
     fn connect(
@@ -676,10 +792,7 @@ impl Session {
         {
             return self.connect_failed(context, server, upstream, request_body, error);
         }
-        let connect_deadline = Instant::now() + context.connect_timeout;
-        context
-            .timers
-            .schedule(connect_deadline, Deadline::Session(self.key));
+        let connect_deadline = Instant::now() + context.timeouts.connect;
         let head = &self.request.head;
         self.to_backend.bytes.clear();
         self.to_backend.sent = 0;
@@ -695,6 +808,7 @@ impl Session {
             upstream,
             connected: false,
             connect_deadline,
+            request_sent_at: None,
             backend_eof: false,
             backend_write_failed: false,
             backend_reset: false,

@@ -5,7 +5,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use signal_hook::consts::SIGHUP;
 use signal_hook_mio::v1_0::Signals;
@@ -15,7 +15,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::balancer::Pool;
-use crate::config::{self, Config, Loaded};
+use crate::config::{self, Config, Loaded, Timeouts};
 use crate::connection::{self, Context, Session};
 use crate::health::{HealthChecks, Verdict};
 use crate::router::Router;
@@ -41,7 +41,7 @@ pub struct EventLoop {
     pools: Vec<Pool>,
     buffer_bytes: usize,
     max_header_bytes: usize,
-    connect_timeout: Duration,
+    timeouts: Timeouts,
     timers: Timers,
     wakeups: Vec<usize>,
     health_checks: HealthChecks,
@@ -59,7 +59,7 @@ impl EventLoop {
         let Config {
             buffer_bytes,
             max_header_bytes,
-            connect_timeout,
+            timeouts,
             ..
         } = loaded.config;
         let mut event_loop = EventLoop {
@@ -73,7 +73,7 @@ impl EventLoop {
             pools,
             buffer_bytes,
             max_header_bytes,
-            connect_timeout,
+            timeouts,
             timers: Timers::default(),
             wakeups: Vec::new(),
             health_checks: HealthChecks::new(HEALTH_BASE),
@@ -202,7 +202,7 @@ impl EventLoop {
         self.router = Router::new(&loaded, &self.pools);
         self.buffer_bytes = loaded.config.buffer_bytes;
         self.max_header_bytes = loaded.config.max_header_bytes;
-        self.connect_timeout = loaded.config.connect_timeout;
+        self.timeouts = loaded.config.timeouts;
         self.generation += 1;
         self.schedule_health_checks();
         for key in to_drive {
@@ -250,6 +250,15 @@ impl EventLoop {
                     session.mark_ready(side, event);
                     self.drive(key, None);
                 }
+            }
+            if self.timers.len() > 2 * self.sessions.len() + 1024 {
+                let sessions = &self.sessions;
+                self.timers.retain(|at, deadline| match deadline {
+                    Deadline::Session(key) => sessions
+                        .get(key)
+                        .is_some_and(|session| session.timer_at() == Some(at)),
+                    _ => true,
+                });
             }
             let now = Instant::now();
             while let Some(deadline) = self.timers.pop_expired(now) {
@@ -320,14 +329,14 @@ impl EventLoop {
                     router: &self.router,
                     pools: &mut self.pools,
                     max_header_bytes: self.max_header_bytes,
-                    connect_timeout: self.connect_timeout,
+                    timeouts: &self.timeouts,
                     timers: &mut self.timers,
                     wakeups: &mut self.wakeups,
                 };
-                if let Some(now) = expired.take() {
-                    session.expire(&mut context, now);
-                }
-                if !session.drive(&mut context) {
+                let expired_and_closed = expired
+                    .take()
+                    .is_some_and(|now| !session.expire(&mut context, now));
+                if expired_and_closed || !session.drive(&mut context) {
                     self.sessions.remove(key);
                 }
             }

@@ -15,26 +15,33 @@ pub struct LocalReply {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorReply {
     BadRequest,
+    RequestTimeout,
     HeadTooLarge,
     ScriptFailed,
     BadGateway,
     NoRoute,
+    GatewayTimeout,
 }
 
 impl ErrorReply {
     pub fn status(self) -> u16 {
         match self {
             ErrorReply::BadRequest => 400,
+            ErrorReply::RequestTimeout => 408,
             ErrorReply::HeadTooLarge => 431,
             ErrorReply::ScriptFailed => 500,
             ErrorReply::BadGateway => 502,
             ErrorReply::NoRoute => 503,
+            ErrorReply::GatewayTimeout => 504,
         }
     }
 
     /// The client connection cannot be trusted to frame another request.
     pub fn must_close(self) -> bool {
-        matches!(self, ErrorReply::BadRequest | ErrorReply::HeadTooLarge)
+        matches!(
+            self,
+            ErrorReply::BadRequest | ErrorReply::RequestTimeout | ErrorReply::HeadTooLarge
+        )
     }
 
     fn body(self) -> &'static str {
@@ -46,6 +53,8 @@ impl ErrorReply {
                 "rsp: the backend could not be reached or sent an invalid response.\n"
             }
             ErrorReply::NoRoute => "rsp: no backend is available for this request.\n",
+            ErrorReply::RequestTimeout => "rsp: the request head did not arrive in time.\n",
+            ErrorReply::GatewayTimeout => "rsp: the backend did not answer in time.\n",
         }
     }
 

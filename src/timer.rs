@@ -39,6 +39,25 @@ impl Timers {
             .map(|Reverse((at, _))| at.saturating_duration_since(now))
     }
 
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+
+    /// Drops the entries `keep` rejects: superseded timers of live sessions
+    /// and timers of closed ones, which would otherwise pile up for a whole
+    /// timeout under heavy traffic.
+    pub fn retain(&mut self, mut keep: impl FnMut(Instant, Deadline) -> bool) {
+        let entries = std::mem::take(&mut self.heap).into_vec();
+        self.heap = entries
+            .into_iter()
+            .filter(|Reverse((at, deadline))| keep(*at, *deadline))
+            .collect();
+    }
+
     /// The next deadline that has passed.
     pub fn pop_expired(&mut self, now: Instant) -> Option<Deadline> {
         match self.heap.peek() {
@@ -68,5 +87,7 @@ mod tests {
         assert_eq!(timers.pop_expired(later), Some(Deadline::HealthTimeout(2)));
         assert_eq!(timers.pop_expired(later), None);
         assert_eq!(timers.timeout(later), Some(Duration::from_millis(5)));
+        timers.retain(|_, deadline| deadline != Deadline::Session(3));
+        assert!(timers.is_empty());
     }
 }

@@ -1,0 +1,118 @@
+//! Timeouts: slow clients get 408, idle connections close, silent backends 504.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn proxy_with(backend: &Backend, timeouts: &str) -> Proxy {
+    Proxy::start(&format!(
+        "backends = {{ \"{}\" }}\ntimeouts = {{ {timeouts} }}",
+        backend.address
+    ))
+}
+
+#[test]
+fn a_slowloris_client_gets_408_while_others_are_served() {
+    let backend = Backend::start("one");
+    let proxy = proxy_with(&backend, "client_header = 400");
+    let started = Instant::now();
+    let mut slow = proxy.connect();
+    // A byte every 100 ms never finishes the head; trickling does not extend the deadline.
+    let trickler = thread::spawn(move || {
+        for byte in b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaa" {
+            if slow.reader.get_mut().write_all(&[*byte]).is_err() {
+                break;
+            }
+            thread::sleep(Duration::from_millis(100));
+            if started.elapsed() > Duration::from_millis(700) {
+                break;
+            }
+        }
+        slow.response(false)
+    });
+    // Meanwhile a normal client is served at once.
+    let normal_started = Instant::now();
+    assert_eq!(proxy.get("/").status, 200);
+    assert!(normal_started.elapsed() < Duration::from_millis(300));
+    let response = trickler.join().unwrap();
+    assert_eq!(response.status, 408);
+    assert_eq!(response.header("connection").as_deref(), Some("close"));
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(400) && elapsed < Duration::from_secs(3),
+        "{elapsed:?}"
+    );
+    assert_eq!(
+        backend.count(),
+        1,
+        "the slow request must not reach the backend"
+    );
+}
+
+#[test]
+fn idle_keep_alive_connections_are_closed() {
+    let backend = Backend::start("one");
+    let proxy = proxy_with(&backend, "client_idle = 300");
+    let mut client = proxy.connect();
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(client.response(false).status, 200);
+    let started = Instant::now();
+    assert!(client.is_closed());
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(250) && elapsed < Duration::from_secs(3),
+        "{elapsed:?}"
+    );
+}
+
+#[test]
+fn a_backend_that_never_answers_gets_504() {
+    let backend = Backend::start("one");
+    let proxy = proxy_with(&backend, "backend_response = 300");
+    let started = Instant::now();
+    let mut client = proxy.connect();
+    client.send(b"GET /sleep/3000 HTTP/1.1\r\nHost: x\r\n\r\n");
+    let response = client.response(false);
+    assert_eq!(response.status, 504);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // The client connection goes on.
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(client.response(false).status, 200);
+}
+
+#[test]
+fn a_backend_that_stalls_mid_body_is_cut_off() {
+    let staller = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = staller.local_addr().unwrap();
+    thread::spawn(move || {
+        for mut stream in staller.incoming().flatten() {
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let _ = read_head(&mut reader);
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part");
+            thread::sleep(Duration::from_secs(5));
+        }
+    });
+    let proxy = Proxy::start(&format!(
+        "backends = {{ \"{address}\" }}\ntimeouts = {{ idle = 300 }}"
+    ));
+    let started = Instant::now();
+    let mut client = proxy.connect();
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut received = Vec::new();
+    let _ = client.reader.read_to_end(&mut received);
+    assert!(String::from_utf8_lossy(&received).ends_with("only part"));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(proxy.log().contains("no bytes moved"));
+}

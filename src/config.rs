@@ -29,6 +29,7 @@ const SETTINGS: &[&str] = &[
     "max_header_bytes",
     "timeouts",
     "route_instruction_limit",
+    "shutdown_timeout_ms",
     // The original C rsp's names.
     "listenPort",
     "backendAddress",
@@ -67,6 +68,8 @@ pub struct Config {
     pub buffer_bytes: usize,
     pub max_header_bytes: usize,
     pub timeouts: Timeouts,
+    /// After SIGTERM, how long requests in flight may take to finish.
+    pub shutdown_timeout: Duration,
     /// Lua instructions one `route()` call may run before it fails with 500.
     pub route_instruction_limit: u64,
 }
@@ -294,6 +297,21 @@ impl Reader<'_> {
             buffer_bytes,
             max_header_bytes,
             timeouts: self.timeouts()?,
+            shutdown_timeout: match self.get("shutdown_timeout_ms") {
+                Value::Nil => Duration::from_secs(30),
+                Value::Integer(milliseconds) if (0..=3_600_000).contains(&milliseconds) => {
+                    Duration::from_millis(milliseconds as u64)
+                }
+                other => {
+                    return Err(self.error(
+                        "shutdown_timeout_ms",
+                        format!(
+                            "shutdown_timeout_ms: expected milliseconds from 0 to 3600000, got {}",
+                            describe(&other)
+                        ),
+                    ));
+                }
+            },
             route_instruction_limit: match self.get("route_instruction_limit") {
                 Value::Nil => 1_000_000,
                 Value::Integer(limit) if (1_000..=1_000_000_000).contains(&limit) => limit as u64,

@@ -27,6 +27,8 @@ pub struct Context<'a> {
     pub pools: &'a mut [Pool],
     pub max_header_bytes: usize,
     pub timeouts: &'a Timeouts,
+    /// rsp is shutting down: finish exchanges, keep no connection open.
+    pub draining: bool,
     pub timers: &'a mut Timers,
     /// Queued sessions a freed server slot lets go, for the loop to drive.
     pub wakeups: &'a mut Vec<usize>,
@@ -481,7 +483,7 @@ impl Session {
     /// Parses the next request head, if it is all here, and routes it.
     fn next_request(&mut self, context: &mut Context) -> Result<bool, End> {
         if self.inbound.is_empty() {
-            return if self.client_eof {
+            return if self.client_eof || context.draining {
                 Err(End::Done)
             } else {
                 Ok(false)
@@ -996,8 +998,10 @@ impl Session {
                 if body.is_some() || !self.to_client.is_empty() {
                     return Ok(false);
                 }
-                let keep_alive =
-                    *keep_alive && proxied.request_body.is_none() && !proxied.backend_write_failed;
+                let keep_alive = *keep_alive
+                    && proxied.request_body.is_none()
+                    && !proxied.backend_write_failed
+                    && !context.draining;
                 release(context, proxied.upstream.as_ref(), Outcome::Ok);
                 // Anything the backend sent past its response is not ours to pass on.
                 self.outbound.consume(self.outbound.len());

@@ -5,9 +5,9 @@
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use signal_hook::consts::SIGHUP;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use mio::net::TcpListener;
@@ -42,6 +42,10 @@ pub struct EventLoop {
     buffer_bytes: usize,
     max_header_bytes: usize,
     timeouts: Timeouts,
+    /// Set by SIGTERM/SIGINT: the moment after which rsp exits even if
+    /// requests are still in flight.
+    shutdown_deadline: Option<Instant>,
+    shutdown_timeout: Duration,
     timers: Timers,
     wakeups: Vec<usize>,
     health_checks: HealthChecks,
@@ -51,7 +55,7 @@ impl EventLoop {
     /// Binds every listen address; nothing is served until `run`.
     pub fn new(loaded: Loaded, config_path: PathBuf) -> io::Result<EventLoop> {
         let poll = Poll::new()?;
-        let mut signals = Signals::new([SIGHUP])?;
+        let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT])?;
         poll.registry()
             .register(&mut signals, SIGNAL_TOKEN, Interest::READABLE)?;
         let pools: Vec<Pool> = loaded.config.pools.iter().map(Pool::new).collect();
@@ -74,6 +78,8 @@ impl EventLoop {
             buffer_bytes,
             max_header_bytes,
             timeouts,
+            shutdown_deadline: None,
+            shutdown_timeout: loaded.config.shutdown_timeout,
             timers: Timers::default(),
             wakeups: Vec::new(),
             health_checks: HealthChecks::new(HEALTH_BASE),
@@ -203,6 +209,7 @@ impl EventLoop {
         self.buffer_bytes = loaded.config.buffer_bytes;
         self.max_header_bytes = loaded.config.max_header_bytes;
         self.timeouts = loaded.config.timeouts;
+        self.shutdown_timeout = loaded.config.shutdown_timeout;
         self.generation += 1;
         self.schedule_health_checks();
         for key in to_drive {
@@ -214,7 +221,25 @@ impl EventLoop {
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout = self.timers.timeout(Instant::now());
+            if let Some(deadline) = self.shutdown_deadline {
+                if self.sessions.is_empty() {
+                    log::info!("shutdown: every request finished, exiting");
+                    return Ok(());
+                }
+                if Instant::now() >= deadline {
+                    log::warn!(
+                        "shutdown: {} connections still open after {:?}, exiting",
+                        self.sessions.len(),
+                        self.shutdown_timeout
+                    );
+                    return Ok(());
+                }
+            }
+            let mut timeout = self.timers.timeout(Instant::now());
+            if let Some(deadline) = self.shutdown_deadline {
+                let until = deadline.saturating_duration_since(Instant::now());
+                timeout = Some(timeout.map_or(until, |timeout| timeout.min(until)));
+            }
             if let Err(error) = self.poll.poll(&mut events, timeout) {
                 if error.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -224,12 +249,13 @@ impl EventLoop {
             for event in events.iter() {
                 let token = event.token();
                 if token == SIGNAL_TOKEN {
-                    let hangups = self
-                        .signals
-                        .pending()
-                        .filter(|&signal| signal == SIGHUP)
-                        .count();
-                    if hangups > 0 {
+                    let signals: Vec<i32> = self.signals.pending().collect();
+                    if signals
+                        .iter()
+                        .any(|&signal| signal == SIGTERM || signal == SIGINT)
+                    {
+                        self.shut_down();
+                    } else if signals.contains(&SIGHUP) && self.shutdown_deadline.is_none() {
                         self.reload();
                     }
                     continue;
@@ -277,6 +303,28 @@ impl EventLoop {
                     }
                 }
             }
+        }
+    }
+
+    /// SIGTERM/SIGINT: stop accepting; requests in flight finish, and every
+    /// connection closes after its current response.
+    fn shut_down(&mut self) {
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        log::info!(
+            "shutdown: no longer accepting; {} connections to finish",
+            self.sessions.len()
+        );
+        for slot in &mut self.listeners {
+            if let Some((_, mut listener)) = slot.take() {
+                let _ = self.poll.registry().deregister(&mut listener);
+            }
+        }
+        self.shutdown_deadline = Some(Instant::now() + self.shutdown_timeout);
+        let keys: Vec<usize> = self.sessions.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            self.drive(key, None);
         }
     }
 
@@ -330,6 +378,7 @@ impl EventLoop {
                     pools: &mut self.pools,
                     max_header_bytes: self.max_header_bytes,
                     timeouts: &self.timeouts,
+                    draining: self.shutdown_deadline.is_some(),
                     timers: &mut self.timers,
                     wakeups: &mut self.wakeups,
                 };

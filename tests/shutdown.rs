@@ -1,0 +1,69 @@
+//! SIGTERM: stop accepting, finish what is in flight, exit 0.
+
+mod common;
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[test]
+fn sigterm_finishes_requests_in_flight_then_exits_cleanly() {
+    let backend = Backend::start("one");
+    let mut proxy = Proxy::start(&format!("backends = {{ \"{}\" }}", backend.address));
+    let mut idle = proxy.connect();
+    idle.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(idle.response(false).status, 200);
+    let mut slow = proxy.connect();
+    slow.send(b"GET /sleep/800 HTTP/1.1\r\nHost: x\r\n\r\n");
+    thread::sleep(Duration::from_millis(200));
+
+    let started = Instant::now();
+    // SAFETY: kill only sends a signal to the child we started.
+    unsafe {
+        libc::kill(proxy.child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    // The idle keep-alive connection is closed at once.
+    assert!(idle.is_closed());
+    // The request in flight still gets its whole answer, then the connection closes.
+    let response = slow.response(false);
+    assert_eq!(response.text(), "hello from one");
+    assert!(slow.is_closed());
+    // No new connections, and rsp exits 0 once drained.
+    assert!(std::net::TcpStream::connect(proxy.address).is_err());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(status) = proxy.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "rsp did not exit");
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(proxy.log().contains("every request finished"));
+}
+
+#[test]
+fn shutdown_timeout_bounds_the_wait() {
+    let backend = Backend::start("one");
+    let mut proxy = Proxy::start(&format!(
+        "backends = {{ \"{}\" }}\nshutdown_timeout_ms = 300",
+        backend.address
+    ));
+    let mut slow = proxy.connect();
+    slow.send(b"GET /sleep/5000 HTTP/1.1\r\nHost: x\r\n\r\n");
+    thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    // SAFETY: kill only sends a signal to the child we started.
+    unsafe {
+        libc::kill(proxy.child.id() as libc::pid_t, libc::SIGINT);
+    }
+    let status = proxy.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -30,6 +30,7 @@ const SETTINGS: &[&str] = &[
     "timeouts",
     "route_instruction_limit",
     "shutdown_timeout_ms",
+    "max_connections",
     // The original C rsp's names.
     "listenPort",
     "backendAddress",
@@ -70,6 +71,8 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// After SIGTERM, how long requests in flight may take to finish.
     pub shutdown_timeout: Duration,
+    /// Client connections at once; at the limit rsp stops accepting.
+    pub max_connections: usize,
     /// Lua instructions one `route()` call may run before it fails with 500.
     pub route_instruction_limit: u64,
 }
@@ -297,6 +300,19 @@ impl Reader<'_> {
             buffer_bytes,
             max_header_bytes,
             timeouts: self.timeouts()?,
+            max_connections: match self.get("max_connections") {
+                Value::Nil => 10_000,
+                Value::Integer(limit) if (1..=10_000_000).contains(&limit) => limit as usize,
+                other => {
+                    return Err(self.error(
+                        "max_connections",
+                        format!(
+                            "max_connections: expected a whole number from 1 to 10000000, got {}",
+                            describe(&other)
+                        ),
+                    ));
+                }
+            },
             shutdown_timeout: match self.get("shutdown_timeout_ms") {
                 Value::Nil => Duration::from_secs(30),
                 Value::Integer(milliseconds) if (0..=3_600_000).contains(&milliseconds) => {

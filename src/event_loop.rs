@@ -27,6 +27,8 @@ const LISTENER_BASE: usize = usize::MAX / 2;
 /// Health check sockets use tokens from here to `LISTENER_BASE`.
 const HEALTH_BASE: usize = usize::MAX / 4;
 const SIGNAL_TOKEN: Token = Token(usize::MAX);
+/// How long accepting pauses after accept() fails (EMFILE and the like).
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
 pub struct EventLoop {
     poll: Poll,
@@ -46,6 +48,11 @@ pub struct EventLoop {
     /// requests are still in flight.
     shutdown_deadline: Option<Instant>,
     shutdown_timeout: Duration,
+    max_connections: usize,
+    /// False while the listeners are out of the poll set.
+    accepting: bool,
+    accept_paused_until: Option<Instant>,
+    last_accept_warning: Option<Instant>,
     timers: Timers,
     wakeups: Vec<usize>,
     health_checks: HealthChecks,
@@ -80,6 +87,10 @@ impl EventLoop {
             timeouts,
             shutdown_deadline: None,
             shutdown_timeout: loaded.config.shutdown_timeout,
+            max_connections: loaded.config.max_connections,
+            accepting: true,
+            accept_paused_until: None,
+            last_accept_warning: None,
             timers: Timers::default(),
             wakeups: Vec::new(),
             health_checks: HealthChecks::new(HEALTH_BASE),
@@ -210,6 +221,7 @@ impl EventLoop {
         self.max_header_bytes = loaded.config.max_header_bytes;
         self.timeouts = loaded.config.timeouts;
         self.shutdown_timeout = loaded.config.shutdown_timeout;
+        self.max_connections = loaded.config.max_connections;
         self.generation += 1;
         self.schedule_health_checks();
         for key in to_drive {
@@ -296,6 +308,7 @@ impl EventLoop {
                         server,
                     } if generation == self.generation => self.check(pool, server),
                     Deadline::HealthDue { .. } => {}
+                    Deadline::ResumeAccept => {}
                     Deadline::HealthTimeout(key) => {
                         if let Some(verdict) = self.health_checks.expire(key, now) {
                             self.record(verdict);
@@ -303,6 +316,7 @@ impl EventLoop {
                     }
                 }
             }
+            self.resume_accepting(now);
         }
     }
 
@@ -397,18 +411,42 @@ impl EventLoop {
     }
 
     fn accept(&mut self, index: usize) {
-        let Some(Some((_, listener))) = self.listeners.get(index) else {
-            return;
-        };
         loop {
-            let (stream, address) = match listener.accept() {
+            if self.sessions.len() >= self.max_connections {
+                let now = Instant::now();
+                if self
+                    .last_accept_warning
+                    .is_none_or(|last| now - last >= Duration::from_secs(1))
+                {
+                    log::warn!(
+                        "{} connections: at max_connections, accepting paused",
+                        self.sessions.len()
+                    );
+                    self.last_accept_warning = Some(now);
+                }
+                self.pause_accepting(None);
+                return;
+            }
+            let accepted = match self.listeners.get(index) {
+                Some(Some((_, listener))) => listener.accept(),
+                _ => return,
+            };
+            let (stream, address) = match accepted {
                 Ok(accepted) => accepted,
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
                 Err(error) => {
-                    // Out of file descriptors and the like: the rest wait in
-                    // the backlog until connections close.
-                    log::warn!("accept failed: {error}");
+                    // Out of descriptors or memory: the backlog keeps the
+                    // rest; try again shortly instead of spinning.
+                    let now = Instant::now();
+                    if self
+                        .last_accept_warning
+                        .is_none_or(|last| now - last >= Duration::from_secs(1))
+                    {
+                        log::warn!("accept failed: {error}; pausing accepts for {ACCEPT_PAUSE:?}");
+                        self.last_accept_warning = Some(now);
+                    }
+                    self.pause_accepting(Some(now + ACCEPT_PAUSE));
                     return;
                 }
             };
@@ -426,6 +464,45 @@ impl EventLoop {
             }
             entry.insert(session);
         }
+    }
+
+    /// Takes the listeners out of the poll set, so a full or failing accept
+    /// never turns into a busy loop; `until` is when to try again.
+    fn pause_accepting(&mut self, until: Option<Instant>) {
+        if let Some(until) = until {
+            self.accept_paused_until = Some(until);
+            self.timers.schedule(until, Deadline::ResumeAccept);
+        }
+        if !self.accepting {
+            return;
+        }
+        self.accepting = false;
+        for (_, listener) in self.listeners.iter_mut().flatten() {
+            let _ = self.poll.registry().deregister(listener);
+        }
+    }
+
+    /// Puts the listeners back once there is room and any pause is over.
+    fn resume_accepting(&mut self, now: Instant) {
+        let ready = !self.accepting
+            && self.shutdown_deadline.is_none()
+            && self.sessions.len() < self.max_connections
+            && self.accept_paused_until.is_none_or(|until| now >= until);
+        if !ready {
+            return;
+        }
+        self.accepting = true;
+        self.accept_paused_until = None;
+        for (index, slot) in self.listeners.iter_mut().enumerate() {
+            if let Some((_, listener)) = slot {
+                let _ = self.poll.registry().register(
+                    listener,
+                    Token(LISTENER_BASE + index),
+                    Interest::READABLE,
+                );
+            }
+        }
+        log::info!("accepting connections again");
     }
 }
 

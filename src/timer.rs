@@ -20,6 +20,8 @@ pub enum Deadline {
     },
     /// A running health check's time is up.
     HealthTimeout(usize),
+    /// Accepting paused after accept() failed; try again.
+    ResumeAccept,
 }
 
 #[derive(Default)]

@@ -116,3 +116,37 @@ fn a_backend_that_stalls_mid_body_is_cut_off() {
     );
     assert!(proxy.log().contains("no bytes moved"));
 }
+
+#[test]
+fn at_max_connections_rsp_stops_accepting_and_resumes() {
+    let backend = Backend::start("one");
+    let proxy = Proxy::start(&format!(
+        "backends = {{ \"{}\" }}\nmax_connections = 3",
+        backend.address
+    ));
+    let mut held: Vec<Client> = (0..3).map(|_| proxy.connect()).collect();
+    for client in &mut held {
+        client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(client.response(false).status, 200);
+    }
+    // The kernel completes the handshake, but rsp does not take the connection.
+    let mut waiting = proxy.connect();
+    waiting.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    waiting
+        .stream()
+        .set_read_timeout(Some(Duration::from_millis(400)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    assert!(
+        waiting.reader.get_mut().peek(&mut byte).is_err(),
+        "served beyond max_connections"
+    );
+    assert!(proxy.log().contains("at max_connections"));
+    drop(held.pop());
+    waiting
+        .stream()
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    assert_eq!(waiting.response(false).status, 200);
+    assert!(proxy.log().contains("accepting connections again"));
+}

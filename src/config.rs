@@ -300,44 +300,17 @@ impl Reader<'_> {
             buffer_bytes,
             max_header_bytes,
             timeouts: self.timeouts()?,
-            max_connections: match self.get("max_connections") {
-                Value::Nil => 10_000,
-                Value::Integer(limit) if (1..=10_000_000).contains(&limit) => limit as usize,
-                other => {
-                    return Err(self.error(
-                        "max_connections",
-                        format!(
-                            "max_connections: expected a whole number from 1 to 10000000, got {}",
-                            describe(&other)
-                        ),
-                    ));
-                }
-            },
-            shutdown_timeout: match self.get("shutdown_timeout_ms") {
-                Value::Nil => Duration::from_secs(30),
-                Value::Integer(milliseconds) if (0..=3_600_000).contains(&milliseconds) => {
-                    Duration::from_millis(milliseconds as u64)
-                }
-                other => {
-                    return Err(self.error(
-                        "shutdown_timeout_ms",
-                        format!(
-                            "shutdown_timeout_ms: expected milliseconds from 0 to 3600000, got {}",
-                            describe(&other)
-                        ),
-                    ));
-                }
-            },
-            route_instruction_limit: match self.get("route_instruction_limit") {
-                Value::Nil => 1_000_000,
-                Value::Integer(limit) if (1_000..=1_000_000_000).contains(&limit) => limit as u64,
-                other => {
-                    return Err(self.error(
-                        "route_instruction_limit",
-                        format!("route_instruction_limit: expected a whole number from 1000 to 1000000000, got {}", describe(&other)),
-                    ));
-                }
-            },
+            max_connections: self.whole_number("max_connections", 10_000, 1..=10_000_000)? as usize,
+            shutdown_timeout: Duration::from_millis(self.whole_number(
+                "shutdown_timeout_ms",
+                30_000,
+                0..=3_600_000,
+            )? as u64),
+            route_instruction_limit: self.whole_number(
+                "route_instruction_limit",
+                1_000_000,
+                1_000..=1_000_000_000,
+            )? as u64,
         })
     }
 
@@ -645,6 +618,28 @@ impl Reader<'_> {
             other => Err(self.error(
                 name,
                 format!("{name}: expected a whole number of bytes from {MIN_BUFFER_BYTES} to 1073741824, got {}", describe(&other)),
+            )),
+        }
+    }
+
+    /// An optional whole-number setting within `range`.
+    fn whole_number(
+        &self,
+        name: &str,
+        default: i64,
+        range: std::ops::RangeInclusive<i64>,
+    ) -> Result<i64, ConfigError> {
+        match self.get(name) {
+            Value::Nil => Ok(default),
+            Value::Integer(value) if range.contains(&value) => Ok(value),
+            other => Err(self.error(
+                name,
+                format!(
+                    "{name}: expected a whole number from {} to {}, got {}",
+                    range.start(),
+                    range.end(),
+                    describe(&other)
+                ),
             )),
         }
     }

@@ -738,18 +738,8 @@ impl Session {
                 }
             }
             Timeout::Connect => {
-                if let Exchange::Proxy(proxied) =
-                    std::mem::replace(&mut self.exchange, Exchange::Closing)
-                {
-                    let Proxied {
-                        server,
-                        upstream,
-                        request_body,
-                        ..
-                    } = *proxied;
-                    let error = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
-                    self.connect_failed(context, server, upstream, request_body, error);
-                }
+                let error = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
+                self.abandon_connect(context, error);
             }
             Timeout::BackendResponse => {
                 if let Exchange::Proxy(proxied) =
@@ -823,6 +813,19 @@ impl Session {
             request_body,
             response: ResponseState::Head,
         }));
+    }
+
+    /// The pending connect of the current exchange failed (or timed out).
+    fn abandon_connect(&mut self, context: &mut Context, error: io::Error) {
+        if let Exchange::Proxy(proxied) = std::mem::replace(&mut self.exchange, Exchange::Closing) {
+            let Proxied {
+                server,
+                upstream,
+                request_body,
+                ..
+            } = *proxied;
+            self.connect_failed(context, server, upstream, request_body, error);
+        }
     }
 
     /// Nothing was sent to a server that could not be reached, so the
@@ -915,17 +918,7 @@ impl Session {
                     Ok(false)
                 }
                 Err(error) => {
-                    if let Exchange::Proxy(proxied) =
-                        std::mem::replace(&mut self.exchange, Exchange::Closing)
-                    {
-                        let Proxied {
-                            server,
-                            upstream,
-                            request_body,
-                            ..
-                        } = *proxied;
-                        self.connect_failed(context, server, upstream, request_body, error);
-                    }
+                    self.abandon_connect(context, error);
                     Ok(true)
                 }
             };

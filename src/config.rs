@@ -31,6 +31,7 @@ const SETTINGS: &[&str] = &[
     "route_instruction_limit",
     "shutdown_timeout_ms",
     "max_connections",
+    "max_body_bytes",
     // The original C rsp's names.
     "listenPort",
     "backendAddress",
@@ -73,6 +74,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Client connections at once; at the limit rsp stops accepting.
     pub max_connections: usize,
+    /// Larger request bodies are refused with 413.
+    pub max_body_bytes: Option<u64>,
     /// Lua instructions one `route()` call may run before it fails with 500.
     pub route_instruction_limit: u64,
 }
@@ -300,6 +303,10 @@ impl Reader<'_> {
             buffer_bytes,
             max_header_bytes,
             timeouts: self.timeouts()?,
+            max_body_bytes: match self.get("max_body_bytes") {
+                Value::Nil => None,
+                _ => Some(self.whole_number("max_body_bytes", 0, 0..=i64::MAX)? as u64),
+            },
             max_connections: self.whole_number("max_connections", 10_000, 1..=10_000_000)? as usize,
             shutdown_timeout: Duration::from_millis(self.whole_number(
                 "shutdown_timeout_ms",

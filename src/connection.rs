@@ -27,6 +27,7 @@ pub struct Context<'a> {
     pub pools: &'a mut [Pool],
     pub max_header_bytes: usize,
     pub timeouts: &'a Timeouts,
+    pub max_body_bytes: Option<u64>,
     /// rsp is shutting down: finish exchanges, keep no connection open.
     pub draining: bool,
     pub timers: &'a mut Timers,
@@ -530,6 +531,15 @@ impl Session {
             head.target(),
             head.host()
         );
+        if let (Framing::Length(length), Some(limit)) = (&head.framing, context.max_body_bytes)
+            && *length > limit
+        {
+            log::info!(
+                "{}: 413, request body of {length} bytes, over {limit}",
+                self.client_address
+            );
+            return self.reply_error(ErrorReply::BodyTooLarge, None);
+        }
         let body = Body::new(&head.framing);
         match context.router.route(&self.request, context.pools) {
             Ok(Route::Reply(reply)) => {
@@ -1023,11 +1033,24 @@ impl Session {
                     Ok(length) => length,
                     Err(error) => {
                         log::info!("{}: 400, request body: {error}", self.client_address);
-                        return self.bad_request_body(context);
+                        return self.bad_request_body(context, ErrorReply::BadRequest);
                     }
                 },
                 None => 0,
             };
+            let decoded = proxied
+                .request_body
+                .as_ref()
+                .and_then(|body| body.framer.chunked_data());
+            if let (Some(decoded), Some(limit)) = (decoded, context.max_body_bytes)
+                && decoded > limit
+            {
+                log::info!(
+                    "{}: 413, chunked request body over {limit} bytes",
+                    self.client_address
+                );
+                return self.bad_request_body(context, ErrorReply::BodyTooLarge);
+            }
             let head = self.to_backend.pending();
             if head.is_empty() && body_length == 0 {
                 break;
@@ -1064,9 +1087,10 @@ impl Session {
         Ok(progress)
     }
 
-    /// The client's body framing broke mid-request: the backend has a
-    /// partial request and the client stream cannot be trusted.
-    fn bad_request_body(&mut self, context: &mut Context) -> Result<bool, End> {
+    /// The client's body broke its framing or its size limit mid-request:
+    /// the backend has a partial request and the client stream cannot be
+    /// trusted.
+    fn bad_request_body(&mut self, context: &mut Context, reply: ErrorReply) -> Result<bool, End> {
         if let Exchange::Proxy(proxied) = std::mem::replace(&mut self.exchange, Exchange::Closing) {
             release(context, proxied.upstream.as_ref(), Outcome::Ok);
             if !matches!(proxied.response, ResponseState::Head) {
@@ -1075,7 +1099,7 @@ impl Session {
                 ));
             }
         }
-        self.reply_error(ErrorReply::BadRequest, None);
+        self.reply_error(reply, None);
         Ok(true)
     }
 

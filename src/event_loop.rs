@@ -49,6 +49,7 @@ pub struct EventLoop {
     shutdown_deadline: Option<Instant>,
     shutdown_timeout: Duration,
     max_connections: usize,
+    max_body_bytes: Option<u64>,
     /// False while the listeners are out of the poll set.
     accepting: bool,
     accept_paused_until: Option<Instant>,
@@ -88,6 +89,7 @@ impl EventLoop {
             shutdown_deadline: None,
             shutdown_timeout: loaded.config.shutdown_timeout,
             max_connections: loaded.config.max_connections,
+            max_body_bytes: loaded.config.max_body_bytes,
             accepting: true,
             accept_paused_until: None,
             last_accept_warning: None,
@@ -222,6 +224,7 @@ impl EventLoop {
         self.timeouts = loaded.config.timeouts;
         self.shutdown_timeout = loaded.config.shutdown_timeout;
         self.max_connections = loaded.config.max_connections;
+        self.max_body_bytes = loaded.config.max_body_bytes;
         self.generation += 1;
         self.schedule_health_checks();
         for key in to_drive {
@@ -393,6 +396,7 @@ impl EventLoop {
                     max_header_bytes: self.max_header_bytes,
                     timeouts: &self.timeouts,
                     draining: self.shutdown_deadline.is_some(),
+                    max_body_bytes: self.max_body_bytes,
                     timers: &mut self.timers,
                     wakeups: &mut self.wakeups,
                 };

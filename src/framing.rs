@@ -76,6 +76,14 @@ impl BodyFramer {
         }
     }
 
+    /// Decoded bytes of a chunked body so far (its length is not known up front).
+    pub fn chunked_data(&self) -> Option<u64> {
+        match self {
+            BodyFramer::Chunked(chunked) => Some(chunked.data),
+            _ => None,
+        }
+    }
+
     /// True once every byte of the body has been claimed. A close-delimited
     /// body is never complete by itself: its sender's close completes it.
     pub fn is_complete(&self) -> bool {
@@ -110,6 +118,8 @@ enum ChunkState {
 /// A strict chunked-coding scanner: CRLF line ends only, bounded lines.
 #[derive(Debug)]
 pub struct Chunked {
+    /// Data bytes (without chunk framing) claimed so far.
+    data: u64,
     state: ChunkState,
     size: u64,
     digits: usize,
@@ -120,6 +130,7 @@ pub struct Chunked {
 impl Default for Chunked {
     fn default() -> Chunked {
         Chunked {
+            data: 0,
             state: ChunkState::Size,
             size: 0,
             digits: 0,
@@ -136,6 +147,7 @@ impl Chunked {
             if self.state == ChunkState::Data {
                 let count = self.size.min((data.len() - at) as u64);
                 self.size -= count;
+                self.data += count;
                 at += count as usize;
                 if self.size == 0 {
                     self.state = ChunkState::DataCr;
@@ -286,6 +298,7 @@ mod tests {
                 "step {step}"
             );
             assert!(framer.is_complete());
+            assert_eq!(framer.chunked_data(), Some(5 + 26));
         }
     }
 

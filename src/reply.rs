@@ -16,6 +16,7 @@ pub struct LocalReply {
 pub enum ErrorReply {
     BadRequest,
     RequestTimeout,
+    BodyTooLarge,
     HeadTooLarge,
     ScriptFailed,
     BadGateway,
@@ -28,6 +29,7 @@ impl ErrorReply {
         match self {
             ErrorReply::BadRequest => 400,
             ErrorReply::RequestTimeout => 408,
+            ErrorReply::BodyTooLarge => 413,
             ErrorReply::HeadTooLarge => 431,
             ErrorReply::ScriptFailed => 500,
             ErrorReply::BadGateway => 502,
@@ -40,7 +42,10 @@ impl ErrorReply {
     pub fn must_close(self) -> bool {
         matches!(
             self,
-            ErrorReply::BadRequest | ErrorReply::RequestTimeout | ErrorReply::HeadTooLarge
+            ErrorReply::BadRequest
+                | ErrorReply::RequestTimeout
+                | ErrorReply::BodyTooLarge
+                | ErrorReply::HeadTooLarge
         )
     }
 
@@ -54,6 +59,7 @@ impl ErrorReply {
             }
             ErrorReply::NoRoute => "rsp: no backend is available for this request.\n",
             ErrorReply::RequestTimeout => "rsp: the request head did not arrive in time.\n",
+            ErrorReply::BodyTooLarge => "rsp: the request body is too large.\n",
             ErrorReply::GatewayTimeout => "rsp: the backend did not answer in time.\n",
         }
     }

@@ -413,21 +413,32 @@ fn malformed_and_oversized_requests() {
 #[test]
 fn garbage_never_stops_the_proxy() {
     let (_backend, mut proxy) = one_backend();
-    let mut seed = 0x2545F4914F6CDD1Du64;
-    for round in 0..200 {
-        let mut bytes = Vec::new();
-        for _ in 0..(round * 37 % 3000 + 1) {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            bytes.push(seed as u8);
+    let address = proxy.address;
+    // Random and half-valid bytes from one thread...
+    let garbage = thread::spawn(move || {
+        let mut seed = 0x2545F4914F6CDD1Du64;
+        for round in 0..400 {
+            let mut bytes = Vec::new();
+            for _ in 0..(round * 37 % 3000 + 1) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                bytes.push(seed as u8);
+            }
+            if round % 3 == 0 {
+                bytes.splice(0..0, b"GET / HTTP/1.1\r\n".iter().copied());
+            }
+            let mut stream = TcpStream::connect(address).unwrap();
+            let _ = stream.write_all(&bytes);
         }
-        if round % 3 == 0 {
-            bytes.splice(0..0, b"GET / HTTP/1.1\r\n".iter().copied());
-        }
-        let mut stream = TcpStream::connect(proxy.address).unwrap();
-        let _ = stream.write_all(&bytes);
+    });
+    // ...while normal traffic keeps getting its answers.
+    let mut client = proxy.connect();
+    for _ in 0..300 {
+        client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(client.response(false).status, 200);
     }
+    garbage.join().unwrap();
     assert!(proxy.is_running());
     assert_eq!(proxy.get("/").status, 200);
 }

@@ -1,0 +1,88 @@
+//! Property tests: arbitrary and mutated bytes through the parsers and framers.
+
+use proptest::prelude::*;
+use rsp::framing::{BodyFramer, Framing};
+use rsp::http::{ClientSide, RequestHead, forward_response_head};
+
+const VALID_REQUEST: &[u8] =
+    b"POST /a?b=c HTTP/1.1\r\nHost: Example.com\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n";
+const VALID_RESPONSE: &[u8] =
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\nhello";
+const CHUNKED_BODY: &[u8] =
+    b"4;x=y\r\nwiki\r\n5\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nT: v\r\n\r\n";
+
+/// A valid message with a few bytes replaced, inserted or removed.
+fn mutated(base: &'static [u8]) -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec((0..base.len(), any::<u8>(), 0..3u8), 0..6).prop_map(move |edits| {
+        let mut bytes = base.to_vec();
+        for (at, byte, kind) in edits {
+            let at = at.min(bytes.len().saturating_sub(1));
+            match kind {
+                0 if !bytes.is_empty() => bytes[at] = byte,
+                1 => bytes.insert(at, byte),
+                _ if !bytes.is_empty() => {
+                    bytes.remove(at);
+                }
+                _ => {}
+            }
+        }
+        bytes
+    })
+}
+
+proptest! {
+    #[test]
+    fn request_parsing_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
+        let mut head = RequestHead::default();
+        if let Ok(Some(length)) = head.parse(&bytes) {
+            prop_assert!(length <= bytes.len());
+            let mut out = Vec::new();
+            head.write_forwarded(&mut out, "127.0.0.1".parse().unwrap());
+            let _ = (head.path(), head.query(), head.host(), head.header("x"));
+        }
+    }
+
+    #[test]
+    fn mutated_requests_never_panic_and_forward_clean_heads(bytes in mutated(VALID_REQUEST)) {
+        let mut head = RequestHead::default();
+        if let Ok(Some(_)) = head.parse(&bytes) {
+            let mut out = Vec::new();
+            head.write_forwarded(&mut out, "127.0.0.1".parse().unwrap());
+            // What rsp forwards always parses again, to the same framing.
+            let mut again = RequestHead::default();
+            prop_assert!(matches!(again.parse(&out), Ok(Some(_))));
+            prop_assert_eq!(again.framing, head.framing);
+        }
+    }
+
+    #[test]
+    fn response_parsing_never_panics(bytes in mutated(VALID_RESPONSE), minor in 0..2u8, head_request: bool) {
+        let client = ClientSide { head_request, minor_version: minor, keep_alive: true };
+        let mut out = Vec::new();
+        if let Ok(Some(info)) = forward_response_head(&bytes, client, &mut out) {
+            prop_assert!(info.head_length <= bytes.len());
+        }
+    }
+
+    #[test]
+    fn chunked_framing_is_split_independent(bytes in mutated(CHUNKED_BODY), split in 1..40usize) {
+        let whole = BodyFramer::new(&Framing::Chunked).unwrap().claim(&bytes);
+        let mut framer = BodyFramer::new(&Framing::Chunked).unwrap();
+        let mut claimed = 0;
+        let mut result = Ok(0);
+        while claimed < bytes.len() && !framer.is_complete() {
+            let end = (claimed + split).min(bytes.len());
+            match framer.claim(&bytes[claimed..end]) {
+                Ok(count) => claimed += count,
+                Err(error) => {
+                    result = Err(error);
+                    break;
+                }
+            }
+        }
+        match whole {
+            Ok(count) => prop_assert_eq!(result.map(|_| claimed), Ok(count)),
+            Err(_) => prop_assert!(result.is_err()),
+        }
+    }
+}

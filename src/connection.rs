@@ -28,6 +28,7 @@ pub struct Context<'a> {
     pub max_header_bytes: usize,
     pub timeouts: &'a Timeouts,
     pub max_body_bytes: Option<u64>,
+    pub counters: &'a mut Counters,
     /// rsp is shutting down: finish exchanges, keep no connection open.
     pub draining: bool,
     pub timers: &'a mut Timers,
@@ -53,6 +54,15 @@ fn is_idempotent(method: &str) -> bool {
         method,
         "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
     )
+}
+
+/// Requests seen by the loop, so shutdown can say whether any was lost.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Request heads read (answered or not).
+    pub requests: u64,
+    /// Connections closed while a request on them was still unanswered.
+    pub unanswered: u64,
 }
 
 /// Client tokens are even, backend tokens odd: both come from the slab key.
@@ -491,7 +501,11 @@ impl Session {
             };
         }
         let limit = context.max_header_bytes;
-        match self.request.head.parse(self.inbound.data()) {
+        let parsed = self.request.head.parse(self.inbound.data());
+        if !matches!(parsed, Ok(None)) || self.inbound.len() >= limit {
+            context.counters.requests += 1;
+        }
+        match parsed {
             Ok(Some(length)) if length <= limit => {
                 self.inbound.consume(length);
                 self.head_since = None;
@@ -1196,6 +1210,14 @@ impl Session {
     }
 
     fn close(&mut self, context: &mut Context, end: End) {
+        let answering = match &self.exchange {
+            Exchange::Idle => false,
+            Exchange::Closing => !self.to_client.is_empty(),
+            _ => true,
+        };
+        if answering {
+            context.counters.unanswered += 1;
+        }
         match &end {
             End::Done => {
                 // Closing with unread input makes the kernel send a reset that

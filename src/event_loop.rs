@@ -16,7 +16,7 @@ use slab::Slab;
 
 use crate::balancer::Pool;
 use crate::config::{self, Config, Loaded, Timeouts};
-use crate::connection::{self, Context, Session};
+use crate::connection::{self, Context, Counters, Session};
 use crate::health::{HealthChecks, Verdict};
 use crate::router::Router;
 use crate::timer::{Deadline, Timers};
@@ -50,6 +50,7 @@ pub struct EventLoop {
     shutdown_timeout: Duration,
     max_connections: usize,
     max_body_bytes: Option<u64>,
+    counters: Counters,
     /// False while the listeners are out of the poll set.
     accepting: bool,
     accept_paused_until: Option<Instant>,
@@ -90,6 +91,7 @@ impl EventLoop {
             shutdown_timeout: loaded.config.shutdown_timeout,
             max_connections: loaded.config.max_connections,
             max_body_bytes: loaded.config.max_body_bytes,
+            counters: Counters::default(),
             accepting: true,
             accept_paused_until: None,
             last_accept_warning: None,
@@ -238,7 +240,11 @@ impl EventLoop {
         loop {
             if let Some(deadline) = self.shutdown_deadline {
                 if self.sessions.is_empty() {
-                    log::info!("shutdown: every request finished, exiting");
+                    log::info!(
+                        "shutdown: every request finished, exiting ({} requests read, {} connections closed unanswered)",
+                        self.counters.requests,
+                        self.counters.unanswered
+                    );
                     return Ok(());
                 }
                 if Instant::now() >= deadline {
@@ -397,6 +403,7 @@ impl EventLoop {
                     timeouts: &self.timeouts,
                     draining: self.shutdown_deadline.is_some(),
                     max_body_bytes: self.max_body_bytes,
+                    counters: &mut self.counters,
                     timers: &mut self.timers,
                     wakeups: &mut self.wakeups,
                 };

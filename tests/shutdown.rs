@@ -42,7 +42,13 @@ fn sigterm_finishes_requests_in_flight_then_exits_cleanly() {
     assert!(status.success(), "{status:?}");
     assert!(started.elapsed() < Duration::from_secs(3));
     assert!(proxy.log().contains("every request finished"));
-    assert!(proxy.log().contains("(2 requests read, 0 connections closed unanswered)"), "{}", proxy.log());
+    assert!(
+        proxy
+            .log()
+            .contains("(2 requests read, 0 connections closed unanswered)"),
+        "{}",
+        proxy.log()
+    );
 }
 
 #[test]

@@ -150,3 +150,73 @@ fn at_max_connections_rsp_stops_accepting_and_resumes() {
     assert_eq!(waiting.response(false).status, 200);
     assert!(proxy.log().contains("accepting connections again"));
 }
+
+/// CPU ticks (user + system) the process has used.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn out_of_descriptors_pauses_accepting_without_spinning() {
+    let backend = Backend::start("one");
+    let port = free_port();
+    let config = temp_file(
+        "emfile.lua",
+        &format!(
+            "listen = \"127.0.0.1:{port}\"\nbackends = {{ \"{}\" }}\n",
+            backend.address
+        ),
+    );
+    let log = config.with_extension("log");
+    let mut child = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 32 && exec {} {}",
+            rsp_binary(),
+            config.display()
+        ))
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let address: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(address).is_err() {
+        assert!(Instant::now() < deadline);
+        thread::sleep(Duration::from_millis(20));
+    }
+    // More idle clients than rsp has descriptors for.
+    let idle: Vec<std::net::TcpStream> = (0..40)
+        .map(|_| std::net::TcpStream::connect(address).unwrap())
+        .collect();
+    thread::sleep(Duration::from_millis(300));
+    let before = cpu_ticks(child.id());
+    thread::sleep(Duration::from_secs(1));
+    let spent = cpu_ticks(child.id()) - before;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("accept failed") && text.contains("pausing accepts"),
+        "{text}"
+    );
+    assert!(
+        spent < 30,
+        "rsp used {spent} CPU ticks in 1 s while out of descriptors"
+    );
+    assert!(
+        text.matches("accept failed").count() <= 3,
+        "accept errors not rate-limited: {text}"
+    );
+    drop(idle);
+    thread::sleep(Duration::from_millis(300));
+    let mut client = Client::connect(address);
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(client.response(false).status, 200);
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -120,6 +120,19 @@ fn backend_faults_become_502_or_a_clean_close() {
     ));
     assert_eq!(proxy.get("/").status, 502);
 
+    // Closes (FIN) mid-response: the client's connection closes too.
+    let closing = raw_backend(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nhalf",
+        false,
+    );
+    let proxy = Proxy::start(&format!("backends = {{ \"{closing}\" }}"));
+    let mut client = proxy.connect();
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut received = Vec::new();
+    let _ = client.reader.read_to_end(&mut received);
+    assert!(String::from_utf8_lossy(&received).ends_with("half"));
+    assert!(proxy.log().contains("closed the connection mid-response"));
+
     // Dies mid-response: the client sees its connection close, not a hang.
     let dying = raw_backend(
         b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\npartial",

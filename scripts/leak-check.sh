@@ -5,31 +5,9 @@
 # Installs nginx and ab when missing. Exit 1 if RSS grew by more than 5 %.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v nginx >/dev/null || ! command -v ab >/dev/null; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx apache2-utils >/dev/null
-fi
-cargo build --release --quiet
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-
-mkdir -p "$work/www"
-head -c 600 /dev/zero | tr '\0' 'x' > "$work/www/index.html"
+source scripts/nginx-backend.sh
 head -c 10000000 /dev/zero > "$work/www/big.bin"
-cat > "$work/nginx.conf" <<CONF
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log;
-events { worker_connections 8192; }
-http { access_log off; keepalive_requests 1000000; server { listen 127.0.0.1:18090; root $work/www; } }
-CONF
-nginx -c "$work/nginx.conf"
+start_nginx 18090
 printf 'listen = "127.0.0.1:18091"\nbackends = { "127.0.0.1:18090" }\n' > "$work/rsp.lua"
 RUST_LOG=error ./target/release/rsp "$work/rsp.lua" &
 rsp_pid=$!

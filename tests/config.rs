@@ -164,23 +164,18 @@ fn compat_config_serves() {
             backend.address.port()
         ),
     );
+    let log = path.with_extension("log");
     let mut child = Command::new(rsp_binary())
         .arg(&path)
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
     let address = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut response = None;
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(address).is_ok() {
-            let mut client = Client::connect(address);
-            client.send(b"GET / HTTP/1.0\r\n\r\n");
-            response = Some(client.response(false));
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_for_listener(address, &log);
+    let mut client = Client::connect(address);
+    client.send(b"GET / HTTP/1.0\r\n\r\n");
+    let response = client.response(false);
     let _ = child.kill();
     let _ = child.wait();
-    assert_eq!(response.expect("rsp answered").text(), "hello from compat");
+    assert_eq!(response.text(), "hello from compat");
 }

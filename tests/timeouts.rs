@@ -186,11 +186,7 @@ fn out_of_descriptors_pauses_accepting_without_spinning() {
         .spawn()
         .unwrap();
     let address: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(address).is_err() {
-        assert!(Instant::now() < deadline);
-        thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_listener(address, &log);
     // More idle clients than rsp has descriptors for.
     let idle: Vec<std::net::TcpStream> = (0..40)
         .map(|_| std::net::TcpStream::connect(address).unwrap())

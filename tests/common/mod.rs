@@ -28,6 +28,19 @@ pub fn raise_open_file_limit() {
     rsp::limits::raise_open_file_limit().expect("raise the open file limit");
 }
 
+/// Waits until rsp accepts connections on `address`; `log` is shown if it never does.
+pub fn wait_for_listener(address: SocketAddr, log: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(address).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "rsp did not start: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -77,15 +90,7 @@ impl Proxy {
             .spawn()
             .unwrap();
         let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(address).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "rsp did not start: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_listener(address, &log);
         Proxy {
             child,
             address,

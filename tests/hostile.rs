@@ -11,7 +11,7 @@ use common::*;
 #[test]
 fn ambiguous_or_invalid_requests_are_refused_before_the_backend() {
     let backend = Backend::start("one");
-    let proxy = Proxy::start(&format!("backends = {{ \"{}\" }}", backend.address));
+    let proxy = Proxy::in_front_of(&backend, "");
     let cases: &[(&str, &[u8])] = &[
         ("CL and TE", b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"),
         ("differing CLs", b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n"),
@@ -47,10 +47,7 @@ fn ambiguous_or_invalid_requests_are_refused_before_the_backend() {
 #[test]
 fn request_bodies_over_max_body_bytes_get_413() {
     let backend = Backend::start("one");
-    let proxy = Proxy::start(&format!(
-        "backends = {{ \"{}\" }}\nmax_body_bytes = 1000",
-        backend.address
-    ));
+    let proxy = Proxy::in_front_of(&backend, "max_body_bytes = 1000");
     let mut client = proxy.connect();
     client.send(b"POST /checksum HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n");
     assert_eq!(client.response(false).status, 413);

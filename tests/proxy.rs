@@ -11,7 +11,7 @@ use common::*;
 
 fn one_backend() -> (Backend, Proxy) {
     let backend = Backend::start("one");
-    let proxy = Proxy::start(&format!("backends = {{ \"{}\" }}", backend.address));
+    let proxy = Proxy::in_front_of(&backend, "");
     (backend, proxy)
 }
 

@@ -10,7 +10,7 @@ use common::*;
 #[test]
 fn sigterm_finishes_requests_in_flight_then_exits_cleanly() {
     let backend = Backend::start("one");
-    let mut proxy = Proxy::start(&format!("backends = {{ \"{}\" }}", backend.address));
+    let mut proxy = Proxy::in_front_of(&backend, "");
     let mut idle = proxy.connect();
     idle.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(idle.response(false).status, 200);
@@ -19,10 +19,7 @@ fn sigterm_finishes_requests_in_flight_then_exits_cleanly() {
     thread::sleep(Duration::from_millis(200));
 
     let started = Instant::now();
-    // SAFETY: kill only sends a signal to the child we started.
-    unsafe {
-        libc::kill(proxy.child.id() as libc::pid_t, libc::SIGTERM);
-    }
+    proxy.signal(libc::SIGTERM);
     // The idle keep-alive connection is closed at once.
     assert!(idle.is_closed());
     // The request in flight still gets its whole answer, then the connection closes.
@@ -54,18 +51,12 @@ fn sigterm_finishes_requests_in_flight_then_exits_cleanly() {
 #[test]
 fn shutdown_timeout_bounds_the_wait() {
     let backend = Backend::start("one");
-    let mut proxy = Proxy::start(&format!(
-        "backends = {{ \"{}\" }}\nshutdown_timeout_ms = 300",
-        backend.address
-    ));
+    let mut proxy = Proxy::in_front_of(&backend, "shutdown_timeout_ms = 300");
     let mut slow = proxy.connect();
     slow.send(b"GET /sleep/5000 HTTP/1.1\r\nHost: x\r\n\r\n");
     thread::sleep(Duration::from_millis(200));
     let started = Instant::now();
-    // SAFETY: kill only sends a signal to the child we started.
-    unsafe {
-        libc::kill(proxy.child.id() as libc::pid_t, libc::SIGINT);
-    }
+    proxy.signal(libc::SIGINT);
     let status = proxy.child.wait().unwrap();
     assert!(status.success(), "{status:?}");
     assert!(

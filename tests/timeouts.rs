@@ -9,10 +9,7 @@ use std::time::{Duration, Instant};
 use common::*;
 
 fn proxy_with(backend: &Backend, timeouts: &str) -> Proxy {
-    Proxy::start(&format!(
-        "backends = {{ \"{}\" }}\ntimeouts = {{ {timeouts} }}",
-        backend.address
-    ))
+    Proxy::in_front_of(backend, &format!("timeouts = {{ {timeouts} }}"))
 }
 
 #[test]
@@ -120,10 +117,7 @@ fn a_backend_that_stalls_mid_body_is_cut_off() {
 #[test]
 fn at_max_connections_rsp_stops_accepting_and_resumes() {
     let backend = Backend::start("one");
-    let proxy = Proxy::start(&format!(
-        "backends = {{ \"{}\" }}\nmax_connections = 3",
-        backend.address
-    ));
+    let proxy = Proxy::in_front_of(&backend, "max_connections = 3");
     let mut held: Vec<Client> = (0..3).map(|_| proxy.connect()).collect();
     for client in &mut held {
         client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");

@@ -99,6 +99,21 @@ impl Proxy {
         }
     }
 
+    /// Starts rsp in front of `backend`, with any further `settings`.
+    pub fn in_front_of(backend: &Backend, settings: &str) -> Proxy {
+        Proxy::start(&format!(
+            "backends = {{ \"{}\" }}\n{settings}",
+            backend.address
+        ))
+    }
+
+    pub fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill only sends a signal to the child we started.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, signal);
+        }
+    }
+
     /// Rewrites the config file (the `listen` line stays unless `settings`
     /// sets its own) and sends SIGHUP.
     pub fn reload(&self, settings: &str) {
@@ -108,10 +123,7 @@ impl Proxy {
             format!("listen = \"{}\"\n", self.address)
         };
         std::fs::write(&self.config, format!("{listen}{settings}\n")).unwrap();
-        // SAFETY: kill only sends a signal to the child we started.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGHUP);
-        }
+        self.signal(libc::SIGHUP);
     }
 
     /// Waits until the log holds `text` `count` times.

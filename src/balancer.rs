@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Algorithm, PoolConfig};
 use crate::health::HealthConfig;
+use crate::stats::{PoolStats, ServerStats};
 
 /// After a failed connect a server rests this long, doubling with each
 /// further failure up to `MAX_BACKOFF`.
@@ -32,6 +33,31 @@ pub enum Outcome {
     Ok,
     /// The server could not be reached: rest it and try another.
     ConnectFailed,
+    /// The server was reached but its answer was broken or late: count an
+    /// error, without resting it (active checks judge its health).
+    Failed,
+}
+
+/// What the stats page says of a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerState {
+    Up,
+    /// Active health checks failed.
+    DownByCheck,
+    /// Resting after failed connects.
+    DownByFailures,
+    /// Taken out of rotation by the admin API; requests in flight finish.
+    Draining,
+}
+
+impl ServerState {
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerState::Up => "up",
+            ServerState::DownByCheck | ServerState::DownByFailures => "down",
+            ServerState::Draining => "draining",
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -50,11 +76,26 @@ pub struct Server {
     streak: u32,
     /// The server's own hash for rendezvous hashing, from its address.
     hash_seed: u64,
+    /// Out of rotation by the admin API until enabled again.
+    pub drained: bool,
+    pub stats: ServerStats,
 }
 
 impl Server {
     fn is_up(&self, now: Instant) -> bool {
         !self.checked_down && self.down_until.is_none_or(|until| now >= until)
+    }
+
+    pub fn state(&self, now: Instant) -> ServerState {
+        if self.drained {
+            ServerState::Draining
+        } else if self.checked_down {
+            ServerState::DownByCheck
+        } else if !self.is_up(now) {
+            ServerState::DownByFailures
+        } else {
+            ServerState::Up
+        }
     }
 }
 
@@ -68,6 +109,7 @@ pub struct Pool {
     pub health: Option<HealthConfig>,
     /// Sessions waiting for a server below `max_conns`, oldest first.
     waiting: VecDeque<usize>,
+    pub stats: PoolStats,
 }
 
 impl Pool {
@@ -91,6 +133,8 @@ impl Pool {
                         server.address.to_string().bytes(),
                         0xcbf2_9ce4_8422_2325,
                     )),
+                    drained: false,
+                    stats: ServerStats::default(),
                 })
                 .collect(),
             algorithm: config.algorithm,
@@ -99,7 +143,36 @@ impl Pool {
             queue_timeout: config.queue_timeout,
             health: config.health.clone(),
             waiting: VecDeque::new(),
+            stats: PoolStats::default(),
         }
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    pub fn max_conns(&self) -> Option<u32> {
+        self.max_conns
+    }
+
+    /// Requests waiting for a server below `max_conns`.
+    pub fn queued(&self) -> usize {
+        self.waiting.len()
+    }
+
+    pub fn server_mut(&mut self, server: usize) -> Option<&mut Server> {
+        self.servers.get_mut(server)
+    }
+
+    /// The admin API's drain (`true`) or enable (`false`) of the server at
+    /// `address`; `None` when the pool has no such server.
+    pub fn set_drained(&mut self, address: SocketAddr, drained: bool) -> Option<&Server> {
+        let server = self
+            .servers
+            .iter_mut()
+            .find(|server| server.address == address)?;
+        server.drained = drained;
+        Some(server)
     }
 
     pub fn servers(&self) -> &[Server] {
@@ -121,7 +194,11 @@ impl Pool {
         let mut candidates = Vec::new();
         for backup in [false, true] {
             for (index, server) in self.servers.iter().enumerate() {
-                if server.backup == backup && server.is_up(now) && !tried.contains(&index) {
+                if server.backup == backup
+                    && !server.drained
+                    && server.is_up(now)
+                    && !tried.contains(&index)
+                {
                     any_up = true;
                     if server.active < max_conns {
                         candidates.push(index);
@@ -145,6 +222,7 @@ impl Pool {
             Algorithm::Hash => self.rendezvous(&candidates, key.unwrap_or_default()),
         };
         self.servers[chosen].active += 1;
+        self.servers[chosen].stats.selected += 1;
         Pick::Server(chosen)
     }
 
@@ -178,7 +256,9 @@ impl Pool {
                 server.failures = 0;
                 server.down_until = None;
             }
+            Outcome::Failed => server.stats.errors += 1,
             Outcome::ConnectFailed => {
+                server.stats.errors += 1;
                 server.failures += 1;
                 let backoff = FIRST_BACKOFF
                     .saturating_mul(1 << (server.failures - 1).min(5))
@@ -210,9 +290,13 @@ impl Pool {
                 server.down_until = before.down_until;
                 server.checked_down = before.checked_down;
                 server.streak = before.streak;
+                // A drained server stays out until the admin API enables it.
+                server.drained = before.drained;
+                server.stats = before.stats.clone();
             }
         }
         self.waiting = old.waiting.clone();
+        self.stats = old.stats.clone();
     }
 
     /// Counts an active check's result; `rise` successes in a row bring a

@@ -7,11 +7,12 @@ use std::collections::HashSet;
 use std::fmt;
 use std::fs;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use mlua::{Function, Lua, Table, Value};
 
+use crate::forwarding::{Forwarding, Network};
 use crate::health::HealthConfig;
 
 pub const DEFAULT_POOL: &str = "default";
@@ -32,6 +33,11 @@ const SETTINGS: &[&str] = &[
     "shutdown_timeout_ms",
     "max_connections",
     "max_body_bytes",
+    "admin",
+    "access_log",
+    "access_log_format",
+    "forwarded_headers",
+    "request_id",
     // The original C rsp's names.
     "listenPort",
     "backendAddress",
@@ -62,6 +68,13 @@ const TIMEOUT_SETTINGS: &[&str] = &[
     "idle",
 ];
 const SERVER_SETTINGS: &[&str] = &["addr", "weight", "backup"];
+const FORWARDED_SETTINGS: &[&str] = &[
+    "x_forwarded_for",
+    "x_forwarded_proto",
+    "x_forwarded_host",
+    "forwarded",
+    "trusted_proxies",
+];
 
 #[derive(Debug)]
 pub struct Config {
@@ -78,6 +91,32 @@ pub struct Config {
     pub max_body_bytes: Option<u64>,
     /// Lua instructions one `route()` call may run before it fails with 500.
     pub route_instruction_limit: u64,
+    /// Where the stats page, metrics and drain API are served.
+    pub admin: Option<SocketAddr>,
+    pub access_log: Option<AccessLogConfig>,
+    pub forwarding: Forwarding,
+    /// Keep or make an `X-Request-Id` for every request.
+    pub request_id: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLogConfig {
+    pub target: LogTarget,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    Stdout,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Apache/nginx combined, plus backend, backend status, microseconds, request id.
+    Combined,
+    /// One JSON object per line.
+    Json,
 }
 
 /// The `timeouts` table.
@@ -147,6 +186,18 @@ pub enum Algorithm {
     Random,
     /// Consistent (rendezvous) hashing of the key `route` returns, or the Host.
     Hash,
+}
+
+impl Algorithm {
+    /// The name the config uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::RoundRobin => "roundrobin",
+            Algorithm::LeastConn => "leastconn",
+            Algorithm::Random => "random",
+            Algorithm::Hash => "hash",
+        }
+    }
 }
 
 /// One line for the operator: `file:line: problem`.
@@ -318,7 +369,164 @@ impl Reader<'_> {
                 1_000_000,
                 1_000..=1_000_000_000,
             )? as u64,
+            admin: self.admin()?,
+            access_log: self.access_log()?,
+            forwarding: self.forwarding()?,
+            request_id: self.boolean("request_id", true)?,
         })
+    }
+
+    /// `admin = "127.0.0.1:9901"`, or `{ addr = "0.0.0.0:9901", public = true }`
+    /// to serve it beyond this machine.
+    fn admin(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        let (text, public) = match self.get("admin") {
+            Value::Nil => return Ok(None),
+            Value::String(text) => (text.to_string_lossy(), false),
+            Value::Table(table) => {
+                for key in table.pairs::<Value, Value>().filter_map(Result::ok).map(|(key, _)| key) {
+                    if !matches!(&key, Value::String(name) if ["addr", "public"].contains(&&*name.to_string_lossy())) {
+                        return Err(self.error(
+                            "admin",
+                            format!("admin: unknown setting {} (expected addr, public)", describe(&key)),
+                        ));
+                    }
+                }
+                let text = match table.raw_get::<Value>("addr") {
+                    Ok(Value::String(text)) => text.to_string_lossy(),
+                    _ => return Err(self.error("admin", "admin.addr: expected \"ip:port\"".into())),
+                };
+                let public = match table.raw_get::<Value>("public") {
+                    Ok(Value::Nil) => false,
+                    Ok(Value::Boolean(public)) => public,
+                    _ => return Err(self.error("admin", "admin.public: expected true or false".into())),
+                };
+                (text, public)
+            }
+            other => {
+                return Err(self.error(
+                    "admin",
+                    format!("admin: expected \"ip:port\" or a table, got {}", other.type_name()),
+                ));
+            }
+        };
+        let address = resolve(&text).map_err(|error| self.error("admin", format!("admin: {error}")))?;
+        if self.listen()?.contains(&address) {
+            return Err(self.error("admin", format!("admin: {address} is also in listen; give the admin port its own address")));
+        }
+        if !address.ip().is_loopback() && !public {
+            return Err(self.error(
+                "admin",
+                format!(
+                    "admin: {address} is reachable from other machines and the admin port can drain servers; \
+                     write admin = {{ addr = \"{text}\", public = true }} if that is meant"
+                ),
+            ));
+        }
+        Ok(Some(address))
+    }
+
+    /// `access_log = "/var/log/rsp/access.log"` or `"-"` (stdout), and
+    /// `access_log_format = "combined" | "json"`.
+    fn access_log(&self) -> Result<Option<AccessLogConfig>, ConfigError> {
+        let format = match self.get("access_log_format") {
+            Value::Nil => LogFormat::Combined,
+            Value::String(text) if &*text.to_string_lossy() == "combined" => LogFormat::Combined,
+            Value::String(text) if &*text.to_string_lossy() == "json" => LogFormat::Json,
+            other => {
+                return Err(self.error(
+                    "access_log_format",
+                    format!("access_log_format: expected \"combined\" or \"json\", got {}", describe(&other)),
+                ));
+            }
+        };
+        let target = match self.get("access_log") {
+            Value::Nil => return Ok(None),
+            Value::Boolean(false) => return Ok(None),
+            Value::String(text) if &*text.to_string_lossy() == "-" => LogTarget::Stdout,
+            Value::String(text) if !text.as_bytes().is_empty() => {
+                LogTarget::File(PathBuf::from(&*text.to_string_lossy()))
+            }
+            other => {
+                return Err(self.error(
+                    "access_log",
+                    format!("access_log: expected a file path or \"-\" for stdout, got {}", describe(&other)),
+                ));
+            }
+        };
+        Ok(Some(AccessLogConfig { target, format }))
+    }
+
+    /// `forwarded_headers = { x_forwarded_for = true, ..., trusted_proxies = { "10.0.0.0/8" } }`
+    fn forwarding(&self) -> Result<Forwarding, ConfigError> {
+        let mut forwarding = Forwarding::default();
+        let table = match self.get("forwarded_headers") {
+            Value::Nil => return Ok(forwarding),
+            Value::Table(table) => table,
+            other => {
+                return Err(self.error(
+                    "forwarded_headers",
+                    format!("forwarded_headers: expected a table, got {}", other.type_name()),
+                ));
+            }
+        };
+        let fail = |message: String| self.error("forwarded_headers", format!("forwarded_headers.{message}"));
+        for pair in table.pairs::<Value, Value>() {
+            let (key, value) = pair.map_err(|error| fail(error.to_string()))?;
+            let name = match &key {
+                Value::String(name) if FORWARDED_SETTINGS.contains(&&*name.to_string_lossy()) => {
+                    name.to_string_lossy()
+                }
+                _ => {
+                    return Err(self.error(
+                        "forwarded_headers",
+                        format!(
+                            "forwarded_headers: unknown setting {} (expected one of {})",
+                            describe(&key),
+                            FORWARDED_SETTINGS.join(", ")
+                        ),
+                    ));
+                }
+            };
+            if name == "trusted_proxies" {
+                let Value::Table(list) = value else {
+                    return Err(fail(format!(
+                        "trusted_proxies: expected a list of addresses like \"10.0.0.0/8\", got {}",
+                        describe(&value)
+                    )));
+                };
+                for entry in list.sequence_values::<Value>() {
+                    let entry = entry.map_err(|error| fail(error.to_string()))?;
+                    let Value::String(text) = &entry else {
+                        return Err(fail(format!(
+                            "trusted_proxies: expected address strings, got {}",
+                            describe(&entry)
+                        )));
+                    };
+                    let network = Network::parse(&text.to_string_lossy())
+                        .map_err(|error| fail(format!("trusted_proxies: {error}")))?;
+                    forwarding.trusted.push(network);
+                }
+                continue;
+            }
+            let Value::Boolean(on) = value else {
+                return Err(fail(format!("{name}: expected true or false, got {}", describe(&value))));
+            };
+            match name.as_str() {
+                "x_forwarded_for" => forwarding.x_forwarded_for = on,
+                "x_forwarded_proto" => forwarding.x_forwarded_proto = on,
+                "x_forwarded_host" => forwarding.x_forwarded_host = on,
+                _ => forwarding.forwarded = on,
+            }
+        }
+        Ok(forwarding)
+    }
+
+    fn boolean(&self, name: &str, default: bool) -> Result<bool, ConfigError> {
+        match self.get(name) {
+            Value::Nil => Ok(default),
+            Value::Boolean(value) => Ok(value),
+            other => Err(self.error(name, format!("{name}: expected true or false, got {}", describe(&other)))),
+        }
     }
 
     /// `timeouts = { connect = 5000, ... }`, in milliseconds.

@@ -11,14 +11,20 @@ use mio::{Interest, Registry, Token};
 
 use std::time::Instant;
 
+use crate::access_log::AccessLog;
+use crate::admin;
 use crate::balancer::{Outcome, Pick, Pool};
 use crate::buffer::Buffer;
 use crate::config::Timeouts;
+use crate::forwarding::Forwarding;
 use crate::framing::{BodyFramer, Framing, FramingError};
 use crate::http::{self, ClientSide, HeadError, RequestHead};
 use crate::reply::ErrorReply;
+use crate::request_id::RequestIds;
 use crate::router::{RequestView, Route, RouteError, Router};
+use crate::stats::Totals;
 use crate::timer::{Deadline, Timers};
+use crate::transaction::{Request, Transaction};
 
 /// What a session needs from the loop that owns it.
 pub struct Context<'a> {
@@ -34,6 +40,11 @@ pub struct Context<'a> {
     pub timers: &'a mut Timers,
     /// Queued sessions a freed server slot lets go, for the loop to drive.
     pub wakeups: &'a mut Vec<usize>,
+    pub forwarding: &'a Forwarding,
+    /// `None` when request ids are switched off.
+    pub request_ids: Option<&'a mut RequestIds>,
+    pub totals: &'a mut Totals,
+    pub access_log: Option<&'a mut AccessLog>,
 }
 
 /// Ends a pool server's part in an exchange; a freed slot wakes the
@@ -45,6 +56,13 @@ fn release(context: &mut Context, upstream: Option<&Upstream>, outcome: Outcome)
         if let Some(waiting) = pool.next_waiting() {
             context.wakeups.push(waiting);
         }
+    }
+}
+
+/// A request moves from this upstream's server to another.
+fn count_retry(context: &mut Context, upstream: &Upstream) {
+    if let Some(server) = context.pools[upstream.pool].server_mut(upstream.server) {
+        server.stats.retries += 1;
     }
 }
 
@@ -272,6 +290,8 @@ enum End {
 
 pub struct Session {
     key: usize,
+    /// Accepted on the admin port: answered by `admin`, never routed.
+    admin: bool,
     client: Endpoint,
     client_address: SocketAddr,
     client_eof: bool,
@@ -289,6 +309,8 @@ pub struct Session {
     head_since: Option<Instant>,
     /// The earliest timer this session has in the loop's heap.
     timer_at: Option<Instant>,
+    /// The request being answered, for the stats and the access log.
+    transaction: Option<Transaction>,
 }
 
 /// Which timeout a session's next deadline enforces.
@@ -308,9 +330,11 @@ impl Session {
         stream: TcpStream,
         client_address: SocketAddr,
         buffer_bytes: usize,
+        admin: bool,
     ) -> Session {
         Session {
             key,
+            admin,
             client: Endpoint {
                 stream,
                 readable: false,
@@ -326,11 +350,49 @@ impl Session {
             request: RequestView {
                 head: RequestHead::default(),
                 client: client_address,
+                request_id: String::new(),
             },
             exchange: Exchange::Idle,
             last_activity: Instant::now(),
             head_since: None,
             timer_at: None,
+            transaction: None,
+        }
+    }
+
+    /// A request head arrived, or failed to: its record starts and its id
+    /// is settled (the client's if valid, else a new one).
+    fn begin_transaction(&mut self, context: &mut Context, parsed: bool, bytes: usize) {
+        self.request.request_id.clear();
+        if self.admin {
+            return;
+        }
+        let started = self.head_since.unwrap_or_else(Instant::now);
+        let mut transaction = Transaction::new(started, parsed);
+        transaction.bytes_received = bytes as u64;
+        self.transaction = Some(transaction);
+        if let Some(ids) = context.request_ids.as_deref_mut() {
+            match self.request.head.request_id().filter(|_| parsed) {
+                Some(id) => self.request.request_id.push_str(id),
+                None => ids.generate(&mut self.request.request_id),
+            }
+        }
+    }
+
+    /// The current request is over: count it and log it.
+    fn finish_transaction(&mut self, context: &mut Context, completed: bool) {
+        if let Some(transaction) = self.transaction.take() {
+            transaction.finish(
+                context.totals,
+                context.pools,
+                context.access_log.as_deref_mut(),
+                Request {
+                    client: self.client_address,
+                    head: &self.request.head,
+                    id: self.request.request_id(),
+                    completed,
+                },
+            );
         }
     }
 
@@ -470,6 +532,9 @@ impl Session {
                         .claim(self.inbound.data())
                         .map_err(|error| End::Aborted(format!("request body: {error}")))?;
                     self.inbound.consume(count);
+                    if let Some(transaction) = &mut self.transaction {
+                        transaction.bytes_received += count as u64;
+                    }
                     body.claimed = 0;
                     progress = count > 0;
                     if body.is_complete() {
@@ -482,6 +547,7 @@ impl Session {
                     } else {
                         Exchange::Closing
                     };
+                    self.finish_transaction(context, true);
                     progress = true;
                 }
                 Ok(progress)
@@ -504,6 +570,12 @@ impl Session {
         let parsed = self.request.head.parse(self.inbound.data());
         if !matches!(parsed, Ok(None)) || self.inbound.len() >= limit {
             context.counters.requests += 1;
+            let head_length = match parsed {
+                Ok(Some(length)) if length <= limit => Some(length),
+                _ => None,
+            };
+            let bytes = head_length.unwrap_or(self.inbound.len());
+            self.begin_transaction(context, head_length.is_some(), bytes);
         }
         match parsed {
             Ok(Some(length)) if length <= limit => {
@@ -555,10 +627,35 @@ impl Session {
             return self.reply_error(ErrorReply::BodyTooLarge, None);
         }
         let body = Body::new(&head.framing);
-        match context.router.route(&self.request, context.pools) {
+        if self.admin {
+            let reply = admin::answer(&self.request, context);
+            let keep_alive = self.local_keep_alive(body.is_some());
+            reply.write(&mut self.to_client.bytes, keep_alive, None);
+            self.exchange = Exchange::Local {
+                discard: body,
+                keep_alive,
+            };
+            return;
+        }
+        let route = context.router.route(&self.request, context.pools);
+        if let Some(transaction) = &mut self.transaction {
+            transaction.routed_at = Instant::now();
+            if let Ok(Route::Pool(pool, _)) = &route {
+                transaction.pool = Some(*pool);
+            }
+        }
+        let head = &self.request.head;
+        match route {
             Ok(Route::Reply(reply)) => {
                 let keep_alive = self.local_keep_alive(body.is_some());
-                reply.write(&mut self.to_client.bytes, keep_alive);
+                reply.write(
+                    &mut self.to_client.bytes,
+                    keep_alive,
+                    self.request.request_id(),
+                );
+                if let Some(transaction) = &mut self.transaction {
+                    transaction.answered_locally(reply.status, reply.body.len());
+                }
                 self.exchange = Exchange::Local {
                     discard: body,
                     keep_alive,
@@ -606,7 +703,14 @@ impl Session {
 
     fn reply_error(&mut self, reply: ErrorReply, discard: Option<Body>) {
         let keep_alive = !reply.must_close() && self.local_keep_alive(discard.is_some());
-        reply.write(&mut self.to_client.bytes, keep_alive);
+        reply.write(
+            &mut self.to_client.bytes,
+            keep_alive,
+            self.request.request_id(),
+        );
+        if let Some(transaction) = &mut self.transaction {
+            transaction.answered_locally(reply.status(), reply.body_length());
+        }
         self.exchange = if reply.must_close() {
             Exchange::Closing
         } else {
@@ -675,6 +779,15 @@ impl Session {
         moved: &[Vec<Option<(usize, usize)>>],
         pool_moved: &[Option<usize>],
     ) -> bool {
+        if let Some(transaction) = &mut self.transaction
+            && let Some(pool) = transaction.pool
+        {
+            let server = transaction
+                .server
+                .and_then(|server| moved[pool].get(server).copied().flatten());
+            transaction.pool = server.map(|(pool, _)| pool).or(pool_moved[pool]);
+            transaction.server = server.map(|(_, server)| server);
+        }
         match &mut self.exchange {
             Exchange::Proxy(proxied) => {
                 if let Some(upstream) = &mut proxied.upstream {
@@ -742,6 +855,7 @@ impl Session {
                 return false;
             }
             Timeout::ClientHeader => {
+                self.begin_transaction(context, false, self.inbound.len());
                 log::info!(
                     "{client}: 408, request head not complete within {:?}",
                     context.timeouts.client_header
@@ -769,7 +883,7 @@ impl Session {
                 if let Exchange::Proxy(proxied) =
                     std::mem::replace(&mut self.exchange, Exchange::Closing)
                 {
-                    release(context, proxied.upstream.as_ref(), Outcome::Ok);
+                    release(context, proxied.upstream.as_ref(), Outcome::Failed);
                     log::warn!(
                         "{client}: 504, backend {} sent no response within {:?}",
                         proxied.server,
@@ -809,10 +923,19 @@ impl Session {
             return self.connect_failed(context, server, upstream, request_body, error);
         }
         let connect_deadline = Instant::now() + context.timeouts.connect;
+        if let Some(transaction) = &mut self.transaction {
+            transaction.backend = Some(server);
+            transaction.server = upstream.as_ref().map(|upstream| upstream.server);
+        }
         let head = &self.request.head;
         self.to_backend.bytes.clear();
         self.to_backend.sent = 0;
-        head.write_forwarded(&mut self.to_backend.bytes, self.client_address.ip());
+        head.write_forwarded(
+            &mut self.to_backend.bytes,
+            self.client_address.ip(),
+            context.forwarding,
+            self.request.request_id(),
+        );
         self.exchange = Exchange::Proxy(Box::new(Proxied {
             backend: Endpoint {
                 stream,
@@ -869,6 +992,7 @@ impl Session {
                     self.client_address
                 );
                 release(context, Some(&upstream), Outcome::ConnectFailed);
+                count_retry(context, &upstream);
                 upstream.tried.push(upstream.server);
                 self.connect_pool(context, upstream, request_body, true);
             }
@@ -889,7 +1013,7 @@ impl Session {
         else {
             return Ok(false);
         };
-        release(context, proxied.upstream.as_ref(), Outcome::Ok);
+        release(context, proxied.upstream.as_ref(), Outcome::Failed);
         if !matches!(proxied.response, ResponseState::Head) {
             return Err(End::Aborted(format!("backend {}: {why}", proxied.server)));
         }
@@ -905,6 +1029,7 @@ impl Session {
                 self.client_address,
                 proxied.server
             );
+            count_retry(context, &upstream);
             upstream.tried.push(upstream.server);
             self.connect_pool(context, upstream, None, true);
             return Ok(true);
@@ -961,10 +1086,18 @@ impl Session {
                 match http::forward_response_head(
                     self.outbound.data(),
                     proxied.client_side,
+                    self.request.request_id(),
                     &mut self.to_client.bytes,
                 ) {
                     Ok(Some(info)) => {
                         self.outbound.consume(info.head_length);
+                        if !info.is_interim()
+                            && let Some(transaction) = &mut self.transaction
+                        {
+                            transaction.status = info.status;
+                            transaction.backend_status = Some(info.status);
+                            transaction.response_time = Some(transaction.routed_at.elapsed());
+                        }
                         if !info.is_interim() {
                             proxied.response = ResponseState::Body {
                                 until_close: info.framing == Framing::UntilClose,
@@ -1028,6 +1161,7 @@ impl Session {
                 } else {
                     Exchange::Closing
                 };
+                self.finish_transaction(context, true);
                 Ok(true)
             }
         }
@@ -1076,6 +1210,9 @@ impl Session {
                 Ok(Some(count)) => {
                     let from_head = count.min(head.len());
                     self.to_backend.advance(from_head);
+                    if let Some(transaction) = &mut self.transaction {
+                        transaction.bytes_received += (count - from_head) as u64;
+                    }
                     if let Some(body) = &mut proxied.request_body {
                         body.claimed -= count - from_head;
                         self.inbound.consume(count - from_head);
@@ -1173,6 +1310,12 @@ impl Session {
                 Some(count) => {
                     let from_head = count.min(head.len());
                     self.to_client.advance(from_head);
+                    if let Some(transaction) = &mut self.transaction {
+                        transaction.bytes_sent += count as u64;
+                        if !transaction.local {
+                            transaction.body_bytes_sent += (count - from_head) as u64;
+                        }
+                    }
                     if let Exchange::Proxy(proxied) = &mut self.exchange
                         && let ResponseState::Body {
                             body: Some(body), ..
@@ -1218,6 +1361,14 @@ impl Session {
         if answering {
             context.counters.unanswered += 1;
         }
+        if let Some(transaction) = &mut self.transaction
+            && transaction.status == 0
+            && matches!(end, End::ClientGone(_))
+        {
+            // nginx's code for a client that left before its answer.
+            transaction.status = 499;
+        }
+        let completed = matches!(end, End::Done) && self.to_client.is_empty();
         match &end {
             End::Done => {
                 // Closing with unread input makes the kernel send a reset that
@@ -1238,11 +1389,16 @@ impl Session {
             End::Aborted(why) => log::warn!("{}: connection cut: {why}", self.client_address),
         }
         if let Exchange::Proxy(proxied) = &self.exchange {
-            release(context, proxied.upstream.as_ref(), Outcome::Ok);
+            let outcome = match end {
+                End::Aborted(_) => Outcome::Failed,
+                _ => Outcome::Ok,
+            };
+            release(context, proxied.upstream.as_ref(), outcome);
         }
         if let Exchange::Queued { upstream, .. } = &self.exchange {
             context.pools[upstream.pool].dequeue(self.key);
         }
+        self.finish_transaction(context, completed);
         // Dropping the streams closes them, which also removes them from epoll.
     }
 }

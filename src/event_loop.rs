@@ -7,18 +7,22 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+use crate::access_log::AccessLog;
 use crate::balancer::Pool;
-use crate::config::{self, Config, Loaded, Timeouts};
+use crate::config::{self, AccessLogConfig, Config, Loaded, Timeouts};
 use crate::connection::{self, Context, Counters, Session};
+use crate::forwarding::Forwarding;
 use crate::health::{HealthChecks, Verdict};
+use crate::request_id::RequestIds;
 use crate::router::Router;
+use crate::stats::Totals;
 use crate::timer::{Deadline, Timers};
 
 /// Tokens from here up are listeners; sessions use two tokens per slab key
@@ -30,6 +34,13 @@ const SIGNAL_TOKEN: Token = Token(usize::MAX);
 /// How long accepting pauses after accept() fails (EMFILE and the like).
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
+/// A listening socket; `admin` ones serve the admin API instead of routing.
+struct Listener {
+    address: SocketAddr,
+    admin: bool,
+    socket: TcpListener,
+}
+
 pub struct EventLoop {
     poll: Poll,
     config_path: PathBuf,
@@ -37,7 +48,7 @@ pub struct EventLoop {
     /// Counts reloads; health deadlines of an older config are ignored.
     generation: u64,
     /// Indexed by token; a closed listener leaves its slot empty.
-    listeners: Vec<Option<(SocketAddr, TcpListener)>>,
+    listeners: Vec<Option<Listener>>,
     sessions: Slab<Session>,
     router: Router,
     pools: Vec<Pool>,
@@ -58,17 +69,27 @@ pub struct EventLoop {
     timers: Timers,
     wakeups: Vec<usize>,
     health_checks: HealthChecks,
+    forwarding: Forwarding,
+    request_ids: Option<RequestIds>,
+    totals: Totals,
+    access_log: Option<AccessLog>,
 }
 
 impl EventLoop {
     /// Binds every listen address; nothing is served until `run`.
     pub fn new(loaded: Loaded, config_path: PathBuf) -> io::Result<EventLoop> {
         let poll = Poll::new()?;
-        let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT])?;
+        let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT, SIGUSR1])?;
         poll.registry()
             .register(&mut signals, SIGNAL_TOKEN, Interest::READABLE)?;
         let pools: Vec<Pool> = loaded.config.pools.iter().map(Pool::new).collect();
         log_pools(&pools);
+        let access_log = loaded
+            .config
+            .access_log
+            .as_ref()
+            .map(AccessLog::open)
+            .transpose()?;
         let Config {
             buffer_bytes,
             max_header_bytes,
@@ -98,30 +119,39 @@ impl EventLoop {
             timers: Timers::default(),
             wakeups: Vec::new(),
             health_checks: HealthChecks::new(HEALTH_BASE),
+            forwarding: loaded.config.forwarding.clone(),
+            request_ids: loaded.config.request_id.then(RequestIds::new),
+            totals: Totals::default(),
+            access_log,
         };
-        let opened = bind_all(&loaded.config.listen)?;
+        let opened = bind_all(&listen_addresses(&loaded.config))?;
         event_loop.open_listeners(opened)?;
         event_loop.schedule_health_checks();
         Ok(event_loop)
     }
 
-    fn open_listeners(&mut self, opened: Vec<(SocketAddr, TcpListener)>) -> io::Result<()> {
-        for (address, mut listener) in opened {
+    fn open_listeners(&mut self, opened: Vec<Listener>) -> io::Result<()> {
+        for mut listener in opened {
             let index = self
                 .listeners
                 .iter()
                 .position(Option::is_none)
                 .unwrap_or(self.listeners.len());
             self.poll.registry().register(
-                &mut listener,
+                &mut listener.socket,
                 Token(LISTENER_BASE + index),
                 Interest::READABLE,
             )?;
-            log::info!("listening on {}", listener.local_addr().unwrap_or(address));
-            if index == self.listeners.len() {
-                self.listeners.push(Some((address, listener)));
+            let address = listener.socket.local_addr().unwrap_or(listener.address);
+            if listener.admin {
+                log::info!("admin API on http://{address}/stats");
             } else {
-                self.listeners[index] = Some((address, listener));
+                log::info!("listening on {address}");
+            }
+            if index == self.listeners.len() {
+                self.listeners.push(Some(listener));
+            } else {
+                self.listeners[index] = Some(listener);
             }
         }
         Ok(())
@@ -155,16 +185,16 @@ impl EventLoop {
                 return;
             }
         };
-        let wanted = &loaded.config.listen;
-        let new_addresses: Vec<SocketAddr> = wanted
+        let wanted = listen_addresses(&loaded.config);
+        let new_addresses: Vec<(SocketAddr, bool)> = wanted
             .iter()
             .copied()
-            .filter(|address| {
+            .filter(|&(address, admin)| {
                 !self
                     .listeners
                     .iter()
                     .flatten()
-                    .any(|(open, _)| open == address)
+                    .any(|open| open.address == address && open.admin == admin)
             })
             .collect();
         let opened = match bind_all(&new_addresses) {
@@ -177,11 +207,11 @@ impl EventLoop {
         for slot in &mut self.listeners {
             if slot
                 .as_ref()
-                .is_some_and(|(address, _)| !wanted.contains(address))
-                && let Some((address, mut listener)) = slot.take()
+                .is_some_and(|open| !wanted.contains(&(open.address, open.admin)))
+                && let Some(mut listener) = slot.take()
             {
-                let _ = self.poll.registry().deregister(&mut listener);
-                log::info!("stopped listening on {address}");
+                let _ = self.poll.registry().deregister(&mut listener.socket);
+                log::info!("stopped listening on {}", listener.address);
             }
         }
         if let Err(error) = self.open_listeners(opened) {
@@ -227,6 +257,11 @@ impl EventLoop {
         self.shutdown_timeout = loaded.config.shutdown_timeout;
         self.max_connections = loaded.config.max_connections;
         self.max_body_bytes = loaded.config.max_body_bytes;
+        self.forwarding = loaded.config.forwarding.clone();
+        if loaded.config.request_id != self.request_ids.is_some() {
+            self.request_ids = loaded.config.request_id.then(RequestIds::new);
+        }
+        self.reconfigure_access_log(loaded.config.access_log.as_ref());
         self.generation += 1;
         self.schedule_health_checks();
         for key in to_drive {
@@ -235,9 +270,37 @@ impl EventLoop {
         log::info!("reload done");
     }
 
+    /// A reload that changes `access_log` or its format opens the new log;
+    /// if it cannot, the old one stays.
+    fn reconfigure_access_log(&mut self, wanted: Option<&AccessLogConfig>) {
+        if self.access_log.as_ref().map(AccessLog::config) == wanted {
+            return;
+        }
+        if let Some(old) = &mut self.access_log {
+            old.flush();
+        }
+        match wanted.map(AccessLog::open).transpose() {
+            Ok(access_log) => self.access_log = access_log,
+            Err(error) => log::error!("reload: {error}; the access log stays as it was"),
+        }
+    }
+
+    /// SIGUSR1: logrotate moved the file away; start a new one.
+    fn reopen_access_log(&mut self) {
+        if let Some(access_log) = &mut self.access_log {
+            match access_log.reopen() {
+                Ok(()) => log::info!("SIGUSR1: access log reopened"),
+                Err(error) => log::error!("SIGUSR1: {error}; still writing to the old file"),
+            }
+        }
+    }
+
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         loop {
+            if let Some(access_log) = &mut self.access_log {
+                access_log.flush();
+            }
             if let Some(deadline) = self.shutdown_deadline {
                 if self.sessions.is_empty() {
                     log::info!(
@@ -278,6 +341,9 @@ impl EventLoop {
                         self.shut_down();
                     } else if signals.contains(&SIGHUP) && self.shutdown_deadline.is_none() {
                         self.reload();
+                    }
+                    if signals.contains(&SIGUSR1) {
+                        self.reopen_access_log();
                     }
                     continue;
                 }
@@ -340,8 +406,8 @@ impl EventLoop {
             self.sessions.len()
         );
         for slot in &mut self.listeners {
-            if let Some((_, mut listener)) = slot.take() {
-                let _ = self.poll.registry().deregister(&mut listener);
+            if let Some(mut listener) = slot.take() {
+                let _ = self.poll.registry().deregister(&mut listener.socket);
             }
         }
         self.shutdown_deadline = Some(Instant::now() + self.shutdown_timeout);
@@ -406,12 +472,17 @@ impl EventLoop {
                     counters: &mut self.counters,
                     timers: &mut self.timers,
                     wakeups: &mut self.wakeups,
+                    forwarding: &self.forwarding,
+                    request_ids: self.request_ids.as_mut(),
+                    totals: &mut self.totals,
+                    access_log: self.access_log.as_mut(),
                 };
                 let expired_and_closed = expired
                     .take()
                     .is_some_and(|now| !session.expire(&mut context, now));
                 if expired_and_closed || !session.drive(&mut context) {
                     self.sessions.remove(key);
+                    self.totals.connections -= 1;
                 }
             }
             next = self.wakeups.pop();
@@ -438,8 +509,8 @@ impl EventLoop {
                 self.pause_accepting(None);
                 return;
             }
-            let accepted = match self.listeners.get(index) {
-                Some(Some((_, listener))) => listener.accept(),
+            let (accepted, admin) = match self.listeners.get(index) {
+                Some(Some(listener)) => (listener.socket.accept(), listener.admin),
                 _ => return,
             };
             let (stream, address) = match accepted {
@@ -464,7 +535,7 @@ impl EventLoop {
             let _ = stream.set_nodelay(true);
             let entry = self.sessions.vacant_entry();
             let key = entry.key();
-            let mut session = Session::new(key, stream, address, self.buffer_bytes);
+            let mut session = Session::new(key, stream, address, self.buffer_bytes, admin);
             if let Err(error) = self.poll.registry().register(
                 session.client_stream(),
                 connection::client_token(key),
@@ -474,6 +545,8 @@ impl EventLoop {
                 continue;
             }
             entry.insert(session);
+            self.totals.connections += 1;
+            self.totals.connections_total += 1;
         }
     }
 
@@ -488,8 +561,8 @@ impl EventLoop {
             return;
         }
         self.accepting = false;
-        for (_, listener) in self.listeners.iter_mut().flatten() {
-            let _ = self.poll.registry().deregister(listener);
+        for listener in self.listeners.iter_mut().flatten() {
+            let _ = self.poll.registry().deregister(&mut listener.socket);
         }
     }
 
@@ -505,9 +578,9 @@ impl EventLoop {
         self.accepting = true;
         self.accept_paused_until = None;
         for (index, slot) in self.listeners.iter_mut().enumerate() {
-            if let Some((_, listener)) = slot {
+            if let Some(listener) = slot {
                 let _ = self.poll.registry().register(
-                    listener,
+                    &mut listener.socket,
                     Token(LISTENER_BASE + index),
                     Interest::READABLE,
                 );
@@ -517,12 +590,22 @@ impl EventLoop {
     }
 }
 
-fn bind_all(addresses: &[SocketAddr]) -> io::Result<Vec<(SocketAddr, TcpListener)>> {
+/// Every address to listen on, and whether it is the admin port.
+fn listen_addresses(config: &Config) -> Vec<(SocketAddr, bool)> {
+    let proxied = config.listen.iter().map(|&address| (address, false));
+    proxied.chain(config.admin.map(|address| (address, true))).collect()
+}
+
+fn bind_all(addresses: &[(SocketAddr, bool)]) -> io::Result<Vec<Listener>> {
     addresses
         .iter()
-        .map(|address| {
-            TcpListener::bind(*address)
-                .map(|listener| (*address, listener))
+        .map(|&(address, admin)| {
+            TcpListener::bind(address)
+                .map(|socket| Listener {
+                    address,
+                    admin,
+                    socket,
+                })
                 .map_err(|error| {
                     io::Error::new(error.kind(), format!("cannot listen on {address}: {error}"))
                 })

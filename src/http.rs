@@ -6,7 +6,9 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::ops::Range;
 
+use crate::forwarding::Forwarding;
 use crate::framing::Framing;
+use crate::request_id;
 
 /// More header fields than this in one head is answered with 431.
 pub const MAX_HEADERS: usize = 128;
@@ -25,6 +27,29 @@ const HOP_BY_HOP: &[&str] = &[
 /// Fields that frame or address the message: a `Connection` header that
 /// names them must not make them vanish (request smuggling).
 const NEVER_DROPPED: &[&str] = &["content-length", "transfer-encoding", "host"];
+
+/// The forwarding fields rsp writes itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    For,
+    Proto,
+    Host,
+    Forwarded,
+}
+
+fn forwarding_field(name: &[u8]) -> Option<Field> {
+    if name.eq_ignore_ascii_case(b"x-forwarded-for") {
+        Some(Field::For)
+    } else if name.eq_ignore_ascii_case(b"x-forwarded-proto") {
+        Some(Field::Proto)
+    } else if name.eq_ignore_ascii_case(b"x-forwarded-host") {
+        Some(Field::Host)
+    } else if name.eq_ignore_ascii_case(b"forwarded") {
+        Some(Field::Forwarded)
+    } else {
+        None
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HeadError {
@@ -222,8 +247,15 @@ impl RequestHead {
     }
 
     /// Writes the head to send to a backend: hop-by-hop fields dropped,
-    /// `X-Forwarded-For` extended with the client, `X-Forwarded-Proto` set.
-    pub fn write_forwarded(&self, out: &mut Vec<u8>, client: IpAddr) {
+    /// forwarding fields written as `forwarding` says (a trusted peer's
+    /// are kept and extended, anyone else's replaced), and the request id.
+    pub fn write_forwarded(
+        &self,
+        out: &mut Vec<u8>,
+        client: IpAddr,
+        forwarding: &Forwarding,
+        request_id: Option<&str>,
+    ) {
         out.extend_from_slice(&self.raw[self.method.clone()]);
         out.push(b' ');
         out.extend_from_slice(&self.raw[self.target.clone()]);
@@ -232,26 +264,95 @@ impl RequestHead {
         } else {
             b" HTTP/1.1\r\n"
         });
+        let trusted = forwarding.trusts(client);
         let fields = self.fields();
-        let mut forwarded_for: Vec<&[u8]> = Vec::new();
+        let mut kept_proto = false;
+        let mut kept_host = false;
         for (name, value) in fields.clone() {
-            if name.eq_ignore_ascii_case(b"x-forwarded-for") {
-                forwarded_for.push(value);
-            } else if !name.eq_ignore_ascii_case(b"x-forwarded-proto")
-                && !is_hop_by_hop(name, fields.clone())
-            {
+            if name.eq_ignore_ascii_case(b"x-request-id") || is_hop_by_hop(name, fields.clone()) {
+                continue;
+            }
+            let merged = match forwarding_field(name) {
+                None => false,
+                Some(_) if !trusted => continue,
+                Some(Field::For) => forwarding.x_forwarded_for,
+                Some(Field::Forwarded) => forwarding.forwarded,
+                Some(Field::Proto) => {
+                    kept_proto = true;
+                    false
+                }
+                Some(Field::Host) => {
+                    kept_host = true;
+                    false
+                }
+            };
+            if !merged {
                 write_field(out, name, value);
             }
         }
-        out.extend_from_slice(b"X-Forwarded-For: ");
-        for earlier in forwarded_for {
-            out.extend_from_slice(earlier);
-            out.extend_from_slice(b", ");
+        let client = client.to_canonical();
+        if forwarding.x_forwarded_for {
+            out.extend_from_slice(b"X-Forwarded-For: ");
+            self.write_earlier(out, trusted, Field::For);
+            let _ = write!(out, "{client}\r\n");
         }
-        let _ = write!(out, "{client}\r\n");
+        if forwarding.x_forwarded_proto && !kept_proto {
+            out.extend_from_slice(b"X-Forwarded-Proto: http\r\n");
+        }
+        let host = self.header("host");
+        if forwarding.x_forwarded_host
+            && !kept_host
+            && let Some(host) = host
+        {
+            write_field(out, b"X-Forwarded-Host", host);
+        }
+        if forwarding.forwarded {
+            out.extend_from_slice(b"Forwarded: ");
+            self.write_earlier(out, trusted, Field::Forwarded);
+            match client {
+                IpAddr::V4(v4) => {
+                    let _ = write!(out, "for={v4}");
+                }
+                IpAddr::V6(v6) => {
+                    let _ = write!(out, "for=\"[{v6}]\"");
+                }
+            }
+            if let Some(host) = host.filter(|host| !host.contains(&b'"') && !host.contains(&b'\\'))
+            {
+                out.extend_from_slice(b";host=\"");
+                out.extend_from_slice(host);
+                out.push(b'"');
+            }
+            out.extend_from_slice(b";proto=http\r\n");
+        }
+        if let Some(id) = request_id {
+            let _ = write!(out, "X-Request-Id: {id}\r\n");
+        }
         // One backend connection per exchange, for now: say so, so the backend
         // frees it at once.
-        out.extend_from_slice(b"X-Forwarded-Proto: http\r\nConnection: close\r\n\r\n");
+        out.extend_from_slice(b"Connection: close\r\n\r\n");
+    }
+
+    /// A trusted peer's values of a list field, each followed by ", ".
+    fn write_earlier(&self, out: &mut Vec<u8>, trusted: bool, wanted: Field) {
+        if !trusted {
+            return;
+        }
+        for (name, value) in self.fields() {
+            if forwarding_field(name) == Some(wanted) {
+                out.extend_from_slice(value);
+                out.extend_from_slice(b", ");
+            }
+        }
+    }
+
+    /// The client's `X-Request-Id`, when it is one rsp may keep.
+    pub fn request_id(&self) -> Option<&str> {
+        self.fields()
+            .filter(|(name, _)| name.eq_ignore_ascii_case(b"x-request-id"))
+            .map(|(_, value)| value)
+            .find(|value| request_id::is_valid(value))
+            .map(str_of)
     }
 
     fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> + Clone {
@@ -292,6 +393,7 @@ impl ResponseInfo {
 pub fn forward_response_head(
     buffer: &[u8],
     client: ClientSide,
+    request_id: Option<&str>,
     out: &mut Vec<u8>,
 ) -> Result<Option<ResponseInfo>, HeadError> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -368,9 +470,14 @@ pub fn forward_response_head(
         // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3): never
         // pass on both.
         let dropped_length = transfer_encoding && name.eq_ignore_ascii_case(b"content-length");
-        if !dropped_length && !is_hop_by_hop(name, fields.clone()) {
+        // The client hears the id rsp logged, not one the backend made up.
+        let replaced_id = request_id.is_some() && name.eq_ignore_ascii_case(b"x-request-id");
+        if !dropped_length && !replaced_id && !is_hop_by_hop(name, fields.clone()) {
             write_field(out, name, value);
         }
+    }
+    if let Some(id) = request_id {
+        let _ = write!(out, "X-Request-Id: {id}\r\n");
     }
     if !keep_alive {
         out.extend_from_slice(b"Connection: close\r\n");
@@ -481,11 +588,22 @@ mod tests {
         Ok(head)
     }
 
-    fn forwarded(raw: &str) -> String {
+    fn forwarded_by(raw: &str, forwarding: &Forwarding, request_id: Option<&str>) -> String {
         let head = parse(raw).unwrap();
         let mut out = Vec::new();
-        head.write_forwarded(&mut out, "10.1.2.3".parse().unwrap());
+        head.write_forwarded(&mut out, "10.1.2.3".parse().unwrap(), forwarding, request_id);
         String::from_utf8(out).unwrap()
+    }
+
+    fn trusting(forwarding: Forwarding) -> Forwarding {
+        Forwarding {
+            trusted: vec![crate::forwarding::Network::parse("10.0.0.0/8").unwrap()],
+            ..forwarding
+        }
+    }
+
+    fn forwarded(raw: &str) -> String {
+        forwarded_by(raw, &trusting(Forwarding::default()), None)
     }
 
     #[test]
@@ -612,18 +730,66 @@ mod tests {
         );
         assert_eq!(
             out,
-            "GET /x HTTP/1.1\r\nHost: a\r\nAccept: */*\r\nX-Forwarded-For: 1.1.1.1, 2.2.2.2, 10.1.2.3\r\n\
-             X-Forwarded-Proto: http\r\nConnection: close\r\n\r\n"
+            "GET /x HTTP/1.1\r\nHost: a\r\nX-Forwarded-Proto: https\r\nAccept: */*\r\n\
+             X-Forwarded-For: 1.1.1.1, 2.2.2.2, 10.1.2.3\r\nX-Forwarded-Host: a\r\nConnection: close\r\n\r\n"
         );
         let out = forwarded(
             "POST /y HTTP/1.0\r\nContent-Length: 3\r\nConnection: content-length\r\n\r\n",
         );
         assert!(
             out.starts_with(
-                "POST /y HTTP/1.0\r\nContent-Length: 3\r\nX-Forwarded-For: 10.1.2.3\r\n"
+                "POST /y HTTP/1.0\r\nContent-Length: 3\r\nX-Forwarded-For: 10.1.2.3\r\nX-Forwarded-Proto: http\r\n"
             ),
             "{out}"
         );
+    }
+
+    #[test]
+    fn untrusted_forwarding_fields_are_replaced() {
+        let raw = "GET / HTTP/1.1\r\nHost: shop.example:8080\r\nX-Forwarded-For: 6.6.6.6\r\n\
+                   X-Forwarded-Proto: https\r\nX-Forwarded-Host: evil\r\nForwarded: for=6.6.6.6\r\n\
+                   X-Request-Id: mine\r\n\r\n";
+        let everything = Forwarding {
+            forwarded: true,
+            ..Forwarding::default()
+        };
+        assert_eq!(
+            forwarded_by(raw, &everything, Some("abc")),
+            "GET / HTTP/1.1\r\nHost: shop.example:8080\r\nX-Forwarded-For: 10.1.2.3\r\n\
+             X-Forwarded-Proto: http\r\nX-Forwarded-Host: shop.example:8080\r\n\
+             Forwarded: for=10.1.2.3;host=\"shop.example:8080\";proto=http\r\nX-Request-Id: abc\r\n\
+             Connection: close\r\n\r\n"
+        );
+        // Trusted: kept, and the list fields extended.
+        let out = forwarded_by(raw, &trusting(everything.clone()), Some("abc"));
+        assert!(out.contains("X-Forwarded-Proto: https\r\n"), "{out}");
+        assert!(out.contains("X-Forwarded-Host: evil\r\n"), "{out}");
+        assert!(out.contains("X-Forwarded-For: 6.6.6.6, 10.1.2.3\r\n"), "{out}");
+        assert!(
+            out.contains("Forwarded: for=6.6.6.6, for=10.1.2.3;host="),
+            "{out}"
+        );
+        assert_eq!(out.matches("X-Request-Id").count(), 1, "{out}");
+        // Every field switched off: nothing added, an untrusted client's dropped.
+        let none = Forwarding {
+            x_forwarded_for: false,
+            x_forwarded_proto: false,
+            x_forwarded_host: false,
+            forwarded: false,
+            trusted: Vec::new(),
+        };
+        assert_eq!(
+            forwarded_by(raw, &none, None),
+            "GET / HTTP/1.1\r\nHost: shop.example:8080\r\nConnection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn client_request_ids_are_kept_only_when_valid() {
+        let head = parse("GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id: bad id\r\nX-Request-Id: good-1\r\n\r\n").unwrap();
+        assert_eq!(head.request_id(), Some("good-1"));
+        let head = parse("GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id: \r\n\r\n").unwrap();
+        assert_eq!(head.request_id(), None);
     }
 
     const KEEP_11: ClientSide = ClientSide {
@@ -637,7 +803,7 @@ mod tests {
         client: ClientSide,
     ) -> (Result<Option<ResponseInfo>, HeadError>, String) {
         let mut out = Vec::new();
-        let info = forward_response_head(raw.as_bytes(), client, &mut out);
+        let info = forward_response_head(raw.as_bytes(), client, None, &mut out);
         (info, String::from_utf8(out).unwrap())
     }
 

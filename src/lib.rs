@@ -4,15 +4,21 @@
 //! request head (`http`), asks `router` (Lua `route(req)`), `balancer` picks
 //! a server, and bytes flow through `buffer`s framed by `framing`.
 
+pub mod access_log;
+pub mod admin;
 pub mod balancer;
 pub mod buffer;
 pub mod config;
 pub mod connection;
 pub mod event_loop;
+pub mod forwarding;
 pub mod framing;
 pub mod health;
 pub mod http;
 pub mod limits;
 pub mod reply;
+pub mod request_id;
 pub mod router;
+pub mod stats;
 pub mod timer;
+pub mod transaction;

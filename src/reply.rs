@@ -64,25 +64,36 @@ impl ErrorReply {
         }
     }
 
-    pub fn write(self, out: &mut Vec<u8>, keep_alive: bool) {
+    pub fn body_length(self) -> usize {
+        self.body().len()
+    }
+
+    pub fn write(self, out: &mut Vec<u8>, keep_alive: bool, request_id: Option<&str>) {
         write_response(
             out,
             self.status(),
             &[("Content-Type", "text/plain; charset=utf-8")],
             self.body().as_bytes(),
             keep_alive,
+            request_id,
         );
     }
 }
 
 impl LocalReply {
-    pub fn write(&self, out: &mut Vec<u8>, keep_alive: bool) {
+    pub fn write(&self, out: &mut Vec<u8>, keep_alive: bool, request_id: Option<&str>) {
         let headers: Vec<(&str, &str)> = self
             .headers
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect();
-        write_response(out, self.status, &headers, &self.body, keep_alive);
+        let request_id = request_id.filter(|_| {
+            !self
+                .headers
+                .iter()
+                .any(|(name, _)| name.eq_ignore_ascii_case("x-request-id"))
+        });
+        write_response(out, self.status, &headers, &self.body, keep_alive, request_id);
     }
 }
 
@@ -92,10 +103,14 @@ fn write_response(
     headers: &[(&str, &str)],
     body: &[u8],
     keep_alive: bool,
+    request_id: Option<&str>,
 ) {
     let _ = write!(out, "HTTP/1.1 {} {}\r\n", status, reason(status));
     for (name, value) in headers {
         let _ = write!(out, "{name}: {value}\r\n");
+    }
+    if let Some(id) = request_id {
+        let _ = write!(out, "X-Request-Id: {id}\r\n");
     }
     let _ = write!(out, "Content-Length: {}\r\n", body.len());
     out.extend_from_slice(if keep_alive {
@@ -142,10 +157,11 @@ mod tests {
     #[test]
     fn error_replies_are_complete_responses() {
         let mut out = Vec::new();
-        ErrorReply::HeadTooLarge.write(&mut out, false);
+        ErrorReply::HeadTooLarge.write(&mut out, false, Some("id-1"));
         let text = String::from_utf8(out).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"));
+        assert!(head.contains("\r\nX-Request-Id: id-1\r\n"));
         assert!(head.contains(&format!("Content-Length: {}", body.len())));
         assert!(head.ends_with("Connection: close"));
     }
@@ -158,10 +174,19 @@ mod tests {
             body: b"pong\n".to_vec(),
         };
         let mut out = Vec::new();
-        reply.write(&mut out, true);
+        reply.write(&mut out, true, None);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\npong\n"
         );
+        // A script that sets its own id is not contradicted.
+        let reply = LocalReply {
+            headers: vec![("X-Request-Id".into(), "from-lua".into())],
+            ..reply
+        };
+        let mut out = Vec::new();
+        reply.write(&mut out, true, Some("other"));
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.matches("X-Request-Id").count(), 1, "{text}");
     }
 }

@@ -37,6 +37,14 @@ pub enum RouteError {
 pub struct RequestView {
     pub head: RequestHead,
     pub client: SocketAddr,
+    /// The request's `X-Request-Id`; empty when ids are switched off.
+    pub request_id: String,
+}
+
+impl RequestView {
+    pub fn request_id(&self) -> Option<&str> {
+        Some(self.request_id.as_str()).filter(|id| !id.is_empty())
+    }
 }
 
 impl UserData for RequestView {
@@ -54,6 +62,11 @@ impl UserData for RequestView {
         fields.add_field_method_get("version", |_, this| Ok(this.head.version()));
         fields.add_field_method_get("client_ip", |_, this| Ok(this.client.ip().to_string()));
         fields.add_field_method_get("client_port", |_, this| Ok(this.client.port()));
+        fields.add_field_method_get("request_id", |lua, this| {
+            this.request_id()
+                .map(|id| lua.create_string(id))
+                .transpose()
+        });
     }
 
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {

@@ -1,6 +1,7 @@
 //! Property tests: arbitrary and mutated bytes through the parsers and framers.
 
 use proptest::prelude::*;
+use rsp::forwarding::Forwarding;
 use rsp::framing::{BodyFramer, Framing};
 use rsp::http::{ClientSide, RequestHead, forward_response_head};
 
@@ -37,7 +38,7 @@ proptest! {
         if let Ok(Some(length)) = head.parse(&bytes) {
             prop_assert!(length <= bytes.len());
             let mut out = Vec::new();
-            head.write_forwarded(&mut out, "127.0.0.1".parse().unwrap());
+            head.write_forwarded(&mut out, "127.0.0.1".parse().unwrap(), &Forwarding::default(), Some("id"));
             let _ = (head.path(), head.query(), head.host(), head.header("x"));
         }
     }
@@ -47,7 +48,7 @@ proptest! {
         let mut head = RequestHead::default();
         if let Ok(Some(_)) = head.parse(&bytes) {
             let mut out = Vec::new();
-            head.write_forwarded(&mut out, "127.0.0.1".parse().unwrap());
+            head.write_forwarded(&mut out, "127.0.0.1".parse().unwrap(), &Forwarding::default(), Some("id"));
             // What rsp forwards always parses again, to the same framing.
             let mut again = RequestHead::default();
             prop_assert!(matches!(again.parse(&out), Ok(Some(_))));
@@ -59,7 +60,7 @@ proptest! {
     fn response_parsing_never_panics(bytes in mutated(VALID_RESPONSE), minor in 0..2u8, head_request: bool) {
         let client = ClientSide { head_request, minor_version: minor, keep_alive: true };
         let mut out = Vec::new();
-        if let Ok(Some(info)) = forward_response_head(&bytes, client, &mut out) {
+        if let Ok(Some(info)) = forward_response_head(&bytes, client, Some("id"), &mut out) {
             prop_assert!(info.head_length <= bytes.len());
         }
     }

@@ -1,0 +1,177 @@
+//! Counters behind `/stats` and `/metrics`. Each server's live in its
+//! `balancer::Server`, each pool's in its `Pool`, the rest in `Totals`; all
+//! are plain integers bumped by the one loop thread, so no atomics.
+
+use std::time::{Duration, Instant, SystemTime};
+
+/// Upper bounds of the duration histogram buckets, in microseconds.
+pub const BUCKETS_US: [u64; 14] = [
+    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000, 5_000_000, 10_000_000,
+];
+
+/// Response counts by status class: 1xx to 5xx, then anything else
+/// (no answer at all).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StatusClasses(pub [u64; 6]);
+
+pub const CLASS_NAMES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
+
+impl StatusClasses {
+    pub fn count(&mut self, status: u16) {
+        let class = match status {
+            100..=599 => usize::from(status / 100 - 1),
+            _ => 5,
+        };
+        self.0[class] += 1;
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+}
+
+/// Durations in `BUCKETS_US` buckets (each count is its own bucket's, not
+/// cumulative), their sum and count.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Histogram {
+    pub buckets: [u64; BUCKETS_US.len()],
+    pub count: u64,
+    pub sum_us: u64,
+}
+
+impl Histogram {
+    pub fn record(&mut self, duration: Duration) {
+        let micros = duration.as_micros().min(u128::from(u64::MAX)) as u64;
+        if let Some(bucket) = BUCKETS_US.iter().position(|&bound| micros <= bound) {
+            self.buckets[bucket] += 1;
+        }
+        self.count += 1;
+        self.sum_us = self.sum_us.saturating_add(micros);
+    }
+}
+
+/// HAProxy's sliding average: roughly the mean of the last `WINDOW`
+/// samples, in constant space.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SlidingAverage {
+    sum: u64,
+    samples: u64,
+}
+
+impl SlidingAverage {
+    const WINDOW: u64 = 1024;
+
+    pub fn add(&mut self, value: u64) {
+        if self.samples < Self::WINDOW {
+            self.samples += 1;
+            self.sum += value;
+        } else {
+            self.sum = self.sum + value - self.sum.div_ceil(Self::WINDOW);
+        }
+    }
+
+    pub fn mean(&self) -> Option<u64> {
+        (self.samples > 0).then(|| self.sum / self.samples)
+    }
+}
+
+/// One server's traffic.
+#[derive(Debug, Default, Clone)]
+pub struct ServerStats {
+    /// Times the balancer chose it.
+    pub selected: u64,
+    /// Requests it took part in, by the status the client got.
+    pub responses: StatusClasses,
+    /// Failed connects, broken or late responses.
+    pub errors: u64,
+    /// Requests moved from it to another server.
+    pub retries: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// From routing to the response head, in microseconds.
+    pub response_time_us: SlidingAverage,
+}
+
+/// One pool's traffic, including requests no server took (503s).
+#[derive(Debug, Default, Clone)]
+pub struct PoolStats {
+    pub responses: StatusClasses,
+    pub duration: Histogram,
+}
+
+/// Everything else the loop counts.
+#[derive(Debug)]
+pub struct Totals {
+    pub started: Instant,
+    pub started_wall: SystemTime,
+    /// Client connections now open (the admin port's included).
+    pub connections: u64,
+    pub connections_total: u64,
+    /// Requests counted on completion, by the status the client got.
+    pub responses: StatusClasses,
+    /// Answers rsp wrote itself (Lua replies and errors).
+    pub local_responses: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub duration: Histogram,
+}
+
+impl Default for Totals {
+    fn default() -> Totals {
+        Totals {
+            started: Instant::now(),
+            started_wall: SystemTime::now(),
+            connections: 0,
+            connections_total: 0,
+            responses: StatusClasses::default(),
+            local_responses: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            duration: Histogram::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_classes() {
+        let mut classes = StatusClasses::default();
+        for status in [101, 200, 204, 302, 404, 502, 503, 0, 999] {
+            classes.count(status);
+        }
+        assert_eq!(classes.0, [1, 2, 1, 1, 2, 2]);
+        assert_eq!(classes.total(), 9);
+    }
+
+    #[test]
+    fn histogram_buckets_and_sum() {
+        let mut histogram = Histogram::default();
+        histogram.record(Duration::from_micros(10));
+        histogram.record(Duration::from_micros(500));
+        histogram.record(Duration::from_micros(501));
+        histogram.record(Duration::from_secs(60));
+        assert_eq!(histogram.buckets[0], 2);
+        assert_eq!(histogram.buckets[1], 1);
+        assert_eq!(histogram.buckets.iter().sum::<u64>(), 3);
+        assert_eq!(histogram.count, 4);
+        assert_eq!(histogram.sum_us, 10 + 500 + 501 + 60_000_000);
+    }
+
+    #[test]
+    fn sliding_average_follows_recent_samples() {
+        let mut average = SlidingAverage::default();
+        assert_eq!(average.mean(), None);
+        average.add(100);
+        average.add(300);
+        assert_eq!(average.mean(), Some(200));
+        for _ in 0..20_000 {
+            average.add(1000);
+        }
+        let mean = average.mean().unwrap();
+        assert!((990..=1000).contains(&mean), "{mean}");
+    }
+}

@@ -467,7 +467,10 @@ mod tests {
         assert!(line.starts_with("{\"time\":\"2026-11-22T00:00:00.007Z\",\"client\":\"192.0.2.1\",\"client_port\":5000,\"method\":\"GET\""), "{line}");
         assert!(line.contains("\"user_agent\":\"a\\\"b\\\\c\""), "{line}");
         assert!(line.contains("\"referer\":null"), "{line}");
-        assert!(line.ends_with("\"request_id\":\"abc\",\"completed\":true}\n"), "{line}");
+        assert!(
+            line.ends_with("\"request_id\":\"abc\",\"completed\":true}\n"),
+            "{line}"
+        );
         let mut out = Vec::new();
         json_string(&mut out, "\u{1}\n");
         assert_eq!(out, b"\"\\u0001\\n\"");

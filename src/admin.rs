@@ -23,19 +23,13 @@ pub fn answer(request: &RequestView, context: &mut Context) -> LocalReply {
     let path = head.path();
     let read_only = method == "GET" || method == "HEAD";
     match path {
-        "/stats" | "/stats.json" | "/metrics" if !read_only => {
-            not_allowed("GET, HEAD", path)
-        }
+        "/stats" | "/stats.json" | "/metrics" if !read_only => not_allowed("GET, HEAD", path),
         "/stats" => reply(
             200,
             "text/html; charset=utf-8",
             html(context.pools, context.totals),
         ),
-        "/stats.json" => reply(
-            200,
-            "application/json",
-            json(context.pools, context.totals),
-        ),
+        "/stats.json" => reply(200, "application/json", json(context.pools, context.totals)),
         "/metrics" => reply(
             200,
             "text/plain; version=0.0.4; charset=utf-8",
@@ -47,7 +41,14 @@ pub fn answer(request: &RequestView, context: &mut Context) -> LocalReply {
                 let from_form = head
                     .header("content-type")
                     .is_some_and(|kind| kind.starts_with(b"application/x-www-form-urlencoded"));
-                set_drained(context.pools, &pool, &server, drain, request.client, from_form)
+                set_drained(
+                    context.pools,
+                    &pool,
+                    &server,
+                    drain,
+                    request.client,
+                    from_form,
+                )
             }
             None => text(
                 404,
@@ -95,8 +96,12 @@ fn set_drained(
     };
     let (address, active) = (server.address, server.active);
     let message = if drain {
-        log::info!("admin ({client}): pool {name}: server {address} drained, {active} requests in flight finish there");
-        format!("pool {name}: server {address} is draining; {active} requests in flight will finish\n")
+        log::info!(
+            "admin ({client}): pool {name}: server {address} drained, {active} requests in flight finish there"
+        );
+        format!(
+            "pool {name}: server {address} is draining; {active} requests in flight will finish\n"
+        )
     } else {
         log::info!("admin ({client}): pool {name}: server {address} enabled");
         format!("pool {name}: server {address} is back in rotation\n")
@@ -181,11 +186,11 @@ fn html(pools: &[Pool], totals: &Totals) -> String {
         env!("CARGO_PKG_VERSION")
     );
     let uptime = totals.started.elapsed().as_secs();
-    let _ = write!(
+    let _ = writeln!(
         page,
         "<table class=\"summary\"><tr><td>pid {}</td><td>up {}</td><td>{} connections open, {} in all</td>\
          <td>{} requests, {} answered by rsp itself</td><td>{} in, {} out</td>\
-         <td>{}</td></tr></table>\n",
+         <td>{}</td></tr></table>",
         std::process::id(),
         duration_text(uptime),
         totals.connections,
@@ -242,11 +247,11 @@ fn html(pools: &[Pool], totals: &Totals) -> String {
             for count in &stats.responses.0[..5] {
                 let _ = write!(page, "<td>{count}</td>");
             }
-            let _ = write!(
+            let _ = writeln!(
                 page,
                 "<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{check}</td>\
                  <td><form method=\"post\" action=\"/pools/{}/servers/{}/{action}\">\
-                 <button>{label}</button></form></td></tr>\n",
+                 <button>{label}</button></form></td></tr>",
                 stats.errors,
                 stats.retries,
                 response_time_ms(server).map_or("-".into(), |ms| format!("{ms:.2} ms")),
@@ -300,7 +305,8 @@ fn json(pools: &[Pool], totals: &Totals) -> String {
             out_string(&mut out),
             ",\"balance\":\"{}\",\"max_conns\":{},\"queued\":{},\"requests\":{},\"responses\":{},\"servers\":[",
             pool.algorithm().name(),
-            pool.max_conns().map_or("null".into(), |limit| limit.to_string()),
+            pool.max_conns()
+                .map_or("null".into(), |limit| limit.to_string()),
             pool.queued(),
             pool.stats.responses.total(),
             classes_json(&pool.stats.responses),
@@ -380,65 +386,202 @@ fn metrics(pools: &[Pool], totals: &Totals) -> String {
     let family = |out: &mut String, name: &str, kind: &str, help: &str| {
         let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
     };
-    family(&mut out, "rsp_uptime_seconds", "gauge", "Seconds since rsp started.");
-    let _ = writeln!(out, "rsp_uptime_seconds {:.3}", totals.started.elapsed().as_secs_f64());
-    family(&mut out, "rsp_connections", "gauge", "Client connections open now.");
+    family(
+        &mut out,
+        "rsp_uptime_seconds",
+        "gauge",
+        "Seconds since rsp started.",
+    );
+    let _ = writeln!(
+        out,
+        "rsp_uptime_seconds {:.3}",
+        totals.started.elapsed().as_secs_f64()
+    );
+    family(
+        &mut out,
+        "rsp_connections",
+        "gauge",
+        "Client connections open now.",
+    );
     let _ = writeln!(out, "rsp_connections {}", totals.connections);
-    family(&mut out, "rsp_connections_total", "counter", "Client connections accepted.");
+    family(
+        &mut out,
+        "rsp_connections_total",
+        "counter",
+        "Client connections accepted.",
+    );
     let _ = writeln!(out, "rsp_connections_total {}", totals.connections_total);
-    family(&mut out, "rsp_requests_total", "counter", "Requests answered, by the status class the client got.");
+    family(
+        &mut out,
+        "rsp_requests_total",
+        "counter",
+        "Requests answered, by the status class the client got.",
+    );
     for (name, count) in CLASS_NAMES.iter().zip(totals.responses.0) {
         let _ = writeln!(out, "rsp_requests_total{{class=\"{name}\"}} {count}");
     }
-    family(&mut out, "rsp_local_responses_total", "counter", "Answers rsp wrote itself (Lua replies and errors).");
+    family(
+        &mut out,
+        "rsp_local_responses_total",
+        "counter",
+        "Answers rsp wrote itself (Lua replies and errors).",
+    );
     let _ = writeln!(out, "rsp_local_responses_total {}", totals.local_responses);
-    family(&mut out, "rsp_received_bytes_total", "counter", "Bytes of requests received from clients.");
+    family(
+        &mut out,
+        "rsp_received_bytes_total",
+        "counter",
+        "Bytes of requests received from clients.",
+    );
     let _ = writeln!(out, "rsp_received_bytes_total {}", totals.bytes_in);
-    family(&mut out, "rsp_sent_bytes_total", "counter", "Bytes of answers sent to clients.");
+    family(
+        &mut out,
+        "rsp_sent_bytes_total",
+        "counter",
+        "Bytes of answers sent to clients.",
+    );
     let _ = writeln!(out, "rsp_sent_bytes_total {}", totals.bytes_out);
-    family(&mut out, "rsp_request_duration_seconds", "histogram", "Time from a request's first byte to the end of its answer.");
-    histogram(&mut out, "rsp_request_duration_seconds", "", &totals.duration);
+    family(
+        &mut out,
+        "rsp_request_duration_seconds",
+        "histogram",
+        "Time from a request's first byte to the end of its answer.",
+    );
+    histogram(
+        &mut out,
+        "rsp_request_duration_seconds",
+        "",
+        &totals.duration,
+    );
 
-    family(&mut out, "rsp_pool_requests_total", "counter", "Requests routed to a pool, by the status class the client got.");
+    family(
+        &mut out,
+        "rsp_pool_requests_total",
+        "counter",
+        "Requests routed to a pool, by the status class the client got.",
+    );
     for pool in pools {
         let pool_label = label(&pool.name);
         for (name, count) in CLASS_NAMES.iter().zip(pool.stats.responses.0) {
-            let _ = writeln!(out, "rsp_pool_requests_total{{pool=\"{pool_label}\",class=\"{name}\"}} {count}");
+            let _ = writeln!(
+                out,
+                "rsp_pool_requests_total{{pool=\"{pool_label}\",class=\"{name}\"}} {count}"
+            );
         }
     }
-    family(&mut out, "rsp_pool_queued_requests", "gauge", "Requests waiting for a server below max_conns.");
+    family(
+        &mut out,
+        "rsp_pool_queued_requests",
+        "gauge",
+        "Requests waiting for a server below max_conns.",
+    );
     for pool in pools {
-        let _ = writeln!(out, "rsp_pool_queued_requests{{pool=\"{}\"}} {}", label(&pool.name), pool.queued());
+        let _ = writeln!(
+            out,
+            "rsp_pool_queued_requests{{pool=\"{}\"}} {}",
+            label(&pool.name),
+            pool.queued()
+        );
     }
-    family(&mut out, "rsp_pool_request_duration_seconds", "histogram", "Time from a request's first byte to the end of its answer, by pool.");
+    family(
+        &mut out,
+        "rsp_pool_request_duration_seconds",
+        "histogram",
+        "Time from a request's first byte to the end of its answer, by pool.",
+    );
     for pool in pools {
         let labels = format!("pool=\"{}\",", label(&pool.name));
-        histogram(&mut out, "rsp_pool_request_duration_seconds", &labels, &pool.stats.duration);
+        histogram(
+            &mut out,
+            "rsp_pool_request_duration_seconds",
+            &labels,
+            &pool.stats.duration,
+        );
     }
 
     let servers = || {
         pools.iter().flat_map(|pool| {
-            pool.servers()
-                .iter()
-                .map(move |server| (format!("pool=\"{}\",server=\"{}\"", label(&pool.name), server.address), server))
+            pool.servers().iter().map(move |server| {
+                (
+                    format!(
+                        "pool=\"{}\",server=\"{}\"",
+                        label(&pool.name),
+                        server.address
+                    ),
+                    server,
+                )
+            })
         })
     };
-    family(&mut out, "rsp_server_requests_total", "counter", "Requests a server took part in, by the status class the client got.");
+    family(
+        &mut out,
+        "rsp_server_requests_total",
+        "counter",
+        "Requests a server took part in, by the status class the client got.",
+    );
     for (labels, server) in servers() {
         for (name, count) in CLASS_NAMES.iter().zip(server.stats.responses.0) {
-            let _ = writeln!(out, "rsp_server_requests_total{{{labels},class=\"{name}\"}} {count}");
+            let _ = writeln!(
+                out,
+                "rsp_server_requests_total{{{labels},class=\"{name}\"}} {count}"
+            );
         }
     }
-    let gauges: [(&str, &str, &str, fn(&Server, Instant) -> String); 9] = [
-        ("rsp_server_up", "gauge", "1 when the server takes requests (not down, not draining).", |server, now| u8::from(server.state(now) == ServerState::Up).to_string()),
-        ("rsp_server_draining", "gauge", "1 when the admin API took the server out of rotation.", |server, _| u8::from(server.drained).to_string()),
-        ("rsp_server_weight", "gauge", "The server's weight.", |server, _| server.weight.to_string()),
-        ("rsp_server_active_requests", "gauge", "Requests the server is serving now.", |server, _| server.active.to_string()),
-        ("rsp_server_selected_total", "counter", "Times the balancer chose the server.", |server, _| server.stats.selected.to_string()),
-        ("rsp_server_errors_total", "counter", "Failed connects and broken or late responses.", |server, _| server.stats.errors.to_string()),
-        ("rsp_server_retries_total", "counter", "Requests moved from the server to another.", |server, _| server.stats.retries.to_string()),
-        ("rsp_server_received_bytes_total", "counter", "Request bytes received from clients for the server.", |server, _| server.stats.bytes_in.to_string()),
-        ("rsp_server_sent_bytes_total", "counter", "Answer bytes sent to clients from the server.", |server, _| server.stats.bytes_out.to_string()),
+    let gauges: [ServerMetric; 9] = [
+        (
+            "rsp_server_up",
+            "gauge",
+            "1 when the server takes requests (not down, not draining).",
+            |server, now| u8::from(server.state(now) == ServerState::Up).to_string(),
+        ),
+        (
+            "rsp_server_draining",
+            "gauge",
+            "1 when the admin API took the server out of rotation.",
+            |server, _| u8::from(server.drained).to_string(),
+        ),
+        (
+            "rsp_server_weight",
+            "gauge",
+            "The server's weight.",
+            |server, _| server.weight.to_string(),
+        ),
+        (
+            "rsp_server_active_requests",
+            "gauge",
+            "Requests the server is serving now.",
+            |server, _| server.active.to_string(),
+        ),
+        (
+            "rsp_server_selected_total",
+            "counter",
+            "Times the balancer chose the server.",
+            |server, _| server.stats.selected.to_string(),
+        ),
+        (
+            "rsp_server_errors_total",
+            "counter",
+            "Failed connects and broken or late responses.",
+            |server, _| server.stats.errors.to_string(),
+        ),
+        (
+            "rsp_server_retries_total",
+            "counter",
+            "Requests moved from the server to another.",
+            |server, _| server.stats.retries.to_string(),
+        ),
+        (
+            "rsp_server_received_bytes_total",
+            "counter",
+            "Request bytes received from clients for the server.",
+            |server, _| server.stats.bytes_in.to_string(),
+        ),
+        (
+            "rsp_server_sent_bytes_total",
+            "counter",
+            "Answer bytes sent to clients from the server.",
+            |server, _| server.stats.bytes_out.to_string(),
+        ),
     ];
     for (name, kind, help, value) in gauges {
         family(&mut out, name, kind, help);
@@ -446,31 +589,67 @@ fn metrics(pools: &[Pool], totals: &Totals) -> String {
             let _ = writeln!(out, "{name}{{{labels}}} {}", value(server, now));
         }
     }
-    family(&mut out, "rsp_server_response_time_seconds", "gauge", "Mean time to the response head over the server's last 1024 responses.");
+    family(
+        &mut out,
+        "rsp_server_response_time_seconds",
+        "gauge",
+        "Mean time to the response head over the server's last 1024 responses.",
+    );
     for (labels, server) in servers() {
         if let Some(micros) = server.stats.response_time_us.mean() {
-            let _ = writeln!(out, "rsp_server_response_time_seconds{{{labels}}} {:.6}", micros as f64 / 1e6);
+            let _ = writeln!(
+                out,
+                "rsp_server_response_time_seconds{{{labels}}} {:.6}",
+                micros as f64 / 1e6
+            );
         }
     }
     out
 }
 
+/// A per-server metric: name, type, help, and how to read it off a server.
+type ServerMetric = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&Server, Instant) -> String,
+);
+
 fn histogram(out: &mut String, name: &str, labels: &str, histogram: &Histogram) {
     let mut cumulative = 0;
     for (bound, count) in BUCKETS_US.iter().zip(histogram.buckets) {
         cumulative += count;
-        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{}\"}} {cumulative}", *bound as f64 / 1e6);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}le=\"{}\"}} {cumulative}",
+            *bound as f64 / 1e6
+        );
     }
-    let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {}", histogram.count);
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{{labels}le=\"+Inf\"}} {}",
+        histogram.count
+    );
     let labels = labels.trim_end_matches(',');
-    let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
-    let _ = writeln!(out, "{name}_sum{braces} {:.6}", histogram.sum_us as f64 / 1e6);
+    let braces = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    };
+    let _ = writeln!(
+        out,
+        "{name}_sum{braces} {:.6}",
+        histogram.sum_us as f64 / 1e6
+    );
     let _ = writeln!(out, "{name}_count{braces} {}", histogram.count);
 }
 
 /// A Prometheus label value: backslash, quote and newline escaped.
 fn label(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn escape_html(text: &str) -> String {
@@ -544,10 +723,19 @@ mod tests {
         durations.record(std::time::Duration::from_secs(100));
         let mut out = String::new();
         histogram(&mut out, "h", "pool=\"a\",", &durations);
-        assert!(out.contains("h_bucket{pool=\"a\",le=\"0.0005\"} 1\n"), "{out}");
-        assert!(out.contains("h_bucket{pool=\"a\",le=\"0.005\"} 2\n"), "{out}");
+        assert!(
+            out.contains("h_bucket{pool=\"a\",le=\"0.0005\"} 1\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("h_bucket{pool=\"a\",le=\"0.005\"} 2\n"),
+            "{out}"
+        );
         assert!(out.contains("h_bucket{pool=\"a\",le=\"10\"} 2\n"), "{out}");
-        assert!(out.contains("h_bucket{pool=\"a\",le=\"+Inf\"} 3\n"), "{out}");
+        assert!(
+            out.contains("h_bucket{pool=\"a\",le=\"+Inf\"} 3\n"),
+            "{out}"
+        );
         assert!(out.contains("h_count{pool=\"a\"} 3\n"), "{out}");
     }
 }

@@ -383,11 +383,19 @@ impl Reader<'_> {
             Value::Nil => return Ok(None),
             Value::String(text) => (text.to_string_lossy(), false),
             Value::Table(table) => {
-                for key in table.pairs::<Value, Value>().filter_map(Result::ok).map(|(key, _)| key) {
-                    if !matches!(&key, Value::String(name) if ["addr", "public"].contains(&&*name.to_string_lossy())) {
+                for key in table
+                    .pairs::<Value, Value>()
+                    .filter_map(Result::ok)
+                    .map(|(key, _)| key)
+                {
+                    if !matches!(&key, Value::String(name) if ["addr", "public"].contains(&&*name.to_string_lossy()))
+                    {
                         return Err(self.error(
                             "admin",
-                            format!("admin: unknown setting {} (expected addr, public)", describe(&key)),
+                            format!(
+                                "admin: unknown setting {} (expected addr, public)",
+                                describe(&key)
+                            ),
                         ));
                     }
                 }
@@ -398,20 +406,31 @@ impl Reader<'_> {
                 let public = match table.raw_get::<Value>("public") {
                     Ok(Value::Nil) => false,
                     Ok(Value::Boolean(public)) => public,
-                    _ => return Err(self.error("admin", "admin.public: expected true or false".into())),
+                    _ => {
+                        return Err(
+                            self.error("admin", "admin.public: expected true or false".into())
+                        );
+                    }
                 };
                 (text, public)
             }
             other => {
                 return Err(self.error(
                     "admin",
-                    format!("admin: expected \"ip:port\" or a table, got {}", other.type_name()),
+                    format!(
+                        "admin: expected \"ip:port\" or a table, got {}",
+                        other.type_name()
+                    ),
                 ));
             }
         };
-        let address = resolve(&text).map_err(|error| self.error("admin", format!("admin: {error}")))?;
+        let address =
+            resolve(&text).map_err(|error| self.error("admin", format!("admin: {error}")))?;
         if self.listen()?.contains(&address) {
-            return Err(self.error("admin", format!("admin: {address} is also in listen; give the admin port its own address")));
+            return Err(self.error(
+                "admin",
+                format!("admin: {address} is also in listen; give the admin port its own address"),
+            ));
         }
         if !address.ip().is_loopback() && !public {
             return Err(self.error(
@@ -435,7 +454,10 @@ impl Reader<'_> {
             other => {
                 return Err(self.error(
                     "access_log_format",
-                    format!("access_log_format: expected \"combined\" or \"json\", got {}", describe(&other)),
+                    format!(
+                        "access_log_format: expected \"combined\" or \"json\", got {}",
+                        describe(&other)
+                    ),
                 ));
             }
         };
@@ -449,7 +471,10 @@ impl Reader<'_> {
             other => {
                 return Err(self.error(
                     "access_log",
-                    format!("access_log: expected a file path or \"-\" for stdout, got {}", describe(&other)),
+                    format!(
+                        "access_log: expected a file path or \"-\" for stdout, got {}",
+                        describe(&other)
+                    ),
                 ));
             }
         };
@@ -465,11 +490,16 @@ impl Reader<'_> {
             other => {
                 return Err(self.error(
                     "forwarded_headers",
-                    format!("forwarded_headers: expected a table, got {}", other.type_name()),
+                    format!(
+                        "forwarded_headers: expected a table, got {}",
+                        other.type_name()
+                    ),
                 ));
             }
         };
-        let fail = |message: String| self.error("forwarded_headers", format!("forwarded_headers.{message}"));
+        let fail = |message: String| {
+            self.error("forwarded_headers", format!("forwarded_headers.{message}"))
+        };
         for pair in table.pairs::<Value, Value>() {
             let (key, value) = pair.map_err(|error| fail(error.to_string()))?;
             let name = match &key {
@@ -509,7 +539,10 @@ impl Reader<'_> {
                 continue;
             }
             let Value::Boolean(on) = value else {
-                return Err(fail(format!("{name}: expected true or false, got {}", describe(&value))));
+                return Err(fail(format!(
+                    "{name}: expected true or false, got {}",
+                    describe(&value)
+                )));
             };
             match name.as_str() {
                 "x_forwarded_for" => forwarding.x_forwarded_for = on,
@@ -525,7 +558,10 @@ impl Reader<'_> {
         match self.get(name) {
             Value::Nil => Ok(default),
             Value::Boolean(value) => Ok(value),
-            other => Err(self.error(name, format!("{name}: expected true or false, got {}", describe(&other)))),
+            other => Err(self.error(
+                name,
+                format!("{name}: expected true or false, got {}", describe(&other)),
+            )),
         }
     }
 

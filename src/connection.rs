@@ -19,7 +19,7 @@ use crate::config::Timeouts;
 use crate::forwarding::Forwarding;
 use crate::framing::{BodyFramer, Framing, FramingError};
 use crate::http::{self, ClientSide, HeadError, RequestHead};
-use crate::reply::ErrorReply;
+use crate::reply::{ErrorReply, Shape};
 use crate::request_id::RequestIds;
 use crate::router::{RequestView, Route, RouteError, Router};
 use crate::stats::Totals;
@@ -629,8 +629,13 @@ impl Session {
         let body = Body::new(&head.framing);
         if self.admin {
             let reply = admin::answer(&self.request, context);
-            let keep_alive = self.local_keep_alive(body.is_some());
-            reply.write(&mut self.to_client.bytes, keep_alive, None);
+            let shape = Shape {
+                keep_alive: self.local_keep_alive(body.is_some()),
+                head_only: self.request.head.is_head(),
+                request_id: None,
+            };
+            let keep_alive = shape.keep_alive;
+            reply.write(&mut self.to_client.bytes, shape);
             self.exchange = Exchange::Local {
                 discard: body,
                 keep_alive,
@@ -647,12 +652,13 @@ impl Session {
         let head = &self.request.head;
         match route {
             Ok(Route::Reply(reply)) => {
-                let keep_alive = self.local_keep_alive(body.is_some());
-                reply.write(
-                    &mut self.to_client.bytes,
-                    keep_alive,
-                    self.request.request_id(),
-                );
+                let shape = Shape {
+                    keep_alive: self.local_keep_alive(body.is_some()),
+                    head_only: head.is_head(),
+                    request_id: self.request.request_id(),
+                };
+                let keep_alive = shape.keep_alive;
+                reply.write(&mut self.to_client.bytes, shape);
                 if let Some(transaction) = &mut self.transaction {
                     transaction.answered_locally(reply.status, reply.body.len());
                 }
@@ -703,11 +709,17 @@ impl Session {
 
     fn reply_error(&mut self, reply: ErrorReply, discard: Option<Body>) {
         let keep_alive = !reply.must_close() && self.local_keep_alive(discard.is_some());
-        reply.write(
-            &mut self.to_client.bytes,
+        // A head that did not parse may not be this request's at all.
+        let parsed = self
+            .transaction
+            .as_ref()
+            .is_some_and(|transaction| transaction.parsed);
+        let shape = Shape {
             keep_alive,
-            self.request.request_id(),
-        );
+            head_only: parsed && self.request.head.is_head(),
+            request_id: self.request.request_id(),
+        };
+        reply.write(&mut self.to_client.bytes, shape);
         if let Some(transaction) = &mut self.transaction {
             transaction.answered_locally(reply.status(), reply.body_length());
         }

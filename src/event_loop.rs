@@ -593,7 +593,9 @@ impl EventLoop {
 /// Every address to listen on, and whether it is the admin port.
 fn listen_addresses(config: &Config) -> Vec<(SocketAddr, bool)> {
     let proxied = config.listen.iter().map(|&address| (address, false));
-    proxied.chain(config.admin.map(|address| (address, true))).collect()
+    proxied
+        .chain(config.admin.map(|address| (address, true)))
+        .collect()
 }
 
 fn bind_all(addresses: &[(SocketAddr, bool)]) -> io::Result<Vec<Listener>> {

@@ -70,7 +70,9 @@ impl Network {
     pub fn contains(&self, peer: IpAddr) -> bool {
         match (self.address, peer) {
             (IpAddr::V4(network), IpAddr::V4(peer)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(network) & mask == u32::from(peer) & mask
             }
             (IpAddr::V6(network), IpAddr::V6(peer)) => {

@@ -591,7 +591,12 @@ mod tests {
     fn forwarded_by(raw: &str, forwarding: &Forwarding, request_id: Option<&str>) -> String {
         let head = parse(raw).unwrap();
         let mut out = Vec::new();
-        head.write_forwarded(&mut out, "10.1.2.3".parse().unwrap(), forwarding, request_id);
+        head.write_forwarded(
+            &mut out,
+            "10.1.2.3".parse().unwrap(),
+            forwarding,
+            request_id,
+        );
         String::from_utf8(out).unwrap()
     }
 
@@ -764,7 +769,10 @@ mod tests {
         let out = forwarded_by(raw, &trusting(everything.clone()), Some("abc"));
         assert!(out.contains("X-Forwarded-Proto: https\r\n"), "{out}");
         assert!(out.contains("X-Forwarded-Host: evil\r\n"), "{out}");
-        assert!(out.contains("X-Forwarded-For: 6.6.6.6, 10.1.2.3\r\n"), "{out}");
+        assert!(
+            out.contains("X-Forwarded-For: 6.6.6.6, 10.1.2.3\r\n"),
+            "{out}"
+        );
         assert!(
             out.contains("Forwarded: for=6.6.6.6, for=10.1.2.3;host="),
             "{out}"
@@ -786,7 +794,10 @@ mod tests {
 
     #[test]
     fn client_request_ids_are_kept_only_when_valid() {
-        let head = parse("GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id: bad id\r\nX-Request-Id: good-1\r\n\r\n").unwrap();
+        let head = parse(
+            "GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id: bad id\r\nX-Request-Id: good-1\r\n\r\n",
+        )
+        .unwrap();
         assert_eq!(head.request_id(), Some("good-1"));
         let head = parse("GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id: \r\n\r\n").unwrap();
         assert_eq!(head.request_id(), None);

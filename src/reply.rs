@@ -3,6 +3,15 @@
 
 use std::io::Write;
 
+/// How a reply is written: what the request asked and what to add.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Shape<'a> {
+    pub keep_alive: bool,
+    /// A HEAD request: the head says how long the body is, but no body follows.
+    pub head_only: bool,
+    pub request_id: Option<&'a str>,
+}
+
 /// An answer from rsp itself instead of a backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalReply {
@@ -68,32 +77,32 @@ impl ErrorReply {
         self.body().len()
     }
 
-    pub fn write(self, out: &mut Vec<u8>, keep_alive: bool, request_id: Option<&str>) {
+    pub fn write(self, out: &mut Vec<u8>, shape: Shape) {
         write_response(
             out,
             self.status(),
             &[("Content-Type", "text/plain; charset=utf-8")],
             self.body().as_bytes(),
-            keep_alive,
-            request_id,
+            shape,
         );
     }
 }
 
 impl LocalReply {
-    pub fn write(&self, out: &mut Vec<u8>, keep_alive: bool, request_id: Option<&str>) {
+    pub fn write(&self, out: &mut Vec<u8>, mut shape: Shape) {
         let headers: Vec<(&str, &str)> = self
             .headers
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect();
-        let request_id = request_id.filter(|_| {
-            !self
-                .headers
-                .iter()
-                .any(|(name, _)| name.eq_ignore_ascii_case("x-request-id"))
-        });
-        write_response(out, self.status, &headers, &self.body, keep_alive, request_id);
+        if self
+            .headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("x-request-id"))
+        {
+            shape.request_id = None;
+        }
+        write_response(out, self.status, &headers, &self.body, shape);
     }
 }
 
@@ -102,23 +111,24 @@ fn write_response(
     status: u16,
     headers: &[(&str, &str)],
     body: &[u8],
-    keep_alive: bool,
-    request_id: Option<&str>,
+    shape: Shape,
 ) {
     let _ = write!(out, "HTTP/1.1 {} {}\r\n", status, reason(status));
     for (name, value) in headers {
         let _ = write!(out, "{name}: {value}\r\n");
     }
-    if let Some(id) = request_id {
+    if let Some(id) = shape.request_id {
         let _ = write!(out, "X-Request-Id: {id}\r\n");
     }
     let _ = write!(out, "Content-Length: {}\r\n", body.len());
-    out.extend_from_slice(if keep_alive {
+    out.extend_from_slice(if shape.keep_alive {
         b"Connection: keep-alive\r\n\r\n"
     } else {
         b"Connection: close\r\n\r\n"
     });
-    out.extend_from_slice(body);
+    if !shape.head_only {
+        out.extend_from_slice(body);
+    }
 }
 
 pub fn reason(status: u16) -> &'static str {
@@ -157,7 +167,13 @@ mod tests {
     #[test]
     fn error_replies_are_complete_responses() {
         let mut out = Vec::new();
-        ErrorReply::HeadTooLarge.write(&mut out, false, Some("id-1"));
+        ErrorReply::HeadTooLarge.write(
+            &mut out,
+            Shape {
+                request_id: Some("id-1"),
+                ..Shape::default()
+            },
+        );
         let text = String::from_utf8(out).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"));
@@ -174,7 +190,11 @@ mod tests {
             body: b"pong\n".to_vec(),
         };
         let mut out = Vec::new();
-        reply.write(&mut out, true, None);
+        let keep_alive = Shape {
+            keep_alive: true,
+            ..Shape::default()
+        };
+        reply.write(&mut out, keep_alive);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\npong\n"
@@ -185,8 +205,17 @@ mod tests {
             ..reply
         };
         let mut out = Vec::new();
-        reply.write(&mut out, true, Some("other"));
+        let shape = Shape {
+            request_id: Some("other"),
+            head_only: true,
+            ..keep_alive
+        };
+        reply.write(&mut out, shape);
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text.matches("X-Request-Id").count(), 1, "{text}");
+        assert!(
+            text.ends_with("Content-Length: 5\r\nConnection: keep-alive\r\n\r\n"),
+            "{text}"
+        );
     }
 }

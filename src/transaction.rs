@@ -83,9 +83,7 @@ impl Transaction {
                 stats.bytes_in += self.bytes_received;
                 stats.bytes_out += self.bytes_sent;
                 if let Some(response_time) = self.response_time {
-                    stats
-                        .response_time_us
-                        .add(response_time.as_micros() as u64);
+                    stats.response_time_us.add(response_time.as_micros() as u64);
                 }
             }
             pool_name = Some(pool.name.as_str());

@@ -189,7 +189,10 @@ fn a_thousand_requests_on_one_keep_alive_connection() {
     assert_eq!(heads.len(), 1000);
     // The client is no trusted proxy: its X-Forwarded-For is replaced.
     for head in heads {
-        assert!(head.contains("\r\nX-Forwarded-For: 127.0.0.1\r\n"), "{head}");
+        assert!(
+            head.contains("\r\nX-Forwarded-For: 127.0.0.1\r\n"),
+            "{head}"
+        );
         assert!(!head.contains("203.0.113.9"), "{head}");
     }
 }

@@ -1,6 +1,7 @@
 -- Used by scripts/demo.sh: two python3 http.server backends, round robin,
 -- and a /ping answered by rsp itself.
 listen = "127.0.0.1:8080"
+admin = "127.0.0.1:9901"   -- http://127.0.0.1:9901/stats
 
 pools = {
   default = { servers = { "127.0.0.1:8081", "127.0.0.1:8082" } },

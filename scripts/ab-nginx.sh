@@ -23,10 +23,11 @@ run() { # name url flags...
     shift 2
     local out
     out=$(ab -q "$@" -n "$requests" -c "$concurrency" "$url" 2>&1)
-    local rps failed
+    local rps failed non2xx
     rps=$(awk '/Requests per second/ {print $4}' <<<"$out")
     failed=$(awk '/Failed requests/ {print $3}' <<<"$out")
-    printf '%-22s %12s req/s   failed %s\n' "$name" "$rps" "$failed" >&2
+    non2xx=$(awk '/Non-2xx responses/ {print $3}' <<<"$out")
+    printf '%-22s %12s req/s   failed %s   non-2xx %s\n' "$name" "$rps" "$failed" "${non2xx:-0}" >&2
     echo "$rps"
 }
 echo "ab -n $requests -c $concurrency, 600-byte page, nginx with 1 worker, rsp with 1 thread" >&2

@@ -484,18 +484,8 @@ impl Reader<'_> {
     /// `forwarded_headers = { x_forwarded_for = true, ..., trusted_proxies = { "10.0.0.0/8" } }`
     fn forwarding(&self) -> Result<Forwarding, ConfigError> {
         let mut forwarding = Forwarding::default();
-        let table = match self.get("forwarded_headers") {
-            Value::Nil => return Ok(forwarding),
-            Value::Table(table) => table,
-            other => {
-                return Err(self.error(
-                    "forwarded_headers",
-                    format!(
-                        "forwarded_headers: expected a table, got {}",
-                        other.type_name()
-                    ),
-                ));
-            }
+        let Some(table) = self.optional_table("forwarded_headers")? else {
+            return Ok(forwarding);
         };
         let fail = |message: String| {
             self.error("forwarded_headers", format!("forwarded_headers.{message}"))
@@ -554,6 +544,18 @@ impl Reader<'_> {
         Ok(forwarding)
     }
 
+    /// A setting that is a table when present.
+    fn optional_table(&self, name: &str) -> Result<Option<Table>, ConfigError> {
+        match self.get(name) {
+            Value::Nil => Ok(None),
+            Value::Table(table) => Ok(Some(table)),
+            other => Err(self.error(
+                name,
+                format!("{name}: expected a table, got {}", other.type_name()),
+            )),
+        }
+    }
+
     fn boolean(&self, name: &str, default: bool) -> Result<bool, ConfigError> {
         match self.get(name) {
             Value::Nil => Ok(default),
@@ -568,15 +570,8 @@ impl Reader<'_> {
     /// `timeouts = { connect = 5000, ... }`, in milliseconds.
     fn timeouts(&self) -> Result<Timeouts, ConfigError> {
         let mut timeouts = Timeouts::default();
-        let table = match self.get("timeouts") {
-            Value::Nil => return Ok(timeouts),
-            Value::Table(table) => table,
-            other => {
-                return Err(self.error(
-                    "timeouts",
-                    format!("timeouts: expected a table, got {}", other.type_name()),
-                ));
-            }
+        let Some(table) = self.optional_table("timeouts")? else {
+            return Ok(timeouts);
         };
         for pair in table.pairs::<Value, Value>() {
             let (key, value) =

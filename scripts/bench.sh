@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# rsp beside HAProxy and nginx, on this machine, in one run.
+#
+#   scripts/bench.sh [ROUNDS]         throughput (default 3 interleaved rounds)
+#   scripts/bench.sh memory [N]       RSS of N idle keep-alive clients (default 10000)
+#
+# One nginx worker is the backend (a 600-byte page and a 100 KB file). In
+# front of it, on loopback: rsp (RSP_WORKERS, default 1), HAProxy (nbthread 1,
+# http-reuse always) and nginx as a proxy (one worker, upstream keepalive).
+# Each round runs every test against every target in turn; the report takes
+# medians. Results go to bench-results/ as a Markdown table, the raw CSV and
+# an SVG chart. Installs nginx, haproxy, ab and wrk when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=throughput
+if [ "${1:-}" = memory ]; then
+    mode=memory
+    shift
+fi
+rounds=${1:-3}
+idle=${1:-10000}
+requests=${BENCH_REQUESTS:-100000}
+concurrency=${BENCH_CONCURRENCY:-100}
+seconds=${BENCH_SECONDS:-5}
+rsp_workers=${RSP_WORKERS:-1}
+
+for tool in nginx haproxy ab wrk curl python3; do
+    if ! command -v "$tool" >/dev/null; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx haproxy apache2-utils wrk curl python3 >/dev/null
+        break
+    fi
+done
+# haproxy's package starts a system instance; it is not ours to measure.
+systemctl stop haproxy 2>/dev/null || true
+source scripts/nginx-backend.sh
+head -c 102400 /dev/urandom > "$work/www/100k.bin"
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+# HAProxy reserves two descriptors per connection up front.
+haproxy_maxconn=$(( ($(ulimit -n) - 200) / 2 ))
+
+start_nginx 18080
+
+cat > "$work/rsp.lua" <<CONF
+listen = "127.0.0.1:18081"
+backends = { "127.0.0.1:18080" }
+max_connections = 60000
+CONF
+if [ "$rsp_workers" != 1 ]; then echo "workers = $rsp_workers" >> "$work/rsp.lua"; fi
+RUST_LOG=warn ./target/release/rsp "$work/rsp.lua" &
+rsp_pid=$!
+pids+=("$rsp_pid")
+
+cat > "$work/haproxy.cfg" <<CONF
+global
+    nbthread 1
+    maxconn $haproxy_maxconn
+    pidfile $work/haproxy.pid
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    http-reuse always
+    option http-keep-alive
+frontend bench
+    bind 127.0.0.1:18082
+    default_backend nginx
+backend nginx
+    server s1 127.0.0.1:18080
+CONF
+haproxy -f "$work/haproxy.cfg" -D
+haproxy_pid=$(cat "$work/haproxy.pid")
+pids+=("$haproxy_pid")
+
+mkdir -p "$work/proxy"
+cat > "$work/proxy/nginx.conf" <<CONF
+worker_processes 1;
+pid $work/proxy/nginx.pid;
+error_log $work/proxy/error.log;
+events { worker_connections 60000; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    upstream backend { server 127.0.0.1:18080; keepalive 128; }
+    server {
+        listen 127.0.0.1:18083;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+CONF
+nginx -c "$work/proxy/nginx.conf"
+sleep 0.5
+nginx_proxy_pid=$(pgrep -P "$(cat "$work/proxy/nginx.pid")" | head -1)
+backend_pid=$(pgrep -P "$(cat "$work/nginx.pid")" | head -1)
+
+for port in 18081 18082 18083; do
+    status=$(curl -s -o /dev/null -w '%{http_code} %{size_download}' "http://127.0.0.1:$port/")
+    [ "$status" = "200 600" ] || { echo "bench.sh: the proxy on $port answered '$status'" >&2; exit 1; }
+done
+
+# name port pid (the process whose CPU and memory are the proxy's)
+targets=("nginx-direct 18080 -" "rsp 18081 $rsp_pid" "haproxy 18082 $haproxy_pid" "nginx-proxy 18083 $nginx_proxy_pid")
+
+cpu_ticks() { # PID: user+sys clock ticks of the process and its threads
+    awk '{print $14 + $15}' "/proc/$1/stat"
+}
+peak_rss_kib() { # PID
+    awk '/VmHWM/ {print $2}' "/proc/$1/status"
+}
+
+if [ "$mode" = memory ]; then
+    # rsp, HAProxy and the nginx proxy, each holding $idle idle clients.
+    for target in "${targets[@]:1}"; do
+        read -r name port pid <<<"$target"
+        count=$idle
+        if [ "$name" = haproxy ] && [ "$count" -gt $((haproxy_maxconn - 50)) ]; then
+            count=$((haproxy_maxconn - 50))
+            echo "haproxy: $count clients (its maxconn is $haproxy_maxconn under this machine's limit of $(ulimit -n) descriptors)" >&2
+        fi
+        python3 scripts/idle-clients.py "$port" "$count" "$pid" "$name"
+    done
+    exit 0
+fi
+
+mkdir -p bench-results
+stamp=$(date -u +%Y%m%d-%H%M%S)
+raw="bench-results/$stamp.csv"
+echo "round,test,target,requests_per_second,mean_latency_ms,p99_latency_ms,cpu_us_per_request,peak_rss_kib,failed" > "$raw"
+ticks_per_second=$(getconf CLK_TCK)
+
+run_one() { # round test target port pid
+    local round=$1 test=$2 name=$3 port=$4 pid=$5 url out rps mean p99 failed count
+    local before=0 after=0
+    [ "$pid" != - ] && before=$(cpu_ticks "$pid")
+    case $test in
+        ab) url="http://127.0.0.1:$port/"
+            out=$(ab -q -n "$requests" -c "$concurrency" "$url" 2>&1) ;;
+        ab-k) url="http://127.0.0.1:$port/"
+            out=$(ab -q -k -n "$requests" -c "$concurrency" "$url" 2>&1) ;;
+        wrk) url="http://127.0.0.1:$port/"
+            out=$(wrk -t 1 -c "$concurrency" -d "${seconds}s" --latency "$url" 2>&1) ;;
+        wrk-100k) url="http://127.0.0.1:$port/100k.bin"
+            out=$(wrk -t 1 -c "$concurrency" -d "${seconds}s" --latency "$url" 2>&1) ;;
+    esac
+    [ "$pid" != - ] && after=$(cpu_ticks "$pid")
+    case $test in
+        ab*)
+            rps=$(awk '/Requests per second/ {print $4}' <<<"$out")
+            # "Time per request ... (mean)" is per concurrent request: the latency.
+            mean=$(awk '/Time per request/ && /\(mean\)/ {print $4; exit}' <<<"$out")
+            p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+            failed=$(awk '/Failed requests/ {f=$3} /Non-2xx/ {n=$3} END {print f + n}' <<<"$out")
+            count=$requests ;;
+        wrk*)
+            rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+            mean=$(awk '$1 == "Latency" {print $2; exit}' <<<"$out" | python3 scripts/bench_report.py --ms)
+            p99=$(awk '$1 == "99%" {print $2}' <<<"$out" | python3 scripts/bench_report.py --ms)
+            failed=$(awk '/Non-2xx/ {n=$4} /Socket errors/ {e=$4+$6+$8+$10} END {print n + e}' <<<"$out")
+            count=$(awk '/requests in/ {print $1}' <<<"$out") ;;
+    esac
+    local cpu=-
+    local rss=-
+    if [ "$pid" != - ]; then
+        cpu=$(awk -v t=$((after - before)) -v hz="$ticks_per_second" -v n="$count" 'BEGIN {printf "%.2f", t / hz * 1e6 / n}')
+        rss=$(peak_rss_kib "$pid")
+    fi
+    echo "$round,$test,$name,$rps,$mean,$p99,$cpu,$rss,${failed:-0}" >> "$raw"
+    printf '  round %s %-9s %-13s %10s req/s  mean %7s ms  p99 %7s ms  cpu %6s us/req  failed %s\n' \
+        "$round" "$test" "$name" "$rps" "$mean" "$p99" "$cpu" "${failed:-0}" >&2
+}
+
+echo "bench: $rounds rounds; ab -n $requests -c $concurrency, wrk -c $concurrency ${seconds}s; rsp workers: $rsp_workers" >&2
+for round in $(seq 1 "$rounds"); do
+    for test in ab ab-k wrk wrk-100k; do
+        for target in "${targets[@]}"; do
+            read -r name port pid <<<"$target"
+            run_one "$round" "$test" "$name" "$port" "$pid"
+        done
+    done
+done
+python3 scripts/bench_report.py "$raw" "rsp workers: $rsp_workers; $(nproc) cores; $(uname -r)"

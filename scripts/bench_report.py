@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""Medians of scripts/bench.sh's raw runs: a Markdown table, the ratios
+rsp/HAProxy and rsp/nginx, and an SVG bar chart, beside the CSV.
+
+    bench_report.py RESULTS.csv [NOTE]
+    bench_report.py --ms        (a filter: wrk's "1.23ms" / "456.78us" / "2.1s" to milliseconds)
+"""
+import csv
+import statistics
+import sys
+from collections import defaultdict
+
+TESTS = ["ab", "ab-k", "wrk", "wrk-100k"]
+TARGETS = ["nginx-direct", "rsp", "haproxy", "nginx-proxy"]
+COLOURS = {"nginx-direct": "#9aa5b1", "rsp": "#d9480f", "haproxy": "#1c7ed6", "nginx-proxy": "#2b8a3e"}
+FIELDS = ["requests_per_second", "mean_latency_ms", "p99_latency_ms", "cpu_us_per_request", "peak_rss_kib"]
+
+
+def to_ms(text):
+    text = text.strip()
+    for suffix, factor in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * factor
+    return float(text)
+
+
+def number(text):
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def medians(path):
+    runs = defaultdict(lambda: defaultdict(list))
+    failed = defaultdict(int)
+    with open(path) as file:
+        for row in csv.DictReader(file):
+            key = (row["test"], row["target"])
+            for field in FIELDS:
+                value = number(row[field])
+                if value is not None:
+                    runs[key][field].append(value)
+            failed[key] += int(float(row["failed"] or 0))
+    table = {}
+    for key, fields in runs.items():
+        table[key] = {field: statistics.median(values) for field, values in fields.items()}
+        table[key]["failed"] = failed[key]
+        table[key]["rounds"] = len(fields["requests_per_second"])
+    return table
+
+
+def fmt(value, digits=0):
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def report(table, note):
+    lines = [f"Medians of {max(v['rounds'] for v in table.values())} interleaved rounds. {note}", ""]
+    lines.append("| test | target | req/s | mean latency ms | p99 latency ms | proxy CPU µs/req | proxy peak RSS KiB | failed |")
+    lines.append("|---|---|---:|---:|---:|---:|---:|---:|")
+    for test in TESTS:
+        for target in TARGETS:
+            row = table.get((test, target))
+            if not row:
+                continue
+            lines.append(
+                f"| {test} | {target} | {fmt(row.get('requests_per_second'))} | {fmt(row.get('mean_latency_ms'), 3)} "
+                f"| {fmt(row.get('p99_latency_ms'), 3)} | {fmt(row.get('cpu_us_per_request'), 2)} "
+                f"| {fmt(row.get('peak_rss_kib'))} | {row['failed']} |"
+            )
+    lines.append("")
+    lines.append("| test | rsp/HAProxy req/s | rsp/nginx-proxy req/s | rsp/nginx-direct req/s | rsp/HAProxy CPU per request |")
+    lines.append("|---|---:|---:|---:|---:|")
+    for test in TESTS:
+        rsp = table.get((test, "rsp"))
+        if not rsp:
+            continue
+
+        def ratio(target, field="requests_per_second"):
+            other = table.get((test, target), {}).get(field)
+            mine = rsp.get(field)
+            return f"{mine / other:.2f}" if mine and other else "-"
+
+        lines.append(
+            f"| {test} | {ratio('haproxy')} | {ratio('nginx-proxy')} | {ratio('nginx-direct')} "
+            f"| {ratio('haproxy', 'cpu_us_per_request')} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def chart(table, title):
+    width, height, left, top, bottom = 860, 360, 70, 40, 60
+    plot_w, plot_h = width - left - 20, height - top - bottom
+    top_value = max((row.get("requests_per_second") or 0) for row in table.values()) * 1.1 or 1
+    group_w = plot_w / len(TESTS)
+    bar_w = group_w * 0.8 / len(TARGETS)
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+        f'<text x="{width / 2}" y="22" text-anchor="middle" font-size="15">{title}</text>',
+    ]
+    for step in range(6):
+        value = top_value * step / 5
+        y = top + plot_h - plot_h * step / 5
+        out.append(f'<line x1="{left}" x2="{width - 20}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
+        out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{value / 1000:.0f}k</text>')
+    for group, test in enumerate(TESTS):
+        x0 = left + group * group_w + group_w * 0.1
+        for index, target in enumerate(TARGETS):
+            value = (table.get((test, target)) or {}).get("requests_per_second") or 0
+            bar_h = plot_h * value / top_value
+            x, y = x0 + index * bar_w, top + plot_h - bar_h
+            out.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar_w - 2:.1f}" height="{bar_h:.1f}" fill="{COLOURS[target]}"/>')
+            out.append(f'<text x="{x + bar_w / 2 - 1:.1f}" y="{y - 3:.1f}" text-anchor="middle" font-size="9">{value / 1000:.1f}k</text>')
+        out.append(f'<text x="{x0 + group_w * 0.4:.1f}" y="{top + plot_h + 18}" text-anchor="middle">{test}</text>')
+    for index, target in enumerate(TARGETS):
+        x = left + index * 170
+        out.append(f'<rect x="{x}" y="{height - 22}" width="12" height="12" fill="{COLOURS[target]}"/>')
+        out.append(f'<text x="{x + 16}" y="{height - 12}">{target}</text>')
+    out.append(f'<text x="14" y="{top + plot_h / 2}" transform="rotate(-90 14 {top + plot_h / 2})" text-anchor="middle">requests/s (median)</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def main():
+    if sys.argv[1:] == ["--ms"]:
+        print(f"{to_ms(sys.stdin.read()):.3f}")
+        return
+    path = sys.argv[1]
+    note = sys.argv[2] if len(sys.argv) > 2 else ""
+    table = medians(path)
+    text = report(table, note)
+    base = path.rsplit(".", 1)[0]
+    with open(base + ".md", "w") as file:
+        file.write(text)
+    with open(base + ".svg", "w") as file:
+        file.write(chart(table, "requests/s through each proxy, nginx backend, this machine"))
+    print(text)
+    print(f"written: {base}.md, {base}.svg, {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -95,6 +95,7 @@ http {
 CONF
 nginx -c "$work/proxy/nginx.conf"
 sleep 0.5
+pids+=("$(cat "$work/proxy/nginx.pid")")
 nginx_proxy_pid=$(pgrep -P "$(cat "$work/proxy/nginx.pid")" | head -1)
 backend_pid=$(pgrep -P "$(cat "$work/nginx.pid")" | head -1)
 

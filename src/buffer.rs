@@ -4,13 +4,50 @@
 //! for writing; backpressure is `is_full()`, checked in one place by the
 //! session before it reads a socket.
 
+use std::cell::RefCell;
 use std::io::{self, Read};
 
-/// Memory is taken in steps, so an idle or small exchange never holds the
-/// whole bound.
-const FIRST_ALLOCATION: usize = 8 * 1024;
+/// Storage is taken in steps, so a small exchange never holds the whole
+/// bound (HAProxy's default buffer size).
+const FIRST_ALLOCATION: usize = 16 * 1024;
+/// Storage of empty buffers kept for reuse, per thread.
+const MAX_SPARE_BYTES: usize = 4 * 1024 * 1024;
+
+/// A buffer holds storage only while it holds bytes: an idle keep-alive
+/// connection costs no buffer memory. Empty buffers give their storage back
+/// here and take it again on the next read. Each event loop runs on its own
+/// thread, so this list is the loop's own: taking and giving back is a pop
+/// and a push, with no lock and, once warm, no allocation.
+struct Spare {
+    storage: Vec<Vec<u8>>,
+    bytes: usize,
+}
+
+thread_local! {
+    static SPARE: RefCell<Spare> = const { RefCell::new(Spare { storage: Vec::new(), bytes: 0 }) };
+}
+
+fn take_storage() -> Vec<u8> {
+    SPARE
+        .with_borrow_mut(|spare| {
+            let storage = spare.storage.pop()?;
+            spare.bytes -= storage.len();
+            Some(storage)
+        })
+        .unwrap_or_else(|| vec![0; FIRST_ALLOCATION])
+}
+
+fn give_storage(storage: Vec<u8>) {
+    SPARE.with_borrow_mut(|spare| {
+        if spare.bytes + storage.len() <= MAX_SPARE_BYTES {
+            spare.bytes += storage.len();
+            spare.storage.push(storage);
+        }
+    });
+}
 
 pub struct Buffer {
+    /// Empty (no allocation) whenever the buffer holds no bytes.
     bytes: Vec<u8>,
     start: usize,
     end: usize,
@@ -53,12 +90,18 @@ impl Buffer {
         self.len() >= self.limit
     }
 
+    /// Whether the buffer holds storage (only while it holds bytes).
+    pub fn has_storage(&self) -> bool {
+        !self.bytes.is_empty()
+    }
+
     pub fn consume(&mut self, count: usize) {
         debug_assert!(count <= self.len());
         self.start += count.min(self.len());
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
+            self.give_back();
         }
     }
 
@@ -67,7 +110,8 @@ impl Buffer {
         let mut fill = Fill::default();
         while !self.is_full() {
             self.make_room();
-            match source.read(&mut self.bytes[self.end..]) {
+            let room_end = self.room_end();
+            match source.read(&mut self.bytes[self.end..room_end]) {
                 Ok(0) => {
                     fill.eof = true;
                     break;
@@ -81,36 +125,57 @@ impl Buffer {
                     break;
                 }
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) => return Err(error),
+                Err(error) => {
+                    if self.is_empty() {
+                        self.give_back();
+                    }
+                    return Err(error);
+                }
             }
+        }
+        if self.is_empty() {
+            self.give_back();
         }
         Ok(fill)
     }
 
-    /// Ensures there is free space after `end`, growing up to the limit and
-    /// moving live bytes to the front when that frees enough.
+    /// Where reading may stop: the end of the storage, or the bound.
+    fn room_end(&self) -> usize {
+        self.bytes.len().min(self.start + self.limit)
+    }
+
+    /// Ensures there is free space after `end`: storage taken if there is
+    /// none, live bytes moved to the front, or the storage grown up to the
+    /// limit.
     fn make_room(&mut self) {
-        if self.end < self.bytes.len() {
+        if self.bytes.is_empty() {
+            self.bytes = take_storage();
+        }
+        if self.end < self.room_end() {
             return;
         }
         if self.start > 0 {
             self.bytes.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
-            if self.end < self.bytes.len() {
+            if self.end < self.room_end() {
                 return;
             }
         }
-        let grown = (self.bytes.len() * 2).clamp(FIRST_ALLOCATION.min(self.limit), self.limit);
+        let grown = (self.bytes.len() * 2).min(self.limit.max(self.bytes.len()));
         self.bytes.resize(grown, 0);
     }
 
-    /// Gives back the memory of an empty buffer, so idle keep-alive
-    /// connections stay cheap.
-    pub fn release(&mut self) {
-        if self.is_empty() && self.bytes.len() > FIRST_ALLOCATION {
-            self.bytes = Vec::new();
+    fn give_back(&mut self) {
+        if !self.bytes.is_empty() {
+            give_storage(std::mem::take(&mut self.bytes));
         }
+    }
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        self.give_back();
     }
 }
 
@@ -184,7 +249,44 @@ mod tests {
         assert_eq!(buffer.len(), 20_000);
         assert!(buffer.bytes.len() <= 32 * 1024);
         buffer.consume(20_000);
-        buffer.release();
-        assert_eq!(buffer.bytes.len(), 0);
+        assert!(!buffer.has_storage());
+    }
+
+    #[test]
+    fn holds_storage_only_while_it_holds_bytes() {
+        let mut buffer = Buffer::new(64 * 1024);
+        // A readiness event with nothing to read leaves no storage behind.
+        let fill = buffer.fill_from(&mut Chunks(Vec::new(), false)).unwrap();
+        assert!(fill.drained && !buffer.has_storage());
+        buffer
+            .fill_from(&mut Chunks(vec![b"abc".to_vec()], false))
+            .unwrap();
+        assert!(buffer.has_storage());
+        buffer.consume(2);
+        assert!(buffer.has_storage());
+        buffer.consume(1);
+        assert!(!buffer.has_storage());
+        // The storage went to the spare list and comes back from it.
+        let spare_before = SPARE.with_borrow(|spare| spare.storage.len());
+        assert!(spare_before >= 1);
+        buffer
+            .fill_from(&mut Chunks(vec![b"d".to_vec()], false))
+            .unwrap();
+        assert_eq!(
+            SPARE.with_borrow(|spare| spare.storage.len()),
+            spare_before - 1
+        );
+        assert_eq!(buffer.data(), b"d");
+    }
+
+    #[test]
+    fn a_bound_below_the_first_allocation_is_kept() {
+        let mut buffer = Buffer::new(1024);
+        let mut source = Chunks(vec![vec![1u8; 5000]], false);
+        assert_eq!(buffer.fill_from(&mut source).unwrap().read, 1024);
+        assert!(buffer.is_full());
+        buffer.consume(1000);
+        assert_eq!(buffer.fill_from(&mut source).unwrap().read, 1000);
+        assert_eq!(buffer.len(), 1024);
     }
 }

@@ -1167,7 +1167,6 @@ impl Session {
                 release(context, proxied.upstream.as_ref(), Outcome::Ok);
                 // Anything the backend sent past its response is not ours to pass on.
                 self.outbound.consume(self.outbound.len());
-                self.outbound.release();
                 self.exchange = if keep_alive {
                     Exchange::Idle
                 } else {

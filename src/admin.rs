@@ -319,7 +319,7 @@ fn json(pools: &[Pool], totals: &Totals) -> String {
             let _ = write!(
                 out_string(&mut out),
                 "{{\"address\":\"{}\",\"state\":\"{}\",\"weight\":{},\"backup\":{},\"active\":{},\
-                 \"total\":{},\"requests\":{},\"responses\":{},\"errors\":{},\"retries\":{},\
+                 \"total\":{},\"connections_opened\":{},\"requests\":{},\"responses\":{},\"errors\":{},\"retries\":{},\
                  \"response_time_ms\":{},\"bytes_in\":{},\"bytes_out\":{},\"health_checked\":{}}}",
                 server.address,
                 server.state(now).name(),
@@ -327,6 +327,7 @@ fn json(pools: &[Pool], totals: &Totals) -> String {
                 server.backup,
                 server.active,
                 stats.selected,
+                stats.connections,
                 stats.responses.total(),
                 classes_json(&stats.responses),
                 stats.errors,
@@ -527,7 +528,13 @@ fn metrics(pools: &[Pool], totals: &Totals) -> String {
             );
         }
     }
-    let gauges: [ServerMetric; 9] = [
+    let gauges: [ServerMetric; 10] = [
+        (
+            "rsp_server_connections_opened_total",
+            "counter",
+            "TCP connections opened to the server (kept ones serve several requests).",
+            |server, _| server.stats.connections.to_string(),
+        ),
         (
             "rsp_server_up",
             "gauge",

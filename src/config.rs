@@ -38,6 +38,7 @@ const SETTINGS: &[&str] = &[
     "access_log_format",
     "forwarded_headers",
     "request_id",
+    "backend_keepalive",
     // The original C rsp's names.
     "listenPort",
     "backendAddress",
@@ -66,6 +67,7 @@ const TIMEOUT_SETTINGS: &[&str] = &[
     "client_idle",
     "backend_response",
     "idle",
+    "backend_keepalive",
 ];
 const SERVER_SETTINGS: &[&str] = &["addr", "weight", "backup"];
 const FORWARDED_SETTINGS: &[&str] = &[
@@ -97,6 +99,9 @@ pub struct Config {
     pub forwarding: Forwarding,
     /// Keep or make an `X-Request-Id` for every request.
     pub request_id: bool,
+    /// Idle connections kept open per backend server for later requests;
+    /// 0 closes each after its response.
+    pub backend_keepalive: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +137,8 @@ pub struct Timeouts {
     pub backend_response: Duration,
     /// No byte either way this long in the middle of an exchange: closed.
     pub idle: Duration,
+    /// An idle backend connection unused this long is closed.
+    pub backend_keepalive: Duration,
 }
 
 impl Default for Timeouts {
@@ -142,6 +149,7 @@ impl Default for Timeouts {
             client_idle: Duration::from_secs(60),
             backend_response: Duration::from_secs(60),
             idle: Duration::from_secs(60),
+            backend_keepalive: Duration::from_secs(10),
         }
     }
 }
@@ -373,6 +381,7 @@ impl Reader<'_> {
             access_log: self.access_log()?,
             forwarding: self.forwarding()?,
             request_id: self.boolean("request_id", true)?,
+            backend_keepalive: self.whole_number("backend_keepalive", 64, 0..=100_000)? as usize,
         })
     }
 
@@ -606,6 +615,7 @@ impl Reader<'_> {
                 "client_header" => timeouts.client_header = duration,
                 "client_idle" => timeouts.client_idle = duration,
                 "backend_response" => timeouts.backend_response = duration,
+                "backend_keepalive" => timeouts.backend_keepalive = duration,
                 _ => timeouts.idle = duration,
             }
         }

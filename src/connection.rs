@@ -19,6 +19,7 @@ use crate::config::Timeouts;
 use crate::forwarding::Forwarding;
 use crate::framing::{BodyFramer, Framing, FramingError};
 use crate::http::{self, ClientSide, HeadError, RequestHead};
+use crate::idle::IdleConnections;
 use crate::reply::{ErrorReply, Shape};
 use crate::request_id::RequestIds;
 use crate::router::{RequestView, Route, RouteError, Router};
@@ -45,6 +46,8 @@ pub struct Context<'a> {
     pub request_ids: Option<&'a mut RequestIds>,
     pub totals: &'a mut Totals,
     pub access_log: Option<&'a mut AccessLog>,
+    /// Backend connections kept open between requests.
+    pub idle: &'a mut IdleConnections,
 }
 
 /// Ends a pool server's part in an exchange; a freed slot wakes the
@@ -222,6 +225,8 @@ enum ResponseState {
         body: Option<Body>,
         keep_alive: bool,
         until_close: bool,
+        /// The backend will keep the connection open after this response.
+        backend_keep_alive: bool,
     },
 }
 
@@ -241,6 +246,9 @@ struct Proxied {
     /// `None` when `route` named an address rather than a pool.
     upstream: Option<Upstream>,
     connected: bool,
+    /// A kept connection from an earlier request: the backend may have
+    /// closed it just as rsp took it.
+    reused: bool,
     /// The connect fails if it has not completed by then.
     connect_deadline: Instant,
     /// When the whole request had gone to the backend.
@@ -676,7 +684,7 @@ impl Session {
                 };
                 self.connect_pool(context, upstream, body, false);
             }
-            Ok(Route::Address(server)) => self.connect(context, server, None, body),
+            Ok(Route::Address(server)) => self.connect(context, server, None, body, true),
             Err(RouteError::NoRoute) => {
                 log::info!(
                     "{}: 503, route() chose no backend for {} {}",
@@ -751,7 +759,7 @@ impl Session {
             Pick::Server(server) => {
                 upstream.server = server;
                 let address = pool.address(server);
-                self.connect(context, address, Some(upstream), request_body);
+                self.connect(context, address, Some(upstream), request_body, true);
             }
             Pick::Full => {
                 pool.enqueue(self.key, waited);
@@ -913,26 +921,47 @@ impl Session {
         true
     }
 
+    /// Sends the request to `server`: on a kept connection when `may_reuse`
+    /// and the request is safe to send again, else on a new one.
     fn connect(
         &mut self,
         context: &mut Context,
         server: SocketAddr,
         upstream: Option<Upstream>,
         request_body: Option<Body>,
+        may_reuse: bool,
     ) {
-        let mut stream = match TcpStream::connect(server) {
+        let head = &self.request.head;
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        let token = backend_token(self.key);
+        let replayable = head.framing == Framing::Empty && is_idempotent(head.method());
+        let kept = if may_reuse && replayable {
+            context.idle.take(server).and_then(|mut stream| {
+                let registered = context.registry.reregister(&mut stream, token, interest);
+                registered.is_ok().then_some(stream)
+            })
+        } else {
+            None
+        };
+        let reused = kept.is_some();
+        let stream = match kept {
+            Some(stream) => Ok(stream),
+            None => TcpStream::connect(server).and_then(|mut stream| {
+                context.registry.register(&mut stream, token, interest)?;
+                Ok(stream)
+            }),
+        };
+        let stream = match stream {
             Ok(stream) => stream,
             Err(error) => {
                 return self.connect_failed(context, server, upstream, request_body, error);
             }
         };
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        if let Err(error) =
-            context
-                .registry
-                .register(&mut stream, backend_token(self.key), interest)
+        if !reused
+            && let Some(upstream) = &upstream
+            && let Some(pool_server) = context.pools[upstream.pool].server_mut(upstream.server)
         {
-            return self.connect_failed(context, server, upstream, request_body, error);
+            pool_server.stats.connections += 1;
         }
         let connect_deadline = Instant::now() + context.timeouts.connect;
         if let Some(transaction) = &mut self.transaction {
@@ -947,17 +976,19 @@ impl Session {
             self.client_address.ip(),
             context.forwarding,
             self.request.request_id(),
+            context.idle.enabled(),
         );
         self.exchange = Exchange::Proxy(Box::new(Proxied {
             backend: Endpoint {
                 stream,
                 readable: false,
-                writable: false,
+                writable: reused,
                 interest,
             },
             server,
             upstream,
-            connected: false,
+            connected: reused,
+            reused,
             connect_deadline,
             request_sent_at: None,
             backend_eof: false,
@@ -1025,6 +1056,22 @@ impl Session {
         else {
             return Ok(false);
         };
+        if proxied.reused && !proxied.response_seen {
+            // The backend closed a kept connection as rsp reused it. Only
+            // idempotent requests without a body take kept connections, so
+            // this one is sent again, on a new connection to the same
+            // server, which is not to blame.
+            log::debug!(
+                "{}: kept connection to {} was closed ({why}); retrying on a new one",
+                self.client_address,
+                proxied.server
+            );
+            let Proxied {
+                server, upstream, ..
+            } = *proxied;
+            self.connect(context, server, upstream, None, false);
+            return Ok(true);
+        }
         release(context, proxied.upstream.as_ref(), Outcome::Failed);
         if !matches!(proxied.response, ResponseState::Head) {
             return Err(End::Aborted(format!("backend {}: {why}", proxied.server)));
@@ -1115,6 +1162,7 @@ impl Session {
                                 until_close: info.framing == Framing::UntilClose,
                                 body: Body::new(&info.framing),
                                 keep_alive: info.keep_alive,
+                                backend_keep_alive: info.backend_keep_alive,
                             };
                         }
                         Ok(true)
@@ -1136,6 +1184,7 @@ impl Session {
                 body,
                 keep_alive,
                 until_close,
+                backend_keep_alive,
             } => {
                 let drained = self.outbound.is_empty();
                 let ended_by_close = *until_close && proxied.backend_eof && drained;
@@ -1164,14 +1213,35 @@ impl Session {
                     && proxied.request_body.is_none()
                     && !proxied.backend_write_failed
                     && !context.draining;
+                // Bytes past the response would be read as the next one's.
+                let reusable = *backend_keep_alive
+                    && proxied.request_body.is_none()
+                    && !proxied.backend_write_failed
+                    && !proxied.backend_eof
+                    && self.outbound.is_empty()
+                    && self.to_backend.is_empty()
+                    && !context.draining;
                 release(context, proxied.upstream.as_ref(), Outcome::Ok);
                 // Anything the backend sent past its response is not ours to pass on.
                 self.outbound.consume(self.outbound.len());
-                self.exchange = if keep_alive {
+                let next = if keep_alive {
                     Exchange::Idle
                 } else {
                     Exchange::Closing
                 };
+                if let Exchange::Proxy(proxied) = std::mem::replace(&mut self.exchange, next)
+                    && reusable
+                    && let Some(timer) =
+                        context
+                            .idle
+                            .put(context.registry, proxied.server, proxied.backend.stream)
+                {
+                    let deadline = Deadline::IdleBackend {
+                        key: timer.key,
+                        serial: timer.serial,
+                    };
+                    context.timers.schedule(timer.at, deadline);
+                }
                 self.finish_transaction(context, true);
                 Ok(true)
             }

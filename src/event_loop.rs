@@ -20,6 +20,7 @@ use crate::config::{self, AccessLogConfig, Config, Loaded, Timeouts};
 use crate::connection::{self, Context, Counters, Session};
 use crate::forwarding::Forwarding;
 use crate::health::{HealthChecks, Verdict};
+use crate::idle::IdleConnections;
 use crate::request_id::RequestIds;
 use crate::router::Router;
 use crate::stats::Totals;
@@ -28,8 +29,10 @@ use crate::timer::{Deadline, Timers};
 /// Tokens from here up are listeners; sessions use two tokens per slab key
 /// below it.
 const LISTENER_BASE: usize = usize::MAX / 2;
-/// Health check sockets use tokens from here to `LISTENER_BASE`.
+/// Health check sockets use tokens from here to `IDLE_BASE`.
 const HEALTH_BASE: usize = usize::MAX / 4;
+/// Kept backend connections use tokens from here to `LISTENER_BASE`.
+const IDLE_BASE: usize = HEALTH_BASE + usize::MAX / 8;
 const SIGNAL_TOKEN: Token = Token(usize::MAX);
 /// How long accepting pauses after accept() fails (EMFILE and the like).
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
@@ -73,6 +76,7 @@ pub struct EventLoop {
     request_ids: Option<RequestIds>,
     totals: Totals,
     access_log: Option<AccessLog>,
+    idle: IdleConnections,
 }
 
 impl EventLoop {
@@ -123,6 +127,11 @@ impl EventLoop {
             request_ids: loaded.config.request_id.then(RequestIds::new),
             totals: Totals::default(),
             access_log,
+            idle: IdleConnections::new(
+                IDLE_BASE,
+                loaded.config.backend_keepalive,
+                timeouts.backend_keepalive,
+            ),
         };
         let opened = bind_all(&listen_addresses(&loaded.config))?;
         event_loop.open_listeners(opened)?;
@@ -262,6 +271,10 @@ impl EventLoop {
             self.request_ids = loaded.config.request_id.then(RequestIds::new);
         }
         self.reconfigure_access_log(loaded.config.access_log.as_ref());
+        self.idle.configure(
+            loaded.config.backend_keepalive,
+            loaded.config.timeouts.backend_keepalive,
+        );
         self.generation += 1;
         self.schedule_health_checks();
         for key in to_drive {
@@ -357,6 +370,10 @@ impl EventLoop {
                     }
                     continue;
                 }
+                if self.idle.owns(token) {
+                    self.idle.on_event(token);
+                    continue;
+                }
                 let (key, side) = connection::side_of(token);
                 // A session closed earlier in this batch may have left events.
                 if let Some(session) = self.sessions.get_mut(key) {
@@ -364,12 +381,13 @@ impl EventLoop {
                     self.drive(key, None);
                 }
             }
-            if self.timers.len() > 2 * self.sessions.len() + 1024 {
-                let sessions = &self.sessions;
+            if self.timers.len() > 2 * (self.sessions.len() + self.idle.len()) + 1024 {
+                let (sessions, idle) = (&self.sessions, &self.idle);
                 self.timers.retain(|at, deadline| match deadline {
                     Deadline::Session(key) => sessions
                         .get(key)
                         .is_some_and(|session| session.timer_at() == Some(at)),
+                    Deadline::IdleBackend { key, serial } => idle.is_current(key, serial),
                     _ => true,
                 });
             }
@@ -384,6 +402,7 @@ impl EventLoop {
                     } if generation == self.generation => self.check(pool, server),
                     Deadline::HealthDue { .. } => {}
                     Deadline::ResumeAccept => {}
+                    Deadline::IdleBackend { key, serial } => self.idle.expire(key, serial, now),
                     Deadline::HealthTimeout(key) => {
                         if let Some(verdict) = self.health_checks.expire(key, now) {
                             self.record(verdict);
@@ -476,6 +495,7 @@ impl EventLoop {
                     request_ids: self.request_ids.as_mut(),
                     totals: &mut self.totals,
                     access_log: self.access_log.as_mut(),
+                    idle: &mut self.idle,
                 };
                 let expired_and_closed = expired
                     .take()

@@ -255,6 +255,7 @@ impl RequestHead {
         client: IpAddr,
         forwarding: &Forwarding,
         request_id: Option<&str>,
+        keep_backend: bool,
     ) {
         out.extend_from_slice(&self.raw[self.method.clone()]);
         out.push(b' ');
@@ -328,9 +329,12 @@ impl RequestHead {
         if let Some(id) = request_id {
             let _ = write!(out, "X-Request-Id: {id}\r\n");
         }
-        // One backend connection per exchange, for now: say so, so the backend
-        // frees it at once.
-        out.extend_from_slice(b"Connection: close\r\n\r\n");
+        // HTTP/1.1 persists by default; 1.0 must ask.
+        out.extend_from_slice(match (keep_backend, self.minor_version) {
+            (false, _) => b"Connection: close\r\n\r\n".as_slice(),
+            (true, 0) => b"Connection: keep-alive\r\n\r\n",
+            (true, _) => b"\r\n",
+        });
     }
 
     /// A trusted peer's values of a list field, each followed by ", ".
@@ -379,6 +383,8 @@ pub struct ResponseInfo {
     pub framing: Framing,
     /// The client connection stays open after this response.
     pub keep_alive: bool,
+    /// The backend keeps its connection open after this response.
+    pub backend_keep_alive: bool,
 }
 
 impl ResponseInfo {
@@ -431,13 +437,22 @@ pub fn forward_response_head(
             status,
             framing: Framing::Empty,
             keep_alive: client.keep_alive,
+            backend_keep_alive: false,
         }));
     }
 
     let mut content_length = None;
     let mut transfer_encoding = false;
     let mut chunked_last = false;
+    let mut backend_close = false;
+    let mut backend_keep = false;
     for (name, value) in fields.clone() {
+        if name.eq_ignore_ascii_case(b"connection") {
+            for option in tokens(value) {
+                backend_close |= option.eq_ignore_ascii_case(b"close");
+                backend_keep |= option.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
         if name.eq_ignore_ascii_case(b"content-length") {
             content_length = Some(merge_content_length(content_length, value)?);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
@@ -464,6 +479,8 @@ pub fn forward_response_head(
         Framing::UntilClose
     };
     let keep_alive = client.keep_alive && framing != Framing::UntilClose;
+    let persistent = response.version == Some(1) || backend_keep;
+    let backend_keep_alive = persistent && !backend_close && framing != Framing::UntilClose;
 
     let _ = write!(out, "HTTP/1.1 {status} {reason}\r\n");
     for (name, value) in fields.clone() {
@@ -490,6 +507,7 @@ pub fn forward_response_head(
         status,
         framing,
         keep_alive,
+        backend_keep_alive,
     }))
 }
 
@@ -596,8 +614,29 @@ mod tests {
             "10.1.2.3".parse().unwrap(),
             forwarding,
             request_id,
+            false,
         );
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn backend_connections_are_asked_to_persist() {
+        let keep = |raw: &str| {
+            let mut out = Vec::new();
+            let client = "10.1.2.3".parse().unwrap();
+            parse(raw).unwrap().write_forwarded(
+                &mut out,
+                client,
+                &Forwarding::default(),
+                None,
+                true,
+            );
+            String::from_utf8(out).unwrap()
+        };
+        let out = keep("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        assert!(!out.contains("Connection"), "{out}");
+        let out = keep("GET / HTTP/1.0\r\nHost: a\r\n\r\n");
+        assert!(out.ends_with("\r\nConnection: keep-alive\r\n\r\n"), "{out}");
     }
 
     fn trusting(forwarding: Forwarding) -> Forwarding {
@@ -827,7 +866,27 @@ mod tests {
         let info = info.unwrap().unwrap();
         assert_eq!(info.framing, Framing::Length(5));
         assert!(info.keep_alive);
+        assert!(!info.backend_keep_alive);
         assert_eq!(out, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n");
+        let persists = |raw: &str| {
+            response(raw, KEEP_11)
+                .0
+                .unwrap()
+                .unwrap()
+                .backend_keep_alive
+        };
+        assert!(persists("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
+        assert!(persists(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ));
+        assert!(persists(
+            "HTTP/1.0 200 OK\r\nContent-Length: 0\r\nConnection: Keep-Alive\r\n\r\n"
+        ));
+        assert!(!persists("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n"));
+        assert!(!persists(
+            "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ));
+        assert!(!persists("HTTP/1.1 200 OK\r\n\r\n"));
 
         let (info, out) = response("HTTP/1.1 200 OK\r\nServer: x\r\n\r\n", KEEP_11);
         let info = info.unwrap().unwrap();

@@ -15,6 +15,7 @@ pub mod forwarding;
 pub mod framing;
 pub mod health;
 pub mod http;
+pub mod idle;
 pub mod limits;
 pub mod reply;
 pub mod request_id;

@@ -81,6 +81,8 @@ impl SlidingAverage {
 pub struct ServerStats {
     /// Times the balancer chose it.
     pub selected: u64,
+    /// TCP connections opened to it (kept ones serve several requests).
+    pub connections: u64,
     /// Requests it took part in, by the status the client got.
     pub responses: StatusClasses,
     /// Failed connects, broken or late responses.

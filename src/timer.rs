@@ -22,6 +22,8 @@ pub enum Deadline {
     HealthTimeout(usize),
     /// Accepting paused after accept() failed; try again.
     ResumeAccept,
+    /// A kept backend connection may have been idle too long.
+    IdleBackend { key: usize, serial: u64 },
 }
 
 #[derive(Default)]

@@ -160,6 +160,13 @@ impl Proxy {
         Client::connect(self.address)
     }
 
+    /// One raw request on a connection of its own.
+    pub fn get_raw(&self, raw: &str) -> Response {
+        let mut client = self.connect();
+        client.send(raw.as_bytes());
+        client.response(false)
+    }
+
     pub fn get(&self, path: &str) -> Response {
         let mut client = self.connect();
         client.send(
@@ -311,6 +318,9 @@ pub struct Seen {
     pub health_checks: usize,
     /// Responses the backend could not finish writing.
     pub aborted_writes: usize,
+    /// Connections accepted, and those that have ended since.
+    pub connections: usize,
+    pub connections_ended: usize,
 }
 
 /// A small threaded HTTP/1.1 backend. Paths:
@@ -338,7 +348,11 @@ impl Backend {
                 let seen = shared.clone();
                 let health = shared_health.clone();
                 let name = name.clone();
-                thread::spawn(move || serve(stream, &name, &seen, &health));
+                seen.lock().unwrap().connections += 1;
+                thread::spawn(move || {
+                    serve(stream, &name, &seen, &health);
+                    seen.lock().unwrap().connections_ended += 1;
+                });
             }
         });
         Backend {
@@ -355,9 +369,18 @@ impl Backend {
     pub fn count(&self) -> usize {
         self.seen.lock().unwrap().heads.len()
     }
+
+    /// (connections accepted, connections ended).
+    pub fn connections(&self) -> (usize, usize) {
+        let seen = self.seen.lock().unwrap();
+        (seen.connections, seen.connections_ended)
+    }
 }
 
 fn serve(stream: TcpStream, name: &str, seen: &Mutex<Seen>, health: &AtomicU16) {
+    // As nginx does on keep-alive connections: a head and body written
+    // apart must not wait for the peer's delayed ACK.
+    let _ = stream.set_nodelay(true);
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut writer = stream;
     while let Some(head) = read_head(&mut reader) {

@@ -60,7 +60,8 @@ pub struct Fill {
     pub read: usize,
     /// The source signalled end of stream.
     pub eof: bool,
-    /// The source has nothing more for now; wait for its next readiness event.
+    /// The source has nothing more for now (it would block, or gave less
+    /// than asked for): wait for its next readiness event.
     pub drained: bool,
 }
 
@@ -105,8 +106,11 @@ impl Buffer {
         }
     }
 
-    /// Reads from `source` until it would block, ends, or the buffer is full.
-    pub fn fill_from<R: Read>(&mut self, source: &mut R) -> io::Result<Fill> {
+    /// Reads from `source` until it would block, ends, or the buffer is
+    /// full. A short read ends it too, unless `end_reported`: the poller
+    /// already told of the source's end (or an error), which it will not
+    /// tell again, so reading goes on until that end is seen.
+    pub fn fill_from<R: Read>(&mut self, source: &mut R, end_reported: bool) -> io::Result<Fill> {
         let mut fill = Fill::default();
         while !self.is_full() {
             self.make_room();
@@ -119,6 +123,13 @@ impl Buffer {
                 Ok(count) => {
                     self.end += count;
                     fill.read += count;
+                    // Less than asked for: the socket is empty now. Edge-
+                    // triggered polling reports the next bytes (or the
+                    // end), so asking again would only earn an EAGAIN.
+                    if self.end < room_end && !end_reported {
+                        fill.drained = true;
+                        break;
+                    }
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                     fill.drained = true;
@@ -210,17 +221,17 @@ mod tests {
     fn stops_at_the_limit_and_resumes_after_consume() {
         let mut buffer = Buffer::new(10);
         let mut source = Chunks(vec![b"0123456789abcdef".to_vec()], false);
-        let fill = buffer.fill_from(&mut source).unwrap();
+        let fill = buffer.fill_from(&mut source, false).unwrap();
         assert_eq!(fill.read, 10);
         assert!(!fill.drained);
         assert!(buffer.is_full());
         assert_eq!(buffer.data(), b"0123456789");
         buffer.consume(4);
-        let fill = buffer.fill_from(&mut source).unwrap();
+        let fill = buffer.fill_from(&mut source, false).unwrap();
         assert_eq!(fill.read, 4);
         assert_eq!(buffer.data(), b"456789abcd");
         buffer.consume(10);
-        let fill = buffer.fill_from(&mut source).unwrap();
+        let fill = buffer.fill_from(&mut source, false).unwrap();
         assert_eq!(
             fill,
             Fill {
@@ -234,9 +245,16 @@ mod tests {
 
     #[test]
     fn reports_end_of_stream() {
+        // A short read is taken as "empty for now"...
         let mut buffer = Buffer::new(100);
         let mut source = Chunks(vec![b"ab".to_vec()], true);
-        let fill = buffer.fill_from(&mut source).unwrap();
+        let fill = buffer.fill_from(&mut source, false).unwrap();
+        assert_eq!(fill.read, 2);
+        assert!(fill.drained && !fill.eof);
+        // ... unless the end was already reported: then it is read to the end.
+        let mut buffer = Buffer::new(100);
+        let mut source = Chunks(vec![b"ab".to_vec()], true);
+        let fill = buffer.fill_from(&mut source, true).unwrap();
         assert_eq!(fill.read, 2);
         assert!(fill.eof);
     }
@@ -245,7 +263,7 @@ mod tests {
     fn grows_in_steps_up_to_the_limit() {
         let mut buffer = Buffer::new(64 * 1024);
         let mut source = Chunks(vec![vec![7u8; 20_000]], false);
-        buffer.fill_from(&mut source).unwrap();
+        buffer.fill_from(&mut source, false).unwrap();
         assert_eq!(buffer.len(), 20_000);
         assert!(buffer.bytes.len() <= 32 * 1024);
         buffer.consume(20_000);
@@ -256,10 +274,12 @@ mod tests {
     fn holds_storage_only_while_it_holds_bytes() {
         let mut buffer = Buffer::new(64 * 1024);
         // A readiness event with nothing to read leaves no storage behind.
-        let fill = buffer.fill_from(&mut Chunks(Vec::new(), false)).unwrap();
+        let fill = buffer
+            .fill_from(&mut Chunks(Vec::new(), false), false)
+            .unwrap();
         assert!(fill.drained && !buffer.has_storage());
         buffer
-            .fill_from(&mut Chunks(vec![b"abc".to_vec()], false))
+            .fill_from(&mut Chunks(vec![b"abc".to_vec()], false), false)
             .unwrap();
         assert!(buffer.has_storage());
         buffer.consume(2);
@@ -270,7 +290,7 @@ mod tests {
         let spare_before = SPARE.with_borrow(|spare| spare.storage.len());
         assert!(spare_before >= 1);
         buffer
-            .fill_from(&mut Chunks(vec![b"d".to_vec()], false))
+            .fill_from(&mut Chunks(vec![b"d".to_vec()], false), false)
             .unwrap();
         assert_eq!(
             SPARE.with_borrow(|spare| spare.storage.len()),
@@ -283,10 +303,10 @@ mod tests {
     fn a_bound_below_the_first_allocation_is_kept() {
         let mut buffer = Buffer::new(1024);
         let mut source = Chunks(vec![vec![1u8; 5000]], false);
-        assert_eq!(buffer.fill_from(&mut source).unwrap().read, 1024);
+        assert_eq!(buffer.fill_from(&mut source, false).unwrap().read, 1024);
         assert!(buffer.is_full());
         buffer.consume(1000);
-        assert_eq!(buffer.fill_from(&mut source).unwrap().read, 1000);
+        assert_eq!(buffer.fill_from(&mut source, false).unwrap().read, 1000);
         assert_eq!(buffer.len(), 1024);
     }
 }

@@ -381,7 +381,7 @@ impl Reader<'_> {
             access_log: self.access_log()?,
             forwarding: self.forwarding()?,
             request_id: self.boolean("request_id", true)?,
-            backend_keepalive: self.whole_number("backend_keepalive", 64, 0..=100_000)? as usize,
+            backend_keepalive: self.whole_number("backend_keepalive", 1024, 0..=100_000)? as usize,
         })
     }
 

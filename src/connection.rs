@@ -4,6 +4,7 @@
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
 
 use mio::event::Event;
 use mio::net::TcpStream;
@@ -86,28 +87,25 @@ pub struct Counters {
     pub unanswered: u64,
 }
 
-/// Client tokens are even, backend tokens odd: both come from the slab key.
+/// A client socket's token is its session's slab key.
 pub fn client_token(key: usize) -> Token {
-    Token(key * 2)
+    Token(key)
 }
 
-fn backend_token(key: usize) -> Token {
-    Token(key * 2 + 1)
+/// Backend sockets' tokens start here: the base plus the descriptor, the
+/// same for the socket's whole life (see `idle`).
+pub const BACKEND_TOKENS: usize = usize::MAX / 8 * 3;
+
+fn backend_token(stream: &TcpStream) -> Token {
+    Token(BACKEND_TOKENS + stream.as_raw_fd() as usize)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    Client,
-    Backend,
-}
-
-pub fn side_of(token: Token) -> (usize, Side) {
-    let side = if token.0.is_multiple_of(2) {
-        Side::Client
-    } else {
-        Side::Backend
-    };
-    (token.0 / 2, side)
+/// The descriptor of the backend socket a token stands for.
+pub fn backend_fd(token: Token) -> Option<RawFd> {
+    token
+        .0
+        .checked_sub(BACKEND_TOKENS)
+        .and_then(|fd| RawFd::try_from(fd).ok())
 }
 
 /// A socket with the readiness mio last reported. With edge-triggered
@@ -116,12 +114,16 @@ struct Endpoint {
     stream: TcpStream,
     readable: bool,
     writable: bool,
+    /// The poller reported the peer's end (or an error): reported once, so
+    /// reads go on past short ones until it is seen.
+    end_reported: bool,
     interest: Interest,
 }
 
 impl Endpoint {
     fn mark(&mut self, event: &Event) {
         self.readable |= event.is_readable() || event.is_read_closed() || event.is_error();
+        self.end_reported |= event.is_read_closed() || event.is_error();
         self.writable |= event.is_writable() || event.is_write_closed() || event.is_error();
     }
 
@@ -347,6 +349,7 @@ impl Session {
                 stream,
                 readable: false,
                 writable: true,
+                end_reported: false,
                 interest: Interest::READABLE,
             },
             client_address,
@@ -408,12 +411,19 @@ impl Session {
         &mut self.client.stream
     }
 
-    pub fn mark_ready(&mut self, side: Side, event: &Event) {
-        match (side, &mut self.exchange) {
-            (Side::Client, _) => self.client.mark(event),
-            (Side::Backend, Exchange::Proxy(proxied)) => proxied.backend.mark(event),
-            // A late event for a backend this session already let go.
-            (Side::Backend, _) => {}
+    pub fn mark_client_ready(&mut self, event: &Event) {
+        self.client.mark(event);
+    }
+
+    /// An event for backend socket `fd`, if this session still holds it (a
+    /// late event of a socket it let go is dropped).
+    pub fn mark_backend_ready(&mut self, fd: RawFd, event: &Event) -> bool {
+        match &mut self.exchange {
+            Exchange::Proxy(proxied) if proxied.backend.stream.as_raw_fd() == fd => {
+                proxied.backend.mark(event);
+                true
+            }
+            _ => false,
         }
     }
 
@@ -507,7 +517,7 @@ impl Session {
         }
         let fill = self
             .inbound
-            .fill_from(&mut self.client.stream)
+            .fill_from(&mut self.client.stream, self.client.end_reported)
             .map_err(|error| End::ClientGone(Some(error)))?;
         self.client.readable = !fill.drained;
         self.client_eof |= fill.eof;
@@ -932,27 +942,26 @@ impl Session {
         may_reuse: bool,
     ) {
         let head = &self.request.head;
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        let token = backend_token(self.key);
         let replayable = head.framing == Framing::Empty && is_idempotent(head.method());
         let kept = if may_reuse && replayable {
-            context.idle.take(server).and_then(|mut stream| {
-                let registered = context.registry.reregister(&mut stream, token, interest);
-                registered.is_ok().then_some(stream)
-            })
+            context.idle.take(server, self.key)
         } else {
             None
         };
         let reused = kept.is_some();
-        let stream = match kept {
-            Some(stream) => Ok(stream),
+        let connected = match kept {
+            Some(kept) => Ok(kept),
             None => TcpStream::connect(server).and_then(|mut stream| {
+                // Until the connect completes, WRITABLE is what reports it.
+                let interest = Interest::READABLE | Interest::WRITABLE;
+                let token = backend_token(&stream);
                 context.registry.register(&mut stream, token, interest)?;
-                Ok(stream)
+                context.idle.claim(stream.as_raw_fd(), self.key);
+                Ok((stream, interest))
             }),
         };
-        let stream = match stream {
-            Ok(stream) => stream,
+        let (stream, interest) = match connected {
+            Ok(connected) => connected,
             Err(error) => {
                 return self.connect_failed(context, server, upstream, request_body, error);
             }
@@ -983,6 +992,7 @@ impl Session {
                 stream,
                 readable: false,
                 writable: reused,
+                end_reported: false,
                 interest,
             },
             server,
@@ -1218,6 +1228,8 @@ impl Session {
                     && proxied.request_body.is_none()
                     && !proxied.backend_write_failed
                     && !proxied.backend_eof
+                    && !proxied.backend.readable
+                    && !proxied.backend.end_reported
                     && self.outbound.is_empty()
                     && self.to_backend.is_empty()
                     && !context.draining;
@@ -1231,10 +1243,11 @@ impl Session {
                 };
                 if let Exchange::Proxy(proxied) = std::mem::replace(&mut self.exchange, next)
                     && reusable
-                    && let Some(timer) =
-                        context
-                            .idle
-                            .put(context.registry, proxied.server, proxied.backend.stream)
+                    && let Some(timer) = context.idle.put(
+                        proxied.server,
+                        proxied.backend.stream,
+                        proxied.backend.interest,
+                    )
                 {
                     let deadline = Deadline::IdleBackend {
                         key: timer.key,
@@ -1342,7 +1355,10 @@ impl Session {
         if !proxied.backend.readable || proxied.backend_eof || self.outbound.is_full() {
             return false;
         }
-        match self.outbound.fill_from(&mut proxied.backend.stream) {
+        match self
+            .outbound
+            .fill_from(&mut proxied.backend.stream, proxied.backend.end_reported)
+        {
             Ok(fill) => {
                 proxied.backend.readable = !fill.drained;
                 proxied.backend_eof |= fill.eof;
@@ -1423,11 +1439,10 @@ impl Session {
                 || (!proxied.backend_write_failed
                     && (!self.to_backend.is_empty()
                         || (proxied.request_body.is_some() && !self.inbound.is_empty())));
-            proxied.backend.update_interest(
-                registry,
-                backend_token(self.key),
-                backend_wants_write,
-            )?;
+            let token = backend_token(&proxied.backend.stream);
+            proxied
+                .backend
+                .update_interest(registry, token, backend_wants_write)?;
         }
         self.client
             .update_interest(registry, client_token(self.key), client_wants_write)

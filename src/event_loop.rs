@@ -20,7 +20,7 @@ use crate::config::{self, AccessLogConfig, Config, Loaded, Timeouts};
 use crate::connection::{self, Context, Counters, Session};
 use crate::forwarding::Forwarding;
 use crate::health::{HealthChecks, Verdict};
-use crate::idle::IdleConnections;
+use crate::idle::{IdleConnections, Owner};
 use crate::request_id::RequestIds;
 use crate::router::Router;
 use crate::stats::Totals;
@@ -29,10 +29,9 @@ use crate::timer::{Deadline, Timers};
 /// Tokens from here up are listeners; sessions use two tokens per slab key
 /// below it.
 const LISTENER_BASE: usize = usize::MAX / 2;
-/// Health check sockets use tokens from here to `IDLE_BASE`.
+/// Health check sockets use tokens from here to `connection::BACKEND_TOKENS`;
+/// backend sockets from there to `LISTENER_BASE`.
 const HEALTH_BASE: usize = usize::MAX / 4;
-/// Kept backend connections use tokens from here to `LISTENER_BASE`.
-const IDLE_BASE: usize = HEALTH_BASE + usize::MAX / 8;
 const SIGNAL_TOKEN: Token = Token(usize::MAX);
 /// How long accepting pauses after accept() fails (EMFILE and the like).
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
@@ -127,11 +126,7 @@ impl EventLoop {
             request_ids: loaded.config.request_id.then(RequestIds::new),
             totals: Totals::default(),
             access_log,
-            idle: IdleConnections::new(
-                IDLE_BASE,
-                loaded.config.backend_keepalive,
-                timeouts.backend_keepalive,
-            ),
+            idle: IdleConnections::new(loaded.config.backend_keepalive, timeouts.backend_keepalive),
         };
         let opened = bind_all(&listen_addresses(&loaded.config))?;
         event_loop.open_listeners(opened)?;
@@ -370,14 +365,26 @@ impl EventLoop {
                     }
                     continue;
                 }
-                if self.idle.owns(token) {
-                    self.idle.on_event(token);
+                if let Some(fd) = connection::backend_fd(token) {
+                    match self.idle.owner(fd) {
+                        Owner::Session(key) => {
+                            if self
+                                .sessions
+                                .get_mut(key)
+                                .is_some_and(|session| session.mark_backend_ready(fd, event))
+                            {
+                                self.drive(key, None);
+                            }
+                        }
+                        Owner::Idle(key) => self.idle.on_event(key),
+                        Owner::Nobody => {}
+                    }
                     continue;
                 }
-                let (key, side) = connection::side_of(token);
                 // A session closed earlier in this batch may have left events.
+                let key = token.0;
                 if let Some(session) = self.sessions.get_mut(key) {
-                    session.mark_ready(side, event);
+                    session.mark_client_ready(event);
                     self.drive(key, None);
                 }
             }

@@ -6,18 +6,37 @@
 //! been timed out by the backend). Each idle connection stays registered
 //! with the loop under a token of its own, so a backend closing it is
 //! noticed, and it is closed after `timeout` unused.
+//!
+//! A backend socket's poll token comes from its descriptor and stays the
+//! same for the socket's life, whoever holds it; `owners` says who does.
+//! Handing a connection from a session to this store and back is then a
+//! table update, not an `epoll_ctl`.
 
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
+use mio::Interest;
 use mio::net::TcpStream;
-use mio::{Interest, Registry, Token};
 use slab::Slab;
+
+/// Who holds the backend socket with a given descriptor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Owner {
+    #[default]
+    Nobody,
+    /// The session with this slab key.
+    Session(usize),
+    /// This store, under this key.
+    Idle(usize),
+}
 
 struct Idle {
     stream: TcpStream,
+    /// What the socket is registered for (it keeps its registration).
+    interest: Interest,
     server: SocketAddr,
     /// Tells this connection's timer from an older one of the same slot.
     serial: u64,
@@ -25,7 +44,10 @@ struct Idle {
 }
 
 pub struct IdleConnections {
-    base: usize,
+    /// Indexed by descriptor. Entries of closed sockets go stale harmlessly:
+    /// a closed socket reports nothing, and a new one claims its entry when
+    /// it is registered.
+    owners: Vec<Owner>,
     connections: Slab<Idle>,
     /// Slab keys of each server's idle connections, most recent last.
     by_server: HashMap<SocketAddr, Vec<usize>>,
@@ -42,9 +64,9 @@ pub struct IdleTimer {
 }
 
 impl IdleConnections {
-    pub fn new(base: usize, max_per_server: usize, timeout: Duration) -> IdleConnections {
+    pub fn new(max_per_server: usize, timeout: Duration) -> IdleConnections {
         IdleConnections {
-            base,
+            owners: Vec::new(),
             connections: Slab::new(),
             by_server: HashMap::new(),
             max_per_server,
@@ -53,8 +75,26 @@ impl IdleConnections {
         }
     }
 
-    pub fn owns(&self, token: Token) -> bool {
-        token.0 >= self.base && token.0 - self.base < usize::MAX / 8
+    pub fn owner(&self, fd: RawFd) -> Owner {
+        usize::try_from(fd)
+            .ok()
+            .and_then(|fd| self.owners.get(fd).copied())
+            .unwrap_or_default()
+    }
+
+    fn set_owner(&mut self, fd: RawFd, owner: Owner) {
+        let Ok(fd) = usize::try_from(fd) else {
+            return;
+        };
+        if fd >= self.owners.len() {
+            self.owners.resize(fd + 1, Owner::Nobody);
+        }
+        self.owners[fd] = owner;
+    }
+
+    /// A session registered or took the backend socket `fd`.
+    pub fn claim(&mut self, fd: RawFd, session: usize) {
+        self.set_owner(fd, Owner::Session(session));
     }
 
     pub fn enabled(&self) -> bool {
@@ -79,32 +119,26 @@ impl IdleConnections {
     /// as many idle connections as allowed.
     pub fn put(
         &mut self,
-        registry: &Registry,
         server: SocketAddr,
-        mut stream: TcpStream,
+        stream: TcpStream,
+        interest: Interest,
     ) -> Option<IdleTimer> {
         let keys = self.by_server.entry(server).or_default();
         if keys.len() >= self.max_per_server {
             return None;
         }
-        let entry = self.connections.vacant_entry();
-        let key = entry.key();
-        let token = Token(self.base + key);
-        if registry
-            .reregister(&mut stream, token, Interest::READABLE)
-            .is_err()
-        {
-            return None;
-        }
+        let fd = stream.as_raw_fd();
         self.serial += 1;
         let since = Instant::now();
-        entry.insert(Idle {
+        let key = self.connections.insert(Idle {
             stream,
+            interest,
             server,
             serial: self.serial,
             since,
         });
         keys.push(key);
+        self.set_owner(fd, Owner::Idle(key));
         Some(IdleTimer {
             at: since + self.timeout,
             key,
@@ -112,13 +146,15 @@ impl IdleConnections {
         })
     }
 
-    /// The most recently used idle connection to `server`, if one is fresh.
-    pub fn take(&mut self, server: SocketAddr) -> Option<TcpStream> {
+    /// The most recently used idle connection to `server`, if one is
+    /// fresh, for `session`; with the interest it is registered for.
+    pub fn take(&mut self, server: SocketAddr, session: usize) -> Option<(TcpStream, Interest)> {
         let keys = self.by_server.get_mut(&server)?;
         while let Some(key) = keys.pop() {
             let idle = self.connections.remove(key);
             if idle.since.elapsed() < self.timeout {
-                return Some(idle.stream);
+                self.set_owner(idle.stream.as_raw_fd(), Owner::Session(session));
+                return Some((idle.stream, idle.interest));
             }
         }
         None
@@ -126,8 +162,7 @@ impl IdleConnections {
 
     /// An idle connection became readable: the backend closed it, or sent
     /// bytes nobody asked for. Either way it cannot carry a request.
-    pub fn on_event(&mut self, token: Token) {
-        let key = token.0 - self.base;
+    pub fn on_event(&mut self, key: usize) {
         let Some(idle) = self.connections.get_mut(key) else {
             return;
         };

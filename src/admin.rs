@@ -13,6 +13,7 @@ use crate::connection::Context;
 use crate::reply::LocalReply;
 use crate::router::RequestView;
 use crate::stats::{BUCKETS_US, CLASS_NAMES, Histogram, StatusClasses, Totals};
+use crate::workers::{self, Command};
 
 /// Seconds between refreshes of the HTML page.
 const REFRESH_SECONDS: u32 = 5;
@@ -24,31 +25,50 @@ pub fn answer(request: &RequestView, context: &mut Context) -> LocalReply {
     let read_only = method == "GET" || method == "HEAD";
     match path {
         "/stats" | "/stats.json" | "/metrics" if !read_only => not_allowed("GET, HEAD", path),
-        "/stats" => reply(
-            200,
-            "text/html; charset=utf-8",
-            html(context.pools, context.totals),
-        ),
-        "/stats.json" => reply(200, "application/json", json(context.pools, context.totals)),
-        "/metrics" => reply(
-            200,
-            "text/plain; version=0.0.4; charset=utf-8",
-            metrics(context.pools, context.totals),
-        ),
+        "/stats" | "/stats.json" | "/metrics" => {
+            let view = View::of(context);
+            let (pools, totals) = (view.pools(context), view.totals(context));
+            match path {
+                "/stats" => reply(200, "text/html; charset=utf-8", html(pools, totals)),
+                "/stats.json" => {
+                    let workers = view.worker_requests(context);
+                    reply(200, "application/json", json(pools, totals, &workers))
+                }
+                _ => reply(
+                    200,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    metrics(pools, totals),
+                ),
+            }
+        }
         _ => match server_action(path) {
             Some(_) if method != "POST" => not_allowed("POST", path),
             Some((pool, server, drain)) => {
                 let from_form = head
                     .header("content-type")
                     .is_some_and(|kind| kind.starts_with(b"application/x-www-form-urlencoded"));
-                set_drained(
+                let reply = set_drained(
                     context.pools,
                     &pool,
                     &server,
                     drain,
                     request.client,
                     from_form,
-                )
+                );
+                // The other workers do the same.
+                if let (true, Some(shared), Ok(server)) = (
+                    reply.status < 400,
+                    &context.worker.shared,
+                    server.parse::<SocketAddr>(),
+                ) {
+                    let command = Command::SetDrained {
+                        pool,
+                        server,
+                        drained: drain,
+                    };
+                    shared.send(context.worker.index, &command);
+                }
+                reply
             }
             None => text(
                 404,
@@ -58,6 +78,50 @@ pub fn answer(request: &RequestView, context: &mut Context) -> LocalReply {
                 ),
             ),
         },
+    }
+}
+
+/// What the stats pages show: this worker's counters, plus the others'
+/// latest when there are several workers.
+struct View {
+    others: Vec<(usize, workers::Snapshot)>,
+    merged: Option<(Vec<Pool>, Totals)>,
+}
+
+impl View {
+    fn of(context: &Context) -> View {
+        let others = context
+            .worker
+            .shared
+            .as_ref()
+            .map(|shared| shared.others(context.worker.index))
+            .unwrap_or_default();
+        let merged =
+            (!others.is_empty()).then(|| workers::merged(context.pools, context.totals, &others));
+        View { others, merged }
+    }
+
+    fn pools<'a>(&'a self, context: &'a Context) -> &'a [Pool] {
+        self.merged
+            .as_ref()
+            .map_or(&*context.pools, |(pools, _)| pools)
+    }
+
+    fn totals<'a>(&'a self, context: &'a Context) -> &'a Totals {
+        self.merged
+            .as_ref()
+            .map_or(&*context.totals, |(_, totals)| totals)
+    }
+
+    /// Requests each worker answered, by worker index; `None` for a worker
+    /// that has not published yet.
+    fn worker_requests(&self, context: &Context) -> Vec<Option<u64>> {
+        let mut requests = vec![None; context.worker.count];
+        requests[context.worker.index] = Some(context.totals.responses.total());
+        for (index, snapshot) in &self.others {
+            requests[*index] = Some(snapshot.totals.responses.total());
+        }
+        requests
     }
 }
 
@@ -271,7 +335,7 @@ fn html(pools: &[Pool], totals: &Totals) -> String {
     page
 }
 
-fn json(pools: &[Pool], totals: &Totals) -> String {
+fn json(pools: &[Pool], totals: &Totals, workers: &[Option<u64>]) -> String {
     let now = Instant::now();
     let mut out = Vec::with_capacity(4096);
     let started = totals
@@ -283,7 +347,7 @@ fn json(pools: &[Pool], totals: &Totals) -> String {
         out_string(&mut out),
         "{{\"version\":\"{}\",\"pid\":{},\"started_unix\":{started},\"uptime_seconds\":{},\
          \"connections\":{{\"open\":{},\"total\":{}}},\"requests\":{{\"total\":{},\"local\":{},\"responses\":{}}},\
-         \"bytes_in\":{},\"bytes_out\":{},\"pools\":[",
+         \"bytes_in\":{},\"bytes_out\":{},\"workers\":{},\"worker_requests\":[{}],\"pools\":[",
         env!("CARGO_PKG_VERSION"),
         std::process::id(),
         totals.started.elapsed().as_secs(),
@@ -294,6 +358,12 @@ fn json(pools: &[Pool], totals: &Totals) -> String {
         classes_json(&totals.responses),
         totals.bytes_in,
         totals.bytes_out,
+        workers.len(),
+        workers
+            .iter()
+            .map(|requests| requests.map_or("null".to_owned(), |count| count.to_string()))
+            .collect::<Vec<_>>()
+            .join(","),
     );
     for (pool_index, pool) in pools.iter().enumerate() {
         if pool_index > 0 {

@@ -60,7 +60,7 @@ impl ServerState {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Server {
     pub address: SocketAddr,
     pub weight: u32,
@@ -99,6 +99,7 @@ impl Server {
     }
 }
 
+#[derive(Clone)]
 pub struct Pool {
     pub name: String,
     servers: Vec<Server>,
@@ -109,6 +110,8 @@ pub struct Pool {
     pub health: Option<HealthConfig>,
     /// Sessions waiting for a server below `max_conns`, oldest first.
     waiting: VecDeque<usize>,
+    /// Requests queued in other workers, in a merged view for the stats.
+    queued_elsewhere: usize,
     pub stats: PoolStats,
 }
 
@@ -143,7 +146,25 @@ impl Pool {
             queue_timeout: config.queue_timeout,
             health: config.health.clone(),
             waiting: VecDeque::new(),
+            queued_elsewhere: 0,
             stats: PoolStats::default(),
+        }
+    }
+
+    /// Adds another worker's copy of this pool to this one, for the stats:
+    /// counters, requests in flight and queued requests.
+    pub fn absorb(&mut self, other: &Pool) {
+        self.stats.add(&other.stats);
+        self.queued_elsewhere += other.queued();
+        for server in &mut self.servers {
+            if let Some(theirs) = other
+                .servers
+                .iter()
+                .find(|theirs| theirs.address == server.address)
+            {
+                server.stats.add(&theirs.stats);
+                server.active += theirs.active;
+            }
         }
     }
 
@@ -157,7 +178,7 @@ impl Pool {
 
     /// Requests waiting for a server below `max_conns`.
     pub fn queued(&self) -> usize {
-        self.waiting.len()
+        self.waiting.len() + self.queued_elsewhere
     }
 
     pub fn server_mut(&mut self, server: usize) -> Option<&mut Server> {

@@ -39,6 +39,7 @@ const SETTINGS: &[&str] = &[
     "forwarded_headers",
     "request_id",
     "backend_keepalive",
+    "workers",
     // The original C rsp's names.
     "listenPort",
     "backendAddress",
@@ -102,6 +103,8 @@ pub struct Config {
     /// Idle connections kept open per backend server for later requests;
     /// 0 closes each after its response.
     pub backend_keepalive: usize,
+    /// Event loops, one per thread.
+    pub workers: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -382,6 +385,7 @@ impl Reader<'_> {
             forwarding: self.forwarding()?,
             request_id: self.boolean("request_id", true)?,
             backend_keepalive: self.whole_number("backend_keepalive", 1024, 0..=100_000)? as usize,
+            workers: self.workers()?,
         })
     }
 
@@ -551,6 +555,25 @@ impl Reader<'_> {
             }
         }
         Ok(forwarding)
+    }
+
+    /// `workers = N` or `"auto"` (one per core).
+    fn workers(&self) -> Result<usize, ConfigError> {
+        match self.get("workers") {
+            Value::String(text) if &*text.to_string_lossy() == "auto" => {
+                Ok(std::thread::available_parallelism().map_or(1, |cores| cores.get()))
+            }
+            Value::Integer(_) | Value::Nil => {
+                Ok(self.whole_number("workers", 1, 1..=256)? as usize)
+            }
+            other => Err(self.error(
+                "workers",
+                format!(
+                    "workers: expected a number from 1 to 256 or \"auto\", got {}",
+                    describe(&other)
+                ),
+            )),
+        }
     }
 
     /// A setting that is a table when present.

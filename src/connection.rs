@@ -27,6 +27,7 @@ use crate::router::{RequestView, Route, RouteError, Router};
 use crate::stats::Totals;
 use crate::timer::{Deadline, Timers};
 use crate::transaction::{Request, Transaction};
+use crate::workers::Worker;
 
 /// What a session needs from the loop that owns it.
 pub struct Context<'a> {
@@ -49,6 +50,8 @@ pub struct Context<'a> {
     pub access_log: Option<&'a mut AccessLog>,
     /// Backend connections kept open between requests.
     pub idle: &'a mut IdleConnections,
+    /// Which worker this is, for the admin port.
+    pub worker: &'a Worker,
 }
 
 /// Ends a pool server's part in an exchange; a freed slot wakes the

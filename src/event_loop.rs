@@ -11,8 +11,9 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 
 use mio::net::TcpListener;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
+use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::access_log::AccessLog;
 use crate::balancer::Pool;
@@ -25,6 +26,7 @@ use crate::request_id::RequestIds;
 use crate::router::Router;
 use crate::stats::Totals;
 use crate::timer::{Deadline, Timers};
+use crate::workers::{Command, Snapshot, Worker};
 
 /// Tokens from here up are listeners; sessions use two tokens per slab key
 /// below it.
@@ -33,6 +35,10 @@ const LISTENER_BASE: usize = usize::MAX / 2;
 /// backend sockets from there to `LISTENER_BASE`.
 const HEALTH_BASE: usize = usize::MAX / 4;
 const SIGNAL_TOKEN: Token = Token(usize::MAX);
+/// Another worker left commands in this one's mailbox.
+const WAKER_TOKEN: Token = Token(usize::MAX - 1);
+/// How often workers other than 0 publish their counters for the admin port.
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 /// How long accepting pauses after accept() fails (EMFILE and the like).
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
@@ -76,15 +82,21 @@ pub struct EventLoop {
     totals: Totals,
     access_log: Option<AccessLog>,
     idle: IdleConnections,
+    worker: Worker,
 }
 
 impl EventLoop {
     /// Binds every listen address; nothing is served until `run`.
-    pub fn new(loaded: Loaded, config_path: PathBuf) -> io::Result<EventLoop> {
+    pub fn new(loaded: Loaded, config_path: PathBuf, worker: Worker) -> io::Result<EventLoop> {
         let poll = Poll::new()?;
+        // Every worker has its own handler: each reloads, drains and
+        // reopens its own log.
         let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT, SIGUSR1])?;
         poll.registry()
             .register(&mut signals, SIGNAL_TOKEN, Interest::READABLE)?;
+        if let Some(shared) = &worker.shared {
+            shared.set_waker(worker.index, Waker::new(poll.registry(), WAKER_TOKEN)?);
+        }
         let pools: Vec<Pool> = loaded.config.pools.iter().map(Pool::new).collect();
         log_pools(&pools);
         let access_log = loaded
@@ -127,10 +139,16 @@ impl EventLoop {
             totals: Totals::default(),
             access_log,
             idle: IdleConnections::new(loaded.config.backend_keepalive, timeouts.backend_keepalive),
+            worker,
         };
-        let opened = bind_all(&listen_addresses(&loaded.config))?;
+        let opened = event_loop.bind_all(&event_loop.listen_addresses(&loaded.config))?;
         event_loop.open_listeners(opened)?;
         event_loop.schedule_health_checks();
+        if event_loop.worker.index > 0 {
+            event_loop
+                .timers
+                .schedule(Instant::now() + PUBLISH_EVERY, Deadline::Publish);
+        }
         Ok(event_loop)
     }
 
@@ -189,7 +207,7 @@ impl EventLoop {
                 return;
             }
         };
-        let wanted = listen_addresses(&loaded.config);
+        let wanted = self.listen_addresses(&loaded.config);
         let new_addresses: Vec<(SocketAddr, bool)> = wanted
             .iter()
             .copied()
@@ -201,7 +219,7 @@ impl EventLoop {
                     .any(|open| open.address == address && open.admin == admin)
             })
             .collect();
-        let opened = match bind_all(&new_addresses) {
+        let opened = match self.bind_all(&new_addresses) {
             Ok(opened) => opened,
             Err(error) => {
                 log::error!("reload failed, the running config stays: {error}");
@@ -355,6 +373,10 @@ impl EventLoop {
                     }
                     continue;
                 }
+                if token == WAKER_TOKEN {
+                    self.obey_other_workers();
+                    continue;
+                }
                 if token.0 >= LISTENER_BASE {
                     self.accept(token.0 - LISTENER_BASE);
                     continue;
@@ -410,6 +432,7 @@ impl EventLoop {
                     Deadline::HealthDue { .. } => {}
                     Deadline::ResumeAccept => {}
                     Deadline::IdleBackend { key, serial } => self.idle.expire(key, serial, now),
+                    Deadline::Publish => self.publish(now),
                     Deadline::HealthTimeout(key) => {
                         if let Some(verdict) = self.health_checks.expire(key, now) {
                             self.record(verdict);
@@ -419,6 +442,68 @@ impl EventLoop {
             }
             self.resume_accepting(now);
         }
+    }
+
+    /// Worker 0 drained or enabled a server: do the same here.
+    fn obey_other_workers(&mut self) {
+        let Some(shared) = &self.worker.shared else {
+            return;
+        };
+        for command in shared.take_commands(self.worker.index) {
+            match command {
+                Command::SetDrained {
+                    pool,
+                    server,
+                    drained,
+                } => {
+                    if let Some(pool) = self.pools.iter_mut().find(|mine| mine.name == pool) {
+                        pool.set_drained(server, drained);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hands a copy of this worker's counters to worker 0's admin port.
+    fn publish(&mut self, now: Instant) {
+        if let Some(shared) = &self.worker.shared {
+            let snapshot = Snapshot {
+                totals: self.totals.clone(),
+                pools: self.pools.clone(),
+            };
+            shared.publish(self.worker.index, snapshot);
+        }
+        self.timers.schedule(now + PUBLISH_EVERY, Deadline::Publish);
+    }
+
+    /// Every address to listen on, and whether it is the admin port (which
+    /// only worker 0 serves).
+    fn listen_addresses(&self, config: &Config) -> Vec<(SocketAddr, bool)> {
+        let proxied = config.listen.iter().map(|&address| (address, false));
+        let admin = config.admin.filter(|_| self.worker.index == 0);
+        proxied
+            .chain(admin.map(|address| (address, true)))
+            .collect()
+    }
+
+    /// Binds listeners; with several workers each binds the same addresses
+    /// with `SO_REUSEPORT` and the kernel spreads new connections.
+    fn bind_all(&self, addresses: &[(SocketAddr, bool)]) -> io::Result<Vec<Listener>> {
+        let reuse_port = self.worker.count > 1;
+        addresses
+            .iter()
+            .map(|&(address, admin)| {
+                bind(address, reuse_port && !admin)
+                    .map(|socket| Listener {
+                        address,
+                        admin,
+                        socket,
+                    })
+                    .map_err(|error| {
+                        io::Error::new(error.kind(), format!("cannot listen on {address}: {error}"))
+                    })
+            })
+            .collect()
     }
 
     /// SIGTERM/SIGINT: stop accepting; requests in flight finish, and every
@@ -503,6 +588,7 @@ impl EventLoop {
                     totals: &mut self.totals,
                     access_log: self.access_log.as_mut(),
                     idle: &mut self.idle,
+                    worker: &self.worker,
                 };
                 let expired_and_closed = expired
                     .take()
@@ -617,29 +703,20 @@ impl EventLoop {
     }
 }
 
-/// Every address to listen on, and whether it is the admin port.
-fn listen_addresses(config: &Config) -> Vec<(SocketAddr, bool)> {
-    let proxied = config.listen.iter().map(|&address| (address, false));
-    proxied
-        .chain(config.admin.map(|address| (address, true)))
-        .collect()
-}
-
-fn bind_all(addresses: &[(SocketAddr, bool)]) -> io::Result<Vec<Listener>> {
-    addresses
-        .iter()
-        .map(|&(address, admin)| {
-            TcpListener::bind(address)
-                .map(|socket| Listener {
-                    address,
-                    admin,
-                    socket,
-                })
-                .map_err(|error| {
-                    io::Error::new(error.kind(), format!("cannot listen on {address}: {error}"))
-                })
-        })
-        .collect()
+fn bind(address: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(libc::SOMAXCONN)?;
+    Ok(TcpListener::from_std(socket.into()))
 }
 
 fn log_pools(pools: &[Pool]) {

@@ -23,3 +23,4 @@ pub mod router;
 pub mod stats;
 pub mod timer;
 pub mod transaction;
+pub mod workers;

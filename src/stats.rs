@@ -29,6 +29,12 @@ impl StatusClasses {
     pub fn total(&self) -> u64 {
         self.0.iter().sum()
     }
+
+    pub fn add(&mut self, other: &StatusClasses) {
+        for (mine, theirs) in self.0.iter_mut().zip(other.0) {
+            *mine += theirs;
+        }
+    }
 }
 
 /// Durations in `BUCKETS_US` buckets (each count is its own bucket's, not
@@ -48,6 +54,14 @@ impl Histogram {
         }
         self.count += 1;
         self.sum_us = self.sum_us.saturating_add(micros);
+    }
+
+    pub fn add(&mut self, other: &Histogram) {
+        for (mine, theirs) in self.buckets.iter_mut().zip(other.buckets) {
+            *mine += theirs;
+        }
+        self.count += other.count;
+        self.sum_us = self.sum_us.saturating_add(other.sum_us);
     }
 }
 
@@ -74,6 +88,12 @@ impl SlidingAverage {
     pub fn mean(&self) -> Option<u64> {
         (self.samples > 0).then(|| self.sum / self.samples)
     }
+
+    /// Pools another worker's recent samples with these.
+    pub fn merge(&mut self, other: &SlidingAverage) {
+        self.sum += other.sum;
+        self.samples += other.samples;
+    }
 }
 
 /// One server's traffic.
@@ -95,6 +115,19 @@ pub struct ServerStats {
     pub response_time_us: SlidingAverage,
 }
 
+impl ServerStats {
+    pub fn add(&mut self, other: &ServerStats) {
+        self.selected += other.selected;
+        self.connections += other.connections;
+        self.responses.add(&other.responses);
+        self.errors += other.errors;
+        self.retries += other.retries;
+        self.bytes_in += other.bytes_in;
+        self.bytes_out += other.bytes_out;
+        self.response_time_us.merge(&other.response_time_us);
+    }
+}
+
 /// One pool's traffic, including requests no server took (503s).
 #[derive(Debug, Default, Clone)]
 pub struct PoolStats {
@@ -102,8 +135,15 @@ pub struct PoolStats {
     pub duration: Histogram,
 }
 
+impl PoolStats {
+    pub fn add(&mut self, other: &PoolStats) {
+        self.responses.add(&other.responses);
+        self.duration.add(&other.duration);
+    }
+}
+
 /// Everything else the loop counts.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Totals {
     pub started: Instant,
     pub started_wall: SystemTime,
@@ -117,6 +157,19 @@ pub struct Totals {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub duration: Histogram,
+}
+
+impl Totals {
+    /// Adds another worker's counts (its start time is the same process's).
+    pub fn add(&mut self, other: &Totals) {
+        self.connections += other.connections;
+        self.connections_total += other.connections_total;
+        self.responses.add(&other.responses);
+        self.local_responses += other.local_responses;
+        self.bytes_in += other.bytes_in;
+        self.bytes_out += other.bytes_out;
+        self.duration.add(&other.duration);
+    }
 }
 
 impl Default for Totals {

@@ -24,6 +24,8 @@ pub enum Deadline {
     ResumeAccept,
     /// A kept backend connection may have been idle too long.
     IdleBackend { key: usize, serial: u64 },
+    /// Time for this worker to publish its counters for the admin port.
+    Publish,
 }
 
 #[derive(Default)]

@@ -5,8 +5,10 @@
 #   scripts/bench.sh memory [N]       RSS of N idle keep-alive clients (default 10000)
 #
 # One nginx worker is the backend (a 600-byte page and a 100 KB file). In
-# front of it, on loopback: rsp (RSP_WORKERS, default 1), HAProxy (nbthread 1,
-# http-reuse always) and nginx as a proxy (one worker, upstream keepalive).
+# front of it, on loopback: rsp (one worker), HAProxy (nbthread 1, http-reuse
+# always) and nginx as a proxy (one worker, upstream keepalive); and rsp with
+# two workers, to show how it scales (this machine has 2 cores, shared with
+# the load generator and the backend).
 # Each round runs every test against every target in turn; the report takes
 # medians. Results go to bench-results/ as a Markdown table, the raw CSV and
 # an SVG chart. Installs nginx, haproxy, ab and wrk when missing.
@@ -22,7 +24,6 @@ idle=${1:-10000}
 requests=${BENCH_REQUESTS:-100000}
 concurrency=${BENCH_CONCURRENCY:-100}
 seconds=${BENCH_SECONDS:-5}
-rsp_workers=${RSP_WORKERS:-1}
 
 for tool in nginx haproxy ab wrk curl python3; do
     if ! command -v "$tool" >/dev/null; then
@@ -41,15 +42,20 @@ haproxy_maxconn=$(( ($(ulimit -n) - 200) / 2 ))
 
 start_nginx 18080
 
-cat > "$work/rsp.lua" <<CONF
-listen = "127.0.0.1:18081"
+start_rsp() { # PORT WORKERS
+    cat > "$work/rsp-$1.lua" <<CONF
+listen = "127.0.0.1:$1"
 backends = { "127.0.0.1:18080" }
 max_connections = 60000
+workers = $2
 CONF
-if [ "$rsp_workers" != 1 ]; then echo "workers = $rsp_workers" >> "$work/rsp.lua"; fi
-RUST_LOG=warn ./target/release/rsp "$work/rsp.lua" &
-rsp_pid=$!
-pids+=("$rsp_pid")
+    RUST_LOG=warn ./target/release/rsp "$work/rsp-$1.lua" &
+    pids+=($!)
+}
+start_rsp 18081 1
+rsp_pid=${pids[-1]}
+start_rsp 18084 2
+rsp2_pid=${pids[-1]}
 
 cat > "$work/haproxy.cfg" <<CONF
 global
@@ -99,13 +105,13 @@ pids+=("$(cat "$work/proxy/nginx.pid")")
 nginx_proxy_pid=$(pgrep -P "$(cat "$work/proxy/nginx.pid")" | head -1)
 backend_pid=$(pgrep -P "$(cat "$work/nginx.pid")" | head -1)
 
-for port in 18081 18082 18083; do
+for port in 18081 18082 18083 18084; do
     status=$(curl -s -o /dev/null -w '%{http_code} %{size_download}' "http://127.0.0.1:$port/")
     [ "$status" = "200 600" ] || { echo "bench.sh: the proxy on $port answered '$status'" >&2; exit 1; }
 done
 
 # name port pid (the process whose CPU and memory are the proxy's)
-targets=("nginx-direct 18080 -" "rsp 18081 $rsp_pid" "haproxy 18082 $haproxy_pid" "nginx-proxy 18083 $nginx_proxy_pid")
+targets=("nginx-direct 18080 -" "rsp 18081 $rsp_pid" "haproxy 18082 $haproxy_pid" "nginx-proxy 18083 $nginx_proxy_pid" "rsp-2-workers 18084 $rsp2_pid")
 
 cpu_ticks() { # PID: user+sys clock ticks of the process and its threads
     awk '{print $14 + $15}' "/proc/$1/stat"
@@ -116,7 +122,7 @@ peak_rss_kib() { # PID
 
 if [ "$mode" = memory ]; then
     # rsp, HAProxy and the nginx proxy, each holding $idle idle clients.
-    for target in "${targets[@]:1}"; do
+    for target in "${targets[@]:1:3}"; do
         read -r name port pid <<<"$target"
         count=$idle
         if [ "$name" = haproxy ] && [ "$count" -gt $((haproxy_maxconn - 50)) ]; then
@@ -175,7 +181,7 @@ run_one() { # round test target port pid
         "$round" "$test" "$name" "$rps" "$mean" "$p99" "$cpu" "${failed:-0}" >&2
 }
 
-echo "bench: $rounds rounds; ab -n $requests -c $concurrency, wrk -c $concurrency ${seconds}s; rsp workers: $rsp_workers" >&2
+echo "bench: $rounds rounds; ab -n $requests -c $concurrency, wrk -c $concurrency ${seconds}s" >&2
 for round in $(seq 1 "$rounds"); do
     for test in ab ab-k wrk wrk-100k; do
         for target in "${targets[@]}"; do
@@ -184,4 +190,4 @@ for round in $(seq 1 "$rounds"); do
         done
     done
 done
-python3 scripts/bench_report.py "$raw" "rsp workers: $rsp_workers; $(nproc) cores; $(uname -r)"
+python3 scripts/bench_report.py "$raw" "$(nproc) cores, $(uname -r); nginx $(nginx -v 2>&1 | cut -d/ -f2), $(haproxy -v | head -1 | cut -d' ' -f1-3)"

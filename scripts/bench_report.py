@@ -11,8 +11,14 @@ import sys
 from collections import defaultdict
 
 TESTS = ["ab", "ab-k", "wrk", "wrk-100k"]
-TARGETS = ["nginx-direct", "rsp", "haproxy", "nginx-proxy"]
-COLOURS = {"nginx-direct": "#9aa5b1", "rsp": "#d9480f", "haproxy": "#1c7ed6", "nginx-proxy": "#2b8a3e"}
+TARGETS = ["nginx-direct", "rsp", "haproxy", "nginx-proxy", "rsp-2-workers"]
+COLOURS = {
+    "nginx-direct": "#9aa5b1",
+    "rsp": "#d9480f",
+    "haproxy": "#1c7ed6",
+    "nginx-proxy": "#2b8a3e",
+    "rsp-2-workers": "#f59f00",
+}
 FIELDS = ["requests_per_second", "mean_latency_ms", "p99_latency_ms", "cpu_us_per_request", "peak_rss_kib"]
 
 
@@ -71,27 +77,31 @@ def report(table, note):
                 f"| {fmt(row.get('peak_rss_kib'))} | {row['failed']} |"
             )
     lines.append("")
-    lines.append("| test | rsp/HAProxy req/s | rsp/nginx-proxy req/s | rsp/nginx-direct req/s | rsp/HAProxy CPU per request |")
-    lines.append("|---|---:|---:|---:|---:|")
+    lines.append(
+        "| test | rsp/HAProxy req/s | rsp/nginx-proxy req/s | rsp/nginx-direct req/s "
+        "| rsp/HAProxy CPU per request | rsp 2 workers / 1 worker req/s |"
+    )
+    lines.append("|---|---:|---:|---:|---:|---:|")
     for test in TESTS:
         rsp = table.get((test, "rsp"))
         if not rsp:
             continue
 
-        def ratio(target, field="requests_per_second"):
+        def ratio(target, field="requests_per_second", mine=rsp):
             other = table.get((test, target), {}).get(field)
-            mine = rsp.get(field)
-            return f"{mine / other:.2f}" if mine and other else "-"
+            value = mine.get(field)
+            return f"{value / other:.2f}" if value and other else "-"
 
+        scaling = ratio("rsp", mine=table.get((test, "rsp-2-workers"), {}))
         lines.append(
             f"| {test} | {ratio('haproxy')} | {ratio('nginx-proxy')} | {ratio('nginx-direct')} "
-            f"| {ratio('haproxy', 'cpu_us_per_request')} |"
+            f"| {ratio('haproxy', 'cpu_us_per_request')} | {scaling} |"
         )
     return "\n".join(lines) + "\n"
 
 
 def chart(table, title):
-    width, height, left, top, bottom = 860, 360, 70, 40, 60
+    width, height, left, top, bottom = 960, 380, 70, 40, 60
     plot_w, plot_h = width - left - 20, height - top - bottom
     top_value = max((row.get("requests_per_second") or 0) for row in table.values()) * 1.1 or 1
     group_w = plot_w / len(TESTS)
@@ -116,7 +126,7 @@ def chart(table, title):
             out.append(f'<text x="{x + bar_w / 2 - 1:.1f}" y="{y - 3:.1f}" text-anchor="middle" font-size="9">{value / 1000:.1f}k</text>')
         out.append(f'<text x="{x0 + group_w * 0.4:.1f}" y="{top + plot_h + 18}" text-anchor="middle">{test}</text>')
     for index, target in enumerate(TARGETS):
-        x = left + index * 170
+        x = left + index * 165
         out.append(f'<rect x="{x}" y="{height - 22}" width="12" height="12" fill="{COLOURS[target]}"/>')
         out.append(f'<text x="{x + 16}" y="{height - 12}">{target}</text>')
     out.append(f'<text x="14" y="{top + plot_h / 2}" transform="rotate(-90 14 {top + plot_h / 2})" text-anchor="middle">requests/s (median)</text>')

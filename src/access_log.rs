@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::{AccessLogConfig, LogFormat, LogTarget};
 use crate::http::RequestHead;
+use crate::timer::Throttle;
 
 const FLUSH_AT: usize = 64 * 1024;
 const MAX_PENDING: usize = 4 * 1024 * 1024;
@@ -44,7 +45,7 @@ pub struct AccessLog {
     file: Option<File>,
     pending: Vec<u8>,
     dropped: u64,
-    last_drop_warning: Option<Instant>,
+    drop_warnings: Throttle,
     clock: Clock,
 }
 
@@ -62,7 +63,7 @@ impl AccessLog {
             file,
             pending: Vec::with_capacity(FLUSH_AT),
             dropped: 0,
-            last_drop_warning: None,
+            drop_warnings: Throttle::default(),
             clock: Clock::default(),
         })
     }
@@ -124,19 +125,12 @@ impl AccessLog {
             }
         }
         self.pending.drain(..written);
-        if self.dropped > 0 {
-            let now = Instant::now();
-            if self
-                .last_drop_warning
-                .is_none_or(|last| now - last >= Duration::from_secs(1))
-            {
-                log::warn!(
-                    "access log: the reader is not keeping up, {} lines dropped",
-                    self.dropped
-                );
-                self.dropped = 0;
-                self.last_drop_warning = Some(now);
-            }
+        if self.dropped > 0 && self.drop_warnings.ready(Instant::now()) {
+            log::warn!(
+                "access log: the reader is not keeping up, {} lines dropped",
+                self.dropped
+            );
+            self.dropped = 0;
         }
     }
 }

@@ -324,6 +324,9 @@ pub struct Session {
     timer_at: Option<Instant>,
     /// The request being answered, for the stats and the access log.
     transaction: Option<Transaction>,
+    /// The client's last request asked to close the connection after it,
+    /// and was read to its end: closing cannot meet unread bytes.
+    client_asked_close: bool,
 }
 
 /// Which timeout a session's next deadline enforces.
@@ -371,12 +374,14 @@ impl Session {
             head_since: None,
             timer_at: None,
             transaction: None,
+            client_asked_close: false,
         }
     }
 
     /// A request head arrived, or failed to: its record starts and its id
     /// is settled (the client's if valid, else a new one).
     fn begin_transaction(&mut self, context: &mut Context, parsed: bool, bytes: usize) {
+        self.client_asked_close = parsed && !self.request.head.keep_alive;
         self.request.request_id.clear();
         if self.admin {
             return;
@@ -743,6 +748,10 @@ impl Session {
         reply.write(&mut self.to_client.bytes, shape);
         if let Some(transaction) = &mut self.transaction {
             transaction.answered_locally(reply.status(), reply.body_length());
+        }
+        if reply.must_close() {
+            // The rest of the request was never read.
+            self.client_asked_close = false;
         }
         self.exchange = if reply.must_close() {
             Exchange::Closing
@@ -1226,6 +1235,10 @@ impl Session {
                     && proxied.request_body.is_none()
                     && !proxied.backend_write_failed
                     && !context.draining;
+                if proxied.request_body.is_some() {
+                    // Answered before its body was all read.
+                    self.client_asked_close = false;
+                }
                 // Bytes past the response would be read as the next one's.
                 let reusable = *backend_keep_alive
                     && proxied.request_body.is_none()
@@ -1469,6 +1482,10 @@ impl Session {
         }
         let completed = matches!(end, End::Done) && self.to_client.is_empty();
         match &end {
+            // A client that asked to close, and all of whose bytes were
+            // read, sends nothing more: the socket simply closes.
+            End::Done
+                if self.client_eof || (self.client_asked_close && self.inbound.is_empty()) => {}
             End::Done => {
                 // Closing with unread input makes the kernel send a reset that
                 // can destroy the answer just written: finish writing, then

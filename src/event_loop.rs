@@ -25,7 +25,7 @@ use crate::idle::{IdleConnections, Owner};
 use crate::request_id::RequestIds;
 use crate::router::Router;
 use crate::stats::Totals;
-use crate::timer::{Deadline, Timers};
+use crate::timer::{Deadline, Throttle, Timers};
 use crate::workers::{Command, Snapshot, Worker};
 
 /// Tokens from here up are listeners; sessions use two tokens per slab key
@@ -73,7 +73,7 @@ pub struct EventLoop {
     /// False while the listeners are out of the poll set.
     accepting: bool,
     accept_paused_until: Option<Instant>,
-    last_accept_warning: Option<Instant>,
+    accept_warnings: Throttle,
     timers: Timers,
     wakeups: Vec<usize>,
     health_checks: HealthChecks,
@@ -130,7 +130,7 @@ impl EventLoop {
             counters: Counters::default(),
             accepting: true,
             accept_paused_until: None,
-            last_accept_warning: None,
+            accept_warnings: Throttle::default(),
             timers: Timers::default(),
             wakeups: Vec::new(),
             health_checks: HealthChecks::new(HEALTH_BASE),
@@ -608,16 +608,11 @@ impl EventLoop {
     fn accept(&mut self, index: usize) {
         loop {
             if self.sessions.len() >= self.max_connections {
-                let now = Instant::now();
-                if self
-                    .last_accept_warning
-                    .is_none_or(|last| now - last >= Duration::from_secs(1))
-                {
+                if self.accept_warnings.ready(Instant::now()) {
                     log::warn!(
                         "{} connections: at max_connections, accepting paused",
                         self.sessions.len()
                     );
-                    self.last_accept_warning = Some(now);
                 }
                 self.pause_accepting(None);
                 return;
@@ -634,17 +629,15 @@ impl EventLoop {
                     // Out of descriptors or memory: the backlog keeps the
                     // rest; try again shortly instead of spinning.
                     let now = Instant::now();
-                    if self
-                        .last_accept_warning
-                        .is_none_or(|last| now - last >= Duration::from_secs(1))
-                    {
+                    if self.accept_warnings.ready(now) {
                         log::warn!("accept failed: {error}; pausing accepts for {ACCEPT_PAUSE:?}");
-                        self.last_accept_warning = Some(now);
                     }
                     self.pause_accepting(Some(now + ACCEPT_PAUSE));
                     return;
                 }
             };
+            // Linux gives accepted sockets the listener's TCP_NODELAY.
+            #[cfg(not(target_os = "linux"))]
             let _ = stream.set_nodelay(true);
             let entry = self.sessions.vacant_entry();
             let key = entry.key();
@@ -710,6 +703,8 @@ fn bind(address: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
         Some(Protocol::TCP),
     )?;
     socket.set_reuse_address(true)?;
+    // Answers go out as soon as they are written; accepted sockets inherit this.
+    socket.set_tcp_nodelay(true)?;
     if reuse_port {
         socket.set_reuse_port(true)?;
     }

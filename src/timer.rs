@@ -28,6 +28,25 @@ pub enum Deadline {
     Publish,
 }
 
+/// Lets a repeated warning through at most once a second, so a condition
+/// that lasts cannot flood the log.
+#[derive(Debug, Default)]
+pub struct Throttle {
+    last: Option<Instant>,
+}
+
+impl Throttle {
+    pub fn ready(&mut self, now: Instant) -> bool {
+        let ready = self
+            .last
+            .is_none_or(|last| now.saturating_duration_since(last) >= Duration::from_secs(1));
+        if ready {
+            self.last = Some(now);
+        }
+        ready
+    }
+}
+
 #[derive(Default)]
 pub struct Timers {
     heap: BinaryHeap<Reverse<(Instant, Deadline)>>,

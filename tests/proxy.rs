@@ -87,6 +87,27 @@ fn large_responses_arrive_intact_in_every_framing() {
 }
 
 #[test]
+fn idle_keep_alive_clients_hold_no_buffers() {
+    raise_open_file_limit();
+    let (_backend, proxy) = one_backend();
+    let baseline = proxy.rss_kib();
+    let clients: Vec<Client> = (0..2000)
+        .map(|_| {
+            let mut client = proxy.connect();
+            client.send(b"GET /size/600 HTTP/1.1\r\nHost: x\r\n\r\n");
+            assert_eq!(client.response(false).body.len(), 600);
+            client
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(300));
+    let grown = proxy.rss_kib().saturating_sub(baseline);
+    let per_client = grown * 1024 / clients.len() as u64;
+    eprintln!("2000 idle keep-alive clients: {grown} KiB, {per_client} bytes each");
+    // Buffers are held only while bytes are in flight (16 KiB each if not).
+    assert!(per_client < 4096, "{per_client} bytes per idle client");
+}
+
+#[test]
 fn slow_client_keeps_memory_bounded() {
     let (_backend, proxy) = one_backend();
     let size = 100 * 1024 * 1024;

@@ -120,7 +120,8 @@ struct Endpoint {
     /// The poller reported the peer's end (or an error): reported once, so
     /// reads go on past short ones until it is seen.
     end_reported: bool,
-    interest: Interest,
+    /// `None` until the socket is in the poll set.
+    interest: Option<Interest>,
 }
 
 impl Endpoint {
@@ -141,10 +142,12 @@ impl Endpoint {
         } else {
             Interest::READABLE
         };
-        if interest != self.interest {
-            registry.reregister(&mut self.stream, token, interest)?;
-            self.interest = interest;
+        match self.interest {
+            Some(registered) if registered == interest => return Ok(()),
+            Some(_) => registry.reregister(&mut self.stream, token, interest)?,
+            None => registry.register(&mut self.stream, token, interest)?,
         }
+        self.interest = Some(interest);
         Ok(())
     }
 
@@ -351,12 +354,15 @@ impl Session {
         Session {
             key,
             admin,
+            // A request usually follows the handshake at once: the first
+            // drive reads it before the socket is registered, saving a poll
+            // round, and registers the socket at its end.
             client: Endpoint {
                 stream,
-                readable: false,
+                readable: true,
                 writable: true,
                 end_reported: false,
-                interest: Interest::READABLE,
+                interest: None,
             },
             client_address,
             client_eof: false,
@@ -1005,7 +1011,7 @@ impl Session {
                 readable: false,
                 writable: reused,
                 end_reported: false,
-                interest,
+                interest: Some(interest),
             },
             server,
             upstream,
@@ -1259,11 +1265,11 @@ impl Session {
                 };
                 if let Exchange::Proxy(proxied) = std::mem::replace(&mut self.exchange, next)
                     && reusable
-                    && let Some(timer) = context.idle.put(
-                        proxied.server,
-                        proxied.backend.stream,
-                        proxied.backend.interest,
-                    )
+                    && let Some(interest) = proxied.backend.interest
+                    && let Some(timer) =
+                        context
+                            .idle
+                            .put(proxied.server, proxied.backend.stream, interest)
                 {
                     let deadline = Deadline::IdleBackend {
                         key: timer.key,

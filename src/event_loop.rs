@@ -641,18 +641,11 @@ impl EventLoop {
             let _ = stream.set_nodelay(true);
             let entry = self.sessions.vacant_entry();
             let key = entry.key();
-            let mut session = Session::new(key, stream, address, self.buffer_bytes, admin);
-            if let Err(error) = self.poll.registry().register(
-                session.client_stream(),
-                connection::client_token(key),
-                Interest::READABLE,
-            ) {
-                log::warn!("cannot register client {address}: {error}");
-                continue;
-            }
-            entry.insert(session);
+            entry.insert(Session::new(key, stream, address, self.buffer_bytes, admin));
             self.totals.connections += 1;
             self.totals.connections_total += 1;
+            // Reads what already came and registers the socket.
+            self.drive(key, None);
         }
     }
 

@@ -1466,6 +1466,16 @@ impl Session {
                 .backend
                 .update_interest(registry, token, backend_wants_write)?;
         }
+        // A client whose request is all read, waiting for its answer, needs
+        // no events: writes are tried as the answer arrives. One not yet in
+        // the poll set stays out, so a client that asked to close may be
+        // answered and closed without ever entering it.
+        let waiting_for_answer = matches!(&self.exchange, Exchange::Proxy(proxied) if proxied.request_body.is_none())
+            && self.inbound.is_empty()
+            && !client_wants_write;
+        if waiting_for_answer && self.client.interest.is_none() {
+            return Ok(());
+        }
         self.client
             .update_interest(registry, client_token(self.key), client_wants_write)
     }

@@ -112,6 +112,8 @@ pub struct Pool {
     waiting: VecDeque<usize>,
     /// Requests queued in other workers, in a merged view for the stats.
     queued_elsewhere: usize,
+    /// `pick`'s list of eligible servers, kept so a pick allocates nothing.
+    candidates: Vec<usize>,
     pub stats: PoolStats,
 }
 
@@ -147,6 +149,7 @@ impl Pool {
             health: config.health.clone(),
             waiting: VecDeque::new(),
             queued_elsewhere: 0,
+            candidates: Vec::new(),
             stats: PoolStats::default(),
         }
     }
@@ -209,10 +212,23 @@ impl Pool {
     /// only when no normal server can. `key` steers the `hash` algorithm.
     /// A request that was not `waiting` queues behind those that are.
     pub fn pick(&mut self, key: Option<&[u8]>, tried: &[usize], waiting: bool) -> Pick {
+        let mut candidates = std::mem::take(&mut self.candidates);
+        candidates.clear();
+        let pick = self.pick_among(&mut candidates, key, tried, waiting);
+        self.candidates = candidates;
+        pick
+    }
+
+    fn pick_among(
+        &mut self,
+        candidates: &mut Vec<usize>,
+        key: Option<&[u8]>,
+        tried: &[usize],
+        waiting: bool,
+    ) -> Pick {
         let now = Instant::now();
         let max_conns = self.max_conns.unwrap_or(u32::MAX);
         let mut any_up = false;
-        let mut candidates = Vec::new();
         for backup in [false, true] {
             for (index, server) in self.servers.iter().enumerate() {
                 if server.backup == backup
@@ -237,10 +253,10 @@ impl Pool {
             return Pick::Full;
         }
         let chosen = match self.algorithm {
-            Algorithm::RoundRobin => self.smooth_weighted(&candidates),
-            Algorithm::LeastConn => self.least_connections(&candidates),
-            Algorithm::Random => self.two_random_choices(&candidates),
-            Algorithm::Hash => self.rendezvous(&candidates, key.unwrap_or_default()),
+            Algorithm::RoundRobin => self.smooth_weighted(candidates),
+            Algorithm::LeastConn => self.least_connections(candidates),
+            Algorithm::Random => self.two_random_choices(candidates),
+            Algorithm::Hash => self.rendezvous(candidates, key.unwrap_or_default()),
         };
         self.servers[chosen].active += 1;
         self.servers[chosen].stats.selected += 1;
@@ -373,19 +389,16 @@ impl Pool {
     }
 
     /// Fewest active exchanges per unit of weight; ties go round robin.
-    fn least_connections(&mut self, candidates: &[usize]) -> usize {
+    /// `candidates` is narrowed to the tied servers.
+    fn least_connections(&mut self, candidates: &mut Vec<usize>) -> usize {
         let load = |server: &Server| (u64::from(server.active) << 16) / u64::from(server.weight);
         let least = candidates
             .iter()
             .map(|&index| load(&self.servers[index]))
             .min()
             .unwrap_or(0);
-        let tied: Vec<usize> = candidates
-            .iter()
-            .copied()
-            .filter(|&index| load(&self.servers[index]) == least)
-            .collect();
-        self.smooth_weighted(&tied)
+        candidates.retain(|&index| load(&self.servers[index]) == least);
+        self.smooth_weighted(candidates)
     }
 
     /// Power of two choices: two servers drawn by weight, the less loaded wins.

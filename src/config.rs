@@ -69,6 +69,7 @@ const TIMEOUT_SETTINGS: &[&str] = &[
     "backend_response",
     "idle",
     "backend_keepalive",
+    "tunnel",
 ];
 const SERVER_SETTINGS: &[&str] = &["addr", "weight", "backup"];
 const FORWARDED_SETTINGS: &[&str] = &[
@@ -142,6 +143,9 @@ pub struct Timeouts {
     pub idle: Duration,
     /// An idle backend connection unused this long is closed.
     pub backend_keepalive: Duration,
+    /// A protocol-switched (WebSocket) tunnel with no byte either way this
+    /// long is closed.
+    pub tunnel: Duration,
 }
 
 impl Default for Timeouts {
@@ -153,6 +157,7 @@ impl Default for Timeouts {
             backend_response: Duration::from_secs(60),
             idle: Duration::from_secs(60),
             backend_keepalive: Duration::from_secs(10),
+            tunnel: Duration::from_secs(3600),
         }
     }
 }
@@ -639,6 +644,7 @@ impl Reader<'_> {
                 "client_idle" => timeouts.client_idle = duration,
                 "backend_response" => timeouts.backend_response = duration,
                 "backend_keepalive" => timeouts.backend_keepalive = duration,
+                "tunnel" => timeouts.tunnel = duration,
                 _ => timeouts.idle = duration,
             }
         }

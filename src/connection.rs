@@ -236,6 +236,13 @@ enum ResponseState {
         /// The backend will keep the connection open after this response.
         backend_keep_alive: bool,
     },
+    /// The backend switched protocols (101): bytes pass both ways as they
+    /// come, until both sides have ended. Each flag: that side's writing
+    /// end was shut after the other side finished.
+    Tunnel {
+        client_shut: bool,
+        backend_shut: bool,
+    },
 }
 
 /// The pool server serving an exchange, and those already tried for it.
@@ -341,6 +348,7 @@ enum Timeout {
     Connect,
     BackendResponse,
     Idle,
+    Tunnel,
 }
 
 impl Session {
@@ -503,6 +511,9 @@ impl Session {
                 match (&proxied.response, proxied.request_sent_at) {
                     (ResponseState::Head, Some(at)) => {
                         (at + timeouts.backend_response, Timeout::BackendResponse)
+                    }
+                    (ResponseState::Tunnel { .. }, _) => {
+                        (self.last_activity + timeouts.tunnel, Timeout::Tunnel)
                     }
                     _ => idle,
                 }
@@ -945,6 +956,14 @@ impl Session {
                 self.close(context, End::Aborted(why));
                 return false;
             }
+            Timeout::Tunnel => {
+                log::info!(
+                    "{client}: tunnel idle for {:?}, closed",
+                    context.timeouts.tunnel
+                );
+                self.close(context, End::Done);
+                return false;
+            }
         }
         true
     }
@@ -1027,6 +1046,7 @@ impl Session {
                 head_request: head.is_head(),
                 minor_version: head.minor_version,
                 keep_alive: head.keep_alive,
+                upgrade: head.upgrade,
             },
             request_body,
             response: ResponseState::Head,
@@ -1185,7 +1205,17 @@ impl Session {
                             transaction.backend_status = Some(info.status);
                             transaction.response_time = Some(transaction.routed_at.elapsed());
                         }
-                        if !info.is_interim() {
+                        if info.is_switch() {
+                            log::debug!(
+                                "{}: backend {} switched protocols; tunnelling",
+                                self.client_address,
+                                proxied.server
+                            );
+                            proxied.response = ResponseState::Tunnel {
+                                client_shut: false,
+                                backend_shut: false,
+                            };
+                        } else if !info.is_interim() {
                             proxied.response = ResponseState::Body {
                                 until_close: info.framing == Framing::UntilClose,
                                 body: Body::new(&info.framing),
@@ -1207,6 +1237,43 @@ impl Session {
                         self.backend_failed(context, format!("invalid response: {error}"))
                     }
                 }
+            }
+            ResponseState::Tunnel {
+                client_shut,
+                backend_shut,
+            } => {
+                if proxied.backend_reset {
+                    return Err(End::Aborted(format!(
+                        "backend {} reset the tunnel",
+                        proxied.server
+                    )));
+                }
+                let mut progress = false;
+                if proxied.backend_write_failed && !self.inbound.is_empty() {
+                    // The backend stopped reading: what the client sends has nowhere to go.
+                    self.inbound.consume(self.inbound.len());
+                    progress = true;
+                }
+                // One side finished sending: pass its end on once the other
+                // side has everything it sent.
+                if self.client_eof && self.inbound.is_empty() && !*backend_shut {
+                    let _ = proxied.backend.stream.shutdown(Shutdown::Write);
+                    *backend_shut = true;
+                    progress = true;
+                }
+                if proxied.backend_eof
+                    && self.outbound.is_empty()
+                    && self.to_client.is_empty()
+                    && !*client_shut
+                {
+                    let _ = self.client.stream.shutdown(Shutdown::Write);
+                    *client_shut = true;
+                    progress = true;
+                }
+                if *client_shut && (*backend_shut || proxied.backend_write_failed) {
+                    return Err(End::Done);
+                }
+                Ok(progress)
             }
             ResponseState::Body {
                 body,
@@ -1292,6 +1359,7 @@ impl Session {
         }
         let mut progress = false;
         while proxied.backend.writable {
+            let tunnel = matches!(proxied.response, ResponseState::Tunnel { .. });
             let body_length = match &mut proxied.request_body {
                 Some(body) => match body.claim(self.inbound.data()) {
                     Ok(length) => length,
@@ -1300,6 +1368,7 @@ impl Session {
                         return self.bad_request_body(context, ErrorReply::BadRequest);
                     }
                 },
+                None if tunnel => self.inbound.len(),
                 None => 0,
             };
             let decoded = proxied
@@ -1335,6 +1404,8 @@ impl Session {
                         if body.is_complete() {
                             proxied.request_body = None;
                         }
+                    } else if tunnel {
+                        self.inbound.consume(count - from_head);
                     }
                     progress = true;
                 }
@@ -1403,11 +1474,16 @@ impl Session {
     fn write_client(&mut self) -> Result<bool, End> {
         let mut progress = false;
         while self.client.writable {
+            let mut tunnel = false;
             let body = match &mut self.exchange {
                 Exchange::Proxy(proxied) => match &mut proxied.response {
                     ResponseState::Body {
                         body: Some(body), ..
                     } => Some(body),
+                    ResponseState::Tunnel { .. } => {
+                        tunnel = true;
+                        None
+                    }
                     _ => None,
                 },
                 _ => None,
@@ -1416,6 +1492,7 @@ impl Session {
                 Some(body) => body
                     .claim(self.outbound.data())
                     .map_err(|error| End::Aborted(format!("response body: {error}")))?,
+                None if tunnel => self.outbound.len(),
                 None => 0,
             };
             let head = self.to_client.pending();
@@ -1442,6 +1519,8 @@ impl Session {
                     {
                         body.claimed -= count - from_head;
                         self.outbound.consume(count - from_head);
+                    } else if tunnel {
+                        self.outbound.consume(count - from_head);
                     }
                     progress = true;
                 }
@@ -1453,14 +1532,17 @@ impl Session {
 
     fn update_interest(&mut self, registry: &Registry) -> io::Result<()> {
         let mut client_wants_write = !self.to_client.is_empty();
+        let mut tunnel = false;
         if let Exchange::Proxy(proxied) = &mut self.exchange {
-            if let ResponseState::Body { body: Some(_), .. } = proxied.response {
+            tunnel = matches!(proxied.response, ResponseState::Tunnel { .. });
+            if tunnel || matches!(proxied.response, ResponseState::Body { body: Some(_), .. }) {
                 client_wants_write |= !self.outbound.is_empty();
             }
+            let carries_inbound = proxied.request_body.is_some() || tunnel;
             let backend_wants_write = !proxied.connected
                 || (!proxied.backend_write_failed
                     && (!self.to_backend.is_empty()
-                        || (proxied.request_body.is_some() && !self.inbound.is_empty())));
+                        || (carries_inbound && !self.inbound.is_empty())));
             let token = backend_token(&proxied.backend.stream);
             proxied
                 .backend
@@ -1471,6 +1553,7 @@ impl Session {
         // the poll set stays out, so a client that asked to close may be
         // answered and closed without ever entering it.
         let waiting_for_answer = matches!(&self.exchange, Exchange::Proxy(proxied) if proxied.request_body.is_none())
+            && !tunnel
             && self.inbound.is_empty()
             && !client_wants_write;
         if waiting_for_answer && self.client.interest.is_none() {
@@ -1483,6 +1566,11 @@ impl Session {
     fn close(&mut self, context: &mut Context, end: End) {
         let answering = match &self.exchange {
             Exchange::Idle => false,
+            Exchange::Proxy(proxied)
+                if matches!(proxied.response, ResponseState::Tunnel { .. }) =>
+            {
+                false
+            }
             Exchange::Closing => !self.to_client.is_empty(),
             _ => true,
         };

@@ -82,6 +82,9 @@ pub struct RequestHead {
     /// The client wants the connection kept open after this exchange.
     pub keep_alive: bool,
     pub expect_continue: bool,
+    /// A bodiless HTTP/1.1 request asking to switch protocols (`Upgrade`,
+    /// named in `Connection`), such as a WebSocket handshake.
+    pub upgrade: bool,
 }
 
 impl RequestHead {
@@ -123,6 +126,8 @@ impl RequestHead {
         let mut chunked_last = false;
         let mut close = false;
         let mut keep_alive = false;
+        let mut upgrade_named = false;
+        let mut upgrade_field = false;
         self.expect_continue = false;
         for (name, value) in &self.headers {
             let name = &self.raw[name.clone()];
@@ -148,7 +153,10 @@ impl RequestHead {
                 for option in tokens(value) {
                     close |= option.eq_ignore_ascii_case(b"close");
                     keep_alive |= option.eq_ignore_ascii_case(b"keep-alive");
+                    upgrade_named |= option.eq_ignore_ascii_case(b"upgrade");
                 }
+            } else if name.eq_ignore_ascii_case(b"upgrade") {
+                upgrade_field = !value.is_empty();
             } else if name.eq_ignore_ascii_case(b"expect") {
                 self.expect_continue = value.eq_ignore_ascii_case(b"100-continue");
             }
@@ -178,6 +186,12 @@ impl RequestHead {
         } else {
             !close
         };
+        // RFC 9110 §7.8: Upgrade is HTTP/1.1 only; a body would have to
+        // reach the backend before the switch, so those stay plain HTTP.
+        self.upgrade = upgrade_named
+            && upgrade_field
+            && self.minor_version == 1
+            && self.framing == Framing::Empty;
         let authority = match absolute_form_authority(str_of(&self.raw[self.target.clone()])) {
             Some(authority) => authority.as_bytes(),
             None => match host {
@@ -329,6 +343,14 @@ impl RequestHead {
         if let Some(id) = request_id {
             let _ = write!(out, "X-Request-Id: {id}\r\n");
         }
+        if self.upgrade {
+            // The one hop-by-hop field that must reach the backend.
+            if let Some(protocols) = self.header("upgrade") {
+                write_field(out, b"Upgrade", protocols);
+            }
+            out.extend_from_slice(b"Connection: upgrade\r\n\r\n");
+            return;
+        }
         // HTTP/1.1 persists by default; 1.0 must ask.
         out.extend_from_slice(match (keep_backend, self.minor_version) {
             (false, _) => b"Connection: close\r\n\r\n".as_slice(),
@@ -372,6 +394,8 @@ pub struct ClientSide {
     pub head_request: bool,
     pub minor_version: u8,
     pub keep_alive: bool,
+    /// The request asked to switch protocols: a 101 may answer it.
+    pub upgrade: bool,
 }
 
 /// A response head that was parsed and written for the client.
@@ -388,8 +412,14 @@ pub struct ResponseInfo {
 }
 
 impl ResponseInfo {
+    /// 1xx heads other than 101: another head follows.
     pub fn is_interim(&self) -> bool {
-        self.status < 200
+        self.status < 200 && !self.is_switch()
+    }
+
+    /// The backend switched protocols: the connection becomes a tunnel.
+    pub fn is_switch(&self) -> bool {
+        self.status == 101
     }
 }
 
@@ -418,7 +448,31 @@ pub fn forward_response_head(
         .map(|field| (field.name.as_bytes(), field.value));
 
     if status == 101 {
-        return Err(HeadError::Framing("protocol upgrade is not supported yet"));
+        if !client.upgrade {
+            return Err(HeadError::Framing(
+                "101 Switching Protocols to a request that asked for no upgrade",
+            ));
+        }
+        let _ = write!(out, "HTTP/1.1 101 {reason}\r\n");
+        for (name, value) in fields.clone() {
+            let replaced_id = request_id.is_some() && name.eq_ignore_ascii_case(b"x-request-id");
+            if name.eq_ignore_ascii_case(b"upgrade")
+                || (!replaced_id && !is_hop_by_hop(name, fields.clone()))
+            {
+                write_field(out, name, value);
+            }
+        }
+        if let Some(id) = request_id {
+            let _ = write!(out, "X-Request-Id: {id}\r\n");
+        }
+        out.extend_from_slice(b"Connection: upgrade\r\n\r\n");
+        return Ok(Some(ResponseInfo {
+            head_length,
+            status,
+            framing: Framing::Empty,
+            keep_alive: false,
+            backend_keep_alive: false,
+        }));
     }
     if status < 200 {
         // Interim responses (100 Continue, 103 Early Hints) mean nothing to
@@ -846,6 +900,7 @@ mod tests {
         head_request: false,
         minor_version: 1,
         keep_alive: true,
+        upgrade: false,
     };
 
     fn response(
@@ -956,10 +1011,58 @@ mod tests {
     }
 
     #[test]
+    fn upgrade_requests_and_switches() {
+        let raw = "GET /chat HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\n\
+                   Upgrade: websocket\r\nSec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\n\r\n";
+        let head = parse(raw).unwrap();
+        assert!(head.upgrade);
+        let mut out = Vec::new();
+        let client = "10.1.2.3".parse().unwrap();
+        head.write_forwarded(&mut out, client, &Forwarding::default(), None, true);
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.contains("\r\nSec-WebSocket-Key: k\r\n"), "{out}");
+        assert!(
+            out.ends_with("\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"),
+            "{out}"
+        );
+        // Not an upgrade: no Connection token, HTTP/1.0, or a body.
+        for raw in [
+            "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n",
+            "GET / HTTP/1.0\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: x\r\nContent-Length: 1\r\n\r\n",
+        ] {
+            assert!(!parse(raw).unwrap().upgrade, "{raw}");
+        }
+        let upgrading = ClientSide {
+            upgrade: true,
+            ..KEEP_11
+        };
+        let (info, out) = response(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: a\r\n\r\n",
+            upgrading,
+        );
+        let info = info.unwrap().unwrap();
+        assert!(info.is_switch() && !info.is_interim());
+        assert_eq!(
+            out,
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: a\r\n\
+             Connection: upgrade\r\n\r\n"
+        );
+        // A plain answer to an upgrade request stays HTTP.
+        let (info, _) = response(
+            "HTTP/1.1 426 Upgrade Required\r\nContent-Length: 0\r\n\r\n",
+            upgrading,
+        );
+        assert!(!info.unwrap().unwrap().is_switch());
+    }
+
+    #[test]
     fn bad_responses() {
         for raw in [
             "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n",
+            // A switch nobody asked for.
             "HTTP/1.1 101 Switching Protocols\r\n\r\n",
             "HTTP/1.1 2000 OK\r\n\r\n",
             "garbage\r\n\r\n",

@@ -58,7 +58,7 @@ proptest! {
 
     #[test]
     fn response_parsing_never_panics(bytes in mutated(VALID_RESPONSE), minor in 0..2u8, head_request: bool) {
-        let client = ClientSide { head_request, minor_version: minor, keep_alive: true };
+        let client = ClientSide { head_request, minor_version: minor, keep_alive: true, upgrade: head_request };
         let mut out = Vec::new();
         if let Ok(Some(info)) = forward_response_head(&bytes, client, Some("id"), &mut out) {
             prop_assert!(info.head_length <= bytes.len());

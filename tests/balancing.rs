@@ -284,3 +284,51 @@ fn a_connect_that_hangs_times_out_and_moves_to_another_server() {
     );
     drop(blackhole);
 }
+
+/// Several instances need no shared state: with the same config, each one
+/// (even one started later) sends every hash key to the same server, and
+/// spreads plain requests in the same proportions.
+#[test]
+fn instances_with_one_config_route_alike() {
+    let backends: Vec<Backend> = (0..4)
+        .map(|index| Backend::start(&format!("b{index}")))
+        .collect();
+    let servers: Vec<String> = backends
+        .iter()
+        .map(|backend| format!("\"{}\"", backend.address))
+        .collect();
+    let settings = format!(
+        "pools = {{ default = {{ balance = \"hash\", servers = {{ {} }} }} }}\n\
+         route = function(req) return \"default\", req:header(\"X-User\") end\n",
+        servers.join(", ")
+    );
+    let first = Proxy::start(&settings);
+    let second = Proxy::start(&settings);
+    let answer = |proxy: &Proxy, user: usize| {
+        let mut client = proxy.connect();
+        client.send(
+            format!(
+                "GET / HTTP/1.1\r\nHost: x\r\nX-User: user-{user}\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        client.response(false).text()
+    };
+    let mut used = std::collections::HashSet::new();
+    for user in 0..200 {
+        let served = answer(&first, user);
+        assert_eq!(answer(&second, user), served, "user-{user}");
+        used.insert(served);
+    }
+    assert_eq!(used.len(), 4, "{used:?}");
+    // A restarted instance agrees too: nothing was learned at run time.
+    drop(second);
+    let restarted = Proxy::start(&settings);
+    for user in 0..50 {
+        assert_eq!(
+            answer(&restarted, user),
+            answer(&first, user),
+            "user-{user}"
+        );
+    }
+}

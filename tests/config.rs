@@ -130,7 +130,14 @@ fn missing_file_and_running_with_a_bad_config() {
 
 #[test]
 fn shipped_examples_are_valid() {
-    for example in ["basic", "demo", "vhosts", "rsp-compat", "production"] {
+    for example in [
+        "basic",
+        "demo",
+        "vhosts",
+        "rsp-compat",
+        "production",
+        "cluster/rsp",
+    ] {
         let path = format!("{}/examples/{example}.lua", env!("CARGO_MANIFEST_DIR"));
         let (code, stdout, stderr) = rsp(&["--check", &path]);
         assert_eq!(code, 0, "{example}: {stderr}");

@@ -1,0 +1,38 @@
+-- One rsp of several (examples/cluster/README in the main README,
+-- "Past one machine"). Every instance runs this same file: same pools,
+-- weights, route() and timeouts, so any instance answers any client the
+-- same way, and hash routing sends a key to the same server everywhere.
+listen = { "0.0.0.0:80" }
+admin = "127.0.0.1:9901"           -- per instance; drain on each one
+access_log = "/var/log/rsp/access.log"
+workers = "auto"
+
+-- The addresses of the load balancer or the peer instances in front, if
+-- any, so their X-Forwarded-For is kept.
+forwarded_headers = { trusted_proxies = { "10.0.0.0/8" } }
+
+pools = {
+  web = {
+    servers = {
+      { addr = "10.0.1.11:8080", weight = 2 },
+      { addr = "10.0.1.12:8080", weight = 2 },
+      { addr = "10.0.1.13:8080", weight = 1, backup = true },
+    },
+    health = { path = "/healthz", interval_ms = 2000, timeout_ms = 1000, rise = 2, fall = 3 },
+  },
+  sessions = {
+    balance = "hash",
+    servers = { "10.0.2.21:8080", "10.0.2.22:8080", "10.0.2.23:8080" },
+  },
+}
+
+function route(req)
+  if req.path == "/healthz" then
+    -- For DNS health checks and keepalived: this instance is up.
+    return { status = 200, body = "ok\n" }
+  end
+  if req.path:sub(1, 5) == "/app/" then
+    return "sessions", req:header("Cookie")
+  end
+  return "web"
+end

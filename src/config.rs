@@ -80,9 +80,25 @@ const FORWARDED_SETTINGS: &[&str] = &[
     "trusted_proxies",
 ];
 
+/// One entry of `listen`: a string, or a table with options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenConfig {
+    pub address: SocketAddr,
+    pub mode: ListenMode,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenMode {
+    Http,
+    /// Raw bytes to a server of `pool`, or of the pool `route(conn)` names.
+    Tcp {
+        pool: Option<String>,
+    },
+}
+
 #[derive(Debug)]
 pub struct Config {
-    pub listen: Vec<SocketAddr>,
+    pub listen: Vec<ListenConfig>,
     pub pools: Vec<PoolConfig>,
     pub buffer_bytes: usize,
     pub max_header_bytes: usize,
@@ -279,6 +295,17 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
             ));
         }
     };
+    if route.is_none()
+        && let Some(listener) = config
+            .listen
+            .iter()
+            .find(|listener| listener.mode == ListenMode::Tcp { pool: None })
+    {
+        return Err(ConfigError(format!(
+            "{file}: the tcp listener {} names no pool, and there is no route function to choose one",
+            listener.address
+        )));
+    }
     if route.is_none() && !config.pools.iter().any(|pool| pool.name == DEFAULT_POOL) {
         return Err(ConfigError(format!(
             "{file}: no backends: set `backends`, a pool named \"default\", or a `route` function"
@@ -356,6 +383,16 @@ impl Reader<'_> {
     fn config(&self) -> Result<Config, ConfigError> {
         let listen = self.listen()?;
         let pools = self.pools()?;
+        for listener in &listen {
+            if let ListenMode::Tcp { pool: Some(name) } = &listener.mode
+                && !pools.iter().any(|pool| &pool.name == name)
+            {
+                return Err(self.error(
+                    "listen",
+                    format!("listen: {}: no pool named \"{name}\"", listener.address),
+                ));
+            }
+        }
         let buffer_bytes = self.size("buffer_bytes", DEFAULT_BUFFER_BYTES)?;
         let max_header_bytes = self.size("max_header_bytes", DEFAULT_MAX_HEADER_BYTES)?;
         if max_header_bytes > buffer_bytes {
@@ -444,7 +481,11 @@ impl Reader<'_> {
         };
         let address =
             resolve(&text).map_err(|error| self.error("admin", format!("admin: {error}")))?;
-        if self.listen()?.contains(&address) {
+        if self
+            .listen()?
+            .iter()
+            .any(|listener| listener.address == address)
+        {
             return Err(self.error(
                 "admin",
                 format!("admin: {address} is also in listen; give the admin port its own address"),
@@ -651,8 +692,12 @@ impl Reader<'_> {
         Ok(timeouts)
     }
 
-    fn listen(&self) -> Result<Vec<SocketAddr>, ConfigError> {
-        let addresses = match (self.get("listen"), self.get("listenPort")) {
+    fn listen(&self) -> Result<Vec<ListenConfig>, ConfigError> {
+        let http = |address| ListenConfig {
+            address,
+            mode: ListenMode::Http,
+        };
+        let listeners: Vec<ListenConfig> = match (self.get("listen"), self.get("listenPort")) {
             (Value::Nil, Value::Nil) => {
                 return Err(ConfigError(format!(
                     "{}: missing required setting 'listen' (for example listen = \"127.0.0.1:8080\")",
@@ -661,9 +706,27 @@ impl Reader<'_> {
             }
             (Value::Nil, port) => {
                 let port = self.port("listenPort", port)?;
-                vec![SocketAddr::from(([0, 0, 0, 0], port))]
+                vec![http(SocketAddr::from(([0, 0, 0, 0], port)))]
             }
-            (_, Value::Nil) => self.address_list("listen")?,
+            (Value::Table(list), Value::Nil) => {
+                let entries: Vec<Value> = list
+                    .sequence_values::<Value>()
+                    .collect::<mlua::Result<_>>()
+                    .map_err(|error| self.error("listen", format!("listen: {error}")))?;
+                if entries.is_empty() {
+                    return Err(
+                        self.error("listen", "listen: needs at least one \"host:port\"".into())
+                    );
+                }
+                entries
+                    .into_iter()
+                    .map(|entry| match entry {
+                        Value::Table(options) => self.listener_table(&options),
+                        other => self.listen_address(other).map(http),
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            (single, Value::Nil) => vec![http(self.listen_address(single)?)],
             _ => {
                 return Err(self.error(
                     "listenPort",
@@ -672,10 +735,84 @@ impl Reader<'_> {
             }
         };
         let mut seen = HashSet::new();
-        if let Some(duplicate) = addresses.iter().find(|address| !seen.insert(**address)) {
-            return Err(self.error("listen", format!("listen: {duplicate} is listed twice")));
+        if let Some(duplicate) = listeners
+            .iter()
+            .find(|listener| !seen.insert(listener.address))
+        {
+            return Err(self.error(
+                "listen",
+                format!("listen: {} is listed twice", duplicate.address),
+            ));
         }
-        Ok(addresses)
+        Ok(listeners)
+    }
+
+    fn listen_address(&self, value: Value) -> Result<SocketAddr, ConfigError> {
+        match value {
+            Value::String(text) => resolve(&text.to_string_lossy())
+                .map_err(|why| self.error("listen", format!("listen: {why}"))),
+            other => Err(self.error(
+                "listen",
+                format!(
+                    "listen: expected \"host:port\" or a table, got {}",
+                    other.type_name()
+                ),
+            )),
+        }
+    }
+
+    /// `{ addr = "127.0.0.1:3307", mode = "tcp", pool = "mysql" }`
+    fn listener_table(&self, options: &Table) -> Result<ListenConfig, ConfigError> {
+        let fail = |message: String| self.error("listen", format!("listen: {message}"));
+        let mut address = None;
+        let mut mode = None;
+        let mut pool = None;
+        for pair in options.pairs::<Value, Value>() {
+            let (key, value) = pair.map_err(|error| fail(error.to_string()))?;
+            let key = match &key {
+                Value::String(key) => key.to_string_lossy(),
+                other => return Err(fail(format!("unknown listener option {}", describe(other)))),
+            };
+            let text = match &value {
+                Value::String(text) => Some(text.to_string_lossy()),
+                _ => None,
+            };
+            match (key.as_str(), text) {
+                ("addr", Some(text)) => {
+                    address = Some(resolve(&text).map_err(&fail)?);
+                }
+                ("mode", Some(text)) if text == "http" || text == "tcp" => mode = Some(text),
+                ("pool", Some(text)) => pool = Some(text),
+                ("tls" | "accept_proxy", _) => {
+                    return Err(fail(format!(
+                        "the listener option {key} is not supported yet by this version of rsp"
+                    )));
+                }
+                ("addr" | "mode" | "pool", _) => {
+                    return Err(fail(format!(
+                        "{key}: unexpected value {} (addr: \"host:port\", mode: \"http\" or \"tcp\", pool: a pool name)",
+                        describe(&value)
+                    )));
+                }
+                (other, _) => {
+                    return Err(fail(format!(
+                        "unknown listener option \"{other}\" (expected addr, mode, pool)"
+                    )));
+                }
+            }
+        }
+        let address =
+            address.ok_or_else(|| fail("a listener table needs addr = \"host:port\"".into()))?;
+        let mode = match (mode.as_deref(), pool) {
+            (Some("tcp"), pool) => ListenMode::Tcp { pool },
+            (_, Some(_)) => {
+                return Err(fail(format!(
+                    "{address}: pool is for mode = \"tcp\" listeners; HTTP requests are routed by route()"
+                )));
+            }
+            _ => ListenMode::Http,
+        };
+        Ok(ListenConfig { address, mode })
     }
 
     fn pools(&self) -> Result<Vec<PoolConfig>, ConfigError> {

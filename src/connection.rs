@@ -23,7 +23,7 @@ use crate::http::{self, ClientSide, HeadError, RequestHead};
 use crate::idle::IdleConnections;
 use crate::reply::{ErrorReply, Shape};
 use crate::request_id::RequestIds;
-use crate::router::{RequestView, Route, RouteError, Router};
+use crate::router::{ConnectionView, RequestView, Route, RouteError, Router};
 use crate::stats::Totals;
 use crate::timer::{Deadline, Timers};
 use crate::transaction::{Request, Transaction};
@@ -88,6 +88,20 @@ pub struct Counters {
     pub requests: u64,
     /// Connections closed while a request on them was still unanswered.
     pub unanswered: u64,
+}
+
+/// What a client connection is for, from the listener that accepted it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// HTTP requests, each routed by `route(req)`.
+    Http,
+    /// The admin API: answered by `admin`, never routed.
+    Admin,
+    /// Raw bytes to a server of `pool`, or of the pool `route(conn)` names.
+    Tcp {
+        pool: Option<String>,
+        listen: SocketAddr,
+    },
 }
 
 /// A client socket's token is its session's slab key.
@@ -313,8 +327,7 @@ enum End {
 
 pub struct Session {
     key: usize,
-    /// Accepted on the admin port: answered by `admin`, never routed.
-    admin: bool,
+    role: Role,
     client: Endpoint,
     client_address: SocketAddr,
     client_eof: bool,
@@ -357,11 +370,11 @@ impl Session {
         stream: TcpStream,
         client_address: SocketAddr,
         buffer_bytes: usize,
-        admin: bool,
+        role: Role,
     ) -> Session {
         Session {
             key,
-            admin,
+            role,
             // A request usually follows the handshake at once: the first
             // drive reads it before the socket is registered, saving a poll
             // round, and registers the socket at its end.
@@ -397,7 +410,7 @@ impl Session {
     fn begin_transaction(&mut self, context: &mut Context, parsed: bool, bytes: usize) {
         self.client_asked_close = parsed && !self.request.head.keep_alive;
         self.request.request_id.clear();
-        if self.admin {
+        if self.role == Role::Admin {
             return;
         }
         let started = self.head_since.unwrap_or_else(Instant::now);
@@ -554,6 +567,7 @@ impl Session {
 
     fn advance(&mut self, context: &mut Context) -> Result<bool, End> {
         match &mut self.exchange {
+            Exchange::Idle if matches!(self.role, Role::Tcp { .. }) => self.start_tcp(context),
             Exchange::Idle => self.next_request(context),
             Exchange::Proxy(_) => self.advance_proxy(context),
             Exchange::Queued { woken: false, .. } => Ok(false),
@@ -598,6 +612,64 @@ impl Session {
             Exchange::Closing if self.to_client.is_empty() => Err(End::Done),
             Exchange::Closing => Ok(false),
         }
+    }
+
+    /// A `mode = "tcp"` connection: pick a server of its pool (or of the
+    /// pool `route(conn)` names) and pass bytes both ways.
+    fn start_tcp(&mut self, context: &mut Context) -> Result<bool, End> {
+        let Role::Tcp { pool, listen } = &self.role else {
+            return Ok(false);
+        };
+        let listen = *listen;
+        let pool = match pool {
+            Some(name) => context.pools.iter().position(|pool| &pool.name == name),
+            None => {
+                let connection = ConnectionView {
+                    client: self.client_address,
+                    listen,
+                };
+                match context.router.route_connection(&connection, context.pools) {
+                    Ok(Route::Pool(pool, _)) => Some(pool),
+                    Ok(Route::Address(server)) => {
+                        self.begin_transaction(context, false, 0);
+                        self.connect(context, server, None, None, false);
+                        return Ok(true);
+                    }
+                    Ok(Route::Reply(_)) => {
+                        log::warn!(
+                            "{}: route(conn) returned a reply; a tcp connection needs a pool",
+                            self.client_address
+                        );
+                        None
+                    }
+                    Err(error) => {
+                        log::warn!(
+                            "{}: tcp on {listen}: route(conn) chose no pool: {error:?}",
+                            self.client_address
+                        );
+                        None
+                    }
+                }
+            }
+        };
+        self.begin_transaction(context, false, 0);
+        let Some(pool) = pool else {
+            self.exchange = Exchange::Closing;
+            return Ok(true);
+        };
+        if let Some(transaction) = &mut self.transaction {
+            transaction.pool = Some(pool);
+        }
+        // Hash balancing keeps a client address on one server.
+        let key = Some(self.client_address.ip().to_string().into_bytes());
+        let upstream = Upstream {
+            pool,
+            server: 0,
+            tried: Vec::new(),
+            key,
+        };
+        self.connect_pool(context, upstream, None, false);
+        Ok(true)
     }
 
     /// Parses the next request head, if it is all here, and routes it.
@@ -670,7 +742,7 @@ impl Session {
             return self.reply_error(ErrorReply::BodyTooLarge, None);
         }
         let body = Body::new(&head.framing);
-        if self.admin {
+        if self.role == Role::Admin {
             let reply = admin::answer(&self.request, context);
             let shape = Shape {
                 keep_alive: self.local_keep_alive(body.is_some()),
@@ -751,6 +823,14 @@ impl Session {
     }
 
     fn reply_error(&mut self, reply: ErrorReply, discard: Option<Body>) {
+        if matches!(self.role, Role::Tcp { .. }) {
+            // No HTTP on a tcp connection: it just closes.
+            if let Some(transaction) = &mut self.transaction {
+                transaction.status = reply.status();
+            }
+            self.exchange = Exchange::Closing;
+            return;
+        }
         let keep_alive = !reply.must_close() && self.local_keep_alive(discard.is_some());
         // A head that did not parse may not be this request's at all.
         let parsed = self
@@ -980,7 +1060,8 @@ impl Session {
     ) {
         let head = &self.request.head;
         let replayable = head.framing == Framing::Empty && is_idempotent(head.method());
-        let kept = if may_reuse && replayable {
+        let tcp = matches!(self.role, Role::Tcp { .. });
+        let kept = if may_reuse && replayable && !tcp {
             context.idle.take(server, self.key)
         } else {
             None
@@ -1017,13 +1098,15 @@ impl Session {
         let head = &self.request.head;
         self.to_backend.bytes.clear();
         self.to_backend.sent = 0;
-        head.write_forwarded(
-            &mut self.to_backend.bytes,
-            self.client_address.ip(),
-            context.forwarding,
-            self.request.request_id(),
-            context.idle.enabled(),
-        );
+        if !tcp {
+            head.write_forwarded(
+                &mut self.to_backend.bytes,
+                self.client_address.ip(),
+                context.forwarding,
+                self.request.request_id(),
+                context.idle.enabled(),
+            );
+        }
         self.exchange = Exchange::Proxy(Box::new(Proxied {
             backend: Endpoint {
                 stream,
@@ -1049,7 +1132,15 @@ impl Session {
                 upgrade: head.upgrade,
             },
             request_body,
-            response: ResponseState::Head,
+            // A tcp connection is a tunnel from the start.
+            response: if tcp {
+                ResponseState::Tunnel {
+                    client_shut: false,
+                    backend_shut: false,
+                }
+            } else {
+                ResponseState::Head
+            },
         }));
     }
 

@@ -17,8 +17,9 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::access_log::AccessLog;
 use crate::balancer::Pool;
+use crate::config::ListenMode;
 use crate::config::{self, AccessLogConfig, Config, Loaded, Timeouts};
-use crate::connection::{self, Context, Counters, Session};
+use crate::connection::{self, Context, Counters, Role, Session};
 use crate::forwarding::Forwarding;
 use crate::health::{HealthChecks, Verdict};
 use crate::idle::{IdleConnections, Owner};
@@ -42,10 +43,10 @@ const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 /// How long accepting pauses after accept() fails (EMFILE and the like).
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
-/// A listening socket; `admin` ones serve the admin API instead of routing.
+/// A listening socket, and what the connections it accepts are for.
 struct Listener {
     address: SocketAddr,
-    admin: bool,
+    role: Role,
     socket: TcpListener,
 }
 
@@ -165,10 +166,13 @@ impl EventLoop {
                 Interest::READABLE,
             )?;
             let address = listener.socket.local_addr().unwrap_or(listener.address);
-            if listener.admin {
-                log::info!("admin API on http://{address}/stats");
-            } else {
-                log::info!("listening on {address}");
+            match &listener.role {
+                Role::Admin => log::info!("admin API on http://{address}/stats"),
+                Role::Http => log::info!("listening on {address}"),
+                Role::Tcp { pool, .. } => log::info!(
+                    "listening on {address} (tcp, to {})",
+                    pool.as_deref().unwrap_or("the pool route(conn) names")
+                ),
             }
             if index == self.listeners.len() {
                 self.listeners.push(Some(listener));
@@ -208,16 +212,16 @@ impl EventLoop {
             }
         };
         let wanted = self.listen_addresses(&loaded.config);
-        let new_addresses: Vec<(SocketAddr, bool)> = wanted
+        let new_addresses: Vec<(SocketAddr, Role)> = wanted
             .iter()
-            .copied()
-            .filter(|&(address, admin)| {
+            .filter(|(address, role)| {
                 !self
                     .listeners
                     .iter()
                     .flatten()
-                    .any(|open| open.address == address && open.admin == admin)
+                    .any(|open| open.address == *address && open.role == *role)
             })
+            .cloned()
             .collect();
         let opened = match self.bind_all(&new_addresses) {
             Ok(opened) => opened,
@@ -229,7 +233,7 @@ impl EventLoop {
         for slot in &mut self.listeners {
             if slot
                 .as_ref()
-                .is_some_and(|open| !wanted.contains(&(open.address, open.admin)))
+                .is_some_and(|open| !wanted.contains(&(open.address, open.role.clone())))
                 && let Some(mut listener) = slot.take()
             {
                 let _ = self.poll.registry().deregister(&mut listener.socket);
@@ -476,27 +480,37 @@ impl EventLoop {
         self.timers.schedule(now + PUBLISH_EVERY, Deadline::Publish);
     }
 
-    /// Every address to listen on, and whether it is the admin port (which
-    /// only worker 0 serves).
-    fn listen_addresses(&self, config: &Config) -> Vec<(SocketAddr, bool)> {
-        let proxied = config.listen.iter().map(|&address| (address, false));
+    /// Every address to listen on, and what its connections are for (the
+    /// admin port only in worker 0).
+    fn listen_addresses(&self, config: &Config) -> Vec<(SocketAddr, Role)> {
+        let proxied = config.listen.iter().map(|listener| {
+            let role = match &listener.mode {
+                ListenMode::Http => Role::Http,
+                ListenMode::Tcp { pool } => Role::Tcp {
+                    pool: pool.clone(),
+                    listen: listener.address,
+                },
+            };
+            (listener.address, role)
+        });
         let admin = config.admin.filter(|_| self.worker.index == 0);
         proxied
-            .chain(admin.map(|address| (address, true)))
+            .chain(admin.map(|address| (address, Role::Admin)))
             .collect()
     }
 
     /// Binds listeners; with several workers each binds the same addresses
     /// with `SO_REUSEPORT` and the kernel spreads new connections.
-    fn bind_all(&self, addresses: &[(SocketAddr, bool)]) -> io::Result<Vec<Listener>> {
+    fn bind_all(&self, addresses: &[(SocketAddr, Role)]) -> io::Result<Vec<Listener>> {
         let reuse_port = self.worker.count > 1;
         addresses
             .iter()
-            .map(|&(address, admin)| {
-                bind(address, reuse_port && !admin)
+            .map(|(address, role)| {
+                let address = *address;
+                bind(address, reuse_port && *role != Role::Admin)
                     .map(|socket| Listener {
                         address,
-                        admin,
+                        role: role.clone(),
                         socket,
                     })
                     .map_err(|error| {
@@ -617,8 +631,8 @@ impl EventLoop {
                 self.pause_accepting(None);
                 return;
             }
-            let (accepted, admin) = match self.listeners.get(index) {
-                Some(Some(listener)) => (listener.socket.accept(), listener.admin),
+            let (accepted, role) = match self.listeners.get(index) {
+                Some(Some(listener)) => (listener.socket.accept(), listener.role.clone()),
                 _ => return,
             };
             let (stream, address) = match accepted {
@@ -641,7 +655,7 @@ impl EventLoop {
             let _ = stream.set_nodelay(true);
             let entry = self.sessions.vacant_entry();
             let key = entry.key();
-            entry.insert(Session::new(key, stream, address, self.buffer_bytes, admin));
+            entry.insert(Session::new(key, stream, address, self.buffer_bytes, role));
             self.totals.connections += 1;
             self.totals.connections_total += 1;
             // Reads what already came and registers the socket.

@@ -62,6 +62,7 @@ impl UserData for RequestView {
         fields.add_field_method_get("version", |_, this| Ok(this.head.version()));
         fields.add_field_method_get("client_ip", |_, this| Ok(this.client.ip().to_string()));
         fields.add_field_method_get("client_port", |_, this| Ok(this.client.port()));
+        fields.add_field_method_get("mode", |_, _| Ok("http"));
         fields.add_field_method_get("request_id", |lua, this| {
             this.request_id()
                 .map(|id| lua.create_string(id))
@@ -77,6 +78,22 @@ impl UserData for RequestView {
                 .map(|value| lua.create_string(value))
                 .transpose()
         });
+    }
+}
+
+/// A TCP connection as Lua sees it: `conn.client_ip`, `conn.client_port`,
+/// `conn.listen` (the listener's "ip:port") and `conn.mode` ("tcp").
+pub struct ConnectionView {
+    pub client: SocketAddr,
+    pub listen: SocketAddr,
+}
+
+impl UserData for ConnectionView {
+    fn add_fields<F: UserDataFields<Self>>(fields: &mut F) {
+        fields.add_field_method_get("client_ip", |_, this| Ok(this.client.ip().to_string()));
+        fields.add_field_method_get("client_port", |_, this| Ok(this.client.port()));
+        fields.add_field_method_get("listen", |_, this| Ok(this.listen.to_string()));
+        fields.add_field_method_get("mode", |_, _| Ok("tcp"));
     }
 }
 
@@ -130,6 +147,31 @@ impl Router {
             .lua
             .scope(|scope| route.call::<(Value, Value)>(scope.create_userdata_ref(request)?))
             .map_err(|error| RouteError::Script(error.to_string()))?;
+        read_answer(answer, key, pools)
+    }
+
+    /// `route(conn)` for a connection accepted by a `mode = "tcp"` listener
+    /// without a pool of its own.
+    pub fn route_connection(
+        &self,
+        connection: &ConnectionView,
+        pools: &[Pool],
+    ) -> Result<Route, RouteError> {
+        let Some(route) = &self.route else {
+            return Err(RouteError::NoRoute);
+        };
+        self.checks.set(0);
+        let (answer, key) = self
+            .lua
+            .scope(|scope| route.call::<(Value, Value)>(scope.create_userdata_ref(connection)?))
+            .map_err(|error| RouteError::Script(error.to_string()))?;
+        read_answer(answer, key, pools)
+    }
+}
+
+/// What `route` returned: a pool (and hash key), "ip:port", or a reply.
+fn read_answer(answer: Value, key: Value, pools: &[Pool]) -> Result<Route, RouteError> {
+    {
         match answer {
             Value::Nil => Err(RouteError::NoRoute),
             Value::String(name) => {

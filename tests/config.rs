@@ -43,7 +43,7 @@ fn bad_configs_name_file_line_and_problem() {
         ),
         (
             "listen = 8080\nbackends = { \"127.0.0.1:1\" }\n",
-            "FILE:1: listen: expected \"host:port\", got integer",
+            "FILE:1: listen: expected \"host:port\" or a table, got integer",
         ),
         (
             "listen = \"127.0.0.1:8080\"\n\nbackend = { \"127.0.0.1:1\" }\n",

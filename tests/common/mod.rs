@@ -81,6 +81,10 @@ impl Proxy {
             "config.lua",
             &format!("listen = \"127.0.0.1:{port}\"\n{settings}\n"),
         );
+        Proxy::run(config, port)
+    }
+
+    fn run(config: PathBuf, port: u16) -> Proxy {
         let log = config.with_extension("log");
         let child = Command::new(rsp_binary())
             .arg(&config)
@@ -97,6 +101,17 @@ impl Proxy {
             log,
             config,
         }
+    }
+
+    /// Starts rsp with an HTTP listener on a free port (the proxy's
+    /// `address`) and the further `listen` entries `more_listeners`.
+    pub fn start_listening(more_listeners: &str, settings: &str) -> Proxy {
+        let port = free_port();
+        let config = temp_file(
+            "config.lua",
+            &format!("listen = {{ \"127.0.0.1:{port}\", {more_listeners} }}\n{settings}\n"),
+        );
+        Proxy::run(config, port)
     }
 
     /// Starts rsp in front of `backend`, with any further `settings`.

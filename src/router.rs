@@ -171,42 +171,40 @@ impl Router {
 
 /// What `route` returned: a pool (and hash key), "ip:port", or a reply.
 fn read_answer(answer: Value, key: Value, pools: &[Pool]) -> Result<Route, RouteError> {
-    {
-        match answer {
-            Value::Nil => Err(RouteError::NoRoute),
-            Value::String(name) => {
-                let name = name.as_bytes();
-                if let Some(index) = pools
-                    .iter()
-                    .position(|pool| pool.name.as_bytes() == &name[..])
-                {
-                    let key = match key {
-                        Value::Nil => None,
-                        Value::String(key) => Some(key.as_bytes().to_vec()),
-                        Value::Integer(key) => Some(key.to_string().into_bytes()),
-                        other => {
-                            return Err(RouteError::Script(format!(
-                                "route() returned a {} as the hash key",
-                                other.type_name()
-                            )));
-                        }
-                    };
-                    return Ok(Route::Pool(index, key));
-                }
-                let name = String::from_utf8_lossy(&name).into_owned();
-                match name.parse::<SocketAddr>() {
-                    Ok(address) => Ok(Route::Address(address)),
-                    Err(_) => Err(RouteError::UnknownPool(name)),
-                }
+    match answer {
+        Value::Nil => Err(RouteError::NoRoute),
+        Value::String(name) => {
+            let name = name.as_bytes();
+            if let Some(index) = pools
+                .iter()
+                .position(|pool| pool.name.as_bytes() == &name[..])
+            {
+                let key = match key {
+                    Value::Nil => None,
+                    Value::String(key) => Some(key.as_bytes().to_vec()),
+                    Value::Integer(key) => Some(key.to_string().into_bytes()),
+                    other => {
+                        return Err(RouteError::Script(format!(
+                            "route() returned a {} as the hash key",
+                            other.type_name()
+                        )));
+                    }
+                };
+                return Ok(Route::Pool(index, key));
             }
-            Value::Table(table) => local_reply(&table)
-                .map(Route::Reply)
-                .map_err(RouteError::Script),
-            other => Err(RouteError::Script(format!(
-                "route() returned a {}; expected a pool name, \"host:port\" or a reply table",
-                other.type_name()
-            ))),
+            let name = String::from_utf8_lossy(&name).into_owned();
+            match name.parse::<SocketAddr>() {
+                Ok(address) => Ok(Route::Address(address)),
+                Err(_) => Err(RouteError::UnknownPool(name)),
+            }
         }
+        Value::Table(table) => local_reply(&table)
+            .map(Route::Reply)
+            .map_err(RouteError::Script),
+        other => Err(RouteError::Script(format!(
+            "route() returned a {}; expected a pool name, \"host:port\" or a reply table",
+            other.type_name()
+        ))),
     }
 }
 

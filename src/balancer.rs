@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Algorithm, PoolConfig};
 use crate::health::HealthConfig;
+use crate::proxy_protocol;
 use crate::stats::{PoolStats, ServerStats};
 
 /// After a failed connect a server rests this long, doubling with each
@@ -108,6 +109,7 @@ pub struct Pool {
     max_conns: Option<u32>,
     pub queue_timeout: Duration,
     pub health: Option<HealthConfig>,
+    pub send_proxy: Option<proxy_protocol::Version>,
     /// Sessions waiting for a server below `max_conns`, oldest first.
     waiting: VecDeque<usize>,
     /// Requests queued in other workers, in a merged view for the stats.
@@ -147,6 +149,7 @@ impl Pool {
             max_conns: config.max_conns,
             queue_timeout: config.queue_timeout,
             health: config.health.clone(),
+            send_proxy: config.send_proxy,
             waiting: VecDeque::new(),
             queued_elsewhere: 0,
             candidates: Vec::new(),
@@ -493,6 +496,7 @@ mod tests {
             max_conns: None,
             queue_timeout: Duration::from_secs(5),
             health: None,
+            send_proxy: None,
         })
     }
 

@@ -14,6 +14,7 @@ use mlua::{Function, Lua, Table, Value};
 
 use crate::forwarding::{Forwarding, Network};
 use crate::health::HealthConfig;
+use crate::proxy_protocol;
 
 pub const DEFAULT_POOL: &str = "default";
 const DEFAULT_BUFFER_BYTES: usize = 64 * 1024;
@@ -52,6 +53,7 @@ const POOL_SETTINGS: &[&str] = &[
     "max_conns",
     "queue_timeout_ms",
     "health",
+    "send_proxy",
 ];
 const HEALTH_SETTINGS: &[&str] = &[
     "path",
@@ -85,6 +87,8 @@ const FORWARDED_SETTINGS: &[&str] = &[
 pub struct ListenConfig {
     pub address: SocketAddr,
     pub mode: ListenMode,
+    /// Each connection starts with a PROXY protocol header (v1 or v2).
+    pub accept_proxy: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,6 +192,8 @@ pub struct PoolConfig {
     /// A request still queued after this gets 503.
     pub queue_timeout: Duration,
     pub health: Option<HealthConfig>,
+    /// Start each connection to a server with a PROXY protocol header.
+    pub send_proxy: Option<proxy_protocol::Version>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -696,6 +702,7 @@ impl Reader<'_> {
         let http = |address| ListenConfig {
             address,
             mode: ListenMode::Http,
+            accept_proxy: false,
         };
         let listeners: Vec<ListenConfig> = match (self.get("listen"), self.get("listenPort")) {
             (Value::Nil, Value::Nil) => {
@@ -767,6 +774,7 @@ impl Reader<'_> {
         let mut address = None;
         let mut mode = None;
         let mut pool = None;
+        let mut accept_proxy = false;
         for pair in options.pairs::<Value, Value>() {
             let (key, value) = pair.map_err(|error| fail(error.to_string()))?;
             let key = match &key {
@@ -783,20 +791,23 @@ impl Reader<'_> {
                 }
                 ("mode", Some(text)) if text == "http" || text == "tcp" => mode = Some(text),
                 ("pool", Some(text)) => pool = Some(text),
-                ("tls" | "accept_proxy", _) => {
+                ("accept_proxy", _) if matches!(value, Value::Boolean(_)) => {
+                    accept_proxy = value.as_boolean().unwrap_or(false);
+                }
+                ("tls", _) => {
                     return Err(fail(format!(
                         "the listener option {key} is not supported yet by this version of rsp"
                     )));
                 }
-                ("addr" | "mode" | "pool", _) => {
+                ("addr" | "mode" | "pool" | "accept_proxy", _) => {
                     return Err(fail(format!(
-                        "{key}: unexpected value {} (addr: \"host:port\", mode: \"http\" or \"tcp\", pool: a pool name)",
+                        "{key}: unexpected value {} (addr: \"host:port\", mode: \"http\" or \"tcp\", pool: a pool name, accept_proxy: true or false)",
                         describe(&value)
                     )));
                 }
                 (other, _) => {
                     return Err(fail(format!(
-                        "unknown listener option \"{other}\" (expected addr, mode, pool)"
+                        "unknown listener option \"{other}\" (expected addr, mode, pool, accept_proxy)"
                     )));
                 }
             }
@@ -812,7 +823,11 @@ impl Reader<'_> {
             }
             _ => ListenMode::Http,
         };
-        Ok(ListenConfig { address, mode })
+        Ok(ListenConfig {
+            address,
+            mode,
+            accept_proxy,
+        })
     }
 
     fn pools(&self) -> Result<Vec<PoolConfig>, ConfigError> {
@@ -895,6 +910,7 @@ impl Reader<'_> {
                 max_conns: None,
                 queue_timeout: DEFAULT_QUEUE_TIMEOUT,
                 health: None,
+                send_proxy: None,
             });
         }
         pools.sort_by(|a, b| a.name.cmp(&b.name));
@@ -999,6 +1015,21 @@ impl Reader<'_> {
                 )));
             }
         };
+        let send_proxy = match table.raw_get::<Value>("send_proxy").unwrap_or(Value::Nil) {
+            Value::Nil => None,
+            Value::String(text) if &*text.to_string_lossy() == "v1" => {
+                Some(proxy_protocol::Version::V1)
+            }
+            Value::String(text) if &*text.to_string_lossy() == "v2" => {
+                Some(proxy_protocol::Version::V2)
+            }
+            other => {
+                return Err(here(format!(
+                    "send_proxy: expected \"v1\" or \"v2\", got {}",
+                    describe(&other)
+                )));
+            }
+        };
         Ok(PoolConfig {
             name: name.to_owned(),
             servers: configs,
@@ -1006,6 +1037,7 @@ impl Reader<'_> {
             max_conns,
             queue_timeout,
             health,
+            send_proxy,
         })
     }
 

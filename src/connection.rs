@@ -21,6 +21,7 @@ use crate::forwarding::Forwarding;
 use crate::framing::{BodyFramer, Framing, FramingError};
 use crate::http::{self, ClientSide, HeadError, RequestHead};
 use crate::idle::IdleConnections;
+use crate::proxy_protocol;
 use crate::reply::{ErrorReply, Shape};
 use crate::request_id::RequestIds;
 use crate::router::{ConnectionView, RequestView, Route, RouteError, Router};
@@ -94,13 +95,14 @@ pub struct Counters {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Role {
     /// HTTP requests, each routed by `route(req)`.
-    Http,
+    Http { accept_proxy: bool },
     /// The admin API: answered by `admin`, never routed.
     Admin,
     /// Raw bytes to a server of `pool`, or of the pool `route(conn)` names.
     Tcp {
         pool: Option<String>,
         listen: SocketAddr,
+        accept_proxy: bool,
     },
 }
 
@@ -278,6 +280,8 @@ struct Proxied {
     /// A kept connection from an earlier request: the backend may have
     /// closed it just as rsp took it.
     reused: bool,
+    /// The connection began with this client's PROXY header: never kept.
+    private: bool,
     /// The connect fails if it has not completed by then.
     connect_deadline: Instant,
     /// When the whole request had gone to the backend.
@@ -328,6 +332,10 @@ enum End {
 pub struct Session {
     key: usize,
     role: Role,
+    /// The connection must start with a PROXY protocol header.
+    proxy_header_pending: bool,
+    /// The address the client connected to, when a PROXY header said.
+    destination: Option<SocketAddr>,
     client: Endpoint,
     client_address: SocketAddr,
     client_eof: bool,
@@ -372,9 +380,19 @@ impl Session {
         buffer_bytes: usize,
         role: Role,
     ) -> Session {
+        let proxy_header_pending = matches!(
+            role,
+            Role::Http { accept_proxy: true }
+                | Role::Tcp {
+                    accept_proxy: true,
+                    ..
+                }
+        );
         Session {
             key,
             role,
+            proxy_header_pending,
+            destination: None,
             // A request usually follows the handshake at once: the first
             // drive reads it before the socket is registered, saving a poll
             // round, and registers the socket at its end.
@@ -567,6 +585,7 @@ impl Session {
 
     fn advance(&mut self, context: &mut Context) -> Result<bool, End> {
         match &mut self.exchange {
+            Exchange::Idle if self.proxy_header_pending => self.read_proxy_header(),
             Exchange::Idle if matches!(self.role, Role::Tcp { .. }) => self.start_tcp(context),
             Exchange::Idle => self.next_request(context),
             Exchange::Proxy(_) => self.advance_proxy(context),
@@ -614,10 +633,42 @@ impl Session {
         }
     }
 
+    /// `accept_proxy`: the load balancer in front says who the client is.
+    /// A connection without a valid header is closed unanswered.
+    fn read_proxy_header(&mut self) -> Result<bool, End> {
+        if self.inbound.is_empty() {
+            return if self.client_eof {
+                Err(End::Done)
+            } else {
+                Ok(false)
+            };
+        }
+        match proxy_protocol::parse(self.inbound.data()) {
+            Ok(None) if self.client_eof => Err(End::Done),
+            Ok(None) => Ok(false),
+            Ok(Some(header)) => {
+                self.inbound.consume(header.length);
+                if let Some((client, destination)) = header.addresses {
+                    self.client_address = client;
+                    self.request.client = client;
+                    self.destination = Some(destination);
+                }
+                self.proxy_header_pending = false;
+                Ok(true)
+            }
+            Err(why) => {
+                log::warn!("{}: refused: {why}", self.client_address);
+                self.proxy_header_pending = false;
+                self.exchange = Exchange::Closing;
+                Ok(true)
+            }
+        }
+    }
+
     /// A `mode = "tcp"` connection: pick a server of its pool (or of the
     /// pool `route(conn)` names) and pass bytes both ways.
     fn start_tcp(&mut self, context: &mut Context) -> Result<bool, End> {
-        let Role::Tcp { pool, listen } = &self.role else {
+        let Role::Tcp { pool, listen, .. } = &self.role else {
             return Ok(false);
         };
         let listen = *listen;
@@ -1061,7 +1112,12 @@ impl Session {
         let head = &self.request.head;
         let replayable = head.framing == Framing::Empty && is_idempotent(head.method());
         let tcp = matches!(self.role, Role::Tcp { .. });
-        let kept = if may_reuse && replayable && !tcp {
+        let send_proxy = upstream
+            .as_ref()
+            .and_then(|upstream| context.pools[upstream.pool].send_proxy);
+        // A connection that told a backend who its client is serves only
+        // that client: it is never kept for another.
+        let kept = if may_reuse && replayable && !tcp && send_proxy.is_none() {
             context.idle.take(server, self.key)
         } else {
             None
@@ -1098,6 +1154,18 @@ impl Session {
         let head = &self.request.head;
         self.to_backend.bytes.clear();
         self.to_backend.sent = 0;
+        if let Some(version) = send_proxy {
+            let destination = self
+                .destination
+                .or_else(|| self.client.stream.local_addr().ok())
+                .unwrap_or(self.client_address);
+            proxy_protocol::write(
+                &mut self.to_backend.bytes,
+                version,
+                self.client_address,
+                destination,
+            );
+        }
         if !tcp {
             head.write_forwarded(
                 &mut self.to_backend.bytes,
@@ -1119,6 +1187,7 @@ impl Session {
             upstream,
             connected: reused,
             reused,
+            private: send_proxy.is_some(),
             connect_deadline,
             request_sent_at: None,
             backend_eof: false,
@@ -1405,6 +1474,7 @@ impl Session {
                 }
                 // Bytes past the response would be read as the next one's.
                 let reusable = *backend_keep_alive
+                    && !proxied.private
                     && proxied.request_body.is_none()
                     && !proxied.backend_write_failed
                     && !proxied.backend_eof

@@ -168,7 +168,7 @@ impl EventLoop {
             let address = listener.socket.local_addr().unwrap_or(listener.address);
             match &listener.role {
                 Role::Admin => log::info!("admin API on http://{address}/stats"),
-                Role::Http => log::info!("listening on {address}"),
+                Role::Http { .. } => log::info!("listening on {address}"),
                 Role::Tcp { pool, .. } => log::info!(
                     "listening on {address} (tcp, to {})",
                     pool.as_deref().unwrap_or("the pool route(conn) names")
@@ -485,10 +485,13 @@ impl EventLoop {
     fn listen_addresses(&self, config: &Config) -> Vec<(SocketAddr, Role)> {
         let proxied = config.listen.iter().map(|listener| {
             let role = match &listener.mode {
-                ListenMode::Http => Role::Http,
+                ListenMode::Http => Role::Http {
+                    accept_proxy: listener.accept_proxy,
+                },
                 ListenMode::Tcp { pool } => Role::Tcp {
                     pool: pool.clone(),
                     listen: listener.address,
+                    accept_proxy: listener.accept_proxy,
                 },
             };
             (listener.address, role)

@@ -17,6 +17,7 @@ pub mod health;
 pub mod http;
 pub mod idle;
 pub mod limits;
+pub mod proxy_protocol;
 pub mod reply;
 pub mod request_id;
 pub mod router;

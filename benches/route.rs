@@ -61,6 +61,8 @@ fn main() {
             head,
             client: "192.0.2.1:5000".parse().unwrap(),
             request_id: String::new(),
+            tls: false,
+            sni: None,
         }
     };
     let by_path = view(REQUEST);

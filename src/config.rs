@@ -15,6 +15,7 @@ use mlua::{Function, Lua, Table, Value};
 use crate::forwarding::{Forwarding, Network};
 use crate::health::HealthConfig;
 use crate::proxy_protocol;
+use crate::tls::{self, TlsFiles};
 
 pub const DEFAULT_POOL: &str = "default";
 const DEFAULT_BUFFER_BYTES: usize = 64 * 1024;
@@ -89,6 +90,8 @@ pub struct ListenConfig {
     pub mode: ListenMode,
     /// Each connection starts with a PROXY protocol header (v1 or v2).
     pub accept_proxy: bool,
+    /// Terminate TLS with these certificates.
+    pub tls: Option<TlsFiles>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -703,6 +706,7 @@ impl Reader<'_> {
             address,
             mode: ListenMode::Http,
             accept_proxy: false,
+            tls: None,
         };
         let listeners: Vec<ListenConfig> = match (self.get("listen"), self.get("listenPort")) {
             (Value::Nil, Value::Nil) => {
@@ -775,6 +779,7 @@ impl Reader<'_> {
         let mut mode = None;
         let mut pool = None;
         let mut accept_proxy = false;
+        let mut tls = None;
         for pair in options.pairs::<Value, Value>() {
             let (key, value) = pair.map_err(|error| fail(error.to_string()))?;
             let key = match &key {
@@ -795,9 +800,16 @@ impl Reader<'_> {
                     accept_proxy = value.as_boolean().unwrap_or(false);
                 }
                 ("tls", _) => {
-                    return Err(fail(format!(
-                        "the listener option {key} is not supported yet by this version of rsp"
-                    )));
+                    let Value::Table(table) = &value else {
+                        return Err(fail(
+                            "tls: expected { cert = \"chain.pem\", key = \"key.pem\" } or { certs = { ... } }".into(),
+                        ));
+                    };
+                    let files = self
+                        .tls_files(table)
+                        .map_err(|why| fail(format!("tls: {why}")))?;
+                    tls::server_config(&files).map_err(|why| fail(format!("tls: {why}")))?;
+                    tls = Some(files);
                 }
                 ("addr" | "mode" | "pool" | "accept_proxy", _) => {
                     return Err(fail(format!(
@@ -807,7 +819,7 @@ impl Reader<'_> {
                 }
                 (other, _) => {
                     return Err(fail(format!(
-                        "unknown listener option \"{other}\" (expected addr, mode, pool, accept_proxy)"
+                        "unknown listener option \"{other}\" (expected addr, mode, pool, accept_proxy, tls)"
                     )));
                 }
             }
@@ -827,7 +839,50 @@ impl Reader<'_> {
             address,
             mode,
             accept_proxy,
+            tls,
         })
+    }
+
+    /// `{ cert = "chain.pem", key = "key.pem" }` or `{ certs = { { cert =, key = }, ... } }`;
+    /// relative paths are relative to the config file.
+    fn tls_files(&self, table: &Table) -> Result<TlsFiles, String> {
+        let base = Path::new(self.file).parent().unwrap_or(Path::new("."));
+        let path = |table: &Table, name: &str| -> Result<PathBuf, String> {
+            match table.raw_get::<Value>(name) {
+                Ok(Value::String(text)) => Ok(base.join(&*text.to_string_lossy())),
+                _ => Err(format!("{name}: expected a file path")),
+            }
+        };
+        let pair = |table: &Table| -> Result<(PathBuf, PathBuf), String> {
+            for entry in table.pairs::<Value, Value>() {
+                let (key, _) = entry.map_err(|error| error.to_string())?;
+                if !matches!(&key, Value::String(name) if ["cert", "key", "certs"].contains(&&*name.to_string_lossy()))
+                {
+                    return Err(format!(
+                        "unknown setting {} (expected cert, key, certs)",
+                        describe(&key)
+                    ));
+                }
+            }
+            Ok((path(table, "cert")?, path(table, "key")?))
+        };
+        let pairs = match table.raw_get::<Value>("certs") {
+            Ok(Value::Table(list)) => {
+                list.sequence_values::<Table>()
+                    .map(|entry| {
+                        pair(&entry.map_err(|_| {
+                            "certs: expected a list of { cert =, key = }".to_owned()
+                        })?)
+                    })
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+            Ok(Value::Nil) => vec![pair(table)?],
+            _ => return Err("certs: expected a list of { cert =, key = }".into()),
+        };
+        if pairs.is_empty() {
+            return Err("certs: needs at least one { cert =, key = }".into());
+        }
+        Ok(TlsFiles { pairs })
     }
 
     fn pools(&self) -> Result<Vec<PoolConfig>, ConfigError> {

@@ -188,6 +188,45 @@ impl Endpoint {
     }
 }
 
+/// Writes to a client, through TLS when the connection has it; `None` when
+/// the socket would block.
+fn write_to_client(
+    tls: &mut Option<Box<rustls::ServerConnection>>,
+    client: &mut Endpoint,
+    head: &[u8],
+    body: &[u8],
+) -> io::Result<Option<usize>> {
+    let Some(tls) = tls else {
+        return client.write_two(head, body);
+    };
+    // rustls holds what the socket did not take; send that first, so its
+    // buffer stays bounded.
+    if !flush_tls(tls, client)? {
+        return Ok(None);
+    }
+    let count = tls
+        .writer()
+        .write_vectored(&[IoSlice::new(head), IoSlice::new(body)])?;
+    flush_tls(tls, client)?;
+    Ok((count > 0).then_some(count))
+}
+
+/// Sends the ciphertext rustls has ready; false when the socket blocked.
+fn flush_tls(tls: &mut rustls::ServerConnection, client: &mut Endpoint) -> io::Result<bool> {
+    while tls.wants_write() {
+        match tls.write_tls(&mut client.stream) {
+            Ok(_) => {}
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                client.writable = false;
+                return Ok(false);
+            }
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(true)
+}
+
 /// Bytes rsp itself produced (heads, local replies), sent ahead of any
 /// body bytes still in a buffer.
 #[derive(Default)]
@@ -336,6 +375,8 @@ pub struct Session {
     proxy_header_pending: bool,
     /// The address the client connected to, when a PROXY header said.
     destination: Option<SocketAddr>,
+    /// TLS state of a client of a `tls` listener.
+    tls: Option<Box<rustls::ServerConnection>>,
     client: Endpoint,
     client_address: SocketAddr,
     client_eof: bool,
@@ -379,6 +420,7 @@ impl Session {
         client_address: SocketAddr,
         buffer_bytes: usize,
         role: Role,
+        tls: Option<Box<rustls::ServerConnection>>,
     ) -> Session {
         let proxy_header_pending = matches!(
             role,
@@ -393,6 +435,7 @@ impl Session {
             role,
             proxy_header_pending,
             destination: None,
+            tls,
             // A request usually follows the handshake at once: the first
             // drive reads it before the socket is registered, saving a poll
             // round, and registers the socket at its end.
@@ -413,6 +456,8 @@ impl Session {
                 head: RequestHead::default(),
                 client: client_address,
                 request_id: String::new(),
+                tls: false,
+                sni: None,
             },
             exchange: Exchange::Idle,
             last_activity: Instant::now(),
@@ -427,6 +472,12 @@ impl Session {
     /// is settled (the client's if valid, else a new one).
     fn begin_transaction(&mut self, context: &mut Context, parsed: bool, bytes: usize) {
         self.client_asked_close = parsed && !self.request.head.keep_alive;
+        if let Some(tls) = &self.tls
+            && !self.request.tls
+        {
+            self.request.tls = true;
+            self.request.sni = tls.server_name().map(str::to_owned);
+        }
         self.request.request_id.clear();
         if self.role == Role::Admin {
             return;
@@ -564,11 +615,13 @@ impl Session {
     }
 
     fn read_client(&mut self) -> Result<bool, End> {
-        if !self.client.readable
-            || self.client_eof
-            || self.inbound.is_full()
-            || matches!(self.exchange, Exchange::Closing)
-        {
+        if self.client_eof || self.inbound.is_full() || matches!(self.exchange, Exchange::Closing) {
+            return Ok(false);
+        }
+        if self.tls.is_some() {
+            return self.read_client_tls();
+        }
+        if !self.client.readable {
             return Ok(false);
         }
         let fill = self
@@ -581,6 +634,53 @@ impl Session {
             self.head_since = Some(Instant::now());
         }
         Ok(fill.read > 0 || fill.eof)
+    }
+
+    /// A TLS client: plaintext rustls already decrypted goes to `inbound`
+    /// first, then more ciphertext is read, while `inbound` has room.
+    fn read_client_tls(&mut self) -> Result<bool, End> {
+        let Some(tls) = self.tls.as_mut() else {
+            return Ok(false);
+        };
+        let mut progress = false;
+        loop {
+            let fill = self
+                .inbound
+                .fill_from(&mut tls.reader(), true)
+                .map_err(|error| End::ClientGone(Some(error)))?;
+            if fill.read > 0 {
+                progress = true;
+                if self.head_since.is_none() && matches!(self.exchange, Exchange::Idle) {
+                    self.head_since = Some(Instant::now());
+                }
+            }
+            if fill.eof {
+                // close_notify: the client has said all it will.
+                self.client_eof = true;
+                return Ok(true);
+            }
+            if self.inbound.is_full() || !self.client.readable {
+                return Ok(progress);
+            }
+            match tls.read_tls(&mut self.client.stream) {
+                Ok(0) => {
+                    self.client_eof = true;
+                    return Ok(true);
+                }
+                Ok(_) => progress = true,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    self.client.readable = false;
+                    return Ok(progress);
+                }
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => return Err(End::ClientGone(Some(error))),
+            }
+            if let Err(error) = tls.process_new_packets() {
+                // An alert tells the client why; then the connection closes.
+                let _ = tls.write_tls(&mut self.client.stream);
+                return Err(End::Aborted(format!("TLS: {error}")));
+            }
+        }
     }
 
     fn advance(&mut self, context: &mut Context) -> Result<bool, End> {
@@ -1173,6 +1273,7 @@ impl Session {
                 context.forwarding,
                 self.request.request_id(),
                 context.idle.enabled(),
+                self.tls.is_some(),
             );
         }
         self.exchange = Exchange::Proxy(Box::new(Proxied {
@@ -1634,6 +1735,14 @@ impl Session {
 
     fn write_client(&mut self) -> Result<bool, End> {
         let mut progress = false;
+        // Handshake messages and ciphertext that did not fit the socket.
+        if let Some(tls) = &mut self.tls
+            && tls.wants_write()
+            && self.client.writable
+        {
+            flush_tls(tls, &mut self.client).map_err(|error| End::ClientGone(Some(error)))?;
+            progress = true;
+        }
         while self.client.writable {
             let mut tunnel = false;
             let body = match &mut self.exchange {
@@ -1660,9 +1769,12 @@ impl Session {
             if head.is_empty() && body_length == 0 {
                 break;
             }
-            let written = self
-                .client
-                .write_two(head, &self.outbound.data()[..body_length]);
+            let written = write_to_client(
+                &mut self.tls,
+                &mut self.client,
+                head,
+                &self.outbound.data()[..body_length],
+            );
             match written.map_err(|error| End::ClientGone(Some(error)))? {
                 Some(count) => {
                     let from_head = count.min(head.len());
@@ -1692,7 +1804,8 @@ impl Session {
     }
 
     fn update_interest(&mut self, registry: &Registry) -> io::Result<()> {
-        let mut client_wants_write = !self.to_client.is_empty();
+        let mut client_wants_write =
+            !self.to_client.is_empty() || self.tls.as_ref().is_some_and(|tls| tls.wants_write());
         let mut tunnel = false;
         if let Exchange::Proxy(proxied) = &mut self.exchange {
             tunnel = matches!(proxied.response, ResponseState::Tunnel { .. });
@@ -1752,6 +1865,10 @@ impl Session {
             End::Done
                 if self.client_eof || (self.client_asked_close && self.inbound.is_empty()) => {}
             End::Done => {
+                if let Some(tls) = &mut self.tls {
+                    tls.send_close_notify();
+                    let _ = flush_tls(tls, &mut self.client);
+                }
                 // Closing with unread input makes the kernel send a reset that
                 // can destroy the answer just written: finish writing, then
                 // read off what the client still sent.

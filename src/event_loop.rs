@@ -5,6 +5,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
@@ -27,6 +28,7 @@ use crate::request_id::RequestIds;
 use crate::router::Router;
 use crate::stats::Totals;
 use crate::timer::{Deadline, Throttle, Timers};
+use crate::tls;
 use crate::workers::{Command, Snapshot, Worker};
 
 /// Tokens from here up are listeners; sessions use two tokens per slab key
@@ -48,6 +50,9 @@ struct Listener {
     address: SocketAddr,
     role: Role,
     socket: TcpListener,
+    /// Set for `tls` listeners; made anew on every reload, so renewed
+    /// certificates are taken up.
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 pub struct EventLoop {
@@ -144,6 +149,9 @@ impl EventLoop {
         };
         let opened = event_loop.bind_all(&event_loop.listen_addresses(&loaded.config))?;
         event_loop.open_listeners(opened)?;
+        event_loop
+            .load_certificates(&loaded.config)
+            .map_err(io::Error::other)?;
         event_loop.schedule_health_checks();
         if event_loop.worker.index > 0 {
             event_loop
@@ -242,6 +250,9 @@ impl EventLoop {
         }
         if let Err(error) = self.open_listeners(opened) {
             log::error!("reload: cannot register a new listener: {error}");
+        }
+        if let Err(error) = self.load_certificates(&loaded.config) {
+            log::error!("reload: {error}; those listeners keep their certificates");
         }
 
         let mut pools: Vec<Pool> = loaded.config.pools.iter().map(Pool::new).collect();
@@ -448,6 +459,36 @@ impl EventLoop {
         }
     }
 
+    /// Reads the certificates of every `tls` listener. On failure nothing
+    /// changes.
+    fn load_certificates(&mut self, config: &Config) -> Result<(), String> {
+        let mut loaded = Vec::new();
+        for (index, listener) in self.listeners.iter().enumerate() {
+            let Some(listener) = listener else {
+                continue;
+            };
+            let files = config
+                .listen
+                .iter()
+                .find(|wanted| wanted.address == listener.address)
+                .and_then(|wanted| wanted.tls.as_ref());
+            let tls = match files {
+                Some(files) => Some(
+                    tls::server_config(files)
+                        .map_err(|error| format!("tls on {}: {error}", listener.address))?,
+                ),
+                None => None,
+            };
+            loaded.push((index, tls));
+        }
+        for (index, tls) in loaded {
+            if let Some(listener) = &mut self.listeners[index] {
+                listener.tls = tls;
+            }
+        }
+        Ok(())
+    }
+
     /// Worker 0 drained or enabled a server: do the same here.
     fn obey_other_workers(&mut self) {
         let Some(shared) = &self.worker.shared else {
@@ -515,6 +556,7 @@ impl EventLoop {
                         address,
                         role: role.clone(),
                         socket,
+                        tls: None,
                     })
                     .map_err(|error| {
                         io::Error::new(error.kind(), format!("cannot listen on {address}: {error}"))
@@ -634,8 +676,12 @@ impl EventLoop {
                 self.pause_accepting(None);
                 return;
             }
-            let (accepted, role) = match self.listeners.get(index) {
-                Some(Some(listener)) => (listener.socket.accept(), listener.role.clone()),
+            let (accepted, role, tls) = match self.listeners.get(index) {
+                Some(Some(listener)) => (
+                    listener.socket.accept(),
+                    listener.role.clone(),
+                    listener.tls.clone(),
+                ),
                 _ => return,
             };
             let (stream, address) = match accepted {
@@ -658,7 +704,21 @@ impl EventLoop {
             let _ = stream.set_nodelay(true);
             let entry = self.sessions.vacant_entry();
             let key = entry.key();
-            entry.insert(Session::new(key, stream, address, self.buffer_bytes, role));
+            let tls = match tls.map(rustls::ServerConnection::new).transpose() {
+                Ok(tls) => tls.map(Box::new),
+                Err(error) => {
+                    log::warn!("{address}: cannot start TLS: {error}");
+                    continue;
+                }
+            };
+            entry.insert(Session::new(
+                key,
+                stream,
+                address,
+                self.buffer_bytes,
+                role,
+                tls,
+            ));
             self.totals.connections += 1;
             self.totals.connections_total += 1;
             // Reads what already came and registers the socket.

@@ -270,6 +270,7 @@ impl RequestHead {
         forwarding: &Forwarding,
         request_id: Option<&str>,
         keep_backend: bool,
+        https: bool,
     ) {
         out.extend_from_slice(&self.raw[self.method.clone()]);
         out.push(b' ');
@@ -311,8 +312,9 @@ impl RequestHead {
             self.write_earlier(out, trusted, Field::For);
             let _ = write!(out, "{client}\r\n");
         }
+        let proto = if https { "https" } else { "http" };
         if forwarding.x_forwarded_proto && !kept_proto {
-            out.extend_from_slice(b"X-Forwarded-Proto: http\r\n");
+            let _ = write!(out, "X-Forwarded-Proto: {proto}\r\n");
         }
         let host = self.header("host");
         if forwarding.x_forwarded_host
@@ -338,7 +340,7 @@ impl RequestHead {
                 out.extend_from_slice(host);
                 out.push(b'"');
             }
-            out.extend_from_slice(b";proto=http\r\n");
+            let _ = write!(out, ";proto={proto}\r\n");
         }
         if let Some(id) = request_id {
             let _ = write!(out, "X-Request-Id: {id}\r\n");
@@ -669,6 +671,7 @@ mod tests {
             forwarding,
             request_id,
             false,
+            false,
         );
         String::from_utf8(out).unwrap()
     }
@@ -684,11 +687,13 @@ mod tests {
                 &Forwarding::default(),
                 None,
                 true,
+                true,
             );
             String::from_utf8(out).unwrap()
         };
         let out = keep("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
         assert!(!out.contains("Connection"), "{out}");
+        assert!(out.contains("\r\nX-Forwarded-Proto: https\r\n"), "{out}");
         let out = keep("GET / HTTP/1.0\r\nHost: a\r\n\r\n");
         assert!(out.ends_with("\r\nConnection: keep-alive\r\n\r\n"), "{out}");
     }
@@ -1018,7 +1023,7 @@ mod tests {
         assert!(head.upgrade);
         let mut out = Vec::new();
         let client = "10.1.2.3".parse().unwrap();
-        head.write_forwarded(&mut out, client, &Forwarding::default(), None, true);
+        head.write_forwarded(&mut out, client, &Forwarding::default(), None, true, false);
         let out = String::from_utf8(out).unwrap();
         assert!(out.contains("\r\nSec-WebSocket-Key: k\r\n"), "{out}");
         assert!(

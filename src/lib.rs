@@ -23,5 +23,6 @@ pub mod request_id;
 pub mod router;
 pub mod stats;
 pub mod timer;
+pub mod tls;
 pub mod transaction;
 pub mod workers;

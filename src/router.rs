@@ -39,6 +39,9 @@ pub struct RequestView {
     pub client: SocketAddr,
     /// The request's `X-Request-Id`; empty when ids are switched off.
     pub request_id: String,
+    /// The connection came over TLS, asking for this name (SNI).
+    pub tls: bool,
+    pub sni: Option<String>,
 }
 
 impl RequestView {
@@ -63,6 +66,13 @@ impl UserData for RequestView {
         fields.add_field_method_get("client_ip", |_, this| Ok(this.client.ip().to_string()));
         fields.add_field_method_get("client_port", |_, this| Ok(this.client.port()));
         fields.add_field_method_get("mode", |_, _| Ok("http"));
+        fields.add_field_method_get("tls", |_, this| Ok(this.tls));
+        fields.add_field_method_get("sni", |lua, this| {
+            this.sni
+                .as_deref()
+                .map(|sni| lua.create_string(sni))
+                .transpose()
+        });
         fields.add_field_method_get("request_id", |lua, this| {
             this.request_id()
                 .map(|id| lua.create_string(id))

@@ -38,7 +38,7 @@ proptest! {
         if let Ok(Some(length)) = head.parse(&bytes) {
             prop_assert!(length <= bytes.len());
             let mut out = Vec::new();
-            head.write_forwarded(&mut out, "127.0.0.1".parse().unwrap(), &Forwarding::default(), Some("id"), true);
+            head.write_forwarded(&mut out, "127.0.0.1".parse().unwrap(), &Forwarding::default(), Some("id"), true, false);
             let _ = (head.path(), head.query(), head.host(), head.header("x"));
         }
     }
@@ -48,7 +48,7 @@ proptest! {
         let mut head = RequestHead::default();
         if let Ok(Some(_)) = head.parse(&bytes) {
             let mut out = Vec::new();
-            head.write_forwarded(&mut out, "127.0.0.1".parse().unwrap(), &Forwarding::default(), Some("id"), true);
+            head.write_forwarded(&mut out, "127.0.0.1".parse().unwrap(), &Forwarding::default(), Some("id"), true, false);
             // What rsp forwards always parses again, to the same framing.
             let mut again = RequestHead::default();
             prop_assert!(matches!(again.parse(&out), Ok(Some(_))));

@@ -1,0 +1,79 @@
+//! TLS termination with rustls: certificates from PEM files, one chosen per
+//! connection by the name the client asked for (SNI).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::crypto::ring;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+/// A listener's `tls` table: certificate chain and key files, in order of
+/// preference (the first also serves clients that send no name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub pairs: Vec<(PathBuf, PathBuf)>,
+}
+
+/// Reads the files and makes the rustls configuration for a listener.
+pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, String> {
+    let provider = Arc::new(ring::default_provider());
+    let mut certificates = Vec::new();
+    for (cert, key) in &files.pairs {
+        certificates.push(load(&provider, cert, key)?);
+    }
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|error| error.to_string())?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(ByName { certificates }));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+fn load(
+    provider: &rustls::crypto::CryptoProvider,
+    cert: &Path,
+    key: &Path,
+) -> Result<Arc<CertifiedKey>, String> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect())
+        .map_err(|error| format!("{}: {error}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!("{}: no certificate in it", cert.display()));
+    }
+    let key_der =
+        PrivateKeyDer::from_pem_file(key).map_err(|error| format!("{}: {error}", key.display()))?;
+    let certified = CertifiedKey::from_der(chain, key_der, provider)
+        .map_err(|error| format!("{} and {}: {error}", cert.display(), key.display()))?;
+    Ok(Arc::new(certified))
+}
+
+/// Picks the first certificate valid for the requested name, else the
+/// first one.
+#[derive(Debug)]
+struct ByName {
+    certificates: Vec<Arc<CertifiedKey>>,
+}
+
+impl ResolvesServerCert for ByName {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let wanted = hello
+            .server_name()
+            .and_then(|name| ServerName::try_from(name.to_owned()).ok());
+        let valid_for = |certified: &Arc<CertifiedKey>| {
+            let (Some(wanted), Some(leaf)) = (&wanted, certified.cert.first()) else {
+                return false;
+            };
+            webpki::EndEntityCert::try_from(leaf)
+                .is_ok_and(|leaf| leaf.verify_is_valid_for_subject_name(wanted).is_ok())
+        };
+        self.certificates
+            .iter()
+            .find(|certified| valid_for(certified))
+            .or(self.certificates.first())
+            .cloned()
+    }
+}

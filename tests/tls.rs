@@ -1,0 +1,194 @@
+//! TLS termination, checked with curl against certificates made at test
+//! time by a throwaway CA (rcgen).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+
+use common::*;
+
+/// A CA that signs certificates for names, written as PEM files in `dir`.
+struct Authority {
+    issuer: Issuer<'static, KeyPair>,
+    pem: PathBuf,
+}
+
+impl Authority {
+    fn new(dir: &Path, name: &str) -> Authority {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let certificate = params.self_signed(&key).unwrap();
+        let pem = dir.join(format!("{name}.pem"));
+        std::fs::write(&pem, certificate.pem()).unwrap();
+        Authority {
+            issuer: Issuer::new(params, key),
+            pem,
+        }
+    }
+
+    /// Writes `FILE.pem` and `FILE.key` for `host`.
+    fn issue(&self, dir: &Path, file: &str, host: &str) {
+        let key = KeyPair::generate().unwrap();
+        let params = CertificateParams::new(vec![host.to_owned()]).unwrap();
+        let certificate = params.signed_by(&key, &self.issuer).unwrap();
+        std::fs::write(dir.join(format!("{file}.pem")), certificate.pem()).unwrap();
+        std::fs::write(dir.join(format!("{file}.key")), key.serialize_pem()).unwrap();
+    }
+}
+
+/// `curl` through the TLS listener for `host`; (exit code, body, stderr).
+fn curl(authority: &Path, tls: SocketAddr, host: &str, paths: &[&str]) -> (i32, String, String) {
+    let (code, body, stderr) = curl_bytes(authority, tls, host, paths);
+    (code, String::from_utf8_lossy(&body).into_owned(), stderr)
+}
+
+fn curl_bytes(
+    authority: &Path,
+    tls: SocketAddr,
+    host: &str,
+    paths: &[&str],
+) -> (i32, Vec<u8>, String) {
+    let mut command = Command::new("curl");
+    command
+        .args(["--silent", "--show-error", "--verbose", "--cacert"])
+        .arg(authority)
+        .arg("--resolve")
+        .arg(format!("{host}:{}:127.0.0.1", tls.port()));
+    for path in paths {
+        command.arg(format!("https://{host}:{}{path}", tls.port()));
+    }
+    let output = command.output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        output.stdout,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn tls_proxy(dir: &Path, backend: &Backend) -> (Proxy, SocketAddr) {
+    let tls: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let certs = format!(
+        "{{ cert = \"{d}/a.pem\", key = \"{d}/a.key\" }}, {{ cert = \"{d}/b.pem\", key = \"{d}/b.key\" }}",
+        d = dir.display()
+    );
+    let proxy = Proxy::start_listening(
+        &format!("{{ addr = \"{tls}\", tls = {{ certs = {{ {certs} }} }} }}"),
+        &format!(
+            "backends = {{ \"{}\" }}\n\
+             route = function(req)\n\
+               if req.path == \"/who\" then return {{ status = 200, body = tostring(req.sni) .. \" \" .. tostring(req.tls) }} end\n\
+               return \"default\"\n\
+             end\n",
+            backend.address
+        ),
+    );
+    wait_for_listener(tls, &proxy.log);
+    (proxy, tls)
+}
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rsp-tls-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn tls_terminates_with_the_certificate_the_client_names() {
+    let dir = scratch_dir("sni");
+    let authority = Authority::new(&dir, "ca");
+    authority.issue(&dir, "a", "a.example.com");
+    authority.issue(&dir, "b", "b.example.com");
+    let backend = Backend::start("web");
+    let (proxy, tls) = tls_proxy(&dir, &backend);
+
+    // curl checks the certificate against the name: each name gets its own.
+    for host in ["a.example.com", "b.example.com"] {
+        let (code, body, stderr) = curl(&authority.pem, tls, host, &["/who"]);
+        assert_eq!(code, 0, "{stderr}");
+        assert_eq!(body, format!("{host} true"));
+        assert!(
+            stderr.contains("ALPN: server accepted http/1.1"),
+            "{stderr}"
+        );
+    }
+    // Proxied over TLS: the backend hears https; two requests, one connection.
+    let (code, body, stderr) = curl_bytes(
+        &authority.pem,
+        tls,
+        "a.example.com",
+        &["/head", "/size/3000000"],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let large = pattern(3_000_000);
+    assert!(
+        body.len() > large.len() && body.ends_with(&large),
+        "{} bytes",
+        body.len()
+    );
+    let head = String::from_utf8_lossy(&body[..body.len() - large.len()]);
+    assert!(head.contains("\r\nX-Forwarded-Proto: https\r\n"), "{head}");
+    assert!(stderr.contains("Re-using existing connection"), "{stderr}");
+
+    // Plain HTTP to the TLS port is logged and closed; TLS goes on working.
+    let mut plain = Client::connect(tls);
+    plain.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(plain.try_response(false).is_none());
+    proxy.wait_for_log("TLS: ", 1);
+    let (code, _, stderr) = curl(&authority.pem, tls, "b.example.com", &["/who"]);
+    assert_eq!(code, 0, "{stderr}");
+    // The plain listener is unaffected.
+    assert_eq!(proxy.get("/").text(), "hello from web");
+}
+
+#[test]
+fn certificates_are_read_again_on_sighup() {
+    let dir = scratch_dir("reload");
+    let first = Authority::new(&dir, "first");
+    first.issue(&dir, "a", "a.example.com");
+    first.issue(&dir, "b", "b.example.com");
+    let backend = Backend::start("web");
+    let (proxy, tls) = tls_proxy(&dir, &backend);
+    assert_eq!(curl(&first.pem, tls, "a.example.com", &["/who"]).0, 0);
+
+    // Renewed by another CA: after SIGHUP only the new one verifies.
+    let second = Authority::new(&dir, "second");
+    second.issue(&dir, "a", "a.example.com");
+    second.issue(&dir, "b", "b.example.com");
+    proxy.signal(libc::SIGHUP);
+    proxy.wait_for_log("reload done", 1);
+    let (code, body, stderr) = curl(&second.pem, tls, "a.example.com", &["/who"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(body, "a.example.com true");
+    assert_ne!(curl(&first.pem, tls, "a.example.com", &["/who"]).0, 0);
+}
+
+#[test]
+fn bad_certificate_files_are_config_errors() {
+    let dir = scratch_dir("bad");
+    std::fs::write(dir.join("empty.pem"), "").unwrap();
+    std::fs::write(dir.join("junk.key"), "not a key").unwrap();
+    let config = dir.join("bad.lua");
+    std::fs::write(
+        &config,
+        "backends = { \"127.0.0.1:1\" }\nlisten = { { addr = \"127.0.0.1:1\", tls = { cert = \"empty.pem\", key = \"junk.key\" } } }\n",
+    )
+    .unwrap();
+    let output = Command::new(rsp_binary())
+        .arg("--check")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(":2: listen: tls: ") && stderr.contains("empty.pem"),
+        "{stderr}"
+    );
+}

@@ -465,3 +465,25 @@ fn garbage_never_stops_the_proxy() {
     assert!(proxy.is_running());
     assert_eq!(proxy.get("/").status, 200);
 }
+
+#[test]
+fn an_upgrade_answered_without_101_stays_http() {
+    let (backend, proxy) = one_backend();
+    let mut client = proxy.connect();
+    client.send(
+        b"GET /size/5 HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    );
+    let answer = client.response(false);
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.body.len(), 5);
+    // The backend was asked to switch...
+    let head = &backend.heads()[0];
+    assert!(
+        head.contains("\r\nUpgrade: websocket\r\n") && head.contains("\r\nConnection: upgrade\r\n"),
+        "{head}"
+    );
+    // ...did not, and the connection goes on as HTTP.
+    client.send(b"GET /size/7 HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(client.response(false).body.len(), 7);
+}

@@ -186,3 +186,41 @@ fn listener_options_are_checked() {
         );
     }
 }
+
+#[test]
+fn max_conns_queues_tcp_connections() {
+    let server = banner_echo_server("only");
+    let tcp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let proxy = Proxy::start_listening(
+        &format!("{{ addr = \"{tcp}\", mode = \"tcp\", pool = \"one\" }}"),
+        &format!(
+            "pools = {{ one = {{ servers = {{ \"{server}\" }}, max_conns = 1 }} }}\nbackends = {{ \"{server}\" }}"
+        ),
+    );
+    wait_for_listener(tcp, &proxy.log);
+    let first = TcpStream::connect(tcp).unwrap();
+    let mut first_reader = BufReader::new(first.try_clone().unwrap());
+    let mut banner = String::new();
+    first_reader.read_line(&mut banner).unwrap();
+    assert_eq!(banner, "hello from only\n");
+    // The second waits in the pool's queue while the first holds the slot.
+    let second = TcpStream::connect(tcp).unwrap();
+    second
+        .set_read_timeout(Some(Duration::from_millis(400)))
+        .unwrap();
+    let mut second_reader = BufReader::new(second.try_clone().unwrap());
+    let mut line = String::new();
+    assert!(
+        second_reader.read_line(&mut line).is_err(),
+        "served at once: {line:?}"
+    );
+    // The first leaves: the second is served.
+    first.shutdown(Shutdown::Both).unwrap();
+    drop(first_reader);
+    second
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    line.clear();
+    second_reader.read_line(&mut line).unwrap();
+    assert_eq!(line, "hello from only\n");
+}

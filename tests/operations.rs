@@ -673,13 +673,8 @@ fn a_public_admin_address_must_be_asked_for() {
             free_port()
         ),
     );
-    let output = std::process::Command::new(rsp_binary())
-        .arg("--check")
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (code, stderr) = check_config(&config);
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains(":3: admin: 0.0.0.0:"), "{stderr}");
     assert!(stderr.contains("public = true"), "{stderr}");
     std::fs::write(
@@ -687,17 +682,8 @@ fn a_public_admin_address_must_be_asked_for() {
         format!("listen = \"127.0.0.1:{}\"\nbackends = {{ \"127.0.0.1:1\" }}\nadmin = {{ addr = \"0.0.0.0:{port}\", public = true }}\n", free_port()),
     )
     .unwrap();
-    let output = std::process::Command::new(rsp_binary())
-        .arg("--check")
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let (code, stderr) = check_config(&config);
+    assert_eq!(code, Some(0), "{stderr}");
 }
 
 fn backend_head(response: &Response) -> String {

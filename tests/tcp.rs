@@ -173,13 +173,8 @@ fn listener_options_are_checked() {
                 "pools = {{ p = {{ servers = {{ \"127.0.0.1:2\" }} }} }}\nbackends = {{ \"127.0.0.1:2\" }}\nlisten = {listen}\n"
             ),
         );
-        let output = std::process::Command::new(rsp_binary())
-            .arg("--check")
-            .arg(&config)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(1), "{listen}: {stderr}");
+        let (code, stderr) = check_config(&config);
+        assert_eq!(code, Some(1), "{listen}: {stderr}");
         assert!(
             stderr.contains(":3: listen: ") && stderr.contains(expected),
             "{listen}: {stderr}"

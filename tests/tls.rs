@@ -180,13 +180,8 @@ fn bad_certificate_files_are_config_errors() {
         "backends = { \"127.0.0.1:1\" }\nlisten = { { addr = \"127.0.0.1:1\", tls = { cert = \"empty.pem\", key = \"junk.key\" } } }\n",
     )
     .unwrap();
-    let output = Command::new(rsp_binary())
-        .arg("--check")
-        .arg(&config)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let (code, stderr) = check_config(&config);
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains(":2: listen: tls: ") && stderr.contains("empty.pem"),
         "{stderr}"

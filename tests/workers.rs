@@ -111,14 +111,9 @@ fn worker_counts_are_checked() {
                 "listen = \"127.0.0.1:1\"\nbackends = {{ \"127.0.0.1:2\" }}\nworkers = {setting}\n"
             ),
         );
-        let output = std::process::Command::new(rsp_binary())
-            .arg("--check")
-            .arg(&config)
-            .output()
-            .unwrap();
-        assert_eq!(output.status.success(), ok, "workers = {setting}");
+        let (code, stderr) = check_config(&config);
+        assert_eq!(code == Some(0), ok, "workers = {setting}: {stderr}");
         if !ok {
-            let stderr = String::from_utf8_lossy(&output.stderr);
             assert!(stderr.contains(":3: workers:"), "{stderr}");
         }
     }

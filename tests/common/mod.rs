@@ -61,6 +61,19 @@ pub fn temp_file(name: &str, contents: &str) -> PathBuf {
     path
 }
 
+/// `rsp --check FILE`: the exit code and what it printed on stderr.
+pub fn check_config(path: &std::path::Path) -> (Option<i32>, String) {
+    let output = Command::new(rsp_binary())
+        .arg("--check")
+        .arg(path)
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 pub fn rsp_binary() -> &'static str {
     env!("CARGO_BIN_EXE_rsp")
 }

@@ -667,7 +667,14 @@ impl Session {
                     self.client_eof = true;
                     return Ok(true);
                 }
-                Ok(_) => progress = true,
+                Ok(_) => {
+                    progress = true;
+                    // A handshake, like a request head, must finish within
+                    // client_header: a trickled one is a Slowloris too.
+                    if self.head_since.is_none() && matches!(self.exchange, Exchange::Idle) {
+                        self.head_since = Some(Instant::now());
+                    }
+                }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                     self.client.readable = false;
                     return Ok(progress);

@@ -187,3 +187,42 @@ fn bad_certificate_files_are_config_errors() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_handshake_that_never_finishes_is_cut_at_client_header() {
+    let dir = scratch_dir("slow");
+    let authority = Authority::new(&dir, "ca");
+    authority.issue(&dir, "a", "a.example.com");
+    authority.issue(&dir, "b", "b.example.com");
+    let backend = Backend::start("web");
+    let tls: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let proxy = Proxy::start_listening(
+        &format!(
+            "{{ addr = \"{tls}\", tls = {{ cert = \"{d}/a.pem\", key = \"{d}/a.key\" }} }}",
+            d = dir.display()
+        ),
+        &format!(
+            "backends = {{ \"{}\" }}\ntimeouts = {{ client_header = 300 }}",
+            backend.address
+        ),
+    );
+    wait_for_listener(tls, &proxy.log);
+    // The first bytes of a ClientHello record, and then nothing.
+    let mut client = Client::connect(tls);
+    client.send(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]);
+    let started = std::time::Instant::now();
+    // Closed (after at most an alert), not left hanging.
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut client.reader, &mut rest).unwrap();
+    assert!(rest.len() < 100, "{} bytes", rest.len());
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(250)
+            && waited < std::time::Duration::from_secs(5),
+        "{waited:?}"
+    );
+    // A real client is served meanwhile and after.
+    let (code, body, stderr) = curl(&authority.pem, tls, "a.example.com", &["/"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(body, "hello from web");
+}

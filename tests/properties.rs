@@ -4,11 +4,15 @@ use proptest::prelude::*;
 use rsp::forwarding::Forwarding;
 use rsp::framing::{BodyFramer, Framing};
 use rsp::http::{ClientSide, RequestHead, forward_response_head};
+use rsp::proxy_protocol::{self, Version};
 
 const VALID_REQUEST: &[u8] =
     b"POST /a?b=c HTTP/1.1\r\nHost: Example.com\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n";
 const VALID_RESPONSE: &[u8] =
     b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\nhello";
+const PROXY_V1: &[u8] = b"PROXY TCP4 192.0.2.1 198.51.100.2 56324 443\r\nGET / HTTP/1.1\r\n";
+const PROXY_V2: &[u8] =
+    b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c\xc0\x00\x02\x01\xc6\x33\x64\x02\x01\xbb\x00\x50rest";
 const CHUNKED_BODY: &[u8] =
     b"4;x=y\r\nwiki\r\n5\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nT: v\r\n\r\n";
 
@@ -85,5 +89,34 @@ proptest! {
             Ok(count) => prop_assert_eq!(result.map(|_| claimed), Ok(count)),
             Err(_) => prop_assert!(result.is_err()),
         }
+    }
+
+    #[test]
+    fn proxy_headers_never_panic_and_never_overrun(
+        bytes in prop_oneof![mutated(PROXY_V1), mutated(PROXY_V2), prop::collection::vec(any::<u8>(), 0..300)]
+    ) {
+        if let Ok(Some(header)) = proxy_protocol::parse(&bytes) {
+            prop_assert!(header.length <= bytes.len());
+        }
+    }
+
+    #[test]
+    fn written_proxy_headers_parse_back(
+        a in any::<[u8; 4]>(), b in any::<[u8; 16]>(), ports in any::<(u16, u16)>(), v2: bool, six: bool
+    ) {
+        let client = if six {
+            std::net::SocketAddr::from((b, ports.0))
+        } else {
+            std::net::SocketAddr::from((a, ports.0))
+        };
+        let destination = std::net::SocketAddr::from((a, ports.1));
+        let mut out = Vec::new();
+        let version = if v2 { Version::V2 } else { Version::V1 };
+        proxy_protocol::write(&mut out, version, client, destination);
+        let header = proxy_protocol::parse(&out).unwrap().unwrap();
+        prop_assert_eq!(header.length, out.len());
+        let (parsed_client, _) = header.addresses.unwrap();
+        prop_assert_eq!(parsed_client.port(), client.port());
+        prop_assert_eq!(parsed_client.ip().to_canonical(), client.ip().to_canonical());
     }
 }

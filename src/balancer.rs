@@ -148,7 +148,10 @@ impl Pool {
             random: 0x9E37_79B9_7F4A_7C15,
             max_conns: config.max_conns,
             queue_timeout: config.queue_timeout,
-            health: config.health.clone(),
+            health: config.health.clone().map(|health| HealthConfig {
+                send_proxy: config.send_proxy,
+                ..health
+            }),
             send_proxy: config.send_proxy,
             waiting: VecDeque::new(),
             queued_elsewhere: 0,

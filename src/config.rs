@@ -1218,6 +1218,7 @@ fn health_config(table: &Table) -> Result<HealthConfig, String> {
     let interval = number("interval_ms", 2000, 10..=3_600_000)?;
     let timeout = number("timeout_ms", 1000, 1..=3_600_000)?;
     Ok(HealthConfig {
+        send_proxy: None,
         path,
         interval: Duration::from_millis(interval as u64),
         timeout: Duration::from_millis(timeout as u64),

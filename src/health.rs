@@ -10,6 +10,8 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use slab::Slab;
 
+use crate::proxy_protocol;
+
 /// A pool's `health = { ... }` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthConfig {
@@ -19,6 +21,9 @@ pub struct HealthConfig {
     pub rise: u32,
     pub fall: u32,
     pub expect_status: u16,
+    /// The pool's `send_proxy`: servers that want a PROXY header get one
+    /// on checks too, saying the connection is rsp's own.
+    pub send_proxy: Option<proxy_protocol::Version>,
 }
 
 /// One check in flight.
@@ -93,7 +98,16 @@ impl HealthChecks {
             )
             .map_err(|error| failed(format!("register: {error}")))?;
         let request = match &config.path {
-            Some(path) => format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nUser-Agent: rsp-health\r\nConnection: close\r\n\r\n").into_bytes(),
+            Some(path) => {
+                let mut request = Vec::new();
+                if let Some(version) = config.send_proxy {
+                    proxy_protocol::write_local(&mut request, version);
+                }
+                request.extend_from_slice(
+                    format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nUser-Agent: rsp-health\r\nConnection: close\r\n\r\n").as_bytes(),
+                );
+                request
+            }
             None => Vec::new(),
         };
         entry.insert(Check {

@@ -195,6 +195,18 @@ pub fn write(out: &mut Vec<u8>, version: Version, client: SocketAddr, destinatio
     }
 }
 
+/// Appends a header for rsp's own connection (a health check): v1
+/// `UNKNOWN`, v2 `LOCAL`, so the server keeps the peer address it sees.
+pub fn write_local(out: &mut Vec<u8>, version: Version) {
+    match version {
+        Version::V1 => out.extend_from_slice(b"PROXY UNKNOWN\r\n"),
+        Version::V2 => {
+            out.extend_from_slice(&SIGNATURE);
+            out.extend_from_slice(&[0x20, 0x00, 0x00, 0x00]);
+        }
+    }
+}
+
 /// Both addresses in one family: v4-mapped v6 back to v4, or v4 mapped up.
 fn same_family(client: SocketAddr, destination: SocketAddr) -> (SocketAddr, SocketAddr) {
     let canonical =
@@ -285,6 +297,17 @@ mod tests {
                 addresses: None
             })
         );
+        for version in [Version::V1, Version::V2] {
+            let mut out = Vec::new();
+            write_local(&mut out, version);
+            assert_eq!(
+                parse(&out).unwrap(),
+                Some(Header {
+                    length: out.len(),
+                    addresses: None
+                })
+            );
+        }
         let mut bad_version = SIGNATURE.to_vec();
         bad_version.extend_from_slice(&[0x31, 0x11, 0x00, 0x0c]);
         assert!(parse(&bad_version).is_err());

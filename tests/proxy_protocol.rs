@@ -175,3 +175,20 @@ fn a_tcp_listener_passes_the_client_on_in_version_2() {
     expected.extend_from_slice(b"ping\n");
     assert_eq!(start, expected);
 }
+
+#[test]
+fn health_checks_to_send_proxy_servers_say_they_are_local() {
+    let (backend, received) = recording_backend();
+    let _proxy = Proxy::start(&format!(
+        "pools = {{ default = {{ servers = {{ \"{backend}\" }}, send_proxy = \"v2\", \
+         health = {{ path = \"/healthz\", interval_ms = 100 }} }} }}"
+    ));
+    let start = received.recv_timeout(Duration::from_secs(5)).unwrap();
+    let mut expected = b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00".to_vec();
+    expected.extend_from_slice(b"GET /healthz HTTP/1.1\r\n");
+    assert!(
+        start.starts_with(&expected),
+        "{:?}",
+        String::from_utf8_lossy(&start)
+    );
+}

@@ -8,6 +8,7 @@ use std::fmt;
 use std::fs;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use mlua::{Function, Lua, Table, Value};
@@ -84,14 +85,14 @@ const FORWARDED_SETTINGS: &[&str] = &[
 ];
 
 /// One entry of `listen`: a string, or a table with options.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ListenConfig {
     pub address: SocketAddr,
     pub mode: ListenMode,
     /// Each connection starts with a PROXY protocol header (v1 or v2).
     pub accept_proxy: bool,
-    /// Terminate TLS with these certificates.
-    pub tls: Option<TlsFiles>,
+    /// Terminate TLS with these certificates, read when the config is.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -808,8 +809,9 @@ impl Reader<'_> {
                     let files = self
                         .tls_files(table)
                         .map_err(|why| fail(format!("tls: {why}")))?;
-                    tls::server_config(&files).map_err(|why| fail(format!("tls: {why}")))?;
-                    tls = Some(files);
+                    let config =
+                        tls::server_config(&files).map_err(|why| fail(format!("tls: {why}")))?;
+                    tls = Some(config);
                 }
                 ("addr" | "mode" | "pool" | "accept_proxy", _) => {
                     return Err(fail(format!(

@@ -775,6 +775,7 @@ impl Session {
     /// A `mode = "tcp"` connection: pick a server of its pool (or of the
     /// pool `route(conn)` names) and pass bytes both ways.
     fn start_tcp(&mut self, context: &mut Context) -> Result<bool, End> {
+        self.begin_transaction(context, false, 0);
         let Role::Tcp { pool, listen, .. } = &self.role else {
             return Ok(false);
         };
@@ -789,7 +790,6 @@ impl Session {
                 match context.router.route_connection(&connection, context.pools) {
                     Ok(Route::Pool(pool, _)) => Some(pool),
                     Ok(Route::Address(server)) => {
-                        self.begin_transaction(context, false, 0);
                         self.connect(context, server, None, None, false);
                         return Ok(true);
                     }
@@ -810,7 +810,6 @@ impl Session {
                 }
             }
         };
-        self.begin_transaction(context, false, 0);
         let Some(pool) = pool else {
             self.exchange = Exchange::Closing;
             return Ok(true);

@@ -28,7 +28,6 @@ use crate::request_id::RequestIds;
 use crate::router::Router;
 use crate::stats::Totals;
 use crate::timer::{Deadline, Throttle, Timers};
-use crate::tls;
 use crate::workers::{Command, Snapshot, Worker};
 
 /// Tokens from here up are listeners; sessions use two tokens per slab key
@@ -149,9 +148,7 @@ impl EventLoop {
         };
         let opened = event_loop.bind_all(&event_loop.listen_addresses(&loaded.config))?;
         event_loop.open_listeners(opened)?;
-        event_loop
-            .load_certificates(&loaded.config)
-            .map_err(io::Error::other)?;
+        event_loop.attach_certificates(&loaded.config);
         event_loop.schedule_health_checks();
         if event_loop.worker.index > 0 {
             event_loop
@@ -251,9 +248,7 @@ impl EventLoop {
         if let Err(error) = self.open_listeners(opened) {
             log::error!("reload: cannot register a new listener: {error}");
         }
-        if let Err(error) = self.load_certificates(&loaded.config) {
-            log::error!("reload: {error}; those listeners keep their certificates");
-        }
+        self.attach_certificates(&loaded.config);
 
         let mut pools: Vec<Pool> = loaded.config.pools.iter().map(Pool::new).collect();
         // Where each old (pool, server) lives now, if it still does.
@@ -459,34 +454,17 @@ impl EventLoop {
         }
     }
 
-    /// Reads the certificates of every `tls` listener. On failure nothing
-    /// changes.
-    fn load_certificates(&mut self, config: &Config) -> Result<(), String> {
-        let mut loaded = Vec::new();
-        for (index, listener) in self.listeners.iter().enumerate() {
-            let Some(listener) = listener else {
-                continue;
-            };
-            let files = config
+    /// Gives every listener the TLS config its entry has: certificates
+    /// were read with the config, so a reload renews them (and a config
+    /// with a bad certificate never gets here).
+    fn attach_certificates(&mut self, config: &Config) {
+        for listener in self.listeners.iter_mut().flatten() {
+            listener.tls = config
                 .listen
                 .iter()
                 .find(|wanted| wanted.address == listener.address)
-                .and_then(|wanted| wanted.tls.as_ref());
-            let tls = match files {
-                Some(files) => Some(
-                    tls::server_config(files)
-                        .map_err(|error| format!("tls on {}: {error}", listener.address))?,
-                ),
-                None => None,
-            };
-            loaded.push((index, tls));
+                .and_then(|wanted| wanted.tls.clone());
         }
-        for (index, tls) in loaded {
-            if let Some(listener) = &mut self.listeners[index] {
-                listener.tls = tls;
-            }
-        }
-        Ok(())
     }
 
     /// Worker 0 drained or enabled a server: do the same here.

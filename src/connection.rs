@@ -511,10 +511,6 @@ impl Session {
         }
     }
 
-    pub fn client_stream(&mut self) -> &mut TcpStream {
-        &mut self.client.stream
-    }
-
     pub fn mark_client_ready(&mut self, event: &Event) {
         self.client.mark(event);
     }

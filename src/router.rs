@@ -152,12 +152,7 @@ impl Router {
                 .map(|pool| Route::Pool(pool, None))
                 .ok_or(RouteError::NoRoute);
         };
-        self.checks.set(0);
-        let (answer, key) = self
-            .lua
-            .scope(|scope| route.call::<(Value, Value)>(scope.create_userdata_ref(request)?))
-            .map_err(|error| RouteError::Script(error.to_string()))?;
-        read_answer(answer, key, pools)
+        self.call(route, request, pools)
     }
 
     /// `route(conn)` for a connection accepted by a `mode = "tcp"` listener
@@ -170,10 +165,21 @@ impl Router {
         let Some(route) = &self.route else {
             return Err(RouteError::NoRoute);
         };
+        self.call(route, connection, pools)
+    }
+
+    /// One `route` call within its instruction budget, `view` lent to Lua
+    /// for the call only.
+    fn call<T: UserData + 'static>(
+        &self,
+        route: &Function,
+        view: &T,
+        pools: &[Pool],
+    ) -> Result<Route, RouteError> {
         self.checks.set(0);
         let (answer, key) = self
             .lua
-            .scope(|scope| route.call::<(Value, Value)>(scope.create_userdata_ref(connection)?))
+            .scope(|scope| route.call::<(Value, Value)>(scope.create_userdata_ref(view)?))
             .map_err(|error| RouteError::Script(error.to_string()))?;
         read_answer(answer, key, pools)
     }

@@ -309,6 +309,18 @@ struct Upstream {
     key: Option<Vec<u8>>,
 }
 
+impl Upstream {
+    /// Nothing picked or tried yet.
+    fn new(pool: usize, key: Option<Vec<u8>>) -> Upstream {
+        Upstream {
+            pool,
+            server: 0,
+            tried: Vec::new(),
+            key,
+        }
+    }
+}
+
 /// A request being answered by a backend.
 struct Proxied {
     backend: Endpoint,
@@ -815,13 +827,7 @@ impl Session {
         }
         // Hash balancing keeps a client address on one server.
         let key = Some(self.client_address.ip().to_string().into_bytes());
-        let upstream = Upstream {
-            pool,
-            server: 0,
-            tried: Vec::new(),
-            key,
-        };
-        self.connect_pool(context, upstream, None, false);
+        self.connect_pool(context, Upstream::new(pool, key), None, false);
         Ok(true)
     }
 
@@ -936,13 +942,7 @@ impl Session {
                 };
             }
             Ok(Route::Pool(pool, key)) => {
-                let upstream = Upstream {
-                    pool,
-                    server: 0,
-                    tried: Vec::new(),
-                    key,
-                };
-                self.connect_pool(context, upstream, body, false);
+                self.connect_pool(context, Upstream::new(pool, key), body, false);
             }
             Ok(Route::Address(server)) => self.connect(context, server, None, body, true),
             Err(RouteError::NoRoute) => {

@@ -91,6 +91,10 @@ pub struct ListenConfig {
     pub mode: ListenMode,
     /// Each connection starts with a PROXY protocol header (v1 or v2).
     pub accept_proxy: bool,
+    /// The kernel hands over a connection only once its first bytes came
+    /// (`TCP_DEFER_ACCEPT`): on for HTTP, off for tcp listeners, whose
+    /// protocol may have the server speak first.
+    pub defer_accept: bool,
     /// Terminate TLS with these certificates, read when the config is.
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
@@ -707,6 +711,7 @@ impl Reader<'_> {
             address,
             mode: ListenMode::Http,
             accept_proxy: false,
+            defer_accept: true,
             tls: None,
         };
         let listeners: Vec<ListenConfig> = match (self.get("listen"), self.get("listenPort")) {
@@ -780,6 +785,7 @@ impl Reader<'_> {
         let mut mode = None;
         let mut pool = None;
         let mut accept_proxy = false;
+        let mut defer_accept = None;
         let mut tls = None;
         for pair in options.pairs::<Value, Value>() {
             let (key, value) = pair.map_err(|error| fail(error.to_string()))?;
@@ -800,6 +806,9 @@ impl Reader<'_> {
                 ("accept_proxy", _) if matches!(value, Value::Boolean(_)) => {
                     accept_proxy = value.as_boolean().unwrap_or(false);
                 }
+                ("defer_accept", _) if matches!(value, Value::Boolean(_)) => {
+                    defer_accept = value.as_boolean();
+                }
                 ("tls", _) => {
                     let Value::Table(table) = &value else {
                         return Err(fail(
@@ -813,15 +822,15 @@ impl Reader<'_> {
                         tls::server_config(&files).map_err(|why| fail(format!("tls: {why}")))?;
                     tls = Some(config);
                 }
-                ("addr" | "mode" | "pool" | "accept_proxy", _) => {
+                ("addr" | "mode" | "pool" | "accept_proxy" | "defer_accept", _) => {
                     return Err(fail(format!(
-                        "{key}: unexpected value {} (addr: \"host:port\", mode: \"http\" or \"tcp\", pool: a pool name, accept_proxy: true or false)",
+                        "{key}: unexpected value {} (addr: \"host:port\", mode: \"http\" or \"tcp\", pool: a pool name, accept_proxy and defer_accept: true or false)",
                         describe(&value)
                     )));
                 }
                 (other, _) => {
                     return Err(fail(format!(
-                        "unknown listener option \"{other}\" (expected addr, mode, pool, accept_proxy, tls)"
+                        "unknown listener option \"{other}\" (expected addr, mode, pool, accept_proxy, defer_accept, tls)"
                     )));
                 }
             }
@@ -837,10 +846,12 @@ impl Reader<'_> {
             }
             _ => ListenMode::Http,
         };
+        let defer_accept = defer_accept.unwrap_or(mode == ListenMode::Http);
         Ok(ListenConfig {
             address,
             mode,
             accept_proxy,
+            defer_accept,
             tls,
         })
     }

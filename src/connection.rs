@@ -404,6 +404,9 @@ pub struct Session {
     last_activity: Instant,
     /// When the first byte of the pending request head arrived.
     head_since: Option<Instant>,
+    /// The client has sent something: until then the connection may wait
+    /// only `client_header`, not a keep-alive connection's `client_idle`.
+    spoke: bool,
     /// The earliest timer this session has in the loop's heap.
     timer_at: Option<Instant>,
     /// The request being answered, for the stats and the access log.
@@ -416,6 +419,8 @@ pub struct Session {
 /// Which timeout a session's next deadline enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Timeout {
+    /// A new connection that never sent a byte.
+    Silent,
     ClientIdle,
     ClientHeader,
     Queue,
@@ -474,6 +479,7 @@ impl Session {
             exchange: Exchange::Idle,
             last_activity: Instant::now(),
             head_since: None,
+            spoke: false,
             timer_at: None,
             transaction: None,
             client_asked_close: false,
@@ -575,11 +581,23 @@ impl Session {
         }
     }
 
+    /// Bytes came from the client: a request head (or TLS handshake) that
+    /// is not in yet has `client_header` to complete from now.
+    fn head_began(&mut self) {
+        self.spoke = true;
+        if self.head_since.is_none() && matches!(self.exchange, Exchange::Idle) {
+            self.head_since = Some(Instant::now());
+        }
+    }
+
     /// The session's next deadline, from its state.
     fn deadline(&mut self, timeouts: &Timeouts) -> (Instant, Timeout) {
         let idle = (self.last_activity + timeouts.idle, Timeout::Idle);
         match &mut self.exchange {
             Exchange::Idle => match self.head_since {
+                None if !self.spoke => {
+                    (self.last_activity + timeouts.client_header, Timeout::Silent)
+                }
                 None if self.inbound.is_empty() => (
                     self.last_activity + timeouts.client_idle,
                     Timeout::ClientIdle,
@@ -638,8 +656,8 @@ impl Session {
             .map_err(|error| End::ClientGone(Some(error)))?;
         self.client.readable = !fill.drained;
         self.client_eof |= fill.eof;
-        if fill.read > 0 && self.head_since.is_none() && matches!(self.exchange, Exchange::Idle) {
-            self.head_since = Some(Instant::now());
+        if fill.read > 0 {
+            self.head_began();
         }
         Ok(fill.read > 0 || fill.eof)
     }
@@ -647,6 +665,16 @@ impl Session {
     /// A TLS client: plaintext rustls already decrypted goes to `inbound`
     /// first, then more ciphertext is read, while `inbound` has room.
     fn read_client_tls(&mut self) -> Result<bool, End> {
+        let progress = self.read_tls_records()?;
+        if progress {
+            // A handshake, like a request head, must finish within
+            // client_header: a trickled one is a Slowloris too.
+            self.head_began();
+        }
+        Ok(progress)
+    }
+
+    fn read_tls_records(&mut self) -> Result<bool, End> {
         let Some(tls) = self.tls.as_mut() else {
             return Ok(false);
         };
@@ -656,12 +684,7 @@ impl Session {
                 .inbound
                 .fill_from(&mut tls.reader(), true)
                 .map_err(|error| End::ClientGone(Some(error)))?;
-            if fill.read > 0 {
-                progress = true;
-                if self.head_since.is_none() && matches!(self.exchange, Exchange::Idle) {
-                    self.head_since = Some(Instant::now());
-                }
-            }
+            progress |= fill.read > 0;
             if fill.eof {
                 // close_notify: the client has said all it will.
                 self.client_eof = true;
@@ -675,14 +698,7 @@ impl Session {
                     self.client_eof = true;
                     return Ok(true);
                 }
-                Ok(_) => {
-                    progress = true;
-                    // A handshake, like a request head, must finish within
-                    // client_header: a trickled one is a Slowloris too.
-                    if self.head_since.is_none() && matches!(self.exchange, Exchange::Idle) {
-                        self.head_since = Some(Instant::now());
-                    }
-                }
+                Ok(_) => progress = true,
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                     self.client.readable = false;
                     return Ok(progress);
@@ -1141,6 +1157,17 @@ impl Session {
         }
         let client = self.client_address;
         match timeout {
+            // Like nginx, and HAProxy's http-ignore-probes: no 408 for a
+            // connection that never asked anything (browsers open spare
+            // ones, and would show a 408 arriving as they use it).
+            Timeout::Silent => {
+                log::info!(
+                    "{client}: closed, no request within {:?}",
+                    context.timeouts.client_header
+                );
+                self.close(context, End::Done);
+                return false;
+            }
             Timeout::ClientIdle => {
                 log::debug!("{client}: idle keep-alive connection closed");
                 self.close(context, End::Done);

@@ -148,7 +148,7 @@ impl EventLoop {
         };
         let opened = event_loop.bind_all(&event_loop.listen_addresses(&loaded.config))?;
         event_loop.open_listeners(opened)?;
-        event_loop.attach_certificates(&loaded.config);
+        event_loop.apply_listener_options(&loaded.config);
         event_loop.schedule_health_checks();
         if event_loop.worker.index > 0 {
             event_loop
@@ -248,7 +248,7 @@ impl EventLoop {
         if let Err(error) = self.open_listeners(opened) {
             log::error!("reload: cannot register a new listener: {error}");
         }
-        self.attach_certificates(&loaded.config);
+        self.apply_listener_options(&loaded.config);
 
         let mut pools: Vec<Pool> = loaded.config.pools.iter().map(Pool::new).collect();
         // Where each old (pool, server) lives now, if it still does.
@@ -454,16 +454,20 @@ impl EventLoop {
         }
     }
 
-    /// Gives every listener the TLS config its entry has: certificates
-    /// were read with the config, so a reload renews them (and a config
-    /// with a bad certificate never gets here).
-    fn attach_certificates(&mut self, config: &Config) {
+    /// Gives every listener the TLS config and accept mode its entry has:
+    /// certificates were read with the config, so a reload renews them (and
+    /// a config with a bad certificate never gets here).
+    fn apply_listener_options(&mut self, config: &Config) {
         for listener in self.listeners.iter_mut().flatten() {
-            listener.tls = config
+            let wanted = config
                 .listen
                 .iter()
-                .find(|wanted| wanted.address == listener.address)
-                .and_then(|wanted| wanted.tls.clone());
+                .find(|wanted| wanted.address == listener.address);
+            listener.tls = wanted.and_then(|wanted| wanted.tls.clone());
+            let defer = wanted.is_none_or(|wanted| wanted.defer_accept);
+            if let Err(error) = defer_accept(&listener.socket, defer) {
+                log::warn!("{}: cannot set TCP_DEFER_ACCEPT: {error}", listener.address);
+            }
         }
     }
 
@@ -760,6 +764,34 @@ fn bind(address: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
     socket.bind(&address.into())?;
     socket.listen(libc::SOMAXCONN)?;
     Ok(TcpListener::from_std(socket.into()))
+}
+
+/// With `on`, the kernel queues a connection for accept only once its first
+/// bytes arrived, so accepting never wakes the loop for a socket with
+/// nothing to read. A client that stays silent is handed over after about a
+/// second anyway, and the request-head timeout runs from then.
+fn defer_accept(listener: &TcpListener, on: bool) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let seconds: libc::c_int = on.into();
+        // SAFETY: a valid descriptor and an int option of the size given.
+        let result = unsafe {
+            libc::setsockopt(
+                listener.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_DEFER_ACCEPT,
+                (&seconds as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if result != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (listener, on);
+    Ok(())
 }
 
 fn log_pools(pools: &[Pool]) {

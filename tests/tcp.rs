@@ -45,12 +45,18 @@ fn banner_echo_server(name: &'static str) -> SocketAddr {
 /// echo to the end: (banner, echo).
 fn exchange(address: SocketAddr, payload: &[u8]) -> (String, Vec<u8>) {
     let stream = TcpStream::connect(address).unwrap();
+    // tcp listeners do not defer accept: the server's banner comes without
+    // the client sending a byte (a deferred one would wait a second or more).
     stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
+        .set_read_timeout(Some(Duration::from_millis(700)))
         .unwrap();
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut banner = String::new();
     reader.read_line(&mut banner).unwrap();
+    reader
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut writer = stream;
     let sent = payload.to_vec();
     let sender = thread::spawn(move || {
@@ -165,6 +171,10 @@ fn listener_options_are_checked() {
         (
             "{ { addr = \"127.0.0.1:1\", colour = \"red\" } }",
             "unknown listener option \"colour\"",
+        ),
+        (
+            "{ { addr = \"127.0.0.1:1\", defer_accept = 1 } }",
+            "defer_accept: unexpected value 1",
         ),
     ] {
         let config = temp_file(

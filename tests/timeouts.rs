@@ -66,6 +66,105 @@ fn idle_keep_alive_connections_are_closed() {
     );
 }
 
+/// Open connections as the admin port counts them (its own included).
+fn open_connections(admin: std::net::SocketAddr) -> u64 {
+    let mut client = Client::connect(admin);
+    client.send(b"GET /stats.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let stats: serde_json::Value = serde_json::from_slice(&client.response(false).body).unwrap();
+    stats["connections"]["open"].as_u64().unwrap()
+}
+
+#[test]
+fn a_connection_that_never_speaks_is_closed_after_client_header() {
+    let backend = Backend::start("one");
+    let eager_port = free_port();
+    let eager: std::net::SocketAddr = format!("127.0.0.1:{eager_port}").parse().unwrap();
+    let proxy = Proxy::start_listening(
+        &format!("{{ addr = \"{eager}\", defer_accept = false }}"),
+        &format!(
+            "backends = {{ \"{}\" }}\ntimeouts = {{ client_header = 400, client_idle = 60000 }}",
+            backend.address
+        ),
+    );
+    wait_for_listener(eager, &proxy.log);
+    // Not client_idle: a connection that never asked anything gets the
+    // request head's time, and is closed without a 408.
+    let started = Instant::now();
+    let mut silent = Client::connect(eager);
+    let mut byte = [0u8; 1];
+    assert_eq!(
+        silent.reader.read(&mut byte).unwrap(),
+        0,
+        "closed without an answer"
+    );
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(350) && elapsed < Duration::from_secs(3),
+        "{elapsed:?}"
+    );
+    // Deferred (the default for HTTP): the kernel hands it over after about
+    // a second, and client_header runs from there.
+    let started = Instant::now();
+    let mut deferred = proxy.connect();
+    assert_eq!(deferred.reader.read(&mut byte).unwrap(), 0);
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(400) && elapsed < Duration::from_secs(6),
+        "{elapsed:?}"
+    );
+    proxy.wait_for_log("no request within 400ms", 2);
+    assert!(!proxy.log().contains("408"), "{}", proxy.log());
+    // A connection that did send a request keeps its client_idle.
+    let mut client = proxy.connect();
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(client.response(false).status, 200);
+    client
+        .stream()
+        .set_read_timeout(Some(Duration::from_millis(800)))
+        .unwrap();
+    assert!(
+        client.reader.read(&mut byte).is_err(),
+        "kept open while idle"
+    );
+}
+
+#[test]
+fn http_listeners_take_a_connection_only_once_it_speaks() {
+    let backend = Backend::start("one");
+    let eager_port = free_port();
+    let eager: std::net::SocketAddr = format!("127.0.0.1:{eager_port}").parse().unwrap();
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let proxy = Proxy::start_listening(
+        &format!("{{ addr = \"{eager}\", defer_accept = false }}"),
+        &format!(
+            "backends = {{ \"{}\" }}\nadmin = \"{admin}\"",
+            backend.address
+        ),
+    );
+    wait_for_listener(eager, &proxy.log);
+    wait_for_listener(admin, &proxy.log);
+    assert_eq!(open_connections(admin), 1);
+    // Connected but silent: the default listener leaves it to the kernel,
+    // the one with defer_accept = false takes it at once.
+    let mut deferred = proxy.connect();
+    thread::sleep(Duration::from_millis(200));
+    let _eager = Client::connect(eager);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while open_connections(admin) < 2 {
+        assert!(Instant::now() < deadline, "the eager listener's client");
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        open_connections(admin),
+        2,
+        "the deferred one was taken early"
+    );
+    // Once it speaks, it is served as any other.
+    deferred.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(deferred.response(false).status, 200);
+    assert_eq!(open_connections(admin), 3);
+}
+
 #[test]
 fn a_backend_that_never_answers_gets_504() {
     let backend = Backend::start("one");
@@ -181,9 +280,14 @@ fn out_of_descriptors_pauses_accepting_without_spinning() {
         .unwrap();
     let address: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     wait_for_listener(address, &log);
-    // More idle clients than rsp has descriptors for.
+    // More clients than rsp has descriptors for, each with a request
+    // begun (a silent one would wait in the kernel: accepts are deferred).
     let idle: Vec<std::net::TcpStream> = (0..40)
-        .map(|_| std::net::TcpStream::connect(address).unwrap())
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(address).unwrap();
+            stream.write_all(b"GET").unwrap();
+            stream
+        })
         .collect();
     thread::sleep(Duration::from_millis(300));
     let before = cpu_ticks(child.id());

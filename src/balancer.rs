@@ -13,6 +13,7 @@ use crate::config::{Algorithm, PoolConfig};
 use crate::health::HealthConfig;
 use crate::proxy_protocol;
 use crate::stats::{PoolStats, ServerStats};
+use crate::timer;
 
 /// After a failed connect a server rests this long, doubling with each
 /// further failure up to `MAX_BACKOFF`.
@@ -232,7 +233,7 @@ impl Pool {
         tried: &[usize],
         waiting: bool,
     ) -> Pick {
-        let now = Instant::now();
+        let now = timer::now();
         let max_conns = self.max_conns.unwrap_or(u32::MAX);
         let mut any_up = false;
         for backup in [false, true] {
@@ -306,7 +307,7 @@ impl Pool {
                 let backoff = FIRST_BACKOFF
                     .saturating_mul(1 << (server.failures - 1).min(5))
                     .min(MAX_BACKOFF);
-                server.down_until = Some(Instant::now() + backoff);
+                server.down_until = Some(timer::now() + backoff);
                 log::warn!(
                     "pool {}: server {} marked down for {} s after {} failed connect(s)",
                     self.name,

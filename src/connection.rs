@@ -26,7 +26,7 @@ use crate::reply::{ErrorReply, Shape};
 use crate::request_id::RequestIds;
 use crate::router::{ConnectionView, RequestView, Route, RouteError, Router};
 use crate::stats::Totals;
-use crate::timer::{Deadline, Timers};
+use crate::timer::{self, Deadline, Timers};
 use crate::transaction::{Request, Transaction};
 use crate::workers::Worker;
 
@@ -477,7 +477,7 @@ impl Session {
                 sni: None,
             },
             exchange: Exchange::Idle,
-            last_activity: Instant::now(),
+            last_activity: timer::now(),
             head_since: None,
             spoke: false,
             timer_at: None,
@@ -500,7 +500,7 @@ impl Session {
         if self.role == Role::Admin {
             return;
         }
-        let started = self.head_since.unwrap_or_else(Instant::now);
+        let started = self.head_since.unwrap_or_else(timer::now);
         let mut transaction = Transaction::new(started, parsed);
         transaction.bytes_received = bytes as u64;
         self.transaction = Some(transaction);
@@ -550,7 +550,7 @@ impl Session {
     pub fn drive(&mut self, context: &mut Context) -> bool {
         let outcome = self.run(context).and_then(|progress| {
             if progress {
-                self.last_activity = Instant::now();
+                self.last_activity = timer::now();
             }
             self.schedule_timer(context);
             self.update_interest(context.registry)
@@ -586,7 +586,7 @@ impl Session {
     fn head_began(&mut self) {
         self.spoke = true;
         if self.head_since.is_none() && matches!(self.exchange, Exchange::Idle) {
-            self.head_since = Some(Instant::now());
+            self.head_since = Some(timer::now());
         }
     }
 
@@ -934,7 +934,7 @@ impl Session {
         }
         let route = context.router.route(&self.request, context.pools);
         if let Some(transaction) = &mut self.transaction {
-            transaction.routed_at = Instant::now();
+            transaction.routed_at = timer::now();
             if let Ok(Route::Pool(pool, _)) = &route {
                 transaction.pool = Some(*pool);
             }
@@ -1051,7 +1051,7 @@ impl Session {
             }
             Pick::Full => {
                 pool.enqueue(self.key, waited);
-                let deadline = Instant::now() + pool.queue_timeout;
+                let deadline = timer::now() + pool.queue_timeout;
                 self.exchange = Exchange::Queued {
                     upstream,
                     body: request_body,
@@ -1275,7 +1275,7 @@ impl Session {
         {
             pool_server.stats.connections += 1;
         }
-        let connect_deadline = Instant::now() + context.timeouts.connect;
+        let connect_deadline = timer::now() + context.timeouts.connect;
         if let Some(transaction) = &mut self.transaction {
             transaction.backend = Some(server);
             transaction.server = upstream.as_ref().map(|upstream| upstream.server);
@@ -1493,7 +1493,8 @@ impl Session {
                         {
                             transaction.status = info.status;
                             transaction.backend_status = Some(info.status);
-                            transaction.response_time = Some(transaction.routed_at.elapsed());
+                            transaction.response_time =
+                                Some(timer::now().saturating_duration_since(transaction.routed_at));
                         }
                         if info.is_switch() {
                             log::debug!(

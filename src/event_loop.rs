@@ -27,7 +27,7 @@ use crate::idle::{IdleConnections, Owner};
 use crate::request_id::RequestIds;
 use crate::router::Router;
 use crate::stats::Totals;
-use crate::timer::{Deadline, Throttle, Timers};
+use crate::timer::{self, Deadline, Throttle, Timers};
 use crate::workers::{Command, Snapshot, Worker};
 
 /// Tokens from here up are listeners; sessions use two tokens per slab key
@@ -355,9 +355,10 @@ impl EventLoop {
                     return Ok(());
                 }
             }
-            let mut timeout = self.timers.timeout(Instant::now());
+            let now = Instant::now();
+            let mut timeout = self.timers.timeout(now);
             if let Some(deadline) = self.shutdown_deadline {
-                let until = deadline.saturating_duration_since(Instant::now());
+                let until = deadline.saturating_duration_since(now);
                 timeout = Some(timeout.map_or(until, |timeout| timeout.min(until)));
             }
             if let Err(error) = self.poll.poll(&mut events, timeout) {
@@ -366,6 +367,7 @@ impl EventLoop {
                 }
                 return Err(error);
             }
+            timer::tick();
             for event in events.iter() {
                 let token = event.token();
                 if token == SIGNAL_TOKEN {
@@ -430,7 +432,7 @@ impl EventLoop {
                     _ => true,
                 });
             }
-            let now = Instant::now();
+            let now = timer::tick();
             while let Some(deadline) = self.timers.pop_expired(now) {
                 match deadline {
                     Deadline::Session(key) => self.drive(key, Some(now)),

@@ -282,10 +282,11 @@ impl RequestHead {
         });
         let trusted = forwarding.trusts(client);
         let fields = self.fields();
+        let options = connection_options(fields.clone());
         let mut kept_proto = false;
         let mut kept_host = false;
         for (name, value) in fields.clone() {
-            if name.eq_ignore_ascii_case(b"x-request-id") || is_hop_by_hop(name, fields.clone()) {
+            if name.eq_ignore_ascii_case(b"x-request-id") || is_hop_by_hop(name, options.clone()) {
                 continue;
             }
             let merged = match forwarding_field(name) {
@@ -448,6 +449,7 @@ pub fn forward_response_head(
         .headers
         .iter()
         .map(|field| (field.name.as_bytes(), field.value));
+    let options = connection_options(fields.clone());
 
     if status == 101 {
         if !client.upgrade {
@@ -459,7 +461,7 @@ pub fn forward_response_head(
         for (name, value) in fields.clone() {
             let replaced_id = request_id.is_some() && name.eq_ignore_ascii_case(b"x-request-id");
             if name.eq_ignore_ascii_case(b"upgrade")
-                || (!replaced_id && !is_hop_by_hop(name, fields.clone()))
+                || (!replaced_id && !is_hop_by_hop(name, options.clone()))
             {
                 write_field(out, name, value);
             }
@@ -482,7 +484,7 @@ pub fn forward_response_head(
         if client.minor_version == 1 {
             let _ = write!(out, "HTTP/1.1 {status} {reason}\r\n");
             for (name, value) in fields.clone() {
-                if !is_hop_by_hop(name, fields.clone()) {
+                if !is_hop_by_hop(name, options.clone()) {
                     write_field(out, name, value);
                 }
             }
@@ -538,19 +540,19 @@ pub fn forward_response_head(
     let persistent = response.version == Some(1) || backend_keep;
     let backend_keep_alive = persistent && !backend_close && framing != Framing::UntilClose;
 
-    let _ = write!(out, "HTTP/1.1 {status} {reason}\r\n");
+    write_status_line(out, status, reason);
     for (name, value) in fields.clone() {
         // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3): never
         // pass on both.
         let dropped_length = transfer_encoding && name.eq_ignore_ascii_case(b"content-length");
         // The client hears the id rsp logged, not one the backend made up.
         let replaced_id = request_id.is_some() && name.eq_ignore_ascii_case(b"x-request-id");
-        if !dropped_length && !replaced_id && !is_hop_by_hop(name, fields.clone()) {
+        if !dropped_length && !replaced_id && !is_hop_by_hop(name, options.clone()) {
             write_field(out, name, value);
         }
     }
     if let Some(id) = request_id {
-        let _ = write!(out, "X-Request-Id: {id}\r\n");
+        write_field(out, b"X-Request-Id", id.as_bytes());
     }
     if !keep_alive {
         out.extend_from_slice(b"Connection: close\r\n");
@@ -574,15 +576,55 @@ fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// `HTTP/1.1 200 OK`, without the formatting machinery: this runs for
+/// every response.
+fn write_status_line(out: &mut Vec<u8>, status: u16, reason: &str) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    if (100..1000).contains(&status) {
+        let digits = [status / 100, status / 10 % 10, status % 10];
+        out.extend(digits.iter().map(|&digit| b'0' + digit as u8));
+    } else {
+        let _ = write!(out, "{status}");
+    }
+    out.push(b' ');
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The fields of a head, kept for `is_hop_by_hop` only when one of its
+/// `Connection` fields names a field beyond the standard hop-by-hop ones,
+/// so that the usual head costs one scan, not one per field.
+fn connection_options<'a, I>(fields: I) -> Option<I>
+where
+    I: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
+{
+    let names_fields = fields.clone().any(|(field, value)| {
+        field.eq_ignore_ascii_case(b"connection")
+            && tokens(value).any(|option| {
+                !HOP_BY_HOP
+                    .iter()
+                    .any(|hop| option.eq_ignore_ascii_case(hop.as_bytes()))
+            })
+    });
+    names_fields.then_some(fields)
+}
+
 /// True when `name` describes only this connection: a standard hop-by-hop
-/// field or one that a `Connection` field of the same head names.
-fn is_hop_by_hop<'a>(name: &[u8], mut fields: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> bool {
+/// field or one that a `Connection` field of the same head names
+/// (`options`, from `connection_options`).
+fn is_hop_by_hop<'a>(
+    name: &[u8],
+    options: Option<impl Iterator<Item = (&'a [u8], &'a [u8])>>,
+) -> bool {
     if HOP_BY_HOP
         .iter()
         .any(|hop| name.eq_ignore_ascii_case(hop.as_bytes()))
     {
         return true;
     }
+    let Some(mut fields) = options else {
+        return false;
+    };
     if NEVER_DROPPED
         .iter()
         .any(|kept| name.eq_ignore_ascii_case(kept.as_bytes()))
@@ -915,6 +957,29 @@ mod tests {
         let mut out = Vec::new();
         let info = forward_response_head(raw.as_bytes(), client, None, &mut out);
         (info, String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn response_fields_named_by_connection_are_dropped() {
+        let (info, out) = response(
+            "HTTP/1.1 404 Not Found\r\nConnection: X-Internal, keep-alive\r\nX-Internal: 1\r\n\
+             Keep-Alive: timeout=5\r\nContent-Length: 0\r\nX-Public: 2\r\n\r\n",
+            KEEP_11,
+        );
+        assert!(info.unwrap().unwrap().backend_keep_alive);
+        assert_eq!(
+            out,
+            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nX-Public: 2\r\n\r\n"
+        );
+        // Without a Connection field naming one, every end-to-end field stays.
+        let (_, out) = response(
+            "HTTP/1.1 599 Odd\r\nX-Internal: 1\r\nContent-Length: 0\r\n\r\n",
+            KEEP_11,
+        );
+        assert_eq!(
+            out,
+            "HTTP/1.1 599 Odd\r\nX-Internal: 1\r\nContent-Length: 0\r\n\r\n"
+        );
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! `X-Request-Id`: a client's valid id is kept, otherwise rsp makes one, so
 //! one request can be followed through rsp's log and the backend's.
 
-use std::fmt::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Longest client-supplied id rsp keeps.
@@ -47,11 +46,17 @@ impl RequestIds {
         value ^ (value >> 31)
     }
 
-    /// Replaces `out` with a new id.
+    /// Replaces `out` with a new id (by hand: `write!` with `{:016x}` was
+    /// a twentieth of rsp's own CPU time per request).
     pub fn generate(&mut self, out: &mut String) {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let value = (u128::from(self.next_u64()) << 64) | u128::from(self.next_u64());
+        let mut id = [0u8; 32];
+        for (index, digit) in id.iter_mut().enumerate() {
+            *digit = DIGITS[((value >> (124 - 4 * index)) & 0xf) as usize];
+        }
         out.clear();
-        let (high, low) = (self.next_u64(), self.next_u64());
-        let _ = write!(out, "{high:016x}{low:016x}");
+        out.extend(id.iter().map(|&digit| char::from(digit)));
     }
 }
 

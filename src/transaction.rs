@@ -9,6 +9,7 @@ use crate::access_log::{AccessLog, Entry};
 use crate::balancer::Pool;
 use crate::http::RequestHead;
 use crate::stats::Totals;
+use crate::timer;
 
 #[derive(Debug, Clone)]
 pub struct Transaction {
@@ -67,7 +68,7 @@ impl Transaction {
         access_log: Option<&mut AccessLog>,
         request: Request,
     ) {
-        let duration = self.started.elapsed();
+        let duration = timer::now().saturating_duration_since(self.started);
         totals.responses.count(self.status);
         totals.local_responses += u64::from(self.local);
         totals.bytes_in += self.bytes_received;

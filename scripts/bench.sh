@@ -10,8 +10,11 @@
 # two workers, to show how it scales (this machine has 2 cores, shared with
 # the load generator and the backend).
 # Each round runs every test against every target in turn; the report takes
-# medians. Results go to bench-results/ as a Markdown table, the raw CSV and
-# an SVG chart. Installs nginx, haproxy, ab and wrk when missing.
+# medians. The one-worker proxies all run pinned to CPU 1 (BENCH_PIN=0 turns
+# that off), the same for each: unpinned, where the scheduler happened to
+# put the three busy processes moved results by 10% from run to run.
+# Results go to bench-results/ as a Markdown table, the raw CSV and an SVG
+# chart. Installs nginx, haproxy, ab and wrk when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=throughput
@@ -24,6 +27,10 @@ idle=${1:-10000}
 requests=${BENCH_REQUESTS:-100000}
 concurrency=${BENCH_CONCURRENCY:-100}
 seconds=${BENCH_SECONDS:-5}
+pin=()
+if [ "${BENCH_PIN:-1}" != 0 ] && [ "$(nproc)" -gt 1 ]; then
+    pin=(taskset -c 1)
+fi
 
 for tool in nginx haproxy ab wrk curl python3; do
     if ! command -v "$tool" >/dev/null; then
@@ -49,7 +56,11 @@ backends = { "127.0.0.1:18080" }
 max_connections = 60000
 workers = $2
 CONF
-    RUST_LOG=warn ./target/release/rsp "$work/rsp-$1.lua" &
+    if [ "$2" = 1 ]; then
+        RUST_LOG=warn "${pin[@]}" ./target/release/rsp "$work/rsp-$1.lua" &
+    else
+        RUST_LOG=warn ./target/release/rsp "$work/rsp-$1.lua" &
+    fi
     pids+=($!)
 }
 start_rsp 18081 1
@@ -75,7 +86,7 @@ frontend bench
 backend nginx
     server s1 127.0.0.1:18080
 CONF
-haproxy -f "$work/haproxy.cfg" -D
+"${pin[@]}" haproxy -f "$work/haproxy.cfg" -D
 haproxy_pid=$(cat "$work/haproxy.pid")
 pids+=("$haproxy_pid")
 
@@ -99,7 +110,7 @@ http {
     }
 }
 CONF
-nginx -c "$work/proxy/nginx.conf"
+"${pin[@]}" nginx -c "$work/proxy/nginx.conf"
 sleep 0.5
 pids+=("$(cat "$work/proxy/nginx.pid")")
 nginx_proxy_pid=$(pgrep -P "$(cat "$work/proxy/nginx.pid")" | head -1)
@@ -115,6 +126,9 @@ targets=("nginx-direct 18080 -" "rsp 18081 $rsp_pid" "haproxy 18082 $haproxy_pid
 
 cpu_ticks() { # PID: user+sys clock ticks of the process and its threads
     awk '{print $14 + $15}' "/proc/$1/stat"
+}
+machine_busy_ticks() { # every CPU's non-idle time
+    awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat
 }
 peak_rss_kib() { # PID
     awk '/VmHWM/ {print $2}' "/proc/$1/status"
@@ -137,13 +151,14 @@ fi
 mkdir -p bench-results
 stamp=$(date -u +%Y%m%d-%H%M%S)
 raw="bench-results/$stamp.csv"
-echo "round,test,target,requests_per_second,mean_latency_ms,p99_latency_ms,cpu_us_per_request,peak_rss_kib,failed" > "$raw"
+echo "round,test,target,requests_per_second,mean_latency_ms,p99_latency_ms,cpu_us_per_request,machine_cpu_us_per_request,peak_rss_kib,failed" > "$raw"
 ticks_per_second=$(getconf CLK_TCK)
 
 run_one() { # round test target port pid
     local round=$1 test=$2 name=$3 port=$4 pid=$5 url out rps mean p99 failed count
-    local before=0 after=0
+    local before=0 after=0 machine_before machine_after
     [ "$pid" != - ] && before=$(cpu_ticks "$pid")
+    machine_before=$(machine_busy_ticks)
     case $test in
         ab) url="http://127.0.0.1:$port/"
             out=$(ab -q -n "$requests" -c "$concurrency" "$url" 2>&1) ;;
@@ -155,6 +170,7 @@ run_one() { # round test target port pid
             out=$(wrk -t 1 -c "$concurrency" -d "${seconds}s" --latency "$url" 2>&1) ;;
     esac
     [ "$pid" != - ] && after=$(cpu_ticks "$pid")
+    machine_after=$(machine_busy_ticks)
     case $test in
         ab*)
             rps=$(awk '/Requests per second/ {print $4}' <<<"$out")
@@ -170,15 +186,15 @@ run_one() { # round test target port pid
             failed=$(awk '/Non-2xx/ {n=$4} /Socket errors/ {e=$4+$6+$8+$10} END {print n + e}' <<<"$out")
             count=$(awk '/requests in/ {print $1}' <<<"$out") ;;
     esac
-    local cpu=-
-    local rss=-
+    local cpu=- rss=- machine
+    machine=$(awk -v t=$((machine_after - machine_before)) -v hz="$ticks_per_second" -v n="$count" 'BEGIN {printf "%.2f", t / hz * 1e6 / n}')
     if [ "$pid" != - ]; then
         cpu=$(awk -v t=$((after - before)) -v hz="$ticks_per_second" -v n="$count" 'BEGIN {printf "%.2f", t / hz * 1e6 / n}')
         rss=$(peak_rss_kib "$pid")
     fi
-    echo "$round,$test,$name,$rps,$mean,$p99,$cpu,$rss,${failed:-0}" >> "$raw"
-    printf '  round %s %-9s %-13s %10s req/s  mean %7s ms  p99 %7s ms  cpu %6s us/req  failed %s\n' \
-        "$round" "$test" "$name" "$rps" "$mean" "$p99" "$cpu" "${failed:-0}" >&2
+    echo "$round,$test,$name,$rps,$mean,$p99,$cpu,$machine,$rss,${failed:-0}" >> "$raw"
+    printf '  round %s %-9s %-13s %10s req/s  mean %7s ms  p99 %7s ms  cpu %6s us/req  machine %6s us/req  failed %s\n' \
+        "$round" "$test" "$name" "$rps" "$mean" "$p99" "$cpu" "$machine" "${failed:-0}" >&2
 }
 
 echo "bench: $rounds rounds; ab -n $requests -c $concurrency, wrk -c $concurrency ${seconds}s" >&2
@@ -190,4 +206,6 @@ for round in $(seq 1 "$rounds"); do
         done
     done
 done
-python3 scripts/bench_report.py "$raw" "$(nproc) cores, $(uname -r); nginx $(nginx -v 2>&1 | cut -d/ -f2), $(haproxy -v | head -1 | cut -d' ' -f1-3)"
+pinned="proxies unpinned"
+[ ${#pin[@]} -gt 0 ] && pinned="one-worker proxies pinned to CPU 1"
+python3 scripts/bench_report.py "$raw" "$(nproc) cores, $pinned, $(uname -r); nginx $(nginx -v 2>&1 | cut -d/ -f2), $(haproxy -v | head -1 | cut -d' ' -f1-3)"

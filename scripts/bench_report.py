@@ -19,7 +19,14 @@ COLOURS = {
     "nginx-proxy": "#2b8a3e",
     "rsp-2-workers": "#f59f00",
 }
-FIELDS = ["requests_per_second", "mean_latency_ms", "p99_latency_ms", "cpu_us_per_request", "peak_rss_kib"]
+FIELDS = [
+    "requests_per_second",
+    "mean_latency_ms",
+    "p99_latency_ms",
+    "cpu_us_per_request",
+    "machine_cpu_us_per_request",
+    "peak_rss_kib",
+]
 
 
 def to_ms(text):
@@ -33,7 +40,7 @@ def to_ms(text):
 def number(text):
     try:
         return float(text)
-    except ValueError:
+    except (TypeError, ValueError):
         return None
 
 
@@ -44,13 +51,14 @@ def medians(path):
         for row in csv.DictReader(file):
             key = (row["test"], row["target"])
             for field in FIELDS:
-                value = number(row[field])
+                value = number(row.get(field))
                 if value is not None:
                     runs[key][field].append(value)
             failed[key] += int(float(row["failed"] or 0))
     table = {}
     for key, fields in runs.items():
         table[key] = {field: statistics.median(values) for field, values in fields.items()}
+        table[key]["rps_range"] = (min(fields["requests_per_second"]), max(fields["requests_per_second"]))
         table[key]["failed"] = failed[key]
         table[key]["rounds"] = len(fields["requests_per_second"])
     return table
@@ -64,24 +72,30 @@ def fmt(value, digits=0):
 
 def report(table, note):
     lines = [f"Medians of {max(v['rounds'] for v in table.values())} interleaved rounds. {note}", ""]
-    lines.append("| test | target | req/s | mean latency ms | p99 latency ms | proxy CPU µs/req | proxy peak RSS KiB | failed |")
-    lines.append("|---|---|---:|---:|---:|---:|---:|---:|")
+    lines.append(
+        "| test | target | req/s | req/s min–max | mean latency ms | p99 latency ms | proxy CPU µs/req "
+        "| machine CPU µs/req | proxy peak RSS KiB | failed |"
+    )
+    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for test in TESTS:
         for target in TARGETS:
             row = table.get((test, target))
             if not row:
                 continue
+            low, high = row["rps_range"]
             lines.append(
-                f"| {test} | {target} | {fmt(row.get('requests_per_second'))} | {fmt(row.get('mean_latency_ms'), 3)} "
-                f"| {fmt(row.get('p99_latency_ms'), 3)} | {fmt(row.get('cpu_us_per_request'), 2)} "
+                f"| {test} | {target} | {fmt(row.get('requests_per_second'))} | {fmt(low)}–{fmt(high)} "
+                f"| {fmt(row.get('mean_latency_ms'), 3)} | {fmt(row.get('p99_latency_ms'), 3)} "
+                f"| {fmt(row.get('cpu_us_per_request'), 2)} | {fmt(row.get('machine_cpu_us_per_request'), 1)} "
                 f"| {fmt(row.get('peak_rss_kib'))} | {row['failed']} |"
             )
     lines.append("")
     lines.append(
         "| test | rsp/HAProxy req/s | rsp/nginx-proxy req/s | rsp/nginx-direct req/s "
-        "| rsp/HAProxy CPU per request | rsp 2 workers / 1 worker req/s |"
+        "| rsp/HAProxy CPU per request | rsp/nginx-proxy CPU per request "
+        "| nginx-proxy/rsp machine CPU per request | rsp 2 workers / 1 worker req/s |"
     )
-    lines.append("|---|---:|---:|---:|---:|---:|")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
     for test in TESTS:
         rsp = table.get((test, "rsp"))
         if not rsp:
@@ -93,10 +107,19 @@ def report(table, note):
             return f"{value / other:.2f}" if value and other else "-"
 
         scaling = ratio("rsp", mine=table.get((test, "rsp-2-workers"), {}))
+        machine = ratio("rsp", "machine_cpu_us_per_request", table.get((test, "nginx-proxy"), {}))
         lines.append(
             f"| {test} | {ratio('haproxy')} | {ratio('nginx-proxy')} | {ratio('nginx-direct')} "
-            f"| {ratio('haproxy', 'cpu_us_per_request')} | {scaling} |"
+            f"| {ratio('haproxy', 'cpu_us_per_request')} | {ratio('nginx-proxy', 'cpu_us_per_request')} "
+            f"| {machine} | {scaling} |"
         )
+    lines.append("")
+    lines.append(
+        "Machine CPU is every core's busy time (load generator, backend and proxy) per request. When "
+        "the machine is saturated, req/s through a proxy can be at most about 2 cores / machine CPU per "
+        "request, so the column nginx-proxy/rsp machine CPU per request is the req/s ratio the proxies' "
+        "own efficiency allows here."
+    )
     return "\n".join(lines) + "\n"
 
 

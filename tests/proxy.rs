@@ -259,6 +259,51 @@ fn http_10_with_and_without_keep_alive() {
     }
 }
 
+/// Segments this socket has received without data: the SYN-ACK,
+/// acknowledgements, and a FIN that came on its own.
+fn segments_without_data(stream: &std::net::TcpStream) -> u32 {
+    use std::os::fd::AsRawFd;
+    // SAFETY: tcp_info is plain data and `length` says how much of it the
+    // kernel may fill.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut length = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    let result = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            &mut info as *mut libc::tcp_info as *mut libc::c_void,
+            &mut length,
+        )
+    };
+    assert_eq!(result, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+    info.tcpi_segs_in - info.tcpi_data_segs_in
+}
+
+#[test]
+fn a_closing_response_carries_the_end_of_stream_in_its_last_segment() {
+    let (_backend, proxy) = one_backend();
+    let requests = [
+        "GET /size/100 HTTP/1.0\r\n\r\n",
+        "GET /size/300000 HTTP/1.0\r\n\r\n",
+        "GET /status/204 HTTP/1.0\r\n\r\n",
+        "GET /size/100 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        // rsp's own answer, a 400.
+        "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: nonsense\r\n\r\n",
+    ];
+    for request in requests {
+        let mut client = proxy.connect();
+        client.send(request.as_bytes());
+        client.response(false);
+        assert!(client.is_closed());
+        // The SYN-ACK and the acknowledgement of the request; a FIN of its
+        // own would be one more segment, and one more wakeup of every
+        // client that does not keep connections.
+        let segments = segments_without_data(client.stream());
+        assert!(segments <= 2, "{request:?}: {segments} segments without data");
+    }
+}
+
 #[test]
 fn bodiless_responses_and_expect_continue() {
     let (_backend, proxy) = one_backend();

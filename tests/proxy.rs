@@ -300,7 +300,10 @@ fn a_closing_response_carries_the_end_of_stream_in_its_last_segment() {
         // own would be one more segment, and one more wakeup of every
         // client that does not keep connections.
         let segments = segments_without_data(client.stream());
-        assert!(segments <= 2, "{request:?}: {segments} segments without data");
+        assert!(
+            segments <= 2,
+            "{request:?}: {segments} segments without data"
+        );
     }
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # rsp beside HAProxy and nginx, on this machine, in one run.
 #
-#   scripts/bench.sh [ROUNDS]         throughput (default 3 interleaved rounds)
+#   scripts/bench.sh [ROUNDS]         throughput (default 5 interleaved rounds)
 #   scripts/bench.sh memory [N]       RSS of N idle keep-alive clients (default 10000)
 #
 # One nginx worker is the backend (a 600-byte page and a 100 KB file). In
@@ -22,7 +22,7 @@ if [ "${1:-}" = memory ]; then
     mode=memory
     shift
 fi
-rounds=${1:-3}
+rounds=${1:-5}
 idle=${1:-10000}
 requests=${BENCH_REQUESTS:-100000}
 concurrency=${BENCH_CONCURRENCY:-100}

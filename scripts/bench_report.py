@@ -3,6 +3,7 @@
 rsp/HAProxy and rsp/nginx, and an SVG bar chart, beside the CSV.
 
     bench_report.py RESULTS.csv [NOTE]
+    bench_report.py --combine OUT.csv RESULTS.csv...   (the rounds of several runs as one)
     bench_report.py --ms        (a filter: wrk's "1.23ms" / "456.78us" / "2.1s" to milliseconds)
 """
 import csv
@@ -55,7 +56,13 @@ def medians(path):
                 if value is not None:
                     runs[key][field].append(value)
             failed[key] += int(float(row["failed"] or 0))
-    table = {}
+    by_round = defaultdict(dict)
+    with open(path) as file:
+        for row in csv.DictReader(file):
+            rps = number(row["requests_per_second"])
+            if rps:
+                by_round[(row["test"], row["round"])][row["target"]] = rps
+    table = {"per_round": by_round}
     for key, fields in runs.items():
         table[key] = {field: statistics.median(values) for field, values in fields.items()}
         table[key]["rps_range"] = (min(fields["requests_per_second"]), max(fields["requests_per_second"]))
@@ -71,6 +78,7 @@ def fmt(value, digits=0):
 
 
 def report(table, note):
+    per_round = table.pop("per_round")
     lines = [f"Medians of {max(v['rounds'] for v in table.values())} interleaved rounds. {note}", ""]
     lines.append(
         "| test | target | req/s | req/s min–max | mean latency ms | p99 latency ms | proxy CPU µs/req "
@@ -115,6 +123,24 @@ def report(table, note):
         )
     lines.append("")
     lines.append(
+        "| test | rsp/HAProxy req/s, each round | rounds rsp ≥ HAProxy | rsp/nginx-proxy req/s, each round "
+        "| rounds rsp ≥ 1.1 × nginx-proxy |"
+    )
+    lines.append("|---|---:|---:|---:|---:|")
+    for test in TESTS:
+        rounds = [targets for (name, _), targets in per_round.items() if name == test]
+
+        def spread(other, goal):
+            ratios = sorted(r["rsp"] / r[other] for r in rounds if r.get("rsp") and r.get(other))
+            if not ratios:
+                return "- | -"
+            reached = sum(ratio >= goal for ratio in ratios)
+            return f"{ratios[0]:.2f}–{ratios[-1]:.2f} | {reached} of {len(ratios)}"
+
+        if rounds:
+            lines.append(f"| {test} | {spread('haproxy', 1.0)} | {spread('nginx-proxy', 1.1)} |")
+    lines.append("")
+    lines.append(
         "Machine CPU is every core's busy time (load generator, backend and proxy) per request. When "
         "the machine is saturated, req/s through a proxy can be at most about 2 cores / machine CPU per "
         "request, so the column nginx-proxy/rsp machine CPU per request is the req/s ratio the proxies' "
@@ -157,12 +183,35 @@ def chart(table, title):
     return "\n".join(out) + "\n"
 
 
+def combine(path, runs):
+    """Writes the rounds of `runs` into one CSV, numbered on from run to run."""
+    with open(path, "w", newline="") as out:
+        writer = None
+        offset = 0
+        for run in runs:
+            with open(run) as file:
+                rows = list(csv.DictReader(file))
+            if writer is None:
+                writer = csv.DictWriter(out, fieldnames=list(rows[0].keys()))
+                writer.writeheader()
+            for row in rows:
+                row = dict(row)
+                row["round"] = str(int(row["round"]) + offset)
+                writer.writerow({key: row.get(key, "") for key in writer.fieldnames})
+            offset += max(int(row["round"]) for row in rows)
+
+
 def main():
     if sys.argv[1:] == ["--ms"]:
         print(f"{to_ms(sys.stdin.read()):.3f}")
         return
-    path = sys.argv[1]
-    note = sys.argv[2] if len(sys.argv) > 2 else ""
+    if sys.argv[1] == "--combine":
+        path, runs = sys.argv[2], sys.argv[3:]
+        combine(path, runs)
+        note = "Runs combined: " + ", ".join(runs) + "."
+    else:
+        path = sys.argv[1]
+        note = sys.argv[2] if len(sys.argv) > 2 else ""
     table = medians(path)
     text = report(table, note)
     base = path.rsplit(".", 1)[0]

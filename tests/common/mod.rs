@@ -41,12 +41,24 @@ pub fn wait_for_listener(address: SocketAddr, log: &std::path::Path) {
     }
 }
 
+/// A port nothing listens on, and one this test process has not handed out
+/// before: the kernel may give a port back as soon as the probe socket
+/// closes, and two proxies of tests running side by side on one port would
+/// answer each other's clients.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut handed_out = HANDED_OUT.lock().unwrap();
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
 
 static NEXT_FILE: AtomicUsize = AtomicUsize::new(0);
@@ -108,6 +120,20 @@ impl Proxy {
             .unwrap();
         let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         wait_for_listener(address, &log);
+        // What answered must be this rsp, not another that holds the port.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let listening = format!("listening on {address}");
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains(&listening)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "rsp did not listen on {address}: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
         Proxy {
             child,
             address,

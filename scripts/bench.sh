@@ -56,11 +56,9 @@ backends = { "127.0.0.1:18080" }
 max_connections = 60000
 workers = $2
 CONF
-    if [ "$2" = 1 ]; then
-        RUST_LOG=warn "${pin[@]}" ./target/release/rsp "$work/rsp-$1.lua" &
-    else
-        RUST_LOG=warn ./target/release/rsp "$work/rsp-$1.lua" &
-    fi
+    local run=()
+    [ "$2" = 1 ] && run=("${pin[@]}")
+    RUST_LOG=warn "${run[@]}" ./target/release/rsp "$work/rsp-$1.lua" &
     pids+=($!)
 }
 start_rsp 18081 1

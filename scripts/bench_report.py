@@ -46,8 +46,11 @@ def number(text):
 
 
 def medians(path):
+    """Per (test, target): the medians of every field; and per (test, round):
+    each target's req/s, for the ratios of targets that ran side by side."""
     runs = defaultdict(lambda: defaultdict(list))
     failed = defaultdict(int)
+    per_round = defaultdict(dict)
     with open(path) as file:
         for row in csv.DictReader(file):
             key = (row["test"], row["target"])
@@ -56,19 +59,16 @@ def medians(path):
                 if value is not None:
                     runs[key][field].append(value)
             failed[key] += int(float(row["failed"] or 0))
-    by_round = defaultdict(dict)
-    with open(path) as file:
-        for row in csv.DictReader(file):
             rps = number(row["requests_per_second"])
             if rps:
-                by_round[(row["test"], row["round"])][row["target"]] = rps
-    table = {"per_round": by_round}
+                per_round[(row["test"], row["round"])][row["target"]] = rps
+    table = {}
     for key, fields in runs.items():
         table[key] = {field: statistics.median(values) for field, values in fields.items()}
         table[key]["rps_range"] = (min(fields["requests_per_second"]), max(fields["requests_per_second"]))
         table[key]["failed"] = failed[key]
         table[key]["rounds"] = len(fields["requests_per_second"])
-    return table
+    return table, per_round
 
 
 def fmt(value, digits=0):
@@ -77,8 +77,7 @@ def fmt(value, digits=0):
     return f"{value:,.{digits}f}"
 
 
-def report(table, note):
-    per_round = table.pop("per_round")
+def report(table, per_round, note):
     lines = [f"Medians of {max(v['rounds'] for v in table.values())} interleaved rounds. {note}", ""]
     lines.append(
         "| test | target | req/s | req/s min–max | mean latency ms | p99 latency ms | proxy CPU µs/req "
@@ -212,8 +211,8 @@ def main():
     else:
         path = sys.argv[1]
         note = sys.argv[2] if len(sys.argv) > 2 else ""
-    table = medians(path)
-    text = report(table, note)
+    table, per_round = medians(path)
+    text = report(table, per_round, note)
     base = path.rsplit(".", 1)[0]
     with open(base + ".md", "w") as file:
         file.write(text)

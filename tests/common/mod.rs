@@ -119,8 +119,8 @@ impl Proxy {
             .spawn()
             .unwrap();
         let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        wait_for_listener(address, &log);
-        // What answered must be this rsp, not another that holds the port.
+        // Its own log line, logged once the socket listens: a connection
+        // alone could reach another rsp that holds the port.
         let deadline = Instant::now() + Duration::from_secs(10);
         let listening = format!("listening on {address}");
         while !std::fs::read_to_string(&log)

@@ -15,6 +15,9 @@
 # put the three busy processes moved results by 10% from run to run.
 # Results go to bench-results/ as a Markdown table, the raw CSV and an SVG
 # chart. Installs nginx, haproxy, ab and wrk when missing.
+# BENCH_BASELINE=PATH adds the rsp binary at PATH (one worker, pinned like
+# the others) as target "rsp-before", so a change is measured against the
+# code before it in the same run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=throughput
@@ -49,7 +52,7 @@ haproxy_maxconn=$(( ($(ulimit -n) - 200) / 2 ))
 
 start_nginx 18080
 
-start_rsp() { # PORT WORKERS
+start_rsp() { # PORT WORKERS [BINARY]
     cat > "$work/rsp-$1.lua" <<CONF
 listen = "127.0.0.1:$1"
 backends = { "127.0.0.1:18080" }
@@ -58,13 +61,17 @@ workers = $2
 CONF
     local run=()
     [ "$2" = 1 ] && run=("${pin[@]}")
-    RUST_LOG=warn "${run[@]}" ./target/release/rsp "$work/rsp-$1.lua" &
+    RUST_LOG=warn "${run[@]}" "${3:-./target/release/rsp}" "$work/rsp-$1.lua" &
     pids+=($!)
 }
 start_rsp 18081 1
 rsp_pid=${pids[-1]}
 start_rsp 18084 2
 rsp2_pid=${pids[-1]}
+if [ -n "${BENCH_BASELINE:-}" ]; then
+    start_rsp 18085 1 "$BENCH_BASELINE"
+    before_pid=${pids[-1]}
+fi
 
 cat > "$work/haproxy.cfg" <<CONF
 global
@@ -114,13 +121,16 @@ pids+=("$(cat "$work/proxy/nginx.pid")")
 nginx_proxy_pid=$(pgrep -P "$(cat "$work/proxy/nginx.pid")" | head -1)
 backend_pid=$(pgrep -P "$(cat "$work/nginx.pid")" | head -1)
 
-for port in 18081 18082 18083 18084; do
+ports=(18081 18082 18083 18084)
+[ -n "${BENCH_BASELINE:-}" ] && ports+=(18085)
+for port in "${ports[@]}"; do
     status=$(curl -s -o /dev/null -w '%{http_code} %{size_download}' "http://127.0.0.1:$port/")
     [ "$status" = "200 600" ] || { echo "bench.sh: the proxy on $port answered '$status'" >&2; exit 1; }
 done
 
 # name port pid (the process whose CPU and memory are the proxy's)
 targets=("nginx-direct 18080 -" "rsp 18081 $rsp_pid" "haproxy 18082 $haproxy_pid" "nginx-proxy 18083 $nginx_proxy_pid" "rsp-2-workers 18084 $rsp2_pid")
+[ -n "${BENCH_BASELINE:-}" ] && targets+=("rsp-before 18085 $before_pid")
 
 cpu_ticks() { # PID: user+sys clock ticks of the process and its threads
     awk '{print $14 + $15}' "/proc/$1/stat"

@@ -12,13 +12,14 @@ import sys
 from collections import defaultdict
 
 TESTS = ["ab", "ab-k", "wrk", "wrk-100k"]
-TARGETS = ["nginx-direct", "rsp", "haproxy", "nginx-proxy", "rsp-2-workers"]
+TARGETS = ["nginx-direct", "rsp", "haproxy", "nginx-proxy", "rsp-2-workers", "rsp-before"]
 COLOURS = {
     "nginx-direct": "#9aa5b1",
     "rsp": "#d9480f",
     "haproxy": "#1c7ed6",
     "nginx-proxy": "#2b8a3e",
     "rsp-2-workers": "#f59f00",
+    "rsp-before": "#868e96",
 }
 FIELDS = [
     "requests_per_second",
@@ -78,6 +79,7 @@ def fmt(value, digits=0):
 
 
 def report(table, per_round, note):
+    baseline = any(key[1] == "rsp-before" for key in table)
     lines = [f"Medians of {max(v['rounds'] for v in table.values())} interleaved rounds. {note}", ""]
     lines.append(
         "| test | target | req/s | req/s min–max | mean latency ms | p99 latency ms | proxy CPU µs/req "
@@ -101,8 +103,9 @@ def report(table, per_round, note):
         "| test | rsp/HAProxy req/s | rsp/nginx-proxy req/s | rsp/nginx-direct req/s "
         "| rsp/HAProxy CPU per request | rsp/nginx-proxy CPU per request "
         "| nginx-proxy/rsp machine CPU per request | rsp 2 workers / 1 worker req/s |"
+        + (" rsp/rsp-before req/s | rsp/rsp-before CPU per request |" if baseline else "")
     )
-    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if baseline else ""))
     for test in TESTS:
         rsp = table.get((test, "rsp"))
         if not rsp:
@@ -119,6 +122,7 @@ def report(table, per_round, note):
             f"| {test} | {ratio('haproxy')} | {ratio('nginx-proxy')} | {ratio('nginx-direct')} "
             f"| {ratio('haproxy', 'cpu_us_per_request')} | {ratio('nginx-proxy', 'cpu_us_per_request')} "
             f"| {machine} | {scaling} |"
+            + (f" {ratio('rsp-before')} | {ratio('rsp-before', 'cpu_us_per_request')} |" if baseline else "")
         )
     lines.append("")
     lines.append(
@@ -153,7 +157,8 @@ def chart(table, title):
     plot_w, plot_h = width - left - 20, height - top - bottom
     top_value = max((row.get("requests_per_second") or 0) for row in table.values()) * 1.1 or 1
     group_w = plot_w / len(TESTS)
-    bar_w = group_w * 0.8 / len(TARGETS)
+    targets = [target for target in TARGETS if any(key[1] == target for key in table)]
+    bar_w = group_w * 0.8 / len(targets)
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
         f'<rect width="{width}" height="{height}" fill="white"/>',
@@ -166,15 +171,15 @@ def chart(table, title):
         out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{value / 1000:.0f}k</text>')
     for group, test in enumerate(TESTS):
         x0 = left + group * group_w + group_w * 0.1
-        for index, target in enumerate(TARGETS):
+        for index, target in enumerate(targets):
             value = (table.get((test, target)) or {}).get("requests_per_second") or 0
             bar_h = plot_h * value / top_value
             x, y = x0 + index * bar_w, top + plot_h - bar_h
             out.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar_w - 2:.1f}" height="{bar_h:.1f}" fill="{COLOURS[target]}"/>')
             out.append(f'<text x="{x + bar_w / 2 - 1:.1f}" y="{y - 3:.1f}" text-anchor="middle" font-size="9">{value / 1000:.1f}k</text>')
         out.append(f'<text x="{x0 + group_w * 0.4:.1f}" y="{top + plot_h + 18}" text-anchor="middle">{test}</text>')
-    for index, target in enumerate(TARGETS):
-        x = left + index * 165
+    for index, target in enumerate(targets):
+        x = left + index * 150
         out.append(f'<rect x="{x}" y="{height - 22}" width="12" height="12" fill="{COLOURS[target]}"/>')
         out.append(f'<text x="{x + 16}" y="{height - 12}">{target}</text>')
     out.append(f'<text x="14" y="{top + plot_h / 2}" transform="rotate(-90 14 {top + plot_h / 2})" text-anchor="middle">requests/s (median)</text>')

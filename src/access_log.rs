@@ -391,6 +391,7 @@ pub fn json_string(out: &mut Vec<u8>, text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::RequestPolicy;
 
     #[test]
     fn dates() {
@@ -405,7 +406,7 @@ mod tests {
 
     fn head(raw: &str) -> RequestHead {
         let mut head = RequestHead::default();
-        head.parse(raw.as_bytes()).unwrap().unwrap();
+        head.parse(raw.as_bytes(), &RequestPolicy::default()).unwrap().unwrap();
         head
     }
 

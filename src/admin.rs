@@ -2,14 +2,22 @@
 //! text format) and `POST /pools/NAME/servers/ADDR/drain|enable`. Its
 //! connections are ordinary sessions of the one event loop; only
 //! `dispatch` differs, calling `answer` instead of `route()`.
+//!
+//! Every request first passes `guard`: a Host naming this listener (DNS
+//! rebinding), the token when one is set, and for changes a header no
+//! cross-site form can send (CSRF).
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::{Instant, UNIX_EPOCH};
 
+use subtle::ConstantTimeEq;
+
 use crate::access_log::json_string;
 use crate::balancer::{Pool, Server, ServerState};
+use crate::config::AdminConfig;
 use crate::connection::Context;
+use crate::http::RequestHead;
 use crate::reply::LocalReply;
 use crate::router::RequestView;
 use crate::stats::{BUCKETS_US, CLASS_NAMES, Histogram, StatusClasses, Totals};
@@ -18,8 +26,37 @@ use crate::workers::{self, Command};
 /// Seconds between refreshes of the HTML page.
 const REFRESH_SECONDS: u32 = 5;
 
-pub fn answer(request: &RequestView, context: &mut Context) -> LocalReply {
+/// The drain and enable buttons post with `X-Rsp-Admin`, which a form
+/// could not send (see `is_deliberate_change`).
+const BUTTON_SCRIPT: &str = "<script>\
+document.addEventListener('click', async (event) => {\
+  const button = event.target.closest('button[data-action]');\
+  if (!button) return;\
+  button.disabled = true;\
+  const answer = await fetch(button.dataset.action, { method: 'POST', headers: { 'X-Rsp-Admin': '1' } });\
+  if (!answer.ok) alert(await answer.text());\
+  location.reload();\
+});\
+</script>\n";
+
+/// The header that state-changing requests must carry: a cross-site HTML
+/// form cannot send it, and a cross-site script can only after a CORS
+/// preflight that rsp never grants.
+pub const CHANGE_HEADER: &str = "X-Rsp-Admin";
+
+/// `local`: the address the client connected to.
+pub fn answer(request: &RequestView, local: SocketAddr, context: &mut Context) -> LocalReply {
     let head = &request.head;
+    if let Some(refusal) = guard(head, local, context.admin) {
+        log::warn!(
+            "admin ({}): {} {} refused: {}",
+            request.client,
+            head.method(),
+            head.target(),
+            String::from_utf8_lossy(&refusal.body).trim_end()
+        );
+        return refusal;
+    }
     let method = head.method();
     let path = head.path();
     let read_only = method == "GET" || method == "HEAD";
@@ -43,18 +80,15 @@ pub fn answer(request: &RequestView, context: &mut Context) -> LocalReply {
         }
         _ => match server_action(path) {
             Some(_) if method != "POST" => not_allowed("POST", path),
+            Some(_) if !is_deliberate_change(head) => text(
+                403,
+                format!(
+                    "rsp admin: a change must come from this origin with {CHANGE_HEADER}: 1 \
+                     (or Content-Type: application/json)\n"
+                ),
+            ),
             Some((pool, server, drain)) => {
-                let from_form = head
-                    .header("content-type")
-                    .is_some_and(|kind| kind.starts_with(b"application/x-www-form-urlencoded"));
-                let reply = set_drained(
-                    context.pools,
-                    &pool,
-                    &server,
-                    drain,
-                    request.client,
-                    from_form,
-                );
+                let reply = set_drained(context.pools, &pool, &server, drain, request.client);
                 // The other workers do the same.
                 if let (true, Some(shared), Ok(server)) = (
                     reply.status < 400,
@@ -79,6 +113,87 @@ pub fn answer(request: &RequestView, context: &mut Context) -> LocalReply {
             ),
         },
     }
+}
+
+/// The refusal for a request the admin port must not serve, if it is one:
+/// 421 for a Host that names neither this listener nor a listed name (a
+/// page of another site, through DNS rebinding), 401 without the token.
+fn guard(head: &RequestHead, local: SocketAddr, admin: Option<&AdminConfig>) -> Option<LocalReply> {
+    if let Some(host) = head.host_value()
+        && !names_this_listener(host, local, admin.map_or(&[], |admin| &admin.hosts))
+    {
+        return Some(text(
+            421,
+            format!(
+                "rsp admin: Host {:?} does not name this admin port\n",
+                String::from_utf8_lossy(host)
+            ),
+        ));
+    }
+    let token = admin.and_then(|admin| admin.token.as_deref())?;
+    let presented = head
+        .header("authorization")
+        .and_then(|value| value.strip_prefix(b"Bearer "))
+        .map(<[u8]>::trim_ascii);
+    if presented.is_some_and(|presented| same_secret(presented, token.as_bytes())) {
+        return None;
+    }
+    let mut refusal = text(401, "rsp admin: Authorization: Bearer TOKEN needed\n".into());
+    refusal
+        .headers
+        .push(("WWW-Authenticate".into(), "Bearer realm=\"rsp admin\"".into()));
+    Some(refusal)
+}
+
+/// Compares secrets in time that depends on neither, nor on their lengths:
+/// the digests of both are compared in constant time.
+fn same_secret(presented: &[u8], expected: &[u8]) -> bool {
+    let presented = ring::digest::digest(&ring::digest::SHA256, presented);
+    let expected = ring::digest::digest(&ring::digest::SHA256, expected);
+    presented.as_ref().ct_eq(expected.as_ref()).into()
+}
+
+/// `host` (a Host field: `name[:port]`) names the listener at `local`: its
+/// IP address, `localhost` for a loopback one, or one of `hosts`; with the
+/// listener's port, or none when that is 80.
+fn names_this_listener(host: &[u8], local: SocketAddr, hosts: &[String]) -> bool {
+    let text = String::from_utf8_lossy(host).to_ascii_lowercase();
+    let (name, port) = match text.rsplit_once(':') {
+        Some((name, port)) if !port.contains(']') => (name, Some(port)),
+        _ => (text.as_str(), None),
+    };
+    let port_matches = match port {
+        Some(port) => port.parse::<u16>().ok() == Some(local.port()),
+        None => local.port() == 80,
+    };
+    let ip = local.ip().to_canonical();
+    let own_name = match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+    };
+    let listed = hosts.iter().any(|listed| *listed == text || *listed == name);
+    listed || (port_matches && (name == own_name || (name == "localhost" && ip.is_loopback())))
+}
+
+/// A change is made only when the request shows it was meant (RFC 6454
+/// and Fetch metadata): it carries `X-Rsp-Admin` or a JSON body type, which
+/// no cross-site form can send, and no `Origin` or `Sec-Fetch-Site` says it
+/// comes from another site.
+fn is_deliberate_change(head: &RequestHead) -> bool {
+    let marked = head.header(CHANGE_HEADER).is_some_and(|value| !value.is_empty())
+        || head
+            .header("content-type")
+            .is_some_and(|kind| kind.starts_with(b"application/json"));
+    let same_origin = head.header("origin").is_none_or(|origin| {
+        let authority = origin
+            .strip_prefix(b"http://")
+            .or_else(|| origin.strip_prefix(b"https://"));
+        authority.is_some() && authority == head.host_value()
+    });
+    let same_site = head
+        .header("sec-fetch-site")
+        .is_none_or(|site| site == b"same-origin" || site == b"none");
+    marked && same_origin && same_site
 }
 
 /// What the stats pages show: this worker's counters, plus the others'
@@ -144,7 +259,6 @@ fn set_drained(
     server: &str,
     drain: bool,
     client: SocketAddr,
-    from_form: bool,
 ) -> LocalReply {
     let Some(pool) = pools.iter_mut().find(|pool| pool.name == pool_name) else {
         return text(404, format!("rsp admin: no pool named \"{pool_name}\"\n"));
@@ -170,12 +284,6 @@ fn set_drained(
         log::info!("admin ({client}): pool {name}: server {address} enabled");
         format!("pool {name}: server {address} is back in rotation\n")
     };
-    if from_form {
-        // The buttons on the stats page post a form: go back to the page.
-        let mut reply = text(303, message);
-        reply.headers.push(("Location".into(), "/stats".into()));
-        return reply;
-    }
     text(200, message)
 }
 
@@ -314,8 +422,7 @@ fn html(pools: &[Pool], totals: &Totals) -> String {
             let _ = writeln!(
                 page,
                 "<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{check}</td>\
-                 <td><form method=\"post\" action=\"/pools/{}/servers/{}/{action}\">\
-                 <button>{label}</button></form></td></tr>",
+                 <td><button data-action=\"/pools/{}/servers/{}/{action}\">{label}</button></td></tr>",
                 stats.errors,
                 stats.retries,
                 response_time_ms(server).map_or("-".into(), |ms| format!("{ms:.2} ms")),
@@ -330,7 +437,7 @@ fn html(pools: &[Pool], totals: &Totals) -> String {
     let _ = write!(
         page,
         "<p class=\"muted\">Refreshes every {REFRESH_SECONDS} s. Also: <a href=\"/stats.json\">/stats.json</a>, \
-         <a href=\"/metrics\">/metrics</a>.</p>\n</body></html>\n"
+         <a href=\"/metrics\">/metrics</a>.</p>\n{BUTTON_SCRIPT}</body></html>\n"
     );
     page
 }

@@ -15,6 +15,8 @@ use mlua::{Function, Lua, Table, Value};
 
 use crate::forwarding::{Forwarding, Network};
 use crate::health::HealthConfig;
+use crate::http::{self, RequestPolicy, Underscores};
+use crate::target::{Backslash, EscapedSlash};
 use crate::proxy_protocol;
 use crate::tls::{self, TlsFiles};
 
@@ -43,6 +45,9 @@ const SETTINGS: &[&str] = &[
     "request_id",
     "backend_keepalive",
     "workers",
+    "path_normalization",
+    "underscore_headers",
+    "upgrades",
     // The original C rsp's names.
     "listenPort",
     "backendAddress",
@@ -76,6 +81,8 @@ const TIMEOUT_SETTINGS: &[&str] = &[
     "tunnel",
 ];
 const SERVER_SETTINGS: &[&str] = &["addr", "weight", "backup"];
+const ADMIN_SETTINGS: &[&str] = &["addr", "public", "token", "token_file", "hosts"];
+const PATH_SETTINGS: &[&str] = &["merge_slashes", "escaped_slash", "backslash", "escaped_nul"];
 const FORWARDED_SETTINGS: &[&str] = &[
     "x_forwarded_for",
     "x_forwarded_proto",
@@ -124,7 +131,9 @@ pub struct Config {
     /// Lua instructions one `route()` call may run before it fails with 500.
     pub route_instruction_limit: u64,
     /// Where the stats page, metrics and drain API are served.
-    pub admin: Option<SocketAddr>,
+    pub admin: Option<AdminConfig>,
+    /// Path normalization, underscores in field names, allowed upgrades.
+    pub policy: RequestPolicy,
     pub access_log: Option<AccessLogConfig>,
     pub forwarding: Forwarding,
     /// Keep or make an `X-Request-Id` for every request.
@@ -134,6 +143,17 @@ pub struct Config {
     pub backend_keepalive: usize,
     /// Event loops, one per thread.
     pub workers: usize,
+}
+
+/// The `admin` setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    pub address: SocketAddr,
+    /// Host names, besides the listener's own address, that admin requests
+    /// may name (anything else is DNS rebinding: 421).
+    pub hosts: Vec<String>,
+    /// Every admin request must carry `Authorization: Bearer TOKEN`.
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -437,6 +457,7 @@ impl Reader<'_> {
                 1_000..=1_000_000_000,
             )? as u64,
             admin: self.admin()?,
+            policy: self.request_policy()?,
             access_log: self.access_log()?,
             forwarding: self.forwarding()?,
             request_id: self.boolean("request_id", true)?,
@@ -445,76 +466,277 @@ impl Reader<'_> {
         })
     }
 
-    /// `admin = "127.0.0.1:9901"`, or `{ addr = "0.0.0.0:9901", public = true }`
-    /// to serve it beyond this machine.
-    fn admin(&self) -> Result<Option<SocketAddr>, ConfigError> {
-        let (text, public) = match self.get("admin") {
-            Value::Nil => return Ok(None),
-            Value::String(text) => (text.to_string_lossy(), false),
-            Value::Table(table) => {
-                for key in table
-                    .pairs::<Value, Value>()
-                    .filter_map(Result::ok)
-                    .map(|(key, _)| key)
-                {
-                    if !matches!(&key, Value::String(name) if ["addr", "public"].contains(&&*name.to_string_lossy()))
-                    {
-                        return Err(self.error(
-                            "admin",
-                            format!(
-                                "admin: unknown setting {} (expected addr, public)",
-                                describe(&key)
-                            ),
-                        ));
-                    }
-                }
-                let text = match table.raw_get::<Value>("addr") {
-                    Ok(Value::String(text)) => text.to_string_lossy(),
-                    _ => return Err(self.error("admin", "admin.addr: expected \"ip:port\"".into())),
-                };
-                let public = match table.raw_get::<Value>("public") {
-                    Ok(Value::Nil) => false,
-                    Ok(Value::Boolean(public)) => public,
-                    _ => {
-                        return Err(
-                            self.error("admin", "admin.public: expected true or false".into())
-                        );
-                    }
-                };
-                (text, public)
-            }
-            other => {
+    /// Fails on any key of `table` (the setting `name`) not in `known`.
+    fn check_keys(&self, name: &str, table: &Table, known: &[&str]) -> Result<(), ConfigError> {
+        for key in table
+            .pairs::<Value, Value>()
+            .filter_map(Result::ok)
+            .map(|(key, _)| key)
+        {
+            if !matches!(&key, Value::String(text) if known.contains(&&*text.to_string_lossy())) {
                 return Err(self.error(
-                    "admin",
+                    name,
                     format!(
-                        "admin: expected \"ip:port\" or a table, got {}",
-                        other.type_name()
+                        "{name}: unknown setting {} (expected {})",
+                        describe(&key),
+                        known.join(", ")
                     ),
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// `admin = "127.0.0.1:9901"`, or `{ addr = "0.0.0.0:9901", public =
+    /// true, token_file = "admin.token", hosts = { "rsp.internal" } }`.
+    fn admin(&self) -> Result<Option<AdminConfig>, ConfigError> {
+        let fail = |message: String| self.error("admin", format!("admin{message}"));
+        let (text, table) = match self.get("admin") {
+            Value::Nil => return Ok(None),
+            Value::String(text) => (text.to_string_lossy(), None),
+            Value::Table(table) => {
+                self.check_keys("admin", &table, ADMIN_SETTINGS)?;
+                let text = match table.raw_get::<Value>("addr") {
+                    Ok(Value::String(text)) => text.to_string_lossy(),
+                    _ => return Err(fail(".addr: expected \"ip:port\"".into())),
+                };
+                (text, Some(table))
+            }
+            other => {
+                return Err(fail(format!(
+                    ": expected \"ip:port\" or a table, got {}",
+                    other.type_name()
+                )));
+            }
         };
-        let address =
-            resolve(&text).map_err(|error| self.error("admin", format!("admin: {error}")))?;
+        let get = |key: &str| {
+            table
+                .as_ref()
+                .and_then(|table| table.raw_get::<Value>(key).ok())
+                .unwrap_or(Value::Nil)
+        };
+        let public = match get("public") {
+            Value::Nil => false,
+            Value::Boolean(public) => public,
+            _ => return Err(fail(".public: expected true or false".into())),
+        };
+        let token = match (get("token"), get("token_file")) {
+            (Value::Nil, Value::Nil) => None,
+            (Value::String(token), Value::Nil) => Some(token.to_string_lossy()),
+            (Value::Nil, Value::String(path)) => {
+                let base = Path::new(self.file).parent().unwrap_or(Path::new("."));
+                let path = base.join(&*path.to_string_lossy());
+                let text = fs::read_to_string(&path)
+                    .map_err(|error| fail(format!(".token_file: {}: {error}", path.display())))?;
+                Some(text.trim().to_owned())
+            }
+            (Value::String(_), Value::String(_)) => {
+                return Err(fail(": set token or token_file, not both".into()));
+            }
+            _ => return Err(fail(".token: expected a string".into())),
+        };
+        if let Some(token) = &token {
+            let printable = token.bytes().all(|byte| byte.is_ascii_graphic());
+            if token.len() < 16 || !printable {
+                return Err(fail(
+                    ".token: expected at least 16 printable characters, without spaces".into(),
+                ));
+            }
+        }
+        let hosts = match get("hosts") {
+            Value::Nil => Vec::new(),
+            Value::Table(list) => list
+                .sequence_values::<String>()
+                .map(|host| host.map(|host| host.to_ascii_lowercase()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| fail(".hosts: expected a list of names".into()))?,
+            _ => return Err(fail(".hosts: expected a list of names".into())),
+        };
+        let address = resolve(&text).map_err(|error| fail(format!(": {error}")))?;
         if self
             .listen()?
             .iter()
             .any(|listener| listener.address == address)
         {
-            return Err(self.error(
-                "admin",
-                format!("admin: {address} is also in listen; give the admin port its own address"),
-            ));
+            return Err(fail(format!(
+                ": {address} is also in listen; give the admin port its own address"
+            )));
         }
         if !address.ip().is_loopback() && !public {
-            return Err(self.error(
-                "admin",
-                format!(
-                    "admin: {address} is reachable from other machines and the admin port can drain servers; \
-                     write admin = {{ addr = \"{text}\", public = true }} if that is meant"
-                ),
-            ));
+            return Err(fail(format!(
+                ": {address} is reachable from other machines and the admin port can drain servers; \
+                 write admin = {{ addr = \"{text}\", public = true, token_file = \"...\" }} if that is meant"
+            )));
         }
-        Ok(Some(address))
+        if public && token.is_none() {
+            return Err(fail(format!(
+                ": a public admin port ({address}) needs a token: token = \"...\" or token_file = \"...\", \
+                 sent by callers as Authorization: Bearer"
+            )));
+        }
+        Ok(Some(AdminConfig {
+            address,
+            hosts,
+            token,
+        }))
+    }
+
+    /// `path_normalization`, `underscore_headers` and `upgrades`: how
+    /// request heads are read.
+    fn request_policy(&self) -> Result<RequestPolicy, ConfigError> {
+        let mut policy = RequestPolicy::default();
+        match self.get("path_normalization") {
+            Value::Nil | Value::Boolean(true) => {}
+            Value::Boolean(false) => policy.path.enabled = false,
+            Value::Table(table) => {
+                self.check_keys("path_normalization", &table, PATH_SETTINGS)?;
+                let path = &mut policy.path;
+                let option = |key: &str| table.raw_get::<Value>(key).unwrap_or(Value::Nil);
+                if let Some(merge) = self.flag("path_normalization.merge_slashes", option("merge_slashes"))? {
+                    path.merge_slashes = merge;
+                }
+                if let Some(choice) = self.choice(
+                    "path_normalization.escaped_slash",
+                    option("escaped_slash"),
+                    &["keep", "reject", "decode"],
+                )? {
+                    path.escaped_slash = match choice {
+                        "keep" => EscapedSlash::Keep,
+                        "decode" => EscapedSlash::Decode,
+                        _ => EscapedSlash::Reject,
+                    };
+                }
+                if let Some(choice) = self.choice(
+                    "path_normalization.backslash",
+                    option("backslash"),
+                    &["keep", "reject", "slash"],
+                )? {
+                    path.backslash = match choice {
+                        "keep" => Backslash::Keep,
+                        "slash" => Backslash::Slash,
+                        _ => Backslash::Reject,
+                    };
+                }
+                if let Some(choice) = self.choice(
+                    "path_normalization.escaped_nul",
+                    option("escaped_nul"),
+                    &["keep", "reject"],
+                )? {
+                    path.allow_escaped_nul = choice == "keep";
+                }
+            }
+            other => {
+                return Err(self.error(
+                    "path_normalization",
+                    format!(
+                        "path_normalization: expected false or a table, got {}",
+                        describe(&other)
+                    ),
+                ));
+            }
+        }
+        if let Some(choice) = self.choice(
+            "underscore_headers",
+            self.get("underscore_headers"),
+            &["drop", "reject", "allow"],
+        )? {
+            policy.underscores = match choice {
+                "reject" => Underscores::Reject,
+                "allow" => Underscores::Allow,
+                _ => Underscores::Drop,
+            };
+        }
+        match self.get("upgrades") {
+            Value::Nil => {}
+            Value::Table(list) => {
+                let fail = || {
+                    self.error(
+                        "upgrades",
+                        "upgrades: expected a list of protocol names, like { \"websocket\" }".into(),
+                    )
+                };
+                policy.upgrades = list
+                    .sequence_values::<String>()
+                    .map(|name| name.map(|name| name.to_ascii_lowercase()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|_| fail())?;
+                if let Some(name) = policy.upgrades.iter().find(|name| {
+                    name.is_empty() || !name.bytes().all(|byte| byte.is_ascii_graphic() && byte != b',')
+                }) {
+                    return Err(self.error("upgrades", format!("upgrades: {name:?} is not a protocol name")));
+                }
+                if policy
+                    .upgrades
+                    .iter()
+                    .any(|name| name.split('/').next() == Some(http::NEVER_UPGRADED))
+                {
+                    return Err(self.error(
+                        "upgrades",
+                        "upgrades: h2c is never forwarded: a backend that switched to it would take \
+                         every later request on the connection past route()"
+                            .into(),
+                    ));
+                }
+            }
+            other => {
+                return Err(self.error(
+                    "upgrades",
+                    format!("upgrades: expected a list of protocol names, got {}", describe(&other)),
+                ));
+            }
+        }
+        Ok(policy)
+    }
+
+    /// `true`/`false`, or nil (`None`), for the setting `name`.
+    fn flag(&self, name: &str, value: Value) -> Result<Option<bool>, ConfigError> {
+        let setting = name.split('.').next().unwrap_or(name);
+        match value {
+            Value::Nil => Ok(None),
+            Value::Boolean(on) => Ok(Some(on)),
+            other => Err(self.error(
+                setting,
+                format!("{name}: expected true or false, got {}", describe(&other)),
+            )),
+        }
+    }
+
+    /// One of the strings `choices`, or nil (`None`), for the setting `name`.
+    fn choice(
+        &self,
+        name: &str,
+        value: Value,
+        choices: &[&'static str],
+    ) -> Result<Option<&'static str>, ConfigError> {
+        let setting = name.split('.').next().unwrap_or(name);
+        let expected = || {
+            choices
+                .iter()
+                .map(|choice| format!("\"{choice}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match &value {
+            Value::Nil => Ok(None),
+            Value::String(text) => {
+                let text = text.to_string_lossy();
+                choices
+                    .iter()
+                    .find(|choice| **choice == text)
+                    .copied()
+                    .map(Some)
+                    .ok_or_else(|| {
+                        self.error(
+                            setting,
+                            format!("{name}: expected one of {}, got {}", expected(), describe(&value)),
+                        )
+                    })
+            }
+            _ => Err(self.error(
+                setting,
+                format!("{name}: expected one of {}, got {}", expected(), describe(&value)),
+            )),
+        }
     }
 
     /// `access_log = "/var/log/rsp/access.log"` or `"-"` (stdout), and

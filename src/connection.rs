@@ -16,10 +16,11 @@ use crate::access_log::AccessLog;
 use crate::admin;
 use crate::balancer::{Outcome, Pick, Pool};
 use crate::buffer::Buffer;
-use crate::config::Timeouts;
+use crate::config::{AdminConfig, Timeouts};
 use crate::forwarding::Forwarding;
 use crate::framing::{BodyFramer, Framing, FramingError};
-use crate::http::{self, ClientSide, HeadError, RequestHead};
+use crate::http::{self, ClientSide, HeadError, RequestHead, RequestPolicy};
+use crate::target::TargetError;
 use crate::idle::IdleConnections;
 use crate::proxy_protocol;
 use crate::reply::{ErrorReply, Shape};
@@ -35,6 +36,10 @@ pub struct Context<'a> {
     pub registry: &'a Registry,
     pub router: &'a Router,
     pub pools: &'a mut [Pool],
+    /// How request heads are read: normalization, underscores, upgrades.
+    pub policy: &'a RequestPolicy,
+    /// The admin port's settings, for its sessions.
+    pub admin: Option<&'a AdminConfig>,
     pub max_header_bytes: usize,
     pub timeouts: &'a Timeouts,
     pub max_body_bytes: Option<u64>,
@@ -300,17 +305,39 @@ impl Body {
     }
 
     /// Claims what it can of `data` and returns how many leading bytes of it
-    /// belong to this body.
-    fn claim(&mut self, data: &[u8]) -> Result<usize, FramingError> {
+    /// belong to this body. At a chunked body's trailer section, once every
+    /// claimed byte was written, the section is taken whole: what may be
+    /// forwarded of it is appended to `out`, and `trailers` says how many
+    /// bytes of `data` to consume for it. `full`: `data` can grow no more,
+    /// so a trailer section not complete in it never will be.
+    fn claim(&mut self, data: &[u8], full: bool, out: &mut Vec<u8>) -> Result<Claimed, FramingError> {
+        if self.claimed == 0 && self.framer.awaits_trailers() {
+            return match self.framer.take_trailers(data, out)? {
+                Some(trailers) => Ok(Claimed { body: 0, trailers }),
+                None if full => Err(FramingError::Trailers),
+                None => Ok(Claimed::default()),
+            };
+        }
         if !self.framer.is_complete() && self.claimed < data.len() {
             self.claimed += self.framer.claim(&data[self.claimed..])?;
         }
-        Ok(self.claimed)
+        Ok(Claimed {
+            body: self.claimed,
+            trailers: 0,
+        })
     }
 
     fn is_complete(&self) -> bool {
         self.claimed == 0 && self.framer.is_complete()
     }
+}
+
+/// What `Body::claim` found: body bytes to pass on as they are, and the
+/// length of a trailer section it took (already queued, to be consumed).
+#[derive(Debug, Default, Clone, Copy)]
+struct Claimed {
+    body: usize,
+    trailers: usize,
 }
 
 enum ResponseState {
@@ -376,6 +403,8 @@ struct Proxied {
     backend_reset: bool,
     /// Some bytes of a response arrived: the request may not be sent again.
     response_seen: bool,
+    /// Interim (1xx) heads passed on so far.
+    interim: u8,
     client_side: ClientSide,
     /// `None` once the whole request body went to the backend.
     request_body: Option<Body>,
@@ -677,7 +706,8 @@ impl Session {
         if self.client_eof || self.inbound.is_full() || matches!(self.exchange, Exchange::Closing) {
             return Ok(false);
         }
-        if self.tls.is_some() {
+        // The PROXY header comes before TLS, on the raw socket.
+        if self.tls.is_some() && !self.proxy_header_pending {
             return self.read_client_tls();
         }
         if !self.client.readable {
@@ -768,9 +798,10 @@ impl Session {
             } => {
                 let mut progress = false;
                 if let Some(body) = discard {
-                    let count = body
-                        .claim(self.inbound.data())
+                    let claimed = body
+                        .claim(self.inbound.data(), self.inbound.is_full(), &mut Vec::new())
                         .map_err(|error| End::Aborted(format!("request body: {error}")))?;
+                    let count = claimed.body + claimed.trailers;
                     self.inbound.consume(count);
                     if let Some(transaction) = &mut self.transaction {
                         transaction.bytes_received += count as u64;
@@ -818,6 +849,7 @@ impl Session {
                     self.destination = Some(destination);
                 }
                 self.proxy_header_pending = false;
+                self.start_tls_after_proxy_header()?;
                 Ok(true)
             }
             Err(why) => {
@@ -827,6 +859,27 @@ impl Session {
                 Ok(true)
             }
         }
+    }
+
+    /// On a TLS listener, the bytes read past the PROXY header are the
+    /// start of the TLS handshake: they go to rustls, not to HTTP.
+    fn start_tls_after_proxy_header(&mut self) -> Result<(), End> {
+        let Some(tls) = self.tls.as_mut() else {
+            return Ok(());
+        };
+        let mut handshake = self.inbound.data();
+        while !handshake.is_empty() {
+            match tls.read_tls(&mut handshake) {
+                Ok(_) => {}
+                Err(error) => return Err(End::Aborted(format!("TLS: {error}"))),
+            }
+            if let Err(error) = tls.process_new_packets() {
+                let _ = tls.write_tls(&mut self.client.stream);
+                return Err(End::Aborted(format!("TLS: {error}")));
+            }
+        }
+        self.inbound.consume(self.inbound.len());
+        Ok(())
     }
 
     /// A `mode = "tcp"` connection: pick a server of its pool (or of the
@@ -890,7 +943,7 @@ impl Session {
             };
         }
         let limit = context.max_header_bytes;
-        let parsed = self.request.head.parse(self.inbound.data());
+        let parsed = self.request.head.parse(self.inbound.data(), context.policy);
         if !matches!(parsed, Ok(None)) || self.inbound.len() >= limit {
             context.counters.requests += 1;
             let head_length = match parsed {
@@ -922,6 +975,13 @@ impl Session {
                 );
                 self.reply_error(ErrorReply::HeadTooLarge, None);
             }
+            Err(HeadError::Target(TargetError::Connect)) => {
+                log::info!(
+                    "{}: 501, CONNECT: rsp does not tunnel to other hosts",
+                    self.client_address
+                );
+                self.reply_error(ErrorReply::NotImplemented, None);
+            }
             Err(error) => {
                 log::info!("{}: 400, {error}", self.client_address);
                 self.reply_error(ErrorReply::BadRequest, None);
@@ -951,7 +1011,8 @@ impl Session {
         }
         let body = Body::new(&head.framing);
         if self.role == Role::Admin {
-            let reply = admin::answer(&self.request, context);
+            let local = self.client.stream.local_addr().unwrap_or(self.client_address);
+            let reply = admin::answer(&self.request, local, context);
             let shape = Shape {
                 keep_alive: self.local_keep_alive(body.is_some()),
                 head_only: self.request.head.is_head(),
@@ -1020,8 +1081,11 @@ impl Session {
     /// Whether the connection can stay open after rsp answers itself. A
     /// client waiting for `100 Continue` may never send the body we would
     /// have to skip, so that connection closes.
+    /// An upgrade request answered by rsp itself closes too: the client
+    /// was ready to switch protocols, not to send another request.
     fn local_keep_alive(&self, has_body: bool) -> bool {
-        self.request.head.keep_alive && !(has_body && self.request.head.expect_continue)
+        let head = &self.request.head;
+        head.keep_alive && !head.upgrade && !(has_body && head.expect_continue)
     }
 
     fn reply_error(&mut self, reply: ErrorReply, discard: Option<Body>) {
@@ -1093,10 +1157,15 @@ impl Session {
                 };
             }
             Pick::NoneUp if upstream.tried.is_empty() => {
+                // Drained servers take no new requests even when they are
+                // all that is left (backups stand in first): draining is
+                // how an operator says "not this server".
+                let drained = pool.servers().iter().filter(|server| server.drained).count();
                 log::warn!(
-                    "{}: 503, no server of pool {} is up",
+                    "{}: 503, no server of pool {} is up ({drained} of {} drained)",
                     self.client_address,
-                    pool.name
+                    pool.name,
+                    pool.servers().len()
                 );
                 self.reply_error(ErrorReply::NoRoute, request_body);
             }
@@ -1357,6 +1426,7 @@ impl Session {
             backend_write_failed: false,
             backend_reset: false,
             response_seen: false,
+            interim: 0,
             client_side: ClientSide {
                 head_request: head.is_head(),
                 minor_version: head.minor_version,
@@ -1513,14 +1583,33 @@ impl Session {
                     }
                     return Ok(false);
                 }
+                if !self.to_client.is_empty() {
+                    // An interim head is still on its way to the client:
+                    // the next waits in `outbound`, whose bound stops
+                    // reading the backend.
+                    return Ok(false);
+                }
                 match http::forward_response_head(
                     self.outbound.data(),
                     proxied.client_side,
+                    self.request.head.upgrade_offer(),
                     self.request.request_id(),
                     &mut self.to_client.bytes,
                 ) {
+                    Ok(Some(info)) if info.is_interim() && proxied.interim >= http::MAX_INTERIM_RESPONSES => {
+                        self.to_client.bytes.clear();
+                        self.to_client.sent = 0;
+                        self.backend_failed(
+                            context,
+                            format!(
+                                "more than {} interim responses",
+                                http::MAX_INTERIM_RESPONSES
+                            ),
+                        )
+                    }
                     Ok(Some(info)) => {
                         self.outbound.consume(info.head_length);
+                        proxied.interim += u8::from(info.is_interim());
                         if !info.is_interim()
                             && let Some(transaction) = &mut self.transaction
                         {
@@ -1686,8 +1775,18 @@ impl Session {
         while proxied.backend.writable {
             let tunnel = matches!(proxied.response, ResponseState::Tunnel { .. });
             let body_length = match &mut proxied.request_body {
-                Some(body) => match body.claim(self.inbound.data()) {
-                    Ok(length) => length,
+                Some(body) => match body.claim(
+                    self.inbound.data(),
+                    self.inbound.is_full(),
+                    &mut self.to_backend.bytes,
+                ) {
+                    Ok(claimed) => {
+                        self.inbound.consume(claimed.trailers);
+                        if let Some(transaction) = &mut self.transaction {
+                            transaction.bytes_received += claimed.trailers as u64;
+                        }
+                        claimed.body
+                    }
                     Err(error) => {
                         log::info!("{}: 400, request body: {error}", self.client_address);
                         return self.bad_request_body(context, ErrorReply::BadRequest);
@@ -1843,10 +1942,15 @@ impl Session {
             let body_length = match body {
                 Some(body) => {
                     let claimed = body
-                        .claim(self.outbound.data())
+                        .claim(
+                            self.outbound.data(),
+                            self.outbound.is_full(),
+                            &mut self.to_client.bytes,
+                        )
                         .map_err(|error| End::Aborted(format!("response body: {error}")))?;
+                    self.outbound.consume(claimed.trailers);
                     closing &= body.framer.is_complete();
-                    claimed
+                    claimed.body
                 }
                 None if tunnel => self.outbound.len(),
                 None => 0,

@@ -19,7 +19,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::access_log::AccessLog;
 use crate::balancer::Pool;
 use crate::config::ListenMode;
-use crate::config::{self, AccessLogConfig, Config, Loaded, Timeouts};
+use crate::config::{self, AccessLogConfig, AdminConfig, Config, Loaded, Timeouts};
+use crate::http::RequestPolicy;
 use crate::connection::{self, Context, Counters, Role, Session};
 use crate::forwarding::Forwarding;
 use crate::health::{HealthChecks, Verdict};
@@ -83,6 +84,8 @@ pub struct EventLoop {
     wakeups: Vec<usize>,
     health_checks: HealthChecks,
     forwarding: Forwarding,
+    policy: RequestPolicy,
+    admin: Option<AdminConfig>,
     request_ids: Option<RequestIds>,
     totals: Totals,
     access_log: Option<AccessLog>,
@@ -140,6 +143,8 @@ impl EventLoop {
             wakeups: Vec::new(),
             health_checks: HealthChecks::new(HEALTH_BASE),
             forwarding: loaded.config.forwarding.clone(),
+            policy: loaded.config.policy.clone(),
+            admin: loaded.config.admin.clone(),
             request_ids: loaded.config.request_id.then(RequestIds::new),
             totals: Totals::default(),
             access_log,
@@ -290,6 +295,8 @@ impl EventLoop {
         self.max_connections = loaded.config.max_connections;
         self.max_body_bytes = loaded.config.max_body_bytes;
         self.forwarding = loaded.config.forwarding.clone();
+        self.policy = loaded.config.policy.clone();
+        self.admin = loaded.config.admin.clone();
         if loaded.config.request_id != self.request_ids.is_some() {
             self.request_ids = loaded.config.request_id.then(RequestIds::new);
         }
@@ -521,9 +528,9 @@ impl EventLoop {
             };
             (listener.address, role)
         });
-        let admin = config.admin.filter(|_| self.worker.index == 0);
+        let admin = config.admin.as_ref().filter(|_| self.worker.index == 0);
         proxied
-            .chain(admin.map(|address| (address, Role::Admin)))
+            .chain(admin.map(|admin| (admin.address, Role::Admin)))
             .collect()
     }
 
@@ -619,6 +626,8 @@ impl EventLoop {
                     registry: self.poll.registry(),
                     router: &self.router,
                     pools: &mut self.pools,
+                    policy: &self.policy,
+                    admin: self.admin.as_ref(),
                     max_header_bytes: self.max_header_bytes,
                     timeouts: &self.timeouts,
                     draining: self.shutdown_deadline.is_some(),

@@ -2,13 +2,38 @@
 //!
 //! Bodies are forwarded as they arrive, unchanged; a framer only *claims*
 //! the bytes that belong to the current message so that the bytes after it
-//! (the next pipelined request) stay where they are.
+//! (the next pipelined request) stay where they are. The one exception is a
+//! chunked body's trailer section: it is parsed whole and forwarded without
+//! the fields that could reframe or reroute the message.
 
 use std::fmt;
 
 /// Bounds that keep a hostile peer from making us scan forever.
 const MAX_CHUNK_LINE: usize = 4096;
-const MAX_TRAILERS: usize = 32 * 1024;
+/// Trailer fields in one trailer section; the section's size is bounded by
+/// the buffer that must hold it whole.
+const MAX_TRAILER_FIELDS: usize = 64;
+
+/// Trailer fields never forwarded (RFC 9110 §6.5.1): a recipient that
+/// merged them into the head would see another framing, host or
+/// connection than rsp did, or forwarding fields rsp did not write.
+const DROPPED_TRAILERS: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "forwarded",
+    "x-request-id",
+];
 /// Larger chunk sizes are rejected rather than risk overflow.
 const MAX_CHUNK_SIZE: u64 = 1 << 60;
 
@@ -84,6 +109,54 @@ impl BodyFramer {
         }
     }
 
+    /// A chunked body whose last chunk was claimed: its trailer section
+    /// comes next, to be taken whole by `take_trailers`.
+    pub fn awaits_trailers(&self) -> bool {
+        matches!(self, BodyFramer::Chunked(chunked) if chunked.state == ChunkState::Trailers)
+    }
+
+    /// The trailer section at the start of `data`, once it is all there:
+    /// writes what may be forwarded of it to `out` and returns how many
+    /// bytes of `data` it took; `None` until the section is complete.
+    pub fn take_trailers(
+        &mut self,
+        data: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<Option<usize>, FramingError> {
+        let BodyFramer::Chunked(chunked) = self else {
+            return Ok(None);
+        };
+        let mut fields = [httparse::EMPTY_HEADER; MAX_TRAILER_FIELDS];
+        let (length, fields) = match httparse::parse_headers(data, &mut fields) {
+            Ok(httparse::Status::Complete(parsed)) => parsed,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(_) => return Err(FramingError::Trailers),
+        };
+        // httparse takes a bare LF for a line end; a chunked body may not.
+        let bare_lf = data[..length]
+            .iter()
+            .enumerate()
+            .any(|(at, &byte)| byte == b'\n' && (at == 0 || data[at - 1] != b'\r'));
+        if bare_lf {
+            return Err(FramingError::Trailers);
+        }
+        for field in fields.iter() {
+            let dropped = field.name.contains('_')
+                || DROPPED_TRAILERS
+                    .iter()
+                    .any(|dropped| field.name.eq_ignore_ascii_case(dropped));
+            if !dropped {
+                out.extend_from_slice(field.name.as_bytes());
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(field.value);
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+        out.extend_from_slice(b"\r\n");
+        chunked.state = ChunkState::Done;
+        Ok(Some(length))
+    }
+
     /// True once every byte of the body has been claimed. A close-delimited
     /// body is never complete by itself: its sender's close completes it.
     pub fn is_complete(&self) -> bool {
@@ -107,11 +180,9 @@ enum ChunkState {
     Data,
     DataCr,
     DataLf,
-    /// At the start of a trailer line (or the final empty line).
-    TrailerStart,
-    TrailerLine,
-    TrailerLf,
-    FinalLf,
+    /// After the last chunk: the trailer section (or its empty line), taken
+    /// whole by `take_trailers`.
+    Trailers,
     Done,
 }
 
@@ -124,7 +195,6 @@ pub struct Chunked {
     size: u64,
     digits: usize,
     line: usize,
-    trailers: usize,
 }
 
 impl Default for Chunked {
@@ -135,7 +205,6 @@ impl Default for Chunked {
             size: 0,
             digits: 0,
             line: 0,
-            trailers: 0,
         }
     }
 }
@@ -143,7 +212,7 @@ impl Default for Chunked {
 impl Chunked {
     fn claim(&mut self, data: &[u8]) -> Result<usize, FramingError> {
         let mut at = 0;
-        while at < data.len() && self.state != ChunkState::Done {
+        while at < data.len() && !matches!(self.state, ChunkState::Trailers | ChunkState::Done) {
             if self.state == ChunkState::Data {
                 let count = self.size.min((data.len() - at) as u64);
                 self.size -= count;
@@ -198,7 +267,7 @@ impl Chunked {
                 }
                 self.digits = 0;
                 if self.size == 0 {
-                    self.state = TrailerStart;
+                    self.state = Trailers;
                 } else {
                     self.state = Data;
                 }
@@ -216,42 +285,8 @@ impl Chunked {
                 }
                 self.state = Size;
             }
-            TrailerStart => {
-                self.count_trailer()?;
-                self.state = match byte {
-                    b'\r' => FinalLf,
-                    b'\n' | 0 => return Err(FramingError::Trailers),
-                    _ => TrailerLine,
-                };
-            }
-            TrailerLine => {
-                self.count_trailer()?;
-                match byte {
-                    b'\r' => self.state = TrailerLf,
-                    b'\n' | 0 => return Err(FramingError::Trailers),
-                    _ => {}
-                }
-            }
-            TrailerLf | FinalLf => {
-                self.count_trailer()?;
-                if byte != b'\n' {
-                    return Err(FramingError::Trailers);
-                }
-                self.state = if self.state == FinalLf {
-                    Done
-                } else {
-                    TrailerStart
-                };
-            }
+            Trailers => unreachable!("trailers are taken whole"),
             Done => {}
-        }
-        Ok(())
-    }
-
-    fn count_trailer(&mut self) -> Result<(), FramingError> {
-        self.trailers += 1;
-        if self.trailers > MAX_TRAILERS {
-            return Err(FramingError::Trailers);
         }
         Ok(())
     }
@@ -261,17 +296,27 @@ impl Chunked {
 mod tests {
     use super::*;
 
-    fn claim_all(framer: &mut BodyFramer, data: &[u8], step: usize) -> Result<usize, FramingError> {
-        let mut total = 0;
-        while total < data.len() && !framer.is_complete() {
-            let end = (total + step).min(data.len());
-            let count = framer.claim(&data[total..end])?;
-            total += count;
-            if count == 0 {
+    /// Claims `data` `step` bytes at a time, the trailer section whole;
+    /// returns the bytes claimed and the trailers forwarded.
+    fn claim_all(
+        framer: &mut BodyFramer,
+        data: &[u8],
+        step: usize,
+    ) -> Result<(usize, Vec<u8>), FramingError> {
+        let (mut total, mut window_end, mut trailers) = (0, 0, Vec::new());
+        while !framer.is_complete() {
+            window_end = (window_end.max(total) + step).min(data.len());
+            let taken = if framer.awaits_trailers() {
+                framer.take_trailers(&data[total..window_end], &mut trailers)?
+            } else {
+                Some(framer.claim(&data[total..window_end])?)
+            };
+            total += taken.unwrap_or(0);
+            if taken.unwrap_or(0) == 0 && window_end == data.len() {
                 break;
             }
         }
-        Ok(total)
+        Ok((total, trailers))
     }
 
     #[test]
@@ -294,7 +339,7 @@ mod tests {
             let mut framer = BodyFramer::new(&Framing::Chunked).unwrap();
             assert_eq!(
                 claim_all(&mut framer, &input, step).unwrap(),
-                body.len(),
+                (body.len(), b"X-Trailer: yes\r\n\r\n".to_vec()),
                 "step {step}"
             );
             assert!(framer.is_complete());
@@ -305,8 +350,27 @@ mod tests {
     #[test]
     fn chunked_without_trailers() {
         let mut framer = BodyFramer::new(&Framing::Chunked).unwrap();
-        assert_eq!(framer.claim(b"0\r\n\r\nrest").unwrap(), 5);
+        assert_eq!(framer.claim(b"0\r\n\r\nrest").unwrap(), 3);
+        assert!(framer.awaits_trailers() && !framer.is_complete());
+        let mut out = Vec::new();
+        assert_eq!(framer.take_trailers(b"\r\nrest", &mut out), Ok(Some(2)));
+        assert_eq!(out, b"\r\n");
         assert!(framer.is_complete());
+    }
+
+    #[test]
+    fn trailers_that_could_reframe_or_reroute_are_dropped() {
+        let mut framer = BodyFramer::new(&Framing::Chunked).unwrap();
+        assert_eq!(framer.claim(b"0\r\n").unwrap(), 3);
+        let section = b"Content-Length: 5\r\nX-Checksum: abc\r\nHost: evil\r\nTransfer-Encoding: chunked\r\n\
+                        Connection: close\r\nX_Forwarded_For: 6.6.6.6\r\nX-Forwarded-For: 6.6.6.6\r\nTE: x\r\n\r\nGET";
+        let mut out = Vec::new();
+        assert_eq!(framer.take_trailers(&section[..20], &mut out), Ok(None));
+        assert_eq!(
+            framer.take_trailers(section, &mut out),
+            Ok(Some(section.len() - 3))
+        );
+        assert_eq!(String::from_utf8(out).unwrap(), "X-Checksum: abc\r\n\r\n");
     }
 
     #[test]

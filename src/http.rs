@@ -9,6 +9,7 @@ use std::ops::Range;
 use crate::forwarding::Forwarding;
 use crate::framing::Framing;
 use crate::request_id;
+use crate::target::{self, Form, PathNormalization, Scratch, TargetError};
 
 /// More header fields than this in one head is answered with 431.
 pub const MAX_HEADERS: usize = 128;
@@ -51,11 +52,48 @@ fn forwarding_field(name: &[u8]) -> Option<Field> {
     }
 }
 
+/// What to do with a request field whose name holds an underscore: CGI
+/// and WSGI servers read `X_Forwarded_For` as `X-Forwarded-For`
+/// (`HTTP_X_FORWARDED_FOR`), past rsp's forwarded-header guarantee.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Underscores {
+    /// Removed before `route()` and the backend see the request (nginx's
+    /// `underscores_in_headers off`).
+    Drop,
+    /// 400.
+    Reject,
+    Allow,
+}
+
+/// How requests are read: the security settings of the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestPolicy {
+    pub path: PathNormalization,
+    pub underscores: Underscores,
+    /// Protocols a client may switch to (`Upgrade`), lower case; never `h2c`.
+    pub upgrades: Vec<String>,
+}
+
+impl Default for RequestPolicy {
+    fn default() -> RequestPolicy {
+        RequestPolicy {
+            path: PathNormalization::default(),
+            underscores: Underscores::Drop,
+            upgrades: vec!["websocket".to_owned()],
+        }
+    }
+}
+
+/// The one protocol never switched to through rsp: a backend that accepts
+/// `h2c` would take every later request on the connection past `route()`.
+pub const NEVER_UPGRADED: &str = "h2c";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HeadError {
     Malformed(httparse::Error),
     TooManyHeaders,
     Framing(&'static str),
+    Target(TargetError),
 }
 
 impl fmt::Display for HeadError {
@@ -64,6 +102,7 @@ impl fmt::Display for HeadError {
             HeadError::Malformed(error) => write!(f, "malformed head: {error}"),
             HeadError::TooManyHeaders => write!(f, "more than {MAX_HEADERS} header fields"),
             HeadError::Framing(why) => f.write_str(why),
+            HeadError::Target(error) => write!(f, "request target: {error}"),
         }
     }
 }
@@ -74,23 +113,42 @@ impl fmt::Display for HeadError {
 pub struct RequestHead {
     raw: Vec<u8>,
     method: Range<usize>,
-    target: Range<usize>,
+    /// The target as the client sent it.
+    raw_target: Range<usize>,
+    /// The target rsp routes on and forwards: origin-form, normalized (or
+    /// `*`). Always ASCII.
+    target: Vec<u8>,
+    /// Where the path ends in `target` (at the `?`, or its end).
+    path_end: usize,
+    /// The Host value forwarded: an absolute-form target's authority,
+    /// else the client's Host field (a range of `raw`).
+    host_value: Option<Range<usize>>,
+    /// The target was absolute-form: its authority replaces the Host field.
+    absolute: bool,
     headers: Vec<(Range<usize>, Range<usize>)>,
     host: String,
+    /// The protocols of the client's `Upgrade` that may be switched to.
+    upgrade_offer: Vec<u8>,
+    scratch: Scratch,
     pub minor_version: u8,
     pub framing: Framing,
     /// The client wants the connection kept open after this exchange.
     pub keep_alive: bool,
     pub expect_continue: bool,
-    /// A bodiless HTTP/1.1 request asking to switch protocols (`Upgrade`,
-    /// named in `Connection`), such as a WebSocket handshake.
+    /// A bodiless HTTP/1.1 request asking to switch to a protocol the
+    /// policy allows (`Upgrade`, named in `Connection`), such as a
+    /// WebSocket handshake.
     pub upgrade: bool,
 }
 
 impl RequestHead {
     /// Parses a request head at the start of `buffer`. `Ok(None)` means
     /// more bytes are needed; `Ok(Some(n))` means the head is the first `n`.
-    pub fn parse(&mut self, buffer: &[u8]) -> Result<Option<usize>, HeadError> {
+    pub fn parse(
+        &mut self,
+        buffer: &[u8],
+        policy: &RequestPolicy,
+    ) -> Result<Option<usize>, HeadError> {
         let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut request = httparse::Request::new(&mut fields);
         let length = match request.parse(buffer) {
@@ -107,48 +165,58 @@ impl RequestHead {
         self.raw.clear();
         self.raw.extend_from_slice(&buffer[..length]);
         self.method = span(request.method.unwrap_or_default().as_bytes());
-        self.target = span(request.path.unwrap_or_default().as_bytes());
+        self.raw_target = span(request.path.unwrap_or_default().as_bytes());
         self.minor_version = request.version.unwrap_or(1);
         self.headers.clear();
         for field in request.headers.iter() {
+            if field.name.contains('_') {
+                match policy.underscores {
+                    Underscores::Allow => {}
+                    Underscores::Drop => {
+                        log::debug!("dropped the request field {:?}", field.name);
+                        continue;
+                    }
+                    Underscores::Reject => {
+                        return Err(HeadError::Framing("a field name with an underscore"));
+                    }
+                }
+            }
             self.headers
                 .push((span(field.name.as_bytes()), span(field.value)));
         }
-        self.examine()?;
+        self.examine(policy)?;
+        self.read_target(&policy.path)?;
         Ok(Some(length))
     }
 
-    /// Derives host, framing and persistence from the fields.
-    fn examine(&mut self) -> Result<(), HeadError> {
+    /// Derives framing, persistence and the upgrade offer from the fields.
+    fn examine(&mut self, policy: &RequestPolicy) -> Result<(), HeadError> {
         let mut host = None;
         let mut content_length = None;
-        let mut transfer_encoding = false;
-        let mut chunked_last = false;
+        let mut transfer_encoding = None;
         let mut close = false;
         let mut keep_alive = false;
         let mut upgrade_named = false;
-        let mut upgrade_field = false;
         self.expect_continue = false;
+        self.upgrade_offer.clear();
         for (name, value) in &self.headers {
             let name = &self.raw[name.clone()];
+            let value_range = value.clone();
             let value = &self.raw[value.clone()];
             if name.eq_ignore_ascii_case(b"host") {
                 if host.is_some() {
                     return Err(HeadError::Framing("more than one Host field"));
                 }
-                host = Some(value);
+                host = Some(value_range);
             } else if name.eq_ignore_ascii_case(b"content-length") {
                 content_length = Some(merge_content_length(content_length, value)?);
             } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-                for coding in tokens(value) {
-                    if chunked_last {
-                        return Err(HeadError::Framing(
-                            "chunked is not the last transfer coding",
-                        ));
-                    }
-                    chunked_last = coding.eq_ignore_ascii_case(b"chunked");
-                    transfer_encoding = true;
+                // One line only: `identity` on one and `chunked` on the
+                // next is read differently by different servers.
+                if transfer_encoding.is_some() {
+                    return Err(HeadError::Framing("Transfer-Encoding on more than one line"));
                 }
+                transfer_encoding = Some(transfer_codings(value)?);
             } else if name.eq_ignore_ascii_case(b"connection") {
                 for option in tokens(value) {
                     close |= option.eq_ignore_ascii_case(b"close");
@@ -156,30 +224,37 @@ impl RequestHead {
                     upgrade_named |= option.eq_ignore_ascii_case(b"upgrade");
                 }
             } else if name.eq_ignore_ascii_case(b"upgrade") {
-                upgrade_field = !value.is_empty();
+                for protocol in tokens(value) {
+                    if upgrade_allowed(protocol, &policy.upgrades) {
+                        if !self.upgrade_offer.is_empty() {
+                            self.upgrade_offer.extend_from_slice(b", ");
+                        }
+                        self.upgrade_offer.extend_from_slice(protocol);
+                    }
+                }
             } else if name.eq_ignore_ascii_case(b"expect") {
                 self.expect_continue = value.eq_ignore_ascii_case(b"100-continue");
             }
         }
         self.framing = match (transfer_encoding, content_length) {
-            (true, Some(_)) => {
+            (Some(_), Some(_)) => {
                 return Err(HeadError::Framing(
                     "both Content-Length and Transfer-Encoding",
                 ));
             }
-            (true, None) if self.minor_version == 0 => {
+            (Some(_), None) if self.minor_version == 0 => {
                 return Err(HeadError::Framing(
                     "Transfer-Encoding in an HTTP/1.0 request",
                 ));
             }
-            (true, None) if !chunked_last => {
+            (Some(false), None) => {
                 return Err(HeadError::Framing(
                     "the last transfer coding is not chunked",
                 ));
             }
-            (true, None) => Framing::Chunked,
-            (false, Some(length)) => Framing::Length(length),
-            (false, None) => Framing::Empty,
+            (Some(true), None) => Framing::Chunked,
+            (None, Some(length)) => Framing::Length(length),
+            (None, None) => Framing::Empty,
         };
         self.keep_alive = if self.minor_version == 0 {
             keep_alive && !close
@@ -189,24 +264,83 @@ impl RequestHead {
         // RFC 9110 §7.8: Upgrade is HTTP/1.1 only; a body would have to
         // reach the backend before the switch, so those stay plain HTTP.
         self.upgrade = upgrade_named
-            && upgrade_field
+            && !self.upgrade_offer.is_empty()
             && self.minor_version == 1
             && self.framing == Framing::Empty;
-        let authority = match absolute_form_authority(str_of(&self.raw[self.target.clone()])) {
-            Some(authority) => authority.as_bytes(),
-            None => match host {
-                Some(host) => host,
-                None if self.minor_version == 1 => {
-                    return Err(HeadError::Framing("HTTP/1.1 request without Host"));
-                }
-                None => b"",
-            },
+        if host.is_none() && self.minor_version == 1 {
+            return Err(HeadError::Framing("HTTP/1.1 request without Host"));
+        }
+        if let Some(host) = &host
+            && !target::is_valid_authority(&self.raw[host.clone()])
+        {
+            return Err(HeadError::Framing("invalid Host"));
+        }
+        self.host_value = host;
+        Ok(())
+    }
+
+    /// Tells the target's form and normalizes it into `target`; an
+    /// absolute-form target's authority becomes the host.
+    fn read_target(&mut self, normalization: &PathNormalization) -> Result<(), HeadError> {
+        let raw_target = &self.raw[self.raw_target.clone()];
+        let method = &self.raw[self.method.clone()];
+        let origin = match target::form(method, raw_target).map_err(HeadError::Target)? {
+            Form::Asterisk => {
+                self.target.clear();
+                self.target.push(b'*');
+                self.path_end = 1;
+                self.absolute = false;
+                self.set_host();
+                return Ok(());
+            }
+            Form::Origin(origin) => {
+                self.absolute = false;
+                origin
+            }
+            Form::Absolute { authority, origin } => {
+                let base = self.raw.as_ptr() as usize;
+                let start = authority.as_ptr() as usize - base;
+                self.host_value = Some(start..start + authority.len());
+                self.absolute = true;
+                origin
+            }
+        };
+        let mut target = std::mem::take(&mut self.target);
+        let normalized = if origin.is_empty() || origin.first() == Some(&b'?') {
+            // `http://host` and `http://host?q` have the path "/".
+            let mut rooted = Vec::with_capacity(origin.len() + 1);
+            rooted.push(b'/');
+            rooted.extend_from_slice(origin);
+            target::normalize(&rooted, normalization, &mut self.scratch, &mut target)
+        } else {
+            target::normalize(origin, normalization, &mut self.scratch, &mut target)
+        };
+        self.target = target;
+        normalized.map_err(HeadError::Target)?;
+        if std::str::from_utf8(&self.target).is_err() {
+            // Only when normalization is off: Lua must see the bytes the
+            // backend gets, and Lua's view is text.
+            return Err(HeadError::Framing("a request target that is not UTF-8"));
+        }
+        self.path_end = self
+            .target
+            .iter()
+            .position(|&byte| byte == b'?')
+            .unwrap_or(self.target.len());
+        self.set_host();
+        Ok(())
+    }
+
+    /// `host`: the forwarded host, lower-cased and without its port.
+    fn set_host(&mut self) {
+        let authority = match &self.host_value {
+            Some(range) => &self.raw[range.clone()],
+            None => b"",
         };
         self.host.clear();
-        let authority = String::from_utf8_lossy(strip_port(authority));
-        self.host.push_str(&authority);
+        // Checked by `is_valid_authority`: ASCII.
+        self.host.push_str(str_of(strip_port(authority)));
         self.host.make_ascii_lowercase();
-        Ok(())
     }
 
     pub fn method(&self) -> &str {
@@ -217,31 +351,43 @@ impl RequestHead {
         self.method() == "HEAD"
     }
 
-    /// The request target exactly as the client sent it.
+    /// The target rsp routes on and forwards: normalized origin-form (or `*`).
     pub fn target(&self) -> &str {
-        str_of(&self.raw[self.target.clone()])
+        str_of(&self.target)
+    }
+
+    /// The request target exactly as the client sent it (for logs only:
+    /// rules on it can be bypassed).
+    pub fn raw_target(&self) -> &[u8] {
+        &self.raw[self.raw_target.clone()]
     }
 
     /// The path of the target, without the query.
     pub fn path(&self) -> &str {
-        let target = self.target();
-        let origin = match target.find("://") {
-            Some(scheme_end) => {
-                let rest = &target[scheme_end + 3..];
-                rest.find('/').map_or("/", |slash| &rest[slash..])
-            }
-            None => target,
-        };
-        origin.split('?').next().unwrap_or(origin)
+        str_of(&self.target[..self.path_end])
     }
 
     pub fn query(&self) -> Option<&str> {
-        self.target().split_once('?').map(|(_, query)| query)
+        self.target
+            .get(self.path_end + 1..)
+            .filter(|_| self.path_end < self.target.len())
+            .map(str_of)
     }
 
     /// The Host, lower-cased and without its port; "" when there is none.
     pub fn host(&self) -> &str {
         &self.host
+    }
+
+    /// The Host field rsp forwards, as the client wrote it (or the
+    /// authority of its absolute-form target).
+    pub fn host_value(&self) -> Option<&[u8]> {
+        self.host_value.clone().map(|range| &self.raw[range])
+    }
+
+    /// The protocols an upgrade request may switch to, comma-separated.
+    pub fn upgrade_offer(&self) -> &[u8] {
+        &self.upgrade_offer
     }
 
     pub fn version(&self) -> &'static str {
@@ -260,9 +406,10 @@ impl RequestHead {
             .map(|(_, value)| &self.raw[value.clone()])
     }
 
-    /// Writes the head to send to a backend: hop-by-hop fields dropped,
-    /// forwarding fields written as `forwarding` says (a trusted peer's
-    /// are kept and extended, anyone else's replaced), and the request id.
+    /// Writes the head to send to a backend: the normalized target, the
+    /// host `route()` saw, hop-by-hop fields dropped, forwarding fields
+    /// written as `forwarding` says (a trusted peer's are kept and
+    /// extended, anyone else's replaced), and the request id.
     pub fn write_forwarded(
         &self,
         out: &mut Vec<u8>,
@@ -274,19 +421,29 @@ impl RequestHead {
     ) {
         out.extend_from_slice(&self.raw[self.method.clone()]);
         out.push(b' ');
-        out.extend_from_slice(&self.raw[self.target.clone()]);
+        out.extend_from_slice(&self.target);
         out.extend_from_slice(if self.minor_version == 0 {
             b" HTTP/1.0\r\n"
         } else {
             b" HTTP/1.1\r\n"
         });
+        let host = self.host_value();
+        if self.absolute
+            && let Some(host) = host
+        {
+            // RFC 9112 §3.2.2: the target's authority is the host.
+            write_field(out, b"Host", host);
+        }
         let trusted = forwarding.trusts(client);
         let fields = self.fields();
         let options = connection_options(fields.clone());
         let mut kept_proto = false;
         let mut kept_host = false;
         for (name, value) in fields.clone() {
-            if name.eq_ignore_ascii_case(b"x-request-id") || is_hop_by_hop(name, options.clone()) {
+            if name.eq_ignore_ascii_case(b"x-request-id")
+                || (self.absolute && name.eq_ignore_ascii_case(b"host"))
+                || is_hop_by_hop(name, options.clone())
+            {
                 continue;
             }
             let merged = match forwarding_field(name) {
@@ -317,7 +474,6 @@ impl RequestHead {
         if forwarding.x_forwarded_proto && !kept_proto {
             let _ = write!(out, "X-Forwarded-Proto: {proto}\r\n");
         }
-        let host = self.header("host");
         if forwarding.x_forwarded_host
             && !kept_host
             && let Some(host) = host
@@ -335,8 +491,8 @@ impl RequestHead {
                     let _ = write!(out, "for=\"[{v6}]\"");
                 }
             }
-            if let Some(host) = host.filter(|host| !host.contains(&b'"') && !host.contains(&b'\\'))
-            {
+            if let Some(host) = host {
+                // A valid authority holds no quote or backslash.
                 out.extend_from_slice(b";host=\"");
                 out.extend_from_slice(host);
                 out.push(b'"');
@@ -347,10 +503,9 @@ impl RequestHead {
             let _ = write!(out, "X-Request-Id: {id}\r\n");
         }
         if self.upgrade {
-            // The one hop-by-hop field that must reach the backend.
-            if let Some(protocols) = self.header("upgrade") {
-                write_field(out, b"Upgrade", protocols);
-            }
+            // The one hop-by-hop field that must reach the backend, with
+            // only the protocols the policy allows.
+            write_field(out, b"Upgrade", &self.upgrade_offer);
             out.extend_from_slice(b"Connection: upgrade\r\n\r\n");
             return;
         }
@@ -391,6 +546,38 @@ impl RequestHead {
     }
 }
 
+/// A protocol of a client's `Upgrade` that `allowed` lists (by its name,
+/// with or without a version), and never `h2c`.
+fn upgrade_allowed(protocol: &[u8], allowed: &[String]) -> bool {
+    let name = protocol.split(|&byte| byte == b'/').next().unwrap_or(protocol);
+    !name.eq_ignore_ascii_case(NEVER_UPGRADED.as_bytes())
+        && allowed.iter().any(|allowed| {
+            protocol.eq_ignore_ascii_case(allowed.as_bytes())
+                || name.eq_ignore_ascii_case(allowed.as_bytes())
+        })
+}
+
+/// A request's `Transfer-Encoding` value: true when its last coding is
+/// chunked. Chunked anywhere else, an empty value, or a coding that is no
+/// token is refused.
+fn transfer_codings(value: &[u8]) -> Result<bool, HeadError> {
+    let mut chunked_last = None;
+    for coding in value.split(|&byte| byte == b',').map(<[u8]>::trim_ascii) {
+        if chunked_last == Some(true) {
+            return Err(HeadError::Framing("chunked is not the last transfer coding"));
+        }
+        if coding.is_empty() || !coding.iter().all(|&byte| is_token_char(byte)) {
+            return Err(HeadError::Framing("an empty or invalid transfer coding"));
+        }
+        chunked_last = Some(coding.eq_ignore_ascii_case(b"chunked"));
+    }
+    chunked_last.ok_or(HeadError::Framing("an empty Transfer-Encoding"))
+}
+
+fn is_token_char(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
+}
+
 /// What the client side of an exchange needs in order to shape a response.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientSide {
@@ -426,12 +613,19 @@ impl ResponseInfo {
     }
 }
 
+/// Interim (1xx) responses passed on for one request; a backend sending
+/// more is broken or hostile (nginx forwards only 103s and bounds their
+/// size; HAProxy forwards every 1xx, bounded by its buffer).
+pub const MAX_INTERIM_RESPONSES: u8 = 10;
+
 /// Parses a response head at the start of `buffer` and appends the head to
 /// send to the client to `out` (nothing for an interim response the client
-/// cannot take). `Ok(None)` means more bytes are needed.
+/// cannot take). `upgrade_offer` is what the request offered to switch to.
+/// `Ok(None)` means more bytes are needed.
 pub fn forward_response_head(
     buffer: &[u8],
     client: ClientSide,
+    upgrade_offer: &[u8],
     request_id: Option<&str>,
     out: &mut Vec<u8>,
 ) -> Result<Option<ResponseInfo>, HeadError> {
@@ -444,59 +638,55 @@ pub fn forward_response_head(
         Err(error) => return Err(HeadError::Malformed(error)),
     };
     let status = response.code.unwrap_or(0);
+    if !(100..=599).contains(&status) {
+        return Err(HeadError::Framing("a status outside 100-599"));
+    }
     let reason = response.reason.unwrap_or("");
     let fields = response
         .headers
         .iter()
         .map(|field| (field.name.as_bytes(), field.value));
     let options = connection_options(fields.clone());
+    let info = |framing, keep_alive, backend_keep_alive| {
+        Ok(Some(ResponseInfo {
+            head_length,
+            status,
+            framing,
+            keep_alive,
+            backend_keep_alive,
+        }))
+    };
 
     if status == 101 {
-        if !client.upgrade {
-            return Err(HeadError::Framing(
-                "101 Switching Protocols to a request that asked for no upgrade",
-            ));
-        }
-        let _ = write!(out, "HTTP/1.1 101 {reason}\r\n");
+        check_switch(client, upgrade_offer, fields.clone())?;
+        write_status_line(out, status, reason);
         for (name, value) in fields.clone() {
             let replaced_id = request_id.is_some() && name.eq_ignore_ascii_case(b"x-request-id");
-            if name.eq_ignore_ascii_case(b"upgrade")
-                || (!replaced_id && !is_hop_by_hop(name, options.clone()))
-            {
+            let kept = name.eq_ignore_ascii_case(b"upgrade")
+                || (!replaced_id && !is_framing(name) && !is_hop_by_hop(name, options.clone()));
+            if kept {
                 write_field(out, name, value);
             }
         }
         if let Some(id) = request_id {
-            let _ = write!(out, "X-Request-Id: {id}\r\n");
+            write_field(out, b"X-Request-Id", id.as_bytes());
         }
         out.extend_from_slice(b"Connection: upgrade\r\n\r\n");
-        return Ok(Some(ResponseInfo {
-            head_length,
-            status,
-            framing: Framing::Empty,
-            keep_alive: false,
-            backend_keep_alive: false,
-        }));
+        return info(Framing::Empty, false, false);
     }
     if status < 200 {
         // Interim responses (100 Continue, 103 Early Hints) mean nothing to
-        // an HTTP/1.0 client.
+        // an HTTP/1.0 client, and never have a body to frame.
         if client.minor_version == 1 {
-            let _ = write!(out, "HTTP/1.1 {status} {reason}\r\n");
+            write_status_line(out, status, reason);
             for (name, value) in fields.clone() {
-                if !is_hop_by_hop(name, options.clone()) {
+                if !is_framing(name) && !is_hop_by_hop(name, options.clone()) {
                     write_field(out, name, value);
                 }
             }
             out.extend_from_slice(b"\r\n");
         }
-        return Ok(Some(ResponseInfo {
-            head_length,
-            status,
-            framing: Framing::Empty,
-            keep_alive: client.keep_alive,
-            backend_keep_alive: false,
-        }));
+        return info(Framing::Empty, client.keep_alive, false);
     }
 
     let mut content_length = None;
@@ -514,13 +704,17 @@ pub fn forward_response_head(
         if name.eq_ignore_ascii_case(b"content-length") {
             content_length = Some(merge_content_length(content_length, value)?);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            if tokens(value).next().is_none() {
+                return Err(HeadError::Framing("an empty Transfer-Encoding"));
+            }
             for coding in tokens(value) {
                 chunked_last = coding.eq_ignore_ascii_case(b"chunked");
                 transfer_encoding = true;
             }
         }
     }
-    let framing = if client.head_request || status == 204 || status == 304 {
+    let bodiless_status = status == 204 || status == 304;
+    let framing = if client.head_request || bodiless_status {
         Framing::Empty
     } else if transfer_encoding && chunked_last {
         if client.minor_version == 0 {
@@ -538,16 +732,27 @@ pub fn forward_response_head(
     };
     let keep_alive = client.keep_alive && framing != Framing::UntilClose;
     let persistent = response.version == Some(1) || backend_keep;
-    let backend_keep_alive = persistent && !backend_close && framing != Framing::UntilClose;
+    // Both Content-Length and Transfer-Encoding: RFC 9112 §6.3 has
+    // Transfer-Encoding win, but such a backend's connection is not trusted
+    // to frame a later response.
+    let ambiguous = transfer_encoding && content_length.is_some();
+    let backend_keep_alive =
+        persistent && !backend_close && !ambiguous && framing != Framing::UntilClose;
 
     write_status_line(out, status, reason);
     for (name, value) in fields.clone() {
         // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3): never
-        // pass on both.
-        let dropped_length = transfer_encoding && name.eq_ignore_ascii_case(b"content-length");
+        // pass on both; 204 and 304 answers pass on neither.
+        let dropped_length = (transfer_encoding || bodiless_status)
+            && name.eq_ignore_ascii_case(b"content-length");
+        let dropped_coding = bodiless_status && name.eq_ignore_ascii_case(b"transfer-encoding");
         // The client hears the id rsp logged, not one the backend made up.
         let replaced_id = request_id.is_some() && name.eq_ignore_ascii_case(b"x-request-id");
-        if !dropped_length && !replaced_id && !is_hop_by_hop(name, options.clone()) {
+        if !dropped_length
+            && !dropped_coding
+            && !replaced_id
+            && !is_hop_by_hop(name, options.clone())
+        {
             write_field(out, name, value);
         }
     }
@@ -560,13 +765,46 @@ pub fn forward_response_head(
         out.extend_from_slice(b"Connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    Ok(Some(ResponseInfo {
-        head_length,
-        status,
-        framing,
-        keep_alive,
-        backend_keep_alive,
-    }))
+    info(framing, keep_alive, backend_keep_alive)
+}
+
+/// A 101 is taken only as the answer to an upgrade request, switching to
+/// protocols the request offered (RFC 9110 §7.8, §15.2.2): otherwise a
+/// backend could turn the connection into a tunnel no later request of
+/// which meets `route()`.
+fn check_switch<'a>(
+    client: ClientSide,
+    upgrade_offer: &[u8],
+    mut fields: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+) -> Result<(), HeadError> {
+    if !client.upgrade {
+        return Err(HeadError::Framing(
+            "101 Switching Protocols to a request that asked for no upgrade",
+        ));
+    }
+    let chosen = fields.find(|(name, _)| name.eq_ignore_ascii_case(b"upgrade"));
+    let offered = |protocol: &[u8]| {
+        tokens(upgrade_offer).any(|offer| offer.eq_ignore_ascii_case(protocol))
+    };
+    match chosen {
+        Some((_, protocols)) if tokens(protocols).next().is_some() => {
+            if tokens(protocols).all(offered) {
+                Ok(())
+            } else {
+                Err(HeadError::Framing(
+                    "101 Switching Protocols to a protocol the request did not offer",
+                ))
+            }
+        }
+        _ => Err(HeadError::Framing(
+            "101 Switching Protocols without an Upgrade field",
+        )),
+    }
+}
+
+/// Fields that frame a body, which a bodiless message must not carry on.
+fn is_framing(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"transfer-encoding")
 }
 
 fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -667,13 +905,6 @@ fn merge_content_length(earlier: Option<u64>, value: &[u8]) -> Result<u64, HeadE
     length.ok_or(HeadError::Framing("invalid Content-Length"))
 }
 
-/// The authority of an absolute-form target (`http://host:port/path`).
-fn absolute_form_authority(target: &str) -> Option<&str> {
-    let rest = &target[target.find("://")? + 3..];
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    Some(&rest[..end])
-}
-
 fn strip_port(authority: &[u8]) -> &[u8] {
     if authority.starts_with(b"[") {
         let end = authority
@@ -699,7 +930,7 @@ mod tests {
 
     fn parse(raw: &str) -> Result<RequestHead, HeadError> {
         let mut head = RequestHead::default();
-        let length = head.parse(raw.as_bytes())?.expect("complete head");
+        let length = head.parse(raw.as_bytes(), &RequestPolicy::default())?.expect("complete head");
         assert_eq!(length, raw.find("\r\n\r\n").unwrap() + 4);
         Ok(head)
     }
@@ -845,7 +1076,7 @@ mod tests {
         ];
         for raw in malformed {
             let mut head = RequestHead::default();
-            assert!(head.parse(raw.as_bytes()).is_err(), "accepted {raw:?}");
+            assert!(head.parse(raw.as_bytes(), &RequestPolicy::default()).is_err(), "accepted {raw:?}");
         }
     }
 
@@ -857,13 +1088,13 @@ mod tests {
         }
         raw.push_str("\r\n");
         let mut head = RequestHead::default();
-        assert_eq!(head.parse(raw.as_bytes()), Err(HeadError::TooManyHeaders));
+        assert_eq!(head.parse(raw.as_bytes(), &RequestPolicy::default()), Err(HeadError::TooManyHeaders));
     }
 
     #[test]
     fn partial_head_needs_more() {
         let mut head = RequestHead::default();
-        assert_eq!(head.parse(b"GET / HTTP/1.1\r\nHost: a\r\n"), Ok(None));
+        assert_eq!(head.parse(b"GET / HTTP/1.1\r\nHost: a\r\n", &RequestPolicy::default()), Ok(None));
     }
 
     #[test]
@@ -955,7 +1186,7 @@ mod tests {
         client: ClientSide,
     ) -> (Result<Option<ResponseInfo>, HeadError>, String) {
         let mut out = Vec::new();
-        let info = forward_response_head(raw.as_bytes(), client, None, &mut out);
+        let info = forward_response_head(raw.as_bytes(), client, b"websocket", None, &mut out);
         (info, String::from_utf8(out).unwrap())
     }
 

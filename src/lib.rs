@@ -22,6 +22,7 @@ pub mod reply;
 pub mod request_id;
 pub mod router;
 pub mod stats;
+pub mod target;
 pub mod timer;
 pub mod tls;
 pub mod transaction;

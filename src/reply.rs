@@ -1,5 +1,7 @@
 //! Every answer rsp writes itself: the error catalogue and Lua's local
-//! replies, each a complete HTTP/1.1 response with a Content-Length.
+//! replies, each a complete HTTP/1.1 response with a Content-Length, but
+//! for those that never have a body (1xx, 204, 304, answers to HEAD),
+//! which carry neither a body nor a Content-Length.
 
 use std::io::Write;
 
@@ -7,7 +9,7 @@ use std::io::Write;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Shape<'a> {
     pub keep_alive: bool,
-    /// A HEAD request: the head says how long the body is, but no body follows.
+    /// A HEAD request: only the head is sent.
     pub head_only: bool,
     pub request_id: Option<&'a str>,
 }
@@ -28,6 +30,8 @@ pub enum ErrorReply {
     BodyTooLarge,
     HeadTooLarge,
     ScriptFailed,
+    /// CONNECT: rsp is no forward proxy.
+    NotImplemented,
     BadGateway,
     NoRoute,
     GatewayTimeout,
@@ -41,6 +45,7 @@ impl ErrorReply {
             ErrorReply::BodyTooLarge => 413,
             ErrorReply::HeadTooLarge => 431,
             ErrorReply::ScriptFailed => 500,
+            ErrorReply::NotImplemented => 501,
             ErrorReply::BadGateway => 502,
             ErrorReply::NoRoute => 503,
             ErrorReply::GatewayTimeout => 504,
@@ -55,6 +60,7 @@ impl ErrorReply {
                 | ErrorReply::RequestTimeout
                 | ErrorReply::BodyTooLarge
                 | ErrorReply::HeadTooLarge
+                | ErrorReply::NotImplemented
         )
     }
 
@@ -63,6 +69,7 @@ impl ErrorReply {
             ErrorReply::BadRequest => "rsp: the request could not be parsed.\n",
             ErrorReply::HeadTooLarge => "rsp: the request head is too large.\n",
             ErrorReply::ScriptFailed => "rsp: the routing script failed.\n",
+            ErrorReply::NotImplemented => "rsp: CONNECT is not supported.\n",
             ErrorReply::BadGateway => {
                 "rsp: the backend could not be reached or sent an invalid response.\n"
             }
@@ -120,15 +127,23 @@ fn write_response(
     if let Some(id) = shape.request_id {
         let _ = write!(out, "X-Request-Id: {id}\r\n");
     }
-    let _ = write!(out, "Content-Length: {}\r\n", body.len());
+    let bodiless = shape.head_only || is_bodiless(status);
+    if !bodiless {
+        let _ = write!(out, "Content-Length: {}\r\n", body.len());
+    }
     out.extend_from_slice(if shape.keep_alive {
         b"Connection: keep-alive\r\n\r\n"
     } else {
         b"Connection: close\r\n\r\n"
     });
-    if !shape.head_only {
+    if !bodiless {
         out.extend_from_slice(body);
     }
+}
+
+/// Statuses whose responses never have a body (RFC 9110 §6.4.1).
+pub fn is_bodiless(status: u16) -> bool {
+    status < 200 || status == 204 || status == 304
 }
 
 pub fn reason(status: u16) -> &'static str {
@@ -152,7 +167,9 @@ pub fn reason(status: u16) -> &'static str {
         413 => "Content Too Large",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
+        421 => "Misdirected Request",
         500 => "Internal Server Error",
+        501 => "Not Implemented",
         502 => "Bad Gateway",
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
@@ -213,9 +230,26 @@ mod tests {
         reply.write(&mut out, shape);
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text.matches("X-Request-Id").count(), 1, "{text}");
+        // The answer to HEAD: neither the body nor its length.
         assert!(
-            text.ends_with("Content-Length: 5\r\nConnection: keep-alive\r\n\r\n"),
+            text.ends_with("X-Request-Id: from-lua\r\nConnection: keep-alive\r\n\r\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn bodiless_statuses_carry_no_length() {
+        for status in [204, 304] {
+            let reply = LocalReply {
+                status,
+                headers: Vec::new(),
+                body: b"ignored".to_vec(),
+            };
+            let mut out = Vec::new();
+            reply.write(&mut out, Shape::default());
+            let text = String::from_utf8(out).unwrap();
+            assert!(!text.contains("Content-Length"), "{text}");
+            assert!(text.ends_with("\r\n\r\n"), "{text}");
+        }
     }
 }

@@ -54,6 +54,9 @@ impl UserData for RequestView {
     fn add_fields<F: UserDataFields<Self>>(fields: &mut F) {
         fields.add_field_method_get("method", |lua, this| lua.create_string(this.head.method()));
         fields.add_field_method_get("target", |lua, this| lua.create_string(this.head.target()));
+        fields.add_field_method_get("raw_target", |lua, this| {
+            lua.create_string(this.head.raw_target())
+        });
         fields.add_field_method_get("path", |lua, this| lua.create_string(this.head.path()));
         fields.add_field_method_get("query", |lua, this| {
             this.head
@@ -238,7 +241,7 @@ fn local_reply(table: &mlua::Table) -> Result<LocalReply, String> {
             ));
         }
     };
-    let body = match table
+    let mut body = match table
         .raw_get::<Value>("body")
         .map_err(|error| error.to_string())?
     {
@@ -286,6 +289,10 @@ fn local_reply(table: &mlua::Table) -> Result<LocalReply, String> {
                 other.type_name()
             ));
         }
+    }
+    if crate::reply::is_bodiless(status) && !body.is_empty() {
+        log::error!("route() returned a body with status {status}, which has none: sent without it");
+        body.clear();
     }
     Ok(LocalReply {
         status,

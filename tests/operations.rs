@@ -23,10 +23,14 @@ fn admin_port() -> (SocketAddr, String) {
     (address, format!("admin = \"{address}\"\n"))
 }
 
+/// An admin request as the stats page's own buttons or curl make it: the
+/// admin address as Host, and the header a change needs.
 fn admin(address: SocketAddr, method: &str, path: &str) -> Response {
     request(
         address,
-        &format!("{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"),
+        &format!(
+            "{method} {path} HTTP/1.1\r\nHost: {address}\r\nX-Rsp-Admin: 1\r\nConnection: close\r\n\r\n"
+        ),
     )
 }
 
@@ -647,11 +651,13 @@ fn the_admin_port_answers_only_its_own_paths() {
         "/size/10",
         "/stats/",
         "/pools/default",
-        "/../etc/passwd",
+        "/x/../etc/passwd",
     ] {
         let response = admin(admin_address, "GET", path);
         assert_eq!(response.status, 404, "{path}");
     }
+    // Above the root: no path at all.
+    assert_eq!(admin(admin_address, "GET", "/../etc/passwd").status, 400);
     for (method, path) in [
         ("POST", "/stats"),
         ("DELETE", "/metrics"),
@@ -677,13 +683,40 @@ fn a_public_admin_address_must_be_asked_for() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains(":3: admin: 0.0.0.0:"), "{stderr}");
     assert!(stderr.contains("public = true"), "{stderr}");
+    // Public, it needs a token.
     std::fs::write(
         &config,
         format!("listen = \"127.0.0.1:{}\"\nbackends = {{ \"127.0.0.1:1\" }}\nadmin = {{ addr = \"0.0.0.0:{port}\", public = true }}\n", free_port()),
     )
     .unwrap();
     let (code, stderr) = check_config(&config);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains(":3: admin: a public admin port"), "{stderr}");
+    let token = temp_file("admin.token", "s3cret-token-0123456789\n");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{}\"\nbackends = {{ \"127.0.0.1:1\" }}\n\
+             admin = {{ addr = \"0.0.0.0:{port}\", public = true, token_file = {:?} }}\n",
+            free_port(),
+            token.file_name().unwrap()
+        ),
+    )
+    .unwrap();
+    let (code, stderr) = check_config(&config);
     assert_eq!(code, Some(0), "{stderr}");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{}\"\nbackends = {{ \"127.0.0.1:1\" }}\n\
+             admin = {{ addr = \"0.0.0.0:{port}\", public = true, token = \"short\" }}\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let (code, stderr) = check_config(&config);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("at least 16"), "{stderr}");
 }
 
 fn backend_head(response: &Response) -> String {

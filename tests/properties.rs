@@ -3,7 +3,8 @@
 use proptest::prelude::*;
 use rsp::forwarding::Forwarding;
 use rsp::framing::{BodyFramer, Framing};
-use rsp::http::{ClientSide, RequestHead, forward_response_head};
+use rsp::http::{ClientSide, RequestHead, RequestPolicy, forward_response_head};
+use rsp::target::{self, Backslash, EscapedSlash, PathNormalization, Scratch};
 use rsp::proxy_protocol::{self, Version};
 
 const VALID_REQUEST: &[u8] =
@@ -35,11 +36,51 @@ fn mutated(base: &'static [u8]) -> impl Strategy<Value = Vec<u8>> {
     })
 }
 
+/// Claims a chunked body `split` bytes at a time, its trailer section
+/// whole: the bytes it took and the trailers it forwards.
+fn claim_body(bytes: &[u8], split: usize) -> Result<(usize, Vec<u8>), rsp::framing::FramingError> {
+    let mut framer = BodyFramer::new(&Framing::Chunked).unwrap();
+    let (mut claimed, mut window_end, mut trailers) = (0, 0, Vec::new());
+    while !framer.is_complete() {
+        window_end = (window_end.max(claimed) + split).min(bytes.len());
+        let taken = if framer.awaits_trailers() {
+            framer.take_trailers(&bytes[claimed..window_end], &mut trailers)?
+        } else {
+            Some(framer.claim(&bytes[claimed..window_end])?)
+        };
+        claimed += taken.unwrap_or(0);
+        if taken.unwrap_or(0) == 0 && window_end == bytes.len() {
+            break;
+        }
+    }
+    Ok((claimed, trailers))
+}
+
+/// Request targets built from the pieces that confuse servers: dots,
+/// slashes, encodings, backslashes, queries, non-ASCII.
+fn target_strategy() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        Just("/"), Just("//"), Just("."), Just(".."), Just("/./"), Just("/../"), Just("a"), Just("admin"),
+        Just("%2e"), Just("%2E%2e"), Just("%2f"), Just("%5C"), Just("%61"), Just("%7E"), Just("%00"),
+        Just("%zz"), Just("%"), Just("\\"), Just("?"), Just("&"), Just("="), Just(";"), Just("é"),
+        Just("\""), Just("~"), Just("#"), Just(":"), Just("@"), Just("*"),
+    ];
+    prop::collection::vec(piece, 0..12).prop_map(|pieces| format!("/{}", pieces.concat()))
+}
+
+fn host_strategy() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("example.com".to_owned()), Just("Example.COM:8080".to_owned()), Just("[::1]:80".to_owned()),
+        Just("127.0.0.1".to_owned()), Just("a-b.c_d".to_owned()), Just("".to_owned()),
+        "[a-z]{1,8}(\\.[a-z]{1,5})?(:[0-9]{1,5})?",
+    ]
+}
+
 proptest! {
     #[test]
     fn request_parsing_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
         let mut head = RequestHead::default();
-        if let Ok(Some(length)) = head.parse(&bytes) {
+        if let Ok(Some(length)) = head.parse(&bytes, &RequestPolicy::default()) {
             prop_assert!(length <= bytes.len());
             let mut out = Vec::new();
             head.write_forwarded(&mut out, "127.0.0.1".parse().unwrap(), &Forwarding::default(), Some("id"), true, false);
@@ -50,12 +91,12 @@ proptest! {
     #[test]
     fn mutated_requests_never_panic_and_forward_clean_heads(bytes in mutated(VALID_REQUEST)) {
         let mut head = RequestHead::default();
-        if let Ok(Some(_)) = head.parse(&bytes) {
+        if let Ok(Some(_)) = head.parse(&bytes, &RequestPolicy::default()) {
             let mut out = Vec::new();
             head.write_forwarded(&mut out, "127.0.0.1".parse().unwrap(), &Forwarding::default(), Some("id"), true, false);
             // What rsp forwards always parses again, to the same framing.
             let mut again = RequestHead::default();
-            prop_assert!(matches!(again.parse(&out), Ok(Some(_))));
+            prop_assert!(matches!(again.parse(&out, &RequestPolicy::default()), Ok(Some(_))));
             prop_assert_eq!(again.framing, head.framing);
         }
     }
@@ -64,30 +105,81 @@ proptest! {
     fn response_parsing_never_panics(bytes in mutated(VALID_RESPONSE), minor in 0..2u8, head_request: bool) {
         let client = ClientSide { head_request, minor_version: minor, keep_alive: true, upgrade: head_request };
         let mut out = Vec::new();
-        if let Ok(Some(info)) = forward_response_head(&bytes, client, Some("id"), &mut out) {
+        if let Ok(Some(info)) = forward_response_head(&bytes, client, b"websocket", Some("id"), &mut out) {
             prop_assert!(info.head_length <= bytes.len());
         }
     }
 
     #[test]
     fn chunked_framing_is_split_independent(bytes in mutated(CHUNKED_BODY), split in 1..40usize) {
-        let whole = BodyFramer::new(&Framing::Chunked).unwrap().claim(&bytes);
-        let mut framer = BodyFramer::new(&Framing::Chunked).unwrap();
-        let mut claimed = 0;
-        let mut result = Ok(0);
-        while claimed < bytes.len() && !framer.is_complete() {
-            let end = (claimed + split).min(bytes.len());
-            match framer.claim(&bytes[claimed..end]) {
-                Ok(count) => claimed += count,
-                Err(error) => {
-                    result = Err(error);
-                    break;
-                }
-            }
-        }
+        let whole = claim_body(&bytes, bytes.len());
+        let pieces = claim_body(&bytes, split);
         match whole {
-            Ok(count) => prop_assert_eq!(result.map(|_| claimed), Ok(count)),
-            Err(_) => prop_assert!(result.is_err()),
+            Ok(whole) => prop_assert_eq!(pieces, Ok(whole)),
+            Err(_) => prop_assert!(pieces.is_err()),
+        }
+    }
+
+    #[test]
+    fn normalized_paths_stay_normalized(origin in target_strategy(), keep: bool) {
+        let settings = if keep {
+            PathNormalization {
+                escaped_slash: EscapedSlash::Keep,
+                backslash: Backslash::Keep,
+                allow_escaped_nul: true,
+                ..PathNormalization::default()
+            }
+        } else {
+            PathNormalization::default()
+        };
+        let mut once = Vec::new();
+        if target::normalize(origin.as_bytes(), &settings, &mut Scratch::default(), &mut once).is_ok() {
+            let mut twice = Vec::new();
+            prop_assert!(target::normalize(&once, &settings, &mut Scratch::default(), &mut twice).is_ok());
+            prop_assert_eq!(&twice, &once);
+            prop_assert!(once.starts_with(b"/"));
+            let path_end = once.iter().position(|&byte| byte == b'?').unwrap_or(once.len());
+            let path = &once[..path_end];
+            // No segment a server could resolve differently.
+            for segment in path.split(|&byte| byte == b'/').skip(1) {
+                prop_assert!(segment != b"." && segment != b"..", "{:?}", String::from_utf8_lossy(&once));
+            }
+            prop_assert!(!path.windows(2).any(|pair| pair == b"//"));
+            prop_assert!(once.iter().all(|byte| byte.is_ascii_graphic()));
+        }
+    }
+
+    /// What route() sees of a request is what a server reading the
+    /// forwarded head sees: the same path, query and host.
+    #[test]
+    fn the_forwarded_head_says_what_route_saw(origin in target_strategy(), absolute: bool, host in host_strategy()) {
+        let target = if absolute { format!("http://{host}{origin}") } else { origin.clone() };
+        let raw = format!("GET {target} HTTP/1.1\r\nHost: {}\r\nX: y\r\n\r\n", if absolute { "ignored.example" } else { &host });
+        let mut head = RequestHead::default();
+        if let Ok(Some(_)) = head.parse(raw.as_bytes(), &RequestPolicy::default()) {
+            let mut out = Vec::new();
+            head.write_forwarded(&mut out, "127.0.0.1".parse().unwrap(), &Forwarding::default(), None, true, false);
+            let mut fields = [httparse::EMPTY_HEADER; 32];
+            let mut request = httparse::Request::new(&mut fields);
+            prop_assert!(request.parse(&out).unwrap().is_complete());
+            let sent = request.path.unwrap();
+            let (path, query) = match sent.split_once('?') {
+                Some((path, query)) => (path, Some(query)),
+                None => (sent, None),
+            };
+            prop_assert_eq!(path, head.path());
+            prop_assert_eq!(query, head.query());
+            let hosts: Vec<&[u8]> = request.headers.iter().filter(|field| field.name.eq_ignore_ascii_case("host")).map(|field| field.value).collect();
+            prop_assert_eq!(hosts.len(), 1);
+            let sent_host = String::from_utf8_lossy(hosts[0]).to_ascii_lowercase();
+            let sent_host = sent_host.rsplit_once(':').filter(|(_, port)| !port.contains(']')).map_or(sent_host.as_str(), |(name, _)| name);
+            prop_assert_eq!(sent_host, head.host());
+            // And a backend that is itself rsp would route it the same way.
+            let mut again = RequestHead::default();
+            prop_assert!(matches!(again.parse(&out, &RequestPolicy::default()), Ok(Some(_))));
+            prop_assert_eq!(again.path(), head.path());
+            prop_assert_eq!(again.query(), head.query());
+            prop_assert_eq!(again.host(), head.host());
         }
     }
 

@@ -23,15 +23,8 @@ fn admin_port() -> (SocketAddr, String) {
     (address, format!("admin = \"{address}\"\n"))
 }
 
-/// An admin request as the stats page's own buttons or curl make it: the
-/// admin address as Host, and the header a change needs.
 fn admin(address: SocketAddr, method: &str, path: &str) -> Response {
-    request(
-        address,
-        &format!(
-            "{method} {path} HTTP/1.1\r\nHost: {address}\r\nX-Rsp-Admin: 1\r\nConnection: close\r\n\r\n"
-        ),
-    )
+    admin_request(address, method, path)
 }
 
 fn stats(address: SocketAddr) -> serde_json::Value {

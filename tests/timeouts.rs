@@ -68,9 +68,8 @@ fn idle_keep_alive_connections_are_closed() {
 
 /// Open connections as the admin port counts them (its own included).
 fn open_connections(admin: std::net::SocketAddr) -> u64 {
-    let mut client = Client::connect(admin);
-    client.send(b"GET /stats.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    let stats: serde_json::Value = serde_json::from_slice(&client.response(false).body).unwrap();
+    let stats: serde_json::Value =
+        serde_json::from_slice(&admin_request(admin, "GET", "/stats.json").body).unwrap();
     stats["connections"]["open"].as_u64().unwrap()
 }
 

@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 use common::*;
 
 fn stats(admin: SocketAddr) -> serde_json::Value {
-    let mut client = Client::connect(admin);
-    client.send(b"GET /stats.json HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
-    serde_json::from_slice(&client.response(false).body).unwrap()
+    serde_json::from_slice(&admin_request(admin, "GET", "/stats.json").body).unwrap()
 }
 
 #[test]
@@ -63,15 +61,8 @@ fn workers_share_the_port_the_stats_reloads_drains_and_shutdown() {
     assert!(second.count() >= 10, "{}", second.count());
 
     // A drain on the admin port (worker 0) holds in every worker.
-    let mut client = Client::connect(admin);
-    client.send(
-        format!(
-            "POST /pools/default/servers/{}/drain HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
-            second.address
-        )
-        .as_bytes(),
-    );
-    assert_eq!(client.response(false).status, 200);
+    let path = format!("/pools/default/servers/{}/drain", second.address);
+    assert_eq!(admin_request(admin, "POST", &path).status, 200);
     thread::sleep(Duration::from_millis(100));
     let before = second.count();
     for _ in 0..100 {

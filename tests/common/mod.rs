@@ -90,6 +90,19 @@ pub fn rsp_binary() -> &'static str {
     env!("CARGO_BIN_EXE_rsp")
 }
 
+/// An admin request as the stats page's buttons or `curl` make it: the
+/// admin address as Host, and the header a change needs.
+pub fn admin_request(address: SocketAddr, method: &str, path: &str) -> Response {
+    let mut client = Client::connect(address);
+    client.send(
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: {address}\r\nX-Rsp-Admin: 1\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    client.response(method == "HEAD")
+}
+
 /// A running rsp, killed when dropped.
 pub struct Proxy {
     pub child: Child,

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use rsp::balancer::Pool;
 use rsp::config;
-use rsp::http::RequestHead;
+use rsp::http::{RequestHead, RequestPolicy};
 use rsp::router::{RequestView, Route, Router};
 
 const CONFIG: &str = r#"
@@ -56,7 +56,7 @@ fn main() {
 
     let view = |raw: &[u8]| {
         let mut head = RequestHead::default();
-        head.parse(raw).unwrap().unwrap();
+        head.parse(raw, &RequestPolicy::default()).unwrap().unwrap();
         RequestView {
             head,
             client: "192.0.2.1:5000".parse().unwrap(),

@@ -406,7 +406,9 @@ mod tests {
 
     fn head(raw: &str) -> RequestHead {
         let mut head = RequestHead::default();
-        head.parse(raw.as_bytes(), &RequestPolicy::default()).unwrap().unwrap();
+        head.parse(raw.as_bytes(), &RequestPolicy::default())
+            .unwrap()
+            .unwrap();
         head
     }
 

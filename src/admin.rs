@@ -138,10 +138,14 @@ fn guard(head: &RequestHead, local: SocketAddr, admin: Option<&AdminConfig>) -> 
     if presented.is_some_and(|presented| same_secret(presented, token.as_bytes())) {
         return None;
     }
-    let mut refusal = text(401, "rsp admin: Authorization: Bearer TOKEN needed\n".into());
-    refusal
-        .headers
-        .push(("WWW-Authenticate".into(), "Bearer realm=\"rsp admin\"".into()));
+    let mut refusal = text(
+        401,
+        "rsp admin: Authorization: Bearer TOKEN needed\n".into(),
+    );
+    refusal.headers.push((
+        "WWW-Authenticate".into(),
+        "Bearer realm=\"rsp admin\"".into(),
+    ));
     Some(refusal)
 }
 
@@ -171,7 +175,9 @@ fn names_this_listener(host: &[u8], local: SocketAddr, hosts: &[String]) -> bool
         std::net::IpAddr::V4(v4) => v4.to_string(),
         std::net::IpAddr::V6(v6) => format!("[{v6}]"),
     };
-    let listed = hosts.iter().any(|listed| *listed == text || *listed == name);
+    let listed = hosts
+        .iter()
+        .any(|listed| *listed == text || *listed == name);
     listed || (port_matches && (name == own_name || (name == "localhost" && ip.is_loopback())))
 }
 
@@ -180,7 +186,9 @@ fn names_this_listener(host: &[u8], local: SocketAddr, hosts: &[String]) -> bool
 /// no cross-site form can send, and no `Origin` or `Sec-Fetch-Site` says it
 /// comes from another site.
 fn is_deliberate_change(head: &RequestHead) -> bool {
-    let marked = head.header(CHANGE_HEADER).is_some_and(|value| !value.is_empty())
+    let marked = head
+        .header(CHANGE_HEADER)
+        .is_some_and(|value| !value.is_empty())
         || head
             .header("content-type")
             .is_some_and(|kind| kind.starts_with(b"application/json"));

@@ -16,8 +16,8 @@ use mlua::{Function, Lua, Table, Value};
 use crate::forwarding::{Forwarding, Network};
 use crate::health::HealthConfig;
 use crate::http::{self, RequestPolicy, Underscores};
-use crate::target::{Backslash, EscapedSlash};
 use crate::proxy_protocol;
+use crate::target::{Backslash, EscapedSlash};
 use crate::tls::{self, TlsFiles};
 
 pub const DEFAULT_POOL: &str = "default";
@@ -592,7 +592,9 @@ impl Reader<'_> {
                 self.check_keys("path_normalization", &table, PATH_SETTINGS)?;
                 let path = &mut policy.path;
                 let option = |key: &str| table.raw_get::<Value>(key).unwrap_or(Value::Nil);
-                if let Some(merge) = self.flag("path_normalization.merge_slashes", option("merge_slashes"))? {
+                if let Some(merge) =
+                    self.flag("path_normalization.merge_slashes", option("merge_slashes"))?
+                {
                     path.merge_slashes = merge;
                 }
                 if let Some(choice) = self.choice(
@@ -652,7 +654,8 @@ impl Reader<'_> {
                 let fail = || {
                     self.error(
                         "upgrades",
-                        "upgrades: expected a list of protocol names, like { \"websocket\" }".into(),
+                        "upgrades: expected a list of protocol names, like { \"websocket\" }"
+                            .into(),
                     )
                 };
                 policy.upgrades = list
@@ -661,9 +664,15 @@ impl Reader<'_> {
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|_| fail())?;
                 if let Some(name) = policy.upgrades.iter().find(|name| {
-                    name.is_empty() || !name.bytes().all(|byte| byte.is_ascii_graphic() && byte != b',')
+                    name.is_empty()
+                        || !name
+                            .bytes()
+                            .all(|byte| byte.is_ascii_graphic() && byte != b',')
                 }) {
-                    return Err(self.error("upgrades", format!("upgrades: {name:?} is not a protocol name")));
+                    return Err(self.error(
+                        "upgrades",
+                        format!("upgrades: {name:?} is not a protocol name"),
+                    ));
                 }
                 if policy
                     .upgrades
@@ -681,7 +690,10 @@ impl Reader<'_> {
             other => {
                 return Err(self.error(
                     "upgrades",
-                    format!("upgrades: expected a list of protocol names, got {}", describe(&other)),
+                    format!(
+                        "upgrades: expected a list of protocol names, got {}",
+                        describe(&other)
+                    ),
                 ));
             }
         }
@@ -728,13 +740,21 @@ impl Reader<'_> {
                     .ok_or_else(|| {
                         self.error(
                             setting,
-                            format!("{name}: expected one of {}, got {}", expected(), describe(&value)),
+                            format!(
+                                "{name}: expected one of {}, got {}",
+                                expected(),
+                                describe(&value)
+                            ),
                         )
                     })
             }
             _ => Err(self.error(
                 setting,
-                format!("{name}: expected one of {}, got {}", expected(), describe(&value)),
+                format!(
+                    "{name}: expected one of {}, got {}",
+                    expected(),
+                    describe(&value)
+                ),
             )),
         }
     }

@@ -20,13 +20,13 @@ use crate::config::{AdminConfig, Timeouts};
 use crate::forwarding::Forwarding;
 use crate::framing::{BodyFramer, Framing, FramingError};
 use crate::http::{self, ClientSide, HeadError, RequestHead, RequestPolicy};
-use crate::target::TargetError;
 use crate::idle::IdleConnections;
 use crate::proxy_protocol;
 use crate::reply::{ErrorReply, Shape};
 use crate::request_id::RequestIds;
 use crate::router::{ConnectionView, RequestView, Route, RouteError, Router};
 use crate::stats::Totals;
+use crate::target::TargetError;
 use crate::timer::{self, Deadline, Timers};
 use crate::transaction::{Request, Transaction};
 use crate::workers::Worker;
@@ -310,7 +310,12 @@ impl Body {
     /// forwarded of it is appended to `out`, and `trailers` says how many
     /// bytes of `data` to consume for it. `full`: `data` can grow no more,
     /// so a trailer section not complete in it never will be.
-    fn claim(&mut self, data: &[u8], full: bool, out: &mut Vec<u8>) -> Result<Claimed, FramingError> {
+    fn claim(
+        &mut self,
+        data: &[u8],
+        full: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<Claimed, FramingError> {
         if self.claimed == 0 && self.framer.awaits_trailers() {
             return match self.framer.take_trailers(data, out)? {
                 Some(trailers) => Ok(Claimed { body: 0, trailers }),
@@ -1011,7 +1016,11 @@ impl Session {
         }
         let body = Body::new(&head.framing);
         if self.role == Role::Admin {
-            let local = self.client.stream.local_addr().unwrap_or(self.client_address);
+            let local = self
+                .client
+                .stream
+                .local_addr()
+                .unwrap_or(self.client_address);
             let reply = admin::answer(&self.request, local, context);
             let shape = Shape {
                 keep_alive: self.local_keep_alive(body.is_some()),
@@ -1160,7 +1169,11 @@ impl Session {
                 // Drained servers take no new requests even when they are
                 // all that is left (backups stand in first): draining is
                 // how an operator says "not this server".
-                let drained = pool.servers().iter().filter(|server| server.drained).count();
+                let drained = pool
+                    .servers()
+                    .iter()
+                    .filter(|server| server.drained)
+                    .count();
                 log::warn!(
                     "{}: 503, no server of pool {} is up ({drained} of {} drained)",
                     self.client_address,
@@ -1493,6 +1506,16 @@ impl Session {
     /// The backend failed. Before any of the response reached the client
     /// that is a 502; after, the client's connection is cut.
     fn backend_failed(&mut self, context: &mut Context, why: String) -> Result<bool, End> {
+        self.backend_failed_with(context, why, ErrorReply::BadGateway)
+    }
+
+    /// `backend_failed`, answering `reply` when no other server can.
+    fn backend_failed_with(
+        &mut self,
+        context: &mut Context,
+        why: String,
+        reply: ErrorReply,
+    ) -> Result<bool, End> {
         let Exchange::Proxy(proxied) = std::mem::replace(&mut self.exchange, Exchange::Closing)
         else {
             return Ok(false);
@@ -1539,7 +1562,7 @@ impl Session {
             self.client_address,
             proxied.server
         );
-        self.reply_error(ErrorReply::BadGateway, proxied.request_body);
+        self.reply_error(reply, proxied.request_body);
         Ok(true)
     }
 
@@ -1596,7 +1619,9 @@ impl Session {
                     self.request.request_id(),
                     &mut self.to_client.bytes,
                 ) {
-                    Ok(Some(info)) if info.is_interim() && proxied.interim >= http::MAX_INTERIM_RESPONSES => {
+                    Ok(Some(info))
+                        if info.is_interim() && proxied.interim >= http::MAX_INTERIM_RESPONSES =>
+                    {
                         self.to_client.bytes.clear();
                         self.to_client.sent = 0;
                         self.backend_failed(
@@ -1647,7 +1672,17 @@ impl Session {
                     ),
                     Ok(None) => Ok(false),
                     Err(error) => {
-                        self.backend_failed(context, format!("invalid response: {error}"))
+                        // After a bad 101 the client may already speak the
+                        // other protocol: its connection closes.
+                        let reply = match error {
+                            HeadError::Switch(_) => ErrorReply::BadSwitch,
+                            _ => ErrorReply::BadGateway,
+                        };
+                        self.backend_failed_with(
+                            context,
+                            format!("invalid response: {error}"),
+                            reply,
+                        )
                     }
                 }
             }

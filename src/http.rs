@@ -94,6 +94,8 @@ pub enum HeadError {
     TooManyHeaders,
     Framing(&'static str),
     Target(TargetError),
+    /// A 101 that switches to nothing the request offered.
+    Switch(&'static str),
 }
 
 impl fmt::Display for HeadError {
@@ -103,6 +105,7 @@ impl fmt::Display for HeadError {
             HeadError::TooManyHeaders => write!(f, "more than {MAX_HEADERS} header fields"),
             HeadError::Framing(why) => f.write_str(why),
             HeadError::Target(error) => write!(f, "request target: {error}"),
+            HeadError::Switch(why) => f.write_str(why),
         }
     }
 }
@@ -214,7 +217,9 @@ impl RequestHead {
                 // One line only: `identity` on one and `chunked` on the
                 // next is read differently by different servers.
                 if transfer_encoding.is_some() {
-                    return Err(HeadError::Framing("Transfer-Encoding on more than one line"));
+                    return Err(HeadError::Framing(
+                        "Transfer-Encoding on more than one line",
+                    ));
                 }
                 transfer_encoding = Some(transfer_codings(value)?);
             } else if name.eq_ignore_ascii_case(b"connection") {
@@ -549,7 +554,10 @@ impl RequestHead {
 /// A protocol of a client's `Upgrade` that `allowed` lists (by its name,
 /// with or without a version), and never `h2c`.
 fn upgrade_allowed(protocol: &[u8], allowed: &[String]) -> bool {
-    let name = protocol.split(|&byte| byte == b'/').next().unwrap_or(protocol);
+    let name = protocol
+        .split(|&byte| byte == b'/')
+        .next()
+        .unwrap_or(protocol);
     !name.eq_ignore_ascii_case(NEVER_UPGRADED.as_bytes())
         && allowed.iter().any(|allowed| {
             protocol.eq_ignore_ascii_case(allowed.as_bytes())
@@ -564,7 +572,9 @@ fn transfer_codings(value: &[u8]) -> Result<bool, HeadError> {
     let mut chunked_last = None;
     for coding in value.split(|&byte| byte == b',').map(<[u8]>::trim_ascii) {
         if chunked_last == Some(true) {
-            return Err(HeadError::Framing("chunked is not the last transfer coding"));
+            return Err(HeadError::Framing(
+                "chunked is not the last transfer coding",
+            ));
         }
         if coding.is_empty() || !coding.iter().all(|&byte| is_token_char(byte)) {
             return Err(HeadError::Framing("an empty or invalid transfer coding"));
@@ -743,8 +753,8 @@ pub fn forward_response_head(
     for (name, value) in fields.clone() {
         // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3): never
         // pass on both; 204 and 304 answers pass on neither.
-        let dropped_length = (transfer_encoding || bodiless_status)
-            && name.eq_ignore_ascii_case(b"content-length");
+        let dropped_length =
+            (transfer_encoding || bodiless_status) && name.eq_ignore_ascii_case(b"content-length");
         let dropped_coding = bodiless_status && name.eq_ignore_ascii_case(b"transfer-encoding");
         // The client hears the id rsp logged, not one the backend made up.
         let replaced_id = request_id.is_some() && name.eq_ignore_ascii_case(b"x-request-id");
@@ -778,25 +788,24 @@ fn check_switch<'a>(
     mut fields: impl Iterator<Item = (&'a [u8], &'a [u8])>,
 ) -> Result<(), HeadError> {
     if !client.upgrade {
-        return Err(HeadError::Framing(
+        return Err(HeadError::Switch(
             "101 Switching Protocols to a request that asked for no upgrade",
         ));
     }
     let chosen = fields.find(|(name, _)| name.eq_ignore_ascii_case(b"upgrade"));
-    let offered = |protocol: &[u8]| {
-        tokens(upgrade_offer).any(|offer| offer.eq_ignore_ascii_case(protocol))
-    };
+    let offered =
+        |protocol: &[u8]| tokens(upgrade_offer).any(|offer| offer.eq_ignore_ascii_case(protocol));
     match chosen {
         Some((_, protocols)) if tokens(protocols).next().is_some() => {
             if tokens(protocols).all(offered) {
                 Ok(())
             } else {
-                Err(HeadError::Framing(
+                Err(HeadError::Switch(
                     "101 Switching Protocols to a protocol the request did not offer",
                 ))
             }
         }
-        _ => Err(HeadError::Framing(
+        _ => Err(HeadError::Switch(
             "101 Switching Protocols without an Upgrade field",
         )),
     }
@@ -930,7 +939,9 @@ mod tests {
 
     fn parse(raw: &str) -> Result<RequestHead, HeadError> {
         let mut head = RequestHead::default();
-        let length = head.parse(raw.as_bytes(), &RequestPolicy::default())?.expect("complete head");
+        let length = head
+            .parse(raw.as_bytes(), &RequestPolicy::default())?
+            .expect("complete head");
         assert_eq!(length, raw.find("\r\n\r\n").unwrap() + 4);
         Ok(head)
     }
@@ -1076,7 +1087,11 @@ mod tests {
         ];
         for raw in malformed {
             let mut head = RequestHead::default();
-            assert!(head.parse(raw.as_bytes(), &RequestPolicy::default()).is_err(), "accepted {raw:?}");
+            assert!(
+                head.parse(raw.as_bytes(), &RequestPolicy::default())
+                    .is_err(),
+                "accepted {raw:?}"
+            );
         }
     }
 
@@ -1088,13 +1103,19 @@ mod tests {
         }
         raw.push_str("\r\n");
         let mut head = RequestHead::default();
-        assert_eq!(head.parse(raw.as_bytes(), &RequestPolicy::default()), Err(HeadError::TooManyHeaders));
+        assert_eq!(
+            head.parse(raw.as_bytes(), &RequestPolicy::default()),
+            Err(HeadError::TooManyHeaders)
+        );
     }
 
     #[test]
     fn partial_head_needs_more() {
         let mut head = RequestHead::default();
-        assert_eq!(head.parse(b"GET / HTTP/1.1\r\nHost: a\r\n", &RequestPolicy::default()), Ok(None));
+        assert_eq!(
+            head.parse(b"GET / HTTP/1.1\r\nHost: a\r\n", &RequestPolicy::default()),
+            Ok(None)
+        );
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub enum ErrorReply {
     /// CONNECT: rsp is no forward proxy.
     NotImplemented,
     BadGateway,
+    /// A backend's 101 switched to nothing the request offered.
+    BadSwitch,
     NoRoute,
     GatewayTimeout,
 }
@@ -46,7 +48,7 @@ impl ErrorReply {
             ErrorReply::HeadTooLarge => 431,
             ErrorReply::ScriptFailed => 500,
             ErrorReply::NotImplemented => 501,
-            ErrorReply::BadGateway => 502,
+            ErrorReply::BadGateway | ErrorReply::BadSwitch => 502,
             ErrorReply::NoRoute => 503,
             ErrorReply::GatewayTimeout => 504,
         }
@@ -61,6 +63,7 @@ impl ErrorReply {
                 | ErrorReply::BodyTooLarge
                 | ErrorReply::HeadTooLarge
                 | ErrorReply::NotImplemented
+                | ErrorReply::BadSwitch
         )
     }
 
@@ -70,7 +73,7 @@ impl ErrorReply {
             ErrorReply::HeadTooLarge => "rsp: the request head is too large.\n",
             ErrorReply::ScriptFailed => "rsp: the routing script failed.\n",
             ErrorReply::NotImplemented => "rsp: CONNECT is not supported.\n",
-            ErrorReply::BadGateway => {
+            ErrorReply::BadGateway | ErrorReply::BadSwitch => {
                 "rsp: the backend could not be reached or sent an invalid response.\n"
             }
             ErrorReply::NoRoute => "rsp: no backend is available for this request.\n",

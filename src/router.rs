@@ -291,7 +291,9 @@ fn local_reply(table: &mlua::Table) -> Result<LocalReply, String> {
         }
     }
     if crate::reply::is_bodiless(status) && !body.is_empty() {
-        log::error!("route() returned a body with status {status}, which has none: sent without it");
+        log::error!(
+            "route() returned a body with status {status}, which has none: sent without it"
+        );
         body.clear();
     }
     Ok(LocalReply {

@@ -118,7 +118,9 @@ fn absolute(target: &[u8]) -> Result<Form<'_>, TargetError> {
         .ok_or(TargetError::Invalid("the request target has no valid form"))?;
     let scheme = &target[..scheme_end];
     if !scheme.eq_ignore_ascii_case(b"http") && !scheme.eq_ignore_ascii_case(b"https") {
-        return Err(TargetError::Invalid("absolute-form target of another scheme than http(s)"));
+        return Err(TargetError::Invalid(
+            "absolute-form target of another scheme than http(s)",
+        ));
     }
     let authority_end = rest
         .iter()
@@ -129,7 +131,9 @@ fn absolute(target: &[u8]) -> Result<Form<'_>, TargetError> {
         return Err(TargetError::Invalid("absolute-form target without a host"));
     }
     if !is_valid_authority(authority) {
-        return Err(TargetError::Invalid("invalid authority in the request target"));
+        return Err(TargetError::Invalid(
+            "invalid authority in the request target",
+        ));
     }
     Ok(Form::Absolute { authority, origin })
 }
@@ -162,9 +166,9 @@ pub fn is_valid_authority(authority: &[u8]) -> bool {
             None => (authority, None),
         }
     };
-    let valid_host = host.iter().all(|&byte| {
-        byte.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&byte)
-    });
+    let valid_host = host
+        .iter()
+        .all(|&byte| byte.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&byte));
     let valid_port = port.is_none_or(|port| {
         !port.is_empty() && port.len() <= 5 && port.iter().all(u8::is_ascii_digit)
     });
@@ -187,7 +191,11 @@ fn hex_value(byte: u8) -> Option<u8> {
 
 fn push_encoded(out: &mut Vec<u8>, byte: u8) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    out.extend_from_slice(&[b'%', HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 15)]]);
+    out.extend_from_slice(&[
+        b'%',
+        HEX[usize::from(byte >> 4)],
+        HEX[usize::from(byte & 15)],
+    ]);
 }
 
 /// Reusable storage for normalizing: a request head keeps one, so that
@@ -340,7 +348,12 @@ mod tests {
 
     fn normalized_with(origin: &str, settings: &PathNormalization) -> Result<String, TargetError> {
         let mut out = Vec::new();
-        normalize(origin.as_bytes(), settings, &mut Scratch::default(), &mut out)?;
+        normalize(
+            origin.as_bytes(),
+            settings,
+            &mut Scratch::default(),
+            &mut out,
+        )?;
         Ok(String::from_utf8(out).unwrap())
     }
 
@@ -366,7 +379,10 @@ mod tests {
             })
         );
         assert_eq!(form(b"OPTIONS", b"*"), Ok(Form::Asterisk));
-        assert_eq!(form(b"CONNECT", b"example.com:443"), Err(TargetError::Connect));
+        assert_eq!(
+            form(b"CONNECT", b"example.com:443"),
+            Err(TargetError::Connect)
+        );
         for (method, target) in [
             ("GET", "*"),
             ("GET", "example.com:443"),
@@ -382,7 +398,10 @@ mod tests {
             ("OPTIONS", "**"),
         ] {
             assert!(
-                matches!(form(method.as_bytes(), target.as_bytes()), Err(TargetError::Invalid(_))),
+                matches!(
+                    form(method.as_bytes(), target.as_bytes()),
+                    Err(TargetError::Invalid(_))
+                ),
                 "{method} {target}"
             );
         }
@@ -391,7 +410,14 @@ mod tests {
     #[test]
     fn authorities() {
         for valid in [
-            "a", "a.b-c_d~", "a:80", "127.0.0.1:8080", "[::1]", "[::1]:80", "", "x:1",
+            "a",
+            "a.b-c_d~",
+            "a:80",
+            "127.0.0.1:8080",
+            "[::1]",
+            "[::1]:80",
+            "",
+            "x:1",
         ] {
             assert!(is_valid_authority(valid.as_bytes()), "{valid}");
         }
@@ -405,7 +431,14 @@ mod tests {
 
     #[test]
     fn the_issue_bypasses_all_become_admin() {
-        for bypass in ["//admin", "/x/../admin", "/./admin", "/%61dmin", "/%2e/admin", "/%2E%2E/x/../admin/../admin"] {
+        for bypass in [
+            "//admin",
+            "/x/../admin",
+            "/./admin",
+            "/%61dmin",
+            "/%2e/admin",
+            "/%2E%2E/x/../admin/../admin",
+        ] {
             let result = normalized(bypass);
             assert!(
                 result.as_deref() == Ok("/admin") || result.is_err(),
@@ -448,15 +481,30 @@ mod tests {
             ..PathNormalization::default()
         };
         for (input, expected) in cases {
-            assert_eq!(normalized_with(input, &keep).as_deref(), Ok(expected), "{input}");
+            assert_eq!(
+                normalized_with(input, &keep).as_deref(),
+                Ok(expected),
+                "{input}"
+            );
         }
     }
 
     #[test]
     fn refused_paths() {
         for input in [
-            "/..", "/a/../..", "/%2e%2e", "/a/%2E%2E/../x", "/%", "/%4", "/%zz", "/a%2Fb", "/a%5cb",
-            "/a\\b", "/a%00", "/a#frag", "/a?b#c",
+            "/..",
+            "/a/../..",
+            "/%2e%2e",
+            "/a/%2E%2E/../x",
+            "/%",
+            "/%4",
+            "/%zz",
+            "/a%2Fb",
+            "/a%5cb",
+            "/a\\b",
+            "/a%00",
+            "/a#frag",
+            "/a?b#c",
         ] {
             assert!(
                 matches!(normalized(input), Err(TargetError::Invalid(_))),
@@ -484,12 +532,18 @@ mod tests {
             backslash: Backslash::Keep,
             ..PathNormalization::default()
         };
-        assert_eq!(normalized_with("/a\\..\\b", &keep_backslash).unwrap(), "/a\\..\\b");
+        assert_eq!(
+            normalized_with("/a\\..\\b", &keep_backslash).unwrap(),
+            "/a\\..\\b"
+        );
         let off = PathNormalization {
             enabled: false,
             ..PathNormalization::default()
         };
-        assert_eq!(normalized_with("//x/../%61?q", &off).unwrap(), "//x/../%61?q");
+        assert_eq!(
+            normalized_with("//x/../%61?q", &off).unwrap(),
+            "//x/../%61?q"
+        );
     }
 
     #[test]
@@ -500,7 +554,13 @@ mod tests {
             allow_escaped_nul: true,
             ..PathNormalization::default()
         };
-        for input in ["/a/b/../c//d/./", "/%2e%2E/", "/a%2f%2F/b", "/x\\y", "/%7E%7e"] {
+        for input in [
+            "/a/b/../c//d/./",
+            "/%2e%2E/",
+            "/a%2f%2F/b",
+            "/x\\y",
+            "/%7E%7e",
+        ] {
             if let Ok(once) = normalized_with(input, &keep) {
                 assert_eq!(normalized_with(&once, &keep).unwrap(), once, "{input}");
             }

@@ -7,6 +7,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
+use std::net::SocketAddr;
 
 #[test]
 fn ambiguous_or_invalid_requests_are_refused_before_the_backend() {
@@ -149,4 +150,813 @@ fn backend_faults_become_502_or_a_clean_close() {
     let mut again = Vec::new();
     let _ = next.reader.read_to_end(&mut again);
     assert!(String::from_utf8_lossy(&again).starts_with("HTTP/1.1 200 OK"));
+}
+
+/// The head a recorder backend received for a request sent through `proxy`
+/// (`None` when the proxy answered itself), and the proxy's answer.
+fn through(proxy: &Proxy, recorder: &Recorder, raw: &[u8]) -> (Response, Option<String>) {
+    let before = recorder.count();
+    let mut client = proxy.connect();
+    client.send(raw);
+    let response = client.response(raw.starts_with(b"HEAD "));
+    let received = (recorder.count() > before).then(|| recorder.requests()[before].clone());
+    (response, received)
+}
+
+fn request_line(received: &str) -> &str {
+    received.lines().next().unwrap_or_default()
+}
+
+fn field<'a>(received: &'a str, name: &str) -> Vec<&'a str> {
+    received
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_once(": "))
+        .filter(|(field, _)| field.eq_ignore_ascii_case(name))
+        .map(|(_, value)| value)
+        .collect()
+}
+
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+/// A route() with access rules of the kind users write: no /admin, no
+/// internal host; everything else to the backend.
+const GUARDED: &str = r#"
+function route(req)
+  if req.path == "/admin" or req.path:sub(1, 7) == "/admin/" then
+    return { status = 403, body = "denied " .. req.path }
+  end
+  if req.host == "www.example" or req.host == "internal.corp" then
+    return { status = 403, body = "denied host " .. req.host }
+  end
+  return "default"
+end
+"#;
+
+#[test]
+fn target_forms_table() {
+    let recorder = Recorder::start(OK);
+    let proxy = Proxy::start(&format!(
+        "backends = {{ \"{}\" }}\n{GUARDED}",
+        recorder.address
+    ));
+    // (request, status, request line the backend got, Host it got)
+    let cases: &[(&str, u16, Option<&str>, Option<&str>)] = &[
+        // The issue's bypasses: "://" inside an origin-form target.
+        (
+            "GET /admin?x=:// HTTP/1.1\r\nHost: a\r\n\r\n",
+            403,
+            None,
+            None,
+        ),
+        (
+            "GET /?u=http://www.example/ HTTP/1.1\r\nHost: shop\r\n\r\n",
+            200,
+            Some("GET /?u=http://www.example/ HTTP/1.1"),
+            Some("shop"),
+        ),
+        (
+            "GET /?u=http://shop/ HTTP/1.1\r\nHost: internal.corp\r\n\r\n",
+            403,
+            None,
+            None,
+        ),
+        // Absolute-form: origin-form and the URL's authority go on.
+        (
+            "GET http://Shop.Example:8080/p?q=1 HTTP/1.1\r\nHost: internal.corp\r\n\r\n",
+            200,
+            Some("GET /p?q=1 HTTP/1.1"),
+            Some("Shop.Example:8080"),
+        ),
+        (
+            "GET http://internal.corp/p HTTP/1.1\r\nHost: shop\r\n\r\n",
+            403,
+            None,
+            None,
+        ),
+        (
+            "GET https://shop HTTP/1.1\r\nHost: shop\r\n\r\n",
+            200,
+            Some("GET / HTTP/1.1"),
+            Some("shop"),
+        ),
+        (
+            "GET http://shop?x HTTP/1.1\r\nHost: shop\r\n\r\n",
+            200,
+            Some("GET /?x HTTP/1.1"),
+            Some("shop"),
+        ),
+        (
+            "GET http://shop/admin HTTP/1.1\r\nHost: shop\r\n\r\n",
+            403,
+            None,
+            None,
+        ),
+        // Asterisk-form for OPTIONS only.
+        (
+            "OPTIONS * HTTP/1.1\r\nHost: shop\r\n\r\n",
+            200,
+            Some("OPTIONS * HTTP/1.1"),
+            Some("shop"),
+        ),
+        ("GET * HTTP/1.1\r\nHost: shop\r\n\r\n", 400, None, None),
+        // Authority-form is CONNECT's, which rsp does not do: 501.
+        (
+            "CONNECT shop:443 HTTP/1.1\r\nHost: shop:443\r\n\r\n",
+            501,
+            None,
+            None,
+        ),
+        (
+            "GET shop:443 HTTP/1.1\r\nHost: shop\r\n\r\n",
+            400,
+            None,
+            None,
+        ),
+        // Neither form.
+        (
+            "GET ftp://shop/ HTTP/1.1\r\nHost: shop\r\n\r\n",
+            400,
+            None,
+            None,
+        ),
+        (
+            "GET http://user@shop/ HTTP/1.1\r\nHost: shop\r\n\r\n",
+            400,
+            None,
+            None,
+        ),
+        (
+            "GET http:///admin HTTP/1.1\r\nHost: shop\r\n\r\n",
+            400,
+            None,
+            None,
+        ),
+        ("GET admin HTTP/1.1\r\nHost: shop\r\n\r\n", 400, None, None),
+        (
+            "GET /a#frag HTTP/1.1\r\nHost: shop\r\n\r\n",
+            400,
+            None,
+            None,
+        ),
+        // Hosts a server could read as another.
+        (
+            "GET / HTTP/1.1\r\nHost: shop/admin\r\n\r\n",
+            400,
+            None,
+            None,
+        ),
+        (
+            "GET / HTTP/1.1\r\nHost: user@internal.corp\r\n\r\n",
+            400,
+            None,
+            None,
+        ),
+        ("GET / HTTP/1.1\r\nHost: shop:80x\r\n\r\n", 400, None, None),
+        ("GET / HTTP/1.1\r\nHost: sh op\r\n\r\n", 400, None, None),
+        ("GET / HTTP/1.1\r\nHost: [::1\r\n\r\n", 400, None, None),
+        (
+            "GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n",
+            200,
+            Some("GET / HTTP/1.1"),
+            Some("[::1]:8080"),
+        ),
+    ];
+    for (raw, status, line, host) in cases {
+        let (response, received) = through(&proxy, &recorder, raw.as_bytes());
+        assert_eq!(response.status, *status, "{raw:?}: {}", response.text());
+        match (line, &received) {
+            (Some(line), Some(received)) => {
+                assert_eq!(request_line(received), *line, "{raw:?}");
+                assert_eq!(
+                    field(received, "host"),
+                    vec![host.unwrap()],
+                    "{raw:?}: {received}"
+                );
+                assert_eq!(
+                    field(received, "x-forwarded-host"),
+                    vec![host.unwrap()],
+                    "{raw:?}"
+                );
+            }
+            (None, None) => {}
+            _ => panic!("{raw:?}: backend got {received:?}"),
+        }
+    }
+    assert!(proxy.log().contains("501, CONNECT"));
+}
+
+#[test]
+fn normalization_table() {
+    let recorder = Recorder::start(OK);
+    let proxy = Proxy::start(&format!(
+        "backends = {{ \"{}\" }}\n{GUARDED}",
+        recorder.address
+    ));
+    // (target, what the backend gets, or the status rsp answers with)
+    let cases: &[(&str, Result<&str, u16>)] = &[
+        ("//admin", Err(403)),
+        ("/x/../admin", Err(403)),
+        ("/./admin", Err(403)),
+        ("/%61dmin", Err(403)),
+        ("/%2e/admin", Err(403)),
+        ("/%2E%2E/admin", Err(400)),
+        ("/admin/./../admin/x", Err(403)),
+        ("/ADMIN", Ok("/ADMIN")),
+        ("/a//b///c", Ok("/a/b/c")),
+        ("/a/./b/../c/", Ok("/a/c/")),
+        ("/%7Euser/%7e", Ok("/~user/~")),
+        ("/a%3fb%3F", Ok("/a%3Fb%3F")),
+        ("/caf%c3%a9", Ok("/caf%C3%A9")),
+        ("/caf\u{e9}", Ok("/caf%C3%A9")),
+        ("/p?q=/../x&r=%2f", Ok("/p?q=/../x&r=%2f")),
+        ("/..", Err(400)),
+        ("/a/../..", Err(400)),
+        ("/%", Err(400)),
+        ("/%G0", Err(400)),
+        ("/admin%2Fx", Err(400)),
+        ("/a%5Cb", Err(400)),
+        ("/a\\b", Err(400)),
+        ("/a%00", Err(400)),
+    ];
+    for (target, expected) in cases {
+        let raw = format!("GET {target} HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n");
+        let (response, received) = through(&proxy, &recorder, raw.as_bytes());
+        match expected {
+            Ok(path) => {
+                assert_eq!(response.status, 200, "{target}: {}", response.text());
+                let received = received.unwrap_or_default();
+                assert_eq!(
+                    request_line(&received),
+                    format!("GET {path} HTTP/1.1"),
+                    "{target}"
+                );
+            }
+            Err(status) => {
+                assert_eq!(response.status, *status, "{target}: {}", response.text());
+                assert!(received.is_none(), "{target}: the backend got {received:?}");
+            }
+        }
+    }
+    // The settings: encoded slashes kept or decoded, backslashes as slashes, off.
+    let keep = Proxy::start(&format!(
+        "backends = {{ \"{}\" }}\npath_normalization = {{ escaped_slash = \"keep\", backslash = \"slash\", merge_slashes = false }}\n",
+        recorder.address
+    ));
+    for (target, path) in [("/a%2fb", "/a%2Fb"), ("/a\\b", "/a/b"), ("/a//b", "/a//b")] {
+        let raw = format!("GET {target} HTTP/1.1\r\nHost: shop\r\n\r\n");
+        let (response, received) = through(&keep, &recorder, raw.as_bytes());
+        assert_eq!(response.status, 200, "{target}");
+        assert_eq!(
+            request_line(&received.unwrap()),
+            format!("GET {path} HTTP/1.1")
+        );
+    }
+    let decode = Proxy::start(&format!(
+        "backends = {{ \"{}\" }}\npath_normalization = {{ escaped_slash = \"decode\" }}\n{GUARDED}",
+        recorder.address
+    ));
+    let (response, _) = through(
+        &decode,
+        &recorder,
+        b"GET /x%2F..%2Fadmin HTTP/1.1\r\nHost: shop\r\n\r\n",
+    );
+    assert_eq!(response.status, 403);
+    let off = Proxy::start(&format!(
+        "backends = {{ \"{}\" }}\npath_normalization = false\n",
+        recorder.address
+    ));
+    let (response, received) = through(
+        &off,
+        &recorder,
+        b"GET //x/../%61?q HTTP/1.1\r\nHost: shop\r\n\r\n",
+    );
+    assert_eq!(response.status, 200);
+    assert_eq!(
+        request_line(&received.unwrap()),
+        "GET //x/../%61?q HTTP/1.1"
+    );
+}
+
+/// req.target is what goes to the backend; req.raw_target what the client
+/// sent; the access log writes the normalized target.
+#[test]
+fn lua_sees_the_normalized_target_and_the_raw_one() {
+    let recorder = Recorder::start(OK);
+    let log = temp_file("access.log", "");
+    let proxy = Proxy::start(&format!(
+        "backends = {{ \"{}\" }}\naccess_log = {log:?}\n\
+         function route(req)\n\
+           if req:header(\"x-show\") then return {{ body = req.target .. \" \" .. req.raw_target .. \" \" .. req.path .. \" \" .. tostring(req.query) }} end\n\
+           return \"default\"\n\
+         end\n",
+        recorder.address
+    ));
+    let (response, _) = through(
+        &proxy,
+        &recorder,
+        b"GET /a/./b/%7e/../c?x=1 HTTP/1.1\r\nHost: s\r\nX-Show: 1\r\n\r\n",
+    );
+    assert_eq!(response.text(), "/a/b/c?x=1 /a/./b/%7e/../c?x=1 /a/b/c x=1");
+    let (_, received) = through(
+        &proxy,
+        &recorder,
+        b"GET //a/%62 HTTP/1.1\r\nHost: s\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(request_line(&received.unwrap()), "GET /a/b HTTP/1.1");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("\"GET /a/b HTTP/1.1\"")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Against a real nginx, which resolves all of these to its `/admin`
+/// location: with rsp's normalization route() sees `/admin` too; without
+/// it, the same rule is bypassed (which is why the default is on).
+#[test]
+fn nginx_behind_rsp_never_serves_admin_past_the_rule() {
+    let nginx = Nginx::start(
+        "    location /admin { return 200 \"nginx admin\\n\"; }\n    location / { return 200 \"nginx public\\n\"; }\n",
+    );
+    let bypasses = [
+        "/admin",
+        "//admin",
+        "/x/../admin",
+        "/./admin",
+        "/%61dmin",
+        "/%2e/admin",
+        "/admin/../admin/x",
+        "/%2Fadmin",
+    ];
+    let guarded = Proxy::start(&format!(
+        "backends = {{ \"{}\" }}\n{GUARDED}",
+        nginx.address
+    ));
+    for target in bypasses {
+        let response = guarded.get(target);
+        assert!(
+            [403, 400].contains(&response.status),
+            "{target}: {} {}",
+            response.status,
+            response.text()
+        );
+    }
+    assert_eq!(guarded.get("/public/../index").text(), "nginx public\n");
+    assert!(
+        !nginx.access_log().contains("admin"),
+        "{}",
+        nginx.access_log()
+    );
+    // The control: the same rule without normalization lets them through.
+    let unguarded = Proxy::start(&format!(
+        "backends = {{ \"{}\" }}\npath_normalization = false\n{GUARDED}",
+        nginx.address
+    ));
+    let reached: Vec<&str> = bypasses
+        .iter()
+        .copied()
+        .filter(|target| unguarded.get(target).text() == "nginx admin\n")
+        .collect();
+    assert!(reached.len() >= 5, "{reached:?}");
+}
+
+/// The invariant of the security issue, over generated targets and hosts
+/// through the real binary: whatever route() saw of an accepted request
+/// (path, query, host) is what the backend received.
+#[test]
+fn what_route_saw_is_what_the_backend_got() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    let recorder = Recorder::start(OK);
+    let proxy = Proxy::start(&format!(
+        "backends = {{ \"{}\" }}\n\
+         function route(req)\n\
+           if req:header(\"x-probe\") then return {{ body = req.path .. \"\\n\" .. (req.query or \"-\") .. \"\\n\" .. req.host }} end\n\
+           return \"default\"\n\
+         end\n",
+        recorder.address
+    ));
+    let mut runner = TestRunner::new(Config {
+        cases: 300,
+        ..Config::default()
+    });
+    let strategy = (target_strategy(), host_strategy(), any::<bool>());
+    runner
+        .run(&strategy, |(origin, host, absolute)| {
+            let target = if absolute {
+                format!("http://{host}{origin}")
+            } else {
+                origin
+            };
+            let send = |probe: bool| {
+                let mut client = proxy.connect();
+                let probe = if probe { "X-Probe: 1\r\n" } else { "" };
+                let raw = format!(
+                    "GET {target} HTTP/1.1\r\nHost: {host}\r\n{probe}Connection: close\r\n\r\n"
+                );
+                client.send(raw.as_bytes());
+                client.response(false)
+            };
+            let seen = send(true);
+            let before = recorder.count();
+            let forwarded = send(false);
+            prop_assert_eq!(
+                seen.status == 200,
+                forwarded.status == 200,
+                "{} {}",
+                target,
+                host
+            );
+            if seen.status != 200 {
+                prop_assert_eq!(recorder.count(), before);
+                return Ok(());
+            }
+            let text = seen.text();
+            let mut lines = text.split('\n');
+            let (path, query, lua_host) = (
+                lines.next().unwrap(),
+                lines.next().unwrap(),
+                lines.next().unwrap(),
+            );
+            let received = recorder.requests()[before].clone();
+            let sent = request_line(&received)
+                .split(' ')
+                .nth(1)
+                .unwrap()
+                .to_owned();
+            let (sent_path, sent_query) = match sent.split_once('?') {
+                Some((path, query)) => (path.to_owned(), query.to_owned()),
+                None => (sent.clone(), "-".to_owned()),
+            };
+            prop_assert_eq!(sent_path, path);
+            prop_assert_eq!(sent_query, query);
+            let hosts = field(&received, "host");
+            prop_assert_eq!(hosts.len(), 1);
+            let sent_host = hosts[0].to_ascii_lowercase();
+            let sent_host = match sent_host.rsplit_once(':') {
+                Some((name, port)) if !port.contains(']') => name.to_owned(),
+                _ => sent_host.clone(),
+            };
+            prop_assert_eq!(sent_host, lua_host);
+            Ok(())
+        })
+        .unwrap();
+}
+
+/// A request head, then the connection: its answer as raw bytes, read
+/// until the proxy closes or goes quiet for `quiet`.
+fn exchange_raw(proxy: &Proxy, raw: &[u8], quiet: Duration) -> Vec<u8> {
+    let mut client = proxy.connect();
+    client.stream().set_read_timeout(Some(quiet)).unwrap();
+    client.send(raw);
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 65536];
+    while let Ok(count) = client.reader.read(&mut chunk) {
+        if count == 0 {
+            break;
+        }
+        answer.extend_from_slice(&chunk[..count]);
+    }
+    answer
+}
+
+const WEBSOCKET: &str = "GET /chat HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+                         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+#[test]
+fn upgrades_table() {
+    const SWITCH: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\ntunnel";
+    const TO_H2C: &[u8] =
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n";
+    const BARE: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\r\n";
+    let plain = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    let h2c = "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n";
+    // (backend's answer, request, switched?)
+    let cases: &[(&[u8], &str, bool)] = &[
+        (SWITCH, WEBSOCKET, true),
+        (SWITCH, plain, false),
+        (TO_H2C, WEBSOCKET, false),
+        (BARE, WEBSOCKET, false),
+        (TO_H2C, h2c, false),
+    ];
+    for (answer, request, switched) in cases {
+        let recorder = Recorder::start(answer);
+        let proxy = Proxy::start(&format!("backends = {{ \"{}\" }}", recorder.address));
+        let got = String::from_utf8_lossy(&exchange_raw(
+            &proxy,
+            request.as_bytes(),
+            Duration::from_millis(500),
+        ))
+        .into_owned();
+        if *switched {
+            assert!(got.starts_with("HTTP/1.1 101 "), "{request:?}: {got}");
+            assert!(got.ends_with("\r\n\r\ntunnel"), "{got}");
+        } else {
+            // 502, and the connection closed (exchange_raw read to its end).
+            assert!(
+                got.starts_with("HTTP/1.1 502 "),
+                "{request:?} / {:?}: {got}",
+                String::from_utf8_lossy(answer)
+            );
+            assert!(got.contains("\r\nConnection: close\r\n"), "{got}");
+            assert!(!got.contains("tunnel"), "{got}");
+        }
+        let received = recorder.requests().concat();
+        if request.contains("h2c") {
+            // Never offered to the backend.
+            assert!(field(&received, "upgrade").is_empty(), "{received}");
+            assert!(
+                !received
+                    .to_ascii_lowercase()
+                    .contains("connection: upgrade"),
+                "{received}"
+            );
+        }
+    }
+
+    // Which protocols go on is a setting; h2c is never among them.
+    let recorder = Recorder::start(OK);
+    let default = Proxy::start(&format!("backends = {{ \"{}\" }}", recorder.address));
+    let offers = "GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: h2c, foo/2, WebSocket\r\n\r\n";
+    let (_, received) = through(&default, &recorder, offers.as_bytes());
+    assert_eq!(field(&received.unwrap(), "upgrade"), vec!["WebSocket"]);
+    let (_, received) = through(
+        &default,
+        &recorder,
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: foo\r\n\r\n",
+    );
+    let received = received.unwrap();
+    assert!(
+        field(&received, "upgrade").is_empty() && field(&received, "connection").is_empty(),
+        "{received}"
+    );
+    let foo = Proxy::start(&format!(
+        "backends = {{ \"{}\" }}\nupgrades = {{ \"websocket\", \"foo\" }}",
+        recorder.address
+    ));
+    let (_, received) = through(&foo, &recorder, offers.as_bytes());
+    assert_eq!(
+        field(&received.unwrap(), "upgrade"),
+        vec!["foo/2, WebSocket"]
+    );
+    let config = temp_file(
+        "h2c.lua",
+        "listen = \"127.0.0.1:1\"\nbackends = { \"127.0.0.1:1\" }\nupgrades = { \"websocket\", \"h2c\" }\n",
+    );
+    let (code, stderr) = check_config(&config);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains(":3: upgrades: h2c is never forwarded"),
+        "{stderr}"
+    );
+}
+
+/// A backend that answers every request with `interim` 1xx heads (forever
+/// when `None`), then a 200.
+fn interim_backend(interim: Option<usize>) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                let _ = read_head(&mut reader);
+                let mut sent = 0;
+                while interim.is_none_or(|count| sent < count) {
+                    if stream
+                        .write_all(b"HTTP/1.1 100 Continue\r\nContent-Length: 5\r\n\r\n")
+                        .is_err()
+                    {
+                        return;
+                    }
+                    sent += 1;
+                }
+                let _ = stream.write_all(OK);
+            });
+        }
+    });
+    address
+}
+
+#[test]
+fn interim_responses_are_bounded_in_number_and_memory() {
+    // Ten are passed on (without their meaningless Content-Length), then
+    // the final answer.
+    let proxy = Proxy::start(&format!(
+        "backends = {{ \"{}\" }}",
+        interim_backend(Some(10))
+    ));
+    let got = String::from_utf8_lossy(&exchange_raw(
+        &proxy,
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(2),
+    ))
+    .into_owned();
+    assert_eq!(
+        got.matches("HTTP/1.1 100 Continue\r\n\r\n").count(),
+        10,
+        "{got}"
+    );
+    assert!(!got.contains("Content-Length: 5"), "{got}");
+    assert!(got.ends_with("\r\n\r\nok"), "{got}");
+    // An eleventh is a broken backend: 502.
+    let proxy = Proxy::start(&format!(
+        "backends = {{ \"{}\" }}",
+        interim_backend(Some(11))
+    ));
+    let got = String::from_utf8_lossy(&exchange_raw(
+        &proxy,
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        Duration::from_secs(2),
+    ))
+    .into_owned();
+    assert_eq!(got.matches("HTTP/1.1 100 Continue").count(), 10, "{got}");
+    assert!(got.contains("HTTP/1.1 502 "), "{got}");
+    assert!(proxy.log().contains("more than 10 interim responses"));
+
+    // An endless stream of them to a client that reads nothing: rsp's
+    // memory stays where it was (it grew by 45 MB before).
+    let proxy = Proxy::start(&format!("backends = {{ \"{}\" }}", interim_backend(None)));
+    let before = proxy.rss_kib();
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        let mut client = proxy.connect();
+        client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        idle.push(client);
+    }
+    thread::sleep(Duration::from_millis(1500));
+    let grown = proxy.rss_kib().saturating_sub(before);
+    assert!(grown < 8 * 1024, "rsp grew by {grown} KiB");
+    // Still serving: a new client gets its (interim) answer at once.
+    assert_eq!(proxy.get("/").status, 100, "rsp still serves");
+}
+
+#[test]
+fn framing_leftovers_table() {
+    let recorder = Recorder::start(OK);
+    let proxy = Proxy::start(&format!("backends = {{ \"{}\" }}", recorder.address));
+    let refused: &[&str] = &[
+        "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: \r\nContent-Length: 3\r\n\r\nabc",
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding:\r\n\r\nabc",
+        "POST / HTTP/1.1\r\nHost: x\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: x\r\nTRANSFER-ENCODING: CHUNKED\r\nCONTENT-LENGTH: 3\r\n\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: , chunked\r\n\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: \"chunked\"\r\n\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked;q=1\r\n\r\n0\r\n\r\n",
+    ];
+    for raw in refused {
+        let (response, received) = through(&proxy, &recorder, raw.as_bytes());
+        assert_eq!(response.status, 400, "{raw:?}");
+        assert!(received.is_none(), "{raw:?} reached the backend");
+    }
+    // A field spelled with an underscore is no framing field: dropped, and
+    // the request framed by its Content-Length.
+    let (response, received) = through(
+        &proxy,
+        &recorder,
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer_Encoding: chunked\r\nContent-Length: 3\r\n\r\nabc",
+    );
+    assert_eq!(response.status, 200);
+    let received = received.unwrap();
+    assert!(
+        !received.contains("Transfer_Encoding") && received.ends_with("\r\n\r\nabc"),
+        "{received}"
+    );
+
+    // Trailers that could reframe or reroute are removed; others pass.
+    let (response, received) = through(
+        &proxy,
+        &recorder,
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\
+          Content-Length: 99\r\nHost: evil\r\nTransfer-Encoding: chunked\r\nConnection: close\r\nX-Forwarded-For: 6.6.6.6\r\n\
+          X-Checksum: 900150983cd24fb0\r\n\r\n",
+    );
+    assert_eq!(response.status, 200);
+    let received = received.unwrap();
+    let trailers = received.split("\r\n0\r\n").nth(1).unwrap();
+    assert_eq!(
+        trailers, "X-Checksum: 900150983cd24fb0\r\n\r\n",
+        "{received}"
+    );
+}
+
+#[test]
+fn underscored_fields_never_reach_a_wsgi_backend_as_forwarding_fields() {
+    // Python's wsgiref, the reference WSGI server: it maps X_Forwarded_For
+    // and X-Forwarded-For alike to HTTP_X_FORWARDED_FOR.
+    let port = free_port();
+    let app = temp_file(
+        "wsgi.py",
+        &format!(
+            "from wsgiref.simple_server import make_server\n\
+             def app(environ, start):\n\
+             \x20   body = environ.get('HTTP_X_FORWARDED_FOR', '-').encode()\n\
+             \x20   start('200 OK', [('Content-Length', str(len(body)))])\n\
+             \x20   return [body]\n\
+             make_server('127.0.0.1', {port}, app).serve_forever()\n"
+        ),
+    );
+    let mut wsgi = std::process::Command::new("python3")
+        .arg(&app)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let backend: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_for_listener(backend, &app);
+    let request =
+        "GET / HTTP/1.1\r\nHost: x\r\nX_Forwarded_For: 6.6.6.6\r\nConnection: close\r\n\r\n";
+    let dropping = Proxy::start(&format!("backends = {{ \"{backend}\" }}"));
+    assert_eq!(dropping.get_raw(request).text(), "127.0.0.1");
+    let rejecting = Proxy::start(&format!(
+        "backends = {{ \"{backend}\" }}\nunderscore_headers = \"reject\""
+    ));
+    assert_eq!(rejecting.get_raw(request).status, 400);
+    let allowing = Proxy::start(&format!(
+        "backends = {{ \"{backend}\" }}\nunderscore_headers = \"allow\""
+    ));
+    assert!(allowing.get_raw(request).text().starts_with("6.6.6.6"));
+    let _ = wsgi.kill();
+    let _ = wsgi.wait();
+}
+
+#[test]
+fn response_framing_leftovers_table() {
+    // (backend's answer, status the client gets, fields it must not see)
+    let cases: &[(&[u8], u16, &[&str])] = &[
+        (b"HTTP/1.1 099 Low\r\nContent-Length: 0\r\n\r\n", 502, &[]),
+        (b"HTTP/1.1 600 High\r\nContent-Length: 0\r\n\r\n", 502, &[]),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: \r\nContent-Length: 2\r\n\r\nok", 502, &[]),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding:\r\n\r\nok", 502, &[]),
+        (b"HTTP/1.1 204 No Content\r\nContent-Length: 10\r\n\r\n", 204, &["content-length", "transfer-encoding"]),
+        (b"HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\nContent-Length: 7\r\n\r\n", 304, &["content-length", "transfer-encoding"]),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", 200, &["content-length"]),
+    ];
+    for (answer, status, absent) in cases {
+        let recorder = Recorder::start(answer);
+        let proxy = Proxy::start(&format!("backends = {{ \"{}\" }}", recorder.address));
+        let mut client = proxy.connect();
+        client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        let response = client.response(false);
+        assert_eq!(
+            response.status,
+            *status,
+            "{}",
+            String::from_utf8_lossy(answer)
+        );
+        for name in *absent {
+            assert_eq!(response.header(name), None, "{}", response.head);
+        }
+        if *status != 502 {
+            // Framed as the client read it: the connection goes on.
+            client.send(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            assert_eq!(client.response(false).status, *status);
+        }
+    }
+}
+
+#[test]
+fn rsp_own_answers_carry_no_body_where_none_may_be() {
+    let proxy = Proxy::start(
+        "backends = { \"127.0.0.1:1\" }\n\
+         function route(req)\n\
+           if req.path == \"/empty\" then return { status = 204, body = \"not allowed\" } end\n\
+           if req.path == \"/same\" then return { status = 304, body = \"x\" } end\n\
+           if req.path == \"/ping\" then return { body = \"pong\" } end\n\
+           return nil\n\
+         end\n",
+    );
+    let mut client = proxy.connect();
+    for (request, status) in [
+        ("GET /empty HTTP/1.1\r\nHost: x\r\n\r\n", 204),
+        ("GET /same HTTP/1.1\r\nHost: x\r\n\r\n", 304),
+        ("HEAD /ping HTTP/1.1\r\nHost: x\r\n\r\n", 200),
+        ("HEAD /nothing HTTP/1.1\r\nHost: x\r\n\r\n", 503),
+    ] {
+        client.send(request.as_bytes());
+        let response = client.response(true);
+        assert_eq!(response.status, status, "{request}");
+        assert_eq!(response.header("content-length"), None, "{}", response.head);
+    }
+    // Nothing was left on the connection: the next answer starts clean.
+    client.send(b"GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let response = client.response(false);
+    assert_eq!(response.text(), "pong");
+    assert!(
+        proxy
+            .log()
+            .contains("route() returned a body with status 204")
+    );
 }

@@ -684,7 +684,10 @@ fn a_public_admin_address_must_be_asked_for() {
     .unwrap();
     let (code, stderr) = check_config(&config);
     assert_eq!(code, Some(1), "{stderr}");
-    assert!(stderr.contains(":3: admin: a public admin port"), "{stderr}");
+    assert!(
+        stderr.contains(":3: admin: a public admin port"),
+        "{stderr}"
+    );
     let token = temp_file("admin.token", "s3cret-token-0123456789\n");
     std::fs::write(
         &config,

@@ -1,11 +1,14 @@
 //! Property tests: arbitrary and mutated bytes through the parsers and framers.
 
+mod common;
+
+use common::{host_strategy, target_strategy};
 use proptest::prelude::*;
 use rsp::forwarding::Forwarding;
 use rsp::framing::{BodyFramer, Framing};
 use rsp::http::{ClientSide, RequestHead, RequestPolicy, forward_response_head};
-use rsp::target::{self, Backslash, EscapedSlash, PathNormalization, Scratch};
 use rsp::proxy_protocol::{self, Version};
+use rsp::target::{self, Backslash, EscapedSlash, PathNormalization, Scratch};
 
 const VALID_REQUEST: &[u8] =
     b"POST /a?b=c HTTP/1.1\r\nHost: Example.com\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n";
@@ -54,26 +57,6 @@ fn claim_body(bytes: &[u8], split: usize) -> Result<(usize, Vec<u8>), rsp::frami
         }
     }
     Ok((claimed, trailers))
-}
-
-/// Request targets built from the pieces that confuse servers: dots,
-/// slashes, encodings, backslashes, queries, non-ASCII.
-fn target_strategy() -> impl Strategy<Value = String> {
-    let piece = prop_oneof![
-        Just("/"), Just("//"), Just("."), Just(".."), Just("/./"), Just("/../"), Just("a"), Just("admin"),
-        Just("%2e"), Just("%2E%2e"), Just("%2f"), Just("%5C"), Just("%61"), Just("%7E"), Just("%00"),
-        Just("%zz"), Just("%"), Just("\\"), Just("?"), Just("&"), Just("="), Just(";"), Just("é"),
-        Just("\""), Just("~"), Just("#"), Just(":"), Just("@"), Just("*"),
-    ];
-    prop::collection::vec(piece, 0..12).prop_map(|pieces| format!("/{}", pieces.concat()))
-}
-
-fn host_strategy() -> impl Strategy<Value = String> {
-    prop_oneof![
-        Just("example.com".to_owned()), Just("Example.COM:8080".to_owned()), Just("[::1]:80".to_owned()),
-        Just("127.0.0.1".to_owned()), Just("a-b.c_d".to_owned()), Just("".to_owned()),
-        "[a-z]{1,8}(\\.[a-z]{1,5})?(:[0-9]{1,5})?",
-    ]
 }
 
 proptest! {

@@ -226,3 +226,95 @@ fn a_handshake_that_never_finishes_is_cut_at_client_header() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(body, "hello from web");
 }
+
+/// A TLS client behind a load balancer that speaks PROXY: the header comes
+/// first on the raw connection, TLS starts on the bytes after it. Version 1
+/// from curl's own `--haproxy-protocol`; version 2 from Python's ssl module
+/// behind a hand-written header.
+#[test]
+fn a_listener_with_accept_proxy_and_tls_reads_the_header_then_the_handshake() {
+    let dir = scratch_dir("proxy-tls");
+    let authority = Authority::new(&dir, "ca");
+    authority.issue(&dir, "a", "a.example.com");
+    let backend = Backend::start("web");
+    let tls: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let proxy = Proxy::start_listening(
+        &format!(
+            "{{ addr = \"{tls}\", accept_proxy = true, tls = {{ cert = \"{d}/a.pem\", key = \"{d}/a.key\" }} }}",
+            d = dir.display()
+        ),
+        &format!(
+            "backends = {{ \"{}\" }}\n\
+             route = function(req)\n\
+               if req.path == \"/who\" then return {{ status = 200, body = req.client_ip .. \" \" .. tostring(req.tls) .. \" \" .. tostring(req.sni) }} end\n\
+               return \"default\"\n\
+             end\n",
+            backend.address
+        ),
+    );
+    wait_for_listener(tls, &proxy.log);
+
+    // v1: curl writes "PROXY TCP4 127.0.0.1 127.0.0.1 ..." before its ClientHello.
+    let output = Command::new("curl")
+        .args(["--silent", "--show-error", "--haproxy-protocol", "--cacert"])
+        .arg(&authority.pem)
+        .arg("--resolve")
+        .arg(format!("a.example.com:{}:127.0.0.1", tls.port()))
+        .arg(format!("https://a.example.com:{}/who", tls.port()))
+        .arg(format!("https://a.example.com:{}/head", tls.port()))
+        .output()
+        .unwrap();
+    let body = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(body.starts_with("127.0.0.1 true a.example.com"), "{body}");
+    assert!(body.contains("\r\nX-Forwarded-Proto: https\r\n"), "{body}");
+
+    // v2, naming another client: rsp must use that address.
+    let script = format!(
+        r#"
+import socket, ssl, struct
+header = b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, 0x11]) + struct.pack("!H", 12)
+header += socket.inet_aton("203.0.113.9") + socket.inet_aton("127.0.0.1") + struct.pack("!HH", 40000, {port})
+context = ssl.create_default_context(cafile={ca:?})
+raw = socket.create_connection(("127.0.0.1", {port}))
+raw.sendall(header)
+with context.wrap_socket(raw, server_hostname="a.example.com") as tls:
+    tls.sendall(b"GET /head HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n")
+    answer = b""
+    while chunk := tls.recv(65536):
+        answer += chunk
+print(answer.decode())
+"#,
+        port = tls.port(),
+        ca = authority.pem.display().to_string()
+    );
+    let output = Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    assert!(
+        answer.contains("\r\nX-Forwarded-For: 203.0.113.9\r\n"),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("\r\nX-Forwarded-Proto: https\r\n"),
+        "{answer}"
+    );
+
+    // Without a header, the connection is refused unanswered, as before.
+    let (code, _, _) = curl(&authority.pem, tls, "a.example.com", &["/who"]);
+    assert_ne!(code, 0);
+    proxy.wait_for_log("refused: ", 1);
+}

@@ -570,3 +570,245 @@ fn serve(stream: TcpStream, name: &str, seen: &Mutex<Seen>, health: &AtomicU16) 
         }
     }
 }
+
+/// A backend that records the exact bytes of every request it receives
+/// (head, body and trailers) and answers each with `answer`.
+pub struct Recorder {
+    pub address: SocketAddr,
+    requests: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl Recorder {
+    pub fn start(answer: &'static [u8]) -> Recorder {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let shared = requests.clone();
+        thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let requests = shared.clone();
+                thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut writer = stream;
+                    while let Some(request) = read_raw_request(&mut reader) {
+                        requests.lock().unwrap().push(request);
+                        if writer.write_all(answer).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Recorder { address, requests }
+    }
+
+    /// Every request so far, as text.
+    pub fn requests(&self) -> Vec<String> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|request| String::from_utf8_lossy(request).into_owned())
+            .collect()
+    }
+
+    pub fn count(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+}
+
+/// One request's bytes exactly as they came: head, then a body framed by
+/// Content-Length or chunked coding (chunk lines and trailers included).
+fn read_raw_request<R: BufRead>(reader: &mut R) -> Option<Vec<u8>> {
+    let head = read_head(reader)?;
+    let mut raw = head.clone().into_bytes();
+    let field = |name: &str| {
+        head.lines().skip(1).find_map(|line| {
+            let (field, value) = line.split_once(':')?;
+            field
+                .eq_ignore_ascii_case(name)
+                .then(|| value.trim().to_owned())
+        })
+    };
+    if field("transfer-encoding").is_some() {
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).ok()?;
+            raw.extend_from_slice(line.as_bytes());
+            let size = usize::from_str_radix(line.trim().split(';').next()?, 16).ok()?;
+            if size == 0 {
+                loop {
+                    let mut trailer = String::new();
+                    if reader.read_line(&mut trailer).ok()? == 0 {
+                        return None;
+                    }
+                    raw.extend_from_slice(trailer.as_bytes());
+                    if trailer == "\r\n" {
+                        return Some(raw);
+                    }
+                }
+            }
+            let mut data = vec![0; size + 2];
+            reader.read_exact(&mut data).ok()?;
+            raw.extend_from_slice(&data);
+        }
+    }
+    if let Some(length) = field("content-length").and_then(|length| length.parse().ok()) {
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).ok()?;
+        raw.extend_from_slice(&body);
+    }
+    Some(raw)
+}
+
+/// A real nginx (Debian's package, installed when missing) serving
+/// `config` (the inside of a `server` block) on a free port, stopped when
+/// dropped. Its access log is `access_log()`.
+pub struct Nginx {
+    child: Child,
+    pub address: SocketAddr,
+    pub dir: PathBuf,
+}
+
+impl Nginx {
+    pub fn start(config: &str) -> Nginx {
+        ensure_package("nginx", "nginx");
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!(
+            "rsp-nginx-{}-{}",
+            std::process::id(),
+            NEXT_FILE.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(dir.join("www")).unwrap();
+        let conf = dir.join("nginx.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
+                 error_log {d}/error.log;\nevents {{ worker_connections 256; }}\n\
+                 http {{\n  access_log {d}/access.log;\n  client_body_temp_path {d};\n  proxy_temp_path {d};\n\
+                 fastcgi_temp_path {d};\n  uwsgi_temp_path {d};\n  scgi_temp_path {d};\n\
+                 server {{\n    listen 127.0.0.1:{port};\n    root {d}/www;\n{config}\n  }}\n}}\n",
+                d = dir.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("nginx")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        wait_for_listener(address, &dir.join("error.log"));
+        Nginx {
+            child,
+            address,
+            dir,
+        }
+    }
+
+    /// Writes a file under nginx's root.
+    pub fn file(&self, path: &str, contents: &str) {
+        let file = self.dir.join("www").join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, contents).unwrap();
+    }
+
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Installs Debian's `package` when `command` is missing (once per test
+/// process), as CI's `.ci/run` does up front.
+pub fn ensure_package(command: &str, package: &str) {
+    static INSTALLED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let mut installed = INSTALLED.lock().unwrap();
+    if installed.iter().any(|done| done == package) {
+        return;
+    }
+    let present = || {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {command}"))
+            .output()
+            .is_ok_and(|output| output.status.success())
+    };
+    if !present() {
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq {package}) >/dev/null 2>&1"
+            ))
+            .status();
+        assert!(
+            status.is_ok_and(|status| status.success()) && present(),
+            "this test needs {command}: apt-get install {package}"
+        );
+    }
+    installed.push(package.to_owned());
+}
+
+/// Request targets built from the pieces that make servers disagree about
+/// a path: dots, slashes, encodings, backslashes, queries, non-ASCII.
+pub fn target_strategy() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    let piece = prop_oneof![
+        Just("/"),
+        Just("//"),
+        Just("."),
+        Just(".."),
+        Just("/./"),
+        Just("/../"),
+        Just("a"),
+        Just("admin"),
+        Just("%2e"),
+        Just("%2E%2e"),
+        Just("%2f"),
+        Just("%5C"),
+        Just("%61"),
+        Just("%7E"),
+        Just("%00"),
+        Just("%zz"),
+        Just("%"),
+        Just("\\"),
+        Just("?"),
+        Just("&"),
+        Just("="),
+        Just(";"),
+        Just("é"),
+        Just("\""),
+        Just("~"),
+        Just("#"),
+        Just(":"),
+        Just("@"),
+        Just("*"),
+        Just("://"),
+        Just("http://www.example/"),
+    ];
+    proptest::collection::vec(piece, 0..12).prop_map(|pieces| format!("/{}", pieces.concat()))
+}
+
+/// Host values, valid and not.
+pub fn host_strategy() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    prop_oneof![
+        Just("example.com".to_owned()),
+        Just("Example.COM:8080".to_owned()),
+        Just("[::1]:80".to_owned()),
+        Just("127.0.0.1".to_owned()),
+        Just("a-b.c_d".to_owned()),
+        Just("evil.example/admin".to_owned()),
+        Just("user@host".to_owned()),
+        "[a-z]{1,8}(\\.[a-z]{1,5})?(:[0-9]{1,5})?",
+    ]
+}

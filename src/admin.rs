@@ -80,13 +80,21 @@ pub fn answer(request: &RequestView, local: SocketAddr, context: &mut Context) -
         }
         _ => match server_action(path) {
             Some(_) if method != "POST" => not_allowed("POST", path),
-            Some(_) if !is_deliberate_change(head) => text(
-                403,
-                format!(
-                    "rsp admin: a change must come from this origin with {CHANGE_HEADER}: 1 \
-                     (or Content-Type: application/json)\n"
-                ),
-            ),
+            Some(_) if !is_deliberate_change(head) => {
+                log::warn!(
+                    "admin ({}): {method} {path} refused: not sent as a deliberate change (no {CHANGE_HEADER}, or from another site: Origin {:?}, Sec-Fetch-Site {:?})",
+                    request.client,
+                    head.header("origin").map(String::from_utf8_lossy),
+                    head.header("sec-fetch-site").map(String::from_utf8_lossy),
+                );
+                text(
+                    403,
+                    format!(
+                        "rsp admin: a change must come from this origin with {CHANGE_HEADER}: 1 \
+                         (or Content-Type: application/json)\n"
+                    ),
+                )
+            }
             Some((pool, server, drain)) => {
                 let reply = set_drained(context.pools, &pool, &server, drain, request.client);
                 // The other workers do the same.

@@ -807,3 +807,155 @@ fn forwarded_headers_follow_the_config() {
     ));
     assert!(!off.contains("Forwarded"), "{off}");
 }
+
+/// The admin port as a hostile web page in an operator's browser would
+/// reach it: form posts, text/plain posts, foreign origins, rebinding.
+#[test]
+fn the_admin_port_refuses_cross_site_changes_and_foreign_hosts() {
+    let (first, second) = (Backend::start("first"), Backend::start("second"));
+    let (admin_address, _) = admin_port();
+    let proxy = Proxy::start(&format!(
+        "admin = {{ addr = \"{admin_address}\", hosts = {{ \"rsp.internal\" }} }}\n\
+         pools = {{ default = {{ servers = {{ \"{}\", \"{}\" }} }} }}\n",
+        first.address, second.address
+    ));
+    let drain = format!("/pools/default/servers/{}/drain", first.address);
+    let post = |fields: &str| {
+        request(
+            admin_address,
+            &format!(
+                "POST {drain} HTTP/1.1\r\nHost: {admin_address}\r\n{fields}Content-Length: 0\r\nConnection: close\r\n\r\n"
+            ),
+        )
+    };
+    // What a cross-site page can send without a preflight: refused.
+    for fields in [
+        "Content-Type: application/x-www-form-urlencoded\r\nOrigin: http://evil.example\r\n",
+        "Content-Type: text/plain\r\n",
+        "Content-Type: multipart/form-data; boundary=x\r\n",
+        "",
+        // The header, but from elsewhere.
+        "X-Rsp-Admin: 1\r\nOrigin: http://evil.example\r\n",
+        "X-Rsp-Admin: 1\r\nOrigin: null\r\n",
+        "X-Rsp-Admin: 1\r\nSec-Fetch-Site: cross-site\r\n",
+        "X-Rsp-Admin: 1\r\nSec-Fetch-Site: same-site\r\n",
+    ] {
+        let response = post(fields);
+        assert_eq!(response.status, 403, "{fields:?}: {}", response.text());
+    }
+    assert_eq!(
+        stats(admin_address)["pools"][0]["servers"][0]["state"],
+        "up"
+    );
+    // The page's own button (same origin, the header), and curl.
+    let own = post(&format!(
+        "X-Rsp-Admin: 1\r\nOrigin: http://{admin_address}\r\nSec-Fetch-Site: same-origin\r\n"
+    ));
+    assert_eq!(own.status, 200, "{}", own.text());
+    assert_eq!(
+        stats(admin_address)["pools"][0]["servers"][0]["state"],
+        "draining"
+    );
+    assert_eq!(post("Content-Type: application/json\r\n").status, 200);
+
+    // DNS rebinding: a name that resolves here but is not this port's.
+    let by_host = |host: &str| {
+        request(
+            admin_address,
+            &format!("GET /stats.json HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+        )
+        .status
+    };
+    let port = admin_address.port();
+    assert_eq!(by_host(&format!("evil.example:{port}")), 421);
+    assert_eq!(by_host("evil.example"), 421);
+    assert_eq!(by_host(&format!("127.0.0.1:{}", port + 1)), 421);
+    assert_eq!(by_host(&format!("127.0.0.1:{port}")), 200);
+    assert_eq!(by_host(&format!("localhost:{port}")), 200);
+    assert_eq!(by_host("rsp.internal"), 200);
+    assert_eq!(by_host(&format!("RSP.internal:{port}")), 200);
+    // A client without Host (HTTP/1.0) cannot be a rebinding browser.
+    let old = request(admin_address, "GET /stats.json HTTP/1.0\r\n\r\n");
+    assert_eq!(old.status, 200);
+    proxy.wait_for_log("does not name this admin port", 1);
+}
+
+#[test]
+fn an_admin_token_is_required_on_every_request() {
+    let backend = Backend::start("a");
+    let (admin_address, _) = admin_port();
+    let token = "a-long-enough-token-1234";
+    let _proxy = Proxy::in_front_of(
+        &backend,
+        &format!("admin = {{ addr = \"{admin_address}\", token = \"{token}\" }}"),
+    );
+    let with = |authorization: &str, method: &str| {
+        request(
+            admin_address,
+            &format!(
+                "{method} /pools/default/servers/{}/drain HTTP/1.1\r\nHost: {admin_address}\r\nX-Rsp-Admin: 1\r\n{authorization}Connection: close\r\n\r\n",
+                backend.address
+            ),
+        )
+    };
+    let get = |authorization: &str| {
+        request(
+            admin_address,
+            &format!(
+                "GET /stats.json HTTP/1.1\r\nHost: {admin_address}\r\n{authorization}Connection: close\r\n\r\n"
+            ),
+        )
+    };
+    for wrong in [
+        "",
+        "Authorization: Bearer nope\r\n",
+        "Authorization: Basic YTpi\r\n",
+        &format!("Authorization: Bearer {token}x\r\n"),
+        &format!("Authorization: bearer{token}\r\n"),
+    ] {
+        let response = get(wrong);
+        assert_eq!(response.status, 401, "{wrong:?}");
+        assert_eq!(
+            response.header("www-authenticate").as_deref(),
+            Some("Bearer realm=\"rsp admin\"")
+        );
+        assert_eq!(with(wrong, "POST").status, 401, "{wrong:?}");
+    }
+    let right = format!("Authorization: Bearer {token}\r\n");
+    assert_eq!(get(&right).status, 200);
+    assert_eq!(with(&right, "POST").status, 200);
+}
+
+/// Draining every normal server of a pool: backups take over; without
+/// backups the pool answers 503. A drain means "not this server", even
+/// when it is the last.
+#[test]
+fn a_pool_whose_servers_are_all_drained_uses_backups_or_answers_503() {
+    let (first, second, spare) = (
+        Backend::start("first"),
+        Backend::start("second"),
+        Backend::start("spare"),
+    );
+    let (admin_address, admin_setting) = admin_port();
+    let proxy = Proxy::start(&format!(
+        "{admin_setting}pools = {{\n\
+           default = {{ servers = {{ \"{}\", \"{}\", {{ addr = \"{}\", backup = true }} }} }},\n\
+           alone = {{ servers = {{ \"{}\" }} }},\n\
+         }}\n\
+         function route(req) if req.path == \"/alone\" then return \"alone\" end return \"default\" end\n",
+        first.address, second.address, spare.address, first.address
+    ));
+    for server in [first.address, second.address] {
+        let path = format!("/pools/default/servers/{server}/drain");
+        assert_eq!(admin(admin_address, "POST", &path).status, 200);
+    }
+    for _ in 0..5 {
+        assert_eq!(proxy.get("/").text(), "hello from spare");
+    }
+    let path = format!("/pools/alone/servers/{}/drain", first.address);
+    assert_eq!(admin(admin_address, "POST", &path).status, 200);
+    let before = first.count();
+    assert_eq!(proxy.get("/alone").status, 503);
+    assert_eq!(first.count(), before);
+    proxy.wait_for_log("no server of pool alone is up (1 of 1 drained)", 1);
+}

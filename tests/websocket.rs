@@ -7,7 +7,6 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Once;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -19,31 +18,6 @@ fn script(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Makes sure Python can import `websockets`, installing it if needed.
-fn ensure_websockets() {
-    static INSTALL: Once = Once::new();
-    INSTALL.call_once(|| {
-        let importable = |()| {
-            Command::new("python3")
-                .args(["-c", "import websockets.asyncio.server"])
-                .status()
-                .is_ok_and(|status| status.success())
-        };
-        if importable(()) {
-            return;
-        }
-        let requirements = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/requirements.txt");
-        let installed = Command::new("python3")
-            .args(["-m", "pip", "install", "--quiet", "-r"])
-            .arg(&requirements)
-            .status();
-        assert!(
-            installed.is_ok_and(|status| status.success()) && importable(()),
-            "the WebSocket tests need Python's websockets: python3 -m pip install -r tests/requirements.txt"
-        );
-    });
-}
-
 /// The WebSocket server, killed when dropped.
 struct Server {
     child: Child,
@@ -52,7 +26,7 @@ struct Server {
 
 impl Server {
     fn start() -> Server {
-        ensure_websockets();
+        ensure_python_websockets();
         let port = free_port();
         let mut child = Command::new("python3")
             .arg(script("echo_server.py"))

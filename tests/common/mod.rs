@@ -812,3 +812,32 @@ pub fn host_strategy() -> impl proptest::strategy::Strategy<Value = String> {
         "[a-z]{1,8}(\\.[a-z]{1,5})?(:[0-9]{1,5})?",
     ]
 }
+
+/// Makes sure Python can import `websockets` (the WebSocket tests' peers,
+/// and the browser tests' DevTools client), installing it if needed.
+pub fn ensure_python_websockets() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let importable = || {
+            Command::new("python3")
+                .args([
+                    "-c",
+                    "import websockets.asyncio.server, websockets.sync.client",
+                ])
+                .status()
+                .is_ok_and(|status| status.success())
+        };
+        if importable() {
+            return;
+        }
+        let requirements = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/requirements.txt");
+        let installed = Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "-r"])
+            .arg(&requirements)
+            .status();
+        assert!(
+            installed.is_ok_and(|status| status.success()) && importable(),
+            "these tests need Python's websockets: python3 -m pip install -r tests/requirements.txt"
+        );
+    });
+}

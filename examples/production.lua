@@ -4,7 +4,8 @@
 listen = { "0.0.0.0:80" }
 
 -- Stats page, metrics and drain API: http://127.0.0.1:9901/stats
--- (a non-loopback address needs admin = { addr = "...", public = true }).
+-- (a non-loopback address needs admin = { addr = "...", public = true,
+-- token_file = "admin.token" }; changes need the header X-Rsp-Admin: 1).
 admin = "127.0.0.1:9901"
 
 access_log = "/var/log/rsp/access.log"   -- "-" for stdout

@@ -33,7 +33,7 @@ sleep 1
 ab -q -k -n 20000 -c 20 http://127.0.0.1:18081/ >/dev/null
 ab -q -n 2000 -c 10 http://127.0.0.1:18081/missing >/dev/null || true
 ab -q -n 3000 -c 10 http://127.0.0.1:18081/api/ >/dev/null || true
-curl -s -X POST http://127.0.0.1:19901/pools/web/servers/127.0.0.1:18080/drain
+curl -s -X POST -H "X-Rsp-Admin: 1" http://127.0.0.1:19901/pools/web/servers/127.0.0.1:18080/drain
 ab -q -n 1000 -c 10 http://127.0.0.1:18081/ >/dev/null
 
 profile=$(mktemp -d)

@@ -94,6 +94,30 @@ fn bad_configs_name_file_line_and_problem() {
             "listen = \"127.0.0.1:8080\"\nbackends = { \"127.0.0.1:1\" }\ntimeouts = { conect = 100 }\n",
             "FILE:3: timeouts: unknown timeout \"conect\"",
         ),
+        (
+            "listen = \"127.0.0.1:8080\"\nbackends = { \"127.0.0.1:1\" }\npath_normalization = { escaped_slash = \"allow\" }\n",
+            "FILE:3: path_normalization.escaped_slash: expected one of \"keep\", \"reject\", \"decode\", got \"allow\"",
+        ),
+        (
+            "listen = \"127.0.0.1:8080\"\nbackends = { \"127.0.0.1:1\" }\npath_normalization = { merge = true }\n",
+            "FILE:3: path_normalization: unknown setting \"merge\" (expected merge_slashes, escaped_slash, backslash, escaped_nul)",
+        ),
+        (
+            "listen = \"127.0.0.1:8080\"\nbackends = { \"127.0.0.1:1\" }\npath_normalization = true\nunderscore_headers = \"keep\"\n",
+            "FILE:4: underscore_headers: expected one of \"drop\", \"reject\", \"allow\"",
+        ),
+        (
+            "listen = \"127.0.0.1:8080\"\nbackends = { \"127.0.0.1:1\" }\nupgrades = \"websocket\"\n",
+            "FILE:3: upgrades: expected a list of protocol names",
+        ),
+        (
+            "listen = \"127.0.0.1:8080\"\nbackends = { \"127.0.0.1:1\" }\nadmin = { addr = \"127.0.0.1:9\", tokenfile = \"x\" }\n",
+            "FILE:3: admin: unknown setting \"tokenfile\"",
+        ),
+        (
+            "listen = \"127.0.0.1:8080\"\nbackends = { \"127.0.0.1:1\" }\nadmin = { addr = \"127.0.0.1:9\", token_file = \"missing.token\" }\n",
+            "FILE:3: admin.token_file: ",
+        ),
     ];
     for (config, expected) in cases {
         let (code, stderr) = check(config);

@@ -30,6 +30,65 @@ pub enum Pick {
     NoneUp,
 }
 
+/// One exchange's hold on a pool's server, from `pick` to `release`: the
+/// server counts it as active until then. nginx's get-peer / free-peer
+/// pair, made impossible to forget: a lease dropped unreleased is a bug
+/// (a debug assertion says so), and `release` takes it by value.
+#[must_use = "a lease ends only through Lease::release (or Lease::forget after a reload)"]
+#[derive(Debug, PartialEq, Eq)]
+pub struct Lease {
+    pool: usize,
+    server: usize,
+}
+
+impl Lease {
+    /// The lease of a server `Pool::pick` chose in pool number `pool`.
+    pub fn new(pool: usize, server: usize) -> Lease {
+        Lease { pool, server }
+    }
+
+    pub fn pool(&self) -> usize {
+        self.pool
+    }
+
+    pub fn server(&self) -> usize {
+        self.server
+    }
+
+    /// Gives the server back with how the exchange went; returns the
+    /// session waiting in that pool's queue that the freed slot lets go.
+    pub fn release(self, pools: &mut [Pool], outcome: Outcome) -> Option<usize> {
+        let lease = std::mem::ManuallyDrop::new(self);
+        let pool = pools.get_mut(lease.pool)?;
+        pool.release(lease.server, outcome);
+        pool.next_waiting()
+    }
+
+    /// A reload renumbered the pools: the server is now `server` of `pool`.
+    pub fn moved(&mut self, pool: usize, server: usize) {
+        self.pool = pool;
+        self.server = server;
+    }
+
+    /// Ends a lease whose server a reload removed: nothing is left to
+    /// give it back to.
+    pub fn forget(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            debug_assert!(
+                false,
+                "the lease of server {} of pool {} was dropped without release",
+                self.server, self.pool
+            );
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Ok,
@@ -509,6 +568,25 @@ mod tests {
             Pick::Server(server) => server,
             other => panic!("no server: {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_lease_is_released_once_and_wakes_the_next_in_line() {
+        let mut pools = vec![pool(Algorithm::RoundRobin, &[(1, 1, false)])];
+        pools[0].max_conns = Some(1);
+        let lease = Lease::new(0, server_of(pools[0].pick(None, &[], false)));
+        assert_eq!(pools[0].servers()[0].active, 1);
+        assert_eq!(pools[0].pick(None, &[], false), Pick::Full);
+        pools[0].enqueue(7, false);
+        assert_eq!(lease.release(&mut pools, Outcome::Ok), Some(7));
+        assert_eq!(pools[0].servers()[0].active, 0);
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "dropped without release")]
+    fn a_lease_dropped_unreleased_is_caught() {
+        let _lease = Lease::new(0, 0);
     }
 
     #[test]

@@ -7,10 +7,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
-use mio::{Interest, Registry, Token};
+use mio::{Interest, Registry};
 use slab::Slab;
 
 use crate::proxy_protocol;
+use crate::worker::token::TokenKind;
 
 /// A pool's `health = { ... }` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,24 +51,14 @@ pub struct Verdict {
     pub why: String,
 }
 
-/// The checks in flight; each is addressed by `base + slab key` tokens.
+/// The checks in flight; each is addressed by its slab key's
+/// `TokenKind::Health` token.
+#[derive(Default)]
 pub struct HealthChecks {
     checks: Slab<Check>,
-    base: usize,
 }
 
 impl HealthChecks {
-    pub fn new(base: usize) -> HealthChecks {
-        HealthChecks {
-            checks: Slab::new(),
-            base,
-        }
-    }
-
-    pub fn owns(&self, token: Token) -> bool {
-        token.0 >= self.base && token.0 - self.base < usize::MAX / 8
-    }
-
     /// Starts a check of `address`; returns its key and deadline for the timeout timer,
     /// or the verdict at once when the connect fails outright.
     pub fn start(
@@ -93,7 +84,7 @@ impl HealthChecks {
         registry
             .register(
                 &mut stream,
-                Token(self.base + key),
+                TokenKind::Health(key).token(),
                 Interest::READABLE | Interest::WRITABLE,
             )
             .map_err(|error| failed(format!("register: {error}")))?;
@@ -125,9 +116,8 @@ impl HealthChecks {
         Ok((key, Instant::now() + config.timeout))
     }
 
-    /// Advances the check behind `token`; a verdict when it is over.
-    pub fn on_event(&mut self, token: Token) -> Option<Verdict> {
-        let key = token.0 - self.base;
+    /// Advances the check with `key`; a verdict when it is over.
+    pub fn on_event(&mut self, key: usize) -> Option<Verdict> {
         let check = self.checks.get_mut(key)?;
         match check.advance() {
             Ok(None) => None,

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::mpsc;
 use std::thread;
 
-use rsp::event_loop::EventLoop;
+use rsp::worker::EventLoop;
 use rsp::workers::{Shared, Worker};
 use rsp::{config, limits};
 

@@ -1,0 +1,314 @@
+//! `/metrics`: the Prometheus text exposition format, version 0.0.4.
+
+use std::fmt::Write as _;
+use std::time::Instant;
+
+use crate::balancer::{Pool, Server, ServerState};
+use crate::stats::{BUCKETS_US, CLASS_NAMES, Histogram, Totals};
+
+/// The Prometheus text exposition format, version 0.0.4.
+pub(super) fn metrics(pools: &[Pool], totals: &Totals) -> String {
+    let now = Instant::now();
+    let mut out = String::with_capacity(8192);
+    let family = |out: &mut String, name: &str, kind: &str, help: &str| {
+        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
+    };
+    family(
+        &mut out,
+        "rsp_uptime_seconds",
+        "gauge",
+        "Seconds since rsp started.",
+    );
+    let _ = writeln!(
+        out,
+        "rsp_uptime_seconds {:.3}",
+        totals.started.elapsed().as_secs_f64()
+    );
+    family(
+        &mut out,
+        "rsp_connections",
+        "gauge",
+        "Client connections open now.",
+    );
+    let _ = writeln!(out, "rsp_connections {}", totals.connections);
+    family(
+        &mut out,
+        "rsp_connections_total",
+        "counter",
+        "Client connections accepted.",
+    );
+    let _ = writeln!(out, "rsp_connections_total {}", totals.connections_total);
+    family(
+        &mut out,
+        "rsp_requests_total",
+        "counter",
+        "Requests answered, by the status class the client got.",
+    );
+    for (name, count) in CLASS_NAMES.iter().zip(totals.responses.0) {
+        let _ = writeln!(out, "rsp_requests_total{{class=\"{name}\"}} {count}");
+    }
+    family(
+        &mut out,
+        "rsp_local_responses_total",
+        "counter",
+        "Answers rsp wrote itself (Lua replies and errors).",
+    );
+    let _ = writeln!(out, "rsp_local_responses_total {}", totals.local_responses);
+    family(
+        &mut out,
+        "rsp_received_bytes_total",
+        "counter",
+        "Bytes of requests received from clients.",
+    );
+    let _ = writeln!(out, "rsp_received_bytes_total {}", totals.bytes_in);
+    family(
+        &mut out,
+        "rsp_sent_bytes_total",
+        "counter",
+        "Bytes of answers sent to clients.",
+    );
+    let _ = writeln!(out, "rsp_sent_bytes_total {}", totals.bytes_out);
+    family(
+        &mut out,
+        "rsp_request_duration_seconds",
+        "histogram",
+        "Time from a request's first byte to the end of its answer.",
+    );
+    histogram(
+        &mut out,
+        "rsp_request_duration_seconds",
+        "",
+        &totals.duration,
+    );
+
+    family(
+        &mut out,
+        "rsp_pool_requests_total",
+        "counter",
+        "Requests routed to a pool, by the status class the client got.",
+    );
+    for pool in pools {
+        let pool_label = label(&pool.name);
+        for (name, count) in CLASS_NAMES.iter().zip(pool.stats.responses.0) {
+            let _ = writeln!(
+                out,
+                "rsp_pool_requests_total{{pool=\"{pool_label}\",class=\"{name}\"}} {count}"
+            );
+        }
+    }
+    family(
+        &mut out,
+        "rsp_pool_queued_requests",
+        "gauge",
+        "Requests waiting for a server below max_conns.",
+    );
+    for pool in pools {
+        let _ = writeln!(
+            out,
+            "rsp_pool_queued_requests{{pool=\"{}\"}} {}",
+            label(&pool.name),
+            pool.queued()
+        );
+    }
+    family(
+        &mut out,
+        "rsp_pool_request_duration_seconds",
+        "histogram",
+        "Time from a request's first byte to the end of its answer, by pool.",
+    );
+    for pool in pools {
+        let labels = format!("pool=\"{}\",", label(&pool.name));
+        histogram(
+            &mut out,
+            "rsp_pool_request_duration_seconds",
+            &labels,
+            &pool.stats.duration,
+        );
+    }
+
+    let servers = || {
+        pools.iter().flat_map(|pool| {
+            pool.servers().iter().map(move |server| {
+                (
+                    format!(
+                        "pool=\"{}\",server=\"{}\"",
+                        label(&pool.name),
+                        server.address
+                    ),
+                    server,
+                )
+            })
+        })
+    };
+    family(
+        &mut out,
+        "rsp_server_requests_total",
+        "counter",
+        "Requests a server took part in, by the status class the client got.",
+    );
+    for (labels, server) in servers() {
+        for (name, count) in CLASS_NAMES.iter().zip(server.stats.responses.0) {
+            let _ = writeln!(
+                out,
+                "rsp_server_requests_total{{{labels},class=\"{name}\"}} {count}"
+            );
+        }
+    }
+    let gauges: [ServerMetric; 10] = [
+        (
+            "rsp_server_connections_opened_total",
+            "counter",
+            "TCP connections opened to the server (kept ones serve several requests).",
+            |server, _| server.stats.connections.to_string(),
+        ),
+        (
+            "rsp_server_up",
+            "gauge",
+            "1 when the server takes requests (not down, not draining).",
+            |server, now| u8::from(server.state(now) == ServerState::Up).to_string(),
+        ),
+        (
+            "rsp_server_draining",
+            "gauge",
+            "1 when the admin API took the server out of rotation.",
+            |server, _| u8::from(server.drained).to_string(),
+        ),
+        (
+            "rsp_server_weight",
+            "gauge",
+            "The server's weight.",
+            |server, _| server.weight.to_string(),
+        ),
+        (
+            "rsp_server_active_requests",
+            "gauge",
+            "Requests the server is serving now.",
+            |server, _| server.active.to_string(),
+        ),
+        (
+            "rsp_server_selected_total",
+            "counter",
+            "Times the balancer chose the server.",
+            |server, _| server.stats.selected.to_string(),
+        ),
+        (
+            "rsp_server_errors_total",
+            "counter",
+            "Failed connects and broken or late responses.",
+            |server, _| server.stats.errors.to_string(),
+        ),
+        (
+            "rsp_server_retries_total",
+            "counter",
+            "Requests moved from the server to another.",
+            |server, _| server.stats.retries.to_string(),
+        ),
+        (
+            "rsp_server_received_bytes_total",
+            "counter",
+            "Request bytes received from clients for the server.",
+            |server, _| server.stats.bytes_in.to_string(),
+        ),
+        (
+            "rsp_server_sent_bytes_total",
+            "counter",
+            "Answer bytes sent to clients from the server.",
+            |server, _| server.stats.bytes_out.to_string(),
+        ),
+    ];
+    for (name, kind, help, value) in gauges {
+        family(&mut out, name, kind, help);
+        for (labels, server) in servers() {
+            let _ = writeln!(out, "{name}{{{labels}}} {}", value(server, now));
+        }
+    }
+    family(
+        &mut out,
+        "rsp_server_response_time_seconds",
+        "gauge",
+        "Mean time to the response head over the server's last 1024 responses.",
+    );
+    for (labels, server) in servers() {
+        if let Some(micros) = server.stats.response_time_us.mean() {
+            let _ = writeln!(
+                out,
+                "rsp_server_response_time_seconds{{{labels}}} {:.6}",
+                micros as f64 / 1e6
+            );
+        }
+    }
+    out
+}
+
+/// A per-server metric: name, type, help, and how to read it off a server.
+type ServerMetric = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&Server, Instant) -> String,
+);
+
+fn histogram(out: &mut String, name: &str, labels: &str, histogram: &Histogram) {
+    let mut cumulative = 0;
+    for (bound, count) in BUCKETS_US.iter().zip(histogram.buckets) {
+        cumulative += count;
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}le=\"{}\"}} {cumulative}",
+            *bound as f64 / 1e6
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{{labels}le=\"+Inf\"}} {}",
+        histogram.count
+    );
+    let labels = labels.trim_end_matches(',');
+    let braces = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    };
+    let _ = writeln!(
+        out,
+        "{name}_sum{braces} {:.6}",
+        histogram.sum_us as f64 / 1e6
+    );
+    let _ = writeln!(out, "{name}_count{braces} {}", histogram.count);
+}
+
+/// A Prometheus label value: backslash, quote and newline escaped.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_lines_are_cumulative() {
+        let mut durations = Histogram::default();
+        durations.record(std::time::Duration::from_micros(100));
+        durations.record(std::time::Duration::from_millis(3));
+        durations.record(std::time::Duration::from_secs(100));
+        let mut out = String::new();
+        histogram(&mut out, "h", "pool=\"a\",", &durations);
+        assert!(
+            out.contains("h_bucket{pool=\"a\",le=\"0.0005\"} 1\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("h_bucket{pool=\"a\",le=\"0.005\"} 2\n"),
+            "{out}"
+        );
+        assert!(out.contains("h_bucket{pool=\"a\",le=\"10\"} 2\n"), "{out}");
+        assert!(
+            out.contains("h_bucket{pool=\"a\",le=\"+Inf\"} 3\n"),
+            "{out}"
+        );
+        assert!(out.contains("h_count{pool=\"a\"} 3\n"), "{out}");
+    }
+}

@@ -1,0 +1,832 @@
+//! An exchange: one request and its response, from the routing decision
+//! to the last byte of the answer. It owns the request's record, the
+//! attempt (the server lease and the servers tried), and the state of
+//! both directions; the connection that carries it lends its buffers
+//! (`Link`), so a protocol that carries many exchanges at once (HTTP/2)
+//! can drive each with its own.
+
+use std::time::Instant;
+
+use crate::balancer::Outcome;
+use crate::buffer::Buffer;
+use crate::framing::Framing;
+use crate::http::{self, ClientSide, HeadError};
+use crate::proxy_protocol;
+use crate::reply::ErrorReply;
+use crate::router::RequestView;
+use crate::timer::{self, Deadline};
+use crate::transaction::Transaction;
+use crate::worker::Services;
+
+use super::Client;
+use super::forward::{self, Body, ForwardError, Passage, Queue};
+use super::upstream::{self, Attempt, Backend, Dial, DialRequest, Failure, Next, Origin, ReadEnd};
+
+/// What follows an answer on its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    /// The next request.
+    Next,
+    /// The connection closes.
+    Close,
+}
+
+/// What an idle connection waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// A new connection that has not sent a byte.
+    Silent,
+    /// A kept-alive connection between requests.
+    KeepAlive,
+    /// The rest of a request head whose first byte came at `since`.
+    Head { since: Instant },
+}
+
+/// The request's way to the backend.
+pub struct RequestSide {
+    /// `None` once the whole body went to the backend (or there is none).
+    pub body: Option<Body>,
+    /// When the whole request had gone: the response timeout runs from here.
+    pub sent_at: Option<Instant>,
+}
+
+/// The response's way back.
+pub enum ResponseSide {
+    /// Waiting for the (next) response head; interim 1xx heads count here.
+    Head { interim: u8 },
+    /// Passing the body on; `None` once it is complete.
+    Body {
+        body: Option<Body>,
+        after: After,
+        /// The body ends when the backend closes.
+        until_close: bool,
+        /// The backend keeps its connection open after this response.
+        backend_keeps: bool,
+    },
+    /// The backend switched protocols (101): the connection becomes a tunnel.
+    Switched,
+}
+
+pub enum State {
+    Idle(Wait),
+    /// Finding a server: queued for a slot, or connecting.
+    Upstream {
+        attempt: Attempt,
+        dial: Dial,
+        body: Option<Body>,
+    },
+    Forwarding {
+        backend: Backend,
+        attempt: Attempt,
+        request: RequestSide,
+        response: ResponseSide,
+    },
+    /// rsp answers itself; the request body, if any, is read and dropped.
+    /// `linger`: when the connection closes after it, the client may still
+    /// be sending.
+    Local {
+        discard: Option<Body>,
+        after: After,
+        linger: bool,
+    },
+}
+
+/// What an exchange asks of the connection that carries it.
+pub enum Turn {
+    Wait,
+    Moved,
+    /// rsp must answer the client itself, dropping what is left of the
+    /// request body.
+    Answer(ErrorReply, Option<Body>),
+    /// The response is complete.
+    Done {
+        keep_alive: bool,
+        linger: bool,
+    },
+    /// The backend switched protocols: on to a tunnel.
+    Switched,
+    /// Part of the answer went out: the client's connection is cut.
+    Abort(String),
+}
+
+/// The connection's side of an exchange: its buffers, and who the client is.
+pub struct Link<'a> {
+    pub key: usize,
+    pub client: &'a Client,
+    /// Client → backend bytes.
+    pub inbound: &'a mut Buffer,
+    /// Backend → client bytes.
+    pub outbound: &'a mut Buffer,
+    /// Heads and answers rsp writes for the client.
+    pub to_client: &'a mut Queue,
+}
+
+pub struct Exchange {
+    pub request: RequestView,
+    /// The request being answered, for the stats and the access log.
+    pub transaction: Option<Transaction>,
+    /// Bytes rsp writes for the backend: a PROXY header, the request head.
+    pub to_backend: Queue,
+    pub state: State,
+}
+
+impl Exchange {
+    /// The request may be sent again: nothing in it changes a thing twice.
+    fn replayable(&self) -> bool {
+        let head = &self.request.head;
+        head.framing == Framing::Empty && upstream::is_idempotent(head.method())
+    }
+
+    fn dial_request(&self, link: &Link, waited: bool) -> DialRequest<'_> {
+        DialRequest {
+            session: link.key,
+            client: link.client.address,
+            host: self.request.head.host().as_bytes(),
+            reuse: self.replayable(),
+            waited,
+        }
+    }
+
+    /// Finds a server for the request and starts sending it there.
+    pub fn dial(
+        &mut self,
+        link: &Link,
+        services: &mut Services,
+        mut attempt: Attempt,
+        body: Option<Body>,
+        waited: bool,
+    ) -> Turn {
+        let dialed = attempt.dial(services, &self.dial_request(link, waited));
+        match dialed {
+            Ok(Dial::Connecting { backend, deadline }) => {
+                self.prepare_request(link, services, &attempt, &backend);
+                let kept = backend.origin == Origin::Kept;
+                self.state = State::Upstream {
+                    attempt,
+                    dial: Dial::Connecting { backend, deadline },
+                    body,
+                };
+                if kept {
+                    // A kept connection is connected already.
+                    return self.connected();
+                }
+                Turn::Moved
+            }
+            Ok(queued) => {
+                self.state = State::Upstream {
+                    attempt,
+                    dial: queued,
+                    body,
+                };
+                Turn::Moved
+            }
+            Err(reply) => Turn::Answer(reply, body),
+        }
+    }
+
+    /// What the backend is sent first: a PROXY header when its pool wants
+    /// one, then the request head.
+    fn prepare_request(
+        &mut self,
+        link: &Link,
+        services: &Services,
+        attempt: &Attempt,
+        backend: &Backend,
+    ) {
+        if let Some(transaction) = &mut self.transaction {
+            transaction.backend = Some(backend.server);
+            transaction.server = attempt.lease.as_ref().map(|lease| lease.server());
+        }
+        self.to_backend.clear();
+        let out = self.to_backend.tail();
+        let send_proxy = attempt
+            .lease
+            .as_ref()
+            .and_then(|lease| services.pools[lease.pool()].send_proxy);
+        if let Some(version) = send_proxy {
+            proxy_protocol::write(out, version, link.client.address, destination(link.client));
+        }
+        self.request.head.write_forwarded(
+            out,
+            link.client.address.ip(),
+            &services.settings.forwarding,
+            self.request.request_id(),
+            services.idle.enabled(),
+            link.client.transport.is_tls(),
+        );
+    }
+
+    /// The connect finished: the request may go.
+    fn connected(&mut self) -> Turn {
+        let State::Upstream {
+            attempt,
+            dial: Dial::Connecting { backend, .. },
+            body,
+        } = std::mem::replace(&mut self.state, State::Idle(Wait::KeepAlive))
+        else {
+            return Turn::Wait;
+        };
+        self.state = State::Forwarding {
+            backend,
+            attempt,
+            request: RequestSide {
+                body,
+                sent_at: None,
+            },
+            response: ResponseSide::Head { interim: 0 },
+        };
+        Turn::Moved
+    }
+
+    /// Moves the upstream part on: a woken queue entry dials again, a
+    /// connect completes or fails, a response head or body arrives.
+    pub fn advance(&mut self, link: &mut Link, services: &mut Services) -> Turn {
+        match &mut self.state {
+            State::Upstream {
+                dial: Dial::Queued { woken: false, .. },
+                ..
+            } => Turn::Wait,
+            State::Upstream {
+                dial: Dial::Queued { .. },
+                ..
+            } => {
+                let State::Upstream { attempt, body, .. } =
+                    std::mem::replace(&mut self.state, State::Idle(Wait::KeepAlive))
+                else {
+                    return Turn::Wait;
+                };
+                self.dial(link, services, attempt, body, true)
+            }
+            State::Upstream {
+                dial: Dial::Connecting { backend, .. },
+                ..
+            } => match upstream::connect_result(backend) {
+                Ok(true) => self.connected(),
+                Ok(false) => Turn::Wait,
+                Err(error) => self.connect_failed(link, services, error),
+            },
+            State::Forwarding { response, .. } => match response {
+                ResponseSide::Head { .. } => self.response_head(link, services),
+                ResponseSide::Body { .. } => self.response_end(link, services),
+                ResponseSide::Switched => Turn::Switched,
+            },
+            State::Idle(_) | State::Local { .. } => Turn::Wait,
+        }
+    }
+
+    /// The pending connect failed (or timed out): nothing was sent, so the
+    /// request may go to another server of its pool.
+    pub fn connect_failed(
+        &mut self,
+        link: &Link,
+        services: &mut Services,
+        error: std::io::Error,
+    ) -> Turn {
+        let State::Upstream {
+            mut attempt,
+            dial: Dial::Connecting { backend, .. },
+            body,
+        } = std::mem::replace(&mut self.state, State::Idle(Wait::KeepAlive))
+        else {
+            return Turn::Wait;
+        };
+        let client = link.client.address;
+        let server = backend.server;
+        match attempt.on_failure(Failure::Connect, false) {
+            Next::OtherServer => {
+                log::warn!("{client}: cannot connect to {server}: {error}; trying another server");
+                attempt.move_on(services, Failure::Connect);
+                self.dial(link, services, attempt, body, true)
+            }
+            _ => {
+                log::warn!("{client}: 502, cannot connect to {server}: {error}");
+                attempt.release(services, Outcome::ConnectFailed);
+                Turn::Answer(ErrorReply::BadGateway, body)
+            }
+        }
+    }
+
+    fn response_head(&mut self, link: &mut Link, services: &mut Services) -> Turn {
+        let State::Forwarding {
+            backend, response, ..
+        } = &mut self.state
+        else {
+            return Turn::Wait;
+        };
+        let ResponseSide::Head { interim } = response else {
+            return Turn::Wait;
+        };
+        if !link.to_client.is_empty() {
+            // An interim head is still on its way to the client: the next
+            // waits in `outbound`, whose bound stops reading the backend.
+            return Turn::Wait;
+        }
+        if link.outbound.is_empty() {
+            if backend.read != ReadEnd::Open {
+                return self.backend_failed(
+                    link,
+                    services,
+                    "closed the connection without a response",
+                    ErrorReply::BadGateway,
+                );
+            }
+            return Turn::Wait;
+        }
+        let head = &self.request.head;
+        let client_side = ClientSide {
+            head_request: head.is_head(),
+            minor_version: head.minor_version,
+            keep_alive: head.keep_alive,
+            upgrade: head.upgrade,
+        };
+        let parsed = http::forward_response_head(
+            link.outbound.data(),
+            client_side,
+            head.upgrade_offer(),
+            self.request.request_id(),
+            link.to_client.tail(),
+        );
+        match parsed {
+            Ok(Some(info)) if info.is_interim() && *interim >= http::MAX_INTERIM_RESPONSES => {
+                link.to_client.clear();
+                let why = format!(
+                    "more than {} interim responses",
+                    http::MAX_INTERIM_RESPONSES
+                );
+                self.backend_failed(link, services, &why, ErrorReply::BadGateway)
+            }
+            Ok(Some(info)) => {
+                link.outbound.consume(info.head_length);
+                if info.is_interim() {
+                    *interim += 1;
+                    return Turn::Moved;
+                }
+                if let Some(transaction) = &mut self.transaction {
+                    transaction.status = info.status;
+                    transaction.backend_status = Some(info.status);
+                    transaction.response_time =
+                        Some(timer::now().saturating_duration_since(transaction.routed_at));
+                }
+                *response = if info.is_switch() {
+                    log::debug!(
+                        "{}: backend {} switched protocols; tunnelling",
+                        link.client.address,
+                        backend.server
+                    );
+                    ResponseSide::Switched
+                } else {
+                    ResponseSide::Body {
+                        until_close: info.framing == Framing::UntilClose,
+                        body: Body::new(&info.framing),
+                        after: if info.keep_alive {
+                            After::Next
+                        } else {
+                            After::Close
+                        },
+                        backend_keeps: info.backend_keep_alive,
+                    }
+                };
+                Turn::Moved
+            }
+            Ok(None) if link.outbound.is_full() => self.backend_failed(
+                link,
+                services,
+                "response head too large",
+                ErrorReply::BadGateway,
+            ),
+            Ok(None) if backend.read != ReadEnd::Open => self.backend_failed(
+                link,
+                services,
+                "closed the connection in the response head",
+                ErrorReply::BadGateway,
+            ),
+            Ok(None) => Turn::Wait,
+            Err(error) => {
+                // After a bad 101 the client may already speak the other
+                // protocol: its connection closes.
+                let reply = match error {
+                    HeadError::Switch(_) => ErrorReply::BadSwitch,
+                    _ => ErrorReply::BadGateway,
+                };
+                self.backend_failed(link, services, &format!("invalid response: {error}"), reply)
+            }
+        }
+    }
+
+    /// Sees whether the response body is complete, and ends the exchange
+    /// when it is: the server's lease goes back, its connection is kept
+    /// when it can serve another request.
+    fn response_end(&mut self, link: &mut Link, services: &mut Services) -> Turn {
+        let State::Forwarding {
+            backend,
+            request,
+            response:
+                ResponseSide::Body {
+                    body,
+                    after,
+                    until_close,
+                    backend_keeps,
+                },
+            ..
+        } = &mut self.state
+        else {
+            return Turn::Wait;
+        };
+        let drained = link.outbound.is_empty();
+        let ended_by_close = *until_close && backend.read != ReadEnd::Open && drained;
+        if ended_by_close && backend.read == ReadEnd::Reset {
+            let why = format!(
+                "backend {} reset the connection mid-response",
+                backend.server
+            );
+            return self.abort(services, why);
+        }
+        if body
+            .as_ref()
+            .is_some_and(|body| body.is_complete() || (ended_by_close && body.is_flushed()))
+        {
+            *body = None;
+        }
+        if body.is_some() && backend.read != ReadEnd::Open && drained {
+            let why = format!(
+                "backend {} closed the connection mid-response",
+                backend.server
+            );
+            return self.abort(services, why);
+        }
+        if body.is_some() || !link.to_client.is_empty() {
+            return Turn::Wait;
+        }
+        let request_read = request.body.is_none();
+        let keep_alive =
+            *after == After::Next && request_read && !backend.write_failed && !services.draining;
+        let reusable = *backend_keeps
+            && backend.is_reusable()
+            && request_read
+            && drained
+            && self.to_backend.is_empty()
+            && !services.draining;
+        // Unless the client asked to close and all its bytes were read, it
+        // may still be sending.
+        let linger = !request_read || self.request.head.keep_alive;
+        let State::Forwarding {
+            backend,
+            mut attempt,
+            ..
+        } = std::mem::replace(&mut self.state, State::Idle(Wait::KeepAlive))
+        else {
+            return Turn::Wait;
+        };
+        attempt.release(services, Outcome::Ok);
+        // Anything the backend sent past its response is not ours to pass on.
+        link.outbound.consume(link.outbound.len());
+        if reusable
+            && let Some(interest) = backend.endpoint.interest
+            && let Some(timer) =
+                services
+                    .idle
+                    .put(backend.server, backend.endpoint.stream, interest)
+        {
+            let deadline = Deadline::IdleBackend {
+                key: timer.key,
+                serial: timer.serial,
+            };
+            services.timers.schedule(timer.at, deadline);
+        }
+        Turn::Done { keep_alive, linger }
+    }
+
+    /// Cuts the exchange short after part of the answer went out.
+    fn abort(&mut self, services: &mut Services, why: String) -> Turn {
+        if let State::Forwarding { attempt, .. } = &mut self.state {
+            attempt.release(services, Outcome::Failed);
+        }
+        Turn::Abort(why)
+    }
+
+    /// The backend failed before a complete response head: the policy says
+    /// whether the request goes again (kept connection closed under it,
+    /// another server) or the client gets `reply`.
+    pub fn backend_failed(
+        &mut self,
+        link: &Link,
+        services: &mut Services,
+        why: &str,
+        reply: ErrorReply,
+    ) -> Turn {
+        let replayable = self.replayable();
+        let State::Forwarding {
+            backend,
+            mut attempt,
+            request,
+            response,
+        } = std::mem::replace(&mut self.state, State::Idle(Wait::KeepAlive))
+        else {
+            return Turn::Wait;
+        };
+        let client = link.client.address;
+        let failure = match response {
+            ResponseSide::Head { .. }
+                if backend.origin == Origin::Kept && !backend.response_seen =>
+            {
+                Failure::KeptConnectionClosed
+            }
+            ResponseSide::Head { .. } => Failure::NoResponse,
+            _ => Failure::MidResponse,
+        };
+        match attempt.on_failure(failure, replayable && !backend.response_seen) {
+            Next::Reconnect => {
+                // Only idempotent requests without a body take kept
+                // connections: this one is sent again on a new connection
+                // to the same server, which is not to blame.
+                log::debug!(
+                    "{client}: kept connection to {} was closed ({why}); retrying on a new one",
+                    backend.server
+                );
+                let server = backend.server;
+                drop(backend);
+                self.redial(link, services, attempt, server)
+            }
+            Next::OtherServer => {
+                log::warn!(
+                    "{client}: backend {}: {why}; retrying on another server",
+                    backend.server
+                );
+                attempt.move_on(services, failure);
+                self.dial(link, services, attempt, None, true)
+            }
+            Next::Answer(_) => {
+                attempt.release(services, Outcome::Failed);
+                log::warn!("{client}: 502, backend {}: {why}", backend.server);
+                Turn::Answer(reply, request.body)
+            }
+            Next::Abort => {
+                attempt.release(services, Outcome::Failed);
+                Turn::Abort(format!("backend {}: {why}", backend.server))
+            }
+        }
+    }
+
+    /// A new connection to the same server, for the same lease.
+    fn redial(
+        &mut self,
+        link: &Link,
+        services: &mut Services,
+        attempt: Attempt,
+        server: std::net::SocketAddr,
+    ) -> Turn {
+        let mut pinned = attempt;
+        let dialed = {
+            let mut request = self.dial_request(link, true);
+            request.reuse = false;
+            pinned.dial_to(services, &request, server)
+        };
+        match dialed {
+            Ok(Dial::Connecting { backend, deadline }) => {
+                self.prepare_request(link, services, &pinned, &backend);
+                self.state = State::Upstream {
+                    attempt: pinned,
+                    dial: Dial::Connecting { backend, deadline },
+                    body: None,
+                };
+                Turn::Moved
+            }
+            Ok(queued) => {
+                self.state = State::Upstream {
+                    attempt: pinned,
+                    dial: queued,
+                    body: None,
+                };
+                Turn::Moved
+            }
+            Err(reply) => Turn::Answer(reply, None),
+        }
+    }
+
+    /// Sends what it can of the request (head, then body) to the backend.
+    pub fn write_backend(&mut self, link: &mut Link, services: &mut Services) -> Turn {
+        let State::Forwarding {
+            backend, request, ..
+        } = &mut self.state
+        else {
+            return Turn::Wait;
+        };
+        if backend.write_failed {
+            return Turn::Wait;
+        }
+        let passage = match &mut request.body {
+            Some(body) => Passage::Body(body),
+            None => Passage::Queued,
+        };
+        let limit = services.settings.max_body_bytes;
+        let moved = forward::forward(
+            link.inbound,
+            passage,
+            &mut self.to_backend,
+            &mut backend.endpoint,
+            false,
+            limit,
+        );
+        match moved {
+            Ok(moved) => {
+                if let Some(transaction) = &mut self.transaction {
+                    transaction.bytes_received += (moved.passed + moved.trailers) as u64;
+                }
+                if request.body.as_ref().is_some_and(Body::is_complete) {
+                    request.body = None;
+                }
+                if request.body.is_none() && self.to_backend.is_empty() && request.sent_at.is_none()
+                {
+                    request.sent_at = Some(timer::now());
+                }
+                if moved.any() { Turn::Moved } else { Turn::Wait }
+            }
+            Err(ForwardError::Sink(error)) => {
+                // The backend may have answered early and closed; read on.
+                log::debug!(
+                    "{}: backend {} stopped reading the request: {error}",
+                    link.client.address,
+                    backend.server
+                );
+                backend.write_failed = true;
+                Turn::Moved
+            }
+            Err(ForwardError::TooLarge(limit)) => {
+                log::info!(
+                    "{}: 413, chunked request body over {limit} bytes",
+                    link.client.address
+                );
+                self.bad_request_body(services, ErrorReply::BodyTooLarge)
+            }
+            Err(ForwardError::Framing(error)) => {
+                log::info!("{}: 400, request body: {error}", link.client.address);
+                self.bad_request_body(services, ErrorReply::BadRequest)
+            }
+        }
+    }
+
+    /// The client's body broke its framing or its size limit mid-request:
+    /// the backend has a partial request and the client stream cannot be
+    /// trusted.
+    fn bad_request_body(&mut self, services: &mut Services, reply: ErrorReply) -> Turn {
+        let State::Forwarding {
+            mut attempt,
+            response,
+            ..
+        } = std::mem::replace(&mut self.state, State::Idle(Wait::KeepAlive))
+        else {
+            return Turn::Wait;
+        };
+        attempt.release(services, Outcome::Ok);
+        if !matches!(response, ResponseSide::Head { .. }) {
+            return Turn::Abort("invalid request body after the response began".into());
+        }
+        Turn::Answer(reply, None)
+    }
+
+    /// Reads what the backend sent into `outbound`, while it has room.
+    pub fn read_backend(&mut self, link: &mut Link) -> bool {
+        let State::Forwarding { backend, .. } = &mut self.state else {
+            return false;
+        };
+        if !backend.endpoint.readable || backend.read != ReadEnd::Open || link.outbound.is_full() {
+            return false;
+        }
+        match backend.endpoint.fill(link.outbound) {
+            Ok(fill) => {
+                backend.response_seen |= fill.read > 0;
+                if fill.eof {
+                    backend.read = ReadEnd::Ended;
+                }
+                fill.read > 0 || fill.eof
+            }
+            Err(error) => {
+                log::debug!(
+                    "{}: backend {} read error: {error}",
+                    link.client.address,
+                    backend.server
+                );
+                backend.read = ReadEnd::Reset;
+                true
+            }
+        }
+    }
+
+    /// `timeouts.backend_response` passed with no response head: 504.
+    pub fn response_timed_out(&mut self, link: &Link, services: &mut Services) -> Turn {
+        let State::Forwarding {
+            backend,
+            mut attempt,
+            ..
+        } = std::mem::replace(&mut self.state, State::Idle(Wait::KeepAlive))
+        else {
+            return Turn::Wait;
+        };
+        let next = attempt.on_failure(Failure::Timeout, false);
+        attempt.release(services, Failure::Timeout.outcome());
+        log::warn!(
+            "{}: 504, backend {} sent no response within {:?}",
+            link.client.address,
+            backend.server,
+            services.settings.timeouts.backend_response
+        );
+        match next {
+            Next::Answer(reply) => Turn::Answer(reply, None),
+            _ => Turn::Answer(ErrorReply::GatewayTimeout, None),
+        }
+    }
+
+    /// The queue's timeout passed with no server free: 503.
+    pub fn queue_timed_out(&mut self, link: &Link, services: &mut Services) -> Turn {
+        let State::Upstream { attempt, body, .. } =
+            std::mem::replace(&mut self.state, State::Idle(Wait::KeepAlive))
+        else {
+            return Turn::Wait;
+        };
+        if let upstream::Target::Pool { pool, .. } = attempt.target {
+            let pool = &mut services.pools[pool];
+            pool.dequeue(link.key);
+            log::warn!(
+                "{}: 503, no server of pool {} was free within the queue timeout",
+                link.client.address,
+                pool.name
+            );
+        }
+        Turn::Answer(ErrorReply::NoRoute, body)
+    }
+
+    /// A reload renumbered the pools. A request in flight on a removed
+    /// server finishes there uncounted; one queued for a removed pool gets
+    /// 503 (`Some` answer to give).
+    pub fn follow_reload(
+        &mut self,
+        link: &Link,
+        moved: &[Vec<Option<(usize, usize)>>],
+        pool_moved: &[Option<usize>],
+    ) -> Option<Turn> {
+        if let Some(transaction) = &mut self.transaction
+            && let Some(pool) = transaction.pool
+        {
+            let server = transaction
+                .server
+                .and_then(|server| moved[pool].get(server).copied().flatten());
+            transaction.pool = server.map(|(pool, _)| pool).or(pool_moved[pool]);
+            transaction.server = server.map(|(_, server)| server);
+        }
+        match &mut self.state {
+            State::Forwarding { attempt, .. }
+            | State::Upstream {
+                attempt,
+                dial: Dial::Connecting { .. },
+                ..
+            } => {
+                attempt.follow_reload(moved, pool_moved);
+                None
+            }
+            State::Upstream { attempt, .. } => {
+                if attempt.follow_reload(moved, pool_moved) {
+                    return None;
+                }
+                let State::Upstream { body, .. } =
+                    std::mem::replace(&mut self.state, State::Idle(Wait::KeepAlive))
+                else {
+                    return None;
+                };
+                log::warn!(
+                    "{}: 503, its pool was removed by a reload",
+                    link.client.address
+                );
+                Some(Turn::Answer(ErrorReply::NoRoute, body))
+            }
+            State::Idle(_) | State::Local { .. } => None,
+        }
+    }
+
+    /// Gives back whatever the exchange holds of a pool: its lease (the
+    /// exchange was cut with `outcome`) or its place in a queue.
+    pub fn release(&mut self, key: usize, services: &mut Services, outcome: Outcome) {
+        match &mut self.state {
+            State::Forwarding { attempt, .. } => attempt.release(services, outcome),
+            State::Upstream {
+                attempt,
+                dial: Dial::Queued { .. },
+                ..
+            } => {
+                if let upstream::Target::Pool { pool, .. } = attempt.target {
+                    services.pools[pool].dequeue(key);
+                }
+            }
+            State::Upstream { attempt, .. } => attempt.release(services, outcome),
+            State::Idle(_) | State::Local { .. } => {}
+        }
+    }
+}
+
+/// The address the client connected to: from its PROXY header, else the
+/// socket's own.
+pub fn destination(client: &Client) -> std::net::SocketAddr {
+    client
+        .destination
+        .or_else(|| client.transport.endpoint().stream.local_addr().ok())
+        .unwrap_or(client.address)
+}

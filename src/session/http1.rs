@@ -1,0 +1,771 @@
+//! The HTTP/1 stage: reads request heads off the client connection, routes
+//! each, and carries one exchange at a time (pipelined requests wait in the
+//! buffer, answered in order); writes the answers back, rsp's own included.
+
+use std::io;
+use std::time::Instant;
+
+use mio::{Registry, Token};
+
+use crate::admin;
+use crate::balancer::Outcome;
+use crate::buffer::Buffer;
+use crate::config::Timeouts;
+use crate::framing::Framing;
+use crate::http::{self, HeadError, RequestHead};
+use crate::reply::{ErrorReply, LocalReply, Shape};
+use crate::router::{RequestView, Route, RouteError};
+use crate::target::TargetError;
+use crate::timer;
+use crate::transaction::Transaction;
+use crate::worker::Services;
+
+use super::exchange::{After, Exchange, Link, ResponseSide, State, Turn, Wait};
+use super::forward::{self, Body, ForwardError, Passage, Queue};
+use super::transport::{Endpoint, is_tls_error};
+use super::tunnel::Tunnel;
+use super::upstream::{Attempt, Dial, Target};
+use super::{App, Client, End, Step, Timeout, client_left, finish_transaction};
+
+pub struct Http1 {
+    /// Client → backend bytes: request heads and bodies.
+    inbound: Buffer,
+    /// Backend → client bytes: response heads and bodies.
+    outbound: Buffer,
+    /// Heads and answers for the client, sent before `outbound`'s bytes.
+    to_client: Queue,
+    exchange: Exchange,
+}
+
+/// An answer rsp writes itself.
+enum Answer<'a> {
+    /// One of the catalogue's error answers.
+    Error(ErrorReply),
+    /// What `route()` returned, or an admin page (`counted`: not for the
+    /// admin port, whose requests are not in the stats).
+    Reply(&'a LocalReply, bool),
+}
+
+/// Turns a client socket error into the end it means.
+fn client_error(error: io::Error) -> Step {
+    if is_tls_error(&error) {
+        Step::Close(End::Aborted(error.to_string()))
+    } else {
+        Step::Close(End::ClientGone(Some(error)))
+    }
+}
+
+impl Http1 {
+    /// The stage for a connection whose first bytes (if any) are in `inbound`.
+    pub fn new(client: &Client, inbound: Buffer, buffer_bytes: usize) -> Http1 {
+        let wait = if inbound.is_empty() {
+            Wait::Silent
+        } else {
+            Wait::Head {
+                since: timer::now(),
+            }
+        };
+        Http1 {
+            inbound,
+            outbound: Buffer::new(buffer_bytes),
+            to_client: Queue::default(),
+            exchange: Exchange {
+                request: RequestView {
+                    head: RequestHead::default(),
+                    client: client.address,
+                    request_id: String::new(),
+                    tls: client.transport.is_tls(),
+                    sni: client.transport.server_name().map(str::to_owned),
+                },
+                transaction: None,
+                to_backend: Queue::default(),
+                state: State::Idle(wait),
+            },
+        }
+    }
+
+    fn link<'a>(&'a mut self, key: usize, client: &'a Client) -> (Link<'a>, &'a mut Exchange) {
+        (
+            Link {
+                key,
+                client,
+                inbound: &mut self.inbound,
+                outbound: &mut self.outbound,
+                to_client: &mut self.to_client,
+            },
+            &mut self.exchange,
+        )
+    }
+
+    /// Makes all the progress the sockets allow.
+    pub fn drive(&mut self, key: usize, client: &mut Client, services: &mut Services) -> Step {
+        let mut any = false;
+        loop {
+            let turn = (|| -> Result<bool, Step> {
+                let mut progress = self.read_client(client)?;
+                progress |= self.advance(key, client, services)?;
+                let (mut link, exchange) = self.link(key, client);
+                let written = exchange.write_backend(&mut link, services);
+                progress |= self.take(key, client, services, written)?;
+                let (mut link, exchange) = self.link(key, client);
+                progress |= exchange.read_backend(&mut link);
+                progress |= self.write_client(client)?;
+                Ok(progress)
+            })();
+            match turn {
+                Ok(true) => any = true,
+                Ok(false) => return Step::Continue { progress: any },
+                Err(step) => return step,
+            }
+        }
+    }
+
+    fn read_client(&mut self, client: &mut Client) -> Result<bool, Step> {
+        let closing = matches!(
+            self.exchange.state,
+            State::Local {
+                discard: None,
+                after: After::Close,
+                ..
+            }
+        );
+        if client.eof || self.inbound.is_full() || closing || !client.transport.may_read() {
+            return Ok(false);
+        }
+        let fill = client
+            .transport
+            .read_into(&mut self.inbound)
+            .map_err(client_error)?;
+        client.eof |= fill.eof;
+        if fill.read > 0
+            && let State::Idle(wait @ (Wait::Silent | Wait::KeepAlive)) = &mut self.exchange.state
+        {
+            // A request head that is not in yet has `client_header` to
+            // complete from now.
+            *wait = Wait::Head {
+                since: timer::now(),
+            };
+        }
+        Ok(fill.read > 0 || fill.eof)
+    }
+
+    fn advance(
+        &mut self,
+        key: usize,
+        client: &Client,
+        services: &mut Services,
+    ) -> Result<bool, Step> {
+        match &mut self.exchange.state {
+            State::Idle(_) => self.next_request(key, client, services),
+            State::Local {
+                discard,
+                after,
+                linger,
+            } => {
+                let (after, linger) = (*after, *linger);
+                let mut progress = false;
+                if let Some(body) = discard {
+                    let count = body.discard(&mut self.inbound).map_err(|error| {
+                        Step::Close(End::Aborted(format!("request body: {error}")))
+                    })?;
+                    if let Some(transaction) = &mut self.exchange.transaction {
+                        transaction.bytes_received += count as u64;
+                    }
+                    progress = count > 0;
+                    if body.is_complete() {
+                        *discard = None;
+                    }
+                }
+                let answered = matches!(self.exchange.state, State::Local { discard: None, .. });
+                if !answered || !self.to_client.is_empty() {
+                    return Ok(progress);
+                }
+                let exchange = &mut self.exchange;
+                finish_transaction(&mut exchange.transaction, &exchange.request, services, true);
+                match after {
+                    After::Next => {
+                        self.next_wait();
+                        Ok(true)
+                    }
+                    After::Close => Err(Step::Close(End::Done {
+                        linger: linger || !self.inbound.is_empty(),
+                    })),
+                }
+            }
+            State::Upstream { .. } | State::Forwarding { .. } => {
+                let (mut link, exchange) = self.link(key, client);
+                let turn = exchange.advance(&mut link, services);
+                self.take(key, client, services, turn)
+            }
+        }
+    }
+
+    /// Between requests: a pipelined head may already be here.
+    fn next_wait(&mut self) {
+        self.exchange.state = State::Idle(if self.inbound.is_empty() {
+            Wait::KeepAlive
+        } else {
+            Wait::Head {
+                since: timer::now(),
+            }
+        });
+    }
+
+    /// Acts on what the exchange asked for.
+    fn take(
+        &mut self,
+        key: usize,
+        client: &Client,
+        services: &mut Services,
+        turn: Turn,
+    ) -> Result<bool, Step> {
+        match turn {
+            Turn::Wait => Ok(false),
+            Turn::Moved => Ok(true),
+            Turn::Answer(reply, discard) => {
+                self.answer(Answer::Error(reply), discard);
+                Ok(true)
+            }
+            Turn::Done { keep_alive, linger } => {
+                let exchange = &mut self.exchange;
+                finish_transaction(&mut exchange.transaction, &exchange.request, services, true);
+                if keep_alive {
+                    self.next_wait();
+                    // The next pipelined request is read on this turn.
+                    let _ = (key, client);
+                    Ok(true)
+                } else {
+                    Err(Step::Close(End::Done {
+                        linger: linger || !self.inbound.is_empty(),
+                    }))
+                }
+            }
+            Turn::Switched => Err(Step::Upgrade),
+            Turn::Abort(why) => Err(Step::Close(End::Aborted(why))),
+        }
+    }
+
+    /// Parses the next request head, if it is all here, and routes it.
+    fn next_request(
+        &mut self,
+        key: usize,
+        client: &Client,
+        services: &mut Services,
+    ) -> Result<bool, Step> {
+        if self.inbound.is_empty() {
+            return if client.eof || services.draining {
+                Err(Step::Close(End::Done { linger: true }))
+            } else {
+                Ok(false)
+            };
+        }
+        let limit = services.settings.max_header_bytes;
+        let parsed = self
+            .exchange
+            .request
+            .head
+            .parse(self.inbound.data(), &services.settings.policy);
+        if !matches!(parsed, Ok(None)) || self.inbound.len() >= limit {
+            services.counters.requests += 1;
+            let head_length = match parsed {
+                Ok(Some(length)) if length <= limit => Some(length),
+                _ => None,
+            };
+            let bytes = head_length.unwrap_or(self.inbound.len());
+            self.begin_transaction(client, services, head_length.is_some(), bytes);
+        }
+        let address = client.address;
+        match parsed {
+            Ok(Some(length)) if length <= limit => {
+                self.inbound.consume(length);
+                return self.dispatch(key, client, services);
+            }
+            Ok(None) if self.inbound.len() < limit => {
+                // An unfinished head from a client that left needs no answer.
+                return if client.eof {
+                    Err(Step::Close(End::Done { linger: false }))
+                } else {
+                    Ok(false)
+                };
+            }
+            Ok(_) | Err(HeadError::TooManyHeaders) => {
+                log::info!(
+                    "{address}: 431, request head over {limit} bytes or {} fields",
+                    http::MAX_HEADERS
+                );
+                self.answer(Answer::Error(ErrorReply::HeadTooLarge), None);
+            }
+            Err(HeadError::Target(TargetError::Connect)) => {
+                log::info!("{address}: 501, CONNECT: rsp does not tunnel to other hosts");
+                self.answer(Answer::Error(ErrorReply::NotImplemented), None);
+            }
+            Err(error) => {
+                log::info!("{address}: 400, {error}");
+                self.answer(Answer::Error(ErrorReply::BadRequest), None);
+            }
+        }
+        Ok(true)
+    }
+
+    /// A request head arrived, or failed to: its record starts and its id
+    /// is settled (the client's if valid, else a new one).
+    fn begin_transaction(
+        &mut self,
+        client: &Client,
+        services: &mut Services,
+        parsed: bool,
+        bytes: usize,
+    ) {
+        let started = match self.exchange.state {
+            State::Idle(Wait::Head { since }) => since,
+            _ => timer::now(),
+        };
+        let request = &mut self.exchange.request;
+        request.client = client.address;
+        request.request_id.clear();
+        if client.app == App::Admin {
+            return;
+        }
+        let mut transaction = Transaction::new(started, parsed);
+        transaction.bytes_received = bytes as u64;
+        self.exchange.transaction = Some(transaction);
+        if let Some(ids) = services.request_ids.as_mut() {
+            match request.head.request_id().filter(|_| parsed) {
+                Some(id) => request.request_id.push_str(id),
+                None => ids.generate(&mut request.request_id),
+            }
+        }
+    }
+
+    /// Asks the router where the request goes and starts that.
+    fn dispatch(
+        &mut self,
+        key: usize,
+        client: &Client,
+        services: &mut Services,
+    ) -> Result<bool, Step> {
+        let head = &self.exchange.request.head;
+        let address = client.address;
+        log::debug!(
+            "{address}: {} {} host={:?}",
+            head.method(),
+            head.target(),
+            head.host()
+        );
+        if let (Framing::Length(length), Some(limit)) =
+            (&head.framing, services.settings.max_body_bytes)
+            && *length > limit
+        {
+            log::info!("{address}: 413, request body of {length} bytes, over {limit}");
+            self.answer(Answer::Error(ErrorReply::BodyTooLarge), None);
+            return Ok(true);
+        }
+        let body = Body::new(&head.framing);
+        if client.app == App::Admin {
+            let local = client
+                .transport
+                .endpoint()
+                .stream
+                .local_addr()
+                .unwrap_or(address);
+            let (reply, command) = admin::answer(
+                head,
+                address,
+                local,
+                &services.stats_view(),
+                services.settings.admin.as_ref(),
+            );
+            services.commands.extend(command);
+            self.answer(Answer::Reply(&reply, false), body);
+            return Ok(true);
+        }
+        let route = services
+            .router
+            .route(&self.exchange.request, &services.pools);
+        if let Some(transaction) = &mut self.exchange.transaction {
+            transaction.routed_at = timer::now();
+            if let Ok(Route::Pool(pool, _)) = &route {
+                transaction.pool = Some(*pool);
+            }
+        }
+        let head = &self.exchange.request.head;
+        let target = match route {
+            Ok(Route::Reply(reply)) => {
+                self.answer(Answer::Reply(&reply, true), body);
+                return Ok(true);
+            }
+            Ok(Route::Pool(pool, key)) => Target::Pool { pool, key },
+            Ok(Route::Address(server)) => Target::Address(server),
+            Err(error) => {
+                let reply = match error {
+                    RouteError::NoRoute => {
+                        log::info!(
+                            "{address}: 503, route() chose no backend for {} {}",
+                            head.method(),
+                            head.target()
+                        );
+                        ErrorReply::NoRoute
+                    }
+                    RouteError::UnknownPool(name) => {
+                        log::warn!(
+                            "{address}: 503, route() returned {name:?}, which is neither a pool nor \"ip:port\""
+                        );
+                        ErrorReply::NoRoute
+                    }
+                    RouteError::Script(error) => {
+                        log::error!("{address}: 500, route() failed: {error}");
+                        ErrorReply::ScriptFailed
+                    }
+                };
+                self.answer(Answer::Error(reply), body);
+                return Ok(true);
+            }
+        };
+        let (link, exchange) = self.link(key, client);
+        let turn = exchange.dial(&link, services, Attempt::new(target), body, false);
+        self.take(key, client, services, turn)
+    }
+
+    /// The one writer of rsp's own answers: the catalogue's errors, Lua's
+    /// replies and the admin pages. A client waiting for `100 Continue`
+    /// may never send the body that would have to be skipped, and an
+    /// upgrade request expected another protocol: those connections close.
+    fn answer(&mut self, answer: Answer, discard: Option<Body>) {
+        let head = &self.exchange.request.head;
+        let parsed = self
+            .exchange
+            .transaction
+            .as_ref()
+            .is_none_or(|transaction| transaction.parsed);
+        let must_close = matches!(answer, Answer::Error(error) if error.must_close());
+        let waits_for_continue = discard.is_some() && head.expect_continue;
+        let keep_alive = !must_close && head.keep_alive && !head.upgrade && !waits_for_continue;
+        // A head that did not parse may not be this request's at all.
+        let shape = Shape {
+            keep_alive,
+            head_only: parsed && head.is_head(),
+            request_id: match answer {
+                Answer::Reply(_, false) => None,
+                _ => self.exchange.request.request_id(),
+            },
+        };
+        let out = self.to_client.tail();
+        let (status, body_length) = match answer {
+            Answer::Error(error) => {
+                error.write(out, shape);
+                (error.status(), error.body_length())
+            }
+            Answer::Reply(reply, _) => {
+                reply.write(out, shape);
+                (reply.status, reply.body.len())
+            }
+        };
+        if let Some(transaction) = &mut self.exchange.transaction {
+            transaction.answered_locally(status, body_length);
+        }
+        // Unless the client asked to close and its request will be read
+        // whole, it may still be sending.
+        let linger = must_close || !parsed || head.keep_alive;
+        self.exchange.state = State::Local {
+            discard: if must_close { None } else { discard },
+            after: if keep_alive {
+                After::Next
+            } else {
+                After::Close
+            },
+            linger,
+        };
+    }
+
+    fn write_client(&mut self, client: &mut Client) -> Result<bool, Step> {
+        let mut progress = false;
+        // Handshake messages and ciphertext that did not fit the socket.
+        if client.transport.wants_write() && client.transport.endpoint().writable {
+            client.transport.flush().map_err(client_error)?;
+            progress = true;
+        }
+        let (passage, ends_connection) = match &mut self.exchange.state {
+            State::Forwarding {
+                response: ResponseSide::Body { body, after, .. },
+                ..
+            } => (
+                body.as_mut().map_or(Passage::Queued, Passage::Body),
+                *after == After::Close,
+            ),
+            State::Local {
+                discard: None,
+                after: After::Close,
+                ..
+            } => (Passage::Queued, true),
+            _ => (Passage::Queued, false),
+        };
+        let moved = forward::forward(
+            &mut self.outbound,
+            passage,
+            &mut self.to_client,
+            &mut client.transport,
+            ends_connection,
+            None,
+        );
+        match moved {
+            Ok(moved) => {
+                if let Some(transaction) = &mut self.exchange.transaction {
+                    transaction.bytes_sent += (moved.queued + moved.passed) as u64;
+                    if !transaction.local {
+                        transaction.body_bytes_sent += moved.passed as u64;
+                    }
+                }
+                Ok(progress || moved.any())
+            }
+            Err(ForwardError::Sink(error)) => Err(client_error(error)),
+            Err(error) => Err(Step::Close(End::Aborted(format!("response body: {error}")))),
+        }
+    }
+
+    /// The stage's next deadline.
+    pub fn deadline(&self, timeouts: &Timeouts, last: Instant) -> (Instant, Timeout) {
+        let idle = (last + timeouts.idle, Timeout::Idle);
+        match &self.exchange.state {
+            State::Idle(Wait::Silent) => (last + timeouts.client_header, Timeout::Silent),
+            State::Idle(Wait::KeepAlive) if self.inbound.is_empty() => {
+                (last + timeouts.client_idle, Timeout::ClientIdle)
+            }
+            State::Idle(Wait::KeepAlive) => (last + timeouts.client_header, Timeout::ClientHeader),
+            State::Idle(Wait::Head { since }) => {
+                (*since + timeouts.client_header, Timeout::ClientHeader)
+            }
+            State::Upstream {
+                dial: Dial::Queued { deadline, .. },
+                ..
+            } => (*deadline, Timeout::Queue),
+            State::Upstream {
+                dial: Dial::Connecting { deadline, .. },
+                ..
+            } => (*deadline, Timeout::Connect),
+            State::Forwarding {
+                request,
+                response: ResponseSide::Head { .. },
+                ..
+            } => match request.sent_at {
+                Some(at) => (at + timeouts.backend_response, Timeout::BackendResponse),
+                None => idle,
+            },
+            State::Forwarding { .. } | State::Local { .. } => idle,
+        }
+    }
+
+    /// A deadline passed: act on it.
+    pub fn expire(
+        &mut self,
+        key: usize,
+        client: &mut Client,
+        services: &mut Services,
+        timeout: Timeout,
+    ) -> Step {
+        let address = client.address;
+        let timeouts = services.settings.timeouts;
+        let turn = match timeout {
+            // Like nginx, and HAProxy's http-ignore-probes: no 408 for a
+            // connection that never asked anything (browsers open spare
+            // ones, and would show a 408 arriving as they use it).
+            Timeout::Silent => {
+                log::info!(
+                    "{address}: closed, no request within {:?}",
+                    timeouts.client_header
+                );
+                return Step::Close(End::Done { linger: false });
+            }
+            Timeout::ClientIdle => {
+                log::debug!("{address}: idle keep-alive connection closed");
+                return Step::Close(End::Done { linger: false });
+            }
+            Timeout::ClientHeader => {
+                self.begin_transaction(client, services, false, self.inbound.len());
+                log::info!(
+                    "{address}: 408, request head not complete within {:?}",
+                    timeouts.client_header
+                );
+                Turn::Answer(ErrorReply::RequestTimeout, None)
+            }
+            Timeout::Queue => {
+                let (link, exchange) = self.link(key, client);
+                exchange.queue_timed_out(&link, services)
+            }
+            Timeout::Connect => {
+                let (link, exchange) = self.link(key, client);
+                let error = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
+                exchange.connect_failed(&link, services, error)
+            }
+            Timeout::BackendResponse => {
+                let (link, exchange) = self.link(key, client);
+                exchange.response_timed_out(&link, services)
+            }
+            Timeout::Idle | Timeout::Tunnel => {
+                return Step::Close(End::Aborted(format!(
+                    "no bytes moved for {:?}",
+                    timeouts.idle
+                )));
+            }
+        };
+        match self.take(key, client, services, turn) {
+            Ok(_) => Step::Continue { progress: true },
+            Err(step) => step,
+        }
+    }
+
+    pub fn update_interest(
+        &mut self,
+        client: &mut Client,
+        registry: &Registry,
+        token: Token,
+    ) -> io::Result<()> {
+        let mut client_wants_write = !self.to_client.is_empty() || client.transport.wants_write();
+        let mut request_read = false;
+        match &mut self.exchange.state {
+            State::Forwarding {
+                backend,
+                request,
+                response,
+                ..
+            } => {
+                if matches!(response, ResponseSide::Body { body: Some(_), .. }) {
+                    client_wants_write |= !self.outbound.is_empty();
+                }
+                let backend_wants_write = !backend.write_failed
+                    && (!self.exchange.to_backend.is_empty()
+                        || (request.body.is_some() && !self.inbound.is_empty()));
+                let backend_token = backend.token();
+                backend
+                    .endpoint
+                    .update_interest(registry, backend_token, backend_wants_write)?;
+                request_read = request.body.is_none();
+            }
+            State::Upstream {
+                dial: Dial::Connecting { backend, .. },
+                body,
+                ..
+            } => {
+                // Until the connect completes, WRITABLE is what reports it.
+                let backend_token = backend.token();
+                backend
+                    .endpoint
+                    .update_interest(registry, backend_token, true)?;
+                request_read = body.is_none();
+            }
+            _ => {}
+        }
+        // A client whose request is all read, waiting for its answer, needs
+        // no events: writes are tried as the answer arrives. One not yet in
+        // the poll set stays out, so a client that asked to close may be
+        // answered and closed without ever entering it.
+        let waiting_for_answer = request_read && self.inbound.is_empty() && !client_wants_write;
+        let endpoint = client.transport.endpoint_mut();
+        if waiting_for_answer && endpoint.interest.is_none() {
+            return Ok(());
+        }
+        endpoint.update_interest(registry, token, client_wants_write)
+    }
+
+    /// The backend socket this stage holds, if any.
+    pub fn backend_mut(&mut self) -> Option<&mut Endpoint> {
+        match &mut self.exchange.state {
+            State::Forwarding { backend, .. }
+            | State::Upstream {
+                dial: Dial::Connecting { backend, .. },
+                ..
+            } => Some(&mut backend.endpoint),
+            _ => None,
+        }
+    }
+
+    /// A slot freed in the pool this request waits on.
+    pub fn wake(&mut self) {
+        if let State::Upstream {
+            dial: Dial::Queued { woken, .. },
+            ..
+        } = &mut self.exchange.state
+        {
+            *woken = true;
+        }
+    }
+
+    pub fn follow_reload(
+        &mut self,
+        key: usize,
+        client: &Client,
+        moved: &[Vec<Option<(usize, usize)>>],
+        pool_moved: &[Option<usize>],
+        services: &mut Services,
+    ) -> bool {
+        let (link, exchange) = self.link(key, client);
+        match exchange.follow_reload(&link, moved, pool_moved) {
+            Some(turn) => {
+                let _ = self.take(key, client, services, turn);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The backend switched protocols: the same sockets, buffers and lease
+    /// go on as a tunnel.
+    pub fn into_tunnel(self) -> Option<Tunnel> {
+        let Http1 {
+            inbound,
+            outbound,
+            to_client,
+            exchange,
+        } = self;
+        let Exchange {
+            request,
+            transaction,
+            to_backend,
+            state,
+        } = exchange;
+        match state {
+            State::Forwarding {
+                backend,
+                attempt,
+                response: ResponseSide::Switched,
+                ..
+            } => Some(Tunnel::new(
+                backend,
+                Some(attempt),
+                [inbound, outbound],
+                [to_client, to_backend],
+                request,
+                transaction,
+            )),
+            _ => None,
+        }
+    }
+
+    pub fn close(mut self, key: usize, services: &mut Services, end: &End) {
+        let answering = match &self.exchange.state {
+            State::Idle(_)
+            | State::Forwarding {
+                response: ResponseSide::Switched,
+                ..
+            } => false,
+            State::Local { discard: None, .. } => !self.to_client.is_empty(),
+            _ => true,
+        };
+        if answering {
+            services.counters.unanswered += 1;
+        }
+        let completed = matches!(end, End::Done { .. }) && self.to_client.is_empty();
+        client_left(&mut self.exchange.transaction, end);
+        let outcome = match end {
+            End::Aborted(_) => Outcome::Failed,
+            _ => Outcome::Ok,
+        };
+        self.exchange.release(key, services, outcome);
+        let exchange = &mut self.exchange;
+        finish_transaction(
+            &mut exchange.transaction,
+            &exchange.request,
+            services,
+            completed,
+        );
+    }
+}

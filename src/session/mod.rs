@@ -1,0 +1,479 @@
+//! A session: one client connection, through the stages of its life.
+//!
+//! ```text
+//! accept ──> ProxyHeader? ──> Handshake? ──> Http1 ──(101)──> Tunnel
+//!                                    └──(mode = "tcp")──> TcpConnect ──> Tunnel
+//! ```
+//!
+//! Each stage drives what its sockets allow and answers with a `Step`:
+//! go on, upgrade, or close. `Session::upgrade` is the one place a stage
+//! becomes the next, moving the sockets, buffers and server lease along.
+
+mod exchange;
+mod forward;
+mod handshake;
+mod http1;
+mod proxy_header;
+mod tcp;
+pub mod transport;
+mod tunnel;
+mod upstream;
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::time::Instant;
+
+use mio::event::Event;
+use mio::net::TcpStream;
+
+use crate::buffer::Buffer;
+use crate::router::RequestView;
+use crate::timer::{self, Deadline};
+use crate::transaction::{Request, Transaction};
+use crate::worker::Services;
+use crate::worker::token::TokenKind;
+
+use handshake::Handshake;
+use http1::Http1;
+use proxy_header::ProxyHeader;
+use tcp::TcpConnect;
+use transport::{Endpoint, Transport};
+use tunnel::Tunnel;
+
+/// What a listener's connections are for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum App {
+    /// HTTP requests, each routed by `route(req)`.
+    Http,
+    /// The admin API: answered by `admin`, never routed.
+    Admin,
+    /// Raw bytes to a server of `pool`, or of the pool `route(conn)` names.
+    Tcp {
+        pool: Option<String>,
+        listen: SocketAddr,
+    },
+}
+
+/// A listener: the first stages of its connections, and what they are for.
+#[derive(Debug, Clone)]
+pub struct ListenerSpec {
+    /// Each connection starts with a PROXY protocol header.
+    pub proxy_header: bool,
+    /// Terminate TLS with this configuration.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub app: App,
+}
+
+/// The client side of a session, whatever the stage.
+pub struct Client {
+    pub transport: Transport,
+    /// The client's address: the peer's, or the one a PROXY header gave.
+    pub address: SocketAddr,
+    /// The address the client connected to, when a PROXY header said.
+    pub destination: Option<SocketAddr>,
+    /// The client has sent all it will.
+    pub eof: bool,
+    pub app: App,
+}
+
+/// What a stage says after it ran.
+#[derive(Debug)]
+pub enum Step {
+    /// The stage goes on; `progress` when any byte moved.
+    Continue {
+        progress: bool,
+    },
+    /// The stage is done and the next begins.
+    Upgrade,
+    Close(End),
+}
+
+/// Why a session ends.
+#[derive(Debug)]
+pub enum End {
+    /// Everything was said. `linger`: the client may still send bytes
+    /// (the rest of a request, a pipelined one) that must be read off
+    /// after the end of the answer, or the kernel's reset could destroy it.
+    Done { linger: bool },
+    /// The client went away or broke the connection.
+    ClientGone(Option<std::io::Error>),
+    /// The session was cut short (a broken backend, a timeout, bad TLS).
+    Aborted(String),
+}
+
+/// Which timeout a session's next deadline enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timeout {
+    /// A new connection that never sent a byte, or a PROXY header or TLS
+    /// handshake that never completed.
+    Silent,
+    ClientIdle,
+    ClientHeader,
+    Queue,
+    Connect,
+    BackendResponse,
+    Idle,
+    Tunnel,
+}
+
+enum Stage {
+    ProxyHeader(ProxyHeader),
+    Handshake(Handshake),
+    Http1(Http1),
+    TcpConnect(TcpConnect),
+    Tunnel(Tunnel),
+    /// Only while `upgrade` builds the next stage.
+    Switching,
+}
+
+pub struct Session {
+    key: usize,
+    client: Client,
+    stage: Stage,
+    /// When bytes last moved either way.
+    last_activity: Instant,
+    /// The earliest timer this session has in the loop's heap.
+    timer_at: Option<Instant>,
+}
+
+impl Session {
+    /// A session for a connection `listener` accepted from `address`.
+    pub fn new(
+        key: usize,
+        stream: TcpStream,
+        address: SocketAddr,
+        listener: &ListenerSpec,
+        buffer_bytes: usize,
+    ) -> Result<Session, rustls::Error> {
+        // A request usually follows the handshake at once: the first drive
+        // reads it before the socket is registered, saving a poll round,
+        // and registers the socket at its end.
+        let endpoint = Endpoint::new(stream, None, true);
+        let transport = match &listener.tls {
+            Some(config) => Transport::Tls(
+                endpoint,
+                Box::new(rustls::ServerConnection::new(config.clone())?),
+            ),
+            None => Transport::Plain(endpoint),
+        };
+        let client = Client {
+            transport,
+            address,
+            destination: None,
+            eof: false,
+            app: listener.app.clone(),
+        };
+        let now = timer::now();
+        let stage = if listener.proxy_header {
+            Stage::ProxyHeader(ProxyHeader::new(buffer_bytes, now))
+        } else if client.transport.is_tls() {
+            Stage::Handshake(Handshake::new(Buffer::new(buffer_bytes), now))
+        } else {
+            application(&client, Buffer::new(buffer_bytes), buffer_bytes)
+        };
+        Ok(Session {
+            key,
+            client,
+            stage,
+            last_activity: now,
+            timer_at: None,
+        })
+    }
+
+    /// Makes all the progress the sockets allow. Returns false when the
+    /// session is over and has been closed.
+    pub fn drive(&mut self, services: &mut Services) -> bool {
+        loop {
+            let key = self.key;
+            let step = match &mut self.stage {
+                Stage::ProxyHeader(stage) => stage.drive(&mut self.client),
+                Stage::Handshake(stage) => stage.drive(&mut self.client),
+                Stage::Http1(stage) => stage.drive(key, &mut self.client, services),
+                Stage::TcpConnect(stage) => stage.drive(key, &mut self.client, services),
+                Stage::Tunnel(stage) => stage.drive(&mut self.client, services),
+                Stage::Switching => Step::Close(End::Done { linger: false }),
+            };
+            match step {
+                Step::Continue { progress } => {
+                    if progress {
+                        self.last_activity = timer::now();
+                    }
+                    break;
+                }
+                Step::Upgrade => {
+                    self.last_activity = timer::now();
+                    self.upgrade(services);
+                }
+                Step::Close(end) => {
+                    self.close(services, end);
+                    return false;
+                }
+            }
+        }
+        self.schedule_timer(services);
+        if let Err(error) = self.update_interest(services) {
+            self.close(services, End::Aborted(error.to_string()));
+            return false;
+        }
+        true
+    }
+
+    /// The one place a stage becomes the next: it takes the old stage by
+    /// value and moves its socket state, buffers and lease into the new one.
+    fn upgrade(&mut self, services: &mut Services) {
+        let buffer_bytes = services.settings.buffer_bytes;
+        let next = match std::mem::replace(&mut self.stage, Stage::Switching) {
+            Stage::ProxyHeader(stage) => {
+                let since = stage.since;
+                let rest = stage.into_rest();
+                if self.client.transport.is_tls() {
+                    // The bytes after the header begin the TLS handshake.
+                    match self.client.transport.feed(rest.data()) {
+                        Ok(()) => {
+                            Stage::Handshake(Handshake::new(Buffer::new(buffer_bytes), since))
+                        }
+                        Err(error) => {
+                            log::warn!("{}: connection cut: {error}", self.client.address);
+                            Stage::Switching
+                        }
+                    }
+                } else {
+                    application(&self.client, rest, buffer_bytes)
+                }
+            }
+            Stage::Handshake(stage) => {
+                application(&self.client, stage.into_inbound(), buffer_bytes)
+            }
+            Stage::Http1(stage) => stage.into_tunnel().map_or(Stage::Switching, Stage::Tunnel),
+            Stage::TcpConnect(stage) => stage.into_tunnel().map_or(Stage::Switching, Stage::Tunnel),
+            other @ (Stage::Tunnel(_) | Stage::Switching) => other,
+        };
+        self.stage = next;
+    }
+
+    /// The session's next deadline, from its stage.
+    fn deadline(&self, services: &Services) -> (Instant, Timeout) {
+        let timeouts = &services.settings.timeouts;
+        let last = self.last_activity;
+        match &self.stage {
+            Stage::ProxyHeader(stage) => (stage.since + timeouts.client_header, Timeout::Silent),
+            Stage::Handshake(stage) => (stage.since + timeouts.client_header, Timeout::Silent),
+            Stage::Switching => (last, Timeout::Silent),
+            Stage::Http1(stage) => stage.deadline(timeouts, last),
+            Stage::TcpConnect(stage) => stage.deadline(last, timeouts.client_header),
+            Stage::Tunnel(_) => (last + timeouts.tunnel, Timeout::Tunnel),
+        }
+    }
+
+    /// Makes sure a timer fires no later than the session's deadline. Timers
+    /// that fire early (the deadline moved on) just schedule the next one.
+    fn schedule_timer(&mut self, services: &mut Services) {
+        let (at, _) = self.deadline(services);
+        if self.timer_at.is_none_or(|scheduled| at < scheduled) {
+            services.timers.schedule(at, Deadline::Session(self.key));
+            self.timer_at = Some(at);
+        }
+    }
+
+    /// The timer of this session that still counts; others in the heap are stale.
+    pub fn timer_at(&self) -> Option<Instant> {
+        self.timer_at
+    }
+
+    /// A timer of this session fired: act on whatever deadline has passed.
+    /// Returns false when that closed the session.
+    pub fn expire(&mut self, services: &mut Services, now: Instant) -> bool {
+        if self.timer_at.is_some_and(|scheduled| scheduled <= now) {
+            self.timer_at = None;
+        }
+        let (at, timeout) = self.deadline(services);
+        if at > now {
+            return true;
+        }
+        let key = self.key;
+        let address = self.client.address;
+        let timeouts = services.settings.timeouts;
+        let step = match &mut self.stage {
+            Stage::Http1(stage) => stage.expire(key, &mut self.client, services, timeout),
+            Stage::TcpConnect(stage) => stage.expire(key, &self.client, services, timeout),
+            Stage::Tunnel(_) => {
+                log::info!("{address}: tunnel idle for {:?}, closed", timeouts.tunnel);
+                Step::Close(End::Done { linger: false })
+            }
+            Stage::ProxyHeader(_) | Stage::Handshake(_) | Stage::Switching => {
+                // Like nginx, and HAProxy's http-ignore-probes: no answer
+                // for a connection that never asked anything.
+                log::info!(
+                    "{address}: closed, no request within {:?}",
+                    timeouts.client_header
+                );
+                Step::Close(End::Done { linger: false })
+            }
+        };
+        match step {
+            Step::Close(end) => {
+                self.close(services, end);
+                false
+            }
+            Step::Upgrade => {
+                self.upgrade(services);
+                true
+            }
+            Step::Continue { .. } => true,
+        }
+    }
+
+    fn update_interest(&mut self, services: &Services) -> std::io::Result<()> {
+        let registry = &services.registry;
+        let token = TokenKind::Client(self.key).token();
+        match &mut self.stage {
+            Stage::Http1(stage) => stage.update_interest(&mut self.client, registry, token),
+            Stage::Tunnel(stage) => stage.update_interest(&mut self.client, registry, token),
+            Stage::TcpConnect(stage) => stage.update_interest(&mut self.client, registry, token),
+            Stage::ProxyHeader(_) | Stage::Handshake(_) | Stage::Switching => {
+                let wants_write = self.client.transport.wants_write();
+                self.client
+                    .transport
+                    .endpoint_mut()
+                    .update_interest(registry, token, wants_write)
+            }
+        }
+    }
+
+    pub fn mark_client_ready(&mut self, event: &Event) {
+        self.client.transport.endpoint_mut().mark(event);
+    }
+
+    /// An event for backend socket `fd`, if this session still holds it (a
+    /// late event of a socket it let go is dropped).
+    pub fn mark_backend_ready(&mut self, fd: RawFd, event: &Event) -> bool {
+        let backend = match &mut self.stage {
+            Stage::Http1(stage) => stage.backend_mut(),
+            Stage::TcpConnect(stage) => stage.backend_mut(),
+            Stage::Tunnel(stage) => Some(stage.backend_mut()),
+            _ => None,
+        };
+        match backend {
+            Some(backend) if backend.stream.as_raw_fd() == fd => {
+                backend.mark(event);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A slot freed in the pool this session waits on.
+    pub fn wake(&mut self) {
+        match &mut self.stage {
+            Stage::Http1(stage) => stage.wake(),
+            Stage::TcpConnect(stage) => stage.wake(),
+            _ => {}
+        }
+    }
+
+    /// A reload renumbered the pools: `moved[pool][server]` is where each old
+    /// server is now. Returns whether the session has something new to do.
+    pub fn follow_reload(
+        &mut self,
+        moved: &[Vec<Option<(usize, usize)>>],
+        pool_moved: &[Option<usize>],
+        services: &mut Services,
+    ) -> bool {
+        let key = self.key;
+        match &mut self.stage {
+            Stage::Http1(stage) => {
+                stage.follow_reload(key, &self.client, moved, pool_moved, services)
+            }
+            Stage::TcpConnect(stage) => stage.follow_reload(moved, pool_moved),
+            Stage::Tunnel(stage) => {
+                stage.follow_reload(moved, pool_moved);
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// Ends the session at once (shutdown ran out of time): what it holds
+    /// of pools goes back, its request is logged as cut.
+    pub fn cut(&mut self, services: &mut Services, why: &str) {
+        self.close(services, End::Aborted(why.to_owned()));
+    }
+
+    fn close(&mut self, services: &mut Services, end: End) {
+        let client = &mut self.client;
+        match &end {
+            End::Done { linger } => {
+                if !client.eof && *linger {
+                    shut_and_drain(client);
+                }
+            }
+            End::ClientGone(error) => log::debug!("{}: client closed: {error:?}", client.address),
+            End::Aborted(why) => log::warn!("{}: connection cut: {why}", client.address),
+        }
+        match std::mem::replace(&mut self.stage, Stage::Switching) {
+            Stage::Http1(stage) => stage.close(self.key, services, &end),
+            Stage::TcpConnect(stage) => stage.close(self.key, services, &end),
+            Stage::Tunnel(stage) => stage.close(services, &end),
+            Stage::ProxyHeader(_) | Stage::Handshake(_) | Stage::Switching => {}
+        }
+        // Dropping the streams closes them, which also removes them from epoll.
+    }
+}
+
+/// The stage that serves the listener's application, with the bytes that
+/// came before it.
+fn application(client: &Client, inbound: Buffer, buffer_bytes: usize) -> Stage {
+    match &client.app {
+        App::Tcp { .. } => Stage::TcpConnect(TcpConnect::new(client, inbound, buffer_bytes)),
+        App::Http | App::Admin => Stage::Http1(Http1::new(client, inbound, buffer_bytes)),
+    }
+}
+
+/// Closing with unread input makes the kernel send a reset that can destroy
+/// the answer just written: finish writing, then read off what the client
+/// still sent.
+fn shut_and_drain(client: &mut Client) {
+    client.transport.shutdown_write();
+    let mut sink = [0u8; 4096];
+    for _ in 0..64 {
+        match client.transport.endpoint_mut().stream.read(&mut sink) {
+            Ok(count) if count > 0 => continue,
+            _ => break,
+        }
+    }
+}
+
+/// Counts and logs a finished request (or tunnel): into the pool, server
+/// and global counters, and the access log.
+fn finish_transaction(
+    transaction: &mut Option<Transaction>,
+    request: &RequestView,
+    services: &mut Services,
+    completed: bool,
+) {
+    if let Some(transaction) = transaction.take() {
+        transaction.finish(
+            &mut services.totals,
+            &mut services.pools,
+            services.access_log.as_mut(),
+            Request {
+                client: request.client,
+                head: &request.head,
+                id: request.request_id(),
+                completed,
+            },
+        );
+    }
+}
+
+/// The transaction of a client that left before its answer: nginx's 499.
+fn client_left(transaction: &mut Option<Transaction>, end: &End) {
+    if let Some(transaction) = transaction
+        && transaction.status == 0
+        && matches!(end, End::ClientGone(_))
+    {
+        transaction.status = 499;
+    }
+}

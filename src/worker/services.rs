@@ -1,0 +1,104 @@
+//! What a worker lends its sessions: the router, the pools, kept backend
+//! connections, timers, counters, the access log, and the settings of the
+//! running config (swapped as one value on reload).
+
+use std::time::Duration;
+
+use mio::Registry;
+
+use crate::access_log::AccessLog;
+use crate::admin::StatsView;
+use crate::balancer::Pool;
+use crate::config::{AdminConfig, Config, Timeouts};
+use crate::forwarding::Forwarding;
+use crate::http::RequestPolicy;
+use crate::idle::IdleConnections;
+use crate::request_id::RequestIds;
+use crate::router::Router;
+use crate::stats::Totals;
+use crate::timer::Timers;
+use crate::workers::{self, Command, Worker};
+
+/// The settings sessions read, from the running config.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub buffer_bytes: usize,
+    pub max_header_bytes: usize,
+    pub max_body_bytes: Option<u64>,
+    pub timeouts: Timeouts,
+    pub forwarding: Forwarding,
+    pub policy: RequestPolicy,
+    pub admin: Option<AdminConfig>,
+    pub max_connections: usize,
+    pub shutdown_timeout: Duration,
+}
+
+impl Settings {
+    pub fn of(config: &Config) -> Settings {
+        Settings {
+            buffer_bytes: config.buffer_bytes,
+            max_header_bytes: config.max_header_bytes,
+            max_body_bytes: config.max_body_bytes,
+            timeouts: config.timeouts,
+            forwarding: config.forwarding.clone(),
+            policy: config.policy.clone(),
+            admin: config.admin.clone(),
+            max_connections: config.max_connections,
+            shutdown_timeout: config.shutdown_timeout,
+        }
+    }
+}
+
+/// Requests seen by the worker, so shutdown can say whether any was lost.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Request heads read (answered or not).
+    pub requests: u64,
+    /// Connections closed while a request on them was still unanswered.
+    pub unanswered: u64,
+}
+
+pub struct Services {
+    pub registry: Registry,
+    pub router: Router,
+    pub pools: Vec<Pool>,
+    pub settings: Settings,
+    pub timers: Timers,
+    /// Backend connections kept open between requests.
+    pub idle: IdleConnections,
+    /// `None` when request ids are switched off.
+    pub request_ids: Option<RequestIds>,
+    pub totals: Totals,
+    pub access_log: Option<AccessLog>,
+    pub counters: Counters,
+    /// Queued sessions a freed server slot lets go, for the worker to drive.
+    pub wakeups: Vec<usize>,
+    /// Admin commands for the worker to apply (and pass to the others).
+    pub commands: Vec<Command>,
+    /// rsp is shutting down: finish exchanges, keep no connection open.
+    pub draining: bool,
+    pub worker: Worker,
+}
+
+impl Services {
+    /// The counters the admin port shows: this worker's, plus the others'
+    /// latest when there are several workers.
+    pub fn stats_view(&self) -> StatsView<'_> {
+        let others = self
+            .worker
+            .shared
+            .as_ref()
+            .map(|shared| shared.others(self.worker.index))
+            .unwrap_or_default();
+        let mut requests = vec![None; self.worker.count];
+        requests[self.worker.index] = Some(self.totals.responses.total());
+        for (index, snapshot) in &others {
+            requests[*index] = Some(snapshot.totals.responses.total());
+        }
+        if others.is_empty() {
+            return StatsView::borrowed(&self.pools, &self.totals, requests);
+        }
+        let (pools, totals) = workers::merged(&self.pools, &self.totals, &others);
+        StatsView::owned(pools, totals, requests)
+    }
+}

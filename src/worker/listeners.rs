@@ -10,7 +10,7 @@ use mio::net::TcpListener;
 use mio::{Interest, Registry};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::config::{Config, ListenMode};
+use crate::config::{Certificates, Config, ListenMode};
 use crate::session::{App, ListenerSpec};
 use crate::timer::{Deadline, Throttle, Timers};
 
@@ -146,13 +146,13 @@ impl Listeners {
 
     /// Gives every listener the TLS config and accept mode its entry has:
     /// certificates were read with the config, so a reload renews them.
-    pub fn configure(&mut self, config: &Config) {
+    pub fn configure(&mut self, config: &Config, certificates: &Certificates) {
         for listener in self.slots.iter_mut().flatten() {
             let wanted = config
                 .listen
                 .iter()
                 .find(|wanted| wanted.address == listener.key.address);
-            listener.spec.tls = wanted.and_then(|wanted| wanted.tls.clone());
+            listener.spec.tls = certificates.of(listener.key.address);
             let defer = wanted.is_none_or(|wanted| wanted.defer_accept);
             if let Err(error) = defer_accept(&listener.socket, defer) {
                 log::warn!(

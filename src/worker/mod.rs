@@ -108,7 +108,9 @@ impl EventLoop {
         event_loop
             .listeners
             .open(event_loop.poll.registry(), opened)?;
-        event_loop.listeners.configure(&loaded.config);
+        event_loop
+            .listeners
+            .configure(&loaded.config, &loaded.certificates);
         event_loop.schedule_health_checks();
         if event_loop.services.worker.index > 0 {
             event_loop

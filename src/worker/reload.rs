@@ -98,7 +98,8 @@ impl EventLoop {
         if let Err(error) = self.listeners.open(registry, opened) {
             log::error!("reload: cannot register a new listener: {error}");
         }
-        self.listeners.configure(&loaded.config);
+        self.listeners
+            .configure(&loaded.config, &loaded.certificates);
         Ok(())
     }
 

@@ -1,0 +1,147 @@
+//! Running the config file: a fresh Lua state executes it once, with the
+//! line of every global's first assignment recorded, so an error about a
+//! setting can point at it.
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use mlua::{Function, Lua, Table, Value};
+
+use super::types::ConfigError;
+
+/// The config file after it ran: its globals, and where each was set.
+pub struct Script {
+    pub file: String,
+    pub lua: Lua,
+    globals: Table,
+    lines: Table,
+    /// Globals Lua itself defines (`print`, `string`, ...).
+    builtins: HashSet<String>,
+}
+
+impl Script {
+    pub fn run(path: &Path) -> Result<Script, ConfigError> {
+        let file = path.display().to_string();
+        let source =
+            fs::read(path).map_err(|error| ConfigError(format!("{file}: cannot read: {error}")))?;
+        let lua = Lua::new();
+        let lines = track_assignment_lines(&lua).map_err(|error| lua_error(&file, error))?;
+        let builtins = global_names(&lua);
+        lua.load(&source[..])
+            .set_name(format!("@{file}"))
+            .exec()
+            .map_err(|error| lua_error(&file, error))?;
+        lua.globals()
+            .set_metatable(None)
+            .map_err(|error| lua_error(&file, error))?;
+        Ok(Script {
+            globals: lua.globals(),
+            file,
+            lua,
+            lines,
+            builtins,
+        })
+    }
+
+    pub fn get(&self, name: &str) -> Value {
+        self.globals.raw_get(name).unwrap_or(Value::Nil)
+    }
+
+    /// `file:line` of a global, or just `file` when Lua gave no line.
+    pub fn at(&self, name: &str) -> String {
+        match self.lines.raw_get::<Option<u32>>(name) {
+            Ok(Some(line)) => format!("{}:{line}", self.file),
+            _ => self.file.clone(),
+        }
+    }
+
+    pub fn error(&self, name: &str, message: String) -> ConfigError {
+        ConfigError(format!("{}: {message}", self.at(name)))
+    }
+
+    /// An error about the file as a whole.
+    pub fn file_error(&self, message: impl std::fmt::Display) -> ConfigError {
+        ConfigError(format!("{}: {message}", self.file))
+    }
+
+    /// A path named in the config, relative to its folder.
+    pub fn relative(&self, path: &str) -> PathBuf {
+        Path::new(&self.file)
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(path)
+    }
+
+    /// Fails on a global that is not among `settings` (a typo); global
+    /// functions other than those are only logged.
+    pub fn only_settings(&self, settings: &[&str]) -> Result<(), ConfigError> {
+        for name in global_names(&self.lua) {
+            if self.builtins.contains(&name) || settings.contains(&name.as_str()) {
+                continue;
+            }
+            match self.globals.raw_get::<Value>(name.as_str()) {
+                Ok(Value::Function(_)) => log::warn!(
+                    "{}: global function '{name}' is not a setting rsp uses",
+                    self.at(&name)
+                ),
+                _ => return Err(self.error(&name, format!("unknown setting '{name}'"))),
+            }
+        }
+        Ok(())
+    }
+
+    /// The `route` function, if the file defines one.
+    pub fn route(&self) -> Result<Option<Function>, ConfigError> {
+        match self.get("route") {
+            Value::Nil => Ok(None),
+            Value::Function(route) => Ok(Some(route)),
+            other => Err(self.error(
+                "route",
+                format!("route: expected a function, got {}", other.type_name()),
+            )),
+        }
+    }
+}
+
+/// Records the line of each global's first assignment.
+fn track_assignment_lines(lua: &Lua) -> mlua::Result<Table> {
+    let lines = lua.create_table()?;
+    let recorded = lines.clone();
+    let assign =
+        lua.create_function(move |lua, (globals, name, value): (Table, Value, Value)| {
+            if let Some(line) = lua.inspect_stack(1, |frame| frame.current_line()).flatten() {
+                recorded.raw_set(name.clone(), line)?;
+            }
+            globals.raw_set(name, value)
+        })?;
+    let metatable = lua.create_table()?;
+    metatable.raw_set("__newindex", assign)?;
+    lua.globals().set_metatable(Some(metatable))?;
+    Ok(lines)
+}
+
+fn global_names(lua: &Lua) -> HashSet<String> {
+    lua.globals()
+        .pairs::<Value, Value>()
+        .filter_map(|pair| match pair {
+            Ok((Value::String(name), _)) => name.to_str().ok().map(|name| name.to_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Lua's own message already starts with `file:line:`; keep its first line.
+fn lua_error(file: &str, error: mlua::Error) -> ConfigError {
+    let text = match &error {
+        mlua::Error::SyntaxError { message, .. } => message.clone(),
+        mlua::Error::RuntimeError(message) => message.clone(),
+        other => other.to_string(),
+    };
+    let first = text.lines().next().unwrap_or("").trim();
+    if first.starts_with(file) {
+        ConfigError(first.to_owned())
+    } else {
+        ConfigError(format!("{file}: {first}"))
+    }
+}

@@ -1,0 +1,121 @@
+//! The Lua config file: run it once (`lua`), read each section with the
+//! generic readers (`read`), check the rules across sections (`validate`),
+//! and read what the running config needs from files (`materialize`).
+//!
+//! Every error names the file, and the line of the setting where Lua can
+//! tell it, so a typo costs one glance.
+
+mod listen;
+mod lua;
+mod materialize;
+mod pools;
+mod read;
+mod settings;
+mod types;
+mod validate;
+
+use std::path::Path;
+use std::time::Duration;
+
+use mlua::{Function, Lua};
+
+pub use materialize::{Certificates, resolve};
+pub use types::*;
+
+use lua::Script;
+use read::Setting;
+
+const DEFAULT_BUFFER_BYTES: usize = 64 * 1024;
+const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// Every top-level name the config may set.
+const SETTINGS: &[&str] = &[
+    "listen",
+    "backends",
+    "pools",
+    "route",
+    "buffer_bytes",
+    "max_header_bytes",
+    "timeouts",
+    "route_instruction_limit",
+    "shutdown_timeout_ms",
+    "max_connections",
+    "max_body_bytes",
+    "admin",
+    "access_log",
+    "access_log_format",
+    "forwarded_headers",
+    "request_id",
+    "backend_keepalive",
+    "workers",
+    "path_normalization",
+    "underscore_headers",
+    "upgrades",
+    // The original C rsp's names.
+    "listenPort",
+    "backendAddress",
+    "backendPort",
+];
+
+/// A loaded config: its settings, the certificates its listeners use, and
+/// the Lua state that holds `route`.
+pub struct Loaded {
+    pub config: Config,
+    pub certificates: Certificates,
+    pub lua: Lua,
+    pub route: Option<Function>,
+}
+
+/// Runs the config file and checks every setting.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let script = Script::run(path)?;
+    script.only_settings(SETTINGS)?;
+    let config = read(&script)?;
+    let route = script.route()?;
+    validate::validate(&config, &script, route.as_ref())?;
+    let certificates = Certificates::read(&config, &script)?;
+    Ok(Loaded {
+        config,
+        certificates,
+        lua: script.lua,
+        route,
+    })
+}
+
+fn read(script: &Script) -> Result<Config, ConfigError> {
+    let number =
+        |name: &str, default: i64, range| Setting::top(script, name).integer(default, range);
+    let max_body_bytes = Setting::top(script, "max_body_bytes");
+    Ok(Config {
+        listen: listen::listen(script)?,
+        pools: pools::pools(script)?,
+        buffer_bytes: settings::size(script, "buffer_bytes", DEFAULT_BUFFER_BYTES)?,
+        max_header_bytes: settings::size(script, "max_header_bytes", DEFAULT_MAX_HEADER_BYTES)?,
+        timeouts: settings::timeouts(script)?,
+        max_body_bytes: (!max_body_bytes.is_nil())
+            .then(|| {
+                max_body_bytes
+                    .integer(0, 0..=i64::MAX)
+                    .map(|bytes| bytes as u64)
+            })
+            .transpose()?,
+        max_connections: number("max_connections", 10_000, 1..=10_000_000)? as usize,
+        shutdown_timeout: Duration::from_millis(number(
+            "shutdown_timeout_ms",
+            30_000,
+            0..=3_600_000,
+        )? as u64),
+        route_instruction_limit: number(
+            "route_instruction_limit",
+            1_000_000,
+            1_000..=1_000_000_000,
+        )? as u64,
+        admin: listen::admin(script)?,
+        policy: settings::request_policy(script)?,
+        access_log: settings::access_log(script)?,
+        forwarding: settings::forwarding(script)?,
+        request_id: Setting::top(script, "request_id").flag()?.unwrap_or(true),
+        backend_keepalive: number("backend_keepalive", 1024, 0..=100_000)? as usize,
+        workers: settings::workers(script)?,
+    })
+}

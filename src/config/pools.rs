@@ -1,0 +1,233 @@
+//! `pools` (servers, balancing, limits, health checks) and the shorthands
+//! that make the default pool: `backends`, and the original rsp's
+//! `backendAddress` / `backendPort`.
+
+use std::time::Duration;
+
+use mlua::Value;
+
+use crate::health::HealthConfig;
+use crate::proxy_protocol;
+
+use super::lua::Script;
+use super::materialize;
+use super::read::Setting;
+use super::types::{Algorithm, ConfigError, DEFAULT_POOL, PoolConfig, ServerConfig};
+
+const POOL_SETTINGS: &[&str] = &[
+    "servers",
+    "balance",
+    "max_conns",
+    "queue_timeout_ms",
+    "health",
+    "send_proxy",
+];
+const HEALTH_SETTINGS: &[&str] = &[
+    "path",
+    "interval_ms",
+    "timeout_ms",
+    "rise",
+    "fall",
+    "expect_status",
+];
+const SERVER_SETTINGS: &[&str] = &["addr", "weight", "backup"];
+const DEFAULT_QUEUE_TIMEOUT_MS: u64 = 5000;
+
+pub fn pools(script: &Script) -> Result<Vec<PoolConfig>, ConfigError> {
+    let setting = Setting::top(script, "pools");
+    let mut pools = Vec::new();
+    if let Some(table) = setting.table()? {
+        for pair in table.pairs::<Value, Value>() {
+            let (name, pool) = pair.map_err(|error| setting.error(error))?;
+            let Value::String(name) = name else {
+                return Err(setting.error(format!(
+                    "pool names must be strings, got {}",
+                    name.type_name()
+                )));
+            };
+            let name = name.to_string_lossy();
+            pools.push(self::pool(&setting.entry(&name, pool), &name)?);
+        }
+    }
+    if let Some((shorthand, servers)) = shorthand(script)? {
+        if pools.iter().any(|pool| pool.name == DEFAULT_POOL) {
+            return Err(shorthand.error("pools.default is set too; keep one of them"));
+        }
+        pools.push(PoolConfig {
+            name: DEFAULT_POOL.to_owned(),
+            servers: servers.into_iter().map(ServerConfig::plain).collect(),
+            algorithm: Algorithm::RoundRobin,
+            max_conns: None,
+            queue_timeout: Duration::from_millis(DEFAULT_QUEUE_TIMEOUT_MS),
+            health: None,
+            send_proxy: None,
+        });
+    }
+    pools.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(pools)
+}
+
+/// `backends = { ... }`, or `backendAddress` (and `backendPort`): the
+/// setting used and its servers.
+fn shorthand(
+    script: &Script,
+) -> Result<Option<(Setting<'_>, Vec<std::net::SocketAddr>)>, ConfigError> {
+    let backends = Setting::top(script, "backends");
+    let host = Setting::top(script, "backendAddress");
+    let port = Setting::top(script, "backendPort");
+    match (backends.is_nil(), host.is_nil(), port.is_nil()) {
+        (true, true, true) => Ok(None),
+        (true, true, false) => Err(port.error_plain("backendPort needs backendAddress")),
+        (true, false, _) => {
+            let name = host.text()?.unwrap_or_default();
+            let port = if port.is_nil() { 80 } else { port.port()? };
+            let address = materialize::resolve(&format!("{name}:{port}"))
+                .or_else(|_| materialize::resolve(&format!("[{name}]:{port}")))
+                .map_err(|why| host.error(why))?;
+            Ok(Some((host, vec![address])))
+        }
+        (false, true, true) => {
+            let servers = backends.addresses()?;
+            Ok(Some((backends, servers)))
+        }
+        _ => Err(backends.error_plain("set either backends or backendAddress, not both")),
+    }
+}
+
+fn pool(pool: &Setting, name: &str) -> Result<PoolConfig, ConfigError> {
+    if !matches!(pool.value, Value::Table(_)) {
+        return Err(pool.error(format!(
+            "expected a table such as {{ servers = {{ \"127.0.0.1:8081\" }} }}, got {}",
+            pool.value.type_name()
+        )));
+    }
+    pool.known_keys(POOL_SETTINGS, "pool setting")?;
+    let servers = pool.part("servers");
+    let servers = match &servers.value {
+        Value::Table(_) => servers
+            .sequence()?
+            .iter()
+            .map(server)
+            .collect::<Result<Vec<_>, _>>()?,
+        Value::Nil => return Err(pool.error("missing servers")),
+        other => return Err(servers.error(format!("expected a list, got {}", other.type_name()))),
+    };
+    if servers.is_empty() {
+        return Err(pool.error("servers is empty"));
+    }
+    if servers.iter().all(|server| server.backup) {
+        return Err(pool.error("every server is a backup; at least one must not be"));
+    }
+    let balance = pool.part("balance");
+    let algorithm = match &balance.value {
+        Value::Nil => Algorithm::RoundRobin,
+        Value::String(text) => match &*text.to_string_lossy() {
+            "roundrobin" => Algorithm::RoundRobin,
+            "leastconn" => Algorithm::LeastConn,
+            "random" => Algorithm::Random,
+            "hash" => Algorithm::Hash,
+            other => {
+                return Err(balance.error(format!(
+                    "unknown algorithm \"{other}\" (roundrobin, leastconn, random or hash)"
+                )));
+            }
+        },
+        other => return Err(balance.error(format!("expected a string, got {}", other.type_name()))),
+    };
+    let max_conns = pool.part("max_conns");
+    let max_conns = (!max_conns.is_nil())
+        .then(|| {
+            max_conns
+                .integer(0, 1..=1_000_000)
+                .map(|limit| limit as u32)
+        })
+        .transpose()?;
+    let health = pool.part("health");
+    let health = health
+        .table()?
+        .map(|_| health_config(&health))
+        .transpose()?;
+    let send_proxy = match pool.part("send_proxy").choice(&["v1", "v2"]) {
+        Ok(Some("v1")) => Some(proxy_protocol::Version::V1),
+        Ok(Some(_)) => Some(proxy_protocol::Version::V2),
+        Ok(None) => None,
+        Err(_) => {
+            let value = super::read::describe(&pool.part("send_proxy").value);
+            return Err(pool
+                .part("send_proxy")
+                .error(format!("expected \"v1\" or \"v2\", got {value}")));
+        }
+    };
+    Ok(PoolConfig {
+        name: name.to_owned(),
+        servers,
+        algorithm,
+        max_conns,
+        queue_timeout: pool
+            .part("queue_timeout_ms")
+            .millis(DEFAULT_QUEUE_TIMEOUT_MS, 1..=3_600_000)?,
+        health,
+        send_proxy,
+    })
+}
+
+/// `"host:port"` or `{ addr = "host:port", weight = 3, backup = true }`.
+fn server(server: &Setting) -> Result<ServerConfig, ConfigError> {
+    match &server.value {
+        Value::String(_) => return server.address().map(ServerConfig::plain),
+        Value::Table(_) => {}
+        other => {
+            return Err(server.error(format!(
+                "expected \"host:port\" or {{ addr = \"host:port\", ... }}, got {}",
+                other.type_name()
+            )));
+        }
+    }
+    server.known_keys(SERVER_SETTINGS, "server setting")?;
+    let address = server.part("addr");
+    let address = match &address.value {
+        Value::String(_) => server.member("addr").address()?,
+        other => {
+            return Err(address.error(format!(
+                "expected \"host:port\", got {}",
+                super::read::describe(other)
+            )));
+        }
+    };
+    Ok(ServerConfig {
+        address,
+        weight: server.part("weight").integer(1, 1..=1000)? as u32,
+        backup: server.part("backup").flag()?.unwrap_or(false),
+    })
+}
+
+/// `{ path = "/healthz", interval_ms = 2000, timeout_ms = 1000, rise = 2, fall = 3, expect_status = 200 }`
+fn health_config(health: &Setting) -> Result<HealthConfig, ConfigError> {
+    health.known_keys(HEALTH_SETTINGS, "health setting")?;
+    let path = health.part("path");
+    let path = match &path.value {
+        Value::Nil => None,
+        Value::String(text)
+            if text.as_bytes().starts_with(b"/")
+                && text.as_bytes().iter().all(|b| b.is_ascii_graphic()) =>
+        {
+            Some(text.to_string_lossy())
+        }
+        other => {
+            return Err(path.error(format!(
+                "expected a path such as \"/healthz\", got {}",
+                super::read::describe(other)
+            )));
+        }
+    };
+    let number = |name: &str, default, range| health.part(name).integer(default, range);
+    Ok(HealthConfig {
+        send_proxy: None,
+        path,
+        interval: Duration::from_millis(number("interval_ms", 2000, 10..=3_600_000)? as u64),
+        timeout: Duration::from_millis(number("timeout_ms", 1000, 1..=3_600_000)? as u64),
+        rise: number("rise", 2, 1..=100)? as u32,
+        fall: number("fall", 3, 1..=100)? as u32,
+        expect_status: number("expect_status", 200, 100..=599)? as u16,
+    })
+}

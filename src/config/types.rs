@@ -1,0 +1,205 @@
+//! The settings of a config, as plain data: no Lua, no TLS library. The
+//! reader fills them in; `materialize` turns what needs the world
+//! (certificates) into what the worker runs with.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::forwarding::Forwarding;
+use crate::health::HealthConfig;
+use crate::http::RequestPolicy;
+use crate::proxy_protocol;
+use crate::tls::TlsFiles;
+
+pub const DEFAULT_POOL: &str = "default";
+
+/// One entry of `listen`: a string, or a table with options.
+#[derive(Debug, Clone)]
+pub struct ListenConfig {
+    pub address: SocketAddr,
+    pub mode: ListenMode,
+    /// Each connection starts with a PROXY protocol header (v1 or v2).
+    pub accept_proxy: bool,
+    /// The kernel hands over a connection only once its first bytes came
+    /// (`TCP_DEFER_ACCEPT`): on for HTTP, off for tcp listeners, whose
+    /// protocol may have the server speak first.
+    pub defer_accept: bool,
+    /// Terminate TLS with these certificates (read by `materialize`).
+    pub tls: Option<TlsFiles>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenMode {
+    Http,
+    /// Raw bytes to a server of `pool`, or of the pool `route(conn)` names.
+    Tcp {
+        pool: Option<String>,
+    },
+}
+
+#[derive(Debug)]
+pub struct Config {
+    pub listen: Vec<ListenConfig>,
+    pub pools: Vec<PoolConfig>,
+    pub buffer_bytes: usize,
+    pub max_header_bytes: usize,
+    pub timeouts: Timeouts,
+    /// After SIGTERM, how long requests in flight may take to finish.
+    pub shutdown_timeout: Duration,
+    /// Client connections at once; at the limit rsp stops accepting.
+    pub max_connections: usize,
+    /// Larger request bodies are refused with 413.
+    pub max_body_bytes: Option<u64>,
+    /// Lua instructions one `route()` call may run before it fails with 500.
+    pub route_instruction_limit: u64,
+    /// Where the stats page, metrics and drain API are served.
+    pub admin: Option<AdminConfig>,
+    /// Path normalization, underscores in field names, allowed upgrades.
+    pub policy: RequestPolicy,
+    pub access_log: Option<AccessLogConfig>,
+    pub forwarding: Forwarding,
+    /// Keep or make an `X-Request-Id` for every request.
+    pub request_id: bool,
+    /// Idle connections kept open per backend server for later requests;
+    /// 0 closes each after its response.
+    pub backend_keepalive: usize,
+    /// Event loops, one per thread.
+    pub workers: usize,
+}
+
+/// The `admin` setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    pub address: SocketAddr,
+    /// Served beyond this machine, on purpose (`public = true`).
+    pub public: bool,
+    /// Host names, besides the listener's own address, that admin requests
+    /// may name (anything else is DNS rebinding: 421).
+    pub hosts: Vec<String>,
+    /// Every admin request must carry `Authorization: Bearer TOKEN`.
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLogConfig {
+    pub target: LogTarget,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    Stdout,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Apache/nginx combined, plus backend, backend status, microseconds, request id.
+    Combined,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The `timeouts` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// A backend connect still pending fails (next server, or 502).
+    pub connect: Duration,
+    /// A request head not complete this long after it began: 408.
+    pub client_header: Duration,
+    /// A keep-alive connection idle this long between requests is closed.
+    pub client_idle: Duration,
+    /// No response head this long after the request was sent: 504.
+    pub backend_response: Duration,
+    /// No byte either way this long in the middle of an exchange: closed.
+    pub idle: Duration,
+    /// An idle backend connection unused this long is closed.
+    pub backend_keepalive: Duration,
+    /// A protocol-switched (WebSocket) tunnel with no byte either way this
+    /// long is closed.
+    pub tunnel: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            connect: Duration::from_secs(5),
+            client_header: Duration::from_secs(10),
+            client_idle: Duration::from_secs(60),
+            backend_response: Duration::from_secs(60),
+            idle: Duration::from_secs(60),
+            backend_keepalive: Duration::from_secs(10),
+            tunnel: Duration::from_secs(3600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolConfig {
+    pub name: String,
+    pub servers: Vec<ServerConfig>,
+    pub algorithm: Algorithm,
+    /// Per server; requests beyond it wait in the pool's queue.
+    pub max_conns: Option<u32>,
+    /// A request still queued after this gets 503.
+    pub queue_timeout: Duration,
+    pub health: Option<HealthConfig>,
+    /// Start each connection to a server with a PROXY protocol header.
+    pub send_proxy: Option<proxy_protocol::Version>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    pub address: SocketAddr,
+    pub weight: u32,
+    /// Serves only when no normal server of its pool can.
+    pub backup: bool,
+}
+
+impl ServerConfig {
+    pub(crate) fn plain(address: SocketAddr) -> ServerConfig {
+        ServerConfig {
+            address,
+            weight: 1,
+            backup: false,
+        }
+    }
+}
+
+/// How a pool picks a server (`balance = ...`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    /// Smooth weighted round robin.
+    RoundRobin,
+    LeastConn,
+    /// Power of two random choices.
+    Random,
+    /// Consistent (rendezvous) hashing of the key `route` returns, or the Host.
+    Hash,
+}
+
+impl Algorithm {
+    /// The name the config uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::RoundRobin => "roundrobin",
+            Algorithm::LeastConn => "leastconn",
+            Algorithm::Random => "random",
+            Algorithm::Hash => "hash",
+        }
+    }
+}
+
+/// One line for the operator: `file:line: problem`.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}

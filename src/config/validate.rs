@@ -1,0 +1,81 @@
+//! Rules across settings: what each section allows alone is checked as it
+//! is read; what depends on two of them is checked here.
+
+use mlua::Function;
+
+use super::lua::Script;
+use super::types::{Config, ConfigError, DEFAULT_POOL, ListenMode};
+
+pub fn validate(
+    config: &Config,
+    script: &Script,
+    route: Option<&Function>,
+) -> Result<(), ConfigError> {
+    for listener in &config.listen {
+        if let ListenMode::Tcp { pool: Some(name) } = &listener.mode
+            && !config.pools.iter().any(|pool| &pool.name == name)
+        {
+            return Err(script.error(
+                "listen",
+                format!("listen: {}: no pool named \"{name}\"", listener.address),
+            ));
+        }
+    }
+    if config.max_header_bytes > config.buffer_bytes {
+        return Err(script.error(
+            "max_header_bytes",
+            format!(
+                "max_header_bytes ({}) must not exceed buffer_bytes ({})",
+                config.max_header_bytes, config.buffer_bytes
+            ),
+        ));
+    }
+    if let Some(admin) = &config.admin {
+        let address = admin.address;
+        if config
+            .listen
+            .iter()
+            .any(|listener| listener.address == address)
+        {
+            return Err(script.error(
+                "admin",
+                format!("admin: {address} is also in listen; give the admin port its own address"),
+            ));
+        }
+        if !address.ip().is_loopback() && !admin.public {
+            return Err(script.error(
+                "admin",
+                format!(
+                    "admin: {address} is reachable from other machines and the admin port can drain servers; \
+                     write admin = {{ addr = \"{address}\", public = true, token_file = \"...\" }} if that is meant"
+                ),
+            ));
+        }
+        if admin.public && admin.token.is_none() {
+            return Err(script.error(
+                "admin",
+                format!(
+                    "admin: a public admin port ({address}) needs a token: token = \"...\" or token_file = \"...\", \
+                     sent by callers as Authorization: Bearer"
+                ),
+            ));
+        }
+    }
+    if route.is_none()
+        && let Some(listener) = config
+            .listen
+            .iter()
+            .find(|listener| listener.mode == ListenMode::Tcp { pool: None })
+    {
+        return Err(script.file_error(format!(
+            "the tcp listener {} names no pool, and there is no route function to choose one",
+            listener.address
+        )));
+    }
+    if route.is_none() && !config.pools.iter().any(|pool| pool.name == DEFAULT_POOL) {
+        return Err(script.file_error(
+            "no backends: set `backends`, a pool named \"default\", or a `route` function",
+        ));
+    }
+    Ok(())
+}

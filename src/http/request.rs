@@ -1,0 +1,599 @@
+//! Request heads: parsing (target forms, normalization, framing, the
+//! upgrade offer) and the head rsp forwards to a backend.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::ops::Range;
+
+use crate::forwarding::Forwarding;
+use crate::framing::Framing;
+use crate::request_id;
+use crate::target::{self, Form, PathNormalization, Scratch};
+
+use super::{
+    HeadError, MAX_HEADERS, connection_options, is_hop_by_hop, is_token_char, merge_content_length,
+    str_of, strip_port, tokens, write_field,
+};
+
+/// The forwarding fields rsp writes itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    For,
+    Proto,
+    Host,
+    Forwarded,
+}
+
+fn forwarding_field(name: &[u8]) -> Option<Field> {
+    if name.eq_ignore_ascii_case(b"x-forwarded-for") {
+        Some(Field::For)
+    } else if name.eq_ignore_ascii_case(b"x-forwarded-proto") {
+        Some(Field::Proto)
+    } else if name.eq_ignore_ascii_case(b"x-forwarded-host") {
+        Some(Field::Host)
+    } else if name.eq_ignore_ascii_case(b"forwarded") {
+        Some(Field::Forwarded)
+    } else {
+        None
+    }
+}
+
+/// What to do with a request field whose name holds an underscore: CGI
+/// and WSGI servers read `X_Forwarded_For` as `X-Forwarded-For`
+/// (`HTTP_X_FORWARDED_FOR`), past rsp's forwarded-header guarantee.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Underscores {
+    /// Removed before `route()` and the backend see the request (nginx's
+    /// `underscores_in_headers off`).
+    Drop,
+    /// 400.
+    Reject,
+    Allow,
+}
+
+/// How requests are read: the security settings of the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestPolicy {
+    pub path: PathNormalization,
+    pub underscores: Underscores,
+    /// Protocols a client may switch to (`Upgrade`), lower case; never `h2c`.
+    pub upgrades: Vec<String>,
+}
+
+impl Default for RequestPolicy {
+    fn default() -> RequestPolicy {
+        RequestPolicy {
+            path: PathNormalization::default(),
+            underscores: Underscores::Drop,
+            upgrades: vec!["websocket".to_owned()],
+        }
+    }
+}
+
+/// The one protocol never switched to through rsp: a backend that accepts
+/// `h2c` would take every later request on the connection past `route()`.
+pub const NEVER_UPGRADED: &str = "h2c";
+
+/// A parsed request head, owning a copy of its bytes so the client buffer
+/// can move on (to the body, or the next pipelined request).
+#[derive(Default)]
+pub struct RequestHead {
+    raw: Vec<u8>,
+    method: Range<usize>,
+    /// The target as the client sent it.
+    raw_target: Range<usize>,
+    /// The target rsp routes on and forwards: origin-form, normalized (or
+    /// `*`). Always ASCII.
+    target: Vec<u8>,
+    /// Where the path ends in `target` (at the `?`, or its end).
+    path_end: usize,
+    /// The Host value forwarded: an absolute-form target's authority,
+    /// else the client's Host field (a range of `raw`).
+    host_value: Option<Range<usize>>,
+    /// The target was absolute-form: its authority replaces the Host field.
+    absolute: bool,
+    headers: Vec<(Range<usize>, Range<usize>)>,
+    host: String,
+    /// The protocols of the client's `Upgrade` that may be switched to.
+    upgrade_offer: Vec<u8>,
+    scratch: Scratch,
+    pub minor_version: u8,
+    pub framing: Framing,
+    /// The client wants the connection kept open after this exchange.
+    pub keep_alive: bool,
+    pub expect_continue: bool,
+    /// A bodiless HTTP/1.1 request asking to switch to a protocol the
+    /// policy allows (`Upgrade`, named in `Connection`), such as a
+    /// WebSocket handshake.
+    pub upgrade: bool,
+}
+
+impl RequestHead {
+    /// Parses a request head at the start of `buffer`. `Ok(None)` means
+    /// more bytes are needed; `Ok(Some(n))` means the head is the first `n`.
+    pub fn parse(
+        &mut self,
+        buffer: &[u8],
+        policy: &RequestPolicy,
+    ) -> Result<Option<usize>, HeadError> {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut request = httparse::Request::new(&mut fields);
+        let length = match request.parse(buffer) {
+            Ok(httparse::Status::Complete(length)) => length,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
+            Err(error) => return Err(HeadError::Malformed(error)),
+        };
+        let base = buffer.as_ptr() as usize;
+        let span = |part: &[u8]| {
+            let start = part.as_ptr() as usize - base;
+            start..start + part.len()
+        };
+        self.raw.clear();
+        self.raw.extend_from_slice(&buffer[..length]);
+        self.method = span(request.method.unwrap_or_default().as_bytes());
+        self.raw_target = span(request.path.unwrap_or_default().as_bytes());
+        self.minor_version = request.version.unwrap_or(1);
+        self.headers.clear();
+        for field in request.headers.iter() {
+            if field.name.contains('_') {
+                match policy.underscores {
+                    Underscores::Allow => {}
+                    Underscores::Drop => {
+                        log::debug!("dropped the request field {:?}", field.name);
+                        continue;
+                    }
+                    Underscores::Reject => {
+                        return Err(HeadError::Framing("a field name with an underscore"));
+                    }
+                }
+            }
+            self.headers
+                .push((span(field.name.as_bytes()), span(field.value)));
+        }
+        self.examine(policy)?;
+        self.read_target(&policy.path)?;
+        Ok(Some(length))
+    }
+
+    /// Derives framing, persistence and the upgrade offer from the fields.
+    fn examine(&mut self, policy: &RequestPolicy) -> Result<(), HeadError> {
+        let facts = self.read_fields(policy)?;
+        self.framing = request_framing(
+            facts.transfer_encoding,
+            facts.content_length,
+            self.minor_version,
+        )?;
+        self.keep_alive = if self.minor_version == 0 {
+            facts.keep_alive && !facts.close
+        } else {
+            !facts.close
+        };
+        // RFC 9110 §7.8: Upgrade is HTTP/1.1 only; a body would have to
+        // reach the backend before the switch, so those stay plain HTTP.
+        self.upgrade = facts.upgrade_named
+            && !self.upgrade_offer.is_empty()
+            && self.minor_version == 1
+            && self.framing == Framing::Empty;
+        if facts.host.is_none() && self.minor_version == 1 {
+            return Err(HeadError::Framing("HTTP/1.1 request without Host"));
+        }
+        if let Some(host) = &facts.host
+            && !target::is_valid_authority(&self.raw[host.clone()])
+        {
+            return Err(HeadError::Framing("invalid Host"));
+        }
+        self.host_value = facts.host;
+        Ok(())
+    }
+
+    /// One pass over the fields: what they say of host, framing and
+    /// persistence; the upgrade offer and `Expect` are set on the way.
+    fn read_fields(&mut self, policy: &RequestPolicy) -> Result<FieldFacts, HeadError> {
+        let mut facts = FieldFacts::default();
+        self.expect_continue = false;
+        self.upgrade_offer.clear();
+        for (name, value) in &self.headers {
+            let value_range = value.clone();
+            let (name, value) = (&self.raw[name.clone()], &self.raw[value.clone()]);
+            if name.eq_ignore_ascii_case(b"host") {
+                if facts.host.is_some() {
+                    return Err(HeadError::Framing("more than one Host field"));
+                }
+                facts.host = Some(value_range);
+            } else if name.eq_ignore_ascii_case(b"content-length") {
+                facts.content_length = Some(merge_content_length(facts.content_length, value)?);
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                // One line only: `identity` on one and `chunked` on the
+                // next is read differently by different servers.
+                if facts.transfer_encoding.is_some() {
+                    return Err(HeadError::Framing(
+                        "Transfer-Encoding on more than one line",
+                    ));
+                }
+                facts.transfer_encoding = Some(transfer_codings(value)?);
+            } else if name.eq_ignore_ascii_case(b"connection") {
+                for option in tokens(value) {
+                    facts.close |= option.eq_ignore_ascii_case(b"close");
+                    facts.keep_alive |= option.eq_ignore_ascii_case(b"keep-alive");
+                    facts.upgrade_named |= option.eq_ignore_ascii_case(b"upgrade");
+                }
+            } else if name.eq_ignore_ascii_case(b"upgrade") {
+                for protocol in
+                    tokens(value).filter(|protocol| upgrade_allowed(protocol, &policy.upgrades))
+                {
+                    if !self.upgrade_offer.is_empty() {
+                        self.upgrade_offer.extend_from_slice(b", ");
+                    }
+                    self.upgrade_offer.extend_from_slice(protocol);
+                }
+            } else if name.eq_ignore_ascii_case(b"expect") {
+                self.expect_continue = value.eq_ignore_ascii_case(b"100-continue");
+            }
+        }
+        Ok(facts)
+    }
+
+    /// Tells the target's form and normalizes it into `target`; an
+    /// absolute-form target's authority becomes the host.
+    fn read_target(&mut self, normalization: &PathNormalization) -> Result<(), HeadError> {
+        let raw_target = &self.raw[self.raw_target.clone()];
+        let method = &self.raw[self.method.clone()];
+        let origin = match target::form(method, raw_target).map_err(HeadError::Target)? {
+            Form::Asterisk => {
+                self.target.clear();
+                self.target.push(b'*');
+                self.path_end = 1;
+                self.absolute = false;
+                self.set_host();
+                return Ok(());
+            }
+            Form::Origin(origin) => {
+                self.absolute = false;
+                origin
+            }
+            Form::Absolute { authority, origin } => {
+                let base = self.raw.as_ptr() as usize;
+                let start = authority.as_ptr() as usize - base;
+                self.host_value = Some(start..start + authority.len());
+                self.absolute = true;
+                origin
+            }
+        };
+        let mut target = std::mem::take(&mut self.target);
+        let normalized = if origin.is_empty() || origin.first() == Some(&b'?') {
+            // `http://host` and `http://host?q` have the path "/".
+            let mut rooted = Vec::with_capacity(origin.len() + 1);
+            rooted.push(b'/');
+            rooted.extend_from_slice(origin);
+            target::normalize(&rooted, normalization, &mut self.scratch, &mut target)
+        } else {
+            target::normalize(origin, normalization, &mut self.scratch, &mut target)
+        };
+        self.target = target;
+        normalized.map_err(HeadError::Target)?;
+        if std::str::from_utf8(&self.target).is_err() {
+            // Only when normalization is off: Lua must see the bytes the
+            // backend gets, and Lua's view is text.
+            return Err(HeadError::Framing("a request target that is not UTF-8"));
+        }
+        self.path_end = self
+            .target
+            .iter()
+            .position(|&byte| byte == b'?')
+            .unwrap_or(self.target.len());
+        self.set_host();
+        Ok(())
+    }
+
+    /// `host`: the forwarded host, lower-cased and without its port.
+    fn set_host(&mut self) {
+        let authority = match &self.host_value {
+            Some(range) => &self.raw[range.clone()],
+            None => b"",
+        };
+        self.host.clear();
+        // Checked by `is_valid_authority`: ASCII.
+        self.host.push_str(str_of(strip_port(authority)));
+        self.host.make_ascii_lowercase();
+    }
+
+    pub fn method(&self) -> &str {
+        str_of(&self.raw[self.method.clone()])
+    }
+
+    pub fn is_head(&self) -> bool {
+        self.method() == "HEAD"
+    }
+
+    /// The target rsp routes on and forwards: normalized origin-form (or `*`).
+    pub fn target(&self) -> &str {
+        str_of(&self.target)
+    }
+
+    /// The request target exactly as the client sent it (for logs only:
+    /// rules on it can be bypassed).
+    pub fn raw_target(&self) -> &[u8] {
+        &self.raw[self.raw_target.clone()]
+    }
+
+    /// The path of the target, without the query.
+    pub fn path(&self) -> &str {
+        str_of(&self.target[..self.path_end])
+    }
+
+    pub fn query(&self) -> Option<&str> {
+        self.target
+            .get(self.path_end + 1..)
+            .filter(|_| self.path_end < self.target.len())
+            .map(str_of)
+    }
+
+    /// The Host, lower-cased and without its port; "" when there is none.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The Host field rsp forwards, as the client wrote it (or the
+    /// authority of its absolute-form target).
+    pub fn host_value(&self) -> Option<&[u8]> {
+        self.host_value.clone().map(|range| &self.raw[range])
+    }
+
+    /// The protocols an upgrade request may switch to, comma-separated.
+    pub fn upgrade_offer(&self) -> &[u8] {
+        &self.upgrade_offer
+    }
+
+    pub fn version(&self) -> &'static str {
+        if self.minor_version == 0 {
+            "1.0"
+        } else {
+            "1.1"
+        }
+    }
+
+    /// The first field called `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(field, _)| self.raw[field.clone()].eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, value)| &self.raw[value.clone()])
+    }
+
+    /// Writes the head to send to a backend: the normalized target, the
+    /// host `route()` saw, hop-by-hop fields dropped, forwarding fields
+    /// written as `forwarding` says (a trusted peer's are kept and
+    /// extended, anyone else's replaced), and the request id.
+    pub fn write_forwarded(
+        &self,
+        out: &mut Vec<u8>,
+        client: IpAddr,
+        forwarding: &Forwarding,
+        request_id: Option<&str>,
+        keep_backend: bool,
+        https: bool,
+    ) {
+        out.extend_from_slice(&self.raw[self.method.clone()]);
+        out.push(b' ');
+        out.extend_from_slice(&self.target);
+        out.extend_from_slice(if self.minor_version == 0 {
+            b" HTTP/1.0\r\n"
+        } else {
+            b" HTTP/1.1\r\n"
+        });
+        if self.absolute
+            && let Some(host) = self.host_value()
+        {
+            // RFC 9112 §3.2.2: the target's authority is the host.
+            write_field(out, b"Host", host);
+        }
+        let trusted = forwarding.trusts(client);
+        let kept = self.write_end_to_end(out, forwarding, trusted);
+        let proto = if https { "https" } else { "http" };
+        self.write_forwarding(out, forwarding, trusted, kept, client.to_canonical(), proto);
+        if let Some(id) = request_id {
+            let _ = write!(out, "X-Request-Id: {id}\r\n");
+        }
+        if self.upgrade {
+            // The one hop-by-hop field that must reach the backend, with
+            // only the protocols the policy allows.
+            write_field(out, b"Upgrade", &self.upgrade_offer);
+            out.extend_from_slice(b"Connection: upgrade\r\n\r\n");
+            return;
+        }
+        // HTTP/1.1 persists by default; 1.0 must ask.
+        out.extend_from_slice(match (keep_backend, self.minor_version) {
+            (false, _) => b"Connection: close\r\n\r\n".as_slice(),
+            (true, 0) => b"Connection: keep-alive\r\n\r\n",
+            (true, _) => b"\r\n",
+        });
+    }
+
+    /// The client's fields that go on: not hop-by-hop, not the request id,
+    /// and forwarding fields only from a trusted peer (the list fields
+    /// are extended later instead). Returns which of a trusted peer's
+    /// single-valued forwarding fields were kept.
+    fn write_end_to_end(&self, out: &mut Vec<u8>, forwarding: &Forwarding, trusted: bool) -> Kept {
+        let fields = self.fields();
+        let options = connection_options(fields.clone());
+        let mut kept = Kept::default();
+        for (name, value) in fields.clone() {
+            if name.eq_ignore_ascii_case(b"x-request-id")
+                || (self.absolute && name.eq_ignore_ascii_case(b"host"))
+                || is_hop_by_hop(name, options.clone())
+            {
+                continue;
+            }
+            let merged = match forwarding_field(name) {
+                None => false,
+                Some(_) if !trusted => continue,
+                Some(Field::For) => forwarding.x_forwarded_for,
+                Some(Field::Forwarded) => forwarding.forwarded,
+                Some(Field::Proto) => {
+                    kept.proto = true;
+                    false
+                }
+                Some(Field::Host) => {
+                    kept.host = true;
+                    false
+                }
+            };
+            if !merged {
+                write_field(out, name, value);
+            }
+        }
+        kept
+    }
+
+    /// The forwarding fields rsp writes: the client's address, scheme and
+    /// host, after a trusted peer's values of the list fields.
+    fn write_forwarding(
+        &self,
+        out: &mut Vec<u8>,
+        forwarding: &Forwarding,
+        trusted: bool,
+        kept: Kept,
+        client: IpAddr,
+        proto: &str,
+    ) {
+        let host = self.host_value();
+        if forwarding.x_forwarded_for {
+            out.extend_from_slice(b"X-Forwarded-For: ");
+            self.write_earlier(out, trusted, Field::For);
+            let _ = write!(out, "{client}\r\n");
+        }
+        if forwarding.x_forwarded_proto && !kept.proto {
+            let _ = write!(out, "X-Forwarded-Proto: {proto}\r\n");
+        }
+        if forwarding.x_forwarded_host
+            && !kept.host
+            && let Some(host) = host
+        {
+            write_field(out, b"X-Forwarded-Host", host);
+        }
+        if forwarding.forwarded {
+            out.extend_from_slice(b"Forwarded: ");
+            self.write_earlier(out, trusted, Field::Forwarded);
+            match client {
+                IpAddr::V4(v4) => {
+                    let _ = write!(out, "for={v4}");
+                }
+                IpAddr::V6(v6) => {
+                    let _ = write!(out, "for=\"[{v6}]\"");
+                }
+            }
+            if let Some(host) = host {
+                // A valid authority holds no quote or backslash.
+                out.extend_from_slice(b";host=\"");
+                out.extend_from_slice(host);
+                out.push(b'"');
+            }
+            let _ = write!(out, ";proto={proto}\r\n");
+        }
+    }
+
+    /// A trusted peer's values of a list field, each followed by ", ".
+    fn write_earlier(&self, out: &mut Vec<u8>, trusted: bool, wanted: Field) {
+        if !trusted {
+            return;
+        }
+        for (name, value) in self.fields() {
+            if forwarding_field(name) == Some(wanted) {
+                out.extend_from_slice(value);
+                out.extend_from_slice(b", ");
+            }
+        }
+    }
+
+    /// The client's `X-Request-Id`, when it is one rsp may keep.
+    pub fn request_id(&self) -> Option<&str> {
+        self.fields()
+            .filter(|(name, _)| name.eq_ignore_ascii_case(b"x-request-id"))
+            .map(|(_, value)| value)
+            .find(|value| request_id::is_valid(value))
+            .map(str_of)
+    }
+
+    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> + Clone {
+        self.headers
+            .iter()
+            .map(|(name, value)| (&self.raw[name.clone()], &self.raw[value.clone()]))
+    }
+}
+
+/// A trusted peer's single-valued forwarding fields that were kept (so
+/// rsp does not write its own).
+#[derive(Default, Clone, Copy)]
+struct Kept {
+    proto: bool,
+    host: bool,
+}
+
+/// What the fields of a request head say, before they are weighed.
+#[derive(Default)]
+struct FieldFacts {
+    host: Option<Range<usize>>,
+    content_length: Option<u64>,
+    /// Present, and whether its last coding is chunked.
+    transfer_encoding: Option<bool>,
+    close: bool,
+    keep_alive: bool,
+    upgrade_named: bool,
+}
+
+/// A request's framing from its `Transfer-Encoding` (whether it ends in
+/// chunked) and `Content-Length`: anything ambiguous is refused.
+fn request_framing(
+    transfer_encoding: Option<bool>,
+    content_length: Option<u64>,
+    minor_version: u8,
+) -> Result<Framing, HeadError> {
+    match (transfer_encoding, content_length) {
+        (Some(_), Some(_)) => Err(HeadError::Framing(
+            "both Content-Length and Transfer-Encoding",
+        )),
+        (Some(_), None) if minor_version == 0 => Err(HeadError::Framing(
+            "Transfer-Encoding in an HTTP/1.0 request",
+        )),
+        (Some(false), None) => Err(HeadError::Framing(
+            "the last transfer coding is not chunked",
+        )),
+        (Some(true), None) => Ok(Framing::Chunked),
+        (None, Some(length)) => Ok(Framing::Length(length)),
+        (None, None) => Ok(Framing::Empty),
+    }
+}
+
+/// A protocol of a client's `Upgrade` that `allowed` lists (by its name,
+/// with or without a version), and never `h2c`.
+fn upgrade_allowed(protocol: &[u8], allowed: &[String]) -> bool {
+    let name = protocol
+        .split(|&byte| byte == b'/')
+        .next()
+        .unwrap_or(protocol);
+    !name.eq_ignore_ascii_case(NEVER_UPGRADED.as_bytes())
+        && allowed.iter().any(|allowed| {
+            protocol.eq_ignore_ascii_case(allowed.as_bytes())
+                || name.eq_ignore_ascii_case(allowed.as_bytes())
+        })
+}
+
+/// A request's `Transfer-Encoding` value: true when its last coding is
+/// chunked. Chunked anywhere else, an empty value, or a coding that is no
+/// token is refused.
+fn transfer_codings(value: &[u8]) -> Result<bool, HeadError> {
+    let mut chunked_last = None;
+    for coding in value.split(|&byte| byte == b',').map(<[u8]>::trim_ascii) {
+        if chunked_last == Some(true) {
+            return Err(HeadError::Framing(
+                "chunked is not the last transfer coding",
+            ));
+        }
+        if coding.is_empty() || !coding.iter().all(|&byte| is_token_char(byte)) {
+            return Err(HeadError::Framing("an empty or invalid transfer coding"));
+        }
+        chunked_last = Some(coding.eq_ignore_ascii_case(b"chunked"));
+    }
+    chunked_last.ok_or(HeadError::Framing("an empty Transfer-Encoding"))
+}

@@ -6,40 +6,75 @@ use std::time::Instant;
 use crate::balancer::{Pool, Server, ServerState};
 use crate::stats::{BUCKETS_US, CLASS_NAMES, Histogram, Totals};
 
-/// The Prometheus text exposition format, version 0.0.4.
+/// The Prometheus text exposition format, version 0.0.4. (Written here
+/// rather than by prometheus-client, whose encoder writes only the
+/// OpenMetrics format: `# EOF`, `# UNIT`, other counter naming; scrapers
+/// of the 0.0.4 text that rsp has always served would see another format.)
 pub(super) fn metrics(pools: &[Pool], totals: &Totals) -> String {
-    let now = Instant::now();
     let mut out = String::with_capacity(8192);
-    let family = |out: &mut String, name: &str, kind: &str, help: &str| {
-        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
-    };
+    totals_metrics(&mut out, totals);
+    pool_metrics(&mut out, pools);
+    server_metrics(&mut out, pools, Instant::now());
+    out
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
+}
+
+/// A metric of the whole worker set: name, type, help, and its value.
+type TotalMetric = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&Totals) -> String,
+);
+
+fn totals_metrics(out: &mut String, totals: &Totals) {
+    let scalars: [TotalMetric; 6] = [
+        (
+            "rsp_uptime_seconds",
+            "gauge",
+            "Seconds since rsp started.",
+            |totals| format!("{:.3}", totals.started.elapsed().as_secs_f64()),
+        ),
+        (
+            "rsp_connections",
+            "gauge",
+            "Client connections open now.",
+            |totals| totals.connections.to_string(),
+        ),
+        (
+            "rsp_connections_total",
+            "counter",
+            "Client connections accepted.",
+            |totals| totals.connections_total.to_string(),
+        ),
+        (
+            "rsp_local_responses_total",
+            "counter",
+            "Answers rsp wrote itself (Lua replies and errors).",
+            |totals| totals.local_responses.to_string(),
+        ),
+        (
+            "rsp_received_bytes_total",
+            "counter",
+            "Bytes of requests received from clients.",
+            |totals| totals.bytes_in.to_string(),
+        ),
+        (
+            "rsp_sent_bytes_total",
+            "counter",
+            "Bytes of answers sent to clients.",
+            |totals| totals.bytes_out.to_string(),
+        ),
+    ];
+    for (name, kind, help, value) in scalars {
+        family(out, name, kind, help);
+        let _ = writeln!(out, "{name} {}", value(totals));
+    }
     family(
-        &mut out,
-        "rsp_uptime_seconds",
-        "gauge",
-        "Seconds since rsp started.",
-    );
-    let _ = writeln!(
         out,
-        "rsp_uptime_seconds {:.3}",
-        totals.started.elapsed().as_secs_f64()
-    );
-    family(
-        &mut out,
-        "rsp_connections",
-        "gauge",
-        "Client connections open now.",
-    );
-    let _ = writeln!(out, "rsp_connections {}", totals.connections);
-    family(
-        &mut out,
-        "rsp_connections_total",
-        "counter",
-        "Client connections accepted.",
-    );
-    let _ = writeln!(out, "rsp_connections_total {}", totals.connections_total);
-    family(
-        &mut out,
         "rsp_requests_total",
         "counter",
         "Requests answered, by the status class the client got.",
@@ -48,41 +83,17 @@ pub(super) fn metrics(pools: &[Pool], totals: &Totals) -> String {
         let _ = writeln!(out, "rsp_requests_total{{class=\"{name}\"}} {count}");
     }
     family(
-        &mut out,
-        "rsp_local_responses_total",
-        "counter",
-        "Answers rsp wrote itself (Lua replies and errors).",
-    );
-    let _ = writeln!(out, "rsp_local_responses_total {}", totals.local_responses);
-    family(
-        &mut out,
-        "rsp_received_bytes_total",
-        "counter",
-        "Bytes of requests received from clients.",
-    );
-    let _ = writeln!(out, "rsp_received_bytes_total {}", totals.bytes_in);
-    family(
-        &mut out,
-        "rsp_sent_bytes_total",
-        "counter",
-        "Bytes of answers sent to clients.",
-    );
-    let _ = writeln!(out, "rsp_sent_bytes_total {}", totals.bytes_out);
-    family(
-        &mut out,
+        out,
         "rsp_request_duration_seconds",
         "histogram",
         "Time from a request's first byte to the end of its answer.",
     );
-    histogram(
-        &mut out,
-        "rsp_request_duration_seconds",
-        "",
-        &totals.duration,
-    );
+    histogram(out, "rsp_request_duration_seconds", "", &totals.duration);
+}
 
+fn pool_metrics(out: &mut String, pools: &[Pool]) {
     family(
-        &mut out,
+        out,
         "rsp_pool_requests_total",
         "counter",
         "Requests routed to a pool, by the status class the client got.",
@@ -97,7 +108,7 @@ pub(super) fn metrics(pools: &[Pool], totals: &Totals) -> String {
         }
     }
     family(
-        &mut out,
+        out,
         "rsp_pool_queued_requests",
         "gauge",
         "Requests waiting for a server below max_conns.",
@@ -111,7 +122,7 @@ pub(super) fn metrics(pools: &[Pool], totals: &Totals) -> String {
         );
     }
     family(
-        &mut out,
+        out,
         "rsp_pool_request_duration_seconds",
         "histogram",
         "Time from a request's first byte to the end of its answer, by pool.",
@@ -119,29 +130,92 @@ pub(super) fn metrics(pools: &[Pool], totals: &Totals) -> String {
     for pool in pools {
         let labels = format!("pool=\"{}\",", label(&pool.name));
         histogram(
-            &mut out,
+            out,
             "rsp_pool_request_duration_seconds",
             &labels,
             &pool.stats.duration,
         );
     }
+}
 
+const SERVER_METRICS: [ServerMetric; 10] = [
+    (
+        "rsp_server_connections_opened_total",
+        "counter",
+        "TCP connections opened to the server (kept ones serve several requests).",
+        |server, _| server.stats.connections.to_string(),
+    ),
+    (
+        "rsp_server_up",
+        "gauge",
+        "1 when the server takes requests (not down, not draining).",
+        |server, now| u8::from(server.state(now) == ServerState::Up).to_string(),
+    ),
+    (
+        "rsp_server_draining",
+        "gauge",
+        "1 when the admin API took the server out of rotation.",
+        |server, _| u8::from(server.drained).to_string(),
+    ),
+    (
+        "rsp_server_weight",
+        "gauge",
+        "The server's weight.",
+        |server, _| server.weight.to_string(),
+    ),
+    (
+        "rsp_server_active_requests",
+        "gauge",
+        "Requests the server is serving now.",
+        |server, _| server.active.to_string(),
+    ),
+    (
+        "rsp_server_selected_total",
+        "counter",
+        "Times the balancer chose the server.",
+        |server, _| server.stats.selected.to_string(),
+    ),
+    (
+        "rsp_server_errors_total",
+        "counter",
+        "Failed connects and broken or late responses.",
+        |server, _| server.stats.errors.to_string(),
+    ),
+    (
+        "rsp_server_retries_total",
+        "counter",
+        "Requests moved from the server to another.",
+        |server, _| server.stats.retries.to_string(),
+    ),
+    (
+        "rsp_server_received_bytes_total",
+        "counter",
+        "Request bytes received from clients for the server.",
+        |server, _| server.stats.bytes_in.to_string(),
+    ),
+    (
+        "rsp_server_sent_bytes_total",
+        "counter",
+        "Answer bytes sent to clients from the server.",
+        |server, _| server.stats.bytes_out.to_string(),
+    ),
+];
+
+fn server_metrics(out: &mut String, pools: &[Pool], now: Instant) {
     let servers = || {
         pools.iter().flat_map(|pool| {
             pool.servers().iter().map(move |server| {
-                (
-                    format!(
-                        "pool=\"{}\",server=\"{}\"",
-                        label(&pool.name),
-                        server.address
-                    ),
-                    server,
-                )
+                let labels = format!(
+                    "pool=\"{}\",server=\"{}\"",
+                    label(&pool.name),
+                    server.address
+                );
+                (labels, server)
             })
         })
     };
     family(
-        &mut out,
+        out,
         "rsp_server_requests_total",
         "counter",
         "Requests a server took part in, by the status class the client got.",
@@ -154,76 +228,14 @@ pub(super) fn metrics(pools: &[Pool], totals: &Totals) -> String {
             );
         }
     }
-    let gauges: [ServerMetric; 10] = [
-        (
-            "rsp_server_connections_opened_total",
-            "counter",
-            "TCP connections opened to the server (kept ones serve several requests).",
-            |server, _| server.stats.connections.to_string(),
-        ),
-        (
-            "rsp_server_up",
-            "gauge",
-            "1 when the server takes requests (not down, not draining).",
-            |server, now| u8::from(server.state(now) == ServerState::Up).to_string(),
-        ),
-        (
-            "rsp_server_draining",
-            "gauge",
-            "1 when the admin API took the server out of rotation.",
-            |server, _| u8::from(server.drained).to_string(),
-        ),
-        (
-            "rsp_server_weight",
-            "gauge",
-            "The server's weight.",
-            |server, _| server.weight.to_string(),
-        ),
-        (
-            "rsp_server_active_requests",
-            "gauge",
-            "Requests the server is serving now.",
-            |server, _| server.active.to_string(),
-        ),
-        (
-            "rsp_server_selected_total",
-            "counter",
-            "Times the balancer chose the server.",
-            |server, _| server.stats.selected.to_string(),
-        ),
-        (
-            "rsp_server_errors_total",
-            "counter",
-            "Failed connects and broken or late responses.",
-            |server, _| server.stats.errors.to_string(),
-        ),
-        (
-            "rsp_server_retries_total",
-            "counter",
-            "Requests moved from the server to another.",
-            |server, _| server.stats.retries.to_string(),
-        ),
-        (
-            "rsp_server_received_bytes_total",
-            "counter",
-            "Request bytes received from clients for the server.",
-            |server, _| server.stats.bytes_in.to_string(),
-        ),
-        (
-            "rsp_server_sent_bytes_total",
-            "counter",
-            "Answer bytes sent to clients from the server.",
-            |server, _| server.stats.bytes_out.to_string(),
-        ),
-    ];
-    for (name, kind, help, value) in gauges {
-        family(&mut out, name, kind, help);
+    for (name, kind, help, value) in SERVER_METRICS {
+        family(out, name, kind, help);
         for (labels, server) in servers() {
             let _ = writeln!(out, "{name}{{{labels}}} {}", value(server, now));
         }
     }
     family(
-        &mut out,
+        out,
         "rsp_server_response_time_seconds",
         "gauge",
         "Mean time to the response head over the server's last 1024 responses.",
@@ -237,7 +249,6 @@ pub(super) fn metrics(pools: &[Pool], totals: &Totals) -> String {
             );
         }
     }
-    out
 }
 
 /// A per-server metric: name, type, help, and how to read it off a server.

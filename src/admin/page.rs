@@ -66,65 +66,7 @@ pub(super) fn html(pools: &[Pool], totals: &Totals) -> String {
         classes_text(&totals.responses),
     );
     for pool in pools {
-        let limit = pool
-            .max_conns()
-            .map_or(String::new(), |limit| format!(", max_conns {limit}"));
-        let _ = write!(
-            page,
-            "<h2>pool {} <span class=\"muted\">{}{limit}, {} queued, {} requests ({})</span></h2>\n\
-             <table><tr><th>server</th><th>state</th><th>weight</th><th>active</th><th>total</th>\
-             <th>requests</th><th>1xx</th><th>2xx</th><th>3xx</th><th>4xx</th><th>5xx</th><th>errors</th>\
-             <th>retries</th><th>resp. time</th><th>bytes in</th><th>bytes out</th><th>health check</th><th></th></tr>\n",
-            escape_html(&pool.name),
-            pool.algorithm().name(),
-            pool.queued(),
-            pool.stats.responses.total(),
-            classes_text(&pool.stats.responses),
-        );
-        for server in pool.servers() {
-            let state = server.state(now);
-            let stats = &server.stats;
-            let backup = if server.backup { " backup" } else { "" };
-            let check = match (pool.health.as_ref(), state) {
-                (None, _) => "none",
-                (Some(_), ServerState::DownByCheck) => "failing",
-                (Some(_), _) => "passing",
-            };
-            let (action, label) = if server.drained {
-                ("enable", "enable")
-            } else {
-                ("drain", "drain")
-            };
-            let _ = write!(
-                page,
-                "<tr class=\"{}{backup}\"><td class=\"name\">{}{}</td><td class=\"state\">{}</td><td>{}</td>\
-                 <td>{}</td><td>{}</td><td>{}</td>",
-                state.name(),
-                server.address,
-                if server.backup { " (backup)" } else { "" },
-                state.name(),
-                server.weight,
-                server.active,
-                stats.selected,
-                stats.responses.total(),
-            );
-            for count in &stats.responses.0[..5] {
-                let _ = write!(page, "<td>{count}</td>");
-            }
-            let _ = writeln!(
-                page,
-                "<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{check}</td>\
-                 <td><button data-action=\"/pools/{}/servers/{}/{action}\">{label}</button></td></tr>",
-                stats.errors,
-                stats.retries,
-                response_time_ms(server).map_or("-".into(), |ms| format!("{ms:.2} ms")),
-                bytes_text(stats.bytes_in),
-                bytes_text(stats.bytes_out),
-                escape_html(&percent_encode(&pool.name)),
-                server.address,
-            );
-        }
-        page.push_str("</table>\n");
+        pool_table(&mut page, pool, now);
     }
     let _ = write!(
         page,
@@ -132,6 +74,70 @@ pub(super) fn html(pools: &[Pool], totals: &Totals) -> String {
          <a href=\"/metrics\">/metrics</a>.</p>\n{BUTTON_SCRIPT}</body></html>\n"
     );
     page
+}
+
+/// One pool: its title and a row per server.
+fn pool_table(page: &mut String, pool: &Pool, now: Instant) {
+    let limit = pool
+        .max_conns()
+        .map_or(String::new(), |limit| format!(", max_conns {limit}"));
+    let _ = write!(
+        page,
+        "<h2>pool {} <span class=\"muted\">{}{limit}, {} queued, {} requests ({})</span></h2>\n\
+         <table><tr><th>server</th><th>state</th><th>weight</th><th>active</th><th>total</th>\
+         <th>requests</th><th>1xx</th><th>2xx</th><th>3xx</th><th>4xx</th><th>5xx</th><th>errors</th>\
+         <th>retries</th><th>resp. time</th><th>bytes in</th><th>bytes out</th><th>health check</th><th></th></tr>\n",
+        escape_html(&pool.name),
+        pool.algorithm().name(),
+        pool.queued(),
+        pool.stats.responses.total(),
+        classes_text(&pool.stats.responses),
+    );
+    for server in pool.servers() {
+        server_row(page, pool, server, now);
+    }
+    page.push_str("</table>\n");
+}
+
+/// A server's row, with its drain or enable button.
+fn server_row(page: &mut String, pool: &Pool, server: &Server, now: Instant) {
+    let state = server.state(now);
+    let stats = &server.stats;
+    let backup = if server.backup { " backup" } else { "" };
+    let check = match (pool.health.as_ref(), state) {
+        (None, _) => "none",
+        (Some(_), ServerState::DownByCheck) => "failing",
+        (Some(_), _) => "passing",
+    };
+    let action = if server.drained { "enable" } else { "drain" };
+    let _ = write!(
+        page,
+        "<tr class=\"{}{backup}\"><td class=\"name\">{}{}</td><td class=\"state\">{}</td><td>{}</td>\
+         <td>{}</td><td>{}</td><td>{}</td>",
+        state.name(),
+        server.address,
+        if server.backup { " (backup)" } else { "" },
+        state.name(),
+        server.weight,
+        server.active,
+        stats.selected,
+        stats.responses.total(),
+    );
+    for count in &stats.responses.0[..5] {
+        let _ = write!(page, "<td>{count}</td>");
+    }
+    let _ = writeln!(
+        page,
+        "<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{check}</td>\
+         <td><button data-action=\"/pools/{}/servers/{}/{action}\">{action}</button></td></tr>",
+        stats.errors,
+        stats.retries,
+        response_time_ms(server).map_or("-".into(), |ms| format!("{ms:.2} ms")),
+        bytes_text(stats.bytes_in),
+        bytes_text(stats.bytes_out),
+        escape_html(&percent_encode(&pool.name)),
+        server.address,
+    );
 }
 
 fn classes_text(classes: &StatusClasses) -> String {

@@ -7,25 +7,25 @@ use std::time::Instant;
 
 use mio::{Registry, Token};
 
-use crate::admin;
 use crate::balancer::Outcome;
 use crate::buffer::Buffer;
 use crate::config::Timeouts;
-use crate::framing::Framing;
-use crate::http::{self, HeadError, RequestHead};
-use crate::reply::{ErrorReply, LocalReply, Shape};
-use crate::router::{RequestView, Route, RouteError};
-use crate::target::TargetError;
+use crate::http::RequestHead;
+use crate::reply::ErrorReply;
+use crate::router::RequestView;
 use crate::timer;
-use crate::transaction::Transaction;
 use crate::worker::Services;
 
 use super::exchange::{After, Exchange, Link, ResponseSide, State, Turn, Wait};
-use super::forward::{self, Body, ForwardError, Passage, Queue};
+use super::forward::{self, ForwardError, Passage, Queue};
 use super::transport::{Endpoint, is_tls_error};
 use super::tunnel::Tunnel;
-use super::upstream::{Attempt, Dial, Target};
-use super::{App, Client, End, Step, Timeout, client_left, finish_transaction};
+use super::upstream::Dial;
+use super::{Client, End, Step, Timeout, client_left, finish_transaction};
+
+mod request;
+
+use request::Answer;
 
 pub struct Http1 {
     /// Client → backend bytes: request heads and bodies.
@@ -35,15 +35,6 @@ pub struct Http1 {
     /// Heads and answers for the client, sent before `outbound`'s bytes.
     to_client: Queue,
     exchange: Exchange,
-}
-
-/// An answer rsp writes itself.
-enum Answer<'a> {
-    /// One of the catalogue's error answers.
-    Error(ErrorReply),
-    /// What `route()` returned, or an admin page (`counted`: not for the
-    /// admin port, whose requests are not in the stats).
-    Reply(&'a LocalReply, bool),
 }
 
 /// Turns a client socket error into the end it means.
@@ -243,238 +234,6 @@ impl Http1 {
             Turn::Switched => Err(Step::Upgrade),
             Turn::Abort(why) => Err(Step::Close(End::Aborted(why))),
         }
-    }
-
-    /// Parses the next request head, if it is all here, and routes it.
-    fn next_request(
-        &mut self,
-        key: usize,
-        client: &Client,
-        services: &mut Services,
-    ) -> Result<bool, Step> {
-        if self.inbound.is_empty() {
-            return if client.eof || services.draining {
-                Err(Step::Close(End::Done { linger: true }))
-            } else {
-                Ok(false)
-            };
-        }
-        let limit = services.settings.max_header_bytes;
-        let parsed = self
-            .exchange
-            .request
-            .head
-            .parse(self.inbound.data(), &services.settings.policy);
-        if !matches!(parsed, Ok(None)) || self.inbound.len() >= limit {
-            services.counters.requests += 1;
-            let head_length = match parsed {
-                Ok(Some(length)) if length <= limit => Some(length),
-                _ => None,
-            };
-            let bytes = head_length.unwrap_or(self.inbound.len());
-            self.begin_transaction(client, services, head_length.is_some(), bytes);
-        }
-        let address = client.address;
-        match parsed {
-            Ok(Some(length)) if length <= limit => {
-                self.inbound.consume(length);
-                return self.dispatch(key, client, services);
-            }
-            Ok(None) if self.inbound.len() < limit => {
-                // An unfinished head from a client that left needs no answer.
-                return if client.eof {
-                    Err(Step::Close(End::Done { linger: false }))
-                } else {
-                    Ok(false)
-                };
-            }
-            Ok(_) | Err(HeadError::TooManyHeaders) => {
-                log::info!(
-                    "{address}: 431, request head over {limit} bytes or {} fields",
-                    http::MAX_HEADERS
-                );
-                self.answer(Answer::Error(ErrorReply::HeadTooLarge), None);
-            }
-            Err(HeadError::Target(TargetError::Connect)) => {
-                log::info!("{address}: 501, CONNECT: rsp does not tunnel to other hosts");
-                self.answer(Answer::Error(ErrorReply::NotImplemented), None);
-            }
-            Err(error) => {
-                log::info!("{address}: 400, {error}");
-                self.answer(Answer::Error(ErrorReply::BadRequest), None);
-            }
-        }
-        Ok(true)
-    }
-
-    /// A request head arrived, or failed to: its record starts and its id
-    /// is settled (the client's if valid, else a new one).
-    fn begin_transaction(
-        &mut self,
-        client: &Client,
-        services: &mut Services,
-        parsed: bool,
-        bytes: usize,
-    ) {
-        let started = match self.exchange.state {
-            State::Idle(Wait::Head { since }) => since,
-            _ => timer::now(),
-        };
-        let request = &mut self.exchange.request;
-        request.client = client.address;
-        request.request_id.clear();
-        if client.app == App::Admin {
-            return;
-        }
-        let mut transaction = Transaction::new(started, parsed);
-        transaction.bytes_received = bytes as u64;
-        self.exchange.transaction = Some(transaction);
-        if let Some(ids) = services.request_ids.as_mut() {
-            match request.head.request_id().filter(|_| parsed) {
-                Some(id) => request.request_id.push_str(id),
-                None => ids.generate(&mut request.request_id),
-            }
-        }
-    }
-
-    /// Asks the router where the request goes and starts that.
-    fn dispatch(
-        &mut self,
-        key: usize,
-        client: &Client,
-        services: &mut Services,
-    ) -> Result<bool, Step> {
-        let head = &self.exchange.request.head;
-        let address = client.address;
-        log::debug!(
-            "{address}: {} {} host={:?}",
-            head.method(),
-            head.target(),
-            head.host()
-        );
-        if let (Framing::Length(length), Some(limit)) =
-            (&head.framing, services.settings.max_body_bytes)
-            && *length > limit
-        {
-            log::info!("{address}: 413, request body of {length} bytes, over {limit}");
-            self.answer(Answer::Error(ErrorReply::BodyTooLarge), None);
-            return Ok(true);
-        }
-        let body = Body::new(&head.framing);
-        if client.app == App::Admin {
-            let local = client
-                .transport
-                .endpoint()
-                .stream
-                .local_addr()
-                .unwrap_or(address);
-            let (reply, command) = admin::answer(
-                head,
-                address,
-                local,
-                &services.stats_view(),
-                services.settings.admin.as_ref(),
-            );
-            services.commands.extend(command);
-            self.answer(Answer::Reply(&reply, false), body);
-            return Ok(true);
-        }
-        let route = services
-            .router
-            .route(&self.exchange.request, &services.pools);
-        if let Some(transaction) = &mut self.exchange.transaction {
-            transaction.routed_at = timer::now();
-            if let Ok(Route::Pool(pool, _)) = &route {
-                transaction.pool = Some(*pool);
-            }
-        }
-        let head = &self.exchange.request.head;
-        let target = match route {
-            Ok(Route::Reply(reply)) => {
-                self.answer(Answer::Reply(&reply, true), body);
-                return Ok(true);
-            }
-            Ok(Route::Pool(pool, key)) => Target::Pool { pool, key },
-            Ok(Route::Address(server)) => Target::Address(server),
-            Err(error) => {
-                let reply = match error {
-                    RouteError::NoRoute => {
-                        log::info!(
-                            "{address}: 503, route() chose no backend for {} {}",
-                            head.method(),
-                            head.target()
-                        );
-                        ErrorReply::NoRoute
-                    }
-                    RouteError::UnknownPool(name) => {
-                        log::warn!(
-                            "{address}: 503, route() returned {name:?}, which is neither a pool nor \"ip:port\""
-                        );
-                        ErrorReply::NoRoute
-                    }
-                    RouteError::Script(error) => {
-                        log::error!("{address}: 500, route() failed: {error}");
-                        ErrorReply::ScriptFailed
-                    }
-                };
-                self.answer(Answer::Error(reply), body);
-                return Ok(true);
-            }
-        };
-        let (link, exchange) = self.link(key, client);
-        let turn = exchange.dial(&link, services, Attempt::new(target), body, false);
-        self.take(key, client, services, turn)
-    }
-
-    /// The one writer of rsp's own answers: the catalogue's errors, Lua's
-    /// replies and the admin pages. A client waiting for `100 Continue`
-    /// may never send the body that would have to be skipped, and an
-    /// upgrade request expected another protocol: those connections close.
-    fn answer(&mut self, answer: Answer, discard: Option<Body>) {
-        let head = &self.exchange.request.head;
-        let parsed = self
-            .exchange
-            .transaction
-            .as_ref()
-            .is_none_or(|transaction| transaction.parsed);
-        let must_close = matches!(answer, Answer::Error(error) if error.must_close());
-        let waits_for_continue = discard.is_some() && head.expect_continue;
-        let keep_alive = !must_close && head.keep_alive && !head.upgrade && !waits_for_continue;
-        // A head that did not parse may not be this request's at all.
-        let shape = Shape {
-            keep_alive,
-            head_only: parsed && head.is_head(),
-            request_id: match answer {
-                Answer::Reply(_, false) => None,
-                _ => self.exchange.request.request_id(),
-            },
-        };
-        let out = self.to_client.tail();
-        let (status, body_length) = match answer {
-            Answer::Error(error) => {
-                error.write(out, shape);
-                (error.status(), error.body_length())
-            }
-            Answer::Reply(reply, _) => {
-                reply.write(out, shape);
-                (reply.status, reply.body.len())
-            }
-        };
-        if let Some(transaction) = &mut self.exchange.transaction {
-            transaction.answered_locally(status, body_length);
-        }
-        // Unless the client asked to close and its request will be read
-        // whole, it may still be sending.
-        let linger = must_close || !parsed || head.keep_alive;
-        self.exchange.state = State::Local {
-            discard: if must_close { None } else { discard },
-            after: if keep_alive {
-                After::Next
-            } else {
-                After::Close
-            },
-            linger,
-        };
     }
 
     fn write_client(&mut self, client: &mut Client) -> Result<bool, Step> {

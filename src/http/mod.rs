@@ -67,6 +67,31 @@ pub(crate) fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Copies a head's fields to `out` that `keep` keeps, told for each
+/// whether it describes only this connection (see `is_hop_by_hop`): the
+/// one copy loop of requests and responses alike.
+pub(crate) fn copy_fields<'a>(
+    out: &mut Vec<u8>,
+    fields: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
+    mut keep: impl FnMut(&[u8], bool) -> bool,
+) {
+    let options = connection_options(fields.clone());
+    for (name, value) in fields {
+        if keep(name, is_hop_by_hop(name, options.clone())) {
+            write_field(out, name, value);
+        }
+    }
+}
+
+/// `copy_fields` of the end-to-end fields only, but those `skip` names.
+pub(crate) fn copy_end_to_end<'a>(
+    out: &mut Vec<u8>,
+    fields: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
+    mut skip: impl FnMut(&[u8]) -> bool,
+) {
+    copy_fields(out, fields, |name, hop_by_hop| !hop_by_hop && !skip(name));
+}
+
 /// The fields of a head, kept for `is_hop_by_hop` only when one of its
 /// `Connection` fields names a field beyond the standard hop-by-hop ones,
 /// so that the usual head costs one scan, not one per field.

@@ -11,8 +11,8 @@ use crate::request_id;
 use crate::target::{self, Form, PathNormalization, Scratch};
 
 use super::{
-    HeadError, MAX_HEADERS, connection_options, is_hop_by_hop, is_token_char, merge_content_length,
-    str_of, strip_port, tokens, write_field,
+    HeadError, MAX_HEADERS, copy_end_to_end, is_token_char, merge_content_length, str_of,
+    strip_port, tokens, write_field,
 };
 
 /// The forwarding fields rsp writes itself.
@@ -415,19 +415,16 @@ impl RequestHead {
     /// are extended later instead). Returns which of a trusted peer's
     /// single-valued forwarding fields were kept.
     fn write_end_to_end(&self, out: &mut Vec<u8>, forwarding: &Forwarding, trusted: bool) -> Kept {
-        let fields = self.fields();
-        let options = connection_options(fields.clone());
         let mut kept = Kept::default();
-        for (name, value) in fields.clone() {
+        copy_end_to_end(out, self.fields(), |name| {
             if name.eq_ignore_ascii_case(b"x-request-id")
                 || (self.absolute && name.eq_ignore_ascii_case(b"host"))
-                || is_hop_by_hop(name, options.clone())
             {
-                continue;
+                return true;
             }
-            let merged = match forwarding_field(name) {
+            match forwarding_field(name) {
                 None => false,
-                Some(_) if !trusted => continue,
+                Some(_) if !trusted => true,
                 Some(Field::For) => forwarding.x_forwarded_for,
                 Some(Field::Forwarded) => forwarding.forwarded,
                 Some(Field::Proto) => {
@@ -438,11 +435,8 @@ impl RequestHead {
                     kept.host = true;
                     false
                 }
-            };
-            if !merged {
-                write_field(out, name, value);
             }
-        }
+        });
         kept
     }
 

@@ -6,8 +6,8 @@ use std::io::Write;
 use crate::framing::Framing;
 
 use super::{
-    HeadError, MAX_HEADERS, connection_options, is_framing, is_hop_by_hop, merge_content_length,
-    tokens, write_field,
+    HeadError, MAX_HEADERS, copy_end_to_end, copy_fields, is_framing, merge_content_length, tokens,
+    write_field,
 };
 
 /// What the client side of an exchange needs in order to shape a response.
@@ -119,16 +119,11 @@ impl<'a> Head<'a> {
 
 /// A 101: the `Upgrade` field goes on with the switch.
 fn write_switch(head: &Head, request_id: Option<&str>, out: &mut Vec<u8>) {
-    let options = connection_options(head.fields());
     write_status_line(out, head.status, head.reason);
-    for (name, value) in head.fields() {
+    copy_fields(out, head.fields(), |name, hop_by_hop| {
         let replaced_id = request_id.is_some() && name.eq_ignore_ascii_case(b"x-request-id");
-        let kept = name.eq_ignore_ascii_case(b"upgrade")
-            || (!replaced_id && !is_framing(name) && !is_hop_by_hop(name, options.clone()));
-        if kept {
-            write_field(out, name, value);
-        }
-    }
+        name.eq_ignore_ascii_case(b"upgrade") || (!hop_by_hop && !replaced_id && !is_framing(name))
+    });
     if let Some(id) = request_id {
         write_field(out, b"X-Request-Id", id.as_bytes());
     }
@@ -141,13 +136,8 @@ fn write_interim(head: &Head, client: ClientSide, out: &mut Vec<u8>) {
     if client.minor_version != 1 {
         return;
     }
-    let options = connection_options(head.fields());
     write_status_line(out, head.status, head.reason);
-    for (name, value) in head.fields() {
-        if !is_framing(name) && !is_hop_by_hop(name, options.clone()) {
-            write_field(out, name, value);
-        }
-    }
+    copy_end_to_end(out, head.fields(), is_framing);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -219,9 +209,8 @@ fn write_final(
     let backend_keep_alive =
         persistent && !facts.close && !ambiguous && framing != Framing::UntilClose;
 
-    let options = connection_options(head.fields());
     write_status_line(out, head.status, head.reason);
-    for (name, value) in head.fields() {
+    copy_end_to_end(out, head.fields(), |name| {
         // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3): never
         // pass on both; 204 and 304 answers pass on neither.
         let dropped_length = (facts.transfer_encoding || bodiless_status)
@@ -229,14 +218,8 @@ fn write_final(
         let dropped_coding = bodiless_status && name.eq_ignore_ascii_case(b"transfer-encoding");
         // The client hears the id rsp logged, not one the backend made up.
         let replaced_id = request_id.is_some() && name.eq_ignore_ascii_case(b"x-request-id");
-        if !dropped_length
-            && !dropped_coding
-            && !replaced_id
-            && !is_hop_by_hop(name, options.clone())
-        {
-            write_field(out, name, value);
-        }
-    }
+        dropped_length || dropped_coding || replaced_id
+    });
     if let Some(id) = request_id {
         write_field(out, b"X-Request-Id", id.as_bytes());
     }

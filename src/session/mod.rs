@@ -15,6 +15,10 @@ mod handshake;
 mod http1;
 mod proxy_header;
 mod tcp;
+#[cfg(test)]
+mod testing;
+#[cfg(test)]
+mod tests;
 pub mod transport;
 mod tunnel;
 mod upstream;

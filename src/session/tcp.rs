@@ -62,6 +62,12 @@ impl TcpConnect {
         }
     }
 
+    /// What waits in the client buffer (for the stage's tests).
+    #[cfg(test)]
+    pub fn inbound_data(&self) -> &[u8] {
+        self.inbound.data()
+    }
+
     pub fn drive(&mut self, key: usize, client: &mut Client, services: &mut Services) -> Step {
         let mut any = false;
         loop {

@@ -88,6 +88,12 @@ impl Http1 {
         )
     }
 
+    /// What waits in the client buffer (for the stage's tests).
+    #[cfg(test)]
+    pub fn inbound_data(&self) -> &[u8] {
+        self.inbound.data()
+    }
+
     /// Makes all the progress the sockets allow.
     pub fn drive(&mut self, key: usize, client: &mut Client, services: &mut Services) -> Step {
         let mut any = false;

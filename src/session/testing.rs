@@ -1,0 +1,56 @@
+//! What the stages' unit tests need: a worker's services for a config, and
+//! connected sockets (real ones, over loopback).
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+
+use mio::Poll;
+
+use crate::balancer::Pool;
+use crate::config;
+use crate::idle::IdleConnections;
+use crate::router::Router;
+use crate::stats::Totals;
+use crate::timer::Timers;
+use crate::worker::{Counters, Services, Settings};
+use crate::workers::Worker;
+
+/// Services for the config `settings` (a listen line is added); the poll
+/// they register with comes along, to be kept alive.
+pub fn services(settings: &str) -> (Poll, Services) {
+    let path = std::env::temp_dir().join(format!(
+        "rsp-unit-{}-{:p}.lua",
+        std::process::id(),
+        &settings
+    ));
+    std::fs::write(&path, format!("listen = \"127.0.0.1:1\"\n{settings}\n")).unwrap();
+    let loaded = config::load(&path).unwrap();
+    let poll = Poll::new().unwrap();
+    let pools: Vec<Pool> = loaded.config.pools.iter().map(Pool::new).collect();
+    let services = Services {
+        registry: poll.registry().try_clone().unwrap(),
+        router: Router::new(&loaded, &pools),
+        pools,
+        settings: Settings::of(&loaded.config),
+        timers: Timers::default(),
+        idle: IdleConnections::new(16, std::time::Duration::from_secs(10)),
+        request_ids: None,
+        totals: Totals::default(),
+        access_log: None,
+        counters: Counters::default(),
+        wakeups: Vec::new(),
+        commands: Vec::new(),
+        draining: false,
+        worker: Worker::single(),
+    };
+    (poll, services)
+}
+
+/// A connected pair: the peer's end (blocking), rsp's end (non-blocking,
+/// for mio), and the peer's address.
+pub fn socket_pair() -> (TcpStream, mio::net::TcpStream, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (accepted, address) = listener.accept().unwrap();
+    accepted.set_nonblocking(true).unwrap();
+    (peer, mio::net::TcpStream::from_std(accepted), address)
+}

@@ -1,8 +1,8 @@
 //! rsp: a reverse proxy and HTTP load balancer scripted in Lua.
 //!
-//! The path of a request: `event_loop` accepts, `connection` reads the
-//! request head (`http`), asks `router` (Lua `route(req)`), `balancer` picks
-//! a server, and bytes flow through `buffer`s framed by `framing`.
+//! The path of a request: `worker` accepts, a `session` reads the request
+//! head (`http`), asks `router` (Lua `route(req)`), `balancer` picks a
+//! server, and bytes flow through `buffer`s framed by `framing`.
 
 pub mod access_log;
 pub mod admin;

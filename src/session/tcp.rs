@@ -68,6 +68,12 @@ impl TcpConnect {
         self.inbound.data()
     }
 
+    /// The dialing state by value, to move its attempt on; the caller sets
+    /// what follows.
+    fn take_connect(&mut self) -> Connect {
+        std::mem::replace(&mut self.connect, Connect::Unrouted)
+    }
+
     pub fn drive(&mut self, key: usize, client: &mut Client, services: &mut Services) -> Step {
         let mut any = false;
         loop {
@@ -116,9 +122,7 @@ impl TcpConnect {
                 dial: Dial::Queued { .. },
                 ..
             } => {
-                let Connect::Dialing { attempt, .. } =
-                    std::mem::replace(&mut self.connect, Connect::Unrouted)
-                else {
+                let Connect::Dialing { attempt, .. } = self.take_connect() else {
                     return Ok(false);
                 };
                 self.dial(key, client, services, attempt, true)
@@ -241,9 +245,7 @@ impl TcpConnect {
         services: &mut Services,
         error: io::Error,
     ) -> Result<bool, Step> {
-        let Connect::Dialing { mut attempt, dial } =
-            std::mem::replace(&mut self.connect, Connect::Unrouted)
-        else {
+        let Connect::Dialing { mut attempt, dial } = self.take_connect() else {
             return Ok(false);
         };
         let server = match &dial {

@@ -133,6 +133,13 @@ pub struct Exchange {
 }
 
 impl Exchange {
+    /// The state by value, to move what it holds (a backend, a lease) into
+    /// the next one; the only way a state is left, and the caller always
+    /// sets (or has the connection set) what follows.
+    fn take_state(&mut self) -> State {
+        std::mem::replace(&mut self.state, State::Idle(Wait::KeepAlive))
+    }
+
     /// The request may be sent again: nothing in it changes a thing twice.
     fn replayable(&self) -> bool {
         let head = &self.request.head;
@@ -224,7 +231,7 @@ impl Exchange {
             attempt,
             dial: Dial::Connecting { backend, .. },
             body,
-        } = std::mem::replace(&mut self.state, State::Idle(Wait::KeepAlive))
+        } = self.take_state()
         else {
             return Turn::Wait;
         };
@@ -252,9 +259,7 @@ impl Exchange {
                 dial: Dial::Queued { .. },
                 ..
             } => {
-                let State::Upstream { attempt, body, .. } =
-                    std::mem::replace(&mut self.state, State::Idle(Wait::KeepAlive))
-                else {
+                let State::Upstream { attempt, body, .. } = self.take_state() else {
                     return Turn::Wait;
                 };
                 self.dial(link, services, attempt, body, true)
@@ -288,7 +293,7 @@ impl Exchange {
             mut attempt,
             dial: Dial::Connecting { backend, .. },
             body,
-        } = std::mem::replace(&mut self.state, State::Idle(Wait::KeepAlive))
+        } = self.take_state()
         else {
             return Turn::Wait;
         };
@@ -378,7 +383,7 @@ impl Exchange {
             mut attempt,
             response,
             ..
-        } = std::mem::replace(&mut self.state, State::Idle(Wait::KeepAlive))
+        } = self.take_state()
         else {
             return Turn::Wait;
         };
@@ -423,7 +428,7 @@ impl Exchange {
             backend,
             mut attempt,
             ..
-        } = std::mem::replace(&mut self.state, State::Idle(Wait::KeepAlive))
+        } = self.take_state()
         else {
             return Turn::Wait;
         };
@@ -443,9 +448,7 @@ impl Exchange {
 
     /// The queue's timeout passed with no server free: 503.
     pub fn queue_timed_out(&mut self, link: &Link, services: &mut Services) -> Turn {
-        let State::Upstream { attempt, body, .. } =
-            std::mem::replace(&mut self.state, State::Idle(Wait::KeepAlive))
-        else {
+        let State::Upstream { attempt, body, .. } = self.take_state() else {
             return Turn::Wait;
         };
         if let upstream::Target::Pool { pool, .. } = attempt.target {
@@ -492,9 +495,7 @@ impl Exchange {
                 if attempt.follow_reload(moved, pool_moved) {
                     return None;
                 }
-                let State::Upstream { body, .. } =
-                    std::mem::replace(&mut self.state, State::Idle(Wait::KeepAlive))
-                else {
+                let State::Upstream { body, .. } = self.take_state() else {
                     return None;
                 };
                 log::warn!(

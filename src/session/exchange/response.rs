@@ -11,7 +11,7 @@ use crate::worker::Services;
 
 use super::super::forward::Body;
 use super::super::upstream::{Attempt, Dial, Failure, Next, Origin, ReadEnd};
-use super::{After, Exchange, Link, ResponseSide, State, Turn, Wait};
+use super::{After, Exchange, Link, ResponseSide, State, Turn};
 
 impl Exchange {
     pub(super) fn response_head(&mut self, link: &mut Link, services: &mut Services) -> Turn {
@@ -193,7 +193,7 @@ impl Exchange {
             backend,
             mut attempt,
             ..
-        } = std::mem::replace(&mut self.state, State::Idle(Wait::KeepAlive))
+        } = self.take_state()
         else {
             return Turn::Wait;
         };
@@ -240,7 +240,7 @@ impl Exchange {
             mut attempt,
             request,
             response,
-        } = std::mem::replace(&mut self.state, State::Idle(Wait::KeepAlive))
+        } = self.take_state()
         else {
             return Turn::Wait;
         };

@@ -82,6 +82,26 @@ pub struct Client {
     pub app: App,
 }
 
+impl Client {
+    /// Reads what the client sent into `buffer`, while it has room and the
+    /// client has not ended; a failed read comes back as the end it means
+    /// (a TLS error is the client's fault, a socket error a vanished peer).
+    pub fn read_into(&mut self, buffer: &mut Buffer) -> Result<crate::buffer::Fill, End> {
+        if self.eof || buffer.is_full() || !self.transport.may_read() {
+            return Ok(crate::buffer::Fill::default());
+        }
+        let fill = self.transport.read_into(buffer).map_err(|error| {
+            if transport::is_tls_error(&error) {
+                End::Aborted(error.to_string())
+            } else {
+                End::ClientGone(Some(error))
+            }
+        })?;
+        self.eof |= fill.eof;
+        Ok(fill)
+    }
+}
+
 /// What a stage says after it ran.
 #[derive(Debug)]
 pub enum Step {

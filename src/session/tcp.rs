@@ -18,7 +18,7 @@ use crate::worker::Services;
 
 use super::exchange::destination;
 use super::forward::Queue;
-use super::transport::{Endpoint, is_tls_error};
+use super::transport::Endpoint;
 use super::tunnel::Tunnel;
 use super::upstream::{self, Attempt, Dial, DialRequest, Failure, Next, Target};
 use super::{App, Client, End, Step, Timeout, client_left, finish_transaction};
@@ -78,17 +78,9 @@ impl TcpConnect {
         let mut any = false;
         loop {
             let mut progress = false;
-            if !client.eof && !self.inbound.is_full() && client.transport.may_read() {
-                match client.transport.read_into(&mut self.inbound) {
-                    Ok(fill) => {
-                        client.eof |= fill.eof;
-                        progress |= fill.read > 0 || fill.eof;
-                    }
-                    Err(error) if is_tls_error(&error) => {
-                        return Step::Close(End::Aborted(error.to_string()));
-                    }
-                    Err(error) => return Step::Close(End::ClientGone(Some(error))),
-                }
+            match client.read_into(&mut self.inbound) {
+                Ok(fill) => progress |= fill.read > 0 || fill.eof,
+                Err(end) => return Step::Close(end),
             }
             match self.advance(key, client, services) {
                 Ok(moved) => progress |= moved,
@@ -355,21 +347,14 @@ impl TcpConnect {
 
     pub fn backend_mut(&mut self) -> Option<&mut Endpoint> {
         match &mut self.connect {
-            Connect::Dialing {
-                dial: Dial::Connecting { backend, .. },
-                ..
-            } => Some(&mut backend.endpoint),
-            _ => None,
+            Connect::Dialing { dial, .. } => dial.backend_mut(),
+            Connect::Unrouted => None,
         }
     }
 
     pub fn wake(&mut self) {
-        if let Connect::Dialing {
-            dial: Dial::Queued { woken, .. },
-            ..
-        } = &mut self.connect
-        {
-            *woken = true;
+        if let Connect::Dialing { dial, .. } = &mut self.connect {
+            dial.wake();
         }
     }
 

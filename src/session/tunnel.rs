@@ -14,7 +14,7 @@ use crate::transaction::Transaction;
 use crate::worker::Services;
 
 use super::forward::{self, ForwardError, Passage, Queue};
-use super::transport::{Endpoint, is_tls_error};
+use super::transport::Endpoint;
 use super::upstream::{Attempt, Backend, ReadEnd};
 use super::{Client, End, Step, client_left, finish_transaction};
 
@@ -83,20 +83,8 @@ impl Tunnel {
 
     fn run_once(&mut self, client: &mut Client) -> Result<bool, Step> {
         let mut progress = false;
-        if !client.eof && !self.inbound.is_full() && client.transport.may_read() {
-            let fill = client
-                .transport
-                .read_into(&mut self.inbound)
-                .map_err(|error| {
-                    Step::Close(if is_tls_error(&error) {
-                        End::Aborted(error.to_string())
-                    } else {
-                        End::ClientGone(Some(error))
-                    })
-                })?;
-            client.eof |= fill.eof;
-            progress |= fill.read > 0 || fill.eof;
-        }
+        let fill = client.read_into(&mut self.inbound).map_err(Step::Close)?;
+        progress |= fill.read > 0 || fill.eof;
         if !self.backend.write_failed {
             let written = forward::forward(
                 &mut self.inbound,
@@ -122,7 +110,7 @@ impl Tunnel {
                 }
             }
         }
-        progress |= self.read_backend(client);
+        progress |= self.backend.read_into(&mut self.outbound, client.address);
         if client.transport.wants_write() && client.transport.endpoint().writable {
             client
                 .transport
@@ -157,30 +145,6 @@ impl Tunnel {
             transaction.bytes_received += received;
             transaction.bytes_sent += sent;
             transaction.body_bytes_sent += body_sent;
-        }
-    }
-
-    fn read_backend(&mut self, client: &Client) -> bool {
-        let backend = &mut self.backend;
-        if !backend.endpoint.readable || backend.read != ReadEnd::Open || self.outbound.is_full() {
-            return false;
-        }
-        match backend.endpoint.fill(&mut self.outbound) {
-            Ok(fill) => {
-                if fill.eof {
-                    backend.read = ReadEnd::Ended;
-                }
-                fill.read > 0 || fill.eof
-            }
-            Err(error) => {
-                log::debug!(
-                    "{}: backend {} read error: {error}",
-                    client.address,
-                    backend.server
-                );
-                backend.read = ReadEnd::Reset;
-                true
-            }
         }
     }
 

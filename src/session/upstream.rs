@@ -94,6 +94,29 @@ impl Backend {
             && !self.endpoint.end_reported
     }
 
+    /// Reads what the backend sent into `buffer`, while it has room: an
+    /// end or an error is remembered in `read`. Returns whether anything
+    /// happened.
+    pub fn read_into(&mut self, buffer: &mut crate::buffer::Buffer, client: SocketAddr) -> bool {
+        if !self.endpoint.readable || self.read != ReadEnd::Open || buffer.is_full() {
+            return false;
+        }
+        match self.endpoint.fill(buffer) {
+            Ok(fill) => {
+                self.response_seen |= fill.read > 0;
+                if fill.eof {
+                    self.read = ReadEnd::Ended;
+                }
+                fill.read > 0 || fill.eof
+            }
+            Err(error) => {
+                log::debug!("{client}: backend {} read error: {error}", self.server);
+                self.read = ReadEnd::Reset;
+                true
+            }
+        }
+    }
+
     /// The backend's token: the same for the socket's whole life.
     pub fn token(&self) -> mio::Token {
         TokenKind::Backend(self.endpoint.stream.as_raw_fd()).token()
@@ -107,6 +130,23 @@ pub enum Dial {
     /// A connect under way (or a kept connection, ready at once), failing
     /// at `deadline`.
     Connecting { backend: Backend, deadline: Instant },
+}
+
+impl Dial {
+    /// The backend socket a connect is under way on.
+    pub fn backend_mut(&mut self) -> Option<&mut Endpoint> {
+        match self {
+            Dial::Connecting { backend, .. } => Some(&mut backend.endpoint),
+            Dial::Queued { .. } => None,
+        }
+    }
+
+    /// A slot freed in the pool this dial waits on.
+    pub fn wake(&mut self) {
+        if let Dial::Queued { woken, .. } = self {
+            *woken = true;
+        }
+    }
 }
 
 /// Why a try failed, as the retry policy sees it.

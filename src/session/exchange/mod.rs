@@ -22,7 +22,7 @@ use crate::worker::Services;
 
 use super::Client;
 use super::forward::{self, Body, ForwardError, Passage, Queue};
-use super::upstream::{self, Attempt, Backend, Dial, DialRequest, Failure, Next, Origin, ReadEnd};
+use super::upstream::{self, Attempt, Backend, Dial, DialRequest, Failure, Next, Origin};
 
 /// What follows an answer on its connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -396,29 +396,11 @@ impl Exchange {
 
     /// Reads what the backend sent into `outbound`, while it has room.
     pub fn read_backend(&mut self, link: &mut Link) -> bool {
-        let State::Forwarding { backend, .. } = &mut self.state else {
-            return false;
-        };
-        if !backend.endpoint.readable || backend.read != ReadEnd::Open || link.outbound.is_full() {
-            return false;
-        }
-        match backend.endpoint.fill(link.outbound) {
-            Ok(fill) => {
-                backend.response_seen |= fill.read > 0;
-                if fill.eof {
-                    backend.read = ReadEnd::Ended;
-                }
-                fill.read > 0 || fill.eof
+        match &mut self.state {
+            State::Forwarding { backend, .. } => {
+                backend.read_into(link.outbound, link.client.address)
             }
-            Err(error) => {
-                log::debug!(
-                    "{}: backend {} read error: {error}",
-                    link.client.address,
-                    backend.server
-                );
-                backend.read = ReadEnd::Reset;
-                true
-            }
+            _ => false,
         }
     }
 

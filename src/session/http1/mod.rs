@@ -126,14 +126,10 @@ impl Http1 {
                 ..
             }
         );
-        if client.eof || self.inbound.is_full() || closing || !client.transport.may_read() {
+        if closing {
             return Ok(false);
         }
-        let fill = client
-            .transport
-            .read_into(&mut self.inbound)
-            .map_err(client_error)?;
-        client.eof |= fill.eof;
+        let fill = client.read_into(&mut self.inbound).map_err(Step::Close)?;
         if fill.read > 0
             && let State::Idle(wait @ (Wait::Silent | Wait::KeepAlive)) = &mut self.exchange.state
         {
@@ -434,23 +430,16 @@ impl Http1 {
     /// The backend socket this stage holds, if any.
     pub fn backend_mut(&mut self) -> Option<&mut Endpoint> {
         match &mut self.exchange.state {
-            State::Forwarding { backend, .. }
-            | State::Upstream {
-                dial: Dial::Connecting { backend, .. },
-                ..
-            } => Some(&mut backend.endpoint),
+            State::Forwarding { backend, .. } => Some(&mut backend.endpoint),
+            State::Upstream { dial, .. } => dial.backend_mut(),
             _ => None,
         }
     }
 
     /// A slot freed in the pool this request waits on.
     pub fn wake(&mut self) {
-        if let State::Upstream {
-            dial: Dial::Queued { woken, .. },
-            ..
-        } = &mut self.exchange.state
-        {
-            *woken = true;
+        if let State::Upstream { dial, .. } = &mut self.exchange.state {
+            dial.wake();
         }
     }
 

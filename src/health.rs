@@ -11,7 +11,7 @@ use mio::{Interest, Registry};
 use slab::Slab;
 
 use crate::proxy_protocol;
-use crate::worker::token::TokenKind;
+use crate::token::TokenKind;
 
 /// A pool's `health = { ... }` table.
 #[derive(Debug, Clone, PartialEq, Eq)]

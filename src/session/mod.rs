@@ -34,10 +34,10 @@ use mio::net::TcpStream;
 
 use crate::buffer::Buffer;
 use crate::router::RequestView;
+use crate::services::Services;
 use crate::timer::{self, Deadline};
+use crate::token::TokenKind;
 use crate::transaction::{Request, Transaction};
-use crate::worker::Services;
-use crate::worker::token::TokenKind;
 
 use handshake::Handshake;
 use http1::Http1;

@@ -13,8 +13,8 @@ use crate::http::RequestHead;
 use crate::proxy_protocol;
 use crate::reply::ErrorReply;
 use crate::router::{ConnectionView, RequestView, Route};
+use crate::services::Services;
 use crate::transaction::Transaction;
-use crate::worker::Services;
 
 use super::exchange::destination;
 use super::forward::Queue;

@@ -9,9 +9,9 @@ use crate::balancer::Pool;
 use crate::config;
 use crate::idle::IdleConnections;
 use crate::router::Router;
+use crate::services::{Counters, Services, Settings};
 use crate::stats::Totals;
 use crate::timer::Timers;
-use crate::worker::{Counters, Services, Settings};
 use crate::workers::Worker;
 
 /// Services for the config `settings` (a listen line is added); the poll

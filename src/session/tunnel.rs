@@ -10,8 +10,8 @@ use mio::{Registry, Token};
 use crate::balancer::Outcome;
 use crate::buffer::Buffer;
 use crate::router::RequestView;
+use crate::services::Services;
 use crate::transaction::Transaction;
-use crate::worker::Services;
 
 use super::forward::{self, ForwardError, Passage, Queue};
 use super::transport::Endpoint;

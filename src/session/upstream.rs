@@ -13,9 +13,9 @@ use mio::net::TcpStream;
 
 use crate::balancer::{Lease, Outcome, Pick};
 use crate::reply::ErrorReply;
+use crate::services::Services;
 use crate::timer;
-use crate::worker::Services;
-use crate::worker::token::TokenKind;
+use crate::token::TokenKind;
 
 use super::transport::Endpoint;
 

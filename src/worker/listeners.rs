@@ -14,7 +14,7 @@ use crate::config::{Certificates, Config, ListenMode};
 use crate::session::{App, ListenerSpec};
 use crate::timer::{Deadline, Throttle, Timers};
 
-use super::token::TokenKind;
+use crate::token::TokenKind;
 
 /// How long accepting pauses after accept() fails (EMFILE and the like).
 pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);

@@ -5,8 +5,6 @@
 
 mod listeners;
 mod reload;
-pub mod services;
-pub mod token;
 
 use std::io;
 use std::os::fd::RawFd;
@@ -31,9 +29,9 @@ use crate::stats::Totals;
 use crate::timer::{self, Deadline, Timers};
 use crate::workers::{Command, Snapshot, Worker};
 
+use crate::services::{Counters, Services, Settings};
+use crate::token::TokenKind;
 use listeners::{ACCEPT_PAUSE, Listeners};
-pub use services::{Counters, Services, Settings};
-use token::TokenKind;
 
 /// How often workers other than 0 publish their counters for the admin port.
 const PUBLISH_EVERY: Duration = Duration::from_secs(1);

@@ -11,7 +11,8 @@ use crate::request_id::RequestIds;
 use crate::router::Router;
 
 use super::listeners::{self, ListenKey, Listeners};
-use super::{EventLoop, Settings, log_pools};
+use super::{EventLoop, log_pools};
+use crate::services::Settings;
 
 /// Where each old pool and server is in the new config.
 #[derive(Debug, Default, PartialEq, Eq)]

@@ -16,9 +16,9 @@ use crate::framing::Framing;
 use crate::proxy_protocol;
 use crate::reply::ErrorReply;
 use crate::router::RequestView;
+use crate::services::Services;
 use crate::timer;
 use crate::transaction::Transaction;
-use crate::worker::Services;
 
 use super::Client;
 use super::forward::{self, Body, ForwardError, Passage, Queue};

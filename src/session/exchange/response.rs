@@ -6,8 +6,8 @@ use crate::balancer::Outcome;
 use crate::framing::Framing;
 use crate::http::{self, ClientSide, HeadError, ResponseInfo};
 use crate::reply::ErrorReply;
+use crate::services::Services;
 use crate::timer::{self, Deadline};
-use crate::worker::Services;
 
 use super::super::forward::Body;
 use super::super::upstream::{Attempt, Dial, Failure, Next, Origin, ReadEnd};

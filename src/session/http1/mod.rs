@@ -13,8 +13,8 @@ use crate::config::Timeouts;
 use crate::http::RequestHead;
 use crate::reply::ErrorReply;
 use crate::router::RequestView;
+use crate::services::Services;
 use crate::timer;
-use crate::worker::Services;
 
 use super::exchange::{After, Exchange, Link, ResponseSide, State, Turn, Wait};
 use super::forward::{self, ForwardError, Passage, Queue};

@@ -6,10 +6,10 @@ use crate::framing::Framing;
 use crate::http::{self, HeadError};
 use crate::reply::{ErrorReply, LocalReply, Shape};
 use crate::router::{Route, RouteError};
+use crate::services::Services;
 use crate::target::TargetError;
 use crate::timer;
 use crate::transaction::Transaction;
-use crate::worker::Services;
 
 use super::super::exchange::{After, State, Wait};
 use super::super::forward::Body;

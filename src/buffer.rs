@@ -75,6 +75,12 @@ impl Buffer {
         }
     }
 
+    /// A new bound (from a reload), for a buffer that holds nothing.
+    pub fn set_limit(&mut self, limit: usize) {
+        debug_assert!(self.is_empty());
+        self.limit = limit;
+    }
+
     pub fn data(&self) -> &[u8] {
         &self.bytes[self.start..self.end]
     }

@@ -960,3 +960,24 @@ fn rsp_own_answers_carry_no_body_where_none_may_be() {
             .contains("route() returned a body with status 204")
     );
 }
+
+/// What a broken backend sent is nobody's answer: not the next request's on
+/// the same client connection (stale bytes left in the buffer would be read
+/// as the next backend's response).
+#[test]
+fn a_broken_backend_leaves_nothing_for_the_next_request() {
+    let broken =
+        Recorder::start(b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\nSTALE-STALE-STALE");
+    let good = Backend::start("good");
+    let proxy = Proxy::start(&format!(
+        "pools = {{ default = {{ servers = {{ \"{}\", \"{}\" }} }} }}",
+        broken.address, good.address
+    ));
+    let mut client = proxy.connect();
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(client.response(false).status, 502);
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let next = client.response(false);
+    assert_eq!(next.status, 200, "{}", next.head);
+    assert_eq!(next.text(), "hello from good");
+}

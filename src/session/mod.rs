@@ -26,6 +26,7 @@ mod upstream;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -67,7 +68,8 @@ pub struct ListenerSpec {
     pub proxy_header: bool,
     /// Terminate TLS with this configuration.
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    pub app: App,
+    /// Shared with the listener's connections (a pointer each).
+    pub app: Rc<App>,
 }
 
 /// The client side of a session, whatever the stage.
@@ -79,7 +81,7 @@ pub struct Client {
     pub destination: Option<SocketAddr>,
     /// The client has sent all it will.
     pub eof: bool,
-    pub app: App,
+    pub app: Rc<App>,
 }
 
 impl Client {
@@ -146,8 +148,9 @@ enum Stage {
     ProxyHeader(ProxyHeader),
     Handshake(Handshake),
     Http1(Http1),
-    TcpConnect(TcpConnect),
-    Tunnel(Tunnel),
+    /// Boxed, as the tunnel is: only their connections pay for them.
+    TcpConnect(Box<TcpConnect>),
+    Tunnel(Box<Tunnel>),
     /// Only while `upgrade` builds the next stage.
     Switching,
 }
@@ -270,8 +273,12 @@ impl Session {
             Stage::Handshake(stage) => {
                 application(&self.client, stage.into_inbound(), buffer_bytes)
             }
-            Stage::Http1(stage) => stage.into_tunnel().map_or(Stage::Switching, Stage::Tunnel),
-            Stage::TcpConnect(stage) => stage.into_tunnel().map_or(Stage::Switching, Stage::Tunnel),
+            Stage::Http1(stage) => stage
+                .into_tunnel()
+                .map_or(Stage::Switching, |tunnel| Stage::Tunnel(Box::new(tunnel))),
+            Stage::TcpConnect(stage) => stage
+                .into_tunnel()
+                .map_or(Stage::Switching, |tunnel| Stage::Tunnel(Box::new(tunnel))),
             other @ (Stage::Tunnel(_) | Stage::Switching) => other,
         };
         self.stage = next;
@@ -449,9 +456,11 @@ impl Session {
 /// The stage that serves the listener's application, with the bytes that
 /// came before it.
 fn application(client: &Client, inbound: Buffer, buffer_bytes: usize) -> Stage {
-    match &client.app {
-        App::Tcp { .. } => Stage::TcpConnect(TcpConnect::new(client, inbound, buffer_bytes)),
-        App::Http | App::Admin => Stage::Http1(Http1::new(client, inbound, buffer_bytes)),
+    match &*client.app {
+        App::Tcp { .. } => {
+            Stage::TcpConnect(Box::new(TcpConnect::new(client, inbound, buffer_bytes)))
+        }
+        App::Http | App::Admin => Stage::Http1(Http1::new(inbound)),
     }
 }
 

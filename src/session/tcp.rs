@@ -132,7 +132,7 @@ impl TcpConnect {
 
     /// The pool for this connection: the listener's, or `route(conn)`'s.
     fn route(&mut self, client: &Client, services: &mut Services) -> Option<Attempt> {
-        let App::Tcp { pool, listen } = &client.app else {
+        let App::Tcp { pool, listen } = &*client.app else {
             return None;
         };
         let mut transaction = Transaction::new(crate::timer::now(), false);

@@ -10,7 +10,7 @@ fn listener(proxy_header: bool, app: App) -> ListenerSpec {
     ListenerSpec {
         proxy_header,
         tls: None,
-        app,
+        app: Rc::new(app),
     }
 }
 

@@ -90,7 +90,7 @@ impl Listeners {
                         spec: ListenerSpec {
                             proxy_header: key.proxy_header,
                             tls: None,
-                            app: key.app.clone(),
+                            app: std::rc::Rc::new(key.app.clone()),
                         },
                         socket,
                     })

@@ -33,17 +33,6 @@ pub enum After {
     Close,
 }
 
-/// What an idle connection waits for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wait {
-    /// A new connection that has not sent a byte.
-    Silent,
-    /// A kept-alive connection between requests.
-    KeepAlive,
-    /// The rest of a request head whose first byte came at `since`.
-    Head { since: Instant },
-}
-
 /// The request's way to the backend.
 pub struct RequestSide {
     /// `None` once the whole body went to the backend (or there is none).
@@ -70,7 +59,8 @@ pub enum ResponseSide {
 }
 
 pub enum State {
-    Idle(Wait),
+    /// No request in progress (or, for a moment, a state taken by value).
+    Idle,
     /// Finding a server: queued for a slot, or connecting.
     Upstream {
         attempt: Attempt,
@@ -137,7 +127,7 @@ impl Exchange {
     /// the next one; the only way a state is left, and the caller always
     /// sets (or has the connection set) what follows.
     fn take_state(&mut self) -> State {
-        std::mem::replace(&mut self.state, State::Idle(Wait::KeepAlive))
+        std::mem::replace(&mut self.state, State::Idle)
     }
 
     /// The request may be sent again: nothing in it changes a thing twice.
@@ -277,7 +267,7 @@ impl Exchange {
                 ResponseSide::Body { .. } => self.response_end(link, services),
                 ResponseSide::Switched => Turn::Switched,
             },
-            State::Idle(_) | State::Local { .. } => Turn::Wait,
+            State::Idle | State::Local { .. } => Turn::Wait,
         }
     }
 
@@ -486,7 +476,7 @@ impl Exchange {
                 );
                 Some(Turn::Answer(ErrorReply::NoRoute, body))
             }
-            State::Idle(_) | State::Local { .. } => None,
+            State::Idle | State::Local { .. } => None,
         }
     }
 
@@ -505,7 +495,7 @@ impl Exchange {
                 }
             }
             State::Upstream { attempt, .. } => attempt.release(services, outcome),
-            State::Idle(_) | State::Local { .. } => {}
+            State::Idle | State::Local { .. } => {}
         }
     }
 }

@@ -229,11 +229,14 @@ impl Exchange {
     /// another server) or the client gets `reply`.
     pub fn backend_failed(
         &mut self,
-        link: &Link,
+        link: &mut Link,
         services: &mut Services,
         why: &str,
         reply: ErrorReply,
     ) -> Turn {
+        // What the failed backend sent is nobody's answer: neither another
+        // server's nor the next request's.
+        link.outbound.consume(link.outbound.len());
         let replayable = self.replayable();
         let State::Forwarding {
             backend,

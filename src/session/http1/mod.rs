@@ -16,7 +16,7 @@ use crate::router::RequestView;
 use crate::services::Services;
 use crate::timer;
 
-use super::exchange::{After, Exchange, Link, ResponseSide, State, Turn, Wait};
+use super::exchange::{After, Exchange, Link, ResponseSide, State, Turn};
 use super::forward::{self, ForwardError, Passage, Queue};
 use super::transport::{Endpoint, is_tls_error};
 use super::tunnel::Tunnel;
@@ -27,14 +27,97 @@ mod request;
 
 use request::Answer;
 
-pub struct Http1 {
-    /// Client → backend bytes: request heads and bodies.
-    inbound: Buffer,
+/// What an idle connection waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// A new connection that has not sent a byte.
+    Silent,
+    /// A kept-alive connection between requests.
+    KeepAlive,
+    /// The rest of a request head whose first byte came at `since`.
+    Head { since: Instant },
+}
+
+/// What only a connection with a request in progress needs: boxed from the
+/// worker's spare list when a request begins, given back when it is done,
+/// so an idle connection holds its client buffer and what it waits for.
+pub(super) struct Busy {
+    exchange: Exchange,
     /// Backend → client bytes: response heads and bodies.
     outbound: Buffer,
     /// Heads and answers for the client, sent before `outbound`'s bytes.
     to_client: Queue,
-    exchange: Exchange,
+}
+
+/// Busy parts kept for reuse, per worker thread.
+const MAX_SPARE: usize = 256;
+
+thread_local! {
+    // Boxes, not values: a busy part moves between a connection and this
+    // list as a pointer, never copied.
+    #[allow(clippy::vec_box)]
+    static SPARE: std::cell::RefCell<Vec<Box<Busy>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Busy {
+    /// A request of `client` begins: a spare one made ready, or a new one.
+    fn take(client: &Client, buffer_bytes: usize) -> Box<Busy> {
+        let mut busy = SPARE.with_borrow_mut(Vec::pop).unwrap_or_else(|| {
+            Box::new(Busy {
+                exchange: Exchange {
+                    request: RequestView {
+                        head: RequestHead::default(),
+                        client: client.address,
+                        request_id: String::new(),
+                        tls: false,
+                        sni: None,
+                    },
+                    transaction: None,
+                    to_backend: Queue::default(),
+                    state: State::Idle,
+                },
+                outbound: Buffer::new(buffer_bytes),
+                to_client: Queue::default(),
+            })
+        });
+        let request = &mut busy.exchange.request;
+        request.client = client.address;
+        request.tls = client.transport.is_tls();
+        match client.transport.server_name() {
+            Some(name) => {
+                let sni = request.sni.get_or_insert_with(String::new);
+                sni.clear();
+                sni.push_str(name);
+            }
+            None => request.sni = None,
+        }
+        busy.outbound.set_limit(buffer_bytes);
+        busy
+    }
+
+    /// The request is done: what it held goes back to the spare list
+    /// (its head's storage with it, for the next request).
+    fn give_back(mut self: Box<Busy>) {
+        self.exchange.transaction = None;
+        self.exchange.to_backend.clear();
+        self.exchange.state = State::Idle;
+        self.outbound.consume(self.outbound.len());
+        self.to_client.clear();
+        SPARE.with_borrow_mut(|spare| {
+            if spare.len() < MAX_SPARE {
+                spare.push(self);
+            }
+        });
+    }
+}
+
+pub struct Http1 {
+    /// Client → backend bytes: request heads and bodies.
+    inbound: Buffer,
+    /// What the connection waits for while no request is in progress.
+    wait: Wait,
+    /// The request in progress.
+    busy: Option<Box<Busy>>,
 }
 
 /// Turns a client socket error into the end it means.
@@ -48,7 +131,7 @@ fn client_error(error: io::Error) -> Step {
 
 impl Http1 {
     /// The stage for a connection whose first bytes (if any) are in `inbound`.
-    pub fn new(client: &Client, inbound: Buffer, buffer_bytes: usize) -> Http1 {
+    pub fn new(inbound: Buffer) -> Http1 {
         let wait = if inbound.is_empty() {
             Wait::Silent
         } else {
@@ -58,34 +141,39 @@ impl Http1 {
         };
         Http1 {
             inbound,
-            outbound: Buffer::new(buffer_bytes),
-            to_client: Queue::default(),
-            exchange: Exchange {
-                request: RequestView {
-                    head: RequestHead::default(),
-                    client: client.address,
-                    request_id: String::new(),
-                    tls: client.transport.is_tls(),
-                    sni: client.transport.server_name().map(str::to_owned),
-                },
-                transaction: None,
-                to_backend: Queue::default(),
-                state: State::Idle(wait),
-            },
+            wait,
+            busy: None,
         }
     }
 
-    fn link<'a>(&'a mut self, key: usize, client: &'a Client) -> (Link<'a>, &'a mut Exchange) {
-        (
+    fn link<'a>(
+        &'a mut self,
+        key: usize,
+        client: &'a Client,
+    ) -> Option<(Link<'a>, &'a mut Exchange)> {
+        let busy = self.busy.as_deref_mut()?;
+        Some((
             Link {
                 key,
                 client,
                 inbound: &mut self.inbound,
-                outbound: &mut self.outbound,
-                to_client: &mut self.to_client,
+                outbound: &mut busy.outbound,
+                to_client: &mut busy.to_client,
             },
-            &mut self.exchange,
-        )
+            &mut busy.exchange,
+        ))
+    }
+
+    /// The state of the request in progress, if there is one.
+    fn state(&self) -> Option<&State> {
+        self.busy.as_deref().map(|busy| &busy.exchange.state)
+    }
+
+    /// Nothing waits to go to the client.
+    fn client_queue_empty(&self) -> bool {
+        self.busy
+            .as_deref()
+            .is_none_or(|busy| busy.to_client.is_empty())
     }
 
     /// What waits in the client buffer (for the stage's tests).
@@ -98,18 +186,7 @@ impl Http1 {
     pub fn drive(&mut self, key: usize, client: &mut Client, services: &mut Services) -> Step {
         let mut any = false;
         loop {
-            let turn = (|| -> Result<bool, Step> {
-                let mut progress = self.read_client(client)?;
-                progress |= self.advance(key, client, services)?;
-                let (mut link, exchange) = self.link(key, client);
-                let written = exchange.write_backend(&mut link, services);
-                progress |= self.take(key, client, services, written)?;
-                let (mut link, exchange) = self.link(key, client);
-                progress |= exchange.read_backend(&mut link);
-                progress |= self.write_client(client)?;
-                Ok(progress)
-            })();
-            match turn {
+            match self.run_once(key, client, services) {
                 Ok(true) => any = true,
                 Ok(false) => return Step::Continue { progress: any },
                 Err(step) => return step,
@@ -117,25 +194,45 @@ impl Http1 {
         }
     }
 
+    fn run_once(
+        &mut self,
+        key: usize,
+        client: &mut Client,
+        services: &mut Services,
+    ) -> Result<bool, Step> {
+        let mut progress = self.read_client(client)?;
+        progress |= self.advance(key, client, services)?;
+        if let Some((mut link, exchange)) = self.link(key, client) {
+            let written = exchange.write_backend(&mut link, services);
+            progress |= self.take(services, written)?;
+        }
+        if let Some((mut link, exchange)) = self.link(key, client) {
+            progress |= exchange.read_backend(&mut link);
+        }
+        progress |= self.write_client(client)?;
+        Ok(progress)
+    }
+
     fn read_client(&mut self, client: &mut Client) -> Result<bool, Step> {
         let closing = matches!(
-            self.exchange.state,
-            State::Local {
+            self.state(),
+            Some(State::Local {
                 discard: None,
                 after: After::Close,
                 ..
-            }
+            })
         );
         if closing {
             return Ok(false);
         }
         let fill = client.read_into(&mut self.inbound).map_err(Step::Close)?;
         if fill.read > 0
-            && let State::Idle(wait @ (Wait::Silent | Wait::KeepAlive)) = &mut self.exchange.state
+            && self.busy.is_none()
+            && matches!(self.wait, Wait::Silent | Wait::KeepAlive)
         {
             // A request head that is not in yet has `client_header` to
             // complete from now.
-            *wait = Wait::Head {
+            self.wait = Wait::Head {
                 since: timer::now(),
             };
         }
@@ -148,8 +245,15 @@ impl Http1 {
         client: &Client,
         services: &mut Services,
     ) -> Result<bool, Step> {
-        match &mut self.exchange.state {
-            State::Idle(_) => self.next_request(key, client, services),
+        let Some(busy) = self.busy.as_deref_mut() else {
+            return self.next_request(key, client, services);
+        };
+        let exchange = &mut busy.exchange;
+        match &mut exchange.state {
+            State::Idle => {
+                self.next_wait();
+                Ok(true)
+            }
             State::Local {
                 discard,
                 after,
@@ -161,7 +265,7 @@ impl Http1 {
                     let count = body.discard(&mut self.inbound).map_err(|error| {
                         Step::Close(End::Aborted(format!("request body: {error}")))
                     })?;
-                    if let Some(transaction) = &mut self.exchange.transaction {
+                    if let Some(transaction) = &mut exchange.transaction {
                         transaction.bytes_received += count as u64;
                     }
                     progress = count > 0;
@@ -169,11 +273,10 @@ impl Http1 {
                         *discard = None;
                     }
                 }
-                let answered = matches!(self.exchange.state, State::Local { discard: None, .. });
-                if !answered || !self.to_client.is_empty() {
+                let answered = matches!(exchange.state, State::Local { discard: None, .. });
+                if !answered || !busy.to_client.is_empty() {
                     return Ok(progress);
                 }
-                let exchange = &mut self.exchange;
                 finish_transaction(&mut exchange.transaction, &exchange.request, services, true);
                 match after {
                     After::Next => {
@@ -186,32 +289,32 @@ impl Http1 {
                 }
             }
             State::Upstream { .. } | State::Forwarding { .. } => {
-                let (mut link, exchange) = self.link(key, client);
+                let Some((mut link, exchange)) = self.link(key, client) else {
+                    return Ok(false);
+                };
                 let turn = exchange.advance(&mut link, services);
-                self.take(key, client, services, turn)
+                self.take(services, turn)
             }
         }
     }
 
-    /// Between requests: a pipelined head may already be here.
+    /// Between requests: what the request held goes back, and the
+    /// connection waits (a pipelined head may already be here).
     fn next_wait(&mut self) {
-        self.exchange.state = State::Idle(if self.inbound.is_empty() {
+        if let Some(busy) = self.busy.take() {
+            busy.give_back();
+        }
+        self.wait = if self.inbound.is_empty() {
             Wait::KeepAlive
         } else {
             Wait::Head {
                 since: timer::now(),
             }
-        });
+        };
     }
 
     /// Acts on what the exchange asked for.
-    fn take(
-        &mut self,
-        key: usize,
-        client: &Client,
-        services: &mut Services,
-        turn: Turn,
-    ) -> Result<bool, Step> {
+    fn take(&mut self, services: &mut Services, turn: Turn) -> Result<bool, Step> {
         match turn {
             Turn::Wait => Ok(false),
             Turn::Moved => Ok(true),
@@ -220,12 +323,18 @@ impl Http1 {
                 Ok(true)
             }
             Turn::Done { keep_alive, linger } => {
-                let exchange = &mut self.exchange;
-                finish_transaction(&mut exchange.transaction, &exchange.request, services, true);
+                if let Some(busy) = self.busy.as_deref_mut() {
+                    let exchange = &mut busy.exchange;
+                    finish_transaction(
+                        &mut exchange.transaction,
+                        &exchange.request,
+                        services,
+                        true,
+                    );
+                }
                 if keep_alive {
-                    self.next_wait();
                     // The next pipelined request is read on this turn.
-                    let _ = (key, client);
+                    self.next_wait();
                     Ok(true)
                 } else {
                     Err(Step::Close(End::Done {
@@ -245,7 +354,10 @@ impl Http1 {
             client.transport.flush().map_err(client_error)?;
             progress = true;
         }
-        let (passage, ends_connection) = match &mut self.exchange.state {
+        let Some(busy) = self.busy.as_deref_mut() else {
+            return Ok(progress);
+        };
+        let (passage, ends_connection) = match &mut busy.exchange.state {
             State::Forwarding {
                 response: ResponseSide::Body { body, after, .. },
                 ..
@@ -261,16 +373,16 @@ impl Http1 {
             _ => (Passage::Queued, false),
         };
         let moved = forward::forward(
-            &mut self.outbound,
+            &mut busy.outbound,
             passage,
-            &mut self.to_client,
+            &mut busy.to_client,
             &mut client.transport,
             ends_connection,
             None,
         );
         match moved {
             Ok(moved) => {
-                if let Some(transaction) = &mut self.exchange.transaction {
+                if let Some(transaction) = &mut busy.exchange.transaction {
                     transaction.bytes_sent += (moved.queued + moved.passed) as u64;
                     if !transaction.local {
                         transaction.body_bytes_sent += moved.passed as u64;
@@ -286,15 +398,17 @@ impl Http1 {
     /// The stage's next deadline.
     pub fn deadline(&self, timeouts: &Timeouts, last: Instant) -> (Instant, Timeout) {
         let idle = (last + timeouts.idle, Timeout::Idle);
-        match &self.exchange.state {
-            State::Idle(Wait::Silent) => (last + timeouts.client_header, Timeout::Silent),
-            State::Idle(Wait::KeepAlive) if self.inbound.is_empty() => {
-                (last + timeouts.client_idle, Timeout::ClientIdle)
-            }
-            State::Idle(Wait::KeepAlive) => (last + timeouts.client_header, Timeout::ClientHeader),
-            State::Idle(Wait::Head { since }) => {
-                (*since + timeouts.client_header, Timeout::ClientHeader)
-            }
+        let Some(state) = self.state() else {
+            return match self.wait {
+                Wait::Silent => (last + timeouts.client_header, Timeout::Silent),
+                Wait::KeepAlive if self.inbound.is_empty() => {
+                    (last + timeouts.client_idle, Timeout::ClientIdle)
+                }
+                Wait::KeepAlive => (last + timeouts.client_header, Timeout::ClientHeader),
+                Wait::Head { since } => (since + timeouts.client_header, Timeout::ClientHeader),
+            };
+        };
+        match state {
             State::Upstream {
                 dial: Dial::Queued { deadline, .. },
                 ..
@@ -311,7 +425,7 @@ impl Http1 {
                 Some(at) => (at + timeouts.backend_response, Timeout::BackendResponse),
                 None => idle,
             },
-            State::Forwarding { .. } | State::Local { .. } => idle,
+            State::Idle | State::Forwarding { .. } | State::Local { .. } => idle,
         }
     }
 
@@ -341,6 +455,7 @@ impl Http1 {
                 return Step::Close(End::Done { linger: false });
             }
             Timeout::ClientHeader => {
+                self.begin(client, services);
                 self.begin_transaction(client, services, false, self.inbound.len());
                 log::info!(
                     "{address}: 408, request head not complete within {:?}",
@@ -348,27 +463,27 @@ impl Http1 {
                 );
                 Turn::Answer(ErrorReply::RequestTimeout, None)
             }
-            Timeout::Queue => {
-                let (link, exchange) = self.link(key, client);
-                exchange.queue_timed_out(&link, services)
-            }
-            Timeout::Connect => {
-                let (link, exchange) = self.link(key, client);
-                let error = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
-                exchange.connect_failed(&link, services, error)
-            }
-            Timeout::BackendResponse => {
-                let (link, exchange) = self.link(key, client);
-                exchange.response_timed_out(&link, services)
-            }
             Timeout::Idle | Timeout::Tunnel => {
                 return Step::Close(End::Aborted(format!(
                     "no bytes moved for {:?}",
                     timeouts.idle
                 )));
             }
+            upstream => {
+                let Some((link, exchange)) = self.link(key, client) else {
+                    return Step::Continue { progress: false };
+                };
+                match upstream {
+                    Timeout::Queue => exchange.queue_timed_out(&link, services),
+                    Timeout::Connect => {
+                        let error = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
+                        exchange.connect_failed(&link, services, error)
+                    }
+                    _ => exchange.response_timed_out(&link, services),
+                }
+            }
         };
-        match self.take(key, client, services, turn) {
+        match self.take(services, turn) {
             Ok(_) => Step::Continue { progress: true },
             Err(step) => step,
         }
@@ -380,40 +495,44 @@ impl Http1 {
         registry: &Registry,
         token: Token,
     ) -> io::Result<()> {
-        let mut client_wants_write = !self.to_client.is_empty() || client.transport.wants_write();
+        let mut client_wants_write = !self.client_queue_empty() || client.transport.wants_write();
         let mut request_read = false;
-        match &mut self.exchange.state {
-            State::Forwarding {
-                backend,
-                request,
-                response,
-                ..
-            } => {
-                if matches!(response, ResponseSide::Body { body: Some(_), .. }) {
-                    client_wants_write |= !self.outbound.is_empty();
+        if let Some(busy) = self.busy.as_deref_mut() {
+            match &mut busy.exchange.state {
+                State::Forwarding {
+                    backend,
+                    request,
+                    response,
+                    ..
+                } => {
+                    if matches!(response, ResponseSide::Body { body: Some(_), .. }) {
+                        client_wants_write |= !busy.outbound.is_empty();
+                    }
+                    let backend_wants_write = !backend.write_failed
+                        && (!busy.exchange.to_backend.is_empty()
+                            || (request.body.is_some() && !self.inbound.is_empty()));
+                    let backend_token = backend.token();
+                    backend.endpoint.update_interest(
+                        registry,
+                        backend_token,
+                        backend_wants_write,
+                    )?;
+                    request_read = request.body.is_none();
                 }
-                let backend_wants_write = !backend.write_failed
-                    && (!self.exchange.to_backend.is_empty()
-                        || (request.body.is_some() && !self.inbound.is_empty()));
-                let backend_token = backend.token();
-                backend
-                    .endpoint
-                    .update_interest(registry, backend_token, backend_wants_write)?;
-                request_read = request.body.is_none();
+                State::Upstream {
+                    dial: Dial::Connecting { backend, .. },
+                    body,
+                    ..
+                } => {
+                    // Until the connect completes, WRITABLE is what reports it.
+                    let backend_token = backend.token();
+                    backend
+                        .endpoint
+                        .update_interest(registry, backend_token, true)?;
+                    request_read = body.is_none();
+                }
+                _ => {}
             }
-            State::Upstream {
-                dial: Dial::Connecting { backend, .. },
-                body,
-                ..
-            } => {
-                // Until the connect completes, WRITABLE is what reports it.
-                let backend_token = backend.token();
-                backend
-                    .endpoint
-                    .update_interest(registry, backend_token, true)?;
-                request_read = body.is_none();
-            }
-            _ => {}
         }
         // A client whose request is all read, waiting for its answer, needs
         // no events: writes are tried as the answer arrives. One not yet in
@@ -429,7 +548,7 @@ impl Http1 {
 
     /// The backend socket this stage holds, if any.
     pub fn backend_mut(&mut self) -> Option<&mut Endpoint> {
-        match &mut self.exchange.state {
+        match &mut self.busy.as_deref_mut()?.exchange.state {
             State::Forwarding { backend, .. } => Some(&mut backend.endpoint),
             State::Upstream { dial, .. } => dial.backend_mut(),
             _ => None,
@@ -438,7 +557,9 @@ impl Http1 {
 
     /// A slot freed in the pool this request waits on.
     pub fn wake(&mut self) {
-        if let State::Upstream { dial, .. } = &mut self.exchange.state {
+        if let Some(busy) = self.busy.as_deref_mut()
+            && let State::Upstream { dial, .. } = &mut busy.exchange.state
+        {
             dial.wake();
         }
     }
@@ -451,10 +572,12 @@ impl Http1 {
         pool_moved: &[Option<usize>],
         services: &mut Services,
     ) -> bool {
-        let (link, exchange) = self.link(key, client);
+        let Some((link, exchange)) = self.link(key, client) else {
+            return false;
+        };
         match exchange.follow_reload(&link, moved, pool_moved) {
             Some(turn) => {
-                let _ = self.take(key, client, services, turn);
+                let _ = self.take(services, turn);
                 true
             }
             None => false,
@@ -464,12 +587,12 @@ impl Http1 {
     /// The backend switched protocols: the same sockets, buffers and lease
     /// go on as a tunnel.
     pub fn into_tunnel(self) -> Option<Tunnel> {
-        let Http1 {
-            inbound,
+        let Http1 { inbound, busy, .. } = self;
+        let Busy {
+            exchange,
             outbound,
             to_client,
-            exchange,
-        } = self;
+        } = *busy?;
         let Exchange {
             request,
             transaction,
@@ -495,31 +618,35 @@ impl Http1 {
     }
 
     pub fn close(mut self, key: usize, services: &mut Services, end: &End) {
-        let answering = match &self.exchange.state {
-            State::Idle(_)
+        let Some(mut busy) = self.busy.take() else {
+            return;
+        };
+        let answering = match &busy.exchange.state {
+            State::Idle
             | State::Forwarding {
                 response: ResponseSide::Switched,
                 ..
             } => false,
-            State::Local { discard: None, .. } => !self.to_client.is_empty(),
+            State::Local { discard: None, .. } => !busy.to_client.is_empty(),
             _ => true,
         };
         if answering {
             services.counters.unanswered += 1;
         }
-        let completed = matches!(end, End::Done { .. }) && self.to_client.is_empty();
-        client_left(&mut self.exchange.transaction, end);
+        let completed = matches!(end, End::Done { .. }) && busy.to_client.is_empty();
+        let exchange = &mut busy.exchange;
+        client_left(&mut exchange.transaction, end);
         let outcome = match end {
             End::Aborted(_) => Outcome::Failed,
             _ => Outcome::Ok,
         };
-        self.exchange.release(key, services, outcome);
-        let exchange = &mut self.exchange;
+        exchange.release(key, services, outcome);
         finish_transaction(
             &mut exchange.transaction,
             &exchange.request,
             services,
             completed,
         );
+        busy.give_back();
     }
 }

@@ -11,11 +11,11 @@ use crate::target::TargetError;
 use crate::timer;
 use crate::transaction::Transaction;
 
-use super::super::exchange::{After, State, Wait};
+use super::super::exchange::{After, State};
 use super::super::forward::Body;
 use super::super::upstream::{Attempt, Target};
 use super::super::{App, Client, End, Step};
-use super::Http1;
+use super::{Busy, Http1, Wait};
 
 /// An answer rsp writes itself.
 pub(super) enum Answer<'a> {
@@ -27,6 +27,13 @@ pub(super) enum Answer<'a> {
 }
 
 impl Http1 {
+    /// A request begins: its busy parts, from the spare list.
+    pub(super) fn begin(&mut self, client: &Client, services: &Services) -> &mut Busy {
+        let buffer_bytes = services.settings.buffer_bytes;
+        self.busy
+            .get_or_insert_with(|| Busy::take(client, buffer_bytes))
+    }
+
     /// Parses the next request head, if it is all here, and routes it.
     pub(super) fn next_request(
         &mut self,
@@ -42,33 +49,39 @@ impl Http1 {
             };
         }
         let limit = services.settings.max_header_bytes;
-        let parsed = self
+        let policy = &services.settings.policy;
+        let busy = self
+            .busy
+            .get_or_insert_with(|| Busy::take(client, services.settings.buffer_bytes));
+        let parsed = busy
             .exchange
             .request
             .head
-            .parse(self.inbound.data(), &services.settings.policy);
-        if !matches!(parsed, Ok(None)) || self.inbound.len() >= limit {
-            services.counters.requests += 1;
-            let head_length = match parsed {
-                Ok(Some(length)) if length <= limit => Some(length),
-                _ => None,
+            .parse(self.inbound.data(), policy);
+        if matches!(parsed, Ok(None)) && self.inbound.len() < limit {
+            // Not all here yet: nothing is in progress until it is.
+            if let Some(busy) = self.busy.take() {
+                busy.give_back();
+            }
+            // An unfinished head from a client that left needs no answer.
+            return if client.eof {
+                Err(Step::Close(End::Done { linger: false }))
+            } else {
+                Ok(false)
             };
-            let bytes = head_length.unwrap_or(self.inbound.len());
-            self.begin_transaction(client, services, head_length.is_some(), bytes);
         }
+        services.counters.requests += 1;
+        let head_length = match parsed {
+            Ok(Some(length)) if length <= limit => Some(length),
+            _ => None,
+        };
+        let bytes = head_length.unwrap_or(self.inbound.len());
+        self.begin_transaction(client, services, head_length.is_some(), bytes);
         let address = client.address;
         match parsed {
             Ok(Some(length)) if length <= limit => {
                 self.inbound.consume(length);
                 return self.dispatch(key, client, services);
-            }
-            Ok(None) if self.inbound.len() < limit => {
-                // An unfinished head from a client that left needs no answer.
-                return if client.eof {
-                    Err(Step::Close(End::Done { linger: false }))
-                } else {
-                    Ok(false)
-                };
             }
             Ok(_) | Err(HeadError::TooManyHeaders) => {
                 log::info!(
@@ -98,19 +111,23 @@ impl Http1 {
         parsed: bool,
         bytes: usize,
     ) {
-        let started = match self.exchange.state {
-            State::Idle(Wait::Head { since }) => since,
+        let started = match self.wait {
+            Wait::Head { since } => since,
             _ => timer::now(),
         };
-        let request = &mut self.exchange.request;
+        let Some(busy) = self.busy.as_deref_mut() else {
+            return;
+        };
+        let exchange = &mut busy.exchange;
+        let request = &mut exchange.request;
         request.client = client.address;
         request.request_id.clear();
-        if client.app == App::Admin {
+        if *client.app == App::Admin {
             return;
         }
         let mut transaction = Transaction::new(started, parsed);
         transaction.bytes_received = bytes as u64;
-        self.exchange.transaction = Some(transaction);
+        exchange.transaction = Some(transaction);
         if let Some(ids) = services.request_ids.as_mut() {
             match request.head.request_id().filter(|_| parsed) {
                 Some(id) => request.request_id.push_str(id),
@@ -126,7 +143,10 @@ impl Http1 {
         client: &Client,
         services: &mut Services,
     ) -> Result<bool, Step> {
-        let head = &self.exchange.request.head;
+        let Some(busy) = self.busy.as_deref_mut() else {
+            return Ok(false);
+        };
+        let head = &busy.exchange.request.head;
         let address = client.address;
         log::debug!(
             "{address}: {} {} host={:?}",
@@ -143,20 +163,20 @@ impl Http1 {
             return Ok(true);
         }
         let body = Body::new(&head.framing);
-        if client.app == App::Admin {
+        if *client.app == App::Admin {
             self.admin(client, services, body);
             return Ok(true);
         }
         let route = services
             .router
-            .route(&self.exchange.request, &services.pools);
-        if let Some(transaction) = &mut self.exchange.transaction {
+            .route(&busy.exchange.request, &services.pools);
+        if let Some(transaction) = &mut busy.exchange.transaction {
             transaction.routed_at = timer::now();
             if let Ok(Route::Pool(pool, _)) = &route {
                 transaction.pool = Some(*pool);
             }
         }
-        let head = &self.exchange.request.head;
+        let head = &busy.exchange.request.head;
         let target = match route {
             Ok(Route::Reply(reply)) => {
                 self.answer(Answer::Reply(&reply, true), body);
@@ -170,9 +190,11 @@ impl Http1 {
                 return Ok(true);
             }
         };
-        let (link, exchange) = self.link(key, client);
+        let Some((link, exchange)) = self.link(key, client) else {
+            return Ok(false);
+        };
         let turn = exchange.dial(&link, services, Attempt::new(target), body, false);
-        self.take(key, client, services, turn)
+        self.take(services, turn)
     }
 
     /// A request to the admin port: answered by `admin`, whose command
@@ -185,8 +207,11 @@ impl Http1 {
             .stream
             .local_addr()
             .unwrap_or(address);
+        let Some(busy) = self.busy.as_deref() else {
+            return;
+        };
         let (reply, command) = admin::answer(
-            &self.exchange.request.head,
+            &busy.exchange.request.head,
             address,
             local,
             &services.stats_view(),
@@ -201,9 +226,12 @@ impl Http1 {
     /// may never send the body that would have to be skipped, and an
     /// upgrade request expected another protocol: those connections close.
     pub(super) fn answer(&mut self, answer: Answer, discard: Option<Body>) {
-        let head = &self.exchange.request.head;
-        let parsed = self
-            .exchange
+        let Some(busy) = self.busy.as_deref_mut() else {
+            return;
+        };
+        let exchange = &mut busy.exchange;
+        let head = &exchange.request.head;
+        let parsed = exchange
             .transaction
             .as_ref()
             .is_none_or(|transaction| transaction.parsed);
@@ -216,10 +244,10 @@ impl Http1 {
             head_only: parsed && head.is_head(),
             request_id: match answer {
                 Answer::Reply(_, false) => None,
-                _ => self.exchange.request.request_id(),
+                _ => exchange.request.request_id(),
             },
         };
-        let out = self.to_client.tail();
+        let out = busy.to_client.tail();
         let (status, body_length) = match answer {
             Answer::Error(error) => {
                 error.write(out, shape);
@@ -230,13 +258,13 @@ impl Http1 {
                 (reply.status, reply.body.len())
             }
         };
-        if let Some(transaction) = &mut self.exchange.transaction {
+        if let Some(transaction) = &mut exchange.transaction {
             transaction.answered_locally(status, body_length);
         }
         // Unless the client asked to close and its request will be read
         // whole, it may still be sending.
         let linger = must_close || !parsed || head.keep_alive;
-        self.exchange.state = State::Local {
+        exchange.state = State::Local {
             discard: if must_close { None } else { discard },
             after: if keep_alive {
                 After::Next

@@ -15,6 +15,7 @@ pub mod health;
 pub mod http;
 pub mod idle;
 pub mod limits;
+pub mod logging;
 pub mod proxy_protocol;
 pub mod reply;
 pub mod request_id;

@@ -43,9 +43,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .init();
+    rsp::logging::init();
 
     let loaded = match config::load(Path::new(path)) {
         Ok(loaded) => loaded,

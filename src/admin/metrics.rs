@@ -31,7 +31,7 @@ type TotalMetric = (
 );
 
 fn totals_metrics(out: &mut String, totals: &Totals) {
-    let scalars: [TotalMetric; 6] = [
+    let scalars: [TotalMetric; 7] = [
         (
             "rsp_uptime_seconds",
             "gauge",
@@ -67,6 +67,12 @@ fn totals_metrics(out: &mut String, totals: &Totals) {
             "counter",
             "Bytes of answers sent to clients.",
             |totals| totals.bytes_out.to_string(),
+        ),
+        (
+            "rsp_tls_ignored_sni_total",
+            "counter",
+            "TLS handshakes whose SNI was no host name (an IP address, as wrk sends it), ignored.",
+            |_| crate::logging::ignored_sni().to_string(),
         ),
     ];
     for (name, kind, help, value) in scalars {

@@ -438,6 +438,8 @@ impl Session {
             End::Done { linger } => {
                 if !client.eof && *linger {
                     shut_and_drain(client);
+                } else {
+                    client.transport.close_notify();
                 }
             }
             End::ClientGone(error) => log::debug!("{}: client closed: {error:?}", client.address),

@@ -240,6 +240,16 @@ impl Transport {
         }
     }
 
+    /// Tells a TLS client that nothing more follows (close_notify), as
+    /// HAProxy and nginx do before closing: without it, OpenSSL 3 clients
+    /// report the close as an unexpected EOF and fail the request.
+    pub fn close_notify(&mut self) {
+        if let Transport::Tls(endpoint, tls) = self {
+            tls.send_close_notify();
+            let _ = flush_tls(endpoint, tls);
+        }
+    }
+
     /// Ends the sending side: TLS says close_notify first.
     pub fn shutdown_write(&mut self) {
         if let Transport::Tls(endpoint, tls) = self {

@@ -4,7 +4,8 @@
 #   scripts/bench.sh [ROUNDS]         throughput (default 5 interleaved rounds)
 #   scripts/bench.sh memory [N]       RSS of N idle keep-alive clients (default 10000)
 #
-# One nginx worker is the backend (a 600-byte page and a 100 KB file). In
+# One nginx worker is the backend (a 600-byte page, 100 KB, 1 MB and 10 MB
+# files). In
 # front of it, on loopback: rsp (one worker), HAProxy (nbthread 1, http-reuse
 # always) and nginx as a proxy (one worker, upstream keepalive); and rsp with
 # two workers, to show how it scales (this machine has 2 cores, shared with
@@ -18,6 +19,11 @@
 # BENCH_BASELINE=PATH adds the rsp binary at PATH (one worker, pinned like
 # the others) as target "rsp-before", so a change is measured against the
 # code before it in the same run.
+# BENCH_TESTS chooses the tests (default all): ab ab-k wrk wrk-100k (100
+# clients), wrk-1m wrk-10m (10 clients, large bodies), tls-handshake (ab
+# over https without keep-alive: a full handshake per request) and tls-k
+# (wrk over https, keep-alive). The TLS tests use one certificate for every
+# proxy: BENCH_TLS_KEY=rsa (RSA-2048, the default) or ecdsa (P-256).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=throughput
@@ -30,6 +36,9 @@ idle=${1:-10000}
 requests=${BENCH_REQUESTS:-100000}
 concurrency=${BENCH_CONCURRENCY:-100}
 seconds=${BENCH_SECONDS:-5}
+tests=${BENCH_TESTS:-ab ab-k wrk wrk-100k wrk-1m wrk-10m tls-handshake tls-k}
+tls_requests=${BENCH_TLS_REQUESTS:-5000}
+large_concurrency=${BENCH_LARGE_CONCURRENCY:-10}
 pin=()
 if [ "${BENCH_PIN:-1}" != 0 ] && [ "$(nproc)" -gt 1 ]; then
     pin=(taskset -c 1)
@@ -46,15 +55,27 @@ done
 systemctl stop haproxy 2>/dev/null || true
 source scripts/nginx-backend.sh
 head -c 102400 /dev/urandom > "$work/www/100k.bin"
+head -c 1048576 /dev/urandom > "$work/www/1m.bin"
+head -c 10485760 /dev/urandom > "$work/www/10m.bin"
+# One certificate for every proxy's TLS listener.
+mkdir -p "$work/tls"
+case ${BENCH_TLS_KEY:-rsa} in
+    rsa) key_options=(-newkey rsa:2048) ;;
+    ecdsa) key_options=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1) ;;
+    *) echo "bench.sh: BENCH_TLS_KEY is rsa or ecdsa" >&2; exit 2 ;;
+esac
+openssl req -x509 "${key_options[@]}" -nodes -days 2 -subj /CN=bench.example \
+    -keyout "$work/tls/key.pem" -out "$work/tls/cert.pem" 2>/dev/null
+cat "$work/tls/cert.pem" "$work/tls/key.pem" > "$work/tls/combined.pem"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 # HAProxy reserves two descriptors per connection up front.
 haproxy_maxconn=$(( ($(ulimit -n) - 200) / 2 ))
 
 start_nginx 18080
 
-start_rsp() { # PORT WORKERS [BINARY]
+start_rsp() { # PORT WORKERS [BINARY]; TLS on PORT + 10
     cat > "$work/rsp-$1.lua" <<CONF
-listen = "127.0.0.1:$1"
+listen = { "127.0.0.1:$1", { addr = "127.0.0.1:$(($1 + 10))", tls = { cert = "$work/tls/cert.pem", key = "$work/tls/key.pem" } } }
 backends = { "127.0.0.1:18080" }
 max_connections = 60000
 workers = $2
@@ -87,6 +108,7 @@ defaults
     option http-keep-alive
 frontend bench
     bind 127.0.0.1:18082
+    bind 127.0.0.1:18092 ssl crt $work/tls/combined.pem
     default_backend nginx
 backend nginx
     server s1 127.0.0.1:18080
@@ -107,6 +129,9 @@ http {
     upstream backend { server 127.0.0.1:18080; keepalive 128; }
     server {
         listen 127.0.0.1:18083;
+        listen 127.0.0.1:18093 ssl;
+        ssl_certificate $work/tls/cert.pem;
+        ssl_certificate_key $work/tls/key.pem;
         location / {
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -124,6 +149,7 @@ backend_pid=$(pgrep -P "$(cat "$work/nginx.pid")" | head -1)
 ports=(18081 18082 18083 18084)
 [ -n "${BENCH_BASELINE:-}" ] && ports+=(18085)
 for port in "${ports[@]}"; do
+    curl -sk -o /dev/null "https://127.0.0.1:$((port + 10))/" || { echo "bench.sh: no TLS on $((port + 10))" >&2; exit 1; }
     status=$(curl -s -o /dev/null -w '%{http_code} %{size_download}' "http://127.0.0.1:$port/")
     [ "$status" = "200 600" ] || { echo "bench.sh: the proxy on $port answered '$status'" >&2; exit 1; }
 done
@@ -164,6 +190,7 @@ ticks_per_second=$(getconf CLK_TCK)
 
 run_one() { # round test target port pid
     local round=$1 test=$2 name=$3 port=$4 pid=$5 url out rps mean p99 failed count
+    local tls_port=$((port + 10))
     local before=0 after=0 machine_before machine_after
     [ "$pid" != - ] && before=$(cpu_ticks "$pid")
     machine_before=$(machine_busy_ticks)
@@ -176,18 +203,24 @@ run_one() { # round test target port pid
             out=$(wrk -t 1 -c "$concurrency" -d "${seconds}s" --latency "$url" 2>&1) ;;
         wrk-100k) url="http://127.0.0.1:$port/100k.bin"
             out=$(wrk -t 1 -c "$concurrency" -d "${seconds}s" --latency "$url" 2>&1) ;;
+        wrk-1m|wrk-10m) url="http://127.0.0.1:$port/${test#wrk-}.bin"
+            out=$(wrk -t 1 -c "$large_concurrency" -d "${seconds}s" --latency "$url" 2>&1) ;;
+        tls-handshake) url="https://127.0.0.1:$tls_port/"
+            out=$(ab -q -n "$tls_requests" -c "$concurrency" "$url" 2>&1) ;;
+        tls-k) url="https://127.0.0.1:$tls_port/"
+            out=$(wrk -t 1 -c "$concurrency" -d "${seconds}s" --latency "$url" 2>&1) ;;
     esac
     [ "$pid" != - ] && after=$(cpu_ticks "$pid")
     machine_after=$(machine_busy_ticks)
     case $test in
-        ab*)
+        ab*|tls-handshake)
             rps=$(awk '/Requests per second/ {print $4}' <<<"$out")
             # "Time per request ... (mean)" is per concurrent request: the latency.
             mean=$(awk '/Time per request/ && /\(mean\)/ {print $4; exit}' <<<"$out")
             p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
             failed=$(awk '/Failed requests/ {f=$3} /Non-2xx/ {n=$3} END {print f + n}' <<<"$out")
-            count=$requests ;;
-        wrk*)
+            count=$(awk '/Complete requests/ {print $3}' <<<"$out") ;;
+        wrk*|tls-k)
             rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
             mean=$(awk '$1 == "Latency" {print $2; exit}' <<<"$out" | python3 scripts/bench_report.py --ms)
             p99=$(awk '$1 == "99%" {print $2}' <<<"$out" | python3 scripts/bench_report.py --ms)
@@ -205,11 +238,13 @@ run_one() { # round test target port pid
         "$round" "$test" "$name" "$rps" "$mean" "$p99" "$cpu" "$machine" "${failed:-0}" >&2
 }
 
-echo "bench: $rounds rounds; ab -n $requests -c $concurrency, wrk -c $concurrency ${seconds}s" >&2
+echo "bench: $rounds rounds of $tests; ab -n $requests -c $concurrency, wrk -c $concurrency ${seconds}s, large bodies -c $large_concurrency, TLS key ${BENCH_TLS_KEY:-rsa}" >&2
 for round in $(seq 1 "$rounds"); do
-    for test in ab ab-k wrk wrk-100k; do
+    for test in $tests; do
         for target in "${targets[@]}"; do
             read -r name port pid <<<"$target"
+            # nginx serving directly has no TLS listener.
+            [ "$name" = nginx-direct ] && [[ $test == tls-* ]] && continue
             run_one "$round" "$test" "$name" "$port" "$pid"
         done
     done

@@ -11,7 +11,7 @@ import statistics
 import sys
 from collections import defaultdict
 
-TESTS = ["ab", "ab-k", "wrk", "wrk-100k"]
+TESTS = ["ab", "ab-k", "wrk", "wrk-100k", "wrk-1m", "wrk-10m", "tls-handshake", "tls-k"]
 TARGETS = ["nginx-direct", "rsp", "haproxy", "nginx-proxy", "rsp-2-workers", "rsp-before"]
 COLOURS = {
     "nginx-direct": "#9aa5b1",
@@ -80,13 +80,14 @@ def fmt(value, digits=0):
 
 def report(table, per_round, note):
     baseline = any(key[1] == "rsp-before" for key in table)
+    tests = [test for test in TESTS if any(key[0] == test for key in table)]
     lines = [f"Medians of {max(v['rounds'] for v in table.values())} interleaved rounds. {note}", ""]
     lines.append(
         "| test | target | req/s | req/s min–max | mean latency ms | p99 latency ms | proxy CPU µs/req "
         "| machine CPU µs/req | proxy peak RSS KiB | failed |"
     )
     lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for test in TESTS:
+    for test in tests:
         for target in TARGETS:
             row = table.get((test, target))
             if not row:
@@ -106,7 +107,7 @@ def report(table, per_round, note):
         + (" rsp/rsp-before req/s | rsp/rsp-before CPU per request |" if baseline else "")
     )
     lines.append("|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if baseline else ""))
-    for test in TESTS:
+    for test in tests:
         rsp = table.get((test, "rsp"))
         if not rsp:
             continue
@@ -130,7 +131,7 @@ def report(table, per_round, note):
         "| rounds rsp ≥ 1.1 × nginx-proxy |"
     )
     lines.append("|---|---:|---:|---:|---:|")
-    for test in TESTS:
+    for test in tests:
         rounds = [targets for (name, _), targets in per_round.items() if name == test]
 
         def spread(other, goal):
@@ -156,7 +157,8 @@ def chart(table, title):
     width, height, left, top, bottom = 960, 380, 70, 40, 60
     plot_w, plot_h = width - left - 20, height - top - bottom
     top_value = max((row.get("requests_per_second") or 0) for row in table.values()) * 1.1 or 1
-    group_w = plot_w / len(TESTS)
+    tests = [test for test in TESTS if any(key[0] == test for key in table)]
+    group_w = plot_w / len(tests)
     targets = [target for target in TARGETS if any(key[1] == target for key in table)]
     bar_w = group_w * 0.8 / len(targets)
     out = [
@@ -169,7 +171,7 @@ def chart(table, title):
         y = top + plot_h - plot_h * step / 5
         out.append(f'<line x1="{left}" x2="{width - 20}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
         out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{value / 1000:.0f}k</text>')
-    for group, test in enumerate(TESTS):
+    for group, test in enumerate(tests):
         x0 = left + group * group_w + group_w * 0.1
         for index, target in enumerate(targets):
             value = (table.get((test, target)) or {}).get("requests_per_second") or 0

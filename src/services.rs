@@ -73,6 +73,9 @@ pub struct Services {
     pub counters: Counters,
     /// Queued sessions a freed server slot lets go, for the worker to drive.
     pub wakeups: Vec<usize>,
+    /// Sessions that used their turn's budget with work left, to be driven
+    /// again once the others have had theirs.
+    pub yielded: Vec<usize>,
     /// Admin commands for the worker to apply (and pass to the others).
     pub commands: Vec<Command>,
     /// rsp is shutting down: finish exchanges, keep no connection open.

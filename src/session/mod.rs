@@ -104,9 +104,17 @@ impl Client {
     }
 }
 
+/// How many rounds of reading and writing a stage makes in one drive before
+/// it yields: about this many buffers' worth each way.
+pub const TURN_BUDGET: usize = 16;
+
 /// What a stage says after it ran.
 #[derive(Debug)]
 pub enum Step {
+    /// The stage used its turn's budget with work left: it is driven
+    /// again after the other ready sessions had theirs (HAProxy-style
+    /// fairness: ten transfers share the core).
+    Yield,
     /// The stage goes on; `progress` when any byte moved.
     Continue {
         progress: bool,
@@ -223,6 +231,11 @@ impl Session {
                 Stage::Switching => Step::Close(End::Done { linger: false }),
             };
             match step {
+                Step::Yield => {
+                    self.last_activity = timer::now();
+                    services.yielded.push(self.key);
+                    break;
+                }
                 Step::Continue { progress } => {
                     if progress {
                         self.last_activity = timer::now();
@@ -352,7 +365,7 @@ impl Session {
                 self.upgrade(services);
                 true
             }
-            Step::Continue { .. } => true,
+            Step::Continue { .. } | Step::Yield => true,
         }
     }
 

@@ -38,6 +38,7 @@ pub fn services(settings: &str) -> (Poll, Services) {
         access_log: None,
         counters: Counters::default(),
         wakeups: Vec::new(),
+        yielded: Vec::new(),
         commands: Vec::new(),
         draining: false,
         worker: Worker::single(),

@@ -71,14 +71,18 @@ impl Tunnel {
 
     pub fn drive(&mut self, client: &mut Client, services: &mut Services) -> Step {
         let _ = services;
-        let mut any = false;
-        loop {
+        for round in 0..super::TURN_BUDGET {
             match self.run_once(client) {
-                Ok(true) => any = true,
-                Ok(false) => return Step::Continue { progress: any },
+                Ok(true) => {}
+                Ok(false) => {
+                    return Step::Continue {
+                        progress: round > 0,
+                    };
+                }
                 Err(step) => return step,
             }
         }
+        Step::Yield
     }
 
     fn run_once(&mut self, client: &mut Client) -> Result<bool, Step> {

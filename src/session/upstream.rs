@@ -86,7 +86,20 @@ impl Backend {
     /// Nothing about the connection itself keeps it from serving the next
     /// request: it is not private, both sides are open, and no byte is
     /// waiting unread (bytes past a response would be read as the next one's).
-    pub fn is_reusable(&self) -> bool {
+    /// A socket still marked readable (its last read filled the buffer
+    /// exactly, as a large body's often does) is asked with a peek whether
+    /// anything really waits.
+    pub fn is_reusable(&mut self) -> bool {
+        if self.endpoint.readable && !self.endpoint.end_reported {
+            let mut probe = [0u8; 1];
+            match self.endpoint.stream.peek(&mut probe) {
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                    self.endpoint.readable = false;
+                }
+                Ok(0) => self.read = ReadEnd::Ended,
+                _ => {}
+            }
+        }
         self.origin != Origin::Private
             && self.read == ReadEnd::Open
             && !self.write_failed

@@ -86,6 +86,7 @@ impl EventLoop {
             access_log,
             counters: Counters::default(),
             wakeups: Vec::new(),
+            yielded: Vec::new(),
             commands: Vec::new(),
             draining: false,
             worker,
@@ -155,6 +156,7 @@ impl EventLoop {
                     }
                 }
             }
+            self.run_yielded();
             self.run_timers(timer::tick());
             let room = self.shutdown_deadline.is_none()
                 && self.sessions.len() < self.services.settings.max_connections;
@@ -163,8 +165,19 @@ impl EventLoop {
         }
     }
 
-    /// How long poll may sleep: until the next timer, or the shutdown deadline.
+    /// The sessions that yielded last turn get their next one, in order.
+    fn run_yielded(&mut self) {
+        for key in std::mem::take(&mut self.services.yielded) {
+            self.drive(key, None);
+        }
+    }
+
+    /// How long poll may sleep: until the next timer, or the shutdown
+    /// deadline; not at all while sessions wait for their next turn.
     fn poll_timeout(&self) -> Option<Duration> {
+        if !self.services.yielded.is_empty() {
+            return Some(Duration::ZERO);
+        }
         let now = Instant::now();
         let timeout = self.services.timers.timeout(now);
         match self.shutdown_deadline {

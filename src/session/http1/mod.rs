@@ -184,14 +184,18 @@ impl Http1 {
 
     /// Makes all the progress the sockets allow.
     pub fn drive(&mut self, key: usize, client: &mut Client, services: &mut Services) -> Step {
-        let mut any = false;
-        loop {
+        for round in 0..super::TURN_BUDGET {
             match self.run_once(key, client, services) {
-                Ok(true) => any = true,
-                Ok(false) => return Step::Continue { progress: any },
+                Ok(true) => {}
+                Ok(false) => {
+                    return Step::Continue {
+                        progress: round > 0,
+                    };
+                }
                 Err(step) => return step,
             }
         }
+        Step::Yield
     }
 
     fn run_once(

@@ -19,6 +19,7 @@
 # BENCH_BASELINE=PATH adds the rsp binary at PATH (one worker, pinned like
 # the others) as target "rsp-before", so a change is measured against the
 # code before it in the same run.
+# BENCH_RSP_SETTINGS: more config lines for every rsp (for trying a setting).
 # BENCH_TESTS chooses the tests (default all): ab ab-k wrk wrk-100k (100
 # clients), wrk-1m wrk-10m (10 clients, large bodies), tls-handshake (ab
 # over https without keep-alive: a full handshake per request) and tls-k
@@ -79,6 +80,7 @@ listen = { "127.0.0.1:$1", { addr = "127.0.0.1:$(($1 + 10))", tls = { cert = "$w
 backends = { "127.0.0.1:18080" }
 max_connections = 60000
 workers = $2
+${BENCH_RSP_SETTINGS:-}
 CONF
     local run=()
     [ "$2" = 1 ] && run=("${pin[@]}")

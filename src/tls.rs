@@ -4,7 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::crypto::ring;
+#[cfg(feature = "aws-lc")]
+use rustls::crypto::aws_lc_rs as provider;
+#[cfg(all(feature = "ring", not(feature = "aws-lc")))]
+use rustls::crypto::ring as provider;
+#[cfg(not(any(feature = "aws-lc", feature = "ring")))]
+compile_error!("build with the \"aws-lc\" (default) or the \"ring\" feature: TLS needs a crypto provider");
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
@@ -19,7 +24,7 @@ pub struct TlsFiles {
 
 /// Reads the files and makes the rustls configuration for a listener.
 pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, String> {
-    let provider = Arc::new(ring::default_provider());
+    let provider = Arc::new(provider::default_provider());
     let mut certificates = Vec::new();
     for (cert, key) in &files.pairs {
         certificates.push(load(&provider, cert, key)?);

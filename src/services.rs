@@ -24,6 +24,7 @@ use crate::workers::{self, Command, Worker};
 pub struct Settings {
     pub buffer_bytes: usize,
     pub max_header_bytes: usize,
+    pub max_response_header_bytes: usize,
     pub max_body_bytes: Option<u64>,
     pub timeouts: Timeouts,
     pub forwarding: Forwarding,
@@ -38,6 +39,7 @@ impl Settings {
         Settings {
             buffer_bytes: config.buffer_bytes,
             max_header_bytes: config.max_header_bytes,
+            max_response_header_bytes: config.max_response_header_bytes,
             max_body_bytes: config.max_body_bytes,
             timeouts: config.timeouts,
             forwarding: config.forwarding.clone(),

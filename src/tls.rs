@@ -9,7 +9,9 @@ use rustls::crypto::aws_lc_rs as provider;
 #[cfg(all(feature = "ring", not(feature = "aws-lc")))]
 use rustls::crypto::ring as provider;
 #[cfg(not(any(feature = "aws-lc", feature = "ring")))]
-compile_error!("build with the \"aws-lc\" (default) or the \"ring\" feature: TLS needs a crypto provider");
+compile_error!(
+    "build with the \"aws-lc\" (default) or the \"ring\" feature: TLS needs a crypto provider"
+);
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;

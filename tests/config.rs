@@ -71,6 +71,10 @@ fn bad_configs_name_file_line_and_problem() {
             "FILE:4: max_header_bytes (8192) must not exceed buffer_bytes (4096)",
         ),
         (
+            "listen = \"127.0.0.1:8080\"\nbackends = { \"127.0.0.1:1\" }\nbuffer_bytes = 16384\nmax_response_header_bytes = 32768\n",
+            "FILE:4: max_response_header_bytes (32768) must not exceed buffer_bytes (16384)",
+        ),
+        (
             "listenPort = \"http\"\nbackendAddress = \"127.0.0.1\"\n",
             "FILE:1: listenPort: expected a port number",
         ),
@@ -133,6 +137,15 @@ fn bad_configs_name_file_line_and_problem() {
             "{config:?}: expected {expected:?} in {stderr}"
         );
     }
+}
+
+#[test]
+fn small_buffers_bring_the_head_bounds_down_with_them() {
+    // Only the buffer is set: the head bounds left at their defaults
+    // (32 and 64 KiB) follow it down instead of failing the check.
+    let (code, stderr) =
+        check("listen = \"127.0.0.1:8080\"\nbackends = { \"127.0.0.1:1\" }\nbuffer_bytes = 4096\n");
+    assert_eq!(code, 0, "{stderr}");
 }
 
 #[test]

@@ -117,6 +117,26 @@ fn backend_faults_become_502_or_a_clean_close() {
         raw_backend(oversized, false)
     ));
     assert_eq!(proxy.get("/").status, 502);
+    assert!(proxy.log().contains("response head too large"));
+
+    // Its own bound, not the buffer's: 5 KB heads over a 4 KiB bound.
+    let five_kb: &'static [u8] = Box::leak(
+        format!(
+            "HTTP/1.1 200 OK\r\nX-Big: {}\r\nContent-Length: 0\r\n\r\n",
+            "a".repeat(5_000)
+        )
+        .into_bytes()
+        .into_boxed_slice(),
+    );
+    let address = raw_backend(five_kb, false);
+    let proxy = Proxy::start(&format!(
+        "backends = {{ \"{address}\" }}\nmax_response_header_bytes = 4096"
+    ));
+    assert_eq!(proxy.get("/").status, 502);
+    let proxy = Proxy::start(&format!(
+        "backends = {{ \"{address}\" }}\nmax_response_header_bytes = 8192"
+    ));
+    assert_eq!(proxy.get("/").status, 200);
 
     // Closes (FIN) mid-response: the client's connection closes too.
     let closing = raw_backend(

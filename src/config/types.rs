@@ -45,6 +45,7 @@ pub struct Config {
     pub pools: Vec<PoolConfig>,
     pub buffer_bytes: usize,
     pub max_header_bytes: usize,
+    pub max_response_header_bytes: usize,
     pub timeouts: Timeouts,
     /// After SIGTERM, how long requests in flight may take to finish.
     pub shutdown_timeout: Duration,

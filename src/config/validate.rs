@@ -21,14 +21,22 @@ pub fn validate(
             ));
         }
     }
-    if config.max_header_bytes > config.buffer_bytes {
-        return Err(script.error(
-            "max_header_bytes",
-            format!(
-                "max_header_bytes ({}) must not exceed buffer_bytes ({})",
-                config.max_header_bytes, config.buffer_bytes
-            ),
-        ));
+    for (name, bytes) in [
+        ("max_header_bytes", config.max_header_bytes),
+        (
+            "max_response_header_bytes",
+            config.max_response_header_bytes,
+        ),
+    ] {
+        if bytes > config.buffer_bytes {
+            return Err(script.error(
+                name,
+                format!(
+                    "{name} ({bytes}) must not exceed buffer_bytes ({})",
+                    config.buffer_bytes
+                ),
+            ));
+        }
     }
     if let Some(admin) = &config.admin {
         let address = admin.address;

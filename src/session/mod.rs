@@ -104,9 +104,16 @@ impl Client {
     }
 }
 
+/// About how many bytes a stage moves each way in one drive before it
+/// yields, so transfers share the loop (HAProxy bounds a task's turn the
+/// same way).
+const TURN_BYTES: usize = 1024 * 1024;
+
 /// How many rounds of reading and writing a stage makes in one drive before
-/// it yields: about this many buffers' worth each way.
-pub const TURN_BUDGET: usize = 16;
+/// it yields: a round moves up to a buffer's worth each way.
+pub fn turn_rounds(buffer_bytes: usize) -> usize {
+    (TURN_BYTES / buffer_bytes.max(1)).clamp(2, 64)
+}
 
 /// What a stage says after it ran.
 #[derive(Debug)]

@@ -166,3 +166,15 @@ fn a_switch_moves_the_sockets_buffers_and_lease_into_a_tunnel() {
     session.cut(&mut services, "test over");
     assert_eq!(services.pools[0].servers()[0].active, 0, "released once");
 }
+
+/// What an idle keep-alive connection holds is its slab entry: the README's
+/// layout (Performance, Memory per connection) states these sizes, and
+/// `scripts/bench.sh memory` measures the whole. A field that makes a
+/// session grow must be boxed into the parts only busy connections have.
+#[test]
+#[cfg(target_pointer_width = "64")]
+fn an_idle_session_stays_small() {
+    assert!(std::mem::size_of::<Client>() <= 112, "Client grew");
+    assert!(std::mem::size_of::<Stage>() <= 72, "Stage grew");
+    assert!(std::mem::size_of::<Session>() <= 224, "Session grew");
+}

@@ -70,8 +70,7 @@ impl Tunnel {
     }
 
     pub fn drive(&mut self, client: &mut Client, services: &mut Services) -> Step {
-        let _ = services;
-        for round in 0..super::TURN_BUDGET {
+        for round in 0..super::turn_rounds(services.settings.buffer_bytes) {
             match self.run_once(client) {
                 Ok(true) => {}
                 Ok(false) => {

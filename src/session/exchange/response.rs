@@ -54,7 +54,17 @@ impl Exchange {
             self.request.request_id(),
             link.to_client.tail(),
         );
+        let limit = services.settings.max_response_header_bytes;
         match parsed {
+            Ok(Some(info)) if info.head_length > limit => {
+                link.to_client.clear();
+                self.backend_failed(
+                    link,
+                    services,
+                    "response head too large",
+                    ErrorReply::BadGateway,
+                )
+            }
             Ok(Some(info)) if info.is_interim() && *interim >= http::MAX_INTERIM_RESPONSES => {
                 link.to_client.clear();
                 let why = format!(
@@ -72,12 +82,13 @@ impl Exchange {
                 }
                 Turn::Moved
             }
-            Ok(None) if link.outbound.is_full() => self.backend_failed(
-                link,
-                services,
-                "response head too large",
-                ErrorReply::BadGateway,
-            ),
+            Ok(None) if link.outbound.len() >= limit || link.outbound.is_full() => self
+                .backend_failed(
+                    link,
+                    services,
+                    "response head too large",
+                    ErrorReply::BadGateway,
+                ),
             Ok(None) if backend.read != ReadEnd::Open => self.backend_failed(
                 link,
                 services,

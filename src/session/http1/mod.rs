@@ -184,7 +184,7 @@ impl Http1 {
 
     /// Makes all the progress the sockets allow.
     pub fn drive(&mut self, key: usize, client: &mut Client, services: &mut Services) -> Step {
-        for round in 0..super::TURN_BUDGET {
+        for round in 0..super::turn_rounds(services.settings.buffer_bytes) {
             match self.run_once(key, client, services) {
                 Ok(true) => {}
                 Ok(false) => {

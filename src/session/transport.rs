@@ -300,12 +300,23 @@ fn read_tls(
         if buffer.is_full() || !endpoint.readable {
             return Ok(total);
         }
-        match tls.read_tls(&mut endpoint.stream) {
+        let mut socket = Watched {
+            stream: &mut endpoint.stream,
+            short: false,
+        };
+        match tls.read_tls(&mut socket) {
             Ok(0) => {
                 total.eof = true;
                 return Ok(total);
             }
-            Ok(_) => {}
+            Ok(_) => {
+                // Less than rustls asked for: the socket is empty now, and
+                // edge-triggered polling reports its next bytes (as for a
+                // plain socket, this saves an EAGAIN per request).
+                if socket.short {
+                    endpoint.readable = false;
+                }
+            }
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                 endpoint.readable = false;
                 return Ok(total);
@@ -314,6 +325,21 @@ fn read_tls(
             Err(error) => return Err(error),
         }
         process(endpoint, tls)?;
+    }
+}
+
+/// The client socket as rustls reads it, noting whether a read returned
+/// less than was asked for.
+struct Watched<'a> {
+    stream: &'a mut TcpStream,
+    short: bool,
+}
+
+impl io::Read for Watched<'_> {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        let count = io::Read::read(self.stream, buffer)?;
+        self.short = count < buffer.len();
+        Ok(count)
     }
 }
 

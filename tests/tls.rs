@@ -195,18 +195,14 @@ fn a_handshake_that_never_finishes_is_cut_at_client_header() {
     authority.issue(&dir, "a", "a.example.com");
     authority.issue(&dir, "b", "b.example.com");
     let backend = Backend::start("web");
-    let tls: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let proxy = Proxy::start_listening(
-        &format!(
-            "{{ addr = \"{tls}\", tls = {{ cert = \"{d}/a.pem\", key = \"{d}/a.key\" }} }}",
-            d = dir.display()
-        ),
+    let (_proxy, tls) = tls_listener(
+        &dir,
+        "",
         &format!(
             "backends = {{ \"{}\" }}\ntimeouts = {{ client_header = 300 }}",
             backend.address
         ),
     );
-    wait_for_listener(tls, &proxy.log);
     // The first bytes of a ClientHello record, and then nothing.
     let mut client = Client::connect(tls);
     client.send(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]);
@@ -237,12 +233,9 @@ fn a_listener_with_accept_proxy_and_tls_reads_the_header_then_the_handshake() {
     let authority = Authority::new(&dir, "ca");
     authority.issue(&dir, "a", "a.example.com");
     let backend = Backend::start("web");
-    let tls: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let proxy = Proxy::start_listening(
-        &format!(
-            "{{ addr = \"{tls}\", accept_proxy = true, tls = {{ cert = \"{d}/a.pem\", key = \"{d}/a.key\" }} }}",
-            d = dir.display()
-        ),
+    let (proxy, tls) = tls_listener(
+        &dir,
+        "accept_proxy = true, ",
         &format!(
             "backends = {{ \"{}\" }}\n\
              route = function(req)\n\
@@ -252,7 +245,6 @@ fn a_listener_with_accept_proxy_and_tls_reads_the_header_then_the_handshake() {
             backend.address
         ),
     );
-    wait_for_listener(tls, &proxy.log);
 
     // v1: curl writes "PROXY TCP4 127.0.0.1 127.0.0.1 ..." before its ClientHello.
     let output = Command::new("curl")
@@ -292,17 +284,7 @@ print(answer.decode())
         port = tls.port(),
         ca = authority.pem.display().to_string()
     );
-    let output = Command::new("python3")
-        .arg("-c")
-        .arg(&script)
-        .output()
-        .unwrap();
-    let answer = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let answer = python(&script);
     assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
     assert!(
         answer.contains("\r\nX-Forwarded-For: 203.0.113.9\r\n"),
@@ -319,21 +301,45 @@ print(answer.decode())
     proxy.wait_for_log("refused: ", 1);
 }
 
-/// A TLS listener with an admin port, for the tests below.
-fn tls_with_admin(dir: &Path, backend: &Backend) -> (Proxy, SocketAddr, SocketAddr) {
+/// A proxy with one TLS listener serving `dir`'s certificate "a" (with
+/// `options`, such as `accept_proxy = true, `), started with `settings`.
+fn tls_listener(dir: &Path, options: &str, settings: &str) -> (Proxy, SocketAddr) {
     let tls: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let proxy = Proxy::start_listening(
         &format!(
-            "{{ addr = \"{tls}\", tls = {{ cert = \"{d}/a.pem\", key = \"{d}/a.key\" }} }}",
+            "{{ addr = \"{tls}\", {options}tls = {{ cert = \"{d}/a.pem\", key = \"{d}/a.key\" }} }}",
             d = dir.display()
         ),
-        &format!(
-            "backends = {{ \"{}\" }}\nadmin = \"{admin}\"\n",
-            backend.address
-        ),
+        settings,
     );
     wait_for_listener(tls, &proxy.log);
+    (proxy, tls)
+}
+
+/// Runs a Python script (the ssl module as the client) and gives its
+/// output; the script failing fails the test.
+fn python(script: &str) -> String {
+    let output = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A TLS listener with an admin port, for the tests below.
+fn tls_with_admin(dir: &Path, backend: &Backend) -> (Proxy, SocketAddr, SocketAddr) {
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let settings = format!(
+        "backends = {{ \"{}\" }}\nadmin = \"{admin}\"\n",
+        backend.address
+    );
+    let (proxy, tls) = tls_listener(dir, "", &settings);
     (proxy, tls, admin)
 }
 
@@ -368,17 +374,7 @@ print("clean")
         port = tls.port(),
         ca = authority.pem.display().to_string()
     );
-    let output = Command::new("python3")
-        .arg("-c")
-        .arg(&script)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "clean");
+    assert_eq!(python(&script).trim(), "clean");
     // ab over https, without keep-alive: every answer ends in close_notify.
     ensure_package("ab", "apache2-utils");
     let output = Command::new("ab")

@@ -71,6 +71,14 @@ fn bad_configs_name_file_line_and_problem() {
             "FILE:4: max_header_bytes (8192) must not exceed buffer_bytes (4096)",
         ),
         (
+            "listen = \"127.0.0.1:8080\"\npools = { default = { servers = { \"127.0.0.1:1\" }, retry_on = { 503, \"rest\" } } }\n",
+            "FILE:2: pools.default: retry_on: expected a status from 400 to 599, \"reset\" or \"timeout\", got \"rest\"",
+        ),
+        (
+            "listen = \"127.0.0.1:8080\"\npools = { default = { servers = { \"127.0.0.1:1\" }, retries = 11 } }\n",
+            "FILE:2: pools.default: retries: expected a whole number from 0 to 10, got 11",
+        ),
+        (
             "listen = \"127.0.0.1:8080\"\nbackends = { \"127.0.0.1:1\" }\nbuffer_bytes = 16384\nmax_response_header_bytes = 32768\n",
             "FILE:4: max_response_header_bytes (32768) must not exceed buffer_bytes (16384)",
         ),

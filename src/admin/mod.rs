@@ -406,19 +406,12 @@ mod tests {
 
     #[test]
     fn a_drain_is_a_command_not_a_change() {
-        let pools = vec![Pool::new(&crate::config::PoolConfig {
-            name: "web".into(),
-            servers: vec![crate::config::ServerConfig {
-                address: "127.0.0.1:8080".parse().unwrap(),
-                weight: 1,
-                backup: false,
-            }],
-            algorithm: crate::config::Algorithm::RoundRobin,
-            max_conns: None,
-            queue_timeout: std::time::Duration::from_secs(5),
-            health: None,
-            send_proxy: None,
-        })];
+        let pools = vec![Pool::new(&crate::config::PoolConfig::new(
+            "web",
+            vec![crate::config::ServerConfig::plain(
+                "127.0.0.1:8080".parse().unwrap(),
+            )],
+        ))];
         let totals = Totals::default();
         let view = StatsView::borrowed(&pools, &totals, vec![Some(0)]);
         let request = head(

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::config::{Algorithm, PoolConfig};
+use crate::config::{Algorithm, PoolConfig, RetryOn};
 use crate::health::HealthConfig;
 use crate::proxy_protocol;
 use crate::stats::{PoolStats, ServerStats};
@@ -97,6 +97,8 @@ pub enum Outcome {
     /// The server was reached but its answer was broken or late: count an
     /// error, without resting it (active checks judge its health).
     Failed,
+    /// The server answered, with a 5xx status.
+    ServerError,
 }
 
 /// What the stats page says of a server.
@@ -170,6 +172,9 @@ pub struct Pool {
     pub queue_timeout: Duration,
     pub health: Option<HealthConfig>,
     pub send_proxy: Option<proxy_protocol::Version>,
+    /// Re-sends of one request after a `retry_on` answer or a "retry".
+    pub retries: u32,
+    pub retry_on: RetryOn,
     /// Sessions waiting for a server below `max_conns`, oldest first.
     waiting: VecDeque<usize>,
     /// Requests queued in other workers, in a merged view for the stats.
@@ -213,6 +218,8 @@ impl Pool {
                 ..health
             }),
             send_proxy: config.send_proxy,
+            retries: config.retries,
+            retry_on: config.retry_on.clone(),
             waiting: VecDeque::new(),
             queued_elsewhere: 0,
             candidates: Vec::new(),
@@ -355,7 +362,7 @@ impl Pool {
         };
         server.active = server.active.saturating_sub(1);
         match outcome {
-            Outcome::Ok => {
+            Outcome::Ok | Outcome::ServerError => {
                 server.failures = 0;
                 server.down_until = None;
             }

@@ -5,20 +5,18 @@ use crate::config::ServerConfig;
 
 fn pool(algorithm: Algorithm, servers: &[(u16, u32, bool)]) -> Pool {
     Pool::new(&PoolConfig {
-        name: "test".into(),
         algorithm,
-        servers: servers
-            .iter()
-            .map(|&(port, weight, backup)| ServerConfig {
-                address: SocketAddr::from(([127, 0, 0, 1], port)),
-                weight,
-                backup,
-            })
-            .collect(),
-        max_conns: None,
-        queue_timeout: Duration::from_secs(5),
-        health: None,
-        send_proxy: None,
+        ..PoolConfig::new(
+            "test",
+            servers
+                .iter()
+                .map(|&(port, weight, backup)| ServerConfig {
+                    address: SocketAddr::from(([127, 0, 0, 1], port)),
+                    weight,
+                    backup,
+                })
+                .collect(),
+        )
     })
 }
 

@@ -12,7 +12,10 @@ use crate::proxy_protocol;
 use super::lua::Script;
 use super::materialize;
 use super::read::Setting;
-use super::types::{Algorithm, ConfigError, DEFAULT_POOL, PoolConfig, ServerConfig};
+use super::types::{
+    Algorithm, ConfigError, DEFAULT_POOL, DEFAULT_QUEUE_TIMEOUT, DEFAULT_RETRIES, PoolConfig,
+    RetryOn, ServerConfig,
+};
 
 const POOL_SETTINGS: &[&str] = &[
     "servers",
@@ -21,6 +24,8 @@ const POOL_SETTINGS: &[&str] = &[
     "queue_timeout_ms",
     "health",
     "send_proxy",
+    "retries",
+    "retry_on",
 ];
 const HEALTH_SETTINGS: &[&str] = &[
     "path",
@@ -31,7 +36,6 @@ const HEALTH_SETTINGS: &[&str] = &[
     "expect_status",
 ];
 const SERVER_SETTINGS: &[&str] = &["addr", "weight", "backup"];
-const DEFAULT_QUEUE_TIMEOUT_MS: u64 = 5000;
 
 pub fn pools(script: &Script) -> Result<Vec<PoolConfig>, ConfigError> {
     let setting = Setting::top(script, "pools");
@@ -53,15 +57,10 @@ pub fn pools(script: &Script) -> Result<Vec<PoolConfig>, ConfigError> {
         if pools.iter().any(|pool| pool.name == DEFAULT_POOL) {
             return Err(shorthand.error("pools.default is set too; keep one of them"));
         }
-        pools.push(PoolConfig {
-            name: DEFAULT_POOL.to_owned(),
-            servers: servers.into_iter().map(ServerConfig::plain).collect(),
-            algorithm: Algorithm::RoundRobin,
-            max_conns: None,
-            queue_timeout: Duration::from_millis(DEFAULT_QUEUE_TIMEOUT_MS),
-            health: None,
-            send_proxy: None,
-        });
+        pools.push(PoolConfig::new(
+            DEFAULT_POOL,
+            servers.into_iter().map(ServerConfig::plain).collect(),
+        ));
     }
     pools.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(pools)
@@ -165,10 +164,40 @@ fn pool(pool: &Setting, name: &str) -> Result<PoolConfig, ConfigError> {
         max_conns,
         queue_timeout: pool
             .part("queue_timeout_ms")
-            .millis(DEFAULT_QUEUE_TIMEOUT_MS, 1..=3_600_000)?,
+            .millis(DEFAULT_QUEUE_TIMEOUT.as_millis() as u64, 1..=3_600_000)?,
         health,
         send_proxy,
+        retries: pool
+            .part("retries")
+            .integer(i64::from(DEFAULT_RETRIES), 0..=10)? as u32,
+        retry_on: retry_on(&pool.part("retry_on"))?,
     })
+}
+
+/// `{ 502, 503, 504, "reset", "timeout" }`.
+fn retry_on(setting: &Setting) -> Result<RetryOn, ConfigError> {
+    let mut retry_on = RetryOn::default();
+    if setting.is_nil() {
+        return Ok(retry_on);
+    }
+    for entry in setting.sequence()? {
+        match &entry.value {
+            Value::Integer(status) if (400..=599).contains(status) => {
+                retry_on.statuses.push(*status as u16);
+            }
+            Value::String(text) if &*text.to_string_lossy() == "reset" => retry_on.reset = true,
+            Value::String(text) if &*text.to_string_lossy() == "timeout" => {
+                retry_on.timeout = true;
+            }
+            other => {
+                return Err(entry.error(format!(
+                    "expected a status from 400 to 599, \"reset\" or \"timeout\", got {}",
+                    super::read::describe(other)
+                )));
+            }
+        }
+    }
+    Ok(retry_on)
 }
 
 /// `"host:port"` or `{ addr = "host:port", weight = 3, backup = true }`.

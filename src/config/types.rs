@@ -149,6 +149,52 @@ pub struct PoolConfig {
     pub health: Option<HealthConfig>,
     /// Start each connection to a server with a PROXY protocol header.
     pub send_proxy: Option<proxy_protocol::Version>,
+    /// How many times one request may be sent again to another server
+    /// after an answer `retry_on` names, or a `respond()` that says
+    /// "retry" (connect failures try each server once, apart from this).
+    pub retries: u32,
+    pub retry_on: RetryOn,
+}
+
+impl PoolConfig {
+    /// A round-robin pool of `servers` with every other setting at its
+    /// default.
+    pub fn new(name: &str, servers: Vec<ServerConfig>) -> PoolConfig {
+        PoolConfig {
+            name: name.to_owned(),
+            servers,
+            algorithm: Algorithm::RoundRobin,
+            max_conns: None,
+            queue_timeout: DEFAULT_QUEUE_TIMEOUT,
+            health: None,
+            send_proxy: None,
+            retries: DEFAULT_RETRIES,
+            retry_on: RetryOn::default(),
+        }
+    }
+}
+
+/// A request still queued after this long gets 503.
+pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Retries of one request after `retry_on` answers or `respond()`'s "retry".
+pub const DEFAULT_RETRIES: u32 = 2;
+
+/// The answers after which an idempotent request without a body goes to
+/// another server (HAProxy's `retry-on`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetryOn {
+    /// Final statuses from a backend, such as 502, 503, 504.
+    pub statuses: Vec<u16>,
+    /// The connection broke (closed or reset) before a complete response head.
+    pub reset: bool,
+    /// No response head within `timeouts.backend_response`.
+    pub timeout: bool,
+}
+
+impl RetryOn {
+    pub fn status(&self, status: u16) -> bool {
+        self.statuses.contains(&status)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

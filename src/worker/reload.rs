@@ -151,25 +151,18 @@ fn reconfigure_access_log(access_log: &mut Option<AccessLog>, wanted: Option<&Ac
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Algorithm, PoolConfig, ServerConfig};
+    use crate::config::{PoolConfig, ServerConfig};
 
     fn pool(name: &str, ports: &[u16]) -> Pool {
-        Pool::new(&PoolConfig {
-            name: name.into(),
-            servers: ports
+        Pool::new(&PoolConfig::new(
+            name,
+            ports
                 .iter()
-                .map(|&port| ServerConfig {
-                    address: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-                    weight: 1,
-                    backup: false,
+                .map(|&port| {
+                    ServerConfig::plain(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
                 })
                 .collect(),
-            algorithm: Algorithm::RoundRobin,
-            max_conns: None,
-            queue_timeout: std::time::Duration::from_secs(5),
-            health: None,
-            send_proxy: None,
-        })
+        ))
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub enum ResponseSide {
     Head { interim: u8 },
     /// Passing the body on; `None` once it is complete.
     Body {
+        /// The response's status.
+        status: u16,
         body: Option<Body>,
         after: After,
         /// The body ends when the backend closes.

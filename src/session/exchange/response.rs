@@ -132,6 +132,7 @@ impl Exchange {
             ResponseSide::Switched
         } else {
             ResponseSide::Body {
+                status: info.status,
                 until_close: info.framing == Framing::UntilClose,
                 body: Body::new(&info.framing),
                 after: if info.keep_alive {
@@ -153,6 +154,7 @@ impl Exchange {
             request,
             response:
                 ResponseSide::Body {
+                    status,
                     body,
                     after,
                     until_close,
@@ -200,6 +202,11 @@ impl Exchange {
         // Unless the client asked to close and all its bytes were read, it
         // may still be sending.
         let linger = !request_read || self.request.head.keep_alive;
+        let outcome = if *status >= 500 {
+            Outcome::ServerError
+        } else {
+            Outcome::Ok
+        };
         let State::Forwarding {
             backend,
             mut attempt,
@@ -208,7 +215,7 @@ impl Exchange {
         else {
             return Turn::Wait;
         };
-        attempt.release(services, Outcome::Ok);
+        attempt.release(services, outcome);
         // Anything the backend sent past its response is not ours to pass on.
         link.outbound.consume(link.outbound.len());
         if reusable

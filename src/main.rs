@@ -54,7 +54,19 @@ fn main() -> ExitCode {
     };
     if check_only {
         println!("rsp: {path}: config is valid");
+        let hooks = loaded.hooks();
+        if hooks.is_empty() {
+            println!("hooks: none (every request goes to the pool \"default\")");
+        } else {
+            println!("hooks: {}", hooks.join(", "));
+        }
+        for function in &loaded.other_functions {
+            println!("not a hook, never called by rsp: {function}");
+        }
         return ExitCode::SUCCESS;
+    }
+    for function in &loaded.other_functions {
+        log::warn!("{function}: a global function that is not a hook rsp calls");
     }
     if let Err(error) = limits::raise_open_file_limit() {
         log::warn!("could not raise the open file limit: {error}");

@@ -83,6 +83,18 @@ impl ErrorReply {
         }
     }
 
+    /// The answer as a reply `respond()` may restyle.
+    pub fn local(self) -> LocalReply {
+        LocalReply {
+            status: self.status(),
+            headers: vec![(
+                "Content-Type".to_owned(),
+                "text/plain; charset=utf-8".to_owned(),
+            )],
+            body: self.body().as_bytes().to_vec(),
+        }
+    }
+
     pub fn body_length(self) -> usize {
         self.body().len()
     }

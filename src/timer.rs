@@ -20,6 +20,23 @@ pub fn now() -> Instant {
     LOOP_TIME.with(Cell::get).unwrap_or_else(Instant::now)
 }
 
+/// The loop's time as milliseconds since the Unix epoch (`rsp.now()`):
+/// the wall clock read once per thread, moved on by the loop's clock.
+pub fn epoch_millis() -> i64 {
+    thread_local! {
+        static START: (Instant, i64) = (
+            Instant::now(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.as_millis() as i64),
+        );
+    }
+    START.with(|(instant, epoch)| {
+        let elapsed = now().saturating_duration_since(*instant);
+        epoch + elapsed.as_millis() as i64
+    })
+}
+
 /// Reads the clock for this thread's loop: after each wait for events, and
 /// before running expired timers.
 pub fn tick() -> Instant {

@@ -280,6 +280,13 @@ impl Pool {
         self.servers[server].address
     }
 
+    /// The server may be picked now (up, and not drained), load aside.
+    pub fn may_serve(&self, server: usize) -> bool {
+        self.servers
+            .get(server)
+            .is_some_and(|server| !server.drained && server.is_up(timer::now()))
+    }
+
     /// Picks a server for one exchange, skipping `tried` ones, servers
     /// resting after a failure and servers at `max_conns`; backups serve
     /// only when no normal server can. `key` steers the `hash` algorithm.

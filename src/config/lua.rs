@@ -26,6 +26,7 @@ impl Script {
         let source =
             fs::read(path).map_err(|error| ConfigError(format!("{file}: cannot read: {error}")))?;
         let lua = Lua::new();
+        install_rsp_table(&lua).map_err(|error| lua_error(&file, error))?;
         let lines = track_assignment_lines(&lua).map_err(|error| lua_error(&file, error))?;
         let builtins = global_names(&lua);
         lua.load(&source[..])
@@ -74,34 +75,47 @@ impl Script {
     }
 
     /// Fails on a global that is not among `settings` (a typo); global
-    /// functions other than those are only logged.
-    pub fn only_settings(&self, settings: &[&str]) -> Result<(), ConfigError> {
-        for name in global_names(&self.lua) {
+    /// functions other than those are returned (`file:line: name`), to be
+    /// reported: a script may keep its helpers global.
+    pub fn only_settings(&self, settings: &[&str]) -> Result<Vec<String>, ConfigError> {
+        let mut functions = Vec::new();
+        let mut names: Vec<String> = global_names(&self.lua).into_iter().collect();
+        names.sort();
+        for name in names {
             if self.builtins.contains(&name) || settings.contains(&name.as_str()) {
                 continue;
             }
             match self.globals.raw_get::<Value>(name.as_str()) {
-                Ok(Value::Function(_)) => log::warn!(
-                    "{}: global function '{name}' is not a setting rsp uses",
-                    self.at(&name)
-                ),
+                Ok(Value::Function(_)) => functions.push(format!("{}: {name}", self.at(&name))),
                 _ => return Err(self.error(&name, format!("unknown setting '{name}'"))),
             }
         }
-        Ok(())
+        Ok(functions)
     }
 
-    /// The `route` function, if the file defines one.
-    pub fn route(&self) -> Result<Option<Function>, ConfigError> {
-        match self.get("route") {
+    /// The hook function `name` (`route`, `respond`, `log`), if the file
+    /// defines one.
+    pub fn hook(&self, name: &str) -> Result<Option<Function>, ConfigError> {
+        match self.get(name) {
             Value::Nil => Ok(None),
-            Value::Function(route) => Ok(Some(route)),
+            Value::Function(hook) => Ok(Some(hook)),
             other => Err(self.error(
-                "route",
-                format!("route: expected a function, got {}", other.type_name()),
+                name,
+                format!("{name}: expected a function, got {}", other.type_name()),
             )),
         }
     }
+}
+
+/// The `rsp` table scripts call into: `rsp.now()`, the loop's clock in
+/// milliseconds since the epoch.
+fn install_rsp_table(lua: &Lua) -> mlua::Result<()> {
+    let rsp = lua.create_table()?;
+    rsp.raw_set(
+        "now",
+        lua.create_function(|_, ()| Ok(crate::timer::epoch_millis()))?,
+    )?;
+    lua.globals().raw_set("rsp", rsp)
 }
 
 /// Records the line of each global's first assignment.

@@ -42,6 +42,8 @@ const SETTINGS: &[&str] = &[
     "backends",
     "pools",
     "route",
+    "respond",
+    "log",
     "buffer_bytes",
     "max_header_bytes",
     "max_response_header_bytes",
@@ -73,14 +75,36 @@ pub struct Loaded {
     pub certificates: Certificates,
     pub lua: Lua,
     pub route: Option<Function>,
+    /// `respond(req, res)`: sees each response head before the client does.
+    pub respond: Option<Function>,
+    /// `log(req, res)`: runs after each exchange ends.
+    pub log: Option<Function>,
+    /// Global functions that are not hooks (`file:line: name`).
+    pub other_functions: Vec<String>,
+}
+
+impl Loaded {
+    /// The hooks the script defines, in the order they run.
+    pub fn hooks(&self) -> Vec<&'static str> {
+        [
+            ("route", self.route.is_some()),
+            ("respond", self.respond.is_some()),
+            ("log", self.log.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, defined)| defined.then_some(name))
+        .collect()
+    }
 }
 
 /// Runs the config file and checks every setting.
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     let script = Script::run(path)?;
-    script.only_settings(SETTINGS)?;
+    let other_functions = script.only_settings(SETTINGS)?;
     let config = read(&script)?;
-    let route = script.route()?;
+    let route = script.hook("route")?;
+    let respond = script.hook("respond")?;
+    let log = script.hook("log")?;
     validate::validate(&config, &script, route.as_ref())?;
     let certificates = Certificates::read(&config, &script)?;
     Ok(Loaded {
@@ -88,6 +112,9 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
         certificates,
         lua: script.lua,
         route,
+        respond,
+        log,
+        other_functions,
     })
 }
 

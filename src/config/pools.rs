@@ -176,10 +176,10 @@ fn pool(pool: &Setting, name: &str) -> Result<PoolConfig, ConfigError> {
 
 /// `{ 502, 503, 504, "reset", "timeout" }`.
 fn retry_on(setting: &Setting) -> Result<RetryOn, ConfigError> {
-    let mut retry_on = RetryOn::default();
     if setting.is_nil() {
-        return Ok(retry_on);
+        return Ok(RetryOn::default());
     }
+    let mut retry_on = RetryOn::none();
     for entry in setting.sequence()? {
         match &entry.value {
             Value::Integer(status) if (400..=599).contains(status) => {

@@ -180,8 +180,9 @@ pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_RETRIES: u32 = 2;
 
 /// The answers after which an idempotent request without a body goes to
-/// another server (HAProxy's `retry-on`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// another server (HAProxy's `retry-on`). Failed connects always go to
+/// another server: nothing was sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryOn {
     /// Final statuses from a backend, such as 502, 503, 504.
     pub statuses: Vec<u16>,
@@ -191,7 +192,29 @@ pub struct RetryOn {
     pub timeout: bool,
 }
 
+impl Default for RetryOn {
+    /// What rsp did before `retry_on` existed: a connection that broke
+    /// before its response head is retried elsewhere, nothing else.
+    fn default() -> RetryOn {
+        RetryOn {
+            statuses: Vec::new(),
+            reset: true,
+            timeout: false,
+        }
+    }
+}
+
 impl RetryOn {
+    /// Retries on nothing but failed connects: the start of a `retry_on`
+    /// list, which replaces the default.
+    pub fn none() -> RetryOn {
+        RetryOn {
+            statuses: Vec::new(),
+            reset: false,
+            timeout: false,
+        }
+    }
+
     pub fn status(&self, status: u16) -> bool {
         self.statuses.contains(&status)
     }

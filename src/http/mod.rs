@@ -3,15 +3,19 @@
 //! `request` reads and rewrites request heads, `response` response heads;
 //! what both need of fields is here.
 
+mod edit;
 mod request;
 mod response;
+mod response_head;
 #[cfg(test)]
 mod tests;
 
 use std::fmt;
 
+pub use edit::EditError;
 pub use request::{NEVER_UPGRADED, RequestHead, RequestPolicy, Underscores};
 pub use response::{ClientSide, MAX_INTERIM_RESPONSES, ResponseInfo, forward_response_head};
+pub use response_head::ResponseHead;
 
 use crate::target::TargetError;
 

@@ -11,28 +11,28 @@ use crate::request_id;
 use crate::target::{self, Form, PathNormalization, Scratch};
 
 use super::{
-    HeadError, MAX_HEADERS, copy_end_to_end, is_token_char, merge_content_length, str_of,
+    HeadError, MAX_HEADERS, connection_options, is_hop_by_hop, is_token_char, merge_content_length, str_of,
     strip_port, tokens, write_field,
 };
 
 /// The forwarding fields rsp writes itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Field {
+enum OwnField {
     For,
     Proto,
     Host,
-    Forwarded,
+    Rfc7239,
 }
 
-fn forwarding_field(name: &[u8]) -> Option<Field> {
+fn forwarding_field(name: &[u8]) -> Option<OwnField> {
     if name.eq_ignore_ascii_case(b"x-forwarded-for") {
-        Some(Field::For)
+        Some(OwnField::For)
     } else if name.eq_ignore_ascii_case(b"x-forwarded-proto") {
-        Some(Field::Proto)
+        Some(OwnField::Proto)
     } else if name.eq_ignore_ascii_case(b"x-forwarded-host") {
-        Some(Field::Host)
+        Some(OwnField::Host)
     } else if name.eq_ignore_ascii_case(b"forwarded") {
-        Some(Field::Forwarded)
+        Some(OwnField::Rfc7239)
     } else {
         None
     }
@@ -74,26 +74,41 @@ impl Default for RequestPolicy {
 /// `h2c` would take every later request on the connection past `route()`.
 pub const NEVER_UPGRADED: &str = "h2c";
 
+/// One field of a head: ranges of `RequestHead::raw`.
+#[derive(Debug, Clone)]
+pub(super) struct Field {
+    pub(super) name: Range<usize>,
+    pub(super) value: Range<usize>,
+    /// Written by `route()`: forwarded even when the client's `Connection`
+    /// names it.
+    pub(super) added: bool,
+}
+
 /// A parsed request head, owning a copy of its bytes so the client buffer
 /// can move on (to the body, or the next pipelined request).
 #[derive(Default)]
 pub struct RequestHead {
-    raw: Vec<u8>,
+    pub(super) raw: Vec<u8>,
     method: Range<usize>,
     /// The target as the client sent it.
     raw_target: Range<usize>,
     /// The target rsp routes on and forwards: origin-form, normalized (or
     /// `*`). Always ASCII.
-    target: Vec<u8>,
+    pub(super) target: Vec<u8>,
     /// Where the path ends in `target` (at the `?`, or its end).
-    path_end: usize,
+    pub(super) path_end: usize,
     /// The Host value forwarded: an absolute-form target's authority,
     /// else the client's Host field (a range of `raw`).
-    host_value: Option<Range<usize>>,
+    pub(super) host_value: Option<Range<usize>>,
     /// The target was absolute-form: its authority replaces the Host field.
-    absolute: bool,
-    headers: Vec<(Range<usize>, Range<usize>)>,
-    host: String,
+    pub(super) absolute: bool,
+    /// `route()` set the host: `host_value` replaces the Host field.
+    pub(super) host_rewritten: bool,
+    /// The host the client asked for, for `X-Forwarded-Host` and
+    /// `Forwarded` whatever `route()` did.
+    client_host: Option<Range<usize>>,
+    pub(super) headers: Vec<Field>,
+    pub(super) host: String,
     /// The protocols of the client's `Upgrade` that may be switched to.
     upgrade_offer: Vec<u8>,
     scratch: Scratch,
@@ -148,11 +163,16 @@ impl RequestHead {
                     }
                 }
             }
-            self.headers
-                .push((span(field.name.as_bytes()), span(field.value)));
+            self.headers.push(Field {
+                name: span(field.name.as_bytes()),
+                value: span(field.value),
+                added: false,
+            });
         }
+        self.host_rewritten = false;
         self.examine(policy)?;
         self.read_target(&policy.path)?;
+        self.client_host = self.host_value.clone();
         Ok(Some(length))
     }
 
@@ -193,9 +213,9 @@ impl RequestHead {
         let mut facts = FieldFacts::default();
         self.expect_continue = false;
         self.upgrade_offer.clear();
-        for (name, value) in &self.headers {
-            let value_range = value.clone();
-            let (name, value) = (&self.raw[name.clone()], &self.raw[value.clone()]);
+        for field in &self.headers {
+            let value_range = field.value.clone();
+            let (name, value) = (&self.raw[field.name.clone()], &self.raw[value_range.clone()]);
             if name.eq_ignore_ascii_case(b"host") {
                 if facts.host.is_some() {
                     return Err(HeadError::Framing("more than one Host field"));
@@ -245,7 +265,7 @@ impl RequestHead {
                 self.target.push(b'*');
                 self.path_end = 1;
                 self.absolute = false;
-                self.set_host();
+                self.refresh_host();
                 return Ok(());
             }
             Form::Origin(origin) => {
@@ -282,12 +302,12 @@ impl RequestHead {
             .iter()
             .position(|&byte| byte == b'?')
             .unwrap_or(self.target.len());
-        self.set_host();
+        self.refresh_host();
         Ok(())
     }
 
     /// `host`: the forwarded host, lower-cased and without its port.
-    fn set_host(&mut self) {
+    pub(super) fn refresh_host(&mut self) {
         let authority = match &self.host_value {
             Some(range) => &self.raw[range.clone()],
             None => b"",
@@ -355,10 +375,15 @@ impl RequestHead {
 
     /// The first field called `name` (any case).
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|(field, _)| self.raw[field.clone()].eq_ignore_ascii_case(name.as_bytes()))
-            .map(|(_, value)| &self.raw[value.clone()])
+        self.fields()
+            .find(|(field, _)| field.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, value)| value)
+    }
+
+    /// rsp writes the Host field itself: from an absolute-form target's
+    /// authority, or the host `route()` set.
+    fn own_host(&self) -> bool {
+        self.absolute || self.host_rewritten
     }
 
     /// Writes the head to send to a backend: the normalized target, the
@@ -382,10 +407,11 @@ impl RequestHead {
         } else {
             b" HTTP/1.1\r\n"
         });
-        if self.absolute
+        if self.own_host()
             && let Some(host) = self.host_value()
         {
-            // RFC 9112 §3.2.2: the target's authority is the host.
+            // RFC 9112 §3.2.2: the target's authority is the host (and
+            // the host `route()` set is the one `route()` saw).
             write_field(out, b"Host", host);
         }
         let trusted = forwarding.trusts(client);
@@ -416,27 +442,37 @@ impl RequestHead {
     /// single-valued forwarding fields were kept.
     fn write_end_to_end(&self, out: &mut Vec<u8>, forwarding: &Forwarding, trusted: bool) -> Kept {
         let mut kept = Kept::default();
-        copy_end_to_end(out, self.fields(), |name| {
+        let mut skip = |name: &[u8]| {
             if name.eq_ignore_ascii_case(b"x-request-id")
-                || (self.absolute && name.eq_ignore_ascii_case(b"host"))
+                || (self.own_host() && name.eq_ignore_ascii_case(b"host"))
             {
                 return true;
             }
             match forwarding_field(name) {
                 None => false,
                 Some(_) if !trusted => true,
-                Some(Field::For) => forwarding.x_forwarded_for,
-                Some(Field::Forwarded) => forwarding.forwarded,
-                Some(Field::Proto) => {
+                Some(OwnField::For) => forwarding.x_forwarded_for,
+                Some(OwnField::Rfc7239) => forwarding.forwarded,
+                Some(OwnField::Proto) => {
                     kept.proto = true;
                     false
                 }
-                Some(Field::Host) => {
+                Some(OwnField::Host) => {
                     kept.host = true;
                     false
                 }
             }
-        });
+        };
+        let options = connection_options(self.fields());
+        for field in &self.headers {
+            let (name, value) = (&self.raw[field.name.clone()], &self.raw[field.value.clone()]);
+            // What `route()` wrote goes on even if the client's
+            // `Connection` named it.
+            let options = if field.added { None } else { options.clone() };
+            if !is_hop_by_hop(name, options) && !skip(name) {
+                write_field(out, name, value);
+            }
+        }
         kept
     }
 
@@ -451,10 +487,10 @@ impl RequestHead {
         client: IpAddr,
         proto: &str,
     ) {
-        let host = self.host_value();
+        let host = self.client_host.clone().map(|range| &self.raw[range]);
         if forwarding.x_forwarded_for {
             out.extend_from_slice(b"X-Forwarded-For: ");
-            self.write_earlier(out, trusted, Field::For);
+            self.write_earlier(out, trusted, OwnField::For);
             let _ = write!(out, "{client}\r\n");
         }
         if forwarding.x_forwarded_proto && !kept.proto {
@@ -468,7 +504,7 @@ impl RequestHead {
         }
         if forwarding.forwarded {
             out.extend_from_slice(b"Forwarded: ");
-            self.write_earlier(out, trusted, Field::Forwarded);
+            self.write_earlier(out, trusted, OwnField::Rfc7239);
             match client {
                 IpAddr::V4(v4) => {
                     let _ = write!(out, "for={v4}");
@@ -488,7 +524,7 @@ impl RequestHead {
     }
 
     /// A trusted peer's values of a list field, each followed by ", ".
-    fn write_earlier(&self, out: &mut Vec<u8>, trusted: bool, wanted: Field) {
+    fn write_earlier(&self, out: &mut Vec<u8>, trusted: bool, wanted: OwnField) {
         if !trusted {
             return;
         }
@@ -509,10 +545,13 @@ impl RequestHead {
             .map(str_of)
     }
 
-    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> + Clone {
-        self.headers
-            .iter()
-            .map(|(name, value)| (&self.raw[name.clone()], &self.raw[value.clone()]))
+    pub(super) fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> + Clone {
+        self.headers.iter().map(|field| {
+            (
+                &self.raw[field.name.clone()],
+                &self.raw[field.value.clone()],
+            )
+        })
     }
 }
 

@@ -73,11 +73,14 @@ pub fn forward_response_head(
     if !(100..=599).contains(&status) {
         return Err(HeadError::Framing("a status outside 100-599"));
     }
+    let fields: &[httparse::Header] = response.headers;
     let head = Head {
         status,
         reason: response.reason.unwrap_or(""),
         version: response.version,
-        fields: response.headers,
+        fields: fields
+            .iter()
+            .map(|field| (field.name.as_bytes(), field.value)),
     };
     let (framing, keep_alive, backend_keep_alive) = match status {
         101 => {
@@ -100,25 +103,27 @@ pub fn forward_response_head(
     }))
 }
 
-/// A parsed response head.
-struct Head<'a> {
-    status: u16,
-    reason: &'a str,
-    version: Option<u8>,
-    fields: &'a [httparse::Header<'a>],
+/// A parsed response head: httparse's, or one `respond()` edited.
+pub(super) struct Head<'a, F> {
+    pub(super) status: u16,
+    pub(super) reason: &'a str,
+    pub(super) version: Option<u8>,
+    pub(super) fields: F,
 }
 
-impl<'a> Head<'a> {
-    fn fields(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone + use<'a> {
-        let fields: &'a [httparse::Header<'a>] = self.fields;
-        fields
-            .iter()
-            .map(|field| (field.name.as_bytes(), field.value))
+impl<'a, F: Fields<'a>> Head<'a, F> {
+    fn fields(&self) -> F {
+        self.fields.clone()
     }
 }
 
+/// A head's fields, as (name, value) pairs.
+pub(super) trait Fields<'a>: Iterator<Item = (&'a [u8], &'a [u8])> + Clone {}
+
+impl<'a, I: Iterator<Item = (&'a [u8], &'a [u8])> + Clone> Fields<'a> for I {}
+
 /// A 101: the `Upgrade` field goes on with the switch.
-fn write_switch(head: &Head, request_id: Option<&str>, out: &mut Vec<u8>) {
+fn write_switch<'a>(head: &Head<'a, impl Fields<'a>>, request_id: Option<&str>, out: &mut Vec<u8>) {
     write_status_line(out, head.status, head.reason);
     copy_fields(out, head.fields(), |name, hop_by_hop| {
         let replaced_id = request_id.is_some() && name.eq_ignore_ascii_case(b"x-request-id");
@@ -132,7 +137,7 @@ fn write_switch(head: &Head, request_id: Option<&str>, out: &mut Vec<u8>) {
 
 /// Interim responses (100 Continue, 103 Early Hints) mean nothing to an
 /// HTTP/1.0 client, and never have a body to frame.
-fn write_interim(head: &Head, client: ClientSide, out: &mut Vec<u8>) {
+fn write_interim<'a>(head: &Head<'a, impl Fields<'a>>, client: ClientSide, out: &mut Vec<u8>) {
     if client.minor_version != 1 {
         return;
     }
@@ -151,7 +156,7 @@ struct Facts {
     keep_alive: bool,
 }
 
-fn read_fields(head: &Head) -> Result<Facts, HeadError> {
+fn read_fields<'a>(head: &Head<'a, impl Fields<'a>>) -> Result<Facts, HeadError> {
     let mut facts = Facts::default();
     for (name, value) in head.fields() {
         if name.eq_ignore_ascii_case(b"connection") {
@@ -176,8 +181,8 @@ fn read_fields(head: &Head) -> Result<Facts, HeadError> {
 
 /// A final response: its framing, and whether the client's and the
 /// backend's connections go on after it.
-fn write_final(
-    head: &Head,
+pub(super) fn write_final<'a>(
+    head: &Head<'a, impl Fields<'a>>,
     client: ClientSide,
     request_id: Option<&str>,
     out: &mut Vec<u8>,

@@ -501,26 +501,42 @@ fn shut_and_drain(client: &mut Client) {
 }
 
 /// Counts and logs a finished request (or tunnel): into the pool, server
-/// and global counters, and the access log.
+/// and global counters, and the access log. An HTTP request (`hooked`)
+/// is shown to the script's `log(req, res)` first.
 fn finish_transaction(
     transaction: &mut Option<Transaction>,
-    request: &RequestView,
+    request: &mut RequestView,
     services: &mut Services,
     completed: bool,
+    hooked: bool,
 ) {
-    if let Some(transaction) = transaction.take() {
-        transaction.finish(
-            &mut services.totals,
-            &mut services.pools,
-            services.access_log.as_mut(),
-            Request {
-                client: request.client,
-                head: &request.head,
-                id: request.request_id(),
-                completed,
-            },
-        );
+    let Some(transaction) = transaction.take() else {
+        return;
+    };
+    if hooked && transaction.parsed && services.router.logs() {
+        let ended = crate::router::LogView {
+            status: transaction.status,
+            bytes_sent: transaction.bytes_sent,
+            duration_ms: timer::now()
+                .saturating_duration_since(transaction.started)
+                .as_secs_f64()
+                * 1000.0,
+            server: transaction.backend,
+            completed,
+        };
+        services.router.log(request, &ended);
     }
+    transaction.finish(
+        &mut services.totals,
+        &mut services.pools,
+        services.access_log.as_mut(),
+        Request {
+            client: request.client,
+            head: &request.head,
+            id: request.request_id(),
+            completed,
+        },
+    );
 }
 
 /// The transaction of a client that left before its answer: nginx's 499.

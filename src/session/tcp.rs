@@ -9,7 +9,6 @@ use std::time::Instant;
 use mio::{Registry, Token};
 
 use crate::buffer::Buffer;
-use crate::http::RequestHead;
 use crate::proxy_protocol;
 use crate::reply::ErrorReply;
 use crate::router::{ConnectionView, RequestView, Route};
@@ -20,7 +19,7 @@ use super::exchange::destination;
 use super::forward::Queue;
 use super::transport::Endpoint;
 use super::tunnel::Tunnel;
-use super::upstream::{self, Attempt, Dial, DialRequest, Failure, Next, Target};
+use super::upstream::{Resends, self, Attempt, Dial, DialRequest, Failure, Next, Target};
 use super::{App, Client, End, Step, Timeout, client_left, finish_transaction};
 
 enum Connect {
@@ -51,13 +50,7 @@ impl TcpConnect {
             outbound: Buffer::new(buffer_bytes),
             to_backend: Queue::default(),
             connect: Connect::Unrouted,
-            request: RequestView {
-                head: RequestHead::default(),
-                client: client.address,
-                request_id: String::new(),
-                tls: client.transport.is_tls(),
-                sni: None,
-            },
+            request: RequestView::new(client.address, client.transport.is_tls()),
             transaction: None,
         }
     }
@@ -244,7 +237,7 @@ impl TcpConnect {
             Dial::Connecting { backend, .. } => backend.server,
             Dial::Queued { .. } => return Ok(false),
         };
-        match attempt.on_failure(Failure::Connect, false) {
+        match attempt.on_failure(Failure::Connect, false, Resends::default()) {
             Next::OtherServer => {
                 log::warn!(
                     "{}: cannot connect to {server}: {error}; trying another server",
@@ -411,6 +404,6 @@ impl TcpConnect {
             }
             Connect::Unrouted => {}
         }
-        finish_transaction(&mut self.transaction, &self.request, services, false);
+        finish_transaction(&mut self.transaction, &mut self.request, services, false, false);
     }
 }

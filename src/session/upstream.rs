@@ -45,6 +45,19 @@ pub struct Attempt {
     pub target: Target,
     pub lease: Option<Lease>,
     tried: Vec<usize>,
+    /// Times the request was sent again after an answer or a broken
+    /// connection (failed connects, which sent nothing, are not counted).
+    resent: u32,
+}
+
+/// What a request's pool lets it be sent again after: its `retry_on`, and
+/// whether its `retries` are not used up. Nothing for a direct address.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Resends {
+    pub reset: bool,
+    pub timeout: bool,
+    /// Retries are left.
+    pub left: bool,
 }
 
 /// How a kept or new connection came to carry this request.
@@ -209,20 +222,62 @@ impl Attempt {
             target,
             lease: None,
             tried: Vec::new(),
+            resent: 0,
         }
+    }
+
+    /// What the pool allows this attempt to be sent again after.
+    pub fn resends(&self, pools: &[crate::balancer::Pool]) -> Resends {
+        match &self.target {
+            Target::Pool { pool, .. } => {
+                let pool = &pools[*pool];
+                Resends {
+                    reset: pool.retry_on.reset,
+                    timeout: pool.retry_on.timeout,
+                    left: self.resent < pool.retries,
+                }
+            }
+            _ => Resends::default(),
+        }
+    }
+
+    /// Why the request may not go to another server after a complete
+    /// answer (a `retry_on` status, `respond()`'s "retry"), if it may not:
+    /// `replayable` says it is idempotent and bodiless.
+    pub fn refuse_resend(&self, pools: &[crate::balancer::Pool], replayable: bool) -> Option<String> {
+        let Target::Pool { pool, .. } = &self.target else {
+            return Some("it went to an address, not a pool".into());
+        };
+        let pool = &pools[*pool];
+        if !replayable {
+            return Some("it is not idempotent or has a body".into());
+        }
+        if self.resent >= pool.retries {
+            return Some(format!("the pool's {} retries are used up", pool.retries));
+        }
+        let current = self.lease.as_ref().map(Lease::server);
+        let untried = (0..pool.servers().len())
+            .any(|server| Some(server) != current && !self.tried.contains(&server) && pool.may_serve(server));
+        if !untried {
+            return Some("no other server of the pool can take it".into());
+        }
+        None
     }
 
     /// The retry policy. `replayable`: the request is idempotent, has no
     /// body, and no byte of an answer came back, so sending it again has
     /// the effect of sending it once.
-    pub fn on_failure(&self, failure: Failure, replayable: bool) -> Next {
+    /// `resends`: what the pool's `retry_on` and `retries` allow.
+    pub fn on_failure(&self, failure: Failure, replayable: bool, resends: Resends) -> Next {
         let pooled = matches!(self.target, Target::Pool { .. });
+        let resend = pooled && replayable && resends.left;
         match failure {
             Failure::Connect if pooled => Next::OtherServer,
             Failure::Connect => Next::Answer(ErrorReply::BadGateway),
             Failure::KeptConnectionClosed => Next::Reconnect,
-            Failure::NoResponse if pooled && replayable => Next::OtherServer,
+            Failure::NoResponse if resend && resends.reset => Next::OtherServer,
             Failure::NoResponse => Next::Answer(ErrorReply::BadGateway),
+            Failure::Timeout if resend && resends.timeout => Next::OtherServer,
             Failure::Timeout => Next::Answer(ErrorReply::GatewayTimeout),
             Failure::MidResponse => Next::Abort,
         }
@@ -241,6 +296,20 @@ impl Attempt {
     /// The server failed this try: its lease ends with the failure's
     /// outcome, and another server of the pool is to be tried.
     pub fn move_on(&mut self, services: &mut Services, failure: Failure) {
+        if failure != Failure::Connect {
+            self.resent += 1;
+        }
+        self.leave(services, failure.outcome());
+    }
+
+    /// The server's complete answer is not the one the client gets: the
+    /// request goes to another server, the lease ends with `outcome`.
+    pub fn resend(&mut self, services: &mut Services, outcome: Outcome) {
+        self.resent += 1;
+        self.leave(services, outcome);
+    }
+
+    fn leave(&mut self, services: &mut Services, outcome: Outcome) {
         if let Some(lease) = &self.lease {
             let server = lease.server();
             if let Some(server) = services.pools[lease.pool()].server_mut(server) {
@@ -248,7 +317,7 @@ impl Attempt {
             }
             self.tried.push(server);
         }
-        self.release(services, failure.outcome());
+        self.release(services, outcome);
     }
 
     /// A reload renumbered the pools (`moved[pool][server]`, `None` when
@@ -349,7 +418,7 @@ impl Attempt {
                         deadline: timer::now() + services.settings.timeouts.connect,
                     });
                 }
-                Err(error) => match self.on_failure(Failure::Connect, false) {
+                Err(error) => match self.on_failure(Failure::Connect, false, Resends::default()) {
                     Next::OtherServer => {
                         log::warn!(
                             "{}: cannot connect to {server}: {error}; trying another server",
@@ -543,13 +612,54 @@ mod tests {
             ),
             (&pooled, Failure::MidResponse, true, Next::Abort),
         ];
+        let resends = Resends {
+            reset: true,
+            timeout: false,
+            left: true,
+        };
         for (attempt, failure, replayable, next) in cases {
             assert_eq!(
-                attempt.on_failure(failure, replayable),
+                attempt.on_failure(failure, replayable, resends),
                 next,
                 "{failure:?} {replayable}"
             );
         }
+        // retry_on and retries decide after a broken or late answer.
+        let timeout = Resends {
+            timeout: true,
+            ..resends
+        };
+        assert_eq!(
+            pooled.on_failure(Failure::Timeout, true, timeout),
+            Next::OtherServer
+        );
+        assert_eq!(
+            pooled.on_failure(Failure::Timeout, false, timeout),
+            Next::Answer(ErrorReply::GatewayTimeout)
+        );
+        let used_up = Resends {
+            left: false,
+            ..timeout
+        };
+        for failure in [Failure::Timeout, Failure::NoResponse] {
+            assert!(matches!(
+                pooled.on_failure(failure, true, used_up),
+                Next::Answer(_)
+            ));
+        }
+        let no_reset = Resends {
+            reset: false,
+            ..resends
+        };
+        assert_eq!(
+            pooled.on_failure(Failure::NoResponse, true, no_reset),
+            Next::Answer(ErrorReply::BadGateway)
+        );
+        // A failed connect sent nothing: always another server.
+        assert_eq!(
+            pooled.on_failure(Failure::Connect, false, used_up),
+            Next::OtherServer
+        );
         assert_eq!(Failure::Connect.outcome(), Outcome::ConnectFailed);
         assert_eq!(Failure::KeptConnectionClosed.outcome(), Outcome::Ok);
         assert_eq!(Failure::Timeout.outcome(), Outcome::Failed);

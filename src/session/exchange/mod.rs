@@ -15,14 +15,15 @@ use crate::framing::Framing;
 
 use crate::proxy_protocol;
 use crate::reply::ErrorReply;
-use crate::router::RequestView;
+use crate::reply::LocalReply;
+use crate::router::{RequestView, ResponseView};
 use crate::services::Services;
 use crate::timer;
 use crate::transaction::Transaction;
 
 use super::Client;
 use super::forward::{self, Body, ForwardError, Passage, Queue};
-use super::upstream::{self, Attempt, Backend, Dial, DialRequest, Failure, Next, Origin};
+use super::upstream::{self, Attempt, Backend, Dial, DialRequest, Failure, Next, Origin, Resends};
 
 /// What follows an answer on its connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +93,8 @@ pub enum Turn {
     /// rsp must answer the client itself, dropping what is left of the
     /// request body.
     Answer(ErrorReply, Option<Body>),
+    /// `respond()` replaced the backend's response with this one.
+    Replaced(LocalReply, Option<Body>),
     /// The response is complete.
     Done {
         keep_alive: bool,
@@ -117,6 +120,9 @@ pub struct Link<'a> {
 
 pub struct Exchange {
     pub request: RequestView,
+    /// The response head as `respond()` sees it (kept for reuse; only a
+    /// config with `respond` fills it).
+    pub response: ResponseView,
     /// The request being answered, for the stats and the access log.
     pub transaction: Option<Transaction>,
     /// Bytes rsp writes for the backend: a PROXY header, the request head.
@@ -291,7 +297,7 @@ impl Exchange {
         };
         let client = link.client.address;
         let server = backend.server;
-        match attempt.on_failure(Failure::Connect, false) {
+        match attempt.on_failure(Failure::Connect, false, Resends::default()) {
             Next::OtherServer => {
                 log::warn!("{client}: cannot connect to {server}: {error}; trying another server");
                 attempt.move_on(services, Failure::Connect);
@@ -396,8 +402,10 @@ impl Exchange {
         }
     }
 
-    /// `timeouts.backend_response` passed with no response head: 504.
+    /// `timeouts.backend_response` passed with no response head: 504, or
+    /// another server when the pool's `retry_on` has "timeout".
     pub fn response_timed_out(&mut self, link: &Link, services: &mut Services) -> Turn {
+        let replayable = self.replayable();
         let State::Forwarding {
             backend,
             mut attempt,
@@ -406,17 +414,27 @@ impl Exchange {
         else {
             return Turn::Wait;
         };
-        let next = attempt.on_failure(Failure::Timeout, false);
-        attempt.release(services, Failure::Timeout.outcome());
-        log::warn!(
-            "{}: 504, backend {} sent no response within {:?}",
-            link.client.address,
-            backend.server,
-            services.settings.timeouts.backend_response
-        );
+        let resends = attempt.resends(&services.pools);
+        let next = attempt.on_failure(Failure::Timeout, replayable, resends);
+        let waited = services.settings.timeouts.backend_response;
+        let (client, server) = (link.client.address, backend.server);
+        drop(backend);
         match next {
-            Next::Answer(reply) => Turn::Answer(reply, None),
-            _ => Turn::Answer(ErrorReply::GatewayTimeout, None),
+            Next::OtherServer => {
+                log::warn!(
+                    "{client}: backend {server} sent no response within {waited:?}; retrying on another server"
+                );
+                attempt.move_on(services, Failure::Timeout);
+                self.dial(link, services, attempt, None, true)
+            }
+            next => {
+                attempt.release(services, Failure::Timeout.outcome());
+                log::warn!("{client}: 504, backend {server} sent no response within {waited:?}");
+                match next {
+                    Next::Answer(reply) => Turn::Answer(reply, None),
+                    _ => Turn::Answer(ErrorReply::GatewayTimeout, None),
+                }
+            }
         }
     }
 

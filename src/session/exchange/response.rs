@@ -5,15 +5,43 @@
 use crate::balancer::Outcome;
 use crate::framing::Framing;
 use crate::http::{self, ClientSide, HeadError, ResponseInfo};
-use crate::reply::ErrorReply;
+use crate::reply::{ErrorReply, LocalReply};
+use crate::router::{Decision, Source};
 use crate::services::Services;
 use crate::timer::{self, Deadline};
 
 use super::super::forward::Body;
-use super::super::upstream::{Attempt, Dial, Failure, Next, Origin, ReadEnd};
+use super::super::upstream::{self, Attempt, Backend, Dial, Failure, Next, Origin, ReadEnd};
 use super::{After, Exchange, Link, ResponseSide, State, Turn};
 
 impl Exchange {
+    /// `respond()` sees one of rsp's own answers (`res.source == "rsp"`):
+    /// what it makes of it is the answer.
+    pub fn restyle(&mut self, services: &Services, reply: LocalReply) -> LocalReply {
+        self.request.sealed = true;
+        let response = &mut self.response;
+        response.head.local(reply.status, &reply.headers);
+        response.source = Source::Rsp;
+        response.server = None;
+        match services.router.respond(&mut self.request, response) {
+            Decision::Reply(replaced) => replaced,
+            decision => {
+                if decision == Decision::Retry {
+                    log::warn!(
+                        "{}: respond() returned \"retry\" for rsp's own {} answer: there is no backend answer to retry",
+                        self.request.client,
+                        reply.status
+                    );
+                }
+                LocalReply {
+                    status: response.head.status(),
+                    headers: response.head.string_fields(),
+                    body: reply.body,
+                }
+            }
+        }
+    }
+
     pub(super) fn response_head(&mut self, link: &mut Link, services: &mut Services) -> Turn {
         let State::Forwarding {
             backend, response, ..
@@ -40,13 +68,20 @@ impl Exchange {
             }
             return Turn::Wait;
         }
+        let limit = services.settings.max_response_header_bytes;
+        if services.router.responds() {
+            // A final head within bounds is read for `respond()`; anything
+            // else (interim heads, a switch, errors) goes the common way.
+            let read = self.response.head.read(link.outbound.data());
+            if let Ok(Some(length)) = read
+                && length <= limit
+                && self.response.head.status() >= 200
+            {
+                return self.respond_to_head(link, services);
+            }
+        }
         let head = &self.request.head;
-        let client_side = ClientSide {
-            head_request: head.is_head(),
-            minor_version: head.minor_version,
-            keep_alive: head.keep_alive,
-            upgrade: head.upgrade,
-        };
+        let client_side = client_side(head);
         let parsed = http::forward_response_head(
             link.outbound.data(),
             client_side,
@@ -54,7 +89,6 @@ impl Exchange {
             self.request.request_id(),
             link.to_client.tail(),
         );
-        let limit = services.settings.max_response_header_bytes;
         match parsed {
             Ok(Some(info)) if info.head_length > limit => {
                 link.to_client.clear();
@@ -73,13 +107,17 @@ impl Exchange {
                 );
                 self.backend_failed(link, services, &why, ErrorReply::BadGateway)
             }
-            Ok(Some(info)) => {
+            Ok(Some(info)) if info.is_interim() => {
                 link.outbound.consume(info.head_length);
-                if info.is_interim() {
-                    *interim += 1;
-                } else {
-                    self.took_final_head(link, &info);
+                *interim += 1;
+                Turn::Moved
+            }
+            Ok(Some(info)) => {
+                if let Some(turn) = self.retry_on_status(link, services, info.status) {
+                    return turn;
                 }
+                link.outbound.consume(info.head_length);
+                self.took_final_head(link, &info);
                 Turn::Moved
             }
             Ok(None) if link.outbound.len() >= limit || link.outbound.is_full() => self
@@ -106,6 +144,164 @@ impl Exchange {
                 self.backend_failed(link, services, &format!("invalid response: {error}"), reply)
             }
         }
+    }
+
+    fn client_side(&self) -> ClientSide {
+        client_side(&self.request.head)
+    }
+
+    /// A final head read into `self.response`, for `respond()`: after the
+    /// pool's `retry_on`, the script may change it, have the request sent
+    /// elsewhere, or answer in its place.
+    fn respond_to_head(&mut self, link: &mut Link, services: &mut Services) -> Turn {
+        let status = self.response.head.status();
+        if let Some(turn) = self.retry_on_status(link, services, status) {
+            return turn;
+        }
+        let State::Forwarding { backend, .. } = &self.state else {
+            return Turn::Wait;
+        };
+        let server = backend.server;
+        self.request.sealed = true;
+        self.response.source = Source::Backend;
+        self.response.server = Some(server);
+        match services.router.respond(&mut self.request, &mut self.response) {
+            Decision::Continue => {}
+            Decision::Retry => match self.refuse_resend(services) {
+                None => return self.resend(link, services, status, "respond() said retry"),
+                Some(why) => log::info!(
+                    "{}: respond() returned \"retry\" for {status} from {server}, not retried: {why}",
+                    link.client.address
+                ),
+            },
+            Decision::Reply(reply) => return self.replace_response(link, services, reply),
+        }
+        let client_side = self.client_side();
+        let written = self.response.head.write_final(
+            client_side,
+            self.request.request_id(),
+            link.to_client.tail(),
+        );
+        match written {
+            Ok(info) => {
+                link.outbound.consume(info.head_length);
+                self.took_final_head(link, &info);
+                Turn::Moved
+            }
+            Err(error) => {
+                link.to_client.clear();
+                let why = format!("invalid response: {error}");
+                self.backend_failed(link, services, &why, ErrorReply::BadGateway)
+            }
+        }
+    }
+
+    /// Why the request may not go to another server after this answer.
+    fn refuse_resend(&self, services: &Services) -> Option<String> {
+        let State::Forwarding { attempt, .. } = &self.state else {
+            return Some("it is no longer forwarded".into());
+        };
+        attempt.refuse_resend(&services.pools, self.replayable())
+    }
+
+    /// A status the pool's `retry_on` names: the request goes to another
+    /// server when it may (`None`: the answer goes on).
+    fn retry_on_status(&mut self, link: &mut Link, services: &mut Services, status: u16) -> Option<Turn> {
+        let State::Forwarding { attempt, backend, .. } = &self.state else {
+            return None;
+        };
+        let upstream::Target::Pool { pool, .. } = attempt.target else {
+            return None;
+        };
+        if !services.pools[pool].retry_on.status(status) {
+            return None;
+        }
+        match self.refuse_resend(services) {
+            None => Some(self.resend(link, services, status, "retry_on")),
+            Some(why) => {
+                log::info!(
+                    "{}: backend {} answered {status}, in retry_on, not retried: {why}",
+                    link.client.address,
+                    backend.server
+                );
+                None
+            }
+        }
+    }
+
+    /// Drops the backend's answer (and its connection) and sends the
+    /// request to another server of its pool.
+    fn resend(&mut self, link: &mut Link, services: &mut Services, status: u16, why: &str) -> Turn {
+        link.to_client.clear();
+        link.outbound.consume(link.outbound.len());
+        let State::Forwarding {
+            backend,
+            mut attempt,
+            ..
+        } = self.take_state()
+        else {
+            return Turn::Wait;
+        };
+        log::warn!(
+            "{}: backend {} answered {status}; retrying on another server ({why})",
+            link.client.address,
+            backend.server
+        );
+        drop(backend);
+        attempt.resend(services, status_outcome(status, Outcome::Failed));
+        self.dial(link, services, attempt, None, true)
+    }
+
+    /// `respond()` answered in the backend's place: the backend's body is
+    /// dropped, its connection kept when that body is already all here.
+    fn replace_response(&mut self, link: &mut Link, services: &mut Services, reply: LocalReply) -> Turn {
+        let status = self.response.head.status();
+        let client_side = ClientSide {
+            keep_alive: true,
+            ..self.client_side()
+        };
+        // The head as forwarded says how the backend frames its body.
+        let framed = self
+            .response
+            .head
+            .write_final(client_side, None, link.to_client.tail());
+        link.to_client.clear();
+        if let Some(transaction) = &mut self.transaction {
+            transaction.backend_status = Some(status);
+            transaction.response_time =
+                Some(timer::now().saturating_duration_since(transaction.routed_at));
+        }
+        let State::Forwarding {
+            mut backend,
+            mut attempt,
+            request,
+            ..
+        } = self.take_state()
+        else {
+            return Turn::Wait;
+        };
+        let whole = match &framed {
+            Ok(info) => match info.framing {
+                Framing::Empty => Some(info.head_length),
+                Framing::Length(length) => usize::try_from(length)
+                    .ok()
+                    .map(|length| info.head_length + length),
+                _ => None,
+            },
+            Err(_) => None,
+        };
+        let keeps = framed.as_ref().is_ok_and(|info| info.backend_keep_alive)
+            && whole == Some(link.outbound.len())
+            && request.body.is_none()
+            && self.to_backend.is_empty()
+            && !services.draining
+            && backend.is_reusable();
+        link.outbound.consume(link.outbound.len());
+        attempt.release(services, status_outcome(self.response.head.status(), Outcome::Ok));
+        if keeps {
+            keep(services, backend);
+        }
+        Turn::Replaced(reply, request.body)
     }
 
     /// The final head came: the transaction learns the status, and the
@@ -202,11 +398,7 @@ impl Exchange {
         // Unless the client asked to close and all its bytes were read, it
         // may still be sending.
         let linger = !request_read || self.request.head.keep_alive;
-        let outcome = if *status >= 500 {
-            Outcome::ServerError
-        } else {
-            Outcome::Ok
-        };
+        let outcome = status_outcome(*status, Outcome::Ok);
         let State::Forwarding {
             backend,
             mut attempt,
@@ -218,18 +410,8 @@ impl Exchange {
         attempt.release(services, outcome);
         // Anything the backend sent past its response is not ours to pass on.
         link.outbound.consume(link.outbound.len());
-        if reusable
-            && let Some(interest) = backend.endpoint.interest
-            && let Some(timer) =
-                services
-                    .idle
-                    .put(backend.server, backend.endpoint.stream, interest)
-        {
-            let deadline = Deadline::IdleBackend {
-                key: timer.key,
-                serial: timer.serial,
-            };
-            services.timers.schedule(timer.at, deadline);
+        if reusable {
+            keep(services, backend);
         }
         Turn::Done { keep_alive, linger }
     }
@@ -275,7 +457,8 @@ impl Exchange {
             ResponseSide::Head { .. } => Failure::NoResponse,
             _ => Failure::MidResponse,
         };
-        match attempt.on_failure(failure, replayable && !backend.response_seen) {
+        let resends = attempt.resends(&services.pools);
+        match attempt.on_failure(failure, replayable && !backend.response_seen, resends) {
             Next::Reconnect => {
                 // Only idempotent requests without a body take kept
                 // connections: this one is sent again on a new connection
@@ -342,5 +525,40 @@ impl Exchange {
             }
             Err(reply) => Turn::Answer(reply, None),
         }
+    }
+}
+
+/// How a server's complete answer of `status` ends its lease: a 5xx
+/// counts against the server, any other status as `otherwise`.
+fn status_outcome(status: u16, otherwise: Outcome) -> Outcome {
+    if status >= 500 {
+        Outcome::ServerError
+    } else {
+        otherwise
+    }
+}
+
+/// Keeps a backend connection that can serve another request.
+fn keep(services: &mut Services, backend: Backend) {
+    if let Some(interest) = backend.endpoint.interest
+        && let Some(timer) = services
+            .idle
+            .put(backend.server, backend.endpoint.stream, interest)
+    {
+        let deadline = Deadline::IdleBackend {
+            key: timer.key,
+            serial: timer.serial,
+        };
+        services.timers.schedule(timer.at, deadline);
+    }
+}
+
+/// What the request says of how its response is to be shaped.
+fn client_side(head: &http::RequestHead) -> ClientSide {
+    ClientSide {
+        head_request: head.is_head(),
+        minor_version: head.minor_version,
+        keep_alive: head.keep_alive,
+        upgrade: head.upgrade,
     }
 }

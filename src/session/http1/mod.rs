@@ -10,9 +10,8 @@ use mio::{Registry, Token};
 use crate::balancer::Outcome;
 use crate::buffer::Buffer;
 use crate::config::Timeouts;
-use crate::http::RequestHead;
 use crate::reply::ErrorReply;
-use crate::router::RequestView;
+use crate::router::{RequestView, ResponseView};
 use crate::services::Services;
 use crate::timer;
 
@@ -65,13 +64,8 @@ impl Busy {
         let mut busy = SPARE.with_borrow_mut(Vec::pop).unwrap_or_else(|| {
             Box::new(Busy {
                 exchange: Exchange {
-                    request: RequestView {
-                        head: RequestHead::default(),
-                        client: client.address,
-                        request_id: String::new(),
-                        tls: false,
-                        sni: None,
-                    },
+                    request: RequestView::new(client.address, false),
+                    response: ResponseView::new(),
                     transaction: None,
                     to_backend: Queue::default(),
                     state: State::Idle,
@@ -99,6 +93,7 @@ impl Busy {
     /// (its head's storage with it, for the next request).
     fn give_back(mut self: Box<Busy>) {
         self.exchange.transaction = None;
+        self.exchange.request.reset();
         self.exchange.to_backend.clear();
         self.exchange.state = State::Idle;
         self.outbound.consume(self.outbound.len());
@@ -281,7 +276,7 @@ impl Http1 {
                 if !answered || !busy.to_client.is_empty() {
                     return Ok(progress);
                 }
-                finish_transaction(&mut exchange.transaction, &exchange.request, services, true);
+                finish_transaction(&mut exchange.transaction, &mut exchange.request, services, true, true);
                 match after {
                     After::Next => {
                         self.next_wait();
@@ -323,7 +318,11 @@ impl Http1 {
             Turn::Wait => Ok(false),
             Turn::Moved => Ok(true),
             Turn::Answer(reply, discard) => {
-                self.answer(Answer::Error(reply), discard);
+                self.answer(services, Answer::Error(reply), discard);
+                Ok(true)
+            }
+            Turn::Replaced(reply, discard) => {
+                self.answer(services, Answer::Replaced(&reply), discard);
                 Ok(true)
             }
             Turn::Done { keep_alive, linger } => {
@@ -331,8 +330,9 @@ impl Http1 {
                     let exchange = &mut busy.exchange;
                     finish_transaction(
                         &mut exchange.transaction,
-                        &exchange.request,
+                        &mut exchange.request,
                         services,
+                        true,
                         true,
                     );
                 }
@@ -599,6 +599,7 @@ impl Http1 {
         } = *busy?;
         let Exchange {
             request,
+            response: _,
             transaction,
             to_backend,
             state,
@@ -647,9 +648,10 @@ impl Http1 {
         exchange.release(key, services, outcome);
         finish_transaction(
             &mut exchange.transaction,
-            &exchange.request,
+            &mut exchange.request,
             services,
             completed,
+            true,
         );
         busy.give_back();
     }

@@ -21,9 +21,12 @@ use super::{Busy, Http1, Wait};
 pub(super) enum Answer<'a> {
     /// One of the catalogue's error answers.
     Error(ErrorReply),
-    /// What `route()` returned, or an admin page (`counted`: not for the
-    /// admin port, whose requests are not in the stats).
-    Reply(&'a LocalReply, bool),
+    /// What `route()` returned.
+    Reply(&'a LocalReply),
+    /// What `respond()` made of a response: not shown to it again.
+    Replaced(&'a LocalReply),
+    /// An admin page: not in the stats, not shown to `respond()`.
+    Admin(&'a LocalReply),
 }
 
 impl Http1 {
@@ -88,15 +91,15 @@ impl Http1 {
                     "{address}: 431, request head over {limit} bytes or {} fields",
                     http::MAX_HEADERS
                 );
-                self.answer(Answer::Error(ErrorReply::HeadTooLarge), None);
+                self.answer(services, Answer::Error(ErrorReply::HeadTooLarge), None);
             }
             Err(HeadError::Target(TargetError::Connect)) => {
                 log::info!("{address}: 501, CONNECT: rsp does not tunnel to other hosts");
-                self.answer(Answer::Error(ErrorReply::NotImplemented), None);
+                self.answer(services, Answer::Error(ErrorReply::NotImplemented), None);
             }
             Err(error) => {
                 log::info!("{address}: 400, {error}");
-                self.answer(Answer::Error(ErrorReply::BadRequest), None);
+                self.answer(services, Answer::Error(ErrorReply::BadRequest), None);
             }
         }
         Ok(true)
@@ -159,7 +162,7 @@ impl Http1 {
             && *length > limit
         {
             log::info!("{address}: 413, request body of {length} bytes, over {limit}");
-            self.answer(Answer::Error(ErrorReply::BodyTooLarge), None);
+            self.answer(services, Answer::Error(ErrorReply::BodyTooLarge), None);
             return Ok(true);
         }
         let body = Body::new(&head.framing);
@@ -169,7 +172,7 @@ impl Http1 {
         }
         let route = services
             .router
-            .route(&busy.exchange.request, &services.pools);
+            .route(&mut busy.exchange.request, &services.pools);
         if let Some(transaction) = &mut busy.exchange.transaction {
             transaction.routed_at = timer::now();
             if let Ok(Route::Pool(pool, _)) = &route {
@@ -179,14 +182,14 @@ impl Http1 {
         let head = &busy.exchange.request.head;
         let target = match route {
             Ok(Route::Reply(reply)) => {
-                self.answer(Answer::Reply(&reply, true), body);
+                self.answer(services, Answer::Reply(&reply), body);
                 return Ok(true);
             }
             Ok(Route::Pool(pool, key)) => Target::Pool { pool, key },
             Ok(Route::Address(server)) => Target::Address(server),
             Err(error) => {
                 let reply = route_failed(&error, address, head);
-                self.answer(Answer::Error(reply), body);
+                self.answer(services, Answer::Error(reply), body);
                 return Ok(true);
             }
         };
@@ -218,24 +221,36 @@ impl Http1 {
             services.settings.admin.as_ref(),
         );
         services.commands.extend(command);
-        self.answer(Answer::Reply(&reply, false), body);
+        self.answer(services, Answer::Admin(&reply), body);
     }
 
     /// The one writer of rsp's own answers: the catalogue's errors, Lua's
-    /// replies and the admin pages. A client waiting for `100 Continue`
-    /// may never send the body that would have to be skipped, and an
-    /// upgrade request expected another protocol: those connections close.
-    pub(super) fn answer(&mut self, answer: Answer, discard: Option<Body>) {
+    /// replies and the admin pages, each shown to `respond()` first (but
+    /// the admin's, and answers to heads that did not parse). A client
+    /// waiting for `100 Continue` may never send the body that would have
+    /// to be skipped, and an upgrade request expected another protocol:
+    /// those connections close.
+    pub(super) fn answer(&mut self, services: &mut Services, answer: Answer, discard: Option<Body>) {
         let Some(busy) = self.busy.as_deref_mut() else {
             return;
         };
         let exchange = &mut busy.exchange;
-        let head = &exchange.request.head;
         let parsed = exchange
             .transaction
             .as_ref()
             .is_none_or(|transaction| transaction.parsed);
         let must_close = matches!(answer, Answer::Error(error) if error.must_close());
+        let styled = match &answer {
+            _ if !parsed || !services.router.responds() => None,
+            Answer::Error(error) => Some(exchange.restyle(services, error.local())),
+            Answer::Reply(reply) => Some(exchange.restyle(services, (*reply).clone())),
+            Answer::Replaced(_) | Answer::Admin(_) => None,
+        };
+        let answer = match &styled {
+            Some(reply) => Answer::Replaced(reply),
+            None => answer,
+        };
+        let head = &exchange.request.head;
         let waits_for_continue = discard.is_some() && head.expect_continue;
         let keep_alive = !must_close && head.keep_alive && !head.upgrade && !waits_for_continue;
         // A head that did not parse may not be this request's at all.
@@ -243,7 +258,7 @@ impl Http1 {
             keep_alive,
             head_only: parsed && head.is_head(),
             request_id: match answer {
-                Answer::Reply(_, false) => None,
+                Answer::Admin(_) => None,
                 _ => exchange.request.request_id(),
             },
         };
@@ -253,7 +268,7 @@ impl Http1 {
                 error.write(out, shape);
                 (error.status(), error.body_length())
             }
-            Answer::Reply(reply, _) => {
+            Answer::Reply(reply) | Answer::Replaced(reply) | Answer::Admin(reply) => {
                 reply.write(out, shape);
                 (reply.status, reply.body.len())
             }

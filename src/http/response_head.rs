@@ -1,0 +1,189 @@
+//! A response head held by rsp so `respond()` can read and change it: a
+//! backend's final head, copied out of the buffer, or the head of one of
+//! rsp's own answers. Only configs with a `respond` hook pay for the copy.
+
+use std::ops::Range;
+
+use super::edit::{self, EditError, REFUSED_IN_RESPONSES};
+use super::request::Field;
+use super::response::{self, ClientSide, Head, ResponseInfo};
+use super::{HeadError, MAX_HEADERS};
+
+#[derive(Default)]
+pub struct ResponseHead {
+    raw: Vec<u8>,
+    status: u16,
+    /// The status the head came with: its body is framed by it.
+    original: u16,
+    reason: Range<usize>,
+    version: Option<u8>,
+    fields: Vec<Field>,
+    /// The bytes of the backend's head, to be consumed from its buffer.
+    head_length: usize,
+}
+
+impl ResponseHead {
+    /// Parses a response head at the start of `buffer` into this one.
+    /// `Ok(None)` means more bytes are needed.
+    pub fn read(&mut self, buffer: &[u8]) -> Result<Option<usize>, HeadError> {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut fields);
+        let head_length = match response.parse(buffer) {
+            Ok(httparse::Status::Complete(length)) => length,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
+            Err(error) => return Err(HeadError::Malformed(error)),
+        };
+        let status = response.code.unwrap_or(0);
+        if !(100..=599).contains(&status) {
+            return Err(HeadError::Framing("a status outside 100-599"));
+        }
+        let base = buffer.as_ptr() as usize;
+        let range = |part: &[u8]| {
+            let start = part.as_ptr() as usize - base;
+            start..start + part.len()
+        };
+        self.raw.clear();
+        self.raw.extend_from_slice(&buffer[..head_length]);
+        self.fields.clear();
+        self.fields
+            .extend(response.headers.iter().map(|field| Field {
+                name: range(field.name.as_bytes()),
+                value: range(field.value),
+                added: false,
+            }));
+        self.reason = range(response.reason.unwrap_or("").as_bytes());
+        self.status = status;
+        self.original = status;
+        self.version = response.version;
+        self.head_length = head_length;
+        Ok(Some(head_length))
+    }
+
+    /// The head of one of rsp's own answers.
+    pub fn local(&mut self, status: u16, headers: &[(String, String)]) {
+        self.raw.clear();
+        self.fields.clear();
+        for (name, value) in headers {
+            let name = self.keep(name.as_bytes());
+            let value = self.keep(value.as_bytes());
+            self.fields.push(Field {
+                name,
+                value,
+                added: true,
+            });
+        }
+        self.reason = 0..0;
+        self.status = status;
+        self.original = status;
+        self.version = Some(1);
+        self.head_length = 0;
+    }
+
+    fn keep(&mut self, bytes: &[u8]) -> Range<usize> {
+        let start = self.raw.len();
+        self.raw.extend_from_slice(bytes);
+        start..self.raw.len()
+    }
+
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// 1xx heads other than 101: another head follows.
+    pub fn is_interim(&self) -> bool {
+        self.status < 200 && self.status != 101
+    }
+
+    pub fn header(&self, name: &[u8]) -> Option<&[u8]> {
+        self.fields()
+            .find(|(field, _)| field.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value)
+    }
+
+    pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> + Clone {
+        self.fields.iter().map(|field| {
+            (
+                &self.raw[field.name.clone()],
+                &self.raw[field.value.clone()],
+            )
+        })
+    }
+
+    /// A status the body as framed still fits: 200-599 but 204 and 304,
+    /// for a response that did not come as 204 or 304 (the backend frames
+    /// the body by the status it sent).
+    pub fn set_status(&mut self, status: u16) -> Result<(), EditError> {
+        if status == self.status {
+            return Ok(());
+        }
+        if !(200..=599).contains(&status) {
+            return Err(EditError::Status("a final status is from 200 to 599"));
+        }
+        if status == 204 || status == 304 || self.original == 204 || self.original == 304 {
+            return Err(EditError::Status(
+                "204 and 304 frame no body: neither is set nor changed",
+            ));
+        }
+        self.status = status;
+        Ok(())
+    }
+
+    pub fn set_header(&mut self, name: &[u8], value: &[u8]) -> Result<(), EditError> {
+        edit::check_field_name(name, REFUSED_IN_RESPONSES)?;
+        edit::set_field(&mut self.raw, &mut self.fields, 0, name, value)
+    }
+
+    pub fn add_header(&mut self, name: &[u8], value: &[u8]) -> Result<(), EditError> {
+        edit::check_field_name(name, REFUSED_IN_RESPONSES)?;
+        edit::add_field(&mut self.raw, &mut self.fields, 0, name, value)
+    }
+
+    pub fn del_header(&mut self, name: &[u8]) -> Result<(), EditError> {
+        edit::check_field_name(name, REFUSED_IN_RESPONSES)?;
+        edit::del_field(&self.raw, &mut self.fields, name);
+        Ok(())
+    }
+
+    /// The fields as (name, value) strings, for a local answer.
+    pub fn string_fields(&self) -> Vec<(String, String)> {
+        self.fields()
+            .map(|(name, value)| {
+                (
+                    String::from_utf8_lossy(name).into_owned(),
+                    String::from_utf8_lossy(value).into_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// Writes the final head the client gets (as `forward_response_head`
+    /// does for a head nobody changed).
+    pub fn write_final(
+        &self,
+        client: ClientSide,
+        request_id: Option<&str>,
+        out: &mut Vec<u8>,
+    ) -> Result<ResponseInfo, HeadError> {
+        let reason = if self.status == self.original {
+            std::str::from_utf8(&self.raw[self.reason.clone()]).unwrap_or("")
+        } else {
+            crate::reply::reason(self.status)
+        };
+        let head = Head {
+            status: self.status,
+            reason,
+            version: self.version,
+            fields: self.fields(),
+        };
+        let (framing, keep_alive, backend_keep_alive) =
+            response::write_final(&head, client, request_id, out)?;
+        Ok(ResponseInfo {
+            head_length: self.head_length,
+            status: self.status,
+            framing,
+            keep_alive,
+            backend_keep_alive,
+        })
+    }
+}

@@ -1,0 +1,293 @@
+//! The script's hooks: `route(req)` (which pool, server or local answer
+//! serves a request, and what the request says when it gets there),
+//! `respond(req, res)` and `log(req, res)`, each within its budget of Lua
+//! instructions.
+
+mod reply;
+mod request;
+mod response;
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use mlua::{Function, HookTriggers, Lua, UserData, UserDataFields, Value, VmState};
+
+use crate::balancer::Pool;
+use crate::config::{DEFAULT_POOL, Loaded};
+use crate::reply::LocalReply;
+
+pub use reply::local_reply;
+pub use request::RequestView;
+pub use response::{LogView, ResponseView, Source};
+
+/// Where a request goes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Index into the pools, and the key `route` gave for hashing.
+    Pool(usize, Option<Vec<u8>>),
+    Address(SocketAddr),
+    Reply(LocalReply),
+}
+
+/// What `respond()` decided for a response.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// On to the client, as `respond()` left it.
+    Continue,
+    /// "retry": the request goes to another server of its pool.
+    Retry,
+    /// A reply table: rsp's own answer instead.
+    Reply(LocalReply),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum RouteError {
+    /// `route` returned nothing.
+    NoRoute,
+    UnknownPool(String),
+    /// `route` raised an error or returned something unusable.
+    Script(String),
+}
+
+/// A TCP connection as Lua sees it: `conn.client_ip`, `conn.client_port`,
+/// `conn.listen` (the listener's "ip:port") and `conn.mode` ("tcp").
+pub struct ConnectionView {
+    pub client: SocketAddr,
+    pub listen: SocketAddr,
+}
+
+impl UserData for ConnectionView {
+    fn add_fields<F: UserDataFields<Self>>(fields: &mut F) {
+        fields.add_field_method_get("client_ip", |_, this| Ok(this.client.ip().to_string()));
+        fields.add_field_method_get("client_port", |_, this| Ok(this.client.port()));
+        fields.add_field_method_get("listen", |_, this| Ok(this.listen.to_string()));
+        fields.add_field_method_get("mode", |_, _| Ok("tcp"));
+    }
+}
+
+/// How often (in Lua instructions) the budget of a hook's call is checked.
+const BUDGET_CHECK_EVERY: u32 = 1000;
+
+/// The budget of the call in progress: a script stuck in a loop fails its
+/// call instead of stalling the event loop.
+#[derive(Default)]
+struct Budget {
+    /// Checks passed in the current call.
+    checks: Cell<u64>,
+    /// The hook being called, for the error.
+    hook: Cell<&'static str>,
+}
+
+impl Budget {
+    fn start(&self, hook: &'static str) {
+        self.checks.set(0);
+        self.hook.set(hook);
+    }
+}
+
+pub struct Router {
+    lua: Lua,
+    route: Option<Function>,
+    respond: Option<Function>,
+    log: Option<Function>,
+    default_pool: Option<usize>,
+    budget: Rc<Budget>,
+}
+
+impl Router {
+    pub fn new(loaded: &Loaded, pools: &[Pool]) -> Router {
+        let budget = Rc::new(Budget::default());
+        let counter = budget.clone();
+        let limit = loaded.config.route_instruction_limit;
+        let triggers = HookTriggers::default().every_nth_instruction(BUDGET_CHECK_EVERY);
+        let hook = loaded.lua.set_hook(triggers, move |_, _| {
+            let checks = counter.checks.get() + 1;
+            counter.checks.set(checks);
+            if checks * u64::from(BUDGET_CHECK_EVERY) > limit {
+                return Err(mlua::Error::runtime(format!(
+                    "{}() ran over its budget of {limit} Lua instructions",
+                    counter.hook.get()
+                )));
+            }
+            Ok(VmState::Continue)
+        });
+        if let Err(error) = hook {
+            log::warn!("cannot set the Lua instruction budget: {error}");
+        }
+        Router {
+            lua: loaded.lua.clone(),
+            route: loaded.route.clone(),
+            respond: loaded.respond.clone(),
+            log: loaded.log.clone(),
+            default_pool: pools.iter().position(|pool| pool.name == DEFAULT_POOL),
+            budget,
+        }
+    }
+
+    /// `route(req)`: where the request goes. What it changed in the
+    /// request is what the backend gets; after it, the request is sealed.
+    pub fn route(&self, request: &mut RequestView, pools: &[Pool]) -> Result<Route, RouteError> {
+        let Some(route) = &self.route else {
+            request.sealed = true;
+            return self
+                .default_pool
+                .map(|pool| Route::Pool(pool, None))
+                .ok_or(RouteError::NoRoute);
+        };
+        self.budget.start("route");
+        let answer = self
+            .lua
+            .scope(|scope| route.call::<(Value, Value)>(scope.create_userdata_ref_mut(request)?));
+        request.sealed = true;
+        let (answer, key) = answer.map_err(|error| RouteError::Script(error.to_string()))?;
+        read_answer(answer, key, pools)
+    }
+
+    /// Whether the script has a `respond` hook: without one, a response
+    /// head is never copied for it.
+    pub fn responds(&self) -> bool {
+        self.respond.is_some()
+    }
+
+    pub fn logs(&self) -> bool {
+        self.log.is_some()
+    }
+
+    /// `respond(req, res)`: what the script makes of a response head. A
+    /// script that fails or runs over its budget leaves the response as it
+    /// was (with what it changed before it failed) and is logged.
+    pub fn respond(&self, request: &mut RequestView, response: &mut ResponseView) -> Decision {
+        let Some(respond) = &self.respond else {
+            return Decision::Continue;
+        };
+        self.budget.start("respond");
+        let answer = self.lua.scope(|scope| {
+            respond.call::<Value>((
+                scope.create_userdata_ref_mut(request)?,
+                scope.create_userdata_ref_mut(response)?,
+            ))
+        });
+        let client = request.client;
+        match answer {
+            Ok(Value::Nil) => Decision::Continue,
+            Ok(Value::String(word)) if &*word.as_bytes() == b"retry" => Decision::Retry,
+            Ok(Value::Table(table)) => match local_reply(&table, "respond") {
+                Ok(reply) => Decision::Reply(reply),
+                Err(error) => {
+                    log::warn!("{client}: respond(): {error}; the response goes on unchanged");
+                    Decision::Continue
+                }
+            },
+            Ok(other) => {
+                log::warn!(
+                    "{client}: respond() returned a {}; expected nil, \"retry\" or a reply table; the response goes on unchanged",
+                    other.type_name()
+                );
+                Decision::Continue
+            }
+            Err(error) => {
+                log::warn!(
+                    "{client}: respond() failed: {}; the response goes on unchanged",
+                    first_line(&error)
+                );
+                Decision::Continue
+            }
+        }
+    }
+
+    /// `log(req, res)` after an exchange ended; a failure is only logged.
+    pub fn log(&self, request: &mut RequestView, ended: &LogView) {
+        let Some(log) = &self.log else {
+            return;
+        };
+        self.budget.start("log");
+        let called = self.lua.scope(|scope| {
+            log.call::<()>((
+                scope.create_userdata_ref_mut(request)?,
+                scope.create_userdata_ref(ended)?,
+            ))
+        });
+        if let Err(error) = called {
+            log::warn!("{}: log() failed: {}", request.client, first_line(&error));
+        }
+    }
+
+    /// `route(conn)` for a connection accepted by a `mode = "tcp"` listener
+    /// without a pool of its own.
+    pub fn route_connection(
+        &self,
+        connection: &ConnectionView,
+        pools: &[Pool],
+    ) -> Result<Route, RouteError> {
+        let Some(route) = &self.route else {
+            return Err(RouteError::NoRoute);
+        };
+        self.call(route, connection, pools)
+    }
+
+    /// One `route` call within its instruction budget, `view` lent to Lua
+    /// for the call only.
+    fn call<T: UserData + 'static>(
+        &self,
+        route: &Function,
+        view: &T,
+        pools: &[Pool],
+    ) -> Result<Route, RouteError> {
+        self.budget.start("route");
+        let (answer, key) = self
+            .lua
+            .scope(|scope| route.call::<(Value, Value)>(scope.create_userdata_ref(view)?))
+            .map_err(|error| RouteError::Script(error.to_string()))?;
+        read_answer(answer, key, pools)
+    }
+}
+
+/// An error's message without Lua's traceback.
+fn first_line(error: &mlua::Error) -> String {
+    let text = match error {
+        mlua::Error::CallbackError { cause, .. } => cause.to_string(),
+        other => other.to_string(),
+    };
+    text.lines().next().unwrap_or_default().to_owned()
+}
+
+/// What `route` returned: a pool (and hash key), "ip:port", or a reply.
+fn read_answer(answer: Value, key: Value, pools: &[Pool]) -> Result<Route, RouteError> {
+    match answer {
+        Value::Nil => Err(RouteError::NoRoute),
+        Value::String(name) => {
+            let name = name.as_bytes();
+            if let Some(index) = pools
+                .iter()
+                .position(|pool| pool.name.as_bytes() == &name[..])
+            {
+                let key = match key {
+                    Value::Nil => None,
+                    Value::String(key) => Some(key.as_bytes().to_vec()),
+                    Value::Integer(key) => Some(key.to_string().into_bytes()),
+                    other => {
+                        return Err(RouteError::Script(format!(
+                            "route() returned a {} as the hash key",
+                            other.type_name()
+                        )));
+                    }
+                };
+                return Ok(Route::Pool(index, key));
+            }
+            let name = String::from_utf8_lossy(&name).into_owned();
+            match name.parse::<SocketAddr>() {
+                Ok(address) => Ok(Route::Address(address)),
+                Err(_) => Err(RouteError::UnknownPool(name)),
+            }
+        }
+        Value::Table(table) => local_reply(&table, "route")
+            .map(Route::Reply)
+            .map_err(RouteError::Script),
+        other => Err(RouteError::Script(format!(
+            "route() returned a {}; expected a pool name, \"host:port\" or a reply table",
+            other.type_name()
+        ))),
+    }
+}
+

@@ -1,0 +1,137 @@
+//! The response as `respond(req, res)` and `log(req, res)` see it.
+
+use std::net::SocketAddr;
+
+use mlua::{LuaString, UserData, UserDataFields, UserDataMethods, Value};
+
+use crate::http::{EditError, ResponseHead};
+
+use super::request::value_bytes;
+
+/// Who wrote a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Backend,
+    /// rsp's own answer: an error (502, 503, 504, ...) or a reply table.
+    Rsp,
+}
+
+/// A response head before the client sees it; kept by the exchange and
+/// reused, so a `respond` call allocates nothing for the head.
+pub struct ResponseView {
+    pub head: ResponseHead,
+    pub source: Source,
+    /// The backend that answered; `None` for rsp's own answers.
+    pub server: Option<SocketAddr>,
+}
+
+impl ResponseView {
+    pub fn new() -> ResponseView {
+        ResponseView {
+            head: ResponseHead::default(),
+            source: Source::Backend,
+            server: None,
+        }
+    }
+
+    fn edit(
+        &mut self,
+        method: &str,
+        argument: &[u8],
+        change: impl FnOnce(&mut ResponseHead) -> Result<(), EditError>,
+    ) -> mlua::Result<()> {
+        change(&mut self.head).map_err(|error| {
+            let argument = String::from_utf8_lossy(argument);
+            mlua::Error::runtime(format!("res:{method}({argument:?}): {error}"))
+        })
+    }
+}
+
+impl Default for ResponseView {
+    fn default() -> ResponseView {
+        ResponseView::new()
+    }
+}
+
+impl UserData for ResponseView {
+    fn add_fields<F: UserDataFields<Self>>(fields: &mut F) {
+        fields.add_field_method_get("status", |_, this| Ok(this.head.status()));
+        fields.add_field_method_set("status", |_, this, status: Value| {
+            let status = match status {
+                Value::Integer(status) => u16::try_from(status).unwrap_or(0),
+                other => {
+                    return Err(mlua::Error::runtime(format!(
+                        "res.status = {}: a status is a number",
+                        other.type_name()
+                    )));
+                }
+            };
+            this.head.set_status(status).map_err(|error| {
+                mlua::Error::runtime(format!("res.status = {status}: {error}"))
+            })
+        });
+        fields.add_field_method_get("source", |_, this| {
+            Ok(match this.source {
+                Source::Backend => "backend",
+                Source::Rsp => "rsp",
+            })
+        });
+        fields.add_field_method_get("server", |_, this| {
+            Ok(this.server.map(|server| server.to_string()))
+        });
+    }
+
+    fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+        methods.add_method("header", |lua, this, name: LuaString| {
+            this.head
+                .header(&name.as_bytes())
+                .map(|value| lua.create_string(value))
+                .transpose()
+        });
+        methods.add_method_mut(
+            "set_header",
+            |_, this, (name, value): (LuaString, Value)| {
+                let value = value_bytes(&value)?;
+                let name = name.as_bytes();
+                this.edit("set_header", &name, |head| head.set_header(&name, &value))
+            },
+        );
+        methods.add_method_mut(
+            "add_header",
+            |_, this, (name, value): (LuaString, Value)| {
+                let value = value_bytes(&value)?;
+                let name = name.as_bytes();
+                this.edit("add_header", &name, |head| head.add_header(&name, &value))
+            },
+        );
+        methods.add_method_mut("del_header", |_, this, name: LuaString| {
+            let name = name.as_bytes();
+            this.edit("del_header", &name, |head| head.del_header(&name))
+        });
+    }
+}
+
+/// How an exchange ended, for `log(req, res)`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LogView {
+    /// The status the client was sent (0: none).
+    pub status: u16,
+    /// Bytes written to the client, heads included.
+    pub bytes_sent: u64,
+    pub duration_ms: f64,
+    pub server: Option<SocketAddr>,
+    /// The whole response reached the client.
+    pub completed: bool,
+}
+
+impl UserData for LogView {
+    fn add_fields<F: UserDataFields<Self>>(fields: &mut F) {
+        fields.add_field_method_get("status", |_, this| Ok(this.status));
+        fields.add_field_method_get("bytes_sent", |_, this| Ok(this.bytes_sent));
+        fields.add_field_method_get("duration_ms", |_, this| Ok(this.duration_ms));
+        fields.add_field_method_get("server", |_, this| {
+            Ok(this.server.map(|server| server.to_string()))
+        });
+        fields.add_field_method_get("completed", |_, this| Ok(this.completed));
+    }
+}

@@ -94,7 +94,9 @@ pub(super) fn check_field_name(
         .iter()
         .any(|hop| name.eq_ignore_ascii_case(hop.as_bytes()))
     {
-        return Err(EditError::Refused("it describes the connection, not the request"));
+        return Err(EditError::Refused(
+            "it describes the connection, not the request",
+        ));
     }
     match refused
         .iter()
@@ -112,11 +114,7 @@ pub fn check_value(value: &[u8]) -> Result<(), EditError> {
     let valid = value
         .iter()
         .all(|&byte| byte == b'\t' || (byte >= b' ' && byte != 0x7f));
-    if valid {
-        Ok(())
-    } else {
-        Err(EditError::Value)
-    }
+    if valid { Ok(()) } else { Err(EditError::Value) }
 }
 
 pub(super) fn trimmed_value(value: &[u8]) -> &[u8] {
@@ -154,7 +152,9 @@ fn check_uri_part(part: &[u8], extra: &[u8]) -> Result<(), &'static str> {
             || b"-._~!$&'()*+,;=".contains(&byte)
             || extra.contains(&byte);
         if !allowed {
-            return Err("a character that must be %-escaped (space, #, ?, a control, or past ASCII)");
+            return Err(
+                "a character that must be %-escaped (space, #, ?, a control, or past ASCII)",
+            );
         }
     }
     Ok(())

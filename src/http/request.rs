@@ -11,8 +11,8 @@ use crate::request_id;
 use crate::target::{self, Form, PathNormalization, Scratch};
 
 use super::{
-    HeadError, MAX_HEADERS, connection_options, is_hop_by_hop, is_token_char, merge_content_length, str_of,
-    strip_port, tokens, write_field,
+    HeadError, MAX_HEADERS, connection_options, is_hop_by_hop, is_token_char, merge_content_length,
+    str_of, strip_port, tokens, write_field,
 };
 
 /// The forwarding fields rsp writes itself.
@@ -215,7 +215,10 @@ impl RequestHead {
         self.upgrade_offer.clear();
         for field in &self.headers {
             let value_range = field.value.clone();
-            let (name, value) = (&self.raw[field.name.clone()], &self.raw[value_range.clone()]);
+            let (name, value) = (
+                &self.raw[field.name.clone()],
+                &self.raw[value_range.clone()],
+            );
             if name.eq_ignore_ascii_case(b"host") {
                 if facts.host.is_some() {
                     return Err(HeadError::Framing("more than one Host field"));
@@ -465,7 +468,10 @@ impl RequestHead {
         };
         let options = connection_options(self.fields());
         for field in &self.headers {
-            let (name, value) = (&self.raw[field.name.clone()], &self.raw[field.value.clone()]);
+            let (name, value) = (
+                &self.raw[field.name.clone()],
+                &self.raw[field.value.clone()],
+            );
             // What `route()` wrote goes on even if the client's
             // `Connection` named it.
             let options = if field.added { None } else { options.clone() };

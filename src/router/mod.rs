@@ -3,6 +3,7 @@
 //! `respond(req, res)` and `log(req, res)`, each within its budget of Lua
 //! instructions.
 
+mod lent;
 mod reply;
 mod request;
 mod response;
@@ -17,6 +18,7 @@ use crate::balancer::Pool;
 use crate::config::{DEFAULT_POOL, Loaded};
 use crate::reply::LocalReply;
 
+use lent::Lender;
 pub use reply::local_reply;
 pub use request::RequestView;
 pub use response::{LogView, ResponseView, Source};
@@ -86,6 +88,14 @@ impl Budget {
     }
 }
 
+/// The handles Lua holds for `req`, `res` (of `respond`) and `res` (of
+/// `log`), made once.
+struct Handles {
+    request: Lender<RequestView>,
+    response: Lender<ResponseView>,
+    ended: Lender<LogView>,
+}
+
 pub struct Router {
     lua: Lua,
     route: Option<Function>,
@@ -93,6 +103,9 @@ pub struct Router {
     log: Option<Function>,
     default_pool: Option<usize>,
     budget: Rc<Budget>,
+    /// `None` only if Lua could not make them (out of memory): every hook
+    /// call then fails.
+    handles: Option<Handles>,
 }
 
 impl Router {
@@ -115,7 +128,18 @@ impl Router {
         if let Err(error) = hook {
             log::warn!("cannot set the Lua instruction budget: {error}");
         }
+        let handles = (|| {
+            Ok::<_, mlua::Error>(Handles {
+                request: Lender::new(&loaded.lua)?,
+                response: Lender::new(&loaded.lua)?,
+                ended: Lender::new(&loaded.lua)?,
+            })
+        })();
+        let handles = handles
+            .inspect_err(|error| log::error!("cannot make the hooks' handles: {error}"))
+            .ok();
         Router {
+            handles,
             lua: loaded.lua.clone(),
             route: loaded.route.clone(),
             respond: loaded.respond.clone(),
@@ -136,9 +160,12 @@ impl Router {
                 .ok_or(RouteError::NoRoute);
         };
         self.budget.start("route");
-        let answer = self
-            .lua
-            .scope(|scope| route.call::<(Value, Value)>(scope.create_userdata_ref_mut(request)?));
+        let answer = match &self.handles {
+            Some(handles) => handles.request.lend(request, || {
+                route.call::<(Value, Value)>(&handles.request.handle)
+            }),
+            None => Err(no_handles()),
+        };
         request.sealed = true;
         let (answer, key) = answer.map_err(|error| RouteError::Script(error.to_string()))?;
         read_answer(answer, key, pools)
@@ -162,12 +189,14 @@ impl Router {
             return Decision::Continue;
         };
         self.budget.start("respond");
-        let answer = self.lua.scope(|scope| {
-            respond.call::<Value>((
-                scope.create_userdata_ref_mut(request)?,
-                scope.create_userdata_ref_mut(response)?,
-            ))
-        });
+        let answer = match &self.handles {
+            Some(handles) => handles.request.lend(request, || {
+                handles.response.lend(response, || {
+                    respond.call::<Value>((&handles.request.handle, &handles.response.handle))
+                })
+            }),
+            None => Err(no_handles()),
+        };
         let client = request.client;
         match answer {
             Ok(Value::Nil) => Decision::Continue,
@@ -197,17 +226,19 @@ impl Router {
     }
 
     /// `log(req, res)` after an exchange ended; a failure is only logged.
-    pub fn log(&self, request: &mut RequestView, ended: &LogView) {
+    pub fn log(&self, request: &mut RequestView, ended: &mut LogView) {
         let Some(log) = &self.log else {
             return;
         };
         self.budget.start("log");
-        let called = self.lua.scope(|scope| {
-            log.call::<()>((
-                scope.create_userdata_ref_mut(request)?,
-                scope.create_userdata_ref(ended)?,
-            ))
-        });
+        let called = match &self.handles {
+            Some(handles) => handles.request.lend(request, || {
+                handles.ended.lend(ended, || {
+                    log.call::<()>((&handles.request.handle, &handles.ended.handle))
+                })
+            }),
+            None => Err(no_handles()),
+        };
         if let Err(error) = called {
             log::warn!("{}: log() failed: {}", request.client, first_line(&error));
         }
@@ -241,6 +272,10 @@ impl Router {
             .map_err(|error| RouteError::Script(error.to_string()))?;
         read_answer(answer, key, pools)
     }
+}
+
+fn no_handles() -> mlua::Error {
+    mlua::Error::runtime("the hooks' handles could not be made")
 }
 
 /// An error's message without Lua's traceback.
@@ -290,4 +325,3 @@ fn read_answer(answer: Value, key: Value, pools: &[Pool]) -> Result<Route, Route
         ))),
     }
 }
-

@@ -1,13 +1,14 @@
 //! The request as Lua sees it: `req.method`, `req:header(name)`, ... and,
-//! in `route()`, the methods that rewrite it. Lua borrows it only for the
-//! length of a call.
+//! in `route()`, the methods that rewrite it. Lua holds a handle to it,
+//! lent for the length of a call (`lent`).
 
-use std::cell::RefCell;
 use std::net::SocketAddr;
 
 use mlua::{LuaString, Table, UserData, UserDataFields, UserDataMethods, Value};
 
 use crate::http::{EditError, RequestHead};
+
+use super::lent::Handle;
 
 pub struct RequestView {
     pub head: RequestHead,
@@ -19,7 +20,7 @@ pub struct RequestView {
     pub sni: Option<String>,
     /// `req.ctx`, made when a hook first asks for it: what `route()` keeps
     /// there, `respond()` and `log()` see.
-    pub ctx: RefCell<Option<Table>>,
+    pub ctx: Option<Table>,
     /// `route()` is done: the request went on as it was then, and the
     /// methods that change it are refused.
     pub sealed: bool,
@@ -34,7 +35,7 @@ impl RequestView {
             request_id: String::new(),
             tls,
             sni: None,
-            ctx: RefCell::new(None),
+            ctx: None,
             sealed: false,
         }
     }
@@ -45,7 +46,7 @@ impl RequestView {
 
     /// Ready for the next request on the connection.
     pub fn reset(&mut self) {
-        self.ctx.get_mut().take();
+        self.ctx = None;
         self.sealed = false;
     }
 
@@ -57,23 +58,29 @@ impl RequestView {
         argument: &[u8],
         change: impl FnOnce(&mut RequestHead) -> Result<(), EditError>,
     ) -> mlua::Result<()> {
-        let argument = String::from_utf8_lossy(argument);
+        let argument = || String::from_utf8_lossy(argument);
         if self.sealed {
             return Err(mlua::Error::runtime(format!(
-                "req:{method}({argument:?}): the request has gone on already; change it in route()"
+                "req:{method}({:?}): the request has gone on already; change it in route()",
+                argument()
             )));
         }
-        change(&mut self.head)
-            .map_err(|error| mlua::Error::runtime(format!("req:{method}({argument:?}): {error}")))
+        change(&mut self.head).map_err(|error| {
+            mlua::Error::runtime(format!("req:{method}({:?}): {error}", argument()))
+        })
     }
 }
 
-/// A header value from Lua: a string, or a number written as Lua would.
-pub(super) fn value_bytes(value: &Value) -> mlua::Result<Vec<u8>> {
+/// A header value from Lua, a string or a number written as Lua would,
+/// lent to `use_value` (a string's bytes without a copy).
+pub(super) fn with_value_bytes<R>(
+    value: &Value,
+    use_value: impl FnOnce(&[u8]) -> mlua::Result<R>,
+) -> mlua::Result<R> {
     match value {
-        Value::String(text) => Ok(text.as_bytes().to_vec()),
-        Value::Integer(number) => Ok(number.to_string().into_bytes()),
-        Value::Number(number) => Ok(number.to_string().into_bytes()),
+        Value::String(text) => use_value(&text.as_bytes()),
+        Value::Integer(number) => use_value(number.to_string().as_bytes()),
+        Value::Number(number) => use_value(number.to_string().as_bytes()),
         other => Err(mlua::Error::runtime(format!(
             "a header value must be a string or a number, got a {}",
             other.type_name()
@@ -81,88 +88,120 @@ pub(super) fn value_bytes(value: &Value) -> mlua::Result<Vec<u8>> {
     }
 }
 
-impl UserData for RequestView {
+impl UserData for Handle<RequestView> {
     fn add_fields<F: UserDataFields<Self>>(fields: &mut F) {
-        fields.add_field_method_get("method", |lua, this| lua.create_string(this.head.method()));
-        fields.add_field_method_get("target", |lua, this| lua.create_string(this.head.target()));
+        fields.add_field_method_get("method", |lua, this| {
+            this.with(|view| lua.create_string(view.head.method()))
+        });
+        fields.add_field_method_get("target", |lua, this| {
+            this.with(|view| lua.create_string(view.head.target()))
+        });
         fields.add_field_method_get("raw_target", |lua, this| {
-            lua.create_string(this.head.raw_target())
+            this.with(|view| lua.create_string(view.head.raw_target()))
         });
-        fields.add_field_method_get("path", |lua, this| lua.create_string(this.head.path()));
+        fields.add_field_method_get("path", |lua, this| {
+            this.with(|view| lua.create_string(view.head.path()))
+        });
         fields.add_field_method_get("query", |lua, this| {
-            this.head
-                .query()
-                .map(|query| lua.create_string(query))
-                .transpose()
+            this.with(|view| {
+                view.head
+                    .query()
+                    .map(|query| lua.create_string(query))
+                    .transpose()
+            })
         });
-        fields.add_field_method_get("host", |lua, this| lua.create_string(this.head.host()));
-        fields.add_field_method_get("version", |_, this| Ok(this.head.version()));
-        fields.add_field_method_get("client_ip", |_, this| Ok(this.client.ip().to_string()));
-        fields.add_field_method_get("client_port", |_, this| Ok(this.client.port()));
+        fields.add_field_method_get("host", |lua, this| {
+            this.with(|view| lua.create_string(view.head.host()))
+        });
+        fields.add_field_method_get("version", |_, this| {
+            this.with(|view| Ok(view.head.version()))
+        });
+        fields.add_field_method_get("client_ip", |_, this| {
+            this.with(|view| Ok(view.client.ip().to_string()))
+        });
+        fields.add_field_method_get("client_port", |_, this| {
+            this.with(|view| Ok(view.client.port()))
+        });
         fields.add_field_method_get("mode", |_, _| Ok("http"));
-        fields.add_field_method_get("tls", |_, this| Ok(this.tls));
+        fields.add_field_method_get("tls", |_, this| this.with(|view| Ok(view.tls)));
         fields.add_field_method_get("sni", |lua, this| {
-            this.sni
-                .as_deref()
-                .map(|sni| lua.create_string(sni))
-                .transpose()
+            this.with(|view| {
+                view.sni
+                    .as_deref()
+                    .map(|sni| lua.create_string(sni))
+                    .transpose()
+            })
         });
         fields.add_field_method_get("request_id", |lua, this| {
-            this.request_id()
-                .map(|id| lua.create_string(id))
-                .transpose()
+            this.with(|view| {
+                view.request_id()
+                    .map(|id| lua.create_string(id))
+                    .transpose()
+            })
         });
         fields.add_field_method_get("ctx", |lua, this| {
-            let mut ctx = this.ctx.borrow_mut();
-            if let Some(ctx) = &*ctx {
-                return Ok(ctx.clone());
-            }
-            let table = lua.create_table()?;
-            *ctx = Some(table.clone());
-            Ok(table)
+            this.with(|view| {
+                if let Some(ctx) = &view.ctx {
+                    return Ok(ctx.clone());
+                }
+                let table = lua.create_table()?;
+                view.ctx = Some(table.clone());
+                Ok(table)
+            })
         });
     }
 
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
         methods.add_method("header", |lua, this, name: LuaString| {
-            let name = name.to_str()?;
-            this.head
-                .header(&name)
-                .map(|value| lua.create_string(value))
-                .transpose()
+            let name = name.as_bytes();
+            this.with(|view| {
+                std::str::from_utf8(&name)
+                    .ok()
+                    .and_then(|name| view.head.header(name))
+                    .map(|value| lua.create_string(value))
+                    .transpose()
+            })
         });
-        methods.add_method_mut(
+        methods.add_method(
             "set_header",
             |_, this, (name, value): (LuaString, Value)| {
-                let value = value_bytes(&value)?;
                 let name = name.as_bytes();
-                this.edit("set_header", &name, |head| head.set_header(&name, &value))
+                with_value_bytes(&value, |value| {
+                    this.with(|view| {
+                        view.edit("set_header", &name, |head| head.set_header(&name, value))
+                    })
+                })
             },
         );
-        methods.add_method_mut(
+        methods.add_method(
             "add_header",
             |_, this, (name, value): (LuaString, Value)| {
-                let value = value_bytes(&value)?;
                 let name = name.as_bytes();
-                this.edit("add_header", &name, |head| head.add_header(&name, &value))
+                with_value_bytes(&value, |value| {
+                    this.with(|view| {
+                        view.edit("add_header", &name, |head| head.add_header(&name, value))
+                    })
+                })
             },
         );
-        methods.add_method_mut("del_header", |_, this, name: LuaString| {
+        methods.add_method("del_header", |_, this, name: LuaString| {
             let name = name.as_bytes();
-            this.edit("del_header", &name, |head| head.del_header(&name))
+            this.with(|view| view.edit("del_header", &name, |head| head.del_header(&name)))
         });
-        methods.add_method_mut("set_path", |_, this, path: LuaString| {
+        methods.add_method("set_path", |_, this, path: LuaString| {
             let path = path.as_bytes();
-            this.edit("set_path", &path, |head| head.set_path(&path))
+            this.with(|view| view.edit("set_path", &path, |head| head.set_path(&path)))
         });
-        methods.add_method_mut("set_query", |_, this, query: Option<LuaString>| {
+        methods.add_method("set_query", |_, this, query: Option<LuaString>| {
             let query = query.map(|query| query.as_bytes().to_vec());
             let shown = query.clone().unwrap_or_default();
-            this.edit("set_query", &shown, |head| head.set_query(query.as_deref()))
+            this.with(|view| {
+                view.edit("set_query", &shown, |head| head.set_query(query.as_deref()))
+            })
         });
-        methods.add_method_mut("set_host", |_, this, host: LuaString| {
+        methods.add_method("set_host", |_, this, host: LuaString| {
             let host = host.as_bytes();
-            this.edit("set_host", &host, |head| head.set_host(&host))
+            this.with(|view| view.edit("set_host", &host, |head| head.set_host(&host)))
         });
     }
 }

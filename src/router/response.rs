@@ -6,7 +6,8 @@ use mlua::{LuaString, UserData, UserDataFields, UserDataMethods, Value};
 
 use crate::http::{EditError, ResponseHead};
 
-use super::request::value_bytes;
+use super::lent::Handle;
+use super::request::with_value_bytes;
 
 /// Who wrote a response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,9 +54,9 @@ impl Default for ResponseView {
     }
 }
 
-impl UserData for ResponseView {
+impl UserData for Handle<ResponseView> {
     fn add_fields<F: UserDataFields<Self>>(fields: &mut F) {
-        fields.add_field_method_get("status", |_, this| Ok(this.head.status()));
+        fields.add_field_method_get("status", |_, this| this.with(|view| Ok(view.head.status())));
         fields.add_field_method_set("status", |_, this, status: Value| {
             let status = match status {
                 Value::Integer(status) => u16::try_from(status).unwrap_or(0),
@@ -66,47 +67,60 @@ impl UserData for ResponseView {
                     )));
                 }
             };
-            this.head.set_status(status).map_err(|error| {
-                mlua::Error::runtime(format!("res.status = {status}: {error}"))
+            this.with(|view| {
+                view.head.set_status(status).map_err(|error| {
+                    mlua::Error::runtime(format!("res.status = {status}: {error}"))
+                })
             })
         });
         fields.add_field_method_get("source", |_, this| {
-            Ok(match this.source {
-                Source::Backend => "backend",
-                Source::Rsp => "rsp",
+            this.with(|view| {
+                Ok(match view.source {
+                    Source::Backend => "backend",
+                    Source::Rsp => "rsp",
+                })
             })
         });
         fields.add_field_method_get("server", |_, this| {
-            Ok(this.server.map(|server| server.to_string()))
+            this.with(|view| Ok(view.server.map(|server| server.to_string())))
         });
     }
 
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
         methods.add_method("header", |lua, this, name: LuaString| {
-            this.head
-                .header(&name.as_bytes())
-                .map(|value| lua.create_string(value))
-                .transpose()
+            let name = name.as_bytes();
+            this.with(|view| {
+                view.head
+                    .header(&name)
+                    .map(|value| lua.create_string(value))
+                    .transpose()
+            })
         });
-        methods.add_method_mut(
+        methods.add_method(
             "set_header",
             |_, this, (name, value): (LuaString, Value)| {
-                let value = value_bytes(&value)?;
                 let name = name.as_bytes();
-                this.edit("set_header", &name, |head| head.set_header(&name, &value))
+                with_value_bytes(&value, |value| {
+                    this.with(|view| {
+                        view.edit("set_header", &name, |head| head.set_header(&name, value))
+                    })
+                })
             },
         );
-        methods.add_method_mut(
+        methods.add_method(
             "add_header",
             |_, this, (name, value): (LuaString, Value)| {
-                let value = value_bytes(&value)?;
                 let name = name.as_bytes();
-                this.edit("add_header", &name, |head| head.add_header(&name, &value))
+                with_value_bytes(&value, |value| {
+                    this.with(|view| {
+                        view.edit("add_header", &name, |head| head.add_header(&name, value))
+                    })
+                })
             },
         );
-        methods.add_method_mut("del_header", |_, this, name: LuaString| {
+        methods.add_method("del_header", |_, this, name: LuaString| {
             let name = name.as_bytes();
-            this.edit("del_header", &name, |head| head.del_header(&name))
+            this.with(|view| view.edit("del_header", &name, |head| head.del_header(&name)))
         });
     }
 }
@@ -124,14 +138,18 @@ pub struct LogView {
     pub completed: bool,
 }
 
-impl UserData for LogView {
+impl UserData for Handle<LogView> {
     fn add_fields<F: UserDataFields<Self>>(fields: &mut F) {
-        fields.add_field_method_get("status", |_, this| Ok(this.status));
-        fields.add_field_method_get("bytes_sent", |_, this| Ok(this.bytes_sent));
-        fields.add_field_method_get("duration_ms", |_, this| Ok(this.duration_ms));
-        fields.add_field_method_get("server", |_, this| {
-            Ok(this.server.map(|server| server.to_string()))
+        fields.add_field_method_get("status", |_, this| this.with(|view| Ok(view.status)));
+        fields.add_field_method_get("bytes_sent", |_, this| {
+            this.with(|view| Ok(view.bytes_sent))
         });
-        fields.add_field_method_get("completed", |_, this| Ok(this.completed));
+        fields.add_field_method_get("duration_ms", |_, this| {
+            this.with(|view| Ok(view.duration_ms))
+        });
+        fields.add_field_method_get("server", |_, this| {
+            this.with(|view| Ok(view.server.map(|server| server.to_string())))
+        });
+        fields.add_field_method_get("completed", |_, this| this.with(|view| Ok(view.completed)));
     }
 }

@@ -514,7 +514,7 @@ fn finish_transaction(
         return;
     };
     if hooked && transaction.parsed && services.router.logs() {
-        let ended = crate::router::LogView {
+        let mut ended = crate::router::LogView {
             status: transaction.status,
             bytes_sent: transaction.bytes_sent,
             duration_ms: timer::now()
@@ -524,7 +524,7 @@ fn finish_transaction(
             server: transaction.backend,
             completed,
         };
-        services.router.log(request, &ended);
+        services.router.log(request, &mut ended);
     }
     transaction.finish(
         &mut services.totals,

@@ -19,7 +19,7 @@ use super::exchange::destination;
 use super::forward::Queue;
 use super::transport::Endpoint;
 use super::tunnel::Tunnel;
-use super::upstream::{Resends, self, Attempt, Dial, DialRequest, Failure, Next, Target};
+use super::upstream::{self, Attempt, Dial, DialRequest, Failure, Next, Resends, Target};
 use super::{App, Client, End, Step, Timeout, client_left, finish_transaction};
 
 enum Connect {
@@ -404,6 +404,12 @@ impl TcpConnect {
             }
             Connect::Unrouted => {}
         }
-        finish_transaction(&mut self.transaction, &mut self.request, services, false, false);
+        finish_transaction(
+            &mut self.transaction,
+            &mut self.request,
+            services,
+            false,
+            false,
+        );
     }
 }

@@ -237,6 +237,12 @@ impl Tunnel {
             attempt.release(services, outcome);
         }
         let completed = matches!(end, End::Done { .. });
-        finish_transaction(&mut self.transaction, &mut self.request, services, completed, true);
+        finish_transaction(
+            &mut self.transaction,
+            &mut self.request,
+            services,
+            completed,
+            true,
+        );
     }
 }

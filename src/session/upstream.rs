@@ -234,17 +234,29 @@ impl Attempt {
                 Resends {
                     reset: pool.retry_on.reset,
                     timeout: pool.retry_on.timeout,
-                    left: self.resent < pool.retries,
+                    left: self.resent < pool.retries && self.untried(pool),
                 }
             }
             _ => Resends::default(),
         }
     }
 
+    /// Another server of `pool` than those tried could take the request.
+    fn untried(&self, pool: &crate::balancer::Pool) -> bool {
+        let current = self.lease.as_ref().map(Lease::server);
+        (0..pool.servers().len()).any(|server| {
+            Some(server) != current && !self.tried.contains(&server) && pool.may_serve(server)
+        })
+    }
+
     /// Why the request may not go to another server after a complete
     /// answer (a `retry_on` status, `respond()`'s "retry"), if it may not:
     /// `replayable` says it is idempotent and bodiless.
-    pub fn refuse_resend(&self, pools: &[crate::balancer::Pool], replayable: bool) -> Option<String> {
+    pub fn refuse_resend(
+        &self,
+        pools: &[crate::balancer::Pool],
+        replayable: bool,
+    ) -> Option<String> {
         let Target::Pool { pool, .. } = &self.target else {
             return Some("it went to an address, not a pool".into());
         };
@@ -255,10 +267,7 @@ impl Attempt {
         if self.resent >= pool.retries {
             return Some(format!("the pool's {} retries are used up", pool.retries));
         }
-        let current = self.lease.as_ref().map(Lease::server);
-        let untried = (0..pool.servers().len())
-            .any(|server| Some(server) != current && !self.tried.contains(&server) && pool.may_serve(server));
-        if !untried {
+        if !self.untried(pool) {
             return Some("no other server of the pool can take it".into());
         }
         None

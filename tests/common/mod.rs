@@ -80,10 +80,9 @@ pub fn check_config(path: &std::path::Path) -> (Option<i32>, String) {
         .arg(path)
         .output()
         .unwrap();
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let mut text = String::from_utf8_lossy(&output.stderr).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stdout));
+    (output.status.code(), text)
 }
 
 pub fn rsp_binary() -> &'static str {

@@ -165,7 +165,10 @@ impl Exchange {
         self.request.sealed = true;
         self.response.source = Source::Backend;
         self.response.server = Some(server);
-        match services.router.respond(&mut self.request, &mut self.response) {
+        match services
+            .router
+            .respond(&mut self.request, &mut self.response)
+        {
             Decision::Continue => {}
             Decision::Retry => match self.refuse_resend(services) {
                 None => return self.resend(link, services, status, "respond() said retry"),
@@ -206,8 +209,16 @@ impl Exchange {
 
     /// A status the pool's `retry_on` names: the request goes to another
     /// server when it may (`None`: the answer goes on).
-    fn retry_on_status(&mut self, link: &mut Link, services: &mut Services, status: u16) -> Option<Turn> {
-        let State::Forwarding { attempt, backend, .. } = &self.state else {
+    fn retry_on_status(
+        &mut self,
+        link: &mut Link,
+        services: &mut Services,
+        status: u16,
+    ) -> Option<Turn> {
+        let State::Forwarding {
+            attempt, backend, ..
+        } = &self.state
+        else {
             return None;
         };
         let upstream::Target::Pool { pool, .. } = attempt.target else {
@@ -254,7 +265,12 @@ impl Exchange {
 
     /// `respond()` answered in the backend's place: the backend's body is
     /// dropped, its connection kept when that body is already all here.
-    fn replace_response(&mut self, link: &mut Link, services: &mut Services, reply: LocalReply) -> Turn {
+    fn replace_response(
+        &mut self,
+        link: &mut Link,
+        services: &mut Services,
+        reply: LocalReply,
+    ) -> Turn {
         let status = self.response.head.status();
         let client_side = ClientSide {
             keep_alive: true,
@@ -297,7 +313,10 @@ impl Exchange {
             && !services.draining
             && backend.is_reusable();
         link.outbound.consume(link.outbound.len());
-        attempt.release(services, status_outcome(self.response.head.status(), Outcome::Ok));
+        attempt.release(
+            services,
+            status_outcome(self.response.head.status(), Outcome::Ok),
+        );
         if keeps {
             keep(services, backend);
         }

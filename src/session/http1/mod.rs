@@ -276,7 +276,13 @@ impl Http1 {
                 if !answered || !busy.to_client.is_empty() {
                     return Ok(progress);
                 }
-                finish_transaction(&mut exchange.transaction, &mut exchange.request, services, true, true);
+                finish_transaction(
+                    &mut exchange.transaction,
+                    &mut exchange.request,
+                    services,
+                    true,
+                    true,
+                );
                 match after {
                     After::Next => {
                         self.next_wait();

@@ -230,7 +230,12 @@ impl Http1 {
     /// waiting for `100 Continue` may never send the body that would have
     /// to be skipped, and an upgrade request expected another protocol:
     /// those connections close.
-    pub(super) fn answer(&mut self, services: &mut Services, answer: Answer, discard: Option<Body>) {
+    pub(super) fn answer(
+        &mut self,
+        services: &mut Services,
+        answer: Answer,
+        discard: Option<Body>,
+    ) {
         let Some(busy) = self.busy.as_deref_mut() else {
             return;
         };

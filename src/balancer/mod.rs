@@ -115,7 +115,7 @@ pub enum ServerState {
     /// Active health checks failed.
     DownByCheck,
     /// Resting after a failed connect.
-    DownByFailures,
+    Resting,
     /// Ejected by the pool's `eject` after a run of 5xx answers or errors.
     Ejected,
     /// Taken out of rotation by the admin API; requests in flight finish.
@@ -126,7 +126,7 @@ impl ServerState {
     pub fn name(self) -> &'static str {
         match self {
             ServerState::Up => "up",
-            ServerState::DownByCheck | ServerState::DownByFailures => "down",
+            ServerState::DownByCheck | ServerState::Resting => "down",
             ServerState::Ejected => "ejected",
             ServerState::Draining => "draining",
         }
@@ -167,7 +167,7 @@ impl Server {
         } else if self.record.is_ejected(now) {
             ServerState::Ejected
         } else if self.record.is_out(now) {
-            ServerState::DownByFailures
+            ServerState::Resting
         } else {
             ServerState::Up
         }

@@ -220,8 +220,30 @@ fn concurrent_failed_connects_make_one_rest() {
     assert_eq!(pool.servers()[0].active, 0);
     assert_eq!(pool.servers()[0].stats.errors, 50);
     let rested_at = start + SECOND;
-    assert_eq!(state(&pool, 0, rested_at), ServerState::DownByFailures);
+    assert_eq!(state(&pool, 0, rested_at), ServerState::Resting);
     assert_eq!(state(&pool, 0, rested_at + FIRST_REST), ServerState::Up);
+}
+
+#[test]
+fn a_lease_remembers_when_its_server_was_picked() {
+    let start = Instant::now();
+    timer::pretend(start);
+    let mut pools = vec![pool(Algorithm::RoundRobin, &[(1, 1, false), (2, 1, false)])];
+    let early = Lease::new(0, server_of(pools[0].pick(None, &[], false)));
+    let server = early.server();
+    timer::pretend(start + SECOND);
+    pools[0].servers[server].active += 1;
+    let rest = pools[0].release(server, Outcome::ConnectFailed, start + SECOND);
+    assert!(rest.is_some());
+    // The lease picked before the rest began fails too: old news.
+    timer::pretend(start + SECOND + Duration::from_millis(10));
+    let _ = early.release(&mut pools, Outcome::ConnectFailed);
+    let outage = pools[0].servers()[server]
+        .record
+        .current(start + SECOND)
+        .copied();
+    assert_eq!(outage, rest);
+    assert_eq!(pools[0].servers()[server].active, 0);
 }
 
 #[test]
@@ -409,7 +431,7 @@ fn a_reload_keeps_the_records_of_surviving_servers() {
     new.inherit(&old);
     assert_eq!(new.servers()[2].record, old.servers()[0].record);
     assert_eq!(state(&new, 2, start), ServerState::Ejected);
-    assert_eq!(state(&new, 1, start), ServerState::DownByFailures);
+    assert_eq!(state(&new, 1, start), ServerState::Resting);
     assert_eq!(state(&new, 0, start), ServerState::Up);
     assert_eq!(new.servers()[2].stats.ejections, 1);
 }
@@ -427,7 +449,7 @@ fn merged_stats_show_the_worst_outage() {
     timer::pretend(start);
     one.absorb(&other);
     assert_eq!(state(&one, 0, start), ServerState::Ejected);
-    assert_eq!(state(&one, 1, start), ServerState::DownByFailures);
+    assert_eq!(state(&one, 1, start), ServerState::Resting);
     assert_eq!(one.servers()[0].stats.ejections, 1);
 }
 

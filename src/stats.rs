@@ -109,6 +109,8 @@ pub struct ServerStats {
     pub errors: u64,
     /// Requests moved from it to another server.
     pub retries: u64,
+    /// Times the pool's `eject` took it out of rotation.
+    pub ejections: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
     /// From routing to the response head, in microseconds.
@@ -122,6 +124,7 @@ impl ServerStats {
         self.responses.add(&other.responses);
         self.errors += other.errors;
         self.retries += other.retries;
+        self.ejections += other.ejections;
         self.bytes_in += other.bytes_in;
         self.bytes_out += other.bytes_out;
         self.response_time_us.merge(&other.response_time_us);

@@ -37,6 +37,12 @@ pub fn epoch_millis() -> i64 {
     })
 }
 
+/// Sets this thread's loop time, for tests of what happens as time passes.
+#[cfg(test)]
+pub fn pretend(now: Instant) {
+    LOOP_TIME.with(|time| time.set(Some(now)));
+}
+
 /// Reads the clock for this thread's loop: after each wait for events, and
 /// before running expired timers.
 pub fn tick() -> Instant {

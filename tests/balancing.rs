@@ -59,7 +59,7 @@ fn dead_server_costs_clients_nothing_and_backups_stand_in() {
     assert!(
         proxy
             .log()
-            .contains(&format!("127.0.0.1:{dead} marked down"))
+            .contains(&format!("127.0.0.1:{dead} rested for"))
     );
 
     // Only backups left: they serve.
@@ -279,7 +279,7 @@ fn a_connect_that_hangs_times_out_and_moves_to_another_server() {
     let log = proxy.log();
     assert!(log.contains("connect timed out"), "{log}");
     assert!(
-        log.contains(&format!("{blackhole_address} marked down")),
+        log.contains(&format!("{blackhole_address} rested for")),
         "{log}"
     );
     drop(blackhole);

@@ -79,6 +79,22 @@ fn bad_configs_name_file_line_and_problem() {
             "FILE:2: pools.default: retries: expected a whole number from 0 to 10, got 11",
         ),
         (
+            "listen = \"127.0.0.1:8080\"\npools = { default = { servers = { \"127.0.0.1:1\" },\n  eject = { consecutive_5xx = 5, base = 1000 } } }\n",
+            "FILE:3: pools.default: eject: unknown eject setting \"base\"",
+        ),
+        (
+            "listen = \"127.0.0.1:8080\"\npools = { default = { servers = { \"127.0.0.1:1\" }, eject = { max_percent = 150 } } }\n",
+            "FILE:2: pools.default: eject: max_percent: expected a whole number from 0 to 100, got 150",
+        ),
+        (
+            "listen = \"127.0.0.1:8080\"\npools = { default = { servers = { \"127.0.0.1:1\" }, eject = { base_ms = 5000, max_ms = 1000 } } }\n",
+            "FILE:2: pools.default: eject: max_ms: must be at least base_ms (5000), got 1000",
+        ),
+        (
+            "listen = \"127.0.0.1:8080\"\npools = { default = { servers = { \"127.0.0.1:1\" }, eject = \"yes\" } }\n",
+            "FILE:2: pools.default: eject: expected true, false or",
+        ),
+        (
             "listen = \"127.0.0.1:8080\"\nbackends = { \"127.0.0.1:1\" }\nbuffer_bytes = 16384\nmax_response_header_bytes = 32768\n",
             "FILE:4: max_response_header_bytes (32768) must not exceed buffer_bytes (16384)",
         ),

@@ -434,7 +434,10 @@ fn backend_down_is_502() {
     assert_eq!(client.response(false).status, 503);
     let log = proxy.log();
     assert!(log.contains("502"), "{log}");
-    assert!(log.contains("marked down"), "{log}");
+    assert!(
+        log.contains("rested for 1 s after a failed connect"),
+        "{log}"
+    );
 }
 
 #[test]

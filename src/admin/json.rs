@@ -38,6 +38,7 @@ pub(super) fn json(view: &StatsView) -> String {
                         "responses": classes(&stats.responses),
                         "errors": stats.errors,
                         "retries": stats.retries,
+                        "ejections": stats.ejections,
                         "response_time_ms": response_time_ms(server),
                         "bytes_in": stats.bytes_in,
                         "bytes_out": stats.bytes_out,

@@ -144,7 +144,7 @@ fn pool_metrics(out: &mut String, pools: &[Pool]) {
     }
 }
 
-const SERVER_METRICS: [ServerMetric; 10] = [
+const SERVER_METRICS: [ServerMetric; 12] = [
     (
         "rsp_server_connections_opened_total",
         "counter",
@@ -156,6 +156,18 @@ const SERVER_METRICS: [ServerMetric; 10] = [
         "gauge",
         "1 when the server takes requests (not down, not draining).",
         |server, now| u8::from(server.state(now) == ServerState::Up).to_string(),
+    ),
+    (
+        "rsp_server_ejected",
+        "gauge",
+        "1 while the pool's eject has the server out of rotation.",
+        |server, now| u8::from(server.record.is_ejected(now)).to_string(),
+    ),
+    (
+        "rsp_server_ejections_total",
+        "counter",
+        "Times the pool's eject took the server out of rotation.",
+        |server, _| server.stats.ejections.to_string(),
     ),
     (
         "rsp_server_draining",

@@ -43,7 +43,7 @@ pub(super) fn html(pools: &[Pool], totals: &Totals) -> String {
          h1{{font-size:20px;margin:0 0 .3em}}h2{{font-size:15px;margin:1.4em 0 .3em}}\
          table{{border-collapse:collapse}}th,td{{border:1px solid #bbb;padding:3px 8px;text-align:right}}\
          th{{background:#36495e;color:#fff;font-weight:600}}td.name{{text-align:left;font-family:monospace}}\
-         tr.up td{{background:#d9f2d9}}tr.down td{{background:#f6d0d0}}tr.draining td{{background:#fbe3b8}}\
+         tr.up td{{background:#d9f2d9}}tr.down td{{background:#f6d0d0}}tr.draining td{{background:#fbe3b8}}tr.ejected td{{background:#f3c6e0}}\
          tr.backup td.name{{font-style:italic}}.state{{font-weight:600;text-transform:uppercase}}\
          .summary td{{text-align:left}}.muted{{color:#666}}button{{font-size:11px}}\
          </style></head><body>\n<h1>rsp {}</h1>\n",

@@ -2,8 +2,9 @@
 //!
 //! The interface follows nginx's upstream peers: `pick` a server, later
 //! `release` it with the outcome. The pool keeps each server's weight,
-//! active exchanges and failure back-off, so every algorithm sees the same
-//! state.
+//! active exchanges and outage record (outage.rs: rests after failed
+//! connects, ejections after runs of bad answers), so every algorithm sees
+//! the same state.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -15,10 +16,9 @@ use crate::proxy_protocol;
 use crate::stats::{PoolStats, ServerStats};
 use crate::timer;
 
-/// After a failed connect a server rests this long, doubling with each
-/// further failure up to `MAX_BACKOFF`.
-const FIRST_BACKOFF: Duration = Duration::from_secs(1);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+mod outage;
+
+pub use outage::{Cause, EjectConfig, Outage, Record};
 
 /// What `pick` found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,12 +39,19 @@ pub enum Pick {
 pub struct Lease {
     pool: usize,
     server: usize,
+    /// When the server was picked: an outcome of an exchange begun before
+    /// the server's latest outage says nothing new (outage.rs).
+    picked_at: Instant,
 }
 
 impl Lease {
-    /// The lease of a server `Pool::pick` chose in pool number `pool`.
+    /// The lease of a server `Pool::pick` chose in pool number `pool`, now.
     pub fn new(pool: usize, server: usize) -> Lease {
-        Lease { pool, server }
+        Lease {
+            pool,
+            server,
+            picked_at: timer::now(),
+        }
     }
 
     pub fn pool(&self) -> usize {
@@ -60,7 +67,7 @@ impl Lease {
     pub fn release(self, pools: &mut [Pool], outcome: Outcome) -> Option<usize> {
         let lease = std::mem::ManuallyDrop::new(self);
         let pool = pools.get_mut(lease.pool)?;
-        pool.release(lease.server, outcome);
+        pool.release(lease.server, outcome, lease.picked_at);
         pool.next_waiting()
     }
 
@@ -107,8 +114,10 @@ pub enum ServerState {
     Up,
     /// Active health checks failed.
     DownByCheck,
-    /// Resting after failed connects.
-    DownByFailures,
+    /// Resting after a failed connect.
+    Resting,
+    /// Ejected by the pool's `eject` after a run of 5xx answers or errors.
+    Ejected,
     /// Taken out of rotation by the admin API; requests in flight finish.
     Draining,
 }
@@ -117,7 +126,8 @@ impl ServerState {
     pub fn name(self) -> &'static str {
         match self {
             ServerState::Up => "up",
-            ServerState::DownByCheck | ServerState::DownByFailures => "down",
+            ServerState::DownByCheck | ServerState::Resting => "down",
+            ServerState::Ejected => "ejected",
             ServerState::Draining => "draining",
         }
     }
@@ -131,8 +141,8 @@ pub struct Server {
     /// Smooth weighted round robin's running weight (nginx's algorithm).
     current_weight: i64,
     pub active: u32,
-    failures: u32,
-    down_until: Option<Instant>,
+    /// Its outages and the streaks that lead to them.
+    pub record: Record,
     /// Active checks said down (`fall` failures in a row), until `rise`
     /// successes in a row.
     checked_down: bool,
@@ -146,7 +156,7 @@ pub struct Server {
 
 impl Server {
     fn is_up(&self, now: Instant) -> bool {
-        !self.checked_down && self.down_until.is_none_or(|until| now >= until)
+        !self.checked_down && !self.record.is_out(now)
     }
 
     pub fn state(&self, now: Instant) -> ServerState {
@@ -154,8 +164,10 @@ impl Server {
             ServerState::Draining
         } else if self.checked_down {
             ServerState::DownByCheck
-        } else if !self.is_up(now) {
-            ServerState::DownByFailures
+        } else if self.record.is_ejected(now) {
+            ServerState::Ejected
+        } else if self.record.is_out(now) {
+            ServerState::Resting
         } else {
             ServerState::Up
         }
@@ -175,6 +187,9 @@ pub struct Pool {
     /// Re-sends of one request after a `retry_on` answer or a "retry".
     pub retries: u32,
     pub retry_on: RetryOn,
+    /// Passive outlier ejection; `None`: servers are never ejected (failed
+    /// connects still rest them).
+    pub eject: Option<EjectConfig>,
     /// Sessions waiting for a server below `max_conns`, oldest first.
     waiting: VecDeque<usize>,
     /// Requests queued in other workers, in a merged view for the stats.
@@ -197,8 +212,7 @@ impl Pool {
                     backup: server.backup,
                     current_weight: 0,
                     active: 0,
-                    failures: 0,
-                    down_until: None,
+                    record: Record::default(),
                     checked_down: false,
                     streak: 0,
                     hash_seed: mix(fnv1a(
@@ -220,6 +234,7 @@ impl Pool {
             send_proxy: config.send_proxy,
             retries: config.retries,
             retry_on: config.retry_on.clone(),
+            eject: config.eject,
             waiting: VecDeque::new(),
             queued_elsewhere: 0,
             candidates: Vec::new(),
@@ -228,8 +243,10 @@ impl Pool {
     }
 
     /// Adds another worker's copy of this pool to this one, for the stats:
-    /// counters, requests in flight and queued requests.
+    /// counters, requests in flight, queued requests, and the worst
+    /// outage any worker sees (each worker rests and ejects on its own).
     pub fn absorb(&mut self, other: &Pool) {
+        let now = timer::now();
         self.stats.add(&other.stats);
         self.queued_elsewhere += other.queued();
         for server in &mut self.servers {
@@ -240,6 +257,7 @@ impl Pool {
             {
                 server.stats.add(&theirs.stats);
                 server.active += theirs.active;
+                server.record.absorb(&theirs.record, now);
             }
         }
     }
@@ -288,7 +306,7 @@ impl Pool {
     }
 
     /// Picks a server for one exchange, skipping `tried` ones, servers
-    /// resting after a failure and servers at `max_conns`; backups serve
+    /// in an outage (resting or ejected) and servers at `max_conns`; backups serve
     /// only when no normal server can. `key` steers the `hash` algorithm.
     /// A request that was not `waiting` queues behind those that are.
     pub fn pick(&mut self, key: Option<&[u8]>, tried: &[usize], waiting: bool) -> Pick {
@@ -307,6 +325,7 @@ impl Pool {
         waiting: bool,
     ) -> Pick {
         let now = timer::now();
+        self.notice_returns(now);
         let max_conns = self.max_conns.unwrap_or(u32::MAX);
         let mut any_up = false;
         for backup in [false, true] {
@@ -362,31 +381,90 @@ impl Pool {
         self.waiting.pop_front()
     }
 
-    /// Reports how an exchange with `server` ended.
-    pub fn release(&mut self, server: usize, outcome: Outcome) {
-        let Some(server) = self.servers.get_mut(server) else {
-            return;
-        };
+    /// Reports how an exchange with `server`, picked at `picked_at`,
+    /// ended. Its outcome counts toward the server's streaks unless it is
+    /// old news (outage.rs); a failed connect rests the server, and a
+    /// streak at the pool's `eject` threshold ejects it, unless that
+    /// would put more than `max_percent` of the pool's servers out.
+    /// Returns the outage that began, which it has logged.
+    pub fn release(
+        &mut self,
+        server: usize,
+        outcome: Outcome,
+        picked_at: Instant,
+    ) -> Option<Outage> {
+        let now = timer::now();
+        self.notice_returns(now);
+        let ejected = self
+            .servers
+            .iter()
+            .filter(|server| server.record.is_ejected(now))
+            .count();
+        let total = self.servers.len();
+        let server = self.servers.get_mut(server)?;
         server.active = server.active.saturating_sub(1);
-        match outcome {
-            Outcome::Ok | Outcome::ServerError => {
-                server.failures = 0;
-                server.down_until = None;
-            }
-            Outcome::Failed => server.stats.errors += 1,
-            Outcome::ConnectFailed => {
-                server.stats.errors += 1;
-                server.failures += 1;
-                let backoff = FIRST_BACKOFF
-                    .saturating_mul(1 << (server.failures - 1).min(5))
-                    .min(MAX_BACKOFF);
-                server.down_until = Some(timer::now() + backoff);
+        if matches!(outcome, Outcome::Failed | Outcome::ConnectFailed) {
+            server.stats.errors += 1;
+        }
+        if !server.record.count(outcome, picked_at, now) {
+            return None;
+        }
+        if let Some(eject) = &self.eject
+            && let Some(cause) = server.record.ejection_due(eject)
+        {
+            if ejection_allowed(ejected, total, eject.max_percent) {
+                let outage = server.record.eject(cause, now, eject);
+                server.stats.ejections += 1;
                 log::warn!(
-                    "pool {}: server {} marked down for {} s after {} failed connect(s)",
+                    "pool {}: server {} ejected for {} after {}",
                     self.name,
                     server.address,
-                    backoff.as_secs(),
-                    server.failures
+                    outage::length_text(outage.length()),
+                    cause.description()
+                );
+                return Some(outage);
+            }
+            if eject.just_reached(cause) {
+                log::warn!(
+                    "pool {}: server {} not ejected after {}: {ejected} of {total} servers are \
+                     already out, max_percent is {}",
+                    self.name,
+                    server.address,
+                    cause.description(),
+                    eject.max_percent
+                );
+            }
+        }
+        if outcome == Outcome::ConnectFailed {
+            let outage = server.record.rest(now);
+            log::warn!(
+                "pool {}: server {} rested for {} after {}{}",
+                self.name,
+                server.address,
+                outage::length_text(outage.length()),
+                Cause::FailedConnect.description(),
+                in_a_row(outage.step)
+            );
+            return Some(outage);
+        }
+        None
+    }
+
+    /// Logs, once each, the servers whose outage is over at `now`: noticed
+    /// at the next pick or release, so no timer is needed.
+    fn notice_returns(&mut self, now: Instant) {
+        for server in &mut self.servers {
+            if let Some(outage) = server.record.come_back(now) {
+                let how = if outage.cause.is_ejection() {
+                    "ejected"
+                } else {
+                    "resting"
+                };
+                log::info!(
+                    "pool {}: server {} is back after {} {how}",
+                    self.name,
+                    server.address,
+                    outage::length_text(outage.length())
                 );
             }
         }
@@ -403,8 +481,7 @@ impl Pool {
             {
                 server.current_weight = before.current_weight;
                 server.active = before.active;
-                server.failures = before.failures;
-                server.down_until = before.down_until;
+                server.record = before.record.clone();
                 server.checked_down = before.checked_down;
                 server.streak = before.streak;
                 // A drained server stays out until the admin API enables it.
@@ -436,8 +513,7 @@ impl Pool {
         if server.checked_down && server.streak >= rise {
             server.checked_down = false;
             server.streak = 0;
-            server.failures = 0;
-            server.down_until = None;
+            server.record.checks_passed(timer::now());
             log::info!(
                 "pool {name}: server {} is up (health check passed {rise} times)",
                 server.address
@@ -538,6 +614,31 @@ impl Pool {
             .max_by(|a, b| a.0.total_cmp(&b.0))
             .map_or(candidates[0], |(_, index)| index)
     }
+}
+
+/// Whether one more of a pool's `total` servers may be ejected while
+/// `ejected` are: never more than `max_percent` of them at once, rounding
+/// down, so with 2 servers and 50 one may be, with 3 servers and 50 one,
+/// and a pool of one server is never left empty by an ejection. (Envoy
+/// ejects while fewer than `max_ejection_percent` are out, which lets 2 of
+/// 3 go at 50 and always lets one go.)
+fn ejection_allowed(ejected: usize, total: usize, max_percent: u32) -> bool {
+    (ejected + 1) * 100 <= total * max_percent as usize
+}
+
+/// ", the 3rd in a row" for the log when a rest is not the first in a row.
+fn in_a_row(step: u32) -> String {
+    if step <= 1 {
+        return String::new();
+    }
+    let suffix = match (step % 10, step % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!(", the {step}{suffix} in a row")
 }
 
 fn fnv1a(bytes: impl Iterator<Item = u8>, seed: u64) -> u64 {

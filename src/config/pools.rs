@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use mlua::Value;
 
+use crate::balancer::EjectConfig;
 use crate::health::HealthConfig;
 use crate::proxy_protocol;
 
@@ -26,6 +27,14 @@ const POOL_SETTINGS: &[&str] = &[
     "send_proxy",
     "retries",
     "retry_on",
+    "eject",
+];
+const EJECT_SETTINGS: &[&str] = &[
+    "consecutive_5xx",
+    "consecutive_errors",
+    "base_ms",
+    "max_ms",
+    "max_percent",
 ];
 const HEALTH_SETTINGS: &[&str] = &[
     "path",
@@ -171,7 +180,56 @@ fn pool(pool: &Setting, name: &str) -> Result<PoolConfig, ConfigError> {
             .part("retries")
             .integer(i64::from(DEFAULT_RETRIES), 0..=10)? as u32,
         retry_on: retry_on(&pool.part("retry_on"))?,
+        eject: eject(&pool.part("eject"))?,
     })
+}
+
+/// `eject = true` (the defaults), `false` or unset (off), or a table
+/// overriding some of `{ consecutive_5xx = 5, consecutive_errors = 3,
+/// base_ms = 10000, max_ms = 300000, max_percent = 50 }`.
+fn eject(setting: &Setting) -> Result<Option<EjectConfig>, ConfigError> {
+    let defaults = EjectConfig::default();
+    match &setting.value {
+        Value::Nil | Value::Boolean(false) => return Ok(None),
+        Value::Boolean(true) => return Ok(Some(defaults)),
+        Value::Table(_) => {}
+        other => {
+            return Err(setting.error(format!(
+                "expected true, false or {{ consecutive_5xx = 5, ... }}, got {}",
+                super::read::describe(other)
+            )));
+        }
+    }
+    setting.known_keys(EJECT_SETTINGS, "eject setting")?;
+    let count = |name: &str, default: u32| {
+        setting
+            .part(name)
+            .integer(i64::from(default), 0..=1_000_000)
+            .map(|count| count as u32)
+    };
+    let consecutive_5xx = count("consecutive_5xx", defaults.consecutive_5xx)?;
+    let consecutive_errors = count("consecutive_errors", defaults.consecutive_errors)?;
+    let base = setting
+        .part("base_ms")
+        .millis(defaults.base.as_millis() as u64, 1..=86_400_000)?;
+    let max_ms = setting.part("max_ms");
+    let max = max_ms.millis(defaults.max.max(base).as_millis() as u64, 1..=86_400_000)?;
+    if max < base {
+        return Err(max_ms.error(format!(
+            "must be at least base_ms ({}), got {}",
+            base.as_millis(),
+            max.as_millis()
+        )));
+    }
+    Ok(Some(EjectConfig {
+        consecutive_5xx,
+        consecutive_errors,
+        base,
+        max,
+        max_percent: setting
+            .part("max_percent")
+            .integer(i64::from(defaults.max_percent), 0..=100)? as u32,
+    }))
 }
 
 /// `{ 502, 503, 504, "reset", "timeout" }`.
@@ -259,4 +317,87 @@ fn health_config(health: &Setting) -> Result<HealthConfig, ConfigError> {
         fall: number("fall", 3, 1..=100)? as u32,
         expect_status: number("expect_status", 200, 100..=599)? as u16,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eject_of(setting: &str) -> Result<Option<EjectConfig>, String> {
+        let source =
+            format!("pools = {{ web = {{ servers = {{ \"127.0.0.1:1\" }}, {setting} }} }}\n");
+        let path = std::env::temp_dir().join(format!(
+            "rsp-pools-{}-{:x}.lua",
+            std::process::id(),
+            source
+                .bytes()
+                .fold(0u64, |hash, byte| hash.wrapping_mul(31) + u64::from(byte))
+        ));
+        std::fs::write(&path, &source).unwrap();
+        let script = Script::run(&path).unwrap();
+        let result = pools(&script)
+            .map(|pools| pools[0].eject)
+            .map_err(|error| error.to_string());
+        let _ = std::fs::remove_file(&path);
+        result
+    }
+
+    #[test]
+    fn eject_is_off_on_or_a_table_over_the_defaults() {
+        let defaults = EjectConfig::default();
+        assert_eq!(eject_of("retries = 1"), Ok(None));
+        assert_eq!(eject_of("eject = false"), Ok(None));
+        assert_eq!(eject_of("eject = true"), Ok(Some(defaults)));
+        assert_eq!(eject_of("eject = {}"), Ok(Some(defaults)));
+        assert_eq!(
+            eject_of("eject = { consecutive_5xx = 0, base_ms = 1000, max_percent = 100 }"),
+            Ok(Some(EjectConfig {
+                consecutive_5xx: 0,
+                base: Duration::from_secs(1),
+                max_percent: 100,
+                ..defaults
+            }))
+        );
+        // An unset max_ms is never below base_ms.
+        assert_eq!(
+            eject_of("eject = { base_ms = 600000 }").map(|eject| eject.map(|eject| eject.max)),
+            Ok(Some(Duration::from_secs(600)))
+        );
+    }
+
+    #[test]
+    fn eject_errors_say_which_setting() {
+        for (setting, expected) in [
+            (
+                "eject = 5",
+                "pools.web: eject: expected true, false or { consecutive_5xx = 5, ... }, got 5",
+            ),
+            (
+                "eject = { consecutive_500 = 5 }",
+                "pools.web: eject: unknown eject setting \"consecutive_500\" (expected consecutive_5xx, consecutive_errors, base_ms, max_ms, max_percent)",
+            ),
+            (
+                "eject = { consecutive_5xx = -1 }",
+                "pools.web: eject: consecutive_5xx: expected a whole number from 0 to 1000000, got -1",
+            ),
+            (
+                "eject = { base_ms = 0 }",
+                "pools.web: eject: base_ms: expected milliseconds from 1 to 86400000, got 0",
+            ),
+            (
+                "eject = { base_ms = 2000, max_ms = 1000 }",
+                "pools.web: eject: max_ms: must be at least base_ms (2000), got 1000",
+            ),
+            (
+                "eject = { max_percent = 101 }",
+                "pools.web: eject: max_percent: expected a whole number from 0 to 100, got 101",
+            ),
+        ] {
+            let error = eject_of(setting).unwrap_err();
+            assert!(
+                error.ends_with(&format!(":1: {expected}")),
+                "{setting}: {error}"
+            );
+        }
+    }
 }

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::balancer::EjectConfig;
 use crate::forwarding::Forwarding;
 use crate::health::HealthConfig;
 use crate::http::RequestPolicy;
@@ -154,6 +155,8 @@ pub struct PoolConfig {
     /// "retry" (connect failures try each server once, apart from this).
     pub retries: u32,
     pub retry_on: RetryOn,
+    /// Passive outlier ejection (`eject = true` or a table); `None`: off.
+    pub eject: Option<EjectConfig>,
 }
 
 impl PoolConfig {
@@ -170,6 +173,7 @@ impl PoolConfig {
             send_proxy: None,
             retries: DEFAULT_RETRIES,
             retry_on: RetryOn::default(),
+            eject: None,
         }
     }
 }

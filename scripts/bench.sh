@@ -20,6 +20,9 @@
 # the others) as target "rsp-before", so a change is measured against the
 # code before it in the same run.
 # BENCH_RSP_SETTINGS: more config lines for every rsp (for trying a setting).
+# BENCH_SHAPING=1 adds target "rsp-shaping": one-worker rsp whose route()
+# sets one request header and whose respond() sets one response header, so
+# what the hooks cost shows as rsp-shaping/rsp in the same run.
 # BENCH_TESTS chooses the tests (default all): ab ab-k wrk wrk-100k (100
 # clients), wrk-1m wrk-10m (10 clients, large bodies), tls-handshake (ab
 # over https without keep-alive: a full handshake per request) and tls-k
@@ -74,13 +77,14 @@ haproxy_maxconn=$(( ($(ulimit -n) - 200) / 2 ))
 
 start_nginx 18080
 
-start_rsp() { # PORT WORKERS [BINARY]; TLS on PORT + 10
+start_rsp() { # PORT WORKERS [BINARY [MORE SETTINGS]]; TLS on PORT + 10
     cat > "$work/rsp-$1.lua" <<CONF
 listen = { "127.0.0.1:$1", { addr = "127.0.0.1:$(($1 + 10))", tls = { cert = "$work/tls/cert.pem", key = "$work/tls/key.pem" } } }
 backends = { "127.0.0.1:18080" }
 max_connections = 60000
 workers = $2
 ${BENCH_RSP_SETTINGS:-}
+${4:-}
 CONF
     local run=()
     [ "$2" = 1 ] && run=("${pin[@]}")
@@ -94,6 +98,17 @@ rsp2_pid=${pids[-1]}
 if [ -n "${BENCH_BASELINE:-}" ]; then
     start_rsp 18085 1 "$BENCH_BASELINE"
     before_pid=${pids[-1]}
+fi
+if [ "${BENCH_SHAPING:-0}" = 1 ]; then
+    start_rsp 18086 1 ./target/release/rsp '
+function route(req)
+  req:set_header("X-Tenant", "bench")
+  return "default"
+end
+function respond(req, res)
+  res:set_header("Strict-Transport-Security", "max-age=63072000")
+end'
+    shaping_pid=${pids[-1]}
 fi
 
 cat > "$work/haproxy.cfg" <<CONF
@@ -150,6 +165,7 @@ backend_pid=$(pgrep -P "$(cat "$work/nginx.pid")" | head -1)
 
 ports=(18081 18082 18083 18084)
 [ -n "${BENCH_BASELINE:-}" ] && ports+=(18085)
+[ "${BENCH_SHAPING:-0}" = 1 ] && ports+=(18086)
 for port in "${ports[@]}"; do
     curl -sk -o /dev/null "https://127.0.0.1:$((port + 10))/" || { echo "bench.sh: no TLS on $((port + 10))" >&2; exit 1; }
     status=$(curl -s -o /dev/null -w '%{http_code} %{size_download}' "http://127.0.0.1:$port/")
@@ -159,6 +175,7 @@ done
 # name port pid (the process whose CPU and memory are the proxy's)
 targets=("nginx-direct 18080 -" "rsp 18081 $rsp_pid" "haproxy 18082 $haproxy_pid" "nginx-proxy 18083 $nginx_proxy_pid" "rsp-2-workers 18084 $rsp2_pid")
 [ -n "${BENCH_BASELINE:-}" ] && targets+=("rsp-before 18085 $before_pid")
+[ "${BENCH_SHAPING:-0}" = 1 ] && targets+=("rsp-shaping 18086 $shaping_pid")
 
 cpu_ticks() { # PID: user+sys clock ticks of the process and its threads
     awk '{print $14 + $15}' "/proc/$1/stat"

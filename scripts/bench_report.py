@@ -12,7 +12,7 @@ import sys
 from collections import defaultdict
 
 TESTS = ["ab", "ab-k", "wrk", "wrk-100k", "wrk-1m", "wrk-10m", "tls-handshake", "tls-k"]
-TARGETS = ["nginx-direct", "rsp", "haproxy", "nginx-proxy", "rsp-2-workers", "rsp-before"]
+TARGETS = ["nginx-direct", "rsp", "haproxy", "nginx-proxy", "rsp-2-workers", "rsp-before", "rsp-shaping"]
 COLOURS = {
     "nginx-direct": "#9aa5b1",
     "rsp": "#d9480f",
@@ -20,6 +20,7 @@ COLOURS = {
     "nginx-proxy": "#2b8a3e",
     "rsp-2-workers": "#f59f00",
     "rsp-before": "#868e96",
+    "rsp-shaping": "#ae3ec9",
 }
 FIELDS = [
     "requests_per_second",
@@ -80,6 +81,7 @@ def fmt(value, digits=0):
 
 def report(table, per_round, note):
     baseline = any(key[1] == "rsp-before" for key in table)
+    shaping = any(key[1] == "rsp-shaping" for key in table)
     tests = [test for test in TESTS if any(key[0] == test for key in table)]
     lines = [f"Medians of {max(v['rounds'] for v in table.values())} interleaved rounds. {note}", ""]
     lines.append(
@@ -105,8 +107,13 @@ def report(table, per_round, note):
         "| rsp/HAProxy CPU per request | rsp/nginx-proxy CPU per request "
         "| nginx-proxy/rsp machine CPU per request | rsp 2 workers / 1 worker req/s |"
         + (" rsp/rsp-before req/s | rsp/rsp-before CPU per request |" if baseline else "")
+        + (" rsp-shaping/rsp req/s | rsp-shaping/rsp CPU per request |" if shaping else "")
     )
-    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if baseline else ""))
+    lines.append(
+        "|---|---:|---:|---:|---:|---:|---:|---:|"
+        + ("---:|---:|" if baseline else "")
+        + ("---:|---:|" if shaping else "")
+    )
     for test in tests:
         rsp = table.get((test, "rsp"))
         if not rsp:
@@ -118,12 +125,17 @@ def report(table, per_round, note):
             return f"{value / other:.2f}" if value and other else "-"
 
         scaling = ratio("rsp", mine=table.get((test, "rsp-2-workers"), {}))
+
+        def shaped(field):
+            return ratio("rsp", field, table.get((test, "rsp-shaping"), {}))
+
         machine = ratio("rsp", "machine_cpu_us_per_request", table.get((test, "nginx-proxy"), {}))
         lines.append(
             f"| {test} | {ratio('haproxy')} | {ratio('nginx-proxy')} | {ratio('nginx-direct')} "
             f"| {ratio('haproxy', 'cpu_us_per_request')} | {ratio('nginx-proxy', 'cpu_us_per_request')} "
             f"| {machine} | {scaling} |"
             + (f" {ratio('rsp-before')} | {ratio('rsp-before', 'cpu_us_per_request')} |" if baseline else "")
+            + (f" {shaped('requests_per_second')} | {shaped('cpu_us_per_request')} |" if shaping else "")
         )
     lines.append("")
     lines.append(

@@ -573,3 +573,33 @@ fn the_shipped_shaping_example_is_valid_and_shapes() {
         backend.heads()
     );
 }
+
+/// A request routed by one script and answered after a reload meets the
+/// new script's hooks: its `req.ctx` (of the old Lua state) is not passed
+/// to the new one; the new hooks see an empty table.
+#[test]
+fn a_request_routed_before_a_reload_meets_the_new_hooks_safely() {
+    let backend = Backend::start("web");
+    let settings = |tag: &str| {
+        format!(
+            r#"backends = {{ "{}" }}
+function route(req) req.ctx.tag = "{tag}" return "default" end
+function respond(req, res) res:set_header("X-Tag", tostring(req.ctx.tag)) end
+function log(req, res) req.ctx.seen = true end"#,
+            backend.address
+        )
+    };
+    let mut proxy = Proxy::start(&settings("old"));
+    let mut client = proxy.connect();
+    client.send(b"GET /sleep/700 HTTP/1.1\r\nHost: h\r\n\r\n");
+    thread::sleep(Duration::from_millis(200));
+    proxy.reload(&settings("new"));
+    proxy.wait_for_log("reload done", 1);
+    let response = client.response(false);
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("x-tag").as_deref(), Some("nil"));
+    client.send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+    let response = client.response(false);
+    assert_eq!(response.header("x-tag").as_deref(), Some("new"));
+    assert!(proxy.is_running());
+}

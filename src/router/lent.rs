@@ -10,6 +10,9 @@ use mlua::{AnyUserData, Lua, UserData};
 
 /// Where a handle points: the view of the call in progress, or nothing.
 pub struct Lent<T> {
+    /// Which Lua state's handle this is: values a view keeps for Lua
+    /// (`req.ctx`) belong to one state, and a reload makes another.
+    state: u64,
     view: Cell<*mut T>,
     /// A method is using the view: another (from a `__gc` finalizer run by
     /// an allocation inside the first) must not alias it.
@@ -20,6 +23,11 @@ pub struct Lent<T> {
 pub struct Handle<T>(Rc<Lent<T>>);
 
 impl<T> Handle<T> {
+    /// The Lua state this handle serves (one number per router made).
+    pub fn state(&self) -> u64 {
+        self.0.state
+    }
+
     /// The view, for the length of `use_view`; an error once the call that
     /// lent it is over (a script kept `req` in a global) or while another
     /// method uses it.
@@ -57,7 +65,9 @@ where
     Handle<T>: UserData,
 {
     pub fn new(lua: &Lua) -> mlua::Result<Lender<T>> {
+        static STATES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let lent = Rc::new(Lent {
+            state: STATES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             view: Cell::new(std::ptr::null_mut()),
             busy: Cell::new(false),
         });

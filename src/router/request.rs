@@ -19,8 +19,10 @@ pub struct RequestView {
     pub tls: bool,
     pub sni: Option<String>,
     /// `req.ctx`, made when a hook first asks for it: what `route()` keeps
-    /// there, `respond()` and `log()` see.
-    pub ctx: Option<Table>,
+    /// there, `respond()` and `log()` see; with the Lua state it is of
+    /// (a request routed before a reload meets the new script's hooks with
+    /// a new, empty table: a value may not pass between states).
+    pub ctx: Option<(u64, Table)>,
     /// `route()` is done: the request went on as it was then, and the
     /// methods that change it are refused.
     pub sealed: bool,
@@ -141,11 +143,14 @@ impl UserData for Handle<RequestView> {
         });
         fields.add_field_method_get("ctx", |lua, this| {
             this.with(|view| {
-                if let Some(ctx) = &view.ctx {
+                let state = this.state();
+                if let Some((of, ctx)) = &view.ctx
+                    && *of == state
+                {
                     return Ok(ctx.clone());
                 }
                 let table = lua.create_table()?;
-                view.ctx = Some(table.clone());
+                view.ctx = Some((state, table.clone()));
                 Ok(table)
             })
         });

@@ -63,16 +63,9 @@ pub fn forward_response_head(
 ) -> Result<Option<ResponseInfo>, HeadError> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut fields);
-    let head_length = match response.parse(buffer) {
-        Ok(httparse::Status::Complete(length)) => length,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
-        Err(error) => return Err(HeadError::Malformed(error)),
+    let Some((head_length, status)) = parse(&mut response, buffer)? else {
+        return Ok(None);
     };
-    let status = response.code.unwrap_or(0);
-    if !(100..=599).contains(&status) {
-        return Err(HeadError::Framing("a status outside 100-599"));
-    }
     let fields: &[httparse::Header] = response.headers;
     let head = Head {
         status,
@@ -101,6 +94,25 @@ pub fn forward_response_head(
         keep_alive,
         backend_keep_alive,
     }))
+}
+
+/// Parses a response head at the start of `buffer` into `response`: its
+/// length and status, `None` while more bytes are needed.
+pub(super) fn parse<'b>(
+    response: &mut httparse::Response<'_, 'b>,
+    buffer: &'b [u8],
+) -> Result<Option<(usize, u16)>, HeadError> {
+    let head_length = match response.parse(buffer) {
+        Ok(httparse::Status::Complete(length)) => length,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
+        Err(error) => return Err(HeadError::Malformed(error)),
+    };
+    let status = response.code.unwrap_or(0);
+    if !(100..=599).contains(&status) {
+        return Err(HeadError::Framing("a status outside 100-599"));
+    }
+    Ok(Some((head_length, status)))
 }
 
 /// A parsed response head: httparse's, or one `respond()` edited.

@@ -28,16 +28,9 @@ impl ResponseHead {
     pub fn read(&mut self, buffer: &[u8]) -> Result<Option<usize>, HeadError> {
         let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut response = httparse::Response::new(&mut fields);
-        let head_length = match response.parse(buffer) {
-            Ok(httparse::Status::Complete(length)) => length,
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
-            Err(error) => return Err(HeadError::Malformed(error)),
+        let Some((head_length, status)) = response::parse(&mut response, buffer)? else {
+            return Ok(None);
         };
-        let status = response.code.unwrap_or(0);
-        if !(100..=599).contains(&status) {
-            return Err(HeadError::Framing("a status outside 100-599"));
-        }
         let base = buffer.as_ptr() as usize;
         let range = |part: &[u8]| {
             let start = part.as_ptr() as usize - base;

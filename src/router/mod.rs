@@ -3,6 +3,7 @@
 //! `respond(req, res)` and `log(req, res)`, each within its budget of Lua
 //! instructions.
 
+mod fields;
 mod lent;
 mod reply;
 mod request;

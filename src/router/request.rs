@@ -4,10 +4,11 @@
 
 use std::net::SocketAddr;
 
-use mlua::{LuaString, Table, UserData, UserDataFields, UserDataMethods, Value};
+use mlua::{LuaString, Table, UserData, UserDataFields, UserDataMethods};
 
 use crate::http::{EditError, RequestHead};
 
+use super::fields::{Change, Fields, add_field_methods};
 use super::lent::Handle;
 
 pub struct RequestView {
@@ -61,9 +62,9 @@ impl RequestView {
         change: impl FnOnce(&mut RequestHead) -> Result<(), EditError>,
     ) -> mlua::Result<()> {
         let argument = || String::from_utf8_lossy(argument);
-        if self.sealed {
+        if let Some(why) = self.closed() {
             return Err(mlua::Error::runtime(format!(
-                "req:{method}({:?}): the request has gone on already; change it in route()",
+                "req:{method}({:?}): {why}",
                 argument()
             )));
         }
@@ -73,20 +74,26 @@ impl RequestView {
     }
 }
 
-/// A header value from Lua, a string or a number written as Lua would,
-/// lent to `use_value` (a string's bytes without a copy).
-pub(super) fn with_value_bytes<R>(
-    value: &Value,
-    use_value: impl FnOnce(&[u8]) -> mlua::Result<R>,
-) -> mlua::Result<R> {
-    match value {
-        Value::String(text) => use_value(&text.as_bytes()),
-        Value::Integer(number) => use_value(number.to_string().as_bytes()),
-        Value::Number(number) => use_value(number.to_string().as_bytes()),
-        other => Err(mlua::Error::runtime(format!(
-            "a header value must be a string or a number, got a {}",
-            other.type_name()
-        ))),
+impl Fields for RequestView {
+    const NAME: &'static str = "req";
+
+    fn field(&self, name: &[u8]) -> Option<&[u8]> {
+        std::str::from_utf8(name)
+            .ok()
+            .and_then(|name| self.head.header(name))
+    }
+
+    fn closed(&self) -> Option<&'static str> {
+        self.sealed
+            .then_some("the request has gone on already; change it in route()")
+    }
+
+    fn change(&mut self, name: &[u8], change: Change) -> Result<(), EditError> {
+        match change {
+            Change::Set(value) => self.head.set_header(name, value),
+            Change::Add(value) => self.head.add_header(name, value),
+            Change::Delete => self.head.del_header(name),
+        }
     }
 }
 
@@ -157,42 +164,7 @@ impl UserData for Handle<RequestView> {
     }
 
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-        methods.add_method("header", |lua, this, name: LuaString| {
-            let name = name.as_bytes();
-            this.with(|view| {
-                std::str::from_utf8(&name)
-                    .ok()
-                    .and_then(|name| view.head.header(name))
-                    .map(|value| lua.create_string(value))
-                    .transpose()
-            })
-        });
-        methods.add_method(
-            "set_header",
-            |_, this, (name, value): (LuaString, Value)| {
-                let name = name.as_bytes();
-                with_value_bytes(&value, |value| {
-                    this.with(|view| {
-                        view.edit("set_header", &name, |head| head.set_header(&name, value))
-                    })
-                })
-            },
-        );
-        methods.add_method(
-            "add_header",
-            |_, this, (name, value): (LuaString, Value)| {
-                let name = name.as_bytes();
-                with_value_bytes(&value, |value| {
-                    this.with(|view| {
-                        view.edit("add_header", &name, |head| head.add_header(&name, value))
-                    })
-                })
-            },
-        );
-        methods.add_method("del_header", |_, this, name: LuaString| {
-            let name = name.as_bytes();
-            this.with(|view| view.edit("del_header", &name, |head| head.del_header(&name)))
-        });
+        add_field_methods(methods);
         methods.add_method("set_path", |_, this, path: LuaString| {
             let path = path.as_bytes();
             this.with(|view| view.edit("set_path", &path, |head| head.set_path(&path)))

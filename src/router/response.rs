@@ -2,12 +2,12 @@
 
 use std::net::SocketAddr;
 
-use mlua::{LuaString, UserData, UserDataFields, UserDataMethods, Value};
+use mlua::{UserData, UserDataFields, UserDataMethods, Value};
 
 use crate::http::{EditError, ResponseHead};
 
+use super::fields::{Change, Fields, add_field_methods};
 use super::lent::Handle;
-use super::request::with_value_bytes;
 
 /// Who wrote a response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,17 +34,21 @@ impl ResponseView {
             server: None,
         }
     }
+}
 
-    fn edit(
-        &mut self,
-        method: &str,
-        argument: &[u8],
-        change: impl FnOnce(&mut ResponseHead) -> Result<(), EditError>,
-    ) -> mlua::Result<()> {
-        change(&mut self.head).map_err(|error| {
-            let argument = String::from_utf8_lossy(argument);
-            mlua::Error::runtime(format!("res:{method}({argument:?}): {error}"))
-        })
+impl Fields for ResponseView {
+    const NAME: &'static str = "res";
+
+    fn field(&self, name: &[u8]) -> Option<&[u8]> {
+        self.head.header(name)
+    }
+
+    fn change(&mut self, name: &[u8], change: Change) -> Result<(), EditError> {
+        match change {
+            Change::Set(value) => self.head.set_header(name, value),
+            Change::Add(value) => self.head.add_header(name, value),
+            Change::Delete => self.head.del_header(name),
+        }
     }
 }
 
@@ -87,41 +91,7 @@ impl UserData for Handle<ResponseView> {
     }
 
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-        methods.add_method("header", |lua, this, name: LuaString| {
-            let name = name.as_bytes();
-            this.with(|view| {
-                view.head
-                    .header(&name)
-                    .map(|value| lua.create_string(value))
-                    .transpose()
-            })
-        });
-        methods.add_method(
-            "set_header",
-            |_, this, (name, value): (LuaString, Value)| {
-                let name = name.as_bytes();
-                with_value_bytes(&value, |value| {
-                    this.with(|view| {
-                        view.edit("set_header", &name, |head| head.set_header(&name, value))
-                    })
-                })
-            },
-        );
-        methods.add_method(
-            "add_header",
-            |_, this, (name, value): (LuaString, Value)| {
-                let name = name.as_bytes();
-                with_value_bytes(&value, |value| {
-                    this.with(|view| {
-                        view.edit("add_header", &name, |head| head.add_header(&name, value))
-                    })
-                })
-            },
-        );
-        methods.add_method("del_header", |_, this, name: LuaString| {
-            let name = name.as_bytes();
-            this.with(|view| view.edit("del_header", &name, |head| head.del_header(&name)))
-        });
+        add_field_methods(methods);
     }
 }
 

@@ -38,25 +38,32 @@ function route(req)
   return "web"
 end
 
+-- Security headers on every answer, rsp's own included.
+local security = {
+  ["Strict-Transport-Security"] = "max-age=63072000; includeSubDomains",
+  ["X-Content-Type-Options"] = "nosniff",
+  ["X-Frame-Options"] = "DENY",
+  ["Referrer-Policy"] = "strict-origin-when-cross-origin",
+}
+
 function respond(req, res)
-  -- Security headers on every answer, rsp's own included.
-  res:set_header("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
-  res:set_header("X-Content-Type-Options", "nosniff")
-  res:set_header("X-Frame-Options", "DENY")
-  res:set_header("Referrer-Policy", "strict-origin-when-cross-origin")
+  for name, value in pairs(security) do
+    res:set_header(name, value)
+  end
   res:del_header("Server")
   res:del_header("X-Powered-By")
   -- A backend that says it is busy: try the other one.
   if res.status == 503 and res.source == "backend" then
     return "retry"
   end
-  -- A styled page instead of a bare 502 or 504.
+  -- A styled page instead of a bare 502 or 504. A returned table is the
+  -- whole answer, so it names every header it wants.
   if res.status == 502 or res.status == 504 then
-    return {
-      status = res.status,
-      body = error_page,
-      headers = { ["Content-Type"] = "text/html; charset=utf-8", ["Retry-After"] = "5" },
-    }
+    local headers = { ["Content-Type"] = "text/html; charset=utf-8", ["Retry-After"] = "5" }
+    for name, value in pairs(security) do
+      headers[name] = value
+    end
+    return { status = res.status, body = error_page, headers = headers }
   end
 end
 

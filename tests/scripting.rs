@@ -8,7 +8,7 @@ mod common;
 use std::thread;
 use std::time::Duration;
 
-use common::{Backend, Proxy, Recorder, check_config, temp_file};
+use common::{Backend, Nginx, Proxy, Recorder, check_config, ensure_package, temp_file};
 
 const OK: &[u8] = b"HTTP/1.1 200 OK\r\nServer: recorder/1.0\r\nX-Powered-By: php\r\nContent-Length: 3\r\n\r\nok\n";
 
@@ -536,42 +536,71 @@ fn check_reports_the_hooks_and_other_global_functions() {
     assert!(output.contains("hooks.lua:6: reponse"), "{output}");
 }
 
+/// The shipped example in front of a real nginx, asked by curl: security
+/// headers on every answer, nginx's Server removed, the A/B split's
+/// rewritten path and header reach nginx, the canary goes to its pool, and
+/// with nginx gone the styled 502 page.
 #[test]
-fn the_shipped_shaping_example_is_valid_and_shapes() {
-    let backend = Backend::start("web");
-    let example =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/shaping.lua"))
-            .unwrap();
-    let (status, output) = check_config(std::path::Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/shaping.lua"
-    )));
+fn the_shipped_shaping_example_in_front_of_nginx_as_curl_sees_it() {
+    ensure_package("curl", "curl");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/shaping.lua");
+    let (status, output) = check_config(std::path::Path::new(example));
     assert_eq!(status, Some(0), "{output}");
     assert!(output.contains("hooks: route, respond, log"), "{output}");
-    // The example's servers replaced by a test backend.
-    let config: String = example
+    let nginx = Nginx::start(
+        "    add_header X-Got-Variant \"$http_x_variant\";\n\
+             location /b/ { return 200 \"variant b: $uri\\n\"; }\n\
+             location / { return 200 \"variant a: $uri\\n\"; }\n",
+    );
+    let canary = Backend::start("canary");
+    let config: String = std::fs::read_to_string(example)
+        .unwrap()
         .lines()
         .filter(|line| !line.starts_with("listen"))
         .collect::<Vec<_>>()
         .join("\n")
-        .replace("127.0.0.1:8081", &backend.address.to_string())
-        .replace("127.0.0.1:8082", &backend.address.to_string())
-        .replace("127.0.0.1:8083", &backend.address.to_string());
+        .replace("127.0.0.1:8081", &nginx.address.to_string())
+        .replace("127.0.0.1:8082", &nginx.address.to_string())
+        .replace("127.0.0.1:8083", &canary.address.to_string());
     let proxy = Proxy::start(&config);
-    let response = proxy.get("/");
-    assert_eq!(response.status, 200);
+    let curl = |arguments: &[&str]| {
+        let output = std::process::Command::new("curl")
+            .args(["-s", "-i", "--max-time", "10"])
+            .args(arguments)
+            .arg(format!("http://{}/shop", proxy.address))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).replace("\r\n", "\n")
+    };
+    let a = curl(&[]);
+    assert!(a.starts_with("HTTP/1.1 200 OK\n"), "{a}");
+    assert!(a.ends_with("\n\nvariant a: /shop\n"), "{a}");
     assert!(
-        response.header("strict-transport-security").is_some(),
-        "{}",
-        response.head
+        a.contains("\nStrict-Transport-Security: max-age=63072000; includeSubDomains\n"),
+        "{a}"
     );
-    // A/B by cookie: the B group's path is rewritten.
-    proxy.get_raw("GET /shop HTTP/1.1\r\nHost: h\r\nCookie: ab=b\r\nConnection: close\r\n\r\n");
+    assert!(a.contains("\nX-Content-Type-Options: nosniff\n"), "{a}");
+    assert!(!a.to_ascii_lowercase().contains("\nserver:"), "{a}");
+    let b = curl(&["-b", "ab=b"]);
+    assert!(b.ends_with("\n\nvariant b: /b/shop\n"), "{b}");
+    assert!(b.contains("\nX-Got-Variant: b\n"), "{b}");
+    let canaried = curl(&["-H", "X-Canary: 1"]);
+    assert!(canaried.ends_with("\n\nhello from canary"), "{canaried}");
     assert!(
-        backend.heads().last().unwrap().starts_with("GET /b/shop "),
+        canary.heads()[0].contains("X-Variant: canary"),
         "{:?}",
-        backend.heads()
+        canary.heads()
     );
+    drop(nginx);
+    let down = curl(&[]);
+    assert!(down.starts_with("HTTP/1.1 502 Bad Gateway\n"), "{down}");
+    assert!(
+        down.contains("\nContent-Type: text/html; charset=utf-8\n"),
+        "{down}"
+    );
+    assert!(down.contains("\nRetry-After: 5\n"), "{down}");
+    assert!(down.contains("We'll be right back"), "{down}");
+    assert!(down.contains("\nStrict-Transport-Security:"), "{down}");
 }
 
 /// A request routed by one script and answered after a reload meets the

@@ -88,3 +88,49 @@ function log(req, res) local _ = req.ctx.seen end"#,
     assert_eq!(status, Some(200), "{}", proxy.log());
     assert_eq!(proxy.get("/after").status, 200);
 }
+
+#[test]
+fn the_budget_covers_pcall_loops_in_coroutines_made_after_it_ran_out() {
+    // Each new coroutine takes its creator's hook count: the check must
+    // not assume that the thread it fires in was already made strict.
+    assert_budget_stops(
+        r#"function route(req)
+  while true do
+    coroutine.resume(coroutine.create(function()
+      while true do pcall(function() while true do end end) end
+    end))
+  end
+end"#,
+    );
+}
+
+#[test]
+fn a_call_after_one_that_ran_over_has_its_whole_budget() {
+    // A coroutine kept in a global was left checked at every instruction:
+    // a later call that resumes it must still get its whole budget.
+    let recorder = Recorder::start(OK);
+    let proxy = Proxy::start(&format!(
+        r#"backends = {{ "{}" }}
+route_instruction_limit = 100000
+kept = nil
+function route(req)
+  if req.path == "/spend" then
+    kept = coroutine.create(function()
+      while true do pcall(function() while true do end end); coroutine.yield() end
+    end)
+    coroutine.resume(kept)
+    while true do end
+  end
+  coroutine.resume(kept)
+  local n = 0
+  for i = 1, 20000 do n = n + i end
+  req:set_header("X-N", n)
+  return "default"
+end"#,
+        recorder.address
+    ));
+    assert_eq!(proxy.get("/spend").status, 500);
+    let response = proxy.get("/after");
+    assert_eq!(response.status, 200, "{}", proxy.log());
+    assert!(recorder.requests()[0].contains("X-N: 200010000\r\n"));
+}

@@ -80,6 +80,12 @@ struct Budget {
     checks: Cell<u64>,
     /// The hook being called, for the error.
     hook: Cell<&'static str>,
+    /// A call ran over its budget, and the thread it ran in was set to be
+    /// checked at every instruction (so a `pcall` in a loop cannot catch
+    /// the error and go on): `start` sets the main thread back, and any
+    /// other thread (a coroutine kept in a global) is set back when its
+    /// hook next fires within a budget.
+    strict: Cell<bool>,
 }
 
 impl Budget {
@@ -87,6 +93,36 @@ impl Budget {
         self.checks.set(0);
         self.hook.set(hook);
     }
+
+    /// Checks the current call against `limit`.
+    fn check(self: &Rc<Self>, lua: &Lua, limit: u64) -> mlua::Result<VmState> {
+        let checks = self.checks.get() + 1;
+        self.checks.set(checks);
+        if checks * u64::from(BUDGET_CHECK_EVERY) > limit {
+            // From now on every instruction of this thread fails, the
+            // first one after a `pcall` that caught this error too. (Set
+            // each time: the callback is every thread's, but the count is
+            // the thread's own, and a new coroutine takes its creator's.)
+            self.strict.set(true);
+            install_budget(lua, self.clone(), limit, 1)?;
+            return Err(mlua::Error::runtime(format!(
+                "{}() ran over its budget of {limit} Lua instructions",
+                self.hook.get()
+            )));
+        }
+        if self.strict.get() {
+            install_budget(lua, self.clone(), limit, BUDGET_CHECK_EVERY)?;
+        }
+        Ok(VmState::Continue)
+    }
+}
+
+/// The budget's hook, for every thread (a coroutine's too: a hook set for
+/// one thread removes itself from the coroutines it creates), firing every
+/// `every` instructions of the thread it is set in.
+fn install_budget(lua: &Lua, budget: Rc<Budget>, limit: u64, every: u32) -> mlua::Result<()> {
+    let triggers = HookTriggers::default().every_nth_instruction(every);
+    lua.set_global_hook(triggers, move |lua, _| budget.check(lua, limit))
 }
 
 /// The handles Lua holds for `req`, `res` (of `respond`) and `res` (of
@@ -104,6 +140,8 @@ pub struct Router {
     log: Option<Function>,
     default_pool: Option<usize>,
     budget: Rc<Budget>,
+    /// The budget of each call, in Lua instructions.
+    limit: u64,
     /// `None` only if Lua could not make them (out of memory): every hook
     /// call then fails.
     handles: Option<Handles>,
@@ -112,21 +150,8 @@ pub struct Router {
 impl Router {
     pub fn new(loaded: &Loaded, pools: &[Pool]) -> Router {
         let budget = Rc::new(Budget::default());
-        let counter = budget.clone();
         let limit = loaded.config.route_instruction_limit;
-        let triggers = HookTriggers::default().every_nth_instruction(BUDGET_CHECK_EVERY);
-        let hook = loaded.lua.set_hook(triggers, move |_, _| {
-            let checks = counter.checks.get() + 1;
-            counter.checks.set(checks);
-            if checks * u64::from(BUDGET_CHECK_EVERY) > limit {
-                return Err(mlua::Error::runtime(format!(
-                    "{}() ran over its budget of {limit} Lua instructions",
-                    counter.hook.get()
-                )));
-            }
-            Ok(VmState::Continue)
-        });
-        if let Err(error) = hook {
+        if let Err(error) = install_budget(&loaded.lua, budget.clone(), limit, BUDGET_CHECK_EVERY) {
             log::warn!("cannot set the Lua instruction budget: {error}");
         }
         let handles = (|| {
@@ -147,6 +172,19 @@ impl Router {
             log: loaded.log.clone(),
             default_pool: pools.iter().position(|pool| pool.name == DEFAULT_POOL),
             budget,
+            limit,
+        }
+    }
+
+    /// A hook's call begins, with all of its budget.
+    fn start(&self, hook: &'static str) {
+        self.budget.start(hook);
+        if self.budget.strict.get() {
+            // The main thread, where a call that ran over left it.
+            let every = BUDGET_CHECK_EVERY;
+            if let Err(error) = install_budget(&self.lua, self.budget.clone(), self.limit, every) {
+                log::warn!("cannot reset the Lua instruction budget: {error}");
+            }
         }
     }
 
@@ -160,7 +198,7 @@ impl Router {
                 .map(|pool| Route::Pool(pool, None))
                 .ok_or(RouteError::NoRoute);
         };
-        self.budget.start("route");
+        self.start("route");
         let answer = match &self.handles {
             Some(handles) => handles.request.lend(request, || {
                 route.call::<(Value, Value)>(&handles.request.handle)
@@ -189,7 +227,7 @@ impl Router {
         let Some(respond) = &self.respond else {
             return Decision::Continue;
         };
-        self.budget.start("respond");
+        self.start("respond");
         let answer = match &self.handles {
             Some(handles) => handles.request.lend(request, || {
                 handles.response.lend(response, || {
@@ -231,7 +269,7 @@ impl Router {
         let Some(log) = &self.log else {
             return;
         };
-        self.budget.start("log");
+        self.start("log");
         let called = match &self.handles {
             Some(handles) => handles.request.lend(request, || {
                 handles.ended.lend(ended, || {
@@ -266,7 +304,7 @@ impl Router {
         view: &T,
         pools: &[Pool],
     ) -> Result<Route, RouteError> {
-        self.budget.start("route");
+        self.start("route");
         let (answer, key) = self
             .lua
             .scope(|scope| route.call::<(Value, Value)>(scope.create_userdata_ref(view)?))

@@ -108,8 +108,22 @@ impl Script {
 }
 
 /// The `rsp` table scripts call into: `rsp.now()`, the loop's clock in
-/// milliseconds since the epoch.
+/// milliseconds since the epoch. And `setmetatable` without `__gc`: Lua
+/// runs finalizers with hooks off, at whatever allocation collects their
+/// object, so one could loop outside every instruction budget.
 fn install_rsp_table(lua: &Lua) -> mlua::Result<()> {
+    let setmetatable: Function = lua.globals().raw_get("setmetatable")?;
+    let guarded = lua.create_function(move |_, (object, metatable): (Value, Value)| {
+        if let Value::Table(metatable) = &metatable
+            && !metatable.raw_get::<Value>("__gc")?.is_nil()
+        {
+            return Err(mlua::Error::runtime(
+                "setmetatable: rsp does not run __gc finalizers (they would run outside the instruction budget)",
+            ));
+        }
+        setmetatable.call::<Value>((object, metatable))
+    })?;
+    lua.globals().raw_set("setmetatable", guarded)?;
     let rsp = lua.create_table()?;
     rsp.raw_set(
         "now",

@@ -76,6 +76,12 @@ pub(super) const REFUSED_IN_RESPONSES: &[(&str, &str)] = &[
     ("x-request-id", "rsp writes it (see request_id)"),
 ];
 
+/// Checks a field a script wants in a response (a reply table's).
+pub fn check_response_field(name: &[u8], value: &[u8]) -> Result<(), EditError> {
+    check_field_name(name, REFUSED_IN_RESPONSES)?;
+    check_value(value)
+}
+
 /// Checks a name a script wants to write or remove in a request.
 pub fn check_name(name: &[u8]) -> Result<(), EditError> {
     check_field_name(name, REFUSED)

@@ -378,6 +378,11 @@ impl RequestHead {
 
     /// The first field called `name` (any case).
     pub fn header(&self, name: &str) -> Option<&[u8]> {
+        // The Host rsp writes itself (an absolute-form target's authority,
+        // or set_host's) is the one the backend gets.
+        if self.own_host() && name.eq_ignore_ascii_case("host") {
+            return self.host_value.clone().map(|range| &self.raw[range]);
+        }
         self.fields()
             .find(|(field, _)| field.eq_ignore_ascii_case(name.as_bytes()))
             .map(|(_, value)| value)

@@ -69,6 +69,10 @@ impl UserData for ConnectionView {
     }
 }
 
+/// What the script's Lua state may hold: past it, an allocation fails that
+/// hook's call (`string.rep("x", 2^30)` is one instruction).
+const LUA_MEMORY_LIMIT: usize = 256 * 1024 * 1024;
+
 /// How often (in Lua instructions) the budget of a hook's call is checked.
 const BUDGET_CHECK_EVERY: u32 = 1000;
 
@@ -151,8 +155,14 @@ impl Router {
     pub fn new(loaded: &Loaded, pools: &[Pool]) -> Router {
         let budget = Rc::new(Budget::default());
         let limit = loaded.config.route_instruction_limit;
+        if let Err(error) = loaded.lua.set_memory_limit(LUA_MEMORY_LIMIT) {
+            log::warn!("cannot bound the Lua state's memory: {error}");
+        }
         if let Err(error) = install_budget(&loaded.lua, budget.clone(), limit, BUDGET_CHECK_EVERY) {
             log::warn!("cannot set the Lua instruction budget: {error}");
+        }
+        if let Err(error) = loaded.lua.set_memory_limit(LUA_MEMORY_LIMIT) {
+            log::warn!("cannot bound the Lua state's memory: {error}");
         }
         let handles = (|| {
             Ok::<_, mlua::Error>(Handles {

@@ -3,6 +3,7 @@
 
 use mlua::Value;
 
+use crate::http::{self, EditError};
 use crate::reply::LocalReply;
 
 /// `{ status = 200, body = "...", headers = { ... } }`, returned by `hook`.
@@ -39,26 +40,32 @@ pub fn local_reply(table: &mlua::Table, hook: &str) -> Result<LocalReply, String
     {
         Value::Nil => {}
         Value::Table(fields) => {
-            for pair in fields.pairs::<mlua::LuaString, mlua::LuaString>() {
+            for pair in fields.pairs::<Value, Value>() {
                 let (name, value) = pair.map_err(|error| format!("reply headers: {error}"))?;
-                let (name, value) = (name.to_string_lossy(), value.to_string_lossy());
-                let valid_name = !name.is_empty()
-                    && name
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-                let valid_value = value
-                    .bytes()
-                    .all(|b| b == b'\t' || (b >= b' ' && b != 0x7f));
-                if !valid_name || !valid_value {
-                    return Err(format!("reply header {name:?} is not a valid field"));
+                let Value::String(name) = name else {
+                    return Err(format!(
+                        "reply headers: a field name must be a string, got a {}",
+                        name.type_name()
+                    ));
+                };
+                let name = name.to_string_lossy();
+                let value = match value {
+                    Value::String(value) => value.to_string_lossy(),
+                    Value::Integer(number) => number.to_string(),
+                    other => {
+                        return Err(format!(
+                            "reply header {name:?}: a value must be a string or an integer, got a {}",
+                            other.type_name()
+                        ));
+                    }
+                };
+                match http::check_response_field(name.as_bytes(), value.as_bytes()) {
+                    Ok(()) => headers.push((name, value)),
+                    // rsp frames its answers, says what becomes of the
+                    // connection, and writes the id it logged.
+                    Err(EditError::Refused(_)) => continue,
+                    Err(error) => return Err(format!("reply header {name:?}: {error}")),
                 }
-                if name.eq_ignore_ascii_case("content-length")
-                    || name.eq_ignore_ascii_case("connection")
-                    || name.eq_ignore_ascii_case("transfer-encoding")
-                {
-                    continue; // rsp frames the reply itself
-                }
-                headers.push((name, value));
             }
         }
         other => {

@@ -205,3 +205,35 @@ end"#,
     assert!(proxy.rss_kib() < 512 * 1024);
     assert_eq!(proxy.get("/").status, 200);
 }
+
+#[test]
+fn numbers_are_written_as_lua_writes_them_and_odd_hosts_are_refused() {
+    let recorder = Recorder::start(OK);
+    let proxy = Proxy::start(&format!(
+        r#"request_id = false
+backends = {{ "{}" }}
+function route(req)
+  req:set_header("X-Int", 42)
+  req:set_header("X-Float", 2^63)
+  req:set_header("X-Half", 0.5)
+  local refused = {{}}
+  for _, host in ipairs({{ "", ":80", "evil:0", "evil:99999", "a b", "[::1", "h/x" }}) do
+    if not pcall(req.set_host, req, host) then refused[#refused + 1] = "r" end
+  end
+  req:set_header("X-Refused", #refused)
+  req:set_host("[::1]:8080")
+  return "default"
+end"#,
+        recorder.address
+    ));
+    proxy.get("/");
+    let request = &recorder.requests()[0];
+    assert!(request.contains("X-Int: 42\r\n"), "{request}");
+    assert!(
+        request.contains("X-Float: 9.2233720368548e+18\r\n"),
+        "{request}"
+    );
+    assert!(request.contains("X-Half: 0.5\r\n"), "{request}");
+    assert!(request.contains("X-Refused: 7\r\n"), "{request}");
+    assert!(request.contains("Host: [::1]:8080\r\n"), "{request}");
+}

@@ -127,6 +127,22 @@ pub(super) fn trimmed_value(value: &[u8]) -> &[u8] {
     value.trim_ascii()
 }
 
+/// A host a script sets: a valid authority (as a client's Host must be),
+/// with a host, and a port from 1 to 65535 if it has one.
+fn is_settable_host(host: &[u8]) -> bool {
+    if !target::is_valid_authority(host) || host.is_empty() || host[0] == b':' {
+        return false;
+    }
+    let port = match host.iter().rposition(|&byte| byte == b':') {
+        Some(colon) if !host[colon..].contains(&b']') => &host[colon + 1..],
+        _ => return true,
+    };
+    std::str::from_utf8(port)
+        .ok()
+        .and_then(|port| port.parse::<u16>().ok())
+        .is_some_and(|port| port > 0)
+}
+
 /// A path a script sets: origin-form, characters a URI path may hold
 /// (RFC 3986 §3.3), escapes complete.
 fn check_path(path: &[u8]) -> Result<(), EditError> {
@@ -217,7 +233,7 @@ impl RequestHead {
 
     /// The Host the backend gets, and `route()` sees from now on.
     pub fn set_host(&mut self, host: &[u8]) -> Result<(), EditError> {
-        if !target::is_valid_authority(host) {
+        if !is_settable_host(host) {
             return Err(EditError::Host);
         }
         let range = append(&mut self.raw, self.target.len(), host)?;

@@ -41,16 +41,16 @@ pub fn add_field_methods<T: Fields, M: UserDataMethods<Handle<T>>>(methods: &mut
     });
     methods.add_method(
         "set_header",
-        |_, this, (name, value): (LuaString, Value)| {
-            with_value_bytes(&value, |value| {
+        |lua, this, (name, value): (LuaString, Value)| {
+            with_value_bytes(lua, value, |value| {
                 edit(this, "set_header", &name.as_bytes(), Change::Set(value))
             })
         },
     );
     methods.add_method(
         "add_header",
-        |_, this, (name, value): (LuaString, Value)| {
-            with_value_bytes(&value, |value| {
+        |lua, this, (name, value): (LuaString, Value)| {
+            with_value_bytes(lua, value, |value| {
                 edit(this, "add_header", &name.as_bytes(), Change::Add(value))
             })
         },
@@ -83,16 +83,22 @@ fn edit<T: Fields>(
     })
 }
 
-/// A header value from Lua, a string or a number written as Lua would,
-/// lent to `use_value` (a string's bytes without a copy).
+/// A header value from Lua, a string or a number written as Lua's
+/// `tostring` writes it, lent to `use_value` (a string's bytes without a
+/// copy).
 fn with_value_bytes<R>(
-    value: &Value,
+    lua: &mlua::Lua,
+    value: Value,
     use_value: impl FnOnce(&[u8]) -> mlua::Result<R>,
 ) -> mlua::Result<R> {
     match value {
         Value::String(text) => use_value(&text.as_bytes()),
-        Value::Integer(number) => use_value(number.to_string().as_bytes()),
-        Value::Number(number) => use_value(number.to_string().as_bytes()),
+        number @ (Value::Integer(_) | Value::Number(_)) => match lua.coerce_string(number)? {
+            Some(text) => use_value(&text.as_bytes()),
+            None => Err(mlua::Error::runtime(
+                "a number Lua cannot write as a string",
+            )),
+        },
         other => Err(mlua::Error::runtime(format!(
             "a header value must be a string or a number, got a {}",
             other.type_name()

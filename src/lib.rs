@@ -22,6 +22,7 @@ pub mod request_id;
 pub mod router;
 pub mod services;
 pub mod session;
+pub mod state;
 pub mod stats;
 pub mod target;
 pub mod timer;

@@ -100,10 +100,13 @@ impl Services {
         for (index, snapshot) in &others {
             requests[*index] = Some(snapshot.totals.responses.total());
         }
-        if others.is_empty() {
-            return StatsView::borrowed(&self.pools, &self.totals, requests);
-        }
-        let (pools, totals) = workers::merged(&self.pools, &self.totals, &others);
-        StatsView::owned(pools, totals, requests)
+        let mut view = if others.is_empty() {
+            StatsView::borrowed(&self.pools, &self.totals, requests)
+        } else {
+            let (pools, totals) = workers::merged(&self.pools, &self.totals, &others);
+            StatsView::owned(pools, totals, requests)
+        };
+        (view.limits, view.dicts) = self.router.scripted.stats();
+        view
     }
 }

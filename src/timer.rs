@@ -70,6 +70,8 @@ pub enum Deadline {
     IdleBackend { key: usize, serial: u64 },
     /// Time for this worker to publish its counters for the admin port.
     Publish,
+    /// Time to drop expired entries of the script's dictionaries (worker 0).
+    Sweep,
 }
 
 /// Lets a repeated warning through at most once a second, so a condition

@@ -4,18 +4,72 @@ use std::fmt::Write as _;
 use std::time::Instant;
 
 use crate::balancer::{Pool, Server, ServerState};
+use crate::state::StateStats;
 use crate::stats::{BUCKETS_US, CLASS_NAMES, Histogram, Totals};
 
 /// The Prometheus text exposition format, version 0.0.4. (Written here
 /// rather than by prometheus-client, whose encoder writes only the
 /// OpenMetrics format: `# EOF`, `# UNIT`, other counter naming; scrapers
 /// of the 0.0.4 text that rsp has always served would see another format.)
-pub(super) fn metrics(pools: &[Pool], totals: &Totals) -> String {
+pub(super) fn metrics(view: &super::StatsView) -> String {
     let mut out = String::with_capacity(8192);
-    totals_metrics(&mut out, totals);
-    pool_metrics(&mut out, pools);
-    server_metrics(&mut out, pools, Instant::now());
+    totals_metrics(&mut out, &view.totals);
+    pool_metrics(&mut out, &view.pools);
+    server_metrics(&mut out, &view.pools, Instant::now());
+    state_metrics(&mut out, &view.limits, &view.dicts);
     out
+}
+
+/// A limiter metric: name, type, help, and its value.
+type StateMetric = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&StateStats) -> u64,
+);
+
+/// The script's limiters and dictionaries.
+fn state_metrics(out: &mut String, limits: &[StateStats], dicts: &[StateStats]) {
+    if !limits.is_empty() {
+        let families: [StateMetric; 4] = [
+            (
+                "rsp_limit_keys",
+                "gauge",
+                "Keys a limiter holds.",
+                |limit| limit.keys as u64,
+            ),
+            (
+                "rsp_limit_max_keys",
+                "gauge",
+                "Keys a limiter holds at most.",
+                |limit| limit.max_keys as u64,
+            ),
+            (
+                "rsp_limit_allowed_total",
+                "counter",
+                "Requests a limiter allowed.",
+                |limit| limit.allowed,
+            ),
+            (
+                "rsp_limit_refused_total",
+                "counter",
+                "Requests a limiter refused.",
+                |limit| limit.refused,
+            ),
+        ];
+        for (name, kind, help, value) in families {
+            family(out, name, kind, help);
+            for limit in limits {
+                let _ = writeln!(out, "{name}{{limit=\"{}\"}} {}", limit.name, value(limit));
+            }
+        }
+    }
+    if !dicts.is_empty() {
+        family(out, "rsp_dict_keys", "gauge", "Keys a dictionary holds.");
+        for dict in dicts {
+            let _ = writeln!(out, "rsp_dict_keys{{dict=\"{}\"}} {}", dict.name, dict.keys);
+        }
+    }
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {

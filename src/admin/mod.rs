@@ -13,6 +13,8 @@ mod metrics;
 mod page;
 
 use std::borrow::Cow;
+
+use crate::state::StateStats;
 use std::net::SocketAddr;
 
 use subtle::ConstantTimeEq;
@@ -37,6 +39,9 @@ pub struct StatsView<'a> {
     /// Requests each worker answered, by worker index; `None` for a worker
     /// that has not published yet.
     pub worker_requests: Vec<Option<u64>>,
+    /// The script's limiters and dictionaries (process-wide already).
+    pub limits: Vec<StateStats>,
+    pub dicts: Vec<StateStats>,
 }
 
 impl<'a> StatsView<'a> {
@@ -49,6 +54,8 @@ impl<'a> StatsView<'a> {
             pools: Cow::Borrowed(pools),
             totals: Cow::Borrowed(totals),
             worker_requests,
+            limits: Vec::new(),
+            dicts: Vec::new(),
         }
     }
 
@@ -61,6 +68,8 @@ impl<'a> StatsView<'a> {
             pools: Cow::Owned(pools),
             totals: Cow::Owned(totals),
             worker_requests,
+            limits: Vec::new(),
+            dicts: Vec::new(),
         }
     }
 }
@@ -97,7 +106,7 @@ pub fn answer(
         "/metrics" => reply(
             200,
             "text/plain; version=0.0.4; charset=utf-8",
-            metrics::metrics(&view.pools, &view.totals),
+            metrics::metrics(view),
         ),
         _ => match server_action(path) {
             Some(_) if method != "POST" => not_allowed("POST", path),

@@ -11,6 +11,7 @@ mod materialize;
 mod pools;
 mod read;
 mod settings;
+mod state;
 mod types;
 mod validate;
 
@@ -62,6 +63,8 @@ const SETTINGS: &[&str] = &[
     "path_normalization",
     "underscore_headers",
     "upgrades",
+    "limits",
+    "dicts",
     // The original C rsp's names.
     "listenPort",
     "backendAddress",
@@ -162,5 +165,7 @@ fn read(script: &Script) -> Result<Config, ConfigError> {
         request_id: Setting::top(script, "request_id").flag()?.unwrap_or(true),
         backend_keepalive: number("backend_keepalive", 1024, 0..=100_000)? as usize,
         workers: settings::workers(script)?,
+        limits: state::limits(script)?,
+        dicts: state::dicts(script)?,
     })
 }

@@ -69,6 +69,28 @@ pub struct Config {
     pub backend_keepalive: usize,
     /// Event loops, one per thread.
     pub workers: usize,
+    /// Rate limiters and dictionaries the script shares across workers.
+    pub limits: Vec<LimitConfig>,
+    pub dicts: Vec<DictConfig>,
+}
+
+/// One of `limits`: a token bucket (GCRA) per key, `rate` requests per
+/// `per`, up to `burst` at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitConfig {
+    pub name: String,
+    pub rate: u64,
+    pub per: Duration,
+    pub burst: u64,
+    /// Keys held at most; the least recently used go first.
+    pub max_keys: usize,
+}
+
+/// One of `dicts`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DictConfig {
+    pub name: String,
+    pub max_keys: usize,
 }
 
 /// The `admin` setting.

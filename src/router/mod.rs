@@ -8,6 +8,7 @@ mod lent;
 mod reply;
 mod request;
 mod response;
+mod state;
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -149,6 +150,8 @@ pub struct Router {
     /// `None` only if Lua could not make them (out of memory): every hook
     /// call then fails.
     handles: Option<Handles>,
+    /// The limiters and dictionaries the script uses (process-wide).
+    pub scripted: crate::state::Scripted,
 }
 
 impl Router {
@@ -164,6 +167,10 @@ impl Router {
         if let Err(error) = loaded.lua.set_memory_limit(LUA_MEMORY_LIMIT) {
             log::warn!("cannot bound the Lua state's memory: {error}");
         }
+        let scripted = crate::state::configure(&loaded.config.limits, &loaded.config.dicts);
+        if let Err(error) = state::install(&loaded.lua, &scripted) {
+            log::error!("cannot give the script rsp.limit, rsp.dict and rsp.log: {error}");
+        }
         let handles = (|| {
             Ok::<_, mlua::Error>(Handles {
                 request: Lender::new(&loaded.lua)?,
@@ -175,6 +182,7 @@ impl Router {
             .inspect_err(|error| log::error!("cannot make the hooks' handles: {error}"))
             .ok();
         Router {
+            scripted,
             handles,
             lua: loaded.lua.clone(),
             route: loaded.route.clone(),

@@ -35,6 +35,8 @@ use listeners::{ACCEPT_PAUSE, Listeners};
 
 /// How often workers other than 0 publish their counters for the admin port.
 const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+/// How often expired dictionary entries are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 pub struct EventLoop {
     poll: Poll,
@@ -116,6 +118,12 @@ impl EventLoop {
                 .services
                 .timers
                 .schedule(Instant::now() + PUBLISH_EVERY, Deadline::Publish);
+        } else {
+            // The dictionaries are every worker's: one sweeps them.
+            event_loop
+                .services
+                .timers
+                .schedule(Instant::now() + SWEEP_EVERY, Deadline::Sweep);
         }
         Ok(event_loop)
     }
@@ -397,6 +405,12 @@ impl EventLoop {
                     self.services.idle.expire(key, serial, now)
                 }
                 Deadline::Publish => self.publish(now),
+                Deadline::Sweep => {
+                    self.services.router.scripted.sweep();
+                    self.services
+                        .timers
+                        .schedule(now + SWEEP_EVERY, Deadline::Sweep);
+                }
                 Deadline::HealthTimeout(key) => {
                     if let Some(verdict) = self.health_checks.expire(key, now) {
                         self.record(verdict);

@@ -1,0 +1,92 @@
+//! `limits = { ... }` and `dicts = { ... }`: the process-wide state the
+//! script keeps (see `crate::state`).
+
+use std::time::Duration;
+
+use mlua::Value;
+
+use super::lua::Script;
+use super::read::Setting;
+use super::types::{ConfigError, DictConfig, LimitConfig};
+
+const LIMIT_SETTINGS: &[&str] = &["rate", "per", "burst", "max_keys"];
+const DICT_SETTINGS: &[&str] = &["max_keys"];
+/// Keys a limiter or dictionary holds when `max_keys` is not set.
+pub const DEFAULT_MAX_KEYS: i64 = 100_000;
+const MAX_KEYS_BOUND: i64 = 100_000_000;
+
+/// The named tables of a top-level setting, sorted by name.
+fn named<'a>(script: &'a Script, name: &'a str) -> Result<Vec<(String, Setting<'a>)>, ConfigError> {
+    let setting = Setting::top(script, name);
+    let mut entries = Vec::new();
+    if let Some(table) = setting.table()? {
+        for pair in table.pairs::<Value, Value>() {
+            let (key, value) = pair.map_err(|error| setting.error(error))?;
+            let Value::String(key) = key else {
+                return Err(setting.error(format!(
+                    "{name}: names must be strings, got {}",
+                    key.type_name()
+                )));
+            };
+            let key = key.to_string_lossy();
+            let entry = setting.entry(&key, value);
+            if entry.table()?.is_none() {
+                return Err(entry.error("expected a table"));
+            }
+            entries.push((key, entry));
+        }
+    }
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(entries)
+}
+
+/// `limits = { per_ip = { rate = 100, per = "second", burst = 200, max_keys = 100000 } }`.
+pub fn limits(script: &Script) -> Result<Vec<LimitConfig>, ConfigError> {
+    named(script, "limits")?
+        .into_iter()
+        .map(|(name, limit)| {
+            limit.known_keys(LIMIT_SETTINGS, "limit setting")?;
+            let rate = limit.part("rate");
+            if rate.is_nil() {
+                return Err(limit.error("missing rate (requests per `per`)"));
+            }
+            let rate = rate.integer(1, 1..=1_000_000_000)? as u64;
+            let per = match limit
+                .part("per")
+                .choice(&["second", "minute", "hour", "day"])?
+            {
+                None | Some("second") => Duration::from_secs(1),
+                Some("minute") => Duration::from_secs(60),
+                Some("hour") => Duration::from_secs(3600),
+                Some(_) => Duration::from_secs(86_400),
+            };
+            let burst = limit
+                .part("burst")
+                .integer(rate as i64, 1..=1_000_000_000)? as u64;
+            let max_keys = limit
+                .part("max_keys")
+                .integer(DEFAULT_MAX_KEYS, 1..=MAX_KEYS_BOUND)? as usize;
+            Ok(LimitConfig {
+                name,
+                rate,
+                per,
+                burst,
+                max_keys,
+            })
+        })
+        .collect()
+}
+
+/// `dicts = { seen = { max_keys = 50000 } }`.
+pub fn dicts(script: &Script) -> Result<Vec<DictConfig>, ConfigError> {
+    named(script, "dicts")?
+        .into_iter()
+        .map(|(name, dict)| {
+            dict.known_keys(DICT_SETTINGS, "dict setting")?;
+            let max_keys = dict
+                .part("max_keys")
+                .integer(DEFAULT_MAX_KEYS, 1..=MAX_KEYS_BOUND)? as usize;
+            Ok(DictConfig { name, max_keys })
+        })
+        .collect()
+}

@@ -1,0 +1,160 @@
+//! A rate limiter: GCRA (the generic cell rate algorithm, a token bucket
+//! kept as one timestamp per key), exact to the request: `rate` per `per`
+//! with `burst` lets `burst` requests through at once, then one every
+//! `per / rate`.
+
+use std::num::NonZeroUsize;
+use std::sync::Mutex;
+
+use lru::LruCache;
+
+use crate::config::LimitConfig;
+
+use super::{StateStats, lock};
+
+pub struct Limiter {
+    pub config: LimitConfig,
+    /// Nanoseconds between two requests at the steady rate (T).
+    interval: u64,
+    /// How far ahead of now a key's theoretical arrival time may be and
+    /// still let a request through: (burst - 1) * T.
+    tolerance: u64,
+    inner: Mutex<Keys>,
+}
+
+struct Keys {
+    /// Each key's theoretical arrival time, in `now_nanos` time; the least
+    /// recently used is dropped when `max_keys` are held (a dropped key
+    /// starts again with a full burst, as an unseen one does).
+    arrivals: LruCache<Box<[u8]>, u64>,
+    allowed: u64,
+    refused: u64,
+}
+
+/// What a limiter says of one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Allowed,
+    /// Refused; the next request of this key would be allowed after this
+    /// many nanoseconds.
+    Refused {
+        retry_after: u64,
+    },
+}
+
+impl Limiter {
+    pub fn new(config: LimitConfig) -> Limiter {
+        let interval = (config.per.as_nanos() / u128::from(config.rate.max(1))).max(1) as u64;
+        let tolerance = interval.saturating_mul(config.burst.max(1) - 1);
+        let capacity = NonZeroUsize::new(config.max_keys).unwrap_or(NonZeroUsize::MIN);
+        Limiter {
+            config,
+            interval,
+            tolerance,
+            inner: Mutex::new(Keys {
+                arrivals: LruCache::new(capacity),
+                allowed: 0,
+                refused: 0,
+            }),
+        }
+    }
+
+    /// One request of `key` at `now` (nanoseconds, `now_nanos`).
+    pub fn check(&self, key: &[u8], now: u64) -> Verdict {
+        let mut keys = lock(&self.inner);
+        let arrival = keys.arrivals.get(key).copied().unwrap_or(now).max(now);
+        let allowed_from = arrival.saturating_sub(self.tolerance);
+        if now < allowed_from {
+            keys.refused += 1;
+            return Verdict::Refused {
+                retry_after: allowed_from - now,
+            };
+        }
+        let next = arrival.saturating_add(self.interval);
+        match keys.arrivals.get_mut(key) {
+            Some(stored) => *stored = next,
+            None => {
+                keys.arrivals.put(key.into(), next);
+            }
+        }
+        keys.allowed += 1;
+        Verdict::Allowed
+    }
+
+    pub fn stats(&self) -> StateStats {
+        let keys = lock(&self.inner);
+        StateStats {
+            name: self.config.name.clone(),
+            keys: keys.arrivals.len(),
+            max_keys: self.config.max_keys,
+            allowed: keys.allowed,
+            refused: keys.refused,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn limiter(rate: u64, per: Duration, burst: u64, max_keys: usize) -> Limiter {
+        Limiter::new(LimitConfig {
+            name: "test".into(),
+            rate,
+            per,
+            burst,
+            max_keys,
+        })
+    }
+
+    const SECOND: u64 = 1_000_000_000;
+
+    #[test]
+    fn a_burst_goes_at_once_then_the_rate() {
+        let limit = limiter(100, Duration::from_secs(1), 200, 10);
+        let allowed = (0..300)
+            .filter(|_| limit.check(b"a", SECOND) == Verdict::Allowed)
+            .count();
+        assert_eq!(allowed, 200);
+        // 10 ms later: one more (100/s).
+        assert_eq!(limit.check(b"a", SECOND + 10_000_000), Verdict::Allowed);
+        assert!(matches!(
+            limit.check(b"a", SECOND + 10_000_000),
+            Verdict::Refused { retry_after } if retry_after == 10_000_000
+        ));
+        // Other keys have their own bucket.
+        assert_eq!(limit.check(b"b", SECOND), Verdict::Allowed);
+    }
+
+    #[test]
+    fn over_three_seconds_a_limit_lets_burst_plus_rate_through() {
+        let limit = limiter(10, Duration::from_secs(1), 5, 10);
+        let mut allowed = 0;
+        // A request every millisecond for 3 s.
+        for step in 0..3000u64 {
+            if limit.check(b"k", SECOND + step * 1_000_000) == Verdict::Allowed {
+                allowed += 1;
+            }
+        }
+        assert!((34..=36).contains(&allowed), "{allowed}");
+        let stats = limit.stats();
+        assert_eq!((stats.allowed, stats.refused), (allowed, 3000 - allowed));
+    }
+
+    #[test]
+    fn keys_are_bounded_least_recently_used_first() {
+        let limit = limiter(1, Duration::from_secs(60), 1, 1000);
+        for key in 0..200_000u32 {
+            limit.check(&key.to_be_bytes(), SECOND);
+        }
+        assert_eq!(limit.stats().keys, 1000);
+        // The newest are held: refused; the oldest were dropped: allowed again.
+        assert!(matches!(
+            limit.check(&199_999u32.to_be_bytes(), SECOND),
+            Verdict::Refused { .. }
+        ));
+        assert_eq!(limit.check(&0u32.to_be_bytes(), SECOND), Verdict::Allowed);
+    }
+}

@@ -1,0 +1,118 @@
+//! What scripts remember between requests, process-wide: rate limiters
+//! (`rsp.limit`) and dictionaries (`rsp.dict`). Every worker's script sees
+//! the same ones, so a limit is one limit however the kernel spreads a
+//! client's connections. This is the one place rsp takes a lock on the
+//! request path, and only when a script calls in: each limiter and
+//! dictionary has its own, held for one hash-map operation.
+//!
+//! Limiters and dictionaries live in a registry that outlives reloads: a
+//! reload keeps those whose settings did not change (with their keys) and
+//! makes new ones for the rest.
+
+mod dict;
+mod limit;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use crate::config::{DictConfig, LimitConfig};
+
+pub use dict::{Dict, DictError, Stored};
+pub use limit::{Limiter, Verdict};
+
+/// The limiters and dictionaries one config uses.
+#[derive(Default, Clone)]
+pub struct Scripted {
+    pub limits: HashMap<String, Arc<Limiter>>,
+    pub dicts: HashMap<String, Arc<Dict>>,
+}
+
+/// The registry: the latest of each name, kept across reloads.
+#[derive(Default)]
+struct Registry {
+    limits: HashMap<String, Arc<Limiter>>,
+    dicts: HashMap<String, Arc<Dict>>,
+}
+
+fn registry() -> &'static Mutex<Registry> {
+    static REGISTRY: OnceLock<Mutex<Registry>> = OnceLock::new();
+    REGISTRY.get_or_init(Mutex::default)
+}
+
+/// Nanoseconds of the loop's clock since the process's first use of it:
+/// one time line for every worker's limiters.
+pub fn now_nanos() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    crate::timer::now()
+        .saturating_duration_since(epoch)
+        .as_nanos() as u64
+}
+
+/// The limiters and dictionaries of a config: those of the same name and
+/// settings as before are the same objects (their keys kept); the others
+/// are made now.
+pub fn configure(limits: &[LimitConfig], dicts: &[DictConfig]) -> Scripted {
+    let mut registry = registry()
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner());
+    let mut scripted = Scripted::default();
+    for config in limits {
+        let limiter = match registry.limits.get(&config.name) {
+            Some(kept) if kept.config == *config => kept.clone(),
+            _ => Arc::new(Limiter::new(config.clone())),
+        };
+        registry.limits.insert(config.name.clone(), limiter.clone());
+        scripted.limits.insert(config.name.clone(), limiter);
+    }
+    for config in dicts {
+        let dict = match registry.dicts.get(&config.name) {
+            Some(kept) if kept.config == *config => kept.clone(),
+            _ => Arc::new(Dict::new(config.clone())),
+        };
+        registry.dicts.insert(config.name.clone(), dict.clone());
+        scripted.dicts.insert(config.name.clone(), dict);
+    }
+    scripted
+}
+
+/// What `/metrics` and `/stats.json` show of one limiter or dictionary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateStats {
+    pub name: String,
+    pub keys: usize,
+    pub max_keys: usize,
+    /// Limiters: requests allowed and refused; dictionaries: 0.
+    pub allowed: u64,
+    pub refused: u64,
+}
+
+impl Scripted {
+    /// The counters of each limiter, then each dictionary, by name.
+    pub fn stats(&self) -> (Vec<StateStats>, Vec<StateStats>) {
+        let mut limits: Vec<StateStats> = self
+            .limits
+            .values()
+            .map(|limiter| limiter.stats())
+            .collect();
+        let mut dicts: Vec<StateStats> = self.dicts.values().map(|dict| dict.stats()).collect();
+        limits.sort_by(|a, b| a.name.cmp(&b.name));
+        dicts.sort_by(|a, b| a.name.cmp(&b.name));
+        (limits, dicts)
+    }
+
+    /// Drops expired dictionary entries, a bounded number per dictionary.
+    pub fn sweep(&self) {
+        let now = now_nanos();
+        for dict in self.dicts.values() {
+            dict.sweep(now);
+        }
+    }
+}
+
+/// A poisoned lock still holds consistent data here (every operation is a
+/// single map update): take it.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+}

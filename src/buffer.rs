@@ -93,6 +93,11 @@ impl Buffer {
         self.start == self.end
     }
 
+    /// What the buffer could hold beyond its first `used` bytes.
+    pub fn capacity_left(&self, used: usize) -> usize {
+        self.limit.saturating_sub(used)
+    }
+
     pub fn is_full(&self) -> bool {
         self.len() >= self.limit
     }

@@ -107,6 +107,7 @@ impl Services {
             StatsView::owned(pools, totals, requests)
         };
         (view.limits, view.dicts) = self.router.scripted.stats();
+        view.maps = self.router.scripted.maps.clone();
         view
     }
 }

@@ -2,7 +2,21 @@
 //! `balancer::Server`, each pool's in its `Pool`, the rest in `Totals`; all
 //! are plain integers bumped by the one loop thread, so no atomics.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
+
+/// Servers outside every pool (an address `route()` or a map returned)
+/// counted at most; past it, new ones go uncounted.
+pub const MAX_UNLISTED: usize = 1024;
+
+/// What was asked of one server outside every pool.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct UnlistedStats {
+    pub responses: StatusClasses,
+    /// Requests rsp answered itself for it (502, 503, 504): failures.
+    pub errors: u64,
+}
 
 /// Upper bounds of the duration histogram buckets, in microseconds.
 pub const BUCKETS_US: [u64; 14] = [
@@ -160,9 +174,21 @@ pub struct Totals {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub duration: Histogram,
+    /// Servers outside every pool, by address.
+    pub unlisted: BTreeMap<SocketAddr, UnlistedStats>,
 }
 
 impl Totals {
+    /// Counts an answer for `server`, a server of no pool.
+    pub fn count_unlisted(&mut self, server: SocketAddr, status: u16, local: bool) {
+        if self.unlisted.len() >= MAX_UNLISTED && !self.unlisted.contains_key(&server) {
+            return;
+        }
+        let stats = self.unlisted.entry(server).or_default();
+        stats.responses.count(status);
+        stats.errors += u64::from(local && matches!(status, 502..=504));
+    }
+
     /// Adds another worker's counts (its start time is the same process's).
     pub fn add(&mut self, other: &Totals) {
         self.connections += other.connections;
@@ -172,6 +198,13 @@ impl Totals {
         self.bytes_in += other.bytes_in;
         self.bytes_out += other.bytes_out;
         self.duration.add(&other.duration);
+        for (server, theirs) in &other.unlisted {
+            if self.unlisted.len() < MAX_UNLISTED || self.unlisted.contains_key(server) {
+                let mine = self.unlisted.entry(*server).or_default();
+                mine.responses.add(&theirs.responses);
+                mine.errors += theirs.errors;
+            }
+        }
     }
 }
 
@@ -187,6 +220,7 @@ impl Default for Totals {
             bytes_in: 0,
             bytes_out: 0,
             duration: Histogram::default(),
+            unlisted: BTreeMap::new(),
         }
     }
 }

@@ -75,6 +75,11 @@ impl Transaction {
         totals.bytes_out += self.bytes_sent;
         totals.duration.record(duration);
         let mut pool_name = None;
+        if self.pool.is_none()
+            && let Some(server) = self.backend
+        {
+            totals.count_unlisted(server, self.status, self.local);
+        }
         if let Some(pool) = self.pool.and_then(|pool| pools.get_mut(pool)) {
             pool.stats.responses.count(self.status);
             pool.stats.duration.record(duration);

@@ -73,6 +73,12 @@ pub(super) fn json(view: &StatsView) -> String {
         "workers": view.worker_requests.len(),
         "worker_requests": view.worker_requests,
         "pools": pools,
+        "unlisted": totals.unlisted.iter().map(|(server, stats)| json!({
+            "address": server.to_string(),
+            "requests": stats.responses.total(),
+            "responses": classes(&stats.responses),
+            "errors": stats.errors,
+        })).collect::<Vec<Value>>(),
     });
     let mut text = stats.to_string();
     text.push('\n');

@@ -17,7 +17,42 @@ pub(super) fn metrics(view: &super::StatsView) -> String {
     pool_metrics(&mut out, &view.pools);
     server_metrics(&mut out, &view.pools, Instant::now());
     state_metrics(&mut out, &view.limits, &view.dicts);
+    unlisted_metrics(&mut out, &view.totals);
     out
+}
+
+/// Servers outside every pool (addresses from `route()` or a map).
+fn unlisted_metrics(out: &mut String, totals: &Totals) {
+    if totals.unlisted.is_empty() {
+        return;
+    }
+    family(
+        out,
+        "rsp_unlisted_requests_total",
+        "counter",
+        "Requests to a server of no pool, by the status class the client got.",
+    );
+    for (server, stats) in &totals.unlisted {
+        for (name, count) in CLASS_NAMES.iter().zip(stats.responses.0) {
+            let _ = writeln!(
+                out,
+                "rsp_unlisted_requests_total{{server=\"{server}\",class=\"{name}\"}} {count}"
+            );
+        }
+    }
+    family(
+        out,
+        "rsp_unlisted_errors_total",
+        "counter",
+        "Requests to a server of no pool that rsp answered with 502, 503 or 504.",
+    );
+    for (server, stats) in &totals.unlisted {
+        let _ = writeln!(
+            out,
+            "rsp_unlisted_errors_total{{server=\"{server}\"}} {}",
+            stats.errors
+        );
+    }
 }
 
 /// A limiter metric: name, type, help, and its value.

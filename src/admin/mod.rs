@@ -9,12 +9,16 @@
 //! is set, and for changes a header no cross-site form can send (CSRF).
 
 mod json;
+mod maps;
 mod metrics;
 mod page;
 
 use std::borrow::Cow;
 
-use crate::state::StateStats;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::state::{LiveMap, StateStats};
 use std::net::SocketAddr;
 
 use subtle::ConstantTimeEq;
@@ -42,6 +46,8 @@ pub struct StatsView<'a> {
     /// The script's limiters and dictionaries (process-wide already).
     pub limits: Vec<StateStats>,
     pub dicts: Vec<StateStats>,
+    /// The script's live maps, for `/maps/...`.
+    pub maps: HashMap<String, Arc<LiveMap>>,
 }
 
 impl<'a> StatsView<'a> {
@@ -56,6 +62,7 @@ impl<'a> StatsView<'a> {
             worker_requests,
             limits: Vec::new(),
             dicts: Vec::new(),
+            maps: HashMap::new(),
         }
     }
 
@@ -70,6 +77,7 @@ impl<'a> StatsView<'a> {
             worker_requests,
             limits: Vec::new(),
             dicts: Vec::new(),
+            maps: HashMap::new(),
         }
     }
 }
@@ -78,6 +86,7 @@ impl<'a> StatsView<'a> {
 /// `local`; and the command it asks for, if any.
 pub fn answer(
     head: &RequestHead,
+    body: &[u8],
     client: SocketAddr,
     local: SocketAddr,
     view: &StatsView,
@@ -108,6 +117,27 @@ pub fn answer(
             "text/plain; version=0.0.4; charset=utf-8",
             metrics::metrics(view),
         ),
+        _ if path.starts_with("/maps/") => {
+            if !read_only && !is_deliberate_change(head) {
+                log::warn!(
+                    "admin ({client}): {method} {path} refused: not sent as a deliberate change"
+                );
+                return (
+                    text(
+                        403,
+                        format!(
+                            "rsp admin: a change must come from this origin with {CHANGE_HEADER}: 1\n"
+                        ),
+                    ),
+                    None,
+                );
+            }
+            let page = maps::answer(method, &path["/maps/".len()..], body, &view.maps);
+            if !read_only && page.status == 200 {
+                log::info!("admin ({client}): {method} {path}: done");
+            }
+            page
+        }
         _ => match server_action(path) {
             Some(_) if method != "POST" => not_allowed("POST", path),
             Some(_) if !is_deliberate_change(head) => {
@@ -428,7 +458,7 @@ mod tests {
         );
         let client = "127.0.0.1:5000".parse().unwrap();
         let local = "127.0.0.1:9901".parse().unwrap();
-        let (reply, command) = answer(&request, client, local, &view, None);
+        let (reply, command) = answer(&request, b"", client, local, &view, None);
         assert_eq!(reply.status, 200);
         assert_eq!(
             command,
@@ -442,6 +472,6 @@ mod tests {
         let unknown = head(
             "POST /pools/web/servers/127.0.0.1:1/drain HTTP/1.1\r\nHost: 127.0.0.1:9901\r\nX-Rsp-Admin: 1\r\n\r\n",
         );
-        assert_eq!(answer(&unknown, client, local, &view, None).1, None);
+        assert_eq!(answer(&unknown, b"", client, local, &view, None).1, None);
     }
 }

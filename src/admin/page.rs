@@ -68,6 +68,22 @@ pub(super) fn html(pools: &[Pool], totals: &Totals) -> String {
     for pool in pools {
         pool_table(&mut page, pool, now);
     }
+    if !totals.unlisted.is_empty() {
+        page.push_str(
+            "<h2>unlisted <span class=\"muted\">servers of no pool, named by route() or a map</span></h2>\n\
+             <table><tr><th>server</th><th>requests</th><th>errors</th><th>responses</th></tr>\n",
+        );
+        for (server, stats) in &totals.unlisted {
+            let _ = writeln!(
+                page,
+                "<tr><td class=\"name\">{server}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                stats.responses.total(),
+                stats.errors,
+                classes_text(&stats.responses),
+            );
+        }
+        page.push_str("</table>\n");
+    }
     let _ = write!(
         page,
         "<p class=\"muted\">Refreshes every {REFRESH_SECONDS} s. Also: <a href=\"/stats.json\">/stats.json</a>, \

@@ -65,6 +65,7 @@ const SETTINGS: &[&str] = &[
     "upgrades",
     "limits",
     "dicts",
+    "maps",
     // The original C rsp's names.
     "listenPort",
     "backendAddress",
@@ -167,5 +168,6 @@ fn read(script: &Script) -> Result<Config, ConfigError> {
         workers: settings::workers(script)?,
         limits: state::limits(script)?,
         dicts: state::dicts(script)?,
+        maps: state::maps(script)?,
     })
 }

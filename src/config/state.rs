@@ -7,10 +7,11 @@ use mlua::Value;
 
 use super::lua::Script;
 use super::read::Setting;
-use super::types::{ConfigError, DictConfig, LimitConfig};
+use super::types::{ConfigError, DictConfig, LimitConfig, MapConfig};
 
 const LIMIT_SETTINGS: &[&str] = &["rate", "per", "burst", "max_keys"];
 const DICT_SETTINGS: &[&str] = &["max_keys"];
+const MAP_SETTINGS: &[&str] = &["file"];
 /// Keys a limiter or dictionary holds when `max_keys` is not set.
 pub const DEFAULT_MAX_KEYS: i64 = 100_000;
 const MAX_KEYS_BOUND: i64 = 100_000_000;
@@ -87,6 +88,24 @@ pub fn dicts(script: &Script) -> Result<Vec<DictConfig>, ConfigError> {
                 .part("max_keys")
                 .integer(DEFAULT_MAX_KEYS, 1..=MAX_KEYS_BOUND)? as usize;
             Ok(DictConfig { name, max_keys })
+        })
+        .collect()
+}
+
+/// `maps = { webapps = { file = "/var/lib/rsp/webapps.map" } }`: the file's
+/// lines are checked now (the first bad one is the error, with its number).
+pub fn maps(script: &Script) -> Result<Vec<MapConfig>, ConfigError> {
+    named(script, "maps")?
+        .into_iter()
+        .map(|(name, map)| {
+            map.known_keys(MAP_SETTINGS, "map setting")?;
+            let file = map.part("file");
+            let Some(path) = file.text()? else {
+                return Err(map.error("missing file (where the map is kept)"));
+            };
+            let path = script.relative(&path);
+            crate::state::map::read_file(&path).map_err(|why| file.error(why))?;
+            Ok(MapConfig { name, file: path })
         })
         .collect()
 }

@@ -72,6 +72,15 @@ pub struct Config {
     /// Rate limiters and dictionaries the script shares across workers.
     pub limits: Vec<LimitConfig>,
     pub dicts: Vec<DictConfig>,
+    /// Live maps, each kept in a file and changed over the admin API.
+    pub maps: Vec<MapConfig>,
+}
+
+/// One of `maps`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapConfig {
+    pub name: String,
+    pub file: std::path::PathBuf,
 }
 
 /// One of `limits`: a token bucket (GCRA) per key, `rate` requests per

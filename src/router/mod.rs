@@ -167,7 +167,11 @@ impl Router {
         if let Err(error) = loaded.lua.set_memory_limit(LUA_MEMORY_LIMIT) {
             log::warn!("cannot bound the Lua state's memory: {error}");
         }
-        let scripted = crate::state::configure(&loaded.config.limits, &loaded.config.dicts);
+        let scripted = crate::state::configure(
+            &loaded.config.limits,
+            &loaded.config.dicts,
+            &loaded.config.maps,
+        );
         if let Err(error) = state::install(&loaded.lua, &scripted) {
             log::error!("cannot give the script rsp.limit, rsp.dict and rsp.log: {error}");
         }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use mlua::{Lua, LuaString, Table, UserData, UserDataMethods, Value};
 
-use crate::state::{self, Dict, DictError, Scripted, Stored, Verdict};
+use crate::state::{self, Dict, DictError, LiveMap, Scripted, Stored, Verdict};
 
 /// Longest key a limiter or dictionary takes, and longest text value.
 const MAX_KEY_BYTES: usize = 4096;
@@ -47,6 +47,21 @@ pub fn install(lua: &Lua, scripted: &Scripted) -> mlua::Result<()> {
             handles.get(&*name).cloned().ok_or_else(|| {
                 mlua::Error::runtime(format!(
                     "rsp.dict({name:?}): no such dictionary (declare it in dicts = {{ ... }})"
+                ))
+            })
+        })?,
+    )?;
+    let mut maps = HashMap::new();
+    for (name, map) in &scripted.maps {
+        maps.insert(name.clone(), lua.create_userdata(MapHandle(map.clone()))?);
+    }
+    rsp.raw_set(
+        "map",
+        lua.create_function(move |_, name: LuaString| {
+            let name = name.to_str()?;
+            maps.get(&*name).cloned().ok_or_else(|| {
+                mlua::Error::runtime(format!(
+                    "rsp.map({name:?}): no such map (declare it in maps = {{ ... }})"
                 ))
             })
         })?,
@@ -192,6 +207,21 @@ impl UserData for DictHandle {
         methods.add_method("delete", |lua, this, key: Value| {
             let key = key_bytes(lua, "dict:delete", key)?;
             Ok(this.0.delete(&key.as_bytes()))
+        });
+    }
+}
+
+struct MapHandle(Arc<LiveMap>);
+
+impl UserData for MapHandle {
+    fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+        methods.add_method("get", |lua, this, key: Value| {
+            let key = key_bytes(lua, "map:get", key)?;
+            let key = key.to_string_lossy();
+            this.0
+                .get(&key)
+                .map(|value| lua.create_string(value))
+                .transpose()
         });
     }
 }

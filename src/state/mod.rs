@@ -11,21 +11,24 @@
 
 mod dict;
 mod limit;
+pub mod map;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-use crate::config::{DictConfig, LimitConfig};
+use crate::config::{DictConfig, LimitConfig, MapConfig};
 
 pub use dict::{Dict, DictError, Stored};
 pub use limit::{Limiter, Verdict};
+pub use map::LiveMap;
 
 /// The limiters and dictionaries one config uses.
 #[derive(Default, Clone)]
 pub struct Scripted {
     pub limits: HashMap<String, Arc<Limiter>>,
     pub dicts: HashMap<String, Arc<Dict>>,
+    pub maps: HashMap<String, Arc<LiveMap>>,
 }
 
 /// The registry: the latest of each name, kept across reloads.
@@ -33,6 +36,7 @@ pub struct Scripted {
 struct Registry {
     limits: HashMap<String, Arc<Limiter>>,
     dicts: HashMap<String, Arc<Dict>>,
+    maps: HashMap<String, Arc<LiveMap>>,
 }
 
 fn registry() -> &'static Mutex<Registry> {
@@ -53,7 +57,7 @@ pub fn now_nanos() -> u64 {
 /// The limiters and dictionaries of a config: those of the same name and
 /// settings as before are the same objects (their keys kept); the others
 /// are made now.
-pub fn configure(limits: &[LimitConfig], dicts: &[DictConfig]) -> Scripted {
+pub fn configure(limits: &[LimitConfig], dicts: &[DictConfig], maps: &[MapConfig]) -> Scripted {
     let mut registry = registry()
         .lock()
         .unwrap_or_else(|poison| poison.into_inner());
@@ -73,6 +77,24 @@ pub fn configure(limits: &[LimitConfig], dicts: &[DictConfig]) -> Scripted {
         };
         registry.dicts.insert(config.name.clone(), dict.clone());
         scripted.dicts.insert(config.name.clone(), dict);
+    }
+    for config in maps {
+        // A map of the same file is the same map; another file is read
+        // (its lines were checked with the config).
+        let map = match registry.maps.get(&config.name) {
+            Some(kept) if kept.file == config.file => Some(kept.clone()),
+            _ => match LiveMap::open(&config.name, &config.file) {
+                Ok(map) => Some(Arc::new(map)),
+                Err(why) => {
+                    log::error!("map {}: {why}", config.name);
+                    None
+                }
+            },
+        };
+        if let Some(map) = map {
+            registry.maps.insert(config.name.clone(), map.clone());
+            scripted.maps.insert(config.name.clone(), map);
+        }
     }
     scripted
 }

@@ -61,7 +61,13 @@ impl Http1 {
             .request
             .head
             .parse(self.inbound.data(), policy);
-        if matches!(parsed, Ok(None)) && self.inbound.len() < limit {
+        // An admin request's body (a map's new value) is read whole before
+        // the request is answered: the head stays until it is all here.
+        let admin_body_pending = *client.app == App::Admin
+            && matches!(parsed, Ok(Some(length)) if length <= limit
+                && admin_body_length(&busy.exchange.request.head, self.inbound.capacity_left(limit))
+                    .is_some_and(|body| self.inbound.len() < length + body));
+        if (matches!(parsed, Ok(None)) && self.inbound.len() < limit) || admin_body_pending {
             // Not all here yet: nothing is in progress until it is.
             if let Some(busy) = self.busy.take() {
                 busy.give_back();
@@ -213,15 +219,25 @@ impl Http1 {
         let Some(busy) = self.busy.as_deref() else {
             return;
         };
+        let head = &busy.exchange.request.head;
+        let room = self
+            .inbound
+            .capacity_left(services.settings.max_header_bytes);
+        let (body_bytes, discard) = match admin_body_length(head, room) {
+            Some(length) => (length, None),
+            None => (0, body),
+        };
         let (reply, command) = admin::answer(
-            &busy.exchange.request.head,
+            head,
+            &self.inbound.data()[..body_bytes.min(self.inbound.len())],
             address,
             local,
             &services.stats_view(),
             services.settings.admin.as_ref(),
         );
         services.commands.extend(command);
-        self.answer(services, Answer::Admin(&reply), body);
+        self.inbound.consume(body_bytes.min(self.inbound.len()));
+        self.answer(services, Answer::Admin(&reply), discard);
     }
 
     /// The one writer of rsp's own answers: the catalogue's errors, Lua's
@@ -293,6 +309,18 @@ impl Http1 {
             },
             linger,
         };
+    }
+}
+
+/// The length of an admin request's body that is read whole (a
+/// Content-Length within `room`, what the client buffer can hold);
+/// `None` for other bodies, which are read and dropped.
+fn admin_body_length(head: &crate::http::RequestHead, room: usize) -> Option<usize> {
+    match head.framing {
+        Framing::Length(length) => usize::try_from(length)
+            .ok()
+            .filter(|&length| length <= room),
+        _ => None,
     }
 }
 

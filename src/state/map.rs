@@ -1,0 +1,197 @@
+//! A live map (`maps = { name = { file = ... } }`, `rsp.map(name):get`):
+//! "key value" lines in a file, keys compared case-insensitively, changed
+//! over the admin API. A change is answered only once it is in the file
+//! (written to a temporary file, fsynced, renamed over the old one), so a
+//! crash or restart keeps it; every worker reads the same map, so it is
+//! seen everywhere as soon as it is answered.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
+
+use super::lock;
+
+/// Longest key and value a map takes.
+pub const MAX_KEY_BYTES: usize = 1024;
+pub const MAX_VALUE_BYTES: usize = 4096;
+
+pub struct LiveMap {
+    pub name: String,
+    pub file: PathBuf,
+    /// Keys lower-cased (ASCII).
+    entries: RwLock<BTreeMap<String, String>>,
+    /// Held while a change is written, so changes reach the file in order.
+    writing: Mutex<()>,
+}
+
+/// Why a map line, key or value is refused.
+pub fn check_entry(key: &str, value: &str) -> Result<(), String> {
+    if key.is_empty() || key.len() > MAX_KEY_BYTES {
+        return Err(format!("a key is 1 to {MAX_KEY_BYTES} bytes"));
+    }
+    if key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("a key holds no spaces or control characters".into());
+    }
+    if value.is_empty() || value.len() > MAX_VALUE_BYTES {
+        return Err(format!("a value is 1 to {MAX_VALUE_BYTES} bytes"));
+    }
+    if value.chars().any(|c| c.is_control()) || value.trim() != value {
+        return Err("a value holds no control characters or surrounding spaces".into());
+    }
+    Ok(())
+}
+
+/// Reads a map file: `key value` lines, blank lines and `#` comments
+/// ignored; the first bad line is an error with its number. A missing
+/// file is an empty map.
+pub fn read_file(path: &Path) -> Result<BTreeMap<String, String>, String> {
+    let text = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(error) => return Err(format!("{}: cannot read: {error}", path.display())),
+    };
+    let text = String::from_utf8(text).map_err(|_| format!("{}: not UTF-8", path.display()))?;
+    let mut entries = BTreeMap::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (key, value) = line
+            .split_once(char::is_whitespace)
+            .map(|(key, value)| (key, value.trim()))
+            .unwrap_or((line, ""));
+        check_entry(key, value)
+            .map_err(|why| format!("{}:{}: {why}", path.display(), number + 1))?;
+        entries.insert(key.to_ascii_lowercase(), value.to_owned());
+    }
+    Ok(entries)
+}
+
+impl LiveMap {
+    /// The map of `file`, which is made (empty) when missing.
+    pub fn open(name: &str, file: &Path) -> Result<LiveMap, String> {
+        let entries = read_file(file)?;
+        if !file.exists() {
+            write_file(file, &entries)?;
+        }
+        Ok(LiveMap {
+            name: name.to_owned(),
+            file: file.to_owned(),
+            entries: RwLock::new(entries),
+            writing: Mutex::new(()),
+        })
+    }
+
+    pub fn get(&self, key: &str) -> Option<String> {
+        let entries = self
+            .entries
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner());
+        entries.get(&key.to_ascii_lowercase()).cloned()
+    }
+
+    pub fn all(&self) -> BTreeMap<String, String> {
+        self.entries
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Applies `change` to a copy, writes it to the file, then makes it the
+    /// map: the file and the map never disagree after an answer. Returns
+    /// what `change` returned.
+    pub fn change<R>(
+        &self,
+        change: impl FnOnce(&mut BTreeMap<String, String>) -> R,
+    ) -> Result<R, String> {
+        let _writing = lock(&self.writing);
+        let mut next = self.all();
+        let result = change(&mut next);
+        write_file(&self.file, &next)?;
+        *self
+            .entries
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner()) = next;
+        Ok(result)
+    }
+}
+
+/// Writes `entries` to `path` safely: a temporary file beside it, fsynced,
+/// renamed over it, and the directory fsynced.
+fn write_file(path: &Path, entries: &BTreeMap<String, String>) -> Result<(), String> {
+    let mut text = String::new();
+    for (key, value) in entries {
+        text.push_str(key);
+        text.push(' ');
+        text.push_str(value);
+        text.push('\n');
+    }
+    let temporary = path.with_extension(format!("tmp-{}", std::process::id()));
+    let written = (|| {
+        let mut file = fs::File::create(&temporary)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        fs::rename(&temporary, path)?;
+        if let Some(directory) = path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+        {
+            fs::File::open(directory)?.sync_all()?;
+        }
+        Ok::<_, std::io::Error>(())
+    })();
+    written.map_err(|error| {
+        let _ = fs::remove_file(&temporary);
+        format!("{}: cannot write: {error}", path.display())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn map_files_are_read_checked_and_written_whole() {
+        let dir = std::env::temp_dir().join(format!("rsp-map-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("apps.map");
+        fs::write(
+            &file,
+            "# apps\nWWW.Example.com 127.0.0.1:8081\n\nother web\n",
+        )
+        .unwrap();
+        let map = LiveMap::open("apps", &file).unwrap();
+        assert_eq!(
+            map.get("www.EXAMPLE.com").as_deref(),
+            Some("127.0.0.1:8081")
+        );
+        map.change(|entries| entries.insert("new".into(), "127.0.0.1:9".into()))
+            .unwrap();
+        assert_eq!(
+            fs::read_to_string(&file).unwrap(),
+            "new 127.0.0.1:9\nother web\nwww.example.com 127.0.0.1:8081\n"
+        );
+        fs::write(&file, "good 1\nbad\n").unwrap();
+        let error = read_file(&file).unwrap_err();
+        assert!(
+            error.ends_with("apps.map:2: a value is 1 to 4096 bytes"),
+            "{error}"
+        );
+        assert!(read_file(&dir.join("missing.map")).unwrap().is_empty());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

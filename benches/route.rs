@@ -201,6 +201,45 @@ fn main() {
         );
     }
     shaping();
+    state();
+}
+
+/// `rsp.limit` and `rsp.map():get` per call: each a `route()` that makes
+/// one such call, less an empty `route()`.
+fn state() {
+    let map = std::env::temp_dir().join(format!("rsp-bench-{}.map", std::process::id()));
+    std::fs::write(&map, "www.example.com 127.0.0.1:8081\n").unwrap();
+    let config = |body: &str| {
+        format!(
+            "listen = \"127.0.0.1:1\"\npools = {{ web = {{ servers = {{ \"127.0.0.1:8081\" }} }} }}\n\
+             limits = {{ per_ip = {{ rate = 1000000000, per = \"second\", burst = 1000000000 }} }}\n\
+             maps = {{ hosts = {{ file = {map:?} }} }}\n\
+             function route(req) {body} return \"web\" end\n"
+        )
+    };
+    let mut request = view(REQUEST);
+    let mut per_call = |body: &str| {
+        let (loaded, pools) = load(&config(body));
+        let router = Router::new(&loaded, &pools);
+        nanoseconds_per_call(&router, &mut request, &pools)
+    };
+    let empty = per_call("");
+    let limit = per_call(
+        "local ok = rsp.limit(\"per_ip\", req.client_ip) if not ok then return { status = 429 } end",
+    );
+    let lookup = per_call("local server = rsp.map(\"hosts\"):get(req.host)");
+    std::fs::remove_file(&map).ok();
+    println!("process-wide state, per call, net of an empty route() ({empty:.0} ns):");
+    println!(
+        "  {:<36} {:>7.0} ns",
+        "rsp.limit(name, req.client_ip)",
+        limit - empty
+    );
+    println!(
+        "  {:<36} {:>7.0} ns",
+        "rsp.map(name):get(req.host)",
+        lookup - empty
+    );
 }
 
 trait ReplaceHost {

@@ -23,6 +23,8 @@
 # BENCH_SHAPING=1 adds target "rsp-shaping": one-worker rsp whose route()
 # sets one request header and whose respond() sets one response header, so
 # what the hooks cost shows as rsp-shaping/rsp in the same run.
+# BENCH_LIMITED=1 adds target "rsp-limited": one-worker rsp whose route()
+# asks a per-IP rate limit (rsp.limit, set high enough to refuse nothing).
 # BENCH_TESTS chooses the tests (default all): ab ab-k wrk wrk-100k (100
 # clients), wrk-1m wrk-10m (10 clients, large bodies), tls-handshake (ab
 # over https without keep-alive: a full handshake per request) and tls-k
@@ -110,6 +112,16 @@ function respond(req, res)
 end'
     shaping_pid=${pids[-1]}
 fi
+if [ "${BENCH_LIMITED:-0}" = 1 ]; then
+    start_rsp 18087 1 ./target/release/rsp '
+limits = { per_ip = { rate = 1000000000, per = "second", burst = 1000000000 } }
+function route(req)
+  local ok, retry_after = rsp.limit("per_ip", req.client_ip)
+  if not ok then return { status = 429, headers = { ["Retry-After"] = retry_after } } end
+  return "default"
+end'
+    limited_pid=${pids[-1]}
+fi
 
 cat > "$work/haproxy.cfg" <<CONF
 global
@@ -166,6 +178,7 @@ backend_pid=$(pgrep -P "$(cat "$work/nginx.pid")" | head -1)
 ports=(18081 18082 18083 18084)
 [ -n "${BENCH_BASELINE:-}" ] && ports+=(18085)
 [ "${BENCH_SHAPING:-0}" = 1 ] && ports+=(18086)
+[ "${BENCH_LIMITED:-0}" = 1 ] && ports+=(18087)
 for port in "${ports[@]}"; do
     curl -sk -o /dev/null "https://127.0.0.1:$((port + 10))/" || { echo "bench.sh: no TLS on $((port + 10))" >&2; exit 1; }
     status=$(curl -s -o /dev/null -w '%{http_code} %{size_download}' "http://127.0.0.1:$port/")
@@ -176,6 +189,7 @@ done
 targets=("nginx-direct 18080 -" "rsp 18081 $rsp_pid" "haproxy 18082 $haproxy_pid" "nginx-proxy 18083 $nginx_proxy_pid" "rsp-2-workers 18084 $rsp2_pid")
 [ -n "${BENCH_BASELINE:-}" ] && targets+=("rsp-before 18085 $before_pid")
 [ "${BENCH_SHAPING:-0}" = 1 ] && targets+=("rsp-shaping 18086 $shaping_pid")
+[ "${BENCH_LIMITED:-0}" = 1 ] && targets+=("rsp-limited 18087 $limited_pid")
 
 cpu_ticks() { # PID: user+sys clock ticks of the process and its threads
     awk '{print $14 + $15}' "/proc/$1/stat"

@@ -12,7 +12,7 @@ import sys
 from collections import defaultdict
 
 TESTS = ["ab", "ab-k", "wrk", "wrk-100k", "wrk-1m", "wrk-10m", "tls-handshake", "tls-k"]
-TARGETS = ["nginx-direct", "rsp", "haproxy", "nginx-proxy", "rsp-2-workers", "rsp-before", "rsp-shaping"]
+TARGETS = ["nginx-direct", "rsp", "haproxy", "nginx-proxy", "rsp-2-workers", "rsp-before", "rsp-shaping", "rsp-limited"]
 COLOURS = {
     "nginx-direct": "#9aa5b1",
     "rsp": "#d9480f",
@@ -21,6 +21,7 @@ COLOURS = {
     "rsp-2-workers": "#f59f00",
     "rsp-before": "#868e96",
     "rsp-shaping": "#ae3ec9",
+    "rsp-limited": "#0ca678",
 }
 FIELDS = [
     "requests_per_second",
@@ -82,6 +83,7 @@ def fmt(value, digits=0):
 def report(table, per_round, note):
     baseline = any(key[1] == "rsp-before" for key in table)
     shaping = any(key[1] == "rsp-shaping" for key in table)
+    limited = any(key[1] == "rsp-limited" for key in table)
     tests = [test for test in TESTS if any(key[0] == test for key in table)]
     lines = [f"Medians of {max(v['rounds'] for v in table.values())} interleaved rounds. {note}", ""]
     lines.append(
@@ -108,11 +110,13 @@ def report(table, per_round, note):
         "| nginx-proxy/rsp machine CPU per request | rsp 2 workers / 1 worker req/s |"
         + (" rsp/rsp-before req/s | rsp/rsp-before CPU per request |" if baseline else "")
         + (" rsp-shaping/rsp req/s | rsp-shaping/rsp CPU per request |" if shaping else "")
+        + (" rsp-limited/rsp req/s | rsp-limited/rsp CPU per request |" if limited else "")
     )
     lines.append(
         "|---|---:|---:|---:|---:|---:|---:|---:|"
         + ("---:|---:|" if baseline else "")
         + ("---:|---:|" if shaping else "")
+        + ("---:|---:|" if limited else "")
     )
     for test in tests:
         rsp = table.get((test, "rsp"))
@@ -129,6 +133,9 @@ def report(table, per_round, note):
         def shaped(field):
             return ratio("rsp", field, table.get((test, "rsp-shaping"), {}))
 
+        def limits(field):
+            return ratio("rsp", field, table.get((test, "rsp-limited"), {}))
+
         machine = ratio("rsp", "machine_cpu_us_per_request", table.get((test, "nginx-proxy"), {}))
         lines.append(
             f"| {test} | {ratio('haproxy')} | {ratio('nginx-proxy')} | {ratio('nginx-direct')} "
@@ -136,6 +143,7 @@ def report(table, per_round, note):
             f"| {machine} | {scaling} |"
             + (f" {ratio('rsp-before')} | {ratio('rsp-before', 'cpu_us_per_request')} |" if baseline else "")
             + (f" {shaped('requests_per_second')} | {shaped('cpu_us_per_request')} |" if shaping else "")
+            + (f" {limits('requests_per_second')} | {limits('cpu_us_per_request')} |" if limited else "")
         )
     lines.append("")
     lines.append(

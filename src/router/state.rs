@@ -217,10 +217,9 @@ impl UserData for MapHandle {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
         methods.add_method("get", |lua, this, key: Value| {
             let key = key_bytes(lua, "map:get", key)?;
-            let key = key.to_string_lossy();
+            let key = key.to_str()?;
             this.0
-                .get(&key)
-                .map(|value| lua.create_string(value))
+                .with(&key, |value| value.map(|value| lua.create_string(value)))
                 .transpose()
         });
     }

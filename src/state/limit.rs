@@ -62,22 +62,32 @@ impl Limiter {
     /// One request of `key` at `now` (nanoseconds, `now_nanos`).
     pub fn check(&self, key: &[u8], now: u64) -> Verdict {
         let mut keys = lock(&self.inner);
-        let arrival = keys.arrivals.get(key).copied().unwrap_or(now).max(now);
-        let allowed_from = arrival.saturating_sub(self.tolerance);
+        let verdict = match keys.arrivals.get_mut(key) {
+            Some(arrival) => self.take(arrival, now),
+            None => {
+                let mut arrival = now;
+                let verdict = self.take(&mut arrival, now);
+                keys.arrivals.put(key.into(), arrival);
+                verdict
+            }
+        };
+        match verdict {
+            Verdict::Allowed => keys.allowed += 1,
+            Verdict::Refused { .. } => keys.refused += 1,
+        }
+        verdict
+    }
+
+    /// GCRA for one key whose theoretical arrival time is `arrival`.
+    fn take(&self, arrival: &mut u64, now: u64) -> Verdict {
+        let at = (*arrival).max(now);
+        let allowed_from = at.saturating_sub(self.tolerance);
         if now < allowed_from {
-            keys.refused += 1;
             return Verdict::Refused {
                 retry_after: allowed_from - now,
             };
         }
-        let next = arrival.saturating_add(self.interval);
-        match keys.arrivals.get_mut(key) {
-            Some(stored) => *stored = next,
-            None => {
-                keys.arrivals.put(key.into(), next);
-            }
-        }
-        keys.allowed += 1;
+        *arrival = at.saturating_add(self.interval);
         Verdict::Allowed
     }
 

@@ -85,12 +85,22 @@ impl LiveMap {
         })
     }
 
-    pub fn get(&self, key: &str) -> Option<String> {
+    /// `use_value` with the value at `key` (any case), read in place.
+    pub fn with<R>(&self, key: &str, use_value: impl FnOnce(Option<&str>) -> R) -> R {
+        let lower: std::borrow::Cow<str> = if key.bytes().any(|byte| byte.is_ascii_uppercase()) {
+            key.to_ascii_lowercase().into()
+        } else {
+            key.into()
+        };
         let entries = self
             .entries
             .read()
             .unwrap_or_else(|poison| poison.into_inner());
-        entries.get(&key.to_ascii_lowercase()).cloned()
+        use_value(entries.get(&*lower).map(String::as_str))
+    }
+
+    pub fn get(&self, key: &str) -> Option<String> {
+        self.with(key, |value| value.map(str::to_owned))
     }
 
     pub fn all(&self) -> BTreeMap<String, String> {

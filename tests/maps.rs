@@ -247,3 +247,54 @@ fn a_thousand_concurrent_puts_under_load_lose_nothing() {
     let all = admin(port, "GET", "/maps/webapps", "").text();
     assert_eq!(all.matches(".example\":").count(), 1000);
 }
+
+/// The README's hosting example: an app's domain mapped to its machine
+/// with one PUT, its reload URL routed by the domain in its path.
+#[test]
+fn the_readme_hosting_example_routes_apps_and_their_reload_urls() {
+    let coming_soon = Backend::start("coming soon");
+    let machine = Backend::start("machine 42");
+    let map = temp_file("hosting.map", "");
+    let port = free_port();
+    let proxy = Proxy::start(&format!(
+        r#"admin = {{ addr = "127.0.0.1:{port}" }}
+pools = {{ default = {{ servers = {{ "{}" }} }} }}
+maps = {{ webapps = {{ file = {map:?} }} }}
+limits = {{ per_ip = {{ rate = 50, per = "second", burst = 100 }} }}
+function route(req)
+  local ok, retry_after = rsp.limit("per_ip", req.client_ip)
+  if not ok then return {{ status = 429, headers = {{ ["Retry-After"] = retry_after }} }} end
+  local domain = req.path:match("^/reload/([^/]+)$")
+  local server = rsp.map("webapps"):get(domain or req.host)
+  if server then return server end
+  return "default"
+end"#,
+        coming_soon.address
+    ));
+    assert_eq!(
+        get_host(&proxy, "www.example.com").text(),
+        "hello from coming soon"
+    );
+    let put = admin(
+        port,
+        "PUT",
+        "/maps/webapps/www.example.com",
+        &machine.address.to_string(),
+    );
+    assert_eq!(put.status, 200);
+    assert_eq!(
+        get_host(&proxy, "www.example.com").text(),
+        "hello from machine 42"
+    );
+    let reload = proxy.get_raw(
+        "GET /reload/WWW.example.com HTTP/1.1\r\nHost: panel.example\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(reload.text(), "hello from machine 42");
+    assert!(
+        machine
+            .heads()
+            .last()
+            .unwrap()
+            .starts_with("GET /reload/WWW.example.com ")
+    );
+}

@@ -34,6 +34,10 @@ pub fn check_entry(key: &str, value: &str) -> Result<(), String> {
     if key.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err("a key holds no spaces or control characters".into());
     }
+    // Written as a line, it would be read back as a comment.
+    if key.starts_with('#') {
+        return Err("a key does not start with '#'".into());
+    }
     if value.is_empty() || value.len() > MAX_VALUE_BYTES {
         return Err(format!("a value is 1 to {MAX_VALUE_BYTES} bytes"));
     }

@@ -217,7 +217,10 @@ impl UserData for MapHandle {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
         methods.add_method("get", |lua, this, key: Value| {
             let key = key_bytes(lua, "map:get", key)?;
-            let key = key.to_str()?;
+            // A map's keys are UTF-8: other bytes match none of them.
+            let Ok(key) = key.to_str() else {
+                return Ok(None);
+            };
             this.0
                 .with(&key, |value| value.map(|value| lua.create_string(value)))
                 .transpose()

@@ -90,6 +90,22 @@ fn two_maps_of_one_file_are_refused() {
     let (status, output) = check_config(&config);
     assert_eq!(status, Some(1), "{output}");
     assert!(output.contains("same file"), "{output}");
+    // Two spellings of one file that does not exist yet (it is made at
+    // start) are one file too.
+    let dir = std::env::temp_dir();
+    let missing = format!("rsp-hostile-{}-missing.map", std::process::id());
+    let config = temp_file(
+        "spelled.lua",
+        &format!(
+            "listen = \"127.0.0.1:1\"\nbackends = {{ \"127.0.0.1:2\" }}\n\
+             maps = {{ one = {{ file = {:?} }}, two = {{ file = {:?} }} }}\n",
+            dir.join(&missing),
+            dir.join(".").join(&missing)
+        ),
+    );
+    let (status, output) = check_config(&config);
+    assert_eq!(status, Some(1), "{output}");
+    assert!(output.contains("same file"), "{output}");
 }
 
 /// `map:get` of a key that is not UTF-8 (a script's own bytes, or a

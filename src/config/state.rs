@@ -95,6 +95,8 @@ pub fn dicts(script: &Script) -> Result<Vec<DictConfig>, ConfigError> {
 /// `maps = { webapps = { file = "/var/lib/rsp/webapps.map" } }`: the file's
 /// lines are checked now (the first bad one is the error, with its number).
 pub fn maps(script: &Script) -> Result<Vec<MapConfig>, ConfigError> {
+    // Two maps of one file would each write its entries over the other's.
+    let mut files: Vec<(std::path::PathBuf, String)> = Vec::new();
     named(script, "maps")?
         .into_iter()
         .map(|(name, map)| {
@@ -105,7 +107,35 @@ pub fn maps(script: &Script) -> Result<Vec<MapConfig>, ConfigError> {
             };
             let path = script.relative(&path);
             crate::state::map::read_file(&path).map_err(|why| file.error(why))?;
+            let same = same_file(&path);
+            if let Some((_, other)) = files.iter().find(|(seen, _)| *seen == same) {
+                return Err(file.error(format!(
+                    "{}: the same file as map {other:?} (each map needs its own)",
+                    path.display()
+                )));
+            }
+            files.push((same, name.clone()));
             Ok(MapConfig { name, file: path })
         })
         .collect()
+}
+
+/// `path` with its directory resolved (symbolic links, `.`, `..`), so two
+/// spellings of one file compare equal even before the file exists.
+fn same_file(path: &std::path::Path) -> std::path::PathBuf {
+    if let Ok(resolved) = std::fs::canonicalize(path) {
+        return resolved;
+    }
+    match (path.parent(), path.file_name()) {
+        (Some(directory), Some(name)) => {
+            std::fs::canonicalize(if directory.as_os_str().is_empty() {
+                std::path::Path::new(".")
+            } else {
+                directory
+            })
+            .map(|directory| directory.join(name))
+            .unwrap_or_else(|_| path.to_owned())
+        }
+        _ => path.to_owned(),
+    }
 }

@@ -89,6 +89,19 @@ impl LiveMap {
         })
     }
 
+    /// Reads the file again (at a reload: an operator may have edited it).
+    /// The file holds every change answered so far, so none is lost; a
+    /// file that no longer reads keeps the map as it was.
+    pub fn reread(&self) -> Result<(), String> {
+        let _writing = lock(&self.writing);
+        let entries = read_file(&self.file)?;
+        *self
+            .entries
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner()) = entries;
+        Ok(())
+    }
+
     /// `use_value` with the value at `key` (any case), read in place.
     pub fn with<R>(&self, key: &str, use_value: impl FnOnce(Option<&str>) -> R) -> R {
         let lower: std::borrow::Cow<str> = if key.bytes().any(|byte| byte.is_ascii_uppercase()) {

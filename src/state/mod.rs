@@ -79,10 +79,16 @@ pub fn configure(limits: &[LimitConfig], dicts: &[DictConfig], maps: &[MapConfig
         scripted.dicts.insert(config.name.clone(), dict);
     }
     for config in maps {
-        // A map of the same file is the same map; another file is read
-        // (its lines were checked with the config).
+        // A map of the same file is the same map, read again (the file
+        // may have been edited by hand); another file is read (its lines
+        // were checked with the config).
         let map = match registry.maps.get(&config.name) {
-            Some(kept) if kept.file == config.file => Some(kept.clone()),
+            Some(kept) if kept.file == config.file => {
+                if let Err(why) = kept.reread() {
+                    log::error!("map {}: {why}; kept as it was", config.name);
+                }
+                Some(kept.clone())
+            }
             _ => match LiveMap::open(&config.name, &config.file) {
                 Ok(map) => Some(Arc::new(map)),
                 Err(why) => {

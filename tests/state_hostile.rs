@@ -244,3 +244,32 @@ fn a_map_entry_naming_rsp_itself_is_no_loop() {
         started.elapsed()
     );
 }
+
+/// A map file that is a symbolic link (as configuration management makes
+/// them): a PUT renamed its temporary file over the link, so the link
+/// became a plain file and the file it named kept the old map. The link
+/// must stay, and the file it names take the change.
+#[test]
+fn a_map_file_that_is_a_symbolic_link_stays_one() {
+    let real = temp_file("real.map", "a.example one\n");
+    let link = real.with_file_name(format!(
+        "{}-link.map",
+        real.file_name().unwrap().to_string_lossy()
+    ));
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let port = free_port();
+    let _proxy = Proxy::start(&settings(port, &link, ECHO_HOST));
+    let put = admin(port, "PUT", "/maps/webapps/b.example", "two");
+    assert_eq!(put.status, 200, "{}", put.text());
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(
+        std::fs::read_to_string(&real).unwrap(),
+        "a.example one\nb.example two\n"
+    );
+}

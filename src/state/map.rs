@@ -160,6 +160,9 @@ impl LiveMap {
 /// Writes `entries` to `path` safely: a temporary file beside it, fsynced,
 /// renamed over it, and the directory fsynced.
 fn write_file(path: &Path, entries: &BTreeMap<String, String>) -> Result<(), String> {
+    // A symbolic link stays one: the file it names is the one replaced.
+    let resolved = fs::canonicalize(path);
+    let path = resolved.as_deref().unwrap_or(path);
     let mut text = String::new();
     for (key, value) in entries {
         text.push_str(key);

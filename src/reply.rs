@@ -37,6 +37,8 @@ pub enum ErrorReply {
     BadSwitch,
     NoRoute,
     GatewayTimeout,
+    /// `route()` named rsp's own listener (RFC 5842's 508).
+    LoopDetected,
 }
 
 impl ErrorReply {
@@ -51,6 +53,7 @@ impl ErrorReply {
             ErrorReply::BadGateway | ErrorReply::BadSwitch => 502,
             ErrorReply::NoRoute => 503,
             ErrorReply::GatewayTimeout => 504,
+            ErrorReply::LoopDetected => 508,
         }
     }
 
@@ -80,6 +83,7 @@ impl ErrorReply {
             ErrorReply::RequestTimeout => "rsp: the request head did not arrive in time.\n",
             ErrorReply::BodyTooLarge => "rsp: the request body is too large.\n",
             ErrorReply::GatewayTimeout => "rsp: the backend did not answer in time.\n",
+            ErrorReply::LoopDetected => "rsp: the request was routed back to rsp itself.\n",
         }
     }
 
@@ -205,6 +209,7 @@ pub fn reason(status: u16) -> &'static str {
         504 => "Gateway Timeout",
         505 => "HTTP Version Not Supported",
         507 => "Insufficient Storage",
+        508 => "Loop Detected",
         511 => "Network Authentication Required",
         _ => "Unknown",
     }

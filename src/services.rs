@@ -2,6 +2,7 @@
 //! connections, timers, counters, the access log, and the settings of the
 //! running config (swapped as one value on reload).
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use mio::Registry;
@@ -32,9 +33,23 @@ pub struct Settings {
     pub admin: Option<AdminConfig>,
     pub max_connections: usize,
     pub shutdown_timeout: Duration,
+    /// rsp's own listening addresses (and the admin port's): a request
+    /// sent to one of them would come back to rsp, a forwarding loop.
+    pub own_addresses: Vec<SocketAddr>,
 }
 
 impl Settings {
+    /// Whether `address` is one of rsp's own listeners (a listener on
+    /// 0.0.0.0 or [::] is every local address of its port).
+    pub fn is_own(&self, address: SocketAddr) -> bool {
+        self.own_addresses.iter().any(|own| {
+            own.port() == address.port()
+                && (own.ip() == address.ip()
+                    || (own.ip().is_unspecified()
+                        && (address.ip().is_loopback() || address.ip().is_unspecified())))
+        })
+    }
+
     pub fn of(config: &Config) -> Settings {
         Settings {
             buffer_bytes: config.buffer_bytes,
@@ -47,6 +62,12 @@ impl Settings {
             admin: config.admin.clone(),
             max_connections: config.max_connections,
             shutdown_timeout: config.shutdown_timeout,
+            own_addresses: config
+                .listen
+                .iter()
+                .map(|listen| listen.address)
+                .chain(config.admin.iter().map(|admin| admin.address))
+                .collect(),
         }
     }
 }

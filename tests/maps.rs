@@ -298,3 +298,40 @@ end"#,
             .starts_with("GET /reload/WWW.example.com ")
     );
 }
+
+#[test]
+fn a_map_holds_at_most_its_max_keys() {
+    let default = Backend::start("default");
+    let map = temp_file("small.map", "a 1\nb 2\n");
+    let port = free_port();
+    let _proxy = Proxy::start(&settings(port, &map, &default, 1).replace(
+        &format!("file = {map:?} }}"),
+        &format!("file = {map:?}, max_keys = 3 }}"),
+    ));
+    assert_eq!(admin(port, "PUT", "/maps/webapps/c", "3").status, 200);
+    let full = admin(port, "PUT", "/maps/webapps/d", "4");
+    assert_eq!(full.status, 507, "{}", full.text());
+    // An existing key may still change.
+    assert_eq!(admin(port, "PUT", "/maps/webapps/a", "10").status, 200);
+    let replaced = admin(
+        port,
+        "POST",
+        "/maps/webapps",
+        r#"{"w":"1","x":"2","y":"3","z":"4"}"#,
+    );
+    assert_eq!(replaced.status, 413, "{}", replaced.text());
+    assert_eq!(std::fs::read_to_string(&map).unwrap(), "a 10\nb 2\nc 3\n");
+    // A file over max_keys is a config error.
+    let config = temp_file(
+        "small.lua",
+        &format!(
+            "listen = \"127.0.0.1:1\"\nbackends = {{ \"127.0.0.1:2\" }}\nmaps = {{ m = {{ file = {map:?}, max_keys = 2 }} }}\n"
+        ),
+    );
+    let (status, output) = check_config(&config);
+    assert_eq!(status, Some(1));
+    assert!(
+        output.contains("3 keys, over the map's max_keys of 2"),
+        "{output}"
+    );
+}

@@ -193,7 +193,7 @@ fn scripts_log_through_rsp_and_bad_calls_are_errors() {
 end"#,
     );
     assert_eq!(proxy.get("/ok").status, 200);
-    proxy.wait_for_log("rsp::script] tenant /ok forged line", 1);
+    proxy.wait_for_log("rsp::script] tenant /ok\\nforged line", 1);
     for (path, message) in [
         ("/nolimit", "rsp.limit(\"missing\"): no such limiter"),
         ("/nodict", "rsp.dict(\"missing\"): no such dictionary"),

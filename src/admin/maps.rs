@@ -54,11 +54,24 @@ pub(super) fn answer(
             }
             let lower = key.to_ascii_lowercase();
             let value = value.to_owned();
-            stored(
-                name,
-                map.change(|entries| entries.insert(lower, value)),
-                || text(200, format!("rsp admin: map {name}: {key} set\n")),
-            )
+            let max_keys = map.max_keys;
+            let written = map.change(|entries| {
+                if entries.len() >= max_keys && !entries.contains_key(&lower) {
+                    return false;
+                }
+                entries.insert(lower, value);
+                true
+            });
+            match written {
+                Ok(true) => text(200, format!("rsp admin: map {name}: {key} set\n")),
+                Ok(false) => text(
+                    507,
+                    format!(
+                        "rsp admin: map {name} holds its max_keys of {max_keys}; {key:?} not added\n"
+                    ),
+                ),
+                Err(why) => stored_error(name, &why),
+            }
         }
         ("DELETE", Some(key)) => {
             let lower = key.to_ascii_lowercase();
@@ -74,6 +87,15 @@ pub(super) fn answer(
                 Err(why) => return text(400, format!("rsp admin: {why}\n")),
             };
             let count = entries.len();
+            if count > map.max_keys {
+                return text(
+                    413,
+                    format!(
+                        "rsp admin: {count} keys, over map {name}'s max_keys of {}\n",
+                        map.max_keys
+                    ),
+                );
+            }
             stored(name, map.change(|current| *current = entries), || {
                 text(
                     200,

@@ -86,7 +86,7 @@ impl<'a> StatsView<'a> {
 /// `local`; and the command it asks for, if any.
 pub fn answer(
     head: &RequestHead,
-    body: &[u8],
+    body: Option<&[u8]>,
     client: SocketAddr,
     local: SocketAddr,
     view: &StatsView,
@@ -132,7 +132,16 @@ pub fn answer(
                     None,
                 );
             }
-            let page = maps::answer(method, &path["/maps/".len()..], body, &view.maps);
+            let page = match body {
+                Some(body) => maps::answer(method, &path["/maps/".len()..], body, &view.maps),
+                // A body rsp did not read whole: chunked, or longer than
+                // the client buffer holds.
+                None if head.framing == crate::framing::Framing::Chunked => text(
+                    411,
+                    "rsp admin: a map change needs a Content-Length\n".into(),
+                ),
+                None => text(413, "rsp admin: the body is too large\n".into()),
+            };
             if !read_only && page.status == 200 {
                 log::info!("admin ({client}): {method} {path}: done");
             }
@@ -458,7 +467,7 @@ mod tests {
         );
         let client = "127.0.0.1:5000".parse().unwrap();
         let local = "127.0.0.1:9901".parse().unwrap();
-        let (reply, command) = answer(&request, b"", client, local, &view, None);
+        let (reply, command) = answer(&request, Some(b""), client, local, &view, None);
         assert_eq!(reply.status, 200);
         assert_eq!(
             command,
@@ -472,6 +481,9 @@ mod tests {
         let unknown = head(
             "POST /pools/web/servers/127.0.0.1:1/drain HTTP/1.1\r\nHost: 127.0.0.1:9901\r\nX-Rsp-Admin: 1\r\n\r\n",
         );
-        assert_eq!(answer(&unknown, b"", client, local, &view, None).1, None);
+        assert_eq!(
+            answer(&unknown, Some(b""), client, local, &view, None).1,
+            None
+        );
     }
 }

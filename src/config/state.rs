@@ -11,10 +11,13 @@ use super::types::{ConfigError, DictConfig, LimitConfig, MapConfig};
 
 const LIMIT_SETTINGS: &[&str] = &["rate", "per", "burst", "max_keys"];
 const DICT_SETTINGS: &[&str] = &["max_keys"];
-const MAP_SETTINGS: &[&str] = &["file"];
+const MAP_SETTINGS: &[&str] = &["file", "max_keys"];
 /// Keys a limiter or dictionary holds when `max_keys` is not set.
 pub const DEFAULT_MAX_KEYS: i64 = 100_000;
 const MAX_KEYS_BOUND: i64 = 100_000_000;
+/// The deepest bucket a limiter keeps: 100 years, well inside a u64 of
+/// nanoseconds.
+const MAX_DEPTH_NANOS: u128 = 100 * 365 * 86_400 * 1_000_000_000;
 
 /// The named tables of a top-level setting, sorted by name.
 fn named<'a>(script: &'a Script, name: &'a str) -> Result<Vec<(String, Setting<'a>)>, ConfigError> {
@@ -67,6 +70,14 @@ pub fn limits(script: &Script) -> Result<Vec<LimitConfig>, ConfigError> {
             let max_keys = limit
                 .part("max_keys")
                 .integer(DEFAULT_MAX_KEYS, 1..=MAX_KEYS_BOUND)? as usize;
+            // A bucket's depth, burst × per / rate, is kept in nanoseconds.
+            let depth = u128::from(burst) * per.as_nanos() / u128::from(rate);
+            if depth > MAX_DEPTH_NANOS {
+                return Err(limit.error(format!(
+                    "burst {burst} at {rate} per {:?} is a bucket over 100 years deep",
+                    per
+                )));
+            }
             Ok(LimitConfig {
                 name,
                 rate,
@@ -106,7 +117,17 @@ pub fn maps(script: &Script) -> Result<Vec<MapConfig>, ConfigError> {
                 return Err(map.error("missing file (where the map is kept)"));
             };
             let path = script.relative(&path);
-            crate::state::map::read_file(&path).map_err(|why| file.error(why))?;
+            let max_keys = map
+                .part("max_keys")
+                .integer(DEFAULT_MAX_KEYS, 1..=10_000_000)? as usize;
+            let entries = crate::state::map::read_file(&path).map_err(|why| file.error(why))?;
+            if entries.len() > max_keys {
+                return Err(file.error(format!(
+                    "{}: {} keys, over the map's max_keys of {max_keys}",
+                    path.display(),
+                    entries.len()
+                )));
+            }
             let same = same_file(&path);
             if let Some((_, other)) = files.iter().find(|(seen, _)| *seen == same) {
                 return Err(file.error(format!(
@@ -115,7 +136,11 @@ pub fn maps(script: &Script) -> Result<Vec<MapConfig>, ConfigError> {
                 )));
             }
             files.push((same, name.clone()));
-            Ok(MapConfig { name, file: path })
+            Ok(MapConfig {
+                name,
+                file: path,
+                max_keys,
+            })
         })
         .collect()
 }

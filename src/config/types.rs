@@ -81,6 +81,8 @@ pub struct Config {
 pub struct MapConfig {
     pub name: String,
     pub file: std::path::PathBuf,
+    /// Keys the map holds at most: a change past it is refused.
+    pub max_keys: usize,
 }
 
 /// One of `limits`: a token bucket (GCRA) per key, `rate` requests per

@@ -11,6 +11,8 @@ use crate::state::{self, Dict, DictError, LiveMap, Scripted, Stored, Verdict};
 /// Longest key a limiter or dictionary takes, and longest text value.
 const MAX_KEY_BYTES: usize = 4096;
 const MAX_VALUE_BYTES: usize = 64 * 1024;
+/// Longest message `rsp.log` writes; the rest is cut.
+const MAX_LOG_BYTES: usize = 8 * 1024;
 
 /// Adds `rsp.limit`, `rsp.dict` and `rsp.log` to the script's `rsp` table.
 pub fn install(lua: &Lua, scripted: &Scripted) -> mlua::Result<()> {
@@ -80,9 +82,23 @@ pub fn install(lua: &Lua, scripted: &Scripted) -> mlua::Result<()> {
                     )));
                 }
             };
-            // One line per call: a message cannot forge others.
-            let message = message.to_string_lossy().replace(['\r', '\n'], " ");
-            log::log!(target: "rsp::script", level, "{message}");
+            // One line per call, of bounded length: a message cannot forge
+            // others or hold the loop; control characters are escaped.
+            let bytes = message.as_bytes();
+            let cut = bytes.len() > MAX_LOG_BYTES;
+            let text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_LOG_BYTES)]);
+            let mut line = String::with_capacity(text.len());
+            for c in text.chars() {
+                if c.is_control() {
+                    line.extend(c.escape_default());
+                } else {
+                    line.push(c);
+                }
+            }
+            if cut {
+                line.push_str(" [cut]");
+            }
+            log::log!(target: "rsp::script", level, "{line}");
             Ok(())
         })?,
     )?;

@@ -374,6 +374,13 @@ impl Attempt {
     ) -> Result<Dial, ErrorReply> {
         loop {
             let server = match &self.target {
+                Target::Address(address) if services.settings.is_own(*address) => {
+                    log::warn!(
+                        "{}: 508, route() sent the request to {address}, rsp's own listener: a forwarding loop",
+                        request.client
+                    );
+                    return Err(ErrorReply::LoopDetected);
+                }
                 Target::Address(address) => *address,
                 Target::Removed => return Err(ErrorReply::NoRoute),
                 Target::Pool { pool, key } => {

@@ -44,8 +44,12 @@ pub enum Verdict {
 
 impl Limiter {
     pub fn new(config: LimitConfig) -> Limiter {
-        let interval = (config.per.as_nanos() / u128::from(config.rate.max(1))).max(1) as u64;
-        let tolerance = interval.saturating_mul(config.burst.max(1) - 1);
+        let rate = u128::from(config.rate.max(1));
+        let interval = (config.per.as_nanos() / rate).max(1) as u64;
+        // (burst - 1) × T, from the exact product (the config bounds it
+        // to 100 years, so it fits).
+        let tolerance = (u128::from(config.burst.max(1) - 1) * config.per.as_nanos() / rate)
+            .min(u128::from(u64::MAX / 2)) as u64;
         let capacity = NonZeroUsize::new(config.max_keys).unwrap_or(NonZeroUsize::MIN);
         Limiter {
             config,

@@ -20,6 +20,8 @@ pub const MAX_VALUE_BYTES: usize = 4096;
 pub struct LiveMap {
     pub name: String,
     pub file: PathBuf,
+    /// Keys held at most: a change past it is refused.
+    pub max_keys: usize,
     /// Keys lower-cased (ASCII).
     entries: RwLock<BTreeMap<String, String>>,
     /// Held while a change is written, so changes reach the file in order.
@@ -76,7 +78,7 @@ pub fn read_file(path: &Path) -> Result<BTreeMap<String, String>, String> {
 
 impl LiveMap {
     /// The map of `file`, which is made (empty) when missing.
-    pub fn open(name: &str, file: &Path) -> Result<LiveMap, String> {
+    pub fn open(name: &str, file: &Path, max_keys: usize) -> Result<LiveMap, String> {
         let entries = read_file(file)?;
         if !file.exists() {
             write_file(file, &entries)?;
@@ -84,6 +86,7 @@ impl LiveMap {
         Ok(LiveMap {
             name: name.to_owned(),
             file: file.to_owned(),
+            max_keys,
             entries: RwLock::new(entries),
             writing: Mutex::new(()),
         })
@@ -146,8 +149,13 @@ impl LiveMap {
         change: impl FnOnce(&mut BTreeMap<String, String>) -> R,
     ) -> Result<R, String> {
         let _writing = lock(&self.writing);
-        let mut next = self.all();
+        let current = self.all();
+        let mut next = current.clone();
         let result = change(&mut next);
+        if next == current {
+            // Nothing changed (a refused or empty change): nothing to write.
+            return Ok(result);
+        }
         write_file(&self.file, &next)?;
         *self
             .entries
@@ -204,7 +212,7 @@ mod tests {
             "# apps\nWWW.Example.com 127.0.0.1:8081\n\nother web\n",
         )
         .unwrap();
-        let map = LiveMap::open("apps", &file).unwrap();
+        let map = LiveMap::open("apps", &file, 100).unwrap();
         assert_eq!(
             map.get("www.EXAMPLE.com").as_deref(),
             Some("127.0.0.1:8081")

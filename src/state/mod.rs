@@ -83,13 +83,13 @@ pub fn configure(limits: &[LimitConfig], dicts: &[DictConfig], maps: &[MapConfig
         // may have been edited by hand); another file is read (its lines
         // were checked with the config).
         let map = match registry.maps.get(&config.name) {
-            Some(kept) if kept.file == config.file => {
+            Some(kept) if kept.file == config.file && kept.max_keys == config.max_keys => {
                 if let Err(why) = kept.reread() {
                     log::error!("map {}: {why}; kept as it was", config.name);
                 }
                 Some(kept.clone())
             }
-            _ => match LiveMap::open(&config.name, &config.file) {
+            _ => match LiveMap::open(&config.name, &config.file, config.max_keys) {
                 Ok(map) => Some(Arc::new(map)),
                 Err(why) => {
                     log::error!("map {}: {why}", config.name);

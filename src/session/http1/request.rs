@@ -227,9 +227,11 @@ impl Http1 {
             Some(length) => (length, None),
             None => (0, body),
         };
+        let body_read = discard.is_none();
+        let read = &self.inbound.data()[..body_bytes.min(self.inbound.len())];
         let (reply, command) = admin::answer(
             head,
-            &self.inbound.data()[..body_bytes.min(self.inbound.len())],
+            body_read.then_some(read),
             address,
             local,
             &services.stats_view(),

@@ -314,5 +314,16 @@ fn a_backend_restart_under_load_is_one_short_outage() {
             <= rested,
         "{log}"
     );
-    assert_eq!(state_of(admin, restarting.address).0, "up");
+    // Up, or at worst resting again for the first step (1 s) after a
+    // connect that failed just after the restart (its next step, 2 s;
+    // seen once under a loaded debug build): never the 30 s of old.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while state_of(admin, restarting.address).0 != "up" {
+        assert!(
+            Instant::now() < deadline,
+            "not up 3 s after its return: {}",
+            proxy.log()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
 }

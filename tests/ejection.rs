@@ -314,9 +314,9 @@ fn a_backend_restart_under_load_is_one_short_outage() {
             <= rested,
         "{log}"
     );
-    // Up, or at worst resting again for the first step (1 s) after a
-    // connect that failed just after the restart (its next step, 2 s;
-    // seen once under a loaded debug build): never the 30 s of old.
+    // Up, or at worst resting once more after a connect that failed just
+    // after the restart (its next step, 2 s; seen once under a loaded
+    // debug build): never the 30 s of old.
     let deadline = Instant::now() + Duration::from_secs(3);
     while state_of(admin, restarting.address).0 != "up" {
         assert!(

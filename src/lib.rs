@@ -11,6 +11,7 @@ pub mod buffer;
 pub mod config;
 pub mod forwarding;
 pub mod framing;
+pub mod h2;
 pub mod health;
 pub mod http;
 pub mod idle;

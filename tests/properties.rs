@@ -195,3 +195,39 @@ proptest! {
         prop_assert_eq!(parsed_client.ip().to_canonical(), client.ip().to_canonical());
     }
 }
+
+proptest! {
+    /// Any bytes through the HTTP/2 frame parser: a frame, a wait, or a
+    /// protocol error, never a panic; a frame never claims more bytes than
+    /// it was given, and a whole frame is consumed exactly.
+    #[test]
+    fn h2_frames_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+        use rsp::h2::frame::{self, DEFAULT_MAX_FRAME_SIZE, HEADER_LENGTH};
+        if let Ok(Some((_, used))) = frame::parse(&bytes, DEFAULT_MAX_FRAME_SIZE) {
+            prop_assert!(used <= bytes.len());
+            let header = frame::Header::read(&bytes).unwrap();
+            prop_assert_eq!(used, HEADER_LENGTH + header.length as usize);
+        }
+    }
+
+    /// Well-formed frames of every type with arbitrary flags, stream ids
+    /// and payloads: parsed without panic, and never past their length.
+    #[test]
+    fn h2_headers_with_any_payload_are_bounded(
+        kind in 0u8..12,
+        flags in any::<u8>(),
+        stream in any::<u32>(),
+        payload in prop::collection::vec(any::<u8>(), 0..40),
+    ) {
+        use rsp::h2::frame::{self, DEFAULT_MAX_FRAME_SIZE};
+        let mut bytes = Vec::new();
+        frame::write_header(&mut bytes, payload.len(), kind, flags, stream);
+        bytes.extend_from_slice(&payload);
+        bytes.extend_from_slice(b"next frame");
+        match frame::parse(&bytes, DEFAULT_MAX_FRAME_SIZE) {
+            Ok(Some((_, used))) => prop_assert_eq!(used, 9 + payload.len()),
+            Ok(None) => prop_assert!(false, "a whole frame was waited for"),
+            Err(_) => {}
+        }
+    }
+}

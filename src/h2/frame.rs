@@ -351,7 +351,7 @@ fn frame<'a>(header: Header, payload: &'a [u8]) -> Result<Frame<'a>, FrameError>
                     "a SETTINGS ACK with a payload",
                 ));
             }
-            if payload.len() % 6 != 0 {
+            if !payload.len().is_multiple_of(6) {
                 return Err(connection(
                     ErrorCode::FrameSizeError,
                     "SETTINGS not a multiple of 6 bytes",

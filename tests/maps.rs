@@ -8,7 +8,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::thread;
 
-use common::{Backend, Client, Proxy, check_config, ensure_package, free_port, temp_file};
+use common::{Backend, Client, Proxy, admin, check_config, ensure_package, free_port, temp_file};
 
 /// The PythonAnywhere shape: each web app's domain mapped to its backend.
 fn settings(admin: u16, map: &std::path::Path, backend: &Backend, workers: usize) -> String {
@@ -24,20 +24,6 @@ function route(req)
 end"#,
         backend.address
     )
-}
-
-/// One admin request with a body.
-fn admin(port: u16, method: &str, path: &str, body: &str) -> common::Response {
-    let mut client = Client::connect(format!("127.0.0.1:{port}").parse().unwrap());
-    client.send(
-        format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-Rsp-Admin: 1\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .as_bytes(),
-    );
-    client.response(method == "HEAD")
 }
 
 fn get_host(proxy: &Proxy, host: &str) -> common::Response {

@@ -7,7 +7,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{Client, Proxy, check_config, free_port, temp_file};
+use common::{Client, Proxy, admin, check_config, free_port, temp_file};
 
 fn settings(admin: u16, map: &Path, route: &str) -> String {
     format!(
@@ -23,19 +23,6 @@ end"#
 /// The map's value for the request's Host, as a local reply.
 const ECHO_HOST: &str = r#"  local value = rsp.map("webapps"):get(req.host)
   return { status = 200, body = tostring(value) .. "\n" }"#;
-
-fn admin(port: u16, method: &str, path: &str, body: &str) -> common::Response {
-    let mut client = Client::connect(format!("127.0.0.1:{port}").parse().unwrap());
-    client.send(
-        format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-Rsp-Admin: 1\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .as_bytes(),
-    );
-    client.response(method == "HEAD")
-}
 
 /// A key starting with `#` was answered 200 and written as
 /// `#key value`, a comment: the next start (or `rsp --check`) drops it, so

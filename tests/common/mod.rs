@@ -102,6 +102,21 @@ pub fn admin_request(address: SocketAddr, method: &str, path: &str) -> Response 
     client.response(method == "HEAD")
 }
 
+/// One request to the admin port on `port` with a body, as a deliberate
+/// change (`X-Rsp-Admin: 1`).
+pub fn admin(port: u16, method: &str, path: &str, body: &str) -> Response {
+    let mut client = Client::connect(format!("127.0.0.1:{port}").parse().unwrap());
+    client.send(
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-Rsp-Admin: 1\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    client.response(method == "HEAD")
+}
+
 /// A running rsp, killed when dropped.
 pub struct Proxy {
     pub child: Child,

@@ -75,11 +75,12 @@ fn keys_stay_within_max_keys() {
         &format!(
             r#"admin = {{ addr = "127.0.0.1:{admin}" }}
 limits = {{ many = {{ rate = 1, per = "minute", burst = 1, max_keys = 1000 }} }}
-dicts = {{ seen = {{ max_keys = 500 }} }}
+dicts = {{ seen = {{ max_keys = 500 }}, big = {{ max_bytes = 65536 }} }}
 function route(req)
   for i = 1, 1000 do
     rsp.limit("many", req.path .. "/" .. i)
     rsp.dict("seen"):set(req.path .. "/" .. i, string.rep("x", 100))
+    rsp.dict("big"):set(req.path .. "/" .. i, string.rep("y", 1000))
   end
   return "default"
 end"#

@@ -191,6 +191,7 @@ fn a_huge_burst_at_a_slow_rate_still_limits() {
         per: std::time::Duration::from_secs(86_400),
         burst: 36_000,
         max_keys: 10,
+        max_bytes: usize::MAX,
     });
     let now = 1_000_000_000;
     for request in 0..36_000 {

@@ -66,7 +66,7 @@ type StateMetric = (
 /// The script's limiters and dictionaries.
 fn state_metrics(out: &mut String, limits: &[StateStats], dicts: &[StateStats]) {
     if !limits.is_empty() {
-        let families: [StateMetric; 4] = [
+        let families: [StateMetric; 5] = [
             (
                 "rsp_limit_keys",
                 "gauge",
@@ -78,6 +78,12 @@ fn state_metrics(out: &mut String, limits: &[StateStats], dicts: &[StateStats]) 
                 "gauge",
                 "Keys a limiter holds at most.",
                 |limit| limit.max_keys as u64,
+            ),
+            (
+                "rsp_limit_bytes",
+                "gauge",
+                "Bytes a limiter's keys take.",
+                |limit| limit.bytes as u64,
             ),
             (
                 "rsp_limit_allowed_total",
@@ -103,6 +109,19 @@ fn state_metrics(out: &mut String, limits: &[StateStats], dicts: &[StateStats]) 
         family(out, "rsp_dict_keys", "gauge", "Keys a dictionary holds.");
         for dict in dicts {
             let _ = writeln!(out, "rsp_dict_keys{{dict=\"{}\"}} {}", dict.name, dict.keys);
+        }
+        family(
+            out,
+            "rsp_dict_bytes",
+            "gauge",
+            "Bytes a dictionary's keys and values take.",
+        );
+        for dict in dicts {
+            let _ = writeln!(
+                out,
+                "rsp_dict_bytes{{dict=\"{}\"}} {}",
+                dict.name, dict.bytes
+            );
         }
     }
 }

@@ -9,8 +9,11 @@ use super::lua::Script;
 use super::read::Setting;
 use super::types::{ConfigError, DictConfig, LimitConfig, MapConfig};
 
-const LIMIT_SETTINGS: &[&str] = &["rate", "per", "burst", "max_keys"];
-const DICT_SETTINGS: &[&str] = &["max_keys"];
+const LIMIT_SETTINGS: &[&str] = &["rate", "per", "burst", "max_keys", "max_bytes"];
+const DICT_SETTINGS: &[&str] = &["max_keys", "max_bytes"];
+/// Bytes a limiter or dictionary holds when `max_bytes` is not set.
+pub const DEFAULT_MAX_BYTES: i64 = 64 * 1024 * 1024;
+const MAX_BYTES_BOUND: i64 = 1 << 40;
 const MAP_SETTINGS: &[&str] = &["file", "max_keys"];
 /// Keys a limiter or dictionary holds when `max_keys` is not set.
 pub const DEFAULT_MAX_KEYS: i64 = 100_000;
@@ -84,6 +87,7 @@ pub fn limits(script: &Script) -> Result<Vec<LimitConfig>, ConfigError> {
                 per,
                 burst,
                 max_keys,
+                max_bytes: max_bytes(&limit)?,
             })
         })
         .collect()
@@ -98,7 +102,11 @@ pub fn dicts(script: &Script) -> Result<Vec<DictConfig>, ConfigError> {
             let max_keys = dict
                 .part("max_keys")
                 .integer(DEFAULT_MAX_KEYS, 1..=MAX_KEYS_BOUND)? as usize;
-            Ok(DictConfig { name, max_keys })
+            Ok(DictConfig {
+                name,
+                max_keys,
+                max_bytes: max_bytes(&dict)?,
+            })
         })
         .collect()
 }
@@ -163,4 +171,11 @@ fn same_file(path: &std::path::Path) -> std::path::PathBuf {
         }
         _ => path.to_owned(),
     }
+}
+
+/// `max_bytes`: from 4 KiB to 1 TiB, 64 MiB when unset.
+fn max_bytes(setting: &Setting) -> Result<usize, ConfigError> {
+    Ok(setting
+        .part("max_bytes")
+        .integer(DEFAULT_MAX_BYTES, 4096..=MAX_BYTES_BOUND)? as usize)
 }

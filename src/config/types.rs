@@ -95,6 +95,8 @@ pub struct LimitConfig {
     pub burst: u64,
     /// Keys held at most; the least recently used go first.
     pub max_keys: usize,
+    /// Bytes the keys take at most (with a per-key allowance).
+    pub max_bytes: usize,
 }
 
 /// One of `dicts`.
@@ -102,6 +104,8 @@ pub struct LimitConfig {
 pub struct DictConfig {
     pub name: String,
     pub max_keys: usize,
+    /// Bytes the keys and values take at most (with a per-entry allowance).
+    pub max_bytes: usize,
 }
 
 /// The `admin` setting.

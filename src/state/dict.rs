@@ -3,13 +3,11 @@
 //! least recently used dropped first. Expired entries are dropped when
 //! read, and by a periodic sweep.
 
-use std::num::NonZeroUsize;
 use std::sync::Mutex;
-
-use lru::LruCache;
 
 use crate::config::DictConfig;
 
+use super::bounded::Bounded;
 use super::{StateStats, lock};
 
 /// Entries the sweep looks at per dictionary and turn, from the least
@@ -47,7 +45,7 @@ impl Entry {
 
 pub struct Dict {
     pub config: DictConfig,
-    entries: Mutex<LruCache<Box<[u8]>, Entry>>,
+    entries: Mutex<Bounded<Entry>>,
 }
 
 /// `now + ttl` for a ttl in milliseconds (0 or none: no expiry).
@@ -59,10 +57,17 @@ fn expiry(now: u64, ttl_ms: Option<u64>) -> Option<u64> {
 
 impl Dict {
     pub fn new(config: DictConfig) -> Dict {
-        let capacity = NonZeroUsize::new(config.max_keys).unwrap_or(NonZeroUsize::MIN);
+        let entries = Bounded::new(
+            config.max_keys,
+            config.max_bytes,
+            |entry: &Entry| match &entry.value {
+                Stored::Text(text) => text.len(),
+                _ => 8,
+            },
+        );
         Dict {
             config,
-            entries: Mutex::new(LruCache::new(capacity)),
+            entries: Mutex::new(entries),
         }
     }
 
@@ -83,7 +88,7 @@ impl Dict {
             value,
             expires: expiry(now, ttl_ms),
         };
-        lock(&self.entries).put(key.into(), entry);
+        lock(&self.entries).put(key, entry);
     }
 
     /// Adds `by` to the number at `key` (made 0 first, with `ttl_ms`, when
@@ -112,7 +117,7 @@ impl Dict {
             _ => return Err(DictError::NotANumber),
         };
         entries.put(
-            key.into(),
+            key,
             Entry {
                 value: sum.clone(),
                 expires,
@@ -129,8 +134,7 @@ impl Dict {
     pub fn sweep(&self, now: u64) {
         let mut entries = lock(&self.entries);
         let expired: Vec<Box<[u8]>> = entries
-            .iter()
-            .rev()
+            .oldest()
             .take(SWEEP_BATCH)
             .filter(|(_, entry)| !entry.live(now))
             .map(|(key, _)| key.clone())
@@ -141,10 +145,12 @@ impl Dict {
     }
 
     pub fn stats(&self) -> StateStats {
+        let entries = lock(&self.entries);
         StateStats {
             name: self.config.name.clone(),
-            keys: lock(&self.entries).len(),
+            keys: entries.len(),
             max_keys: self.config.max_keys,
+            bytes: entries.bytes(),
             allowed: 0,
             refused: 0,
         }
@@ -159,6 +165,7 @@ mod tests {
         Dict::new(DictConfig {
             name: "test".into(),
             max_keys,
+            max_bytes: usize::MAX,
         })
     }
 

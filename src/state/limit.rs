@@ -3,13 +3,11 @@
 //! with `burst` lets `burst` requests through at once, then one every
 //! `per / rate`.
 
-use std::num::NonZeroUsize;
 use std::sync::Mutex;
-
-use lru::LruCache;
 
 use crate::config::LimitConfig;
 
+use super::bounded::Bounded;
 use super::{StateStats, lock};
 
 pub struct Limiter {
@@ -26,7 +24,7 @@ struct Keys {
     /// Each key's theoretical arrival time, in `now_nanos` time; the least
     /// recently used is dropped when `max_keys` are held (a dropped key
     /// starts again with a full burst, as an unseen one does).
-    arrivals: LruCache<Box<[u8]>, u64>,
+    arrivals: Bounded<u64>,
     allowed: u64,
     refused: u64,
 }
@@ -50,13 +48,13 @@ impl Limiter {
         // to 100 years, so it fits).
         let tolerance = (u128::from(config.burst.max(1) - 1) * config.per.as_nanos() / rate)
             .min(u128::from(u64::MAX / 2)) as u64;
-        let capacity = NonZeroUsize::new(config.max_keys).unwrap_or(NonZeroUsize::MIN);
+        let arrivals = Bounded::new(config.max_keys, config.max_bytes, |_| 8);
         Limiter {
             config,
             interval,
             tolerance,
             inner: Mutex::new(Keys {
-                arrivals: LruCache::new(capacity),
+                arrivals,
                 allowed: 0,
                 refused: 0,
             }),
@@ -71,7 +69,7 @@ impl Limiter {
             None => {
                 let mut arrival = now;
                 let verdict = self.take(&mut arrival, now);
-                keys.arrivals.put(key.into(), arrival);
+                keys.arrivals.put(key, arrival);
                 verdict
             }
         };
@@ -101,6 +99,7 @@ impl Limiter {
             name: self.config.name.clone(),
             keys: keys.arrivals.len(),
             max_keys: self.config.max_keys,
+            bytes: keys.arrivals.bytes(),
             allowed: keys.allowed,
             refused: keys.refused,
         }
@@ -120,6 +119,7 @@ mod tests {
             per,
             burst,
             max_keys,
+            max_bytes: usize::MAX,
         })
     }
 

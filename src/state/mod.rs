@@ -9,6 +9,7 @@
 //! reload keeps those whose settings did not change (with their keys) and
 //! makes new ones for the rest.
 
+mod bounded;
 mod dict;
 mod limit;
 pub mod map;
@@ -111,6 +112,8 @@ pub struct StateStats {
     pub name: String,
     pub keys: usize,
     pub max_keys: usize,
+    /// What the keys and values take, by `bounded`'s count.
+    pub bytes: usize,
     /// Limiters: requests allowed and refused; dictionaries: 0.
     pub allowed: u64,
     pub refused: u64,

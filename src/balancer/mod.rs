@@ -395,13 +395,8 @@ impl Pool {
     ) -> Option<Outage> {
         let now = timer::now();
         self.notice_returns(now);
-        let ejected = self
-            .servers
-            .iter()
-            .filter(|server| server.record.is_ejected(now))
-            .count();
-        let total = self.servers.len();
-        let server = self.servers.get_mut(server)?;
+        let index = server;
+        let server = self.servers.get_mut(index)?;
         server.active = server.active.saturating_sub(1);
         if matches!(outcome, Outcome::Failed | Outcome::ConnectFailed) {
             server.stats.errors += 1;
@@ -409,8 +404,24 @@ impl Pool {
         if !server.record.count(outcome, picked_at, now) {
             return None;
         }
+        let due = self
+            .eject
+            .as_ref()
+            .and_then(|eject| self.servers[index].record.ejection_due(eject));
+        // Only an ejection that is due needs the pool's count of ejected
+        // servers: a release is on every request's path.
+        let ejected = match due {
+            Some(_) => self
+                .servers
+                .iter()
+                .filter(|server| server.record.is_ejected(now))
+                .count(),
+            None => 0,
+        };
+        let total = self.servers.len();
+        let server = &mut self.servers[index];
         if let Some(eject) = &self.eject
-            && let Some(cause) = server.record.ejection_due(eject)
+            && let Some(cause) = due
         {
             if ejection_allowed(ejected, total, eject.max_percent) {
                 let outage = server.record.eject(cause, now, eject);

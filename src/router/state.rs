@@ -38,36 +38,16 @@ pub fn install(lua: &Lua, scripted: &Scripted) -> mlua::Result<()> {
             }
         })?,
     )?;
-    let mut handles = HashMap::new();
-    for (name, dict) in &scripted.dicts {
-        handles.insert(name.clone(), lua.create_userdata(DictHandle(dict.clone()))?);
-    }
-    rsp.raw_set(
+    install_lookup(
+        lua,
+        &rsp,
         "dict",
-        lua.create_function(move |_, name: LuaString| {
-            let name = name.to_str()?;
-            handles.get(&*name).cloned().ok_or_else(|| {
-                mlua::Error::runtime(format!(
-                    "rsp.dict({name:?}): no such dictionary (declare it in dicts = {{ ... }})"
-                ))
-            })
-        })?,
+        "dictionary",
+        "dicts",
+        &scripted.dicts,
+        DictHandle,
     )?;
-    let mut maps = HashMap::new();
-    for (name, map) in &scripted.maps {
-        maps.insert(name.clone(), lua.create_userdata(MapHandle(map.clone()))?);
-    }
-    rsp.raw_set(
-        "map",
-        lua.create_function(move |_, name: LuaString| {
-            let name = name.to_str()?;
-            maps.get(&*name).cloned().ok_or_else(|| {
-                mlua::Error::runtime(format!(
-                    "rsp.map({name:?}): no such map (declare it in maps = {{ ... }})"
-                ))
-            })
-        })?,
-    )?;
+    install_lookup(lua, &rsp, "map", "map", "maps", &scripted.maps, MapHandle)?;
     rsp.raw_set(
         "log",
         lua.create_function(|_, (level, message): (LuaString, LuaString)| {
@@ -103,6 +83,34 @@ pub fn install(lua: &Lua, scripted: &Scripted) -> mlua::Result<()> {
         })?,
     )?;
     Ok(())
+}
+
+/// `rsp.FUNCTION(name)`: the handle of the `noun` declared as `name` in
+/// the `setting` table, made once here for each.
+fn install_lookup<T, H: UserData + 'static>(
+    lua: &Lua,
+    rsp: &Table,
+    function: &'static str,
+    noun: &'static str,
+    setting: &'static str,
+    declared: &HashMap<String, Arc<T>>,
+    handle: fn(Arc<T>) -> H,
+) -> mlua::Result<()> {
+    let mut handles = HashMap::new();
+    for (name, item) in declared {
+        handles.insert(name.clone(), lua.create_userdata(handle(item.clone()))?);
+    }
+    rsp.raw_set(
+        function,
+        lua.create_function(move |_, name: LuaString| {
+            let name = name.to_str()?;
+            handles.get(&*name).cloned().ok_or_else(|| {
+                mlua::Error::runtime(format!(
+                    "rsp.{function}({name:?}): no such {noun} (declare it in {setting} = {{ ... }})"
+                ))
+            })
+        })?,
+    )
 }
 
 /// A key: a string, or a number as Lua writes it.

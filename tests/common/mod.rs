@@ -150,10 +150,15 @@ impl Proxy {
         // alone could reach another rsp that holds the port.
         let deadline = Instant::now() + Duration::from_secs(10);
         let listening = format!("listening on {address}");
-        while !std::fs::read_to_string(&log)
+        // Worker 0 alone holds the admin port, and another worker may log
+        // its listener first: wait for the admin line too when there is one.
+        let has_admin = std::fs::read_to_string(&config)
             .unwrap_or_default()
-            .contains(&listening)
-        {
+            .lines()
+            .any(|line| line.trim_start().starts_with("admin ="));
+        let ready =
+            |text: &str| text.contains(&listening) && (!has_admin || text.contains("admin API on"));
+        while !ready(&std::fs::read_to_string(&log).unwrap_or_default()) {
             assert!(
                 Instant::now() < deadline,
                 "rsp did not listen on {address}: {}",

@@ -55,6 +55,23 @@ impl TokenKind {
     }
 }
 
+/// Where the high bits of a pool queue's entry (a waiter) start: below
+/// them, the session's key; in them, the HTTP/2 stream's slot + 1, or 0
+/// for the session itself (an HTTP/1 request, a tcp connection).
+const STREAM_SHIFT: u32 = 32;
+
+/// The queue entry of `session`, or of its stream in `slot`.
+pub fn waiter(session: usize, slot: Option<usize>) -> usize {
+    session | slot.map_or(0, |slot| (slot + 1) << STREAM_SHIFT)
+}
+
+/// The session and stream slot of a queue entry.
+pub fn waiter_parts(waiter: usize) -> (usize, Option<usize>) {
+    let session = waiter & ((1 << STREAM_SHIFT) - 1);
+    let slot = (waiter >> STREAM_SHIFT).checked_sub(1);
+    (session, slot)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,5 +96,13 @@ mod tests {
         // The ranges do not overlap.
         assert!(TokenKind::Backend(RawFd::MAX).token().0 < TokenKind::Listener(0).token().0);
         assert!(TokenKind::Health(1 << 40).token().0 < TokenKind::Backend(0).token().0);
+    }
+
+    #[test]
+    fn waiters_come_back_as_their_session_and_stream() {
+        for (session, slot) in [(0, None), (7, None), (7, Some(0)), (123_456, Some(99))] {
+            assert_eq!(waiter_parts(waiter(session, slot)), (session, slot));
+        }
+        assert_eq!(waiter(5, None), 5);
     }
 }

@@ -104,6 +104,77 @@ impl Client {
     }
 }
 
+/// Who an exchange belongs to: its session's slab key (for the idle
+/// store), and its place in a pool's queue (`token::waiter`: the session
+/// itself, or one HTTP/2 stream of it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Key {
+    pub session: usize,
+    pub waiter: usize,
+}
+
+impl Key {
+    /// A session that carries one exchange at a time.
+    pub fn session(session: usize) -> Key {
+        Key {
+            session,
+            waiter: session,
+        }
+    }
+}
+
+/// The client side an HTTP/1 exchange is read from and answered on: the
+/// client connection itself, or one HTTP/2 stream of it (whose requests
+/// and answers the stream translates to and from HTTP/1.1).
+pub trait Peer: transport::Sink {
+    /// Who the client is: its addresses, its TLS, its listener.
+    fn client(&self) -> &Client;
+    /// The client has sent all it will.
+    fn eof(&self) -> bool;
+    /// Reads what the client sent into `buffer`, while it has room.
+    fn read_into(&mut self, buffer: &mut Buffer) -> Result<crate::buffer::Fill, End>;
+    /// Sends what the transport itself holds (TLS records); true when
+    /// anything went.
+    fn flush(&mut self) -> std::io::Result<bool>;
+}
+
+impl transport::Sink for Client {
+    fn writable(&self) -> bool {
+        self.transport.writable()
+    }
+
+    fn write_two(
+        &mut self,
+        head: &[u8],
+        body: &[u8],
+        closing: bool,
+    ) -> std::io::Result<Option<usize>> {
+        self.transport.write_two(head, body, closing)
+    }
+}
+
+impl Peer for Client {
+    fn client(&self) -> &Client {
+        self
+    }
+
+    fn eof(&self) -> bool {
+        self.eof
+    }
+
+    fn read_into(&mut self, buffer: &mut Buffer) -> Result<crate::buffer::Fill, End> {
+        Client::read_into(self, buffer)
+    }
+
+    fn flush(&mut self) -> std::io::Result<bool> {
+        if self.transport.wants_write() && self.transport.endpoint().writable {
+            self.transport.flush()?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+}
+
 /// About how many bytes a stage moves each way in one drive before it
 /// yields, so transfers share the loop (HAProxy bounds a task's turn the
 /// same way).
@@ -232,7 +303,7 @@ impl Session {
             let step = match &mut self.stage {
                 Stage::ProxyHeader(stage) => stage.drive(&mut self.client),
                 Stage::Handshake(stage) => stage.drive(&mut self.client),
-                Stage::Http1(stage) => stage.drive(key, &mut self.client, services),
+                Stage::Http1(stage) => stage.drive(Key::session(key), &mut self.client, services),
                 Stage::TcpConnect(stage) => stage.drive(key, &mut self.client, services),
                 Stage::Tunnel(stage) => stage.drive(&mut self.client, services),
                 Stage::Switching => Step::Close(End::Done { linger: false }),
@@ -347,7 +418,7 @@ impl Session {
         let address = self.client.address;
         let timeouts = services.settings.timeouts;
         let step = match &mut self.stage {
-            Stage::Http1(stage) => stage.expire(key, &mut self.client, services, timeout),
+            Stage::Http1(stage) => stage.expire(Key::session(key), &self.client, services, timeout),
             Stage::TcpConnect(stage) => stage.expire(key, &self.client, services, timeout),
             Stage::Tunnel(_) => {
                 log::info!("{address}: tunnel idle for {:?}, closed", timeouts.tunnel);
@@ -415,8 +486,9 @@ impl Session {
         }
     }
 
-    /// A slot freed in the pool this session waits on.
-    pub fn wake(&mut self) {
+    /// A slot freed in the pool this session (or its stream in `slot`)
+    /// waits on.
+    pub fn wake(&mut self, _slot: Option<usize>) {
         match &mut self.stage {
             Stage::Http1(stage) => stage.wake(),
             Stage::TcpConnect(stage) => stage.wake(),
@@ -435,7 +507,7 @@ impl Session {
         let key = self.key;
         match &mut self.stage {
             Stage::Http1(stage) => {
-                stage.follow_reload(key, &self.client, moved, pool_moved, services)
+                stage.follow_reload(Key::session(key), &self.client, moved, pool_moved, services)
             }
             Stage::TcpConnect(stage) => stage.follow_reload(moved, pool_moved),
             Stage::Tunnel(stage) => {
@@ -466,7 +538,7 @@ impl Session {
             End::Aborted(why) => log::warn!("{}: connection cut: {why}", client.address),
         }
         match std::mem::replace(&mut self.stage, Stage::Switching) {
-            Stage::Http1(stage) => stage.close(self.key, services, &end),
+            Stage::Http1(stage) => stage.close(Key::session(self.key), services, &end),
             Stage::TcpConnect(stage) => stage.close(self.key, services, &end),
             Stage::Tunnel(stage) => stage.close(services, &end),
             Stage::ProxyHeader(_) | Stage::Handshake(_) | Stage::Switching => {}

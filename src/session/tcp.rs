@@ -182,6 +182,7 @@ impl TcpConnect {
     ) -> Result<bool, Step> {
         let request = DialRequest {
             session: key,
+            waiter: key,
             client: client.address,
             host: b"",
             reuse: false,

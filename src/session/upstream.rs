@@ -393,7 +393,7 @@ impl Attempt {
                             pool.address(server)
                         }
                         Pick::Full => {
-                            pool.enqueue(request.session, request.waited);
+                            pool.enqueue(request.waiter, request.waited);
                             return Ok(Dial::Queued {
                                 deadline: timer::now() + pool.queue_timeout,
                                 woken: false,
@@ -544,8 +544,11 @@ impl Attempt {
 
 /// What dialing needs to know of the request.
 pub struct DialRequest<'a> {
-    /// The session, for the idle store and the pool's queue.
+    /// The session, for the idle store.
     pub session: usize,
+    /// Its place in a pool's queue: the session, or one of its HTTP/2
+    /// streams (`token::waiter`).
+    pub waiter: usize,
     /// The client, for log lines.
     pub client: SocketAddr,
     /// The hash key when `route` gave none: the Host.

@@ -273,9 +273,12 @@ impl EventLoop {
                     self.services.totals.connections -= 1;
                 }
             }
-            next = self.services.wakeups.pop();
-            if let Some(woken) = next.and_then(|woken| self.sessions.get_mut(woken)) {
-                woken.wake();
+            let woken = self.services.wakeups.pop().map(crate::token::waiter_parts);
+            next = woken.map(|(session, _)| session);
+            if let Some((session, slot)) = woken
+                && let Some(woken) = self.sessions.get_mut(session)
+            {
+                woken.wake(slot);
             }
         }
         // A drain takes effect before the next request is read.

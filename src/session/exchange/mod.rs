@@ -108,7 +108,10 @@ pub enum Turn {
 
 /// The connection's side of an exchange: its buffers, and who the client is.
 pub struct Link<'a> {
+    /// The session's slab key.
     pub key: usize,
+    /// The exchange's place in a pool's queue (`token::waiter`).
+    pub waiter: usize,
     pub client: &'a Client,
     /// Client → backend bytes.
     pub inbound: &'a mut Buffer,
@@ -147,6 +150,7 @@ impl Exchange {
     fn dial_request(&self, link: &Link, waited: bool) -> DialRequest<'_> {
         DialRequest {
             session: link.key,
+            waiter: link.waiter,
             client: link.client.address,
             host: self.request.head.host().as_bytes(),
             reuse: self.replayable(),
@@ -445,7 +449,7 @@ impl Exchange {
         };
         if let upstream::Target::Pool { pool, .. } = attempt.target {
             let pool = &mut services.pools[pool];
-            pool.dequeue(link.key);
+            pool.dequeue(link.waiter);
             log::warn!(
                 "{}: 503, no server of pool {} was free within the queue timeout",
                 link.client.address,
@@ -501,8 +505,8 @@ impl Exchange {
     }
 
     /// Gives back whatever the exchange holds of a pool: its lease (the
-    /// exchange was cut with `outcome`) or its place in a queue.
-    pub fn release(&mut self, key: usize, services: &mut Services, outcome: Outcome) {
+    /// exchange was cut with `outcome`) or its place in a queue (`waiter`).
+    pub fn release(&mut self, waiter: usize, services: &mut Services, outcome: Outcome) {
         match &mut self.state {
             State::Forwarding { attempt, .. } => attempt.release(services, outcome),
             State::Upstream {
@@ -511,7 +515,7 @@ impl Exchange {
                 ..
             } => {
                 if let upstream::Target::Pool { pool, .. } = attempt.target {
-                    services.pools[pool].dequeue(key);
+                    services.pools[pool].dequeue(waiter);
                 }
             }
             State::Upstream { attempt, .. } => attempt.release(services, outcome),

@@ -20,7 +20,7 @@ use super::forward::{self, ForwardError, Passage, Queue};
 use super::transport::{Endpoint, is_tls_error};
 use super::tunnel::Tunnel;
 use super::upstream::Dial;
-use super::{Client, End, Step, Timeout, client_left, finish_transaction};
+use super::{Client, End, Key, Peer, Step, Timeout, client_left, finish_transaction};
 
 mod request;
 
@@ -143,13 +143,14 @@ impl Http1 {
 
     fn link<'a>(
         &'a mut self,
-        key: usize,
+        key: Key,
         client: &'a Client,
     ) -> Option<(Link<'a>, &'a mut Exchange)> {
         let busy = self.busy.as_deref_mut()?;
         Some((
             Link {
-                key,
+                key: key.session,
+                waiter: key.waiter,
                 client,
                 inbound: &mut self.inbound,
                 outbound: &mut busy.outbound,
@@ -164,13 +165,6 @@ impl Http1 {
         self.busy.as_deref().map(|busy| &busy.exchange.state)
     }
 
-    /// Nothing waits to go to the client.
-    fn client_queue_empty(&self) -> bool {
-        self.busy
-            .as_deref()
-            .is_none_or(|busy| busy.to_client.is_empty())
-    }
-
     /// What waits in the client buffer (for the stage's tests).
     #[cfg(test)]
     pub fn inbound_data(&self) -> &[u8] {
@@ -178,9 +172,9 @@ impl Http1 {
     }
 
     /// Makes all the progress the sockets allow.
-    pub fn drive(&mut self, key: usize, client: &mut Client, services: &mut Services) -> Step {
+    pub fn drive(&mut self, key: Key, peer: &mut impl Peer, services: &mut Services) -> Step {
         for round in 0..super::turn_rounds(services.settings.buffer_bytes) {
-            match self.run_once(key, client, services) {
+            match self.run_once(key, peer, services) {
                 Ok(true) => {}
                 Ok(false) => {
                     return Step::Continue {
@@ -195,12 +189,14 @@ impl Http1 {
 
     fn run_once(
         &mut self,
-        key: usize,
-        client: &mut Client,
+        key: Key,
+        peer: &mut impl Peer,
         services: &mut Services,
     ) -> Result<bool, Step> {
-        let mut progress = self.read_client(client)?;
-        progress |= self.advance(key, client, services)?;
+        let mut progress = self.read_client(peer)?;
+        let eof = peer.eof();
+        let client = peer.client();
+        progress |= self.advance(key, client, eof, services)?;
         if let Some((mut link, exchange)) = self.link(key, client) {
             let written = exchange.write_backend(&mut link, services);
             progress |= self.take(services, written)?;
@@ -208,11 +204,11 @@ impl Http1 {
         if let Some((mut link, exchange)) = self.link(key, client) {
             progress |= exchange.read_backend(&mut link);
         }
-        progress |= self.write_client(client)?;
+        progress |= self.write_client(peer)?;
         Ok(progress)
     }
 
-    fn read_client(&mut self, client: &mut Client) -> Result<bool, Step> {
+    fn read_client(&mut self, peer: &mut impl Peer) -> Result<bool, Step> {
         let closing = matches!(
             self.state(),
             Some(State::Local {
@@ -224,7 +220,7 @@ impl Http1 {
         if closing {
             return Ok(false);
         }
-        let fill = client.read_into(&mut self.inbound).map_err(Step::Close)?;
+        let fill = peer.read_into(&mut self.inbound).map_err(Step::Close)?;
         if fill.read > 0
             && self.busy.is_none()
             && matches!(self.wait, Wait::Silent | Wait::KeepAlive)
@@ -240,12 +236,13 @@ impl Http1 {
 
     fn advance(
         &mut self,
-        key: usize,
+        key: Key,
         client: &Client,
+        eof: bool,
         services: &mut Services,
     ) -> Result<bool, Step> {
         let Some(busy) = self.busy.as_deref_mut() else {
-            return self.next_request(key, client, services);
+            return self.next_request(key, client, eof, services);
         };
         let exchange = &mut busy.exchange;
         match &mut exchange.state {
@@ -357,13 +354,9 @@ impl Http1 {
         }
     }
 
-    fn write_client(&mut self, client: &mut Client) -> Result<bool, Step> {
-        let mut progress = false;
+    fn write_client(&mut self, peer: &mut impl Peer) -> Result<bool, Step> {
         // Handshake messages and ciphertext that did not fit the socket.
-        if client.transport.wants_write() && client.transport.endpoint().writable {
-            client.transport.flush().map_err(client_error)?;
-            progress = true;
-        }
+        let progress = peer.flush().map_err(client_error)?;
         let Some(busy) = self.busy.as_deref_mut() else {
             return Ok(progress);
         };
@@ -386,7 +379,7 @@ impl Http1 {
             &mut busy.outbound,
             passage,
             &mut busy.to_client,
-            &mut client.transport,
+            peer,
             ends_connection,
             None,
         );
@@ -442,8 +435,8 @@ impl Http1 {
     /// A deadline passed: act on it.
     pub fn expire(
         &mut self,
-        key: usize,
-        client: &mut Client,
+        key: Key,
+        client: &Client,
         services: &mut Services,
         timeout: Timeout,
     ) -> Step {
@@ -505,45 +498,8 @@ impl Http1 {
         registry: &Registry,
         token: Token,
     ) -> io::Result<()> {
-        let mut client_wants_write = !self.client_queue_empty() || client.transport.wants_write();
-        let mut request_read = false;
-        if let Some(busy) = self.busy.as_deref_mut() {
-            match &mut busy.exchange.state {
-                State::Forwarding {
-                    backend,
-                    request,
-                    response,
-                    ..
-                } => {
-                    if matches!(response, ResponseSide::Body { body: Some(_), .. }) {
-                        client_wants_write |= !busy.outbound.is_empty();
-                    }
-                    let backend_wants_write = !backend.write_failed
-                        && (!busy.exchange.to_backend.is_empty()
-                            || (request.body.is_some() && !self.inbound.is_empty()));
-                    let backend_token = backend.token();
-                    backend.endpoint.update_interest(
-                        registry,
-                        backend_token,
-                        backend_wants_write,
-                    )?;
-                    request_read = request.body.is_none();
-                }
-                State::Upstream {
-                    dial: Dial::Connecting { backend, .. },
-                    body,
-                    ..
-                } => {
-                    // Until the connect completes, WRITABLE is what reports it.
-                    let backend_token = backend.token();
-                    backend
-                        .endpoint
-                        .update_interest(registry, backend_token, true)?;
-                    request_read = body.is_none();
-                }
-                _ => {}
-            }
-        }
+        let request_read = self.update_backend_interest(registry)?;
+        let client_wants_write = self.wants_client_write() || client.transport.wants_write();
         // A client whose request is all read, waiting for its answer, needs
         // no events: writes are tried as the answer arrives. One not yet in
         // the poll set stays out, so a client that asked to close may be
@@ -554,6 +510,57 @@ impl Http1 {
             return Ok(());
         }
         endpoint.update_interest(registry, token, client_wants_write)
+    }
+
+    /// Something waits to go to the client: rsp's own bytes, or body bytes
+    /// of a response being passed on.
+    pub fn wants_client_write(&self) -> bool {
+        let Some(busy) = self.busy.as_deref() else {
+            return false;
+        };
+        !busy.to_client.is_empty()
+            || (matches!(
+                busy.exchange.state,
+                State::Forwarding {
+                    response: ResponseSide::Body { body: Some(_), .. },
+                    ..
+                }
+            ) && !busy.outbound.is_empty())
+    }
+
+    /// Registers the backend socket for what the exchange waits for of it;
+    /// returns whether the whole request has been read.
+    pub fn update_backend_interest(&mut self, registry: &Registry) -> io::Result<bool> {
+        let Some(busy) = self.busy.as_deref_mut() else {
+            return Ok(false);
+        };
+        match &mut busy.exchange.state {
+            State::Forwarding {
+                backend, request, ..
+            } => {
+                let backend_wants_write = !backend.write_failed
+                    && (!busy.exchange.to_backend.is_empty()
+                        || (request.body.is_some() && !self.inbound.is_empty()));
+                let backend_token = backend.token();
+                backend
+                    .endpoint
+                    .update_interest(registry, backend_token, backend_wants_write)?;
+                Ok(request.body.is_none())
+            }
+            State::Upstream {
+                dial: Dial::Connecting { backend, .. },
+                body,
+                ..
+            } => {
+                // Until the connect completes, WRITABLE is what reports it.
+                let backend_token = backend.token();
+                backend
+                    .endpoint
+                    .update_interest(registry, backend_token, true)?;
+                Ok(body.is_none())
+            }
+            _ => Ok(false),
+        }
     }
 
     /// The backend socket this stage holds, if any.
@@ -576,7 +583,7 @@ impl Http1 {
 
     pub fn follow_reload(
         &mut self,
-        key: usize,
+        key: Key,
         client: &Client,
         moved: &[Vec<Option<(usize, usize)>>],
         pool_moved: &[Option<usize>],
@@ -628,7 +635,7 @@ impl Http1 {
         }
     }
 
-    pub fn close(mut self, key: usize, services: &mut Services, end: &End) {
+    pub fn close(mut self, key: Key, services: &mut Services, end: &End) {
         let Some(mut busy) = self.busy.take() else {
             return;
         };
@@ -651,7 +658,8 @@ impl Http1 {
             End::Aborted(_) => Outcome::Failed,
             _ => Outcome::Ok,
         };
-        exchange.release(key, services, outcome);
+        let exchange = &mut busy.exchange;
+        exchange.release(key.waiter, services, outcome);
         finish_transaction(
             &mut exchange.transaction,
             &mut exchange.request,

@@ -14,7 +14,7 @@ use crate::transaction::Transaction;
 use super::super::exchange::{After, State};
 use super::super::forward::Body;
 use super::super::upstream::{Attempt, Target};
-use super::super::{App, Client, End, Step};
+use super::super::{App, Client, End, Key, Step};
 use super::{Busy, Http1, Wait};
 
 /// An answer rsp writes itself.
@@ -40,12 +40,13 @@ impl Http1 {
     /// Parses the next request head, if it is all here, and routes it.
     pub(super) fn next_request(
         &mut self,
-        key: usize,
+        key: Key,
         client: &Client,
+        eof: bool,
         services: &mut Services,
     ) -> Result<bool, Step> {
         if self.inbound.is_empty() {
-            return if client.eof || services.draining {
+            return if eof || services.draining {
                 Err(Step::Close(End::Done { linger: true }))
             } else {
                 Ok(false)
@@ -73,7 +74,7 @@ impl Http1 {
                 busy.give_back();
             }
             // An unfinished head from a client that left needs no answer.
-            return if client.eof {
+            return if eof {
                 Err(Step::Close(End::Done { linger: false }))
             } else {
                 Ok(false)
@@ -148,7 +149,7 @@ impl Http1 {
     /// Asks the router where the request goes and starts that.
     fn dispatch(
         &mut self,
-        key: usize,
+        key: Key,
         client: &Client,
         services: &mut Services,
     ) -> Result<bool, Step> {

@@ -225,7 +225,8 @@ fn write_combined(out: &mut Vec<u8>, entry: &Entry, time: &str) {
             escape_quoted(out, head.method().as_bytes());
             out.push(b' ');
             escape_quoted(out, head.target().as_bytes());
-            let _ = write!(out, " HTTP/{}", head.version());
+            out.push(b' ');
+            out.extend_from_slice(head.protocol().as_bytes());
         }
         None => out.push(b'-'),
     }
@@ -279,10 +280,7 @@ fn write_json(out: &mut Vec<u8>, entry: &Entry, time: &str, millis: u32) {
     for (name, value) in [
         ("method", head.map(|head| head.method().into())),
         ("target", head.map(|head| head.target().into())),
-        (
-            "protocol",
-            head.map(|head| format!("HTTP/{}", head.version()).into()),
-        ),
+        ("protocol", head.map(|head| head.protocol().into())),
         ("host", text(head.and_then(|head| head.header("host")))),
         (
             "referer",

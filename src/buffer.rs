@@ -81,6 +81,18 @@ impl Buffer {
         self.limit = limit;
     }
 
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Appends what fits of `bytes`; returns how many went.
+    pub fn push(&mut self, bytes: &[u8]) -> usize {
+        let mut source = bytes;
+        // A slice reads to its end, then reports the end: no error.
+        let _ = self.fill_from(&mut source, true);
+        bytes.len() - source.len()
+    }
+
     pub fn data(&self) -> &[u8] {
         &self.bytes[self.start..self.end]
     }

@@ -24,6 +24,7 @@ use crate::workers::{self, Command, Worker};
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub buffer_bytes: usize,
+    pub http2: crate::h2::Settings,
     pub max_header_bytes: usize,
     pub max_response_header_bytes: usize,
     pub max_body_bytes: Option<u64>,
@@ -53,6 +54,7 @@ impl Settings {
     pub fn of(config: &Config) -> Settings {
         Settings {
             buffer_bytes: config.buffer_bytes,
+            http2: config.http2,
             max_header_bytes: config.max_header_bytes,
             max_response_header_bytes: config.max_response_header_bytes,
             max_body_bytes: config.max_body_bytes,
@@ -103,6 +105,9 @@ pub struct Services {
     pub commands: Vec<Command>,
     /// rsp is shutting down: finish exchanges, keep no connection open.
     pub draining: bool,
+    /// Counts reloads: HTTP/2 connections begun before the latest are
+    /// sent GOAWAY.
+    pub generation: u64,
     pub worker: Worker,
 }
 

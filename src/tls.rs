@@ -22,6 +22,13 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
     pub pairs: Vec<(PathBuf, PathBuf)>,
+    /// The protocols offered over ALPN, in order of preference.
+    pub alpn: Vec<Vec<u8>>,
+}
+
+/// What a TLS listener offers unless its `alpn` says otherwise.
+pub fn default_alpn() -> Vec<Vec<u8>> {
+    vec![b"h2".to_vec(), b"http/1.1".to_vec()]
 }
 
 /// Reads the files and makes the rustls configuration for a listener.
@@ -36,7 +43,7 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, Stri
         .map_err(|error| error.to_string())?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(ByName { certificates }));
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = files.alpn.clone();
     Ok(Arc::new(config))
 }
 

@@ -18,6 +18,8 @@ const LISTENER_SETTINGS: &[&str] = &[
     "accept_proxy",
     "defer_accept",
     "tls",
+    "http2",
+    "alpn",
 ];
 const TLS_SETTINGS: &[&str] = &["cert", "key", "certs"];
 const ADMIN_SETTINGS: &[&str] = &["addr", "public", "token", "token_file", "hosts"];
@@ -29,6 +31,7 @@ fn http(address: std::net::SocketAddr) -> ListenConfig {
         accept_proxy: false,
         defer_accept: true,
         tls: None,
+        http2: false,
     }
 }
 
@@ -112,7 +115,7 @@ fn listener_table(entry: &Setting) -> Result<ListenConfig, ConfigError> {
         .field("defer_accept")
         .flag()
         .map_err(|_| unexpected("defer_accept"))?;
-    let tls = match &entry.field("tls").value {
+    let mut tls = match &entry.field("tls").value {
         Value::Nil => None,
         Value::Table(_) => Some(tls_files(&entry.part("tls"))?),
         _ => {
@@ -121,6 +124,22 @@ fn listener_table(entry: &Setting) -> Result<ListenConfig, ConfigError> {
             ));
         }
     };
+    let http2 = entry
+        .field("http2")
+        .flag()
+        .map_err(|_| entry.error("http2: expected true or false"))?;
+    if http2.is_some() && tls.is_some() {
+        return Err(entry.error(
+            "http2: a TLS listener offers HTTP/2 over ALPN; alpn = { \"http/1.1\" } turns it off",
+        ));
+    }
+    let alpn = entry.field("alpn");
+    if !alpn.is_nil() {
+        let Some(files) = tls.as_mut() else {
+            return Err(entry.error("alpn: only a TLS listener negotiates protocols"));
+        };
+        files.alpn = alpn_list(&entry.member("alpn"))?;
+    }
     let mode = match (mode, pool) {
         (Some("tcp"), pool) => ListenMode::Tcp { pool },
         (_, Some(_)) => {
@@ -137,7 +156,29 @@ fn listener_table(entry: &Setting) -> Result<ListenConfig, ConfigError> {
         accept_proxy: accept_proxy.unwrap_or(false),
         defer_accept,
         tls,
+        http2: http2.unwrap_or(false),
     })
+}
+
+/// `alpn = { "h2", "http/1.1" }`: a non-empty list of the two.
+fn alpn_list(alpn: &Setting) -> Result<Vec<Vec<u8>>, ConfigError> {
+    let bad = || alpn.error("expected a list of \"h2\" and \"http/1.1\", such as { \"http/1.1\" }");
+    let entries = alpn.sequence().map_err(|_| bad())?;
+    let mut protocols = Vec::new();
+    for entry in &entries {
+        match entry.text() {
+            Ok(Some(name)) if name == "h2" || name == "http/1.1" => {
+                if !protocols.contains(&name.as_bytes().to_vec()) {
+                    protocols.push(name.into_bytes());
+                }
+            }
+            _ => return Err(bad()),
+        }
+    }
+    if protocols.is_empty() {
+        return Err(bad());
+    }
+    Ok(protocols)
 }
 
 /// `{ cert = "chain.pem", key = "key.pem" }` or `{ certs = { { cert =, key = }, ... } }`;
@@ -171,7 +212,10 @@ fn tls_files(tls: &Setting) -> Result<TlsFiles, ConfigError> {
     if pairs.is_empty() {
         return Err(tls.error("certs: needs at least one { cert =, key = }"));
     }
-    Ok(TlsFiles { pairs })
+    Ok(TlsFiles {
+        pairs,
+        alpn: crate::tls::default_alpn(),
+    })
 }
 
 /// `admin = "127.0.0.1:9901"`, or `{ addr = "0.0.0.0:9901", public = true,

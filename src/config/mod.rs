@@ -63,6 +63,7 @@ const SETTINGS: &[&str] = &[
     "path_normalization",
     "underscore_headers",
     "upgrades",
+    "http2",
     "limits",
     "dicts",
     "maps",
@@ -141,6 +142,7 @@ fn read(script: &Script) -> Result<Config, ConfigError> {
             DEFAULT_MAX_RESPONSE_HEADER_BYTES,
         )?,
         timeouts: settings::timeouts(script)?,
+        http2: settings::http2(script)?,
         max_body_bytes: (!max_body_bytes.is_nil())
             .then(|| {
                 max_body_bytes

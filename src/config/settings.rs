@@ -57,6 +57,47 @@ pub fn timeouts(script: &Script) -> Result<Timeouts, ConfigError> {
     Ok(timeouts)
 }
 
+const HTTP2_SETTINGS: &[&str] = &[
+    "max_concurrent_streams",
+    "initial_window",
+    "max_frame_size",
+    "max_header_list_size",
+    "idle_timeout",
+];
+
+/// `http2 = { max_concurrent_streams = 100, initial_window = 65535, ... }`.
+pub fn http2(script: &Script) -> Result<crate::h2::Settings, ConfigError> {
+    let setting = Setting::top(script, "http2");
+    let mut http2 = crate::h2::Settings::default();
+    if setting.table()?.is_none() {
+        return Ok(http2);
+    }
+    setting.known_keys(HTTP2_SETTINGS, "http2 setting")?;
+    let number = |name: &str, default: u32, range: std::ops::RangeInclusive<i64>| {
+        setting
+            .field(name)
+            .integer(i64::from(default), range)
+            .map(|value| value as u32)
+    };
+    http2.max_concurrent_streams = number(
+        "max_concurrent_streams",
+        http2.max_concurrent_streams,
+        1..=1000,
+    )?;
+    // The window is what a stream may buffer in rsp: from one frame's
+    // worth up to 16 MiB (the protocol allows 2^31 - 1).
+    http2.initial_window = number("initial_window", http2.initial_window, 16_384..=16 << 20)?;
+    http2.max_frame_size = number("max_frame_size", http2.max_frame_size, 16_384..=16_777_215)?;
+    http2.max_header_list_size = number(
+        "max_header_list_size",
+        http2.max_header_list_size,
+        1024..=1 << 20,
+    )?;
+    let idle = http2.idle_timeout.as_millis() as u64;
+    http2.idle_timeout = setting.field("idle_timeout").millis(idle, 1..=86_400_000)?;
+    Ok(http2)
+}
+
 /// `access_log = "/var/log/rsp/access.log"` or `"-"` (stdout), and
 /// `access_log_format = "combined" | "json"`.
 pub fn access_log(script: &Script) -> Result<Option<AccessLogConfig>, ConfigError> {

@@ -29,6 +29,8 @@ pub struct ListenConfig {
     pub defer_accept: bool,
     /// Terminate TLS with these certificates (read by `materialize`).
     pub tls: Option<TlsFiles>,
+    /// A cleartext listener also takes HTTP/2 with prior knowledge (h2c).
+    pub http2: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +47,8 @@ pub struct Config {
     pub listen: Vec<ListenConfig>,
     pub pools: Vec<PoolConfig>,
     pub buffer_bytes: usize,
+    /// The `http2` table: what HTTP/2 connections announce and enforce.
+    pub http2: crate::h2::Settings,
     pub max_header_bytes: usize,
     pub max_response_header_bytes: usize,
     pub timeouts: Timeouts,

@@ -113,6 +113,9 @@ pub struct RequestHead {
     upgrade_offer: Vec<u8>,
     scratch: Scratch,
     pub minor_version: u8,
+    /// The request came over HTTP/2 (as one stream, translated to the
+    /// HTTP/1.1 head this is); set by the connection, not by `parse`.
+    pub http2: bool,
     pub framing: Framing,
     /// The client wants the connection kept open after this exchange.
     pub keep_alive: bool,
@@ -368,11 +371,21 @@ impl RequestHead {
         &self.upgrade_offer
     }
 
+    /// The HTTP version the client spoke, as `req.version` shows it.
     pub fn version(&self) -> &'static str {
-        if self.minor_version == 0 {
-            "1.0"
-        } else {
-            "1.1"
+        match (self.http2, self.minor_version) {
+            (true, _) => "2",
+            (false, 0) => "1.0",
+            (false, _) => "1.1",
+        }
+    }
+
+    /// The protocol as access logs write it: `HTTP/1.1`, `HTTP/2.0`.
+    pub fn protocol(&self) -> &'static str {
+        match (self.http2, self.minor_version) {
+            (true, _) => "HTTP/2.0",
+            (false, 0) => "HTTP/1.0",
+            (false, _) => "HTTP/1.1",
         }
     }
 

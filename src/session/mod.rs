@@ -13,6 +13,7 @@ mod exchange;
 mod forward;
 mod handshake;
 mod http1;
+mod http2;
 mod proxy_header;
 mod tcp;
 #[cfg(test)]
@@ -42,6 +43,7 @@ use crate::transaction::{Request, Transaction};
 
 use handshake::Handshake;
 use http1::Http1;
+use http2::Http2;
 use proxy_header::ProxyHeader;
 use tcp::TcpConnect;
 use transport::{Endpoint, Transport};
@@ -68,6 +70,8 @@ pub struct ListenerSpec {
     pub proxy_header: bool,
     /// Terminate TLS with this configuration.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Cleartext HTTP/2 with prior knowledge is served besides HTTP/1.
+    pub h2c: bool,
     /// Shared with the listener's connections (a pointer each).
     pub app: Rc<App>,
 }
@@ -81,6 +85,10 @@ pub struct Client {
     pub destination: Option<SocketAddr>,
     /// The client has sent all it will.
     pub eof: bool,
+    /// The listener takes HTTP/2 with prior knowledge (h2c) besides HTTP/1.
+    pub h2c: bool,
+    /// The connection speaks HTTP/2 (its requests are its streams).
+    pub http2: bool,
     pub app: Rc<App>,
 }
 
@@ -235,6 +243,7 @@ enum Stage {
     Handshake(Handshake),
     Http1(Http1),
     /// Boxed, as the tunnel is: only their connections pay for them.
+    Http2(Box<Http2>),
     TcpConnect(Box<TcpConnect>),
     Tunnel(Box<Tunnel>),
     /// Only while `upgrade` builds the next stage.
@@ -276,6 +285,8 @@ impl Session {
             address,
             destination: None,
             eof: false,
+            h2c: listener.h2c,
+            http2: false,
             app: listener.app.clone(),
         };
         let now = timer::now();
@@ -284,7 +295,7 @@ impl Session {
         } else if client.transport.is_tls() {
             Stage::Handshake(Handshake::new(Buffer::new(buffer_bytes), now))
         } else {
-            application(&client, Buffer::new(buffer_bytes), buffer_bytes)
+            http_or_tcp(&client, Buffer::new(buffer_bytes), buffer_bytes)
         };
         Ok(Session {
             key,
@@ -304,6 +315,7 @@ impl Session {
                 Stage::ProxyHeader(stage) => stage.drive(&mut self.client),
                 Stage::Handshake(stage) => stage.drive(&mut self.client),
                 Stage::Http1(stage) => stage.drive(Key::session(key), &mut self.client, services),
+                Stage::Http2(stage) => stage.drive(key, &mut self.client, services),
                 Stage::TcpConnect(stage) => stage.drive(key, &mut self.client, services),
                 Stage::Tunnel(stage) => stage.drive(&mut self.client, services),
                 Stage::Switching => Step::Close(End::Done { linger: false }),
@@ -358,11 +370,14 @@ impl Session {
                         }
                     }
                 } else {
-                    application(&self.client, rest, buffer_bytes)
+                    application(&mut self.client, rest, services)
                 }
             }
             Stage::Handshake(stage) => {
-                application(&self.client, stage.into_inbound(), buffer_bytes)
+                application(&mut self.client, stage.into_inbound(), services)
+            }
+            Stage::Http1(stage) if self.client.h2c && stage.starts_http2() => {
+                http2(&mut self.client, stage.into_inbound(), services)
             }
             Stage::Http1(stage) => stage
                 .into_tunnel()
@@ -370,7 +385,7 @@ impl Session {
             Stage::TcpConnect(stage) => stage
                 .into_tunnel()
                 .map_or(Stage::Switching, |tunnel| Stage::Tunnel(Box::new(tunnel))),
-            other @ (Stage::Tunnel(_) | Stage::Switching) => other,
+            other @ (Stage::Tunnel(_) | Stage::Http2(_) | Stage::Switching) => other,
         };
         self.stage = next;
     }
@@ -384,6 +399,7 @@ impl Session {
             Stage::Handshake(stage) => (stage.since + timeouts.client_header, Timeout::Silent),
             Stage::Switching => (last, Timeout::Silent),
             Stage::Http1(stage) => stage.deadline(timeouts, last),
+            Stage::Http2(stage) => stage.deadline(timeouts, last),
             Stage::TcpConnect(stage) => stage.deadline(last, timeouts.client_header),
             Stage::Tunnel(_) => (last + timeouts.tunnel, Timeout::Tunnel),
         }
@@ -419,6 +435,7 @@ impl Session {
         let timeouts = services.settings.timeouts;
         let step = match &mut self.stage {
             Stage::Http1(stage) => stage.expire(Key::session(key), &self.client, services, timeout),
+            Stage::Http2(stage) => stage.expire(key, &mut self.client, services, now),
             Stage::TcpConnect(stage) => stage.expire(key, &self.client, services, timeout),
             Stage::Tunnel(_) => {
                 log::info!("{address}: tunnel idle for {:?}, closed", timeouts.tunnel);
@@ -452,6 +469,7 @@ impl Session {
         let token = TokenKind::Client(self.key).token();
         match &mut self.stage {
             Stage::Http1(stage) => stage.update_interest(&mut self.client, registry, token),
+            Stage::Http2(stage) => stage.update_interest(&mut self.client, registry, token),
             Stage::Tunnel(stage) => stage.update_interest(&mut self.client, registry, token),
             Stage::TcpConnect(stage) => stage.update_interest(&mut self.client, registry, token),
             Stage::ProxyHeader(_) | Stage::Handshake(_) | Stage::Switching => {
@@ -472,6 +490,7 @@ impl Session {
     /// late event of a socket it let go is dropped).
     pub fn mark_backend_ready(&mut self, fd: RawFd, event: &Event) -> bool {
         let backend = match &mut self.stage {
+            Stage::Http2(stage) => return stage.mark_backend_ready(fd, event),
             Stage::Http1(stage) => stage.backend_mut(),
             Stage::TcpConnect(stage) => stage.backend_mut(),
             Stage::Tunnel(stage) => Some(stage.backend_mut()),
@@ -488,8 +507,9 @@ impl Session {
 
     /// A slot freed in the pool this session (or its stream in `slot`)
     /// waits on.
-    pub fn wake(&mut self, _slot: Option<usize>) {
+    pub fn wake(&mut self, slot: Option<usize>) {
         match &mut self.stage {
+            Stage::Http2(stage) => stage.wake(slot),
             Stage::Http1(stage) => stage.wake(),
             Stage::TcpConnect(stage) => stage.wake(),
             _ => {}
@@ -508,6 +528,9 @@ impl Session {
         match &mut self.stage {
             Stage::Http1(stage) => {
                 stage.follow_reload(Key::session(key), &self.client, moved, pool_moved, services)
+            }
+            Stage::Http2(stage) => {
+                stage.follow_reload(key, &self.client, moved, pool_moved, services)
             }
             Stage::TcpConnect(stage) => stage.follow_reload(moved, pool_moved),
             Stage::Tunnel(stage) => {
@@ -539,6 +562,7 @@ impl Session {
         }
         match std::mem::replace(&mut self.stage, Stage::Switching) {
             Stage::Http1(stage) => stage.close(Key::session(self.key), services, &end),
+            Stage::Http2(stage) => stage.close(self.key, services, &end),
             Stage::TcpConnect(stage) => stage.close(self.key, services, &end),
             Stage::Tunnel(stage) => stage.close(services, &end),
             Stage::ProxyHeader(_) | Stage::Handshake(_) | Stage::Switching => {}
@@ -548,14 +572,30 @@ impl Session {
 }
 
 /// The stage that serves the listener's application, with the bytes that
-/// came before it.
-fn application(client: &Client, inbound: Buffer, buffer_bytes: usize) -> Stage {
+/// came before it: HTTP/2 when TLS agreed on it (ALPN), else HTTP/1.
+fn application(client: &mut Client, inbound: Buffer, services: &Services) -> Stage {
+    if *client.app == App::Http && client.transport.alpn() == Some(b"h2") {
+        return http2(client, inbound, services);
+    }
+    http_or_tcp(client, inbound, services.settings.buffer_bytes)
+}
+
+/// The stage of a connection that negotiated nothing: HTTP/1 (which sees
+/// an h2c preface and switches), or tcp.
+fn http_or_tcp(client: &Client, inbound: Buffer, buffer_bytes: usize) -> Stage {
     match &*client.app {
         App::Tcp { .. } => {
             Stage::TcpConnect(Box::new(TcpConnect::new(client, inbound, buffer_bytes)))
         }
         App::Http | App::Admin => Stage::Http1(Http1::new(inbound)),
     }
+}
+
+/// The HTTP/2 stage for `client`, whose first bytes are in `inbound`.
+fn http2(client: &mut Client, inbound: Buffer, services: &Services) -> Stage {
+    client.http2 = true;
+    let settings = services.settings.http2;
+    Stage::Http2(Box::new(Http2::new(inbound, settings, services.generation)))
 }
 
 /// Closing with unread input makes the kernel send a reset that can destroy

@@ -41,6 +41,7 @@ pub fn services(settings: &str) -> (Poll, Services) {
         yielded: Vec::new(),
         commands: Vec::new(),
         draining: false,
+        generation: 0,
         worker: Worker::single(),
     };
     (poll, services)

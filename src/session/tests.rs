@@ -10,6 +10,7 @@ fn listener(proxy_header: bool, app: App) -> ListenerSpec {
     ListenerSpec {
         proxy_header,
         tls: None,
+        h2c: false,
         app: Rc::new(app),
     }
 }

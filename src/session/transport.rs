@@ -187,6 +187,14 @@ impl Transport {
     }
 
     /// The name the client asked for in its TLS handshake (SNI).
+    /// The protocol ALPN agreed on, if any.
+    pub fn alpn(&self) -> Option<&[u8]> {
+        match self {
+            Transport::Tls(_, tls) => tls.alpn_protocol(),
+            Transport::Plain(_) => None,
+        }
+    }
+
     pub fn server_name(&self) -> Option<&str> {
         match self {
             Transport::Tls(_, tls) => tls.server_name(),

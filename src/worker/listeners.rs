@@ -26,6 +26,8 @@ pub struct ListenKey {
     pub address: SocketAddr,
     pub app: App,
     pub proxy_header: bool,
+    /// HTTP/2 with prior knowledge is taken besides HTTP/1 (cleartext).
+    pub h2c: bool,
 }
 
 /// A listening socket, and what the connections it accepts are for.
@@ -57,6 +59,7 @@ pub fn wanted(config: &Config, worker: usize) -> Vec<ListenKey> {
             },
         },
         proxy_header: listener.accept_proxy,
+        h2c: listener.http2,
     });
     let admin = config
         .admin
@@ -66,6 +69,7 @@ pub fn wanted(config: &Config, worker: usize) -> Vec<ListenKey> {
             address: admin.address,
             app: App::Admin,
             proxy_header: false,
+            h2c: false,
         });
     proxied.chain(admin).collect()
 }
@@ -90,6 +94,7 @@ impl Listeners {
                         spec: ListenerSpec {
                             proxy_header: key.proxy_header,
                             tls: None,
+                            h2c: key.h2c,
                             app: std::rc::Rc::new(key.app.clone()),
                         },
                         socket,

@@ -91,6 +91,7 @@ impl EventLoop {
             yielded: Vec::new(),
             commands: Vec::new(),
             draining: false,
+            generation: 0,
             worker,
         };
         let mut event_loop = EventLoop {

@@ -76,6 +76,7 @@ impl EventLoop {
         }
         self.apply(&loaded);
         self.generation += 1;
+        self.services.generation += 1;
         self.schedule_health_checks();
         for key in to_drive {
             self.drive(key, None);

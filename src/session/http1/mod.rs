@@ -77,6 +77,7 @@ impl Busy {
         let request = &mut busy.exchange.request;
         request.client = client.address;
         request.tls = client.transport.is_tls();
+        request.head.http2 = client.http2;
         match client.transport.server_name() {
             Some(name) => {
                 let sni = request.sni.get_or_insert_with(String::new);
@@ -599,6 +600,16 @@ impl Http1 {
             }
             None => false,
         }
+    }
+
+    /// The client's first bytes are the HTTP/2 preface (on a listener
+    /// that takes h2c): what it sent goes on to the HTTP/2 stage.
+    pub fn starts_http2(&self) -> bool {
+        self.busy.is_none() && self.inbound.data().starts_with(crate::h2::frame::PREFACE)
+    }
+
+    pub fn into_inbound(self) -> Buffer {
+        self.inbound
     }
 
     /// The backend switched protocols: the same sockets, buffers and lease

@@ -32,7 +32,7 @@ pub(super) enum Answer<'a> {
 impl Http1 {
     /// A request begins: its busy parts, from the spare list.
     pub(super) fn begin(&mut self, client: &Client, services: &Services) -> &mut Busy {
-        let buffer_bytes = services.settings.buffer_bytes;
+        let buffer_bytes = self.buffer_bytes(services);
         self.busy
             .get_or_insert_with(|| Busy::take(client, buffer_bytes))
     }
@@ -52,11 +52,28 @@ impl Http1 {
                 Ok(false)
             };
         }
+        if client.h2c && self.busy.is_none() {
+            // HTTP/2 with prior knowledge: the preface, whole, switches
+            // the connection; a part of it waits for the rest.
+            let data = self.inbound.data();
+            let preface = crate::h2::frame::PREFACE;
+            let length = data.len().min(preface.len());
+            if data[..length] == preface[..length] {
+                return match (length == preface.len(), eof) {
+                    (true, _) => Err(Step::Upgrade),
+                    (false, true) => Err(Step::Close(End::Done { linger: false })),
+                    (false, false) => Ok(false),
+                };
+            }
+        }
         let limit = services.settings.max_header_bytes;
         let policy = &services.settings.policy;
-        let busy = self
-            .busy
-            .get_or_insert_with(|| Busy::take(client, services.settings.buffer_bytes));
+        let busy = self.busy.get_or_insert_with(|| {
+            Busy::take(
+                client,
+                self.inbound.limit().min(services.settings.buffer_bytes),
+            )
+        });
         let parsed = busy
             .exchange
             .request
@@ -110,6 +127,22 @@ impl Http1 {
             }
         }
         Ok(true)
+    }
+
+    /// The bound of a request's response buffer: the connection's, or the
+    /// smaller one an HTTP/2 stream was given.
+    fn buffer_bytes(&self, services: &Services) -> usize {
+        self.inbound.limit().min(services.settings.buffer_bytes)
+    }
+
+    /// A request that never became HTTP/1.1 (an HTTP/2 header list over
+    /// its bound) is answered with `reply` at once, counted and logged as
+    /// a head that did not parse.
+    pub fn refuse(&mut self, client: &Client, services: &mut Services, reply: ErrorReply) {
+        services.counters.requests += 1;
+        self.begin(client, services);
+        self.begin_transaction(client, services, false, 0);
+        self.answer(services, Answer::Error(reply), None);
     }
 
     /// A request head arrived, or failed to: its record starts and its id

@@ -1,0 +1,351 @@
+//! An HTTP/2 request's header list as the HTTP/1.1 head rsp's own parser
+//! reads (RFC 9113 §8.2, §8.3): what makes a request malformed in HTTP/2
+//! is refused here, and everything HTTP/1 checks (the target, the Host,
+//! field syntax, the framing) is then checked by the same code that checks
+//! an HTTP/1 request, so `route()` sees exactly what the backend gets.
+
+use std::fmt;
+
+/// Why a request is malformed (a stream error, PROTOCOL_ERROR).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Malformed(pub &'static str);
+
+impl fmt::Display for Malformed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+/// Fields that describe one connection, not the message (§8.2.2).
+const CONNECTION_SPECIFIC: &[&[u8]] = &[
+    b"connection",
+    b"proxy-connection",
+    b"keep-alive",
+    b"transfer-encoding",
+    b"upgrade",
+];
+
+/// How the request's body is framed on the way to the backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// No body: the HEADERS frame ended the stream.
+    None,
+    /// The client said how long: its DATA is passed as it is, and must
+    /// add up to this.
+    Length(u64),
+    /// No length: DATA goes as chunks (`Transfer-Encoding: chunked`).
+    Chunked,
+}
+
+/// The pseudo-header fields of a request.
+#[derive(Default)]
+struct Pseudo<'a> {
+    method: Option<&'a [u8]>,
+    scheme: Option<&'a [u8]>,
+    path: Option<&'a [u8]>,
+    authority: Option<&'a [u8]>,
+}
+
+/// A field's name is lower case token characters (§8.2.1: upper case is
+/// malformed in HTTP/2).
+fn valid_name(name: &[u8]) -> bool {
+    !name.is_empty()
+        && name.iter().all(|&byte| {
+            byte.is_ascii_lowercase() || byte.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&byte)
+        })
+}
+
+/// A value holds no NUL, CR or LF, and neither starts nor ends with
+/// whitespace (§8.2.1).
+fn valid_value(value: &[u8]) -> bool {
+    !value.iter().any(|&byte| matches!(byte, 0 | b'\r' | b'\n'))
+        && !value
+            .first()
+            .is_some_and(|&byte| byte == b' ' || byte == b'\t')
+        && !value
+            .last()
+            .is_some_and(|&byte| byte == b' ' || byte == b'\t')
+}
+
+/// Writes the HTTP/1.1 head of the request whose decoded header list is
+/// `fields` to `out`. `end_stream`: the HEADERS frame ended the stream,
+/// so there is no body. Returns how the body is framed.
+pub fn to_http1(
+    fields: &[(Vec<u8>, Vec<u8>)],
+    end_stream: bool,
+    out: &mut Vec<u8>,
+) -> Result<BodyFraming, Malformed> {
+    let mut pseudo = Pseudo::default();
+    let mut regular = false;
+    let mut length: Option<&[u8]> = None;
+    let mut host: Option<&[u8]> = None;
+    for (name, value) in fields {
+        if let Some(pseudo_name) = name.strip_prefix(b":") {
+            if regular {
+                return Err(Malformed("a pseudo-header after a regular field"));
+            }
+            let slot = match pseudo_name {
+                b"method" => &mut pseudo.method,
+                b"scheme" => &mut pseudo.scheme,
+                b"path" => &mut pseudo.path,
+                b"authority" => &mut pseudo.authority,
+                _ => return Err(Malformed("an unknown or response pseudo-header")),
+            };
+            if slot.replace(value).is_some() {
+                return Err(Malformed("a pseudo-header twice"));
+            }
+            continue;
+        }
+        regular = true;
+        if !valid_name(name) {
+            return Err(Malformed(
+                "a field name that is not lower case token characters",
+            ));
+        }
+        if !valid_value(value) {
+            return Err(Malformed(
+                "a field value with NUL, CR, LF or outer whitespace",
+            ));
+        }
+        if CONNECTION_SPECIFIC.contains(&name.as_slice()) {
+            return Err(Malformed("a connection-specific field"));
+        }
+        match name.as_slice() {
+            b"te" if value.as_slice() != b"trailers" => {
+                return Err(Malformed("TE other than \"trailers\""));
+            }
+            b"content-length" if length.is_some_and(|seen| seen != value.as_slice()) => {
+                return Err(Malformed("two different content-lengths"));
+            }
+            b"content-length" => length = Some(value),
+            b"host" if host.is_some_and(|seen| seen != value.as_slice()) => {
+                return Err(Malformed("two different hosts"));
+            }
+            b"host" => host = Some(value),
+            _ => {}
+        }
+    }
+    let method = pseudo.method.ok_or(Malformed("no :method"))?;
+    let connect = method == b"CONNECT";
+    let target = if connect {
+        // rsp's HTTP/1 parser answers CONNECT with 501, as it does there.
+        if pseudo.scheme.is_some() || pseudo.path.is_some() {
+            return Err(Malformed("CONNECT with :scheme or :path"));
+        }
+        pseudo
+            .authority
+            .ok_or(Malformed("CONNECT without :authority"))?
+    } else {
+        if pseudo.scheme.is_none_or(<[u8]>::is_empty) {
+            return Err(Malformed("no :scheme"));
+        }
+        pseudo
+            .path
+            .filter(|path| !path.is_empty())
+            .ok_or(Malformed("no :path"))?
+    };
+    // §8.3.1: the Host a client sends must name what :authority does.
+    let authority = match (pseudo.authority, host) {
+        (Some(authority), Some(host)) if !authority.eq_ignore_ascii_case(host) => {
+            return Err(Malformed("a host field other than :authority"));
+        }
+        (authority, host) => authority.or(host),
+    };
+    for part in [method, target] {
+        if !valid_value(part) || part.contains(&b' ') {
+            return Err(Malformed(
+                "a :method or :path with a space or a control byte",
+            ));
+        }
+    }
+    out.extend_from_slice(method);
+    out.push(b' ');
+    out.extend_from_slice(target);
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    if let Some(authority) = authority {
+        write_field(out, b"host", authority);
+    }
+    let mut cookies = 0;
+    for (name, value) in fields {
+        match name.as_slice() {
+            name if name.starts_with(b":") => {}
+            b"host" => {}
+            // §8.2.3: cookie pairs may come as fields of their own; HTTP/1.1
+            // wants them joined in one.
+            b"cookie" => cookies += 1,
+            _ => write_field(out, name, value),
+        }
+    }
+    if cookies > 0 {
+        out.extend_from_slice(b"cookie: ");
+        let mut first = true;
+        for (_, value) in fields.iter().filter(|(name, _)| name == b"cookie") {
+            if !first {
+                out.extend_from_slice(b"; ");
+            }
+            out.extend_from_slice(value);
+            first = false;
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+    let framing = match length {
+        Some(length) => {
+            let length = std::str::from_utf8(length)
+                .ok()
+                .filter(|digits| digits.bytes().all(|byte| byte.is_ascii_digit()))
+                .and_then(|digits| digits.parse::<u64>().ok())
+                .ok_or(Malformed("a content-length that is not a number"))?;
+            if end_stream && length > 0 {
+                return Err(Malformed("a content-length with no DATA to follow"));
+            }
+            BodyFraming::Length(length)
+        }
+        None if end_stream => BodyFraming::None,
+        None => {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+            BodyFraming::Chunked
+        }
+    };
+    out.extend_from_slice(b"\r\n");
+    Ok(framing)
+}
+
+fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes a trailer section (HEADERS after DATA) as the end of a chunked
+/// body: the last chunk, the fields, the blank line. Pseudo-headers are
+/// malformed in trailers (§8.1).
+pub fn trailers_to_http1(
+    fields: &[(Vec<u8>, Vec<u8>)],
+    out: &mut Vec<u8>,
+) -> Result<(), Malformed> {
+    out.extend_from_slice(b"0\r\n");
+    for (name, value) in fields {
+        if name.starts_with(b":") {
+            return Err(Malformed("a pseudo-header in trailers"));
+        }
+        if !valid_name(name) || !valid_value(value) {
+            return Err(Malformed("an invalid trailer field"));
+        }
+        write_field(out, name, value);
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(list: &[(&str, &str)]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        list.iter()
+            .map(|(name, value)| (name.as_bytes().to_vec(), value.as_bytes().to_vec()))
+            .collect()
+    }
+
+    fn translate(
+        list: &[(&str, &str)],
+        end_stream: bool,
+    ) -> Result<(String, BodyFraming), Malformed> {
+        let mut out = Vec::new();
+        let framing = to_http1(&fields(list), end_stream, &mut out)?;
+        Ok((String::from_utf8(out).unwrap(), framing))
+    }
+
+    const GET: &[(&str, &str)] = &[
+        (":method", "GET"),
+        (":scheme", "https"),
+        (":authority", "example.com"),
+        (":path", "/a?b=c"),
+    ];
+
+    #[test]
+    fn a_get_becomes_a_request_line_and_host() {
+        let mut list = GET.to_vec();
+        list.push(("accept", "*/*"));
+        let (head, framing) = translate(&list, true).unwrap();
+        assert_eq!(
+            head,
+            "GET /a?b=c HTTP/1.1\r\nhost: example.com\r\naccept: */*\r\n\r\n"
+        );
+        assert_eq!(framing, BodyFraming::None);
+    }
+
+    #[test]
+    fn cookies_are_joined_and_bodies_framed() {
+        let mut list = GET.to_vec();
+        list[0] = (":method", "POST");
+        list.extend([("cookie", "a=1"), ("x", "y"), ("cookie", "b=2")]);
+        let (head, framing) = translate(&list, false).unwrap();
+        assert!(head.ends_with("x: y\r\ncookie: a=1; b=2\r\ntransfer-encoding: chunked\r\n\r\n"));
+        assert_eq!(framing, BodyFraming::Chunked);
+        list.push(("content-length", "5"));
+        let (head, framing) = translate(&list, false).unwrap();
+        assert!(!head.contains("transfer-encoding"), "{head}");
+        assert_eq!(framing, BodyFraming::Length(5));
+    }
+
+    #[test]
+    fn malformed_requests_are_refused() {
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut list = GET.to_vec();
+            list.extend_from_slice(extra);
+            translate(&list, true)
+        };
+        for bad in [
+            &[("connection", "close")][..],
+            &[("transfer-encoding", "chunked")],
+            &[("upgrade", "websocket")],
+            &[("keep-alive", "5")],
+            &[("proxy-connection", "x")],
+            &[("te", "gzip")],
+            &[("Accept", "x")],
+            &[("x", "a\r\nInjected: 1")],
+            &[("x", "a\0")],
+            &[("x", " padded")],
+            &[("", "empty name")],
+            &[("host", "other.example")],
+            &[(":path", "/twice")],
+            &[(":status", "200")],
+            &[(":protocol", "websocket")],
+            &[("content-length", "5")],
+            &[("content-length", "1"), ("content-length", "2")],
+        ] {
+            assert!(with(bad).is_err(), "{bad:?}");
+        }
+        assert!(with(&[("te", "trailers"), ("host", "EXAMPLE.com")]).is_ok());
+        let mut late = GET.to_vec();
+        late.insert(1, ("accept", "x"));
+        assert!(translate(&late, true).is_err(), "pseudo after regular");
+        for missing in [":method", ":scheme", ":path"] {
+            let list: Vec<_> = GET.iter().copied().filter(|(n, _)| *n != missing).collect();
+            assert!(translate(&list, true).is_err(), "{missing}");
+        }
+        let spaced = [
+            (":method", "GET"),
+            (":scheme", "http"),
+            (":path", "/a b HTTP/1.1\r\n"),
+        ];
+        assert!(translate(&spaced, true).is_err());
+    }
+
+    #[test]
+    fn connect_goes_on_to_be_refused_as_in_http1() {
+        let (head, _) =
+            translate(&[(":method", "CONNECT"), (":authority", "h:443")], true).unwrap();
+        assert!(head.starts_with("CONNECT h:443 HTTP/1.1\r\n"));
+    }
+
+    #[test]
+    fn trailers_end_a_chunked_body() {
+        let mut out = Vec::new();
+        trailers_to_http1(&fields(&[("grpc-status", "0")]), &mut out).unwrap();
+        assert_eq!(out, b"0\r\ngrpc-status: 0\r\n\r\n");
+        assert!(trailers_to_http1(&fields(&[(":path", "/")]), &mut Vec::new()).is_err());
+    }
+}

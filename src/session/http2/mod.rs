@@ -1,0 +1,1150 @@
+//! The HTTP/2 stage (RFC 9113): one client connection carrying many
+//! streams, each stream one exchange, driven by an HTTP/1 stage of its
+//! own that reads the request translated to HTTP/1.1 and whose answer is
+//! translated back into frames (`stream.rs`). Backends stay HTTP/1.1.
+//!
+//! ```text
+//! client bytes ──frames──> streams: HEADERS ─> head ─┐
+//!                                   DATA ───> body ──┴─> Http1 ─> exchange ─> backend
+//! client <──frames── Tx <── HEADERS/DATA <── Http1's answer <──────────────────┘
+//! ```
+//!
+//! Flow control is the backpressure: a stream's window is given back only
+//! as its stage takes the body (and the stage only as its backend reads),
+//! and DATA is made only while the client's windows and the connection's
+//! output bound allow, so a stage's response buffer fills and its
+//! backend stops being read. The defences (floods, resets, header block
+//! bounds) are budgets of the connection's, in `Flood`.
+
+mod stream;
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
+
+use mio::event::Event;
+use mio::{Registry, Token};
+
+use crate::buffer::Buffer;
+use crate::config::Timeouts;
+use crate::h2::frame::{self, ErrorCode, Frame, FrameError, setting};
+use crate::h2::request::{self, BodyFraming};
+use crate::h2::{self as h2, Settings};
+use crate::reply::ErrorReply;
+use crate::services::Services;
+use crate::timer;
+
+use super::http1::Http1;
+use super::{Client, End, Key, Step, Timeout};
+
+use stream::{StreamIo, StreamPeer, Tx};
+
+/// The most header block bytes (HEADERS and its CONTINUATIONs) rsp
+/// gathers before decoding: twice the decoded bound, as Huffman coding
+/// may shrink text to less than half. More is a CONTINUATION flood
+/// (CVE-2024-27316): the connection ends.
+const BLOCK_FACTOR: usize = 2;
+/// The most CONTINUATION frames one header block may take.
+const MAX_CONTINUATIONS: u32 = 32;
+/// Frames rsp may hold for a client that does not read, beyond which the
+/// connection is cut: only control frames go past `OUTPUT_HIGH`, and a
+/// client that makes this many of them and reads none is flooding.
+const OUTPUT_MAX: usize = 1024 * 1024;
+/// The stage buffers of a stream share this per connection (between
+/// `STREAM_BUFFER_MIN` and `STREAM_BUFFER_MAX` each).
+const CONNECTION_BUFFER: usize = 2 * 1024 * 1024;
+const STREAM_BUFFER_MIN: usize = 16 * 1024;
+const STREAM_BUFFER_MAX: usize = 64 * 1024;
+
+/// What a connection may do of each costly-but-legal thing before it is
+/// told to calm down (GOAWAY ENHANCE_YOUR_CALM). The counts halve every
+/// `FLOOD_HALF_LIFE`, so a busy but honest client never reaches them,
+/// and a flood does within a fraction of a second.
+#[derive(Debug, Default)]
+struct Flood {
+    /// Streams reset by the client before their end (rapid reset,
+    /// CVE-2023-44487), and by rsp because of what the client sent
+    /// (MadeYouReset, CVE-2025-8671), refused streams included.
+    resets: u32,
+    /// PING, SETTINGS, PRIORITY, empty DATA, WINDOW_UPDATE frames and
+    /// frames of unknown types: cheap for the client, work for rsp.
+    control: u32,
+    since: Option<Instant>,
+}
+
+const FLOOD_HALF_LIFE: Duration = Duration::from_secs(1);
+const MAX_RESETS: u32 = 200;
+const MAX_CONTROL: u32 = 10_000;
+
+impl Flood {
+    fn decay(&mut self, now: Instant) {
+        let since = *self.since.get_or_insert(now);
+        if now.saturating_duration_since(since) >= FLOOD_HALF_LIFE {
+            self.resets /= 2;
+            self.control /= 2;
+            self.since = Some(now);
+        }
+    }
+
+    fn reset(&mut self) -> Result<(), FrameError> {
+        self.decay(timer::now());
+        self.resets += 1;
+        if self.resets > MAX_RESETS {
+            return Err(FrameError::Connection(
+                ErrorCode::EnhanceYourCalm,
+                "too many streams reset",
+            ));
+        }
+        Ok(())
+    }
+
+    fn control(&mut self, what: &'static str) -> Result<(), FrameError> {
+        self.decay(timer::now());
+        self.control += 1;
+        if self.control > MAX_CONTROL {
+            return Err(FrameError::Connection(ErrorCode::EnhanceYourCalm, what));
+        }
+        Ok(())
+    }
+}
+
+/// A header block being gathered: a HEADERS frame's fragment and the
+/// CONTINUATIONs that follow it.
+struct Block {
+    stream: u32,
+    end_stream: bool,
+    bytes: Vec<u8>,
+    continuations: u32,
+}
+
+struct Stream {
+    io: StreamIo,
+    stage: Http1,
+    /// When bytes of this stream last moved.
+    last: Instant,
+    /// Something happened that its stage should see.
+    dirty: bool,
+    /// The connection's client, for log lines.
+    client: std::net::SocketAddr,
+}
+
+pub struct Http2 {
+    /// Frames from the client, not yet read.
+    inbound: Buffer,
+    tx: Tx,
+    decoder: loona_hpack::Decoder<'static>,
+    settings: Settings,
+    streams: slab::Slab<Stream>,
+    /// The client's SETTINGS_INITIAL_WINDOW_SIZE: new streams' send window.
+    peer_initial_window: i64,
+    /// The connection preface has been read.
+    preface: bool,
+    /// The client's first SETTINGS has been read.
+    settings_seen: bool,
+    /// What the client may still send on the connection before rsp opens
+    /// its window again.
+    receive_window: i64,
+    /// The highest stream id the client opened.
+    last_stream: u32,
+    block: Option<Block>,
+    /// rsp sent GOAWAY: no new streams are taken.
+    goaway_sent: bool,
+    /// The client sent GOAWAY: it opens no more streams.
+    goaway_received: bool,
+    /// A connection error: the GOAWAY is written, the connection closes
+    /// once it is out.
+    failed: Option<String>,
+    flood: Flood,
+    /// The reload this connection began under: a newer one sends GOAWAY.
+    generation: u64,
+}
+
+/// The connection window rsp offers: enough for a number of streams to
+/// send at full speed at once, bounded like their buffers.
+fn connection_window(settings: &Settings) -> i64 {
+    (i64::from(settings.initial_window) * 16).min(i64::from(frame::MAX_WINDOW))
+}
+
+impl Http2 {
+    /// The stage for a connection that speaks HTTP/2 (ALPN said so, or the
+    /// client's first bytes were the preface); `inbound` holds what the
+    /// client sent so far.
+    pub fn new(inbound: Buffer, settings: Settings, generation: u64) -> Http2 {
+        let mut tx = Tx {
+            out: Vec::new(),
+            sent: 0,
+            window: 65_535,
+            max_frame: frame::DEFAULT_MAX_FRAME_SIZE as usize,
+            table_update: true,
+            credit: 0,
+        };
+        frame::write_settings(
+            &mut tx.out,
+            &[
+                (setting::HEADER_TABLE_SIZE, h2::HEADER_TABLE_SIZE as u32),
+                (setting::ENABLE_PUSH, 0),
+                (
+                    setting::MAX_CONCURRENT_STREAMS,
+                    settings.max_concurrent_streams,
+                ),
+                (setting::INITIAL_WINDOW_SIZE, settings.initial_window),
+                (setting::MAX_FRAME_SIZE, settings.max_frame_size),
+                (setting::MAX_HEADER_LIST_SIZE, settings.max_header_list_size),
+            ],
+        );
+        let window = connection_window(&settings);
+        if window > 65_535 {
+            frame::write_window_update(&mut tx.out, 0, (window - 65_535) as u32);
+        }
+        Http2 {
+            inbound,
+            tx,
+            decoder: h2::decoder(),
+            settings,
+            streams: slab::Slab::new(),
+            peer_initial_window: 65_535,
+            preface: false,
+            settings_seen: false,
+            receive_window: window,
+            last_stream: 0,
+            block: None,
+            goaway_sent: false,
+            goaway_received: false,
+            failed: None,
+            flood: Flood::default(),
+            generation,
+        }
+    }
+
+    /// Makes all the progress the sockets allow.
+    pub fn drive(&mut self, session: usize, client: &mut Client, services: &mut Services) -> Step {
+        for round in 0..super::turn_rounds(services.settings.buffer_bytes) {
+            match self.run_once(session, client, services) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Step::Continue {
+                        progress: round > 0,
+                    };
+                }
+                Err(step) => return step,
+            }
+        }
+        Step::Yield
+    }
+
+    fn run_once(
+        &mut self,
+        session: usize,
+        client: &mut Client,
+        services: &mut Services,
+    ) -> Result<bool, Step> {
+        let mut progress = self.write_client(client)?;
+        if self.failed.is_none() {
+            progress |= self.read_client(client)?;
+            if let Err(error) = self.receive(session, client, services) {
+                self.fail(client, error);
+                progress = true;
+            }
+        }
+        if self.failed.is_none() {
+            progress |= self.drive_streams(session, client, services);
+            self.give_windows();
+            self.go_away_if_asked(services);
+        }
+        progress |= self.write_client(client)?;
+        if self.tx.pending() > OUTPUT_MAX {
+            return Err(Step::Close(End::Aborted(
+                "HTTP/2: the client reads none of what it makes rsp send".into(),
+            )));
+        }
+        if self.tx.pending() == 0 {
+            if let Some(why) = self.failed.take() {
+                return Err(Step::Close(End::Aborted(why)));
+            }
+            if (self.goaway_sent || self.goaway_received) && self.streams.is_empty() {
+                return Err(Step::Close(End::Done { linger: true }));
+            }
+            if client.eof && self.streams.is_empty() {
+                return Err(Step::Close(End::Done { linger: false }));
+            }
+        }
+        if client.eof && !self.streams.is_empty() && self.inbound.is_empty() {
+            // The client closed with streams open: they are cut.
+            return Err(Step::Close(End::ClientGone(None)));
+        }
+        Ok(progress)
+    }
+
+    fn read_client(&mut self, client: &mut Client) -> Result<bool, Step> {
+        // A client that does not read what rsp sends is not read either.
+        if self.tx.pending() >= stream::OUTPUT_HIGH {
+            return Ok(false);
+        }
+        let fill = client.read_into(&mut self.inbound).map_err(Step::Close)?;
+        Ok(fill.read > 0)
+    }
+
+    fn write_client(&mut self, client: &mut Client) -> Result<bool, Step> {
+        use super::transport::Sink;
+        let mut progress = false;
+        if client.transport.wants_write() && client.transport.endpoint().writable {
+            client.transport.flush().map_err(client_error)?;
+            progress = true;
+        }
+        while self.tx.pending() > 0 && client.transport.writable() {
+            let pending = &self.tx.out[self.tx.sent..];
+            match client.transport.write_two(pending, &[], false) {
+                Ok(Some(count)) => {
+                    self.tx.sent += count;
+                    progress = true;
+                }
+                Ok(None) => break,
+                Err(error) => return Err(client_error(error)),
+            }
+        }
+        if self.tx.pending() == 0 && !self.tx.out.is_empty() {
+            self.tx.out.clear();
+            self.tx.sent = 0;
+            // Streams that waited for room may go on.
+            for (_, stream) in self.streams.iter_mut() {
+                stream.dirty |= stream.io.blocked;
+            }
+        }
+        Ok(progress)
+    }
+
+    /// A connection error: GOAWAY with its code, logged; the connection
+    /// closes once that is out.
+    fn fail(&mut self, client: &Client, error: FrameError) {
+        let (code, why) = match error {
+            FrameError::Connection(code, why) => (code, why),
+            FrameError::Stream(_, code, why) => (code, why),
+        };
+        log::info!("{}: HTTP/2 GOAWAY {code:?}: {why}", client.address);
+        frame::write_goaway(&mut self.tx.out, self.last_stream, code, why.as_bytes());
+        self.goaway_sent = true;
+        self.failed = Some(format!("HTTP/2 {code:?}: {why}"));
+    }
+
+    /// Reads every whole frame the client sent.
+    fn receive(
+        &mut self,
+        session: usize,
+        client: &Client,
+        services: &mut Services,
+    ) -> Result<(), FrameError> {
+        if !self.preface {
+            let data = self.inbound.data();
+            let length = data.len().min(frame::PREFACE.len());
+            if data[..length] != frame::PREFACE[..length] {
+                return Err(FrameError::Connection(
+                    ErrorCode::ProtocolError,
+                    "no connection preface",
+                ));
+            }
+            if length < frame::PREFACE.len() {
+                return Ok(());
+            }
+            self.inbound.consume(length);
+            self.preface = true;
+        }
+        loop {
+            let data = self.inbound.data();
+            let Some((parsed, length)) = frame::parse(data, self.settings.max_frame_size)? else {
+                break;
+            };
+            // The frame borrows the buffer: what it carries is copied out
+            // by the handler, then the bytes are consumed.
+            let owned = OwnedFrame::of(&parsed);
+            self.inbound.consume(length);
+            self.frame(session, client, services, owned)?;
+            if self.failed.is_some() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn frame(
+        &mut self,
+        session: usize,
+        client: &Client,
+        services: &mut Services,
+        frame: OwnedFrame,
+    ) -> Result<(), FrameError> {
+        if !self.settings_seen && !matches!(frame, OwnedFrame::Settings { ack: false, .. }) {
+            return Err(FrameError::Connection(
+                ErrorCode::ProtocolError,
+                "the first frame is not SETTINGS",
+            ));
+        }
+        if let Some(block) = &self.block
+            && !matches!(&frame, OwnedFrame::Continuation { stream, .. } if *stream == block.stream)
+        {
+            return Err(FrameError::Connection(
+                ErrorCode::ProtocolError,
+                "a header block interrupted",
+            ));
+        }
+        match frame {
+            OwnedFrame::Data {
+                stream,
+                end_stream,
+                data,
+                flow_length,
+            } => self.data(session, services, (stream, end_stream), data, flow_length),
+            OwnedFrame::Headers {
+                stream,
+                end_stream,
+                end_headers,
+                fragment,
+            } => {
+                self.block = Some(Block {
+                    stream,
+                    end_stream,
+                    bytes: fragment,
+                    continuations: 0,
+                });
+                self.check_block()?;
+                if end_headers {
+                    self.header_block(session, client, services)?;
+                }
+                Ok(())
+            }
+            OwnedFrame::Continuation {
+                end_headers,
+                fragment,
+                ..
+            } => {
+                let Some(block) = self.block.as_mut() else {
+                    return Err(FrameError::Connection(
+                        ErrorCode::ProtocolError,
+                        "CONTINUATION without HEADERS",
+                    ));
+                };
+                block.bytes.extend_from_slice(&fragment);
+                block.continuations += 1;
+                self.check_block()?;
+                if end_headers {
+                    self.header_block(session, client, services)?;
+                }
+                Ok(())
+            }
+            OwnedFrame::Priority { stream } => {
+                self.flood.control("PRIORITY flood")?;
+                self.check_known(stream)
+            }
+            OwnedFrame::RstStream { stream, code } => {
+                self.check_known(stream)?;
+                if let Some(slot) = self.slot(stream) {
+                    self.flood.reset()?;
+                    log::debug!(
+                        "{}: HTTP/2 stream {stream} reset by the client: {code:?}",
+                        client.address
+                    );
+                    let mut stream = self.streams.remove(slot);
+                    stream.io.ended_by_rsp = true;
+                    let key = stream_key(session, slot);
+                    stream.stage.close(key, services, &End::ClientGone(None));
+                }
+                Ok(())
+            }
+            OwnedFrame::Settings { ack, payload } => {
+                self.flood.control("SETTINGS flood")?;
+                if ack {
+                    return Ok(());
+                }
+                self.settings_seen = true;
+                self.apply_settings(&payload)?;
+                frame::write_settings_ack(&mut self.tx.out);
+                Ok(())
+            }
+            OwnedFrame::PushPromise => Err(FrameError::Connection(
+                ErrorCode::ProtocolError,
+                "a client may not push",
+            )),
+            OwnedFrame::Ping { ack, data } => {
+                self.flood.control("PING flood")?;
+                if !ack {
+                    frame::write_ping_ack(&mut self.tx.out, data);
+                }
+                Ok(())
+            }
+            OwnedFrame::GoAway { code } => {
+                log::debug!(
+                    "{}: HTTP/2 GOAWAY from the client: {code:?}",
+                    client.address
+                );
+                self.goaway_received = true;
+                Ok(())
+            }
+            OwnedFrame::WindowUpdate { stream, increment } => {
+                self.flood.control("WINDOW_UPDATE flood")?;
+                self.window_update(session, services, stream, increment)
+            }
+            OwnedFrame::Unknown => self.flood.control("a flood of unknown frames"),
+        }
+    }
+
+    /// A stream id the client has not opened yet may only be opened
+    /// (RFC 9113 §5.1: anything else on an idle stream is a connection
+    /// error).
+    fn check_known(&self, stream: u32) -> Result<(), FrameError> {
+        if stream > self.last_stream {
+            return Err(FrameError::Connection(
+                ErrorCode::ProtocolError,
+                "a frame on a stream not yet opened",
+            ));
+        }
+        Ok(())
+    }
+
+    fn slot(&self, id: u32) -> Option<usize> {
+        self.streams
+            .iter()
+            .find(|(_, stream)| stream.io.id == id)
+            .map(|(slot, _)| slot)
+    }
+
+    fn check_block(&self) -> Result<(), FrameError> {
+        let Some(block) = &self.block else {
+            return Ok(());
+        };
+        let bound = self.settings.max_header_list_size as usize * BLOCK_FACTOR;
+        if block.bytes.len() > bound || block.continuations > MAX_CONTINUATIONS {
+            return Err(FrameError::Connection(
+                ErrorCode::EnhanceYourCalm,
+                "a header block over its bound (bytes or CONTINUATION frames)",
+            ));
+        }
+        Ok(())
+    }
+
+    fn apply_settings(&mut self, payload: &[u8]) -> Result<(), FrameError> {
+        for (id, value) in frame::settings(payload) {
+            frame::check_setting(id, value)?;
+            match id {
+                setting::INITIAL_WINDOW_SIZE => {
+                    let delta = i64::from(value) - self.peer_initial_window;
+                    self.peer_initial_window = i64::from(value);
+                    for (_, stream) in self.streams.iter_mut() {
+                        stream.io.send_window += delta;
+                        if stream.io.send_window > i64::from(frame::MAX_WINDOW) {
+                            return Err(FrameError::Connection(
+                                ErrorCode::FlowControlError,
+                                "a stream window over 2^31 - 1",
+                            ));
+                        }
+                        stream.dirty = true;
+                    }
+                }
+                setting::MAX_FRAME_SIZE => self.tx.max_frame = value as usize,
+                // rsp's encoder keeps no table; a change of the client's
+                // is answered by saying so again (RFC 7541 §4.2).
+                setting::HEADER_TABLE_SIZE => self.tx.table_update = true,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn window_update(
+        &mut self,
+        session: usize,
+        services: &mut Services,
+        stream: u32,
+        increment: u32,
+    ) -> Result<(), FrameError> {
+        if stream == 0 {
+            self.tx.window += i64::from(increment);
+            if self.tx.window > i64::from(frame::MAX_WINDOW) {
+                return Err(FrameError::Connection(
+                    ErrorCode::FlowControlError,
+                    "the connection window over 2^31 - 1",
+                ));
+            }
+            for (_, stream) in self.streams.iter_mut() {
+                stream.dirty |= stream.io.blocked;
+            }
+            return Ok(());
+        }
+        self.check_known(stream)?;
+        if let Some(slot) = self.slot(stream) {
+            let entry = &mut self.streams[slot];
+            entry.io.send_window += i64::from(increment);
+            entry.dirty = true;
+            if entry.io.send_window > i64::from(frame::MAX_WINDOW) {
+                let why = "a stream window over 2^31 - 1";
+                self.cut_stream(session, slot, ErrorCode::FlowControlError, services, why)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn data(
+        &mut self,
+        session: usize,
+        services: &mut Services,
+        (stream, end_stream): (u32, bool),
+        data: Vec<u8>,
+        flow_length: u32,
+    ) -> Result<(), FrameError> {
+        self.receive_window -= i64::from(flow_length);
+        if self.receive_window < 0 {
+            return Err(FrameError::Connection(
+                ErrorCode::FlowControlError,
+                "DATA past the connection window",
+            ));
+        }
+        // Padding is flow-controlled but never buffered: given back now.
+        self.tx.credit += u64::from(flow_length) - data.len() as u64;
+        if data.is_empty() && !end_stream {
+            self.flood.control("a flood of empty DATA frames")?;
+        }
+        self.check_known(stream)?;
+        let Some(slot) = self.slot(stream) else {
+            // A stream already closed (reset, or answered): its window is
+            // the connection's again.
+            self.tx.credit += data.len() as u64;
+            return Ok(());
+        };
+        let entry = &mut self.streams[slot];
+        let io = &mut entry.io;
+        if io.ended_by_client {
+            let why = "DATA after the end of the stream";
+            return self.cut_stream(session, slot, ErrorCode::StreamClosed, services, why);
+        }
+        io.receive_window -= i64::from(flow_length);
+        if io.receive_window < 0 {
+            let why = "DATA past the stream's window";
+            return self.cut_stream(session, slot, ErrorCode::FlowControlError, services, why);
+        }
+        io.received += data.len() as u64;
+        let too_long = matches!(io.framing, BodyFraming::Length(length) if io.received > length);
+        let too_short =
+            end_stream && matches!(io.framing, BodyFraming::Length(length) if io.received < length);
+        if too_long || too_short {
+            let why = "DATA that does not add up to its content-length";
+            return self.cut_stream(session, slot, ErrorCode::ProtocolError, services, why);
+        }
+        io.body.extend_from_slice(&data);
+        if end_stream {
+            io.ended_by_client = true;
+            if io.framing == BodyFraming::Chunked {
+                io.tail.extend_from_slice(b"0\r\n\r\n");
+            }
+        }
+        entry.dirty = true;
+        Ok(())
+    }
+
+    /// rsp resets a stream because of what the client sent (a stream
+    /// error): its exchange ends as one whose client left, and the reset
+    /// counts against the budget (MadeYouReset).
+    fn cut_stream(
+        &mut self,
+        session: usize,
+        slot: usize,
+        code: ErrorCode,
+        services: &mut Services,
+        why: &str,
+    ) -> Result<(), FrameError> {
+        let stream = self.streams.remove(slot);
+        if !stream.io.ended_by_rsp {
+            self.tx.reset(stream.io.id, code);
+        }
+        log::info!(
+            "{}: HTTP/2 stream {} reset ({code:?}): {why}",
+            stream.client,
+            stream.io.id
+        );
+        stream
+            .stage
+            .close(stream_key(session, slot), services, &End::ClientGone(None));
+        self.flood.reset()
+    }
+
+    /// A whole header block arrived: a new stream's request, or trailers.
+    fn header_block(
+        &mut self,
+        session: usize,
+        client: &Client,
+        services: &mut Services,
+    ) -> Result<(), FrameError> {
+        let Some(block) = self.block.take() else {
+            return Ok(());
+        };
+        let limit = self.settings.max_header_list_size as usize;
+        let decoded = h2::decode_block(&mut self.decoder, &block.bytes, limit).map_err(|_| {
+            FrameError::Connection(
+                ErrorCode::CompressionError,
+                "a header block that is not HPACK",
+            )
+        })?;
+        let id = block.stream;
+        if let Some(slot) = self.slot(id) {
+            return self.trailers(session, client, services, slot, (block.end_stream, decoded));
+        }
+        if id <= self.last_stream || id % 2 == 0 {
+            // A closed stream's id, or a server's: §5.1.1.
+            if id % 2 == 1 && id <= self.last_stream {
+                // A stream rsp already finished (reset, answered): its
+                // trailers, say. Decoded to keep HPACK in step, dropped.
+                return Ok(());
+            }
+            return Err(FrameError::Connection(
+                ErrorCode::ProtocolError,
+                "a stream id that is not new and odd",
+            ));
+        }
+        self.last_stream = id;
+        if self.goaway_sent {
+            // After GOAWAY, new streams are ignored (§6.8).
+            return Ok(());
+        }
+        if self.streams.len() >= self.settings.max_concurrent_streams as usize {
+            log::info!(
+                "{}: HTTP/2 stream {id} refused: {} streams open",
+                client.address,
+                self.streams.len()
+            );
+            self.tx.reset(id, ErrorCode::RefusedStream);
+            return self.flood.reset();
+        }
+        let mut head = Vec::with_capacity(256);
+        let framing = if decoded.too_large {
+            BodyFraming::None
+        } else {
+            match request::to_http1(&decoded.fields, block.end_stream, &mut head) {
+                Ok(framing) => framing,
+                Err(malformed) => {
+                    log::info!(
+                        "{}: HTTP/2 stream {id} reset: malformed request: {malformed}",
+                        client.address
+                    );
+                    self.tx.reset(id, ErrorCode::ProtocolError);
+                    return self.flood.reset();
+                }
+            }
+        };
+        let buffer = self.stream_buffer(services);
+        let windows = (
+            i64::from(self.settings.initial_window),
+            self.peer_initial_window,
+        );
+        let mut io = StreamIo::new(id, head, framing, windows);
+        io.ended_by_client = block.end_stream;
+        let slot = self.streams.insert(Stream {
+            io,
+            stage: Http1::new(Buffer::new(buffer)),
+            last: timer::now(),
+            dirty: true,
+            client: client.address,
+        });
+        if decoded.too_large {
+            log::info!(
+                "{}: HTTP/2 stream {id}: 431, header list over {limit} bytes or {} fields",
+                client.address,
+                crate::http::MAX_HEADERS
+            );
+            let stream = &mut self.streams[slot];
+            stream.io.ended_by_client = true;
+            stream
+                .stage
+                .refuse(client, services, ErrorReply::HeadTooLarge);
+        }
+        Ok(())
+    }
+
+    /// The buffers a new stream's stage gets: the connection's share,
+    /// never less than a request head needs.
+    fn stream_buffer(&self, services: &Services) -> usize {
+        let streams = self.streams.len() + 1;
+        (CONNECTION_BUFFER / streams)
+            .clamp(STREAM_BUFFER_MIN, STREAM_BUFFER_MAX)
+            .max(services.settings.max_header_bytes + 1024)
+            .min(services.settings.buffer_bytes)
+    }
+
+    /// HEADERS after a stream's request: its trailers, which end it.
+    fn trailers(
+        &mut self,
+        session: usize,
+        client: &Client,
+        services: &mut Services,
+        slot: usize,
+        (end_stream, decoded): (bool, h2::Decoded),
+    ) -> Result<(), FrameError> {
+        let io = &mut self.streams[slot].io;
+        let protocol = ErrorCode::ProtocolError;
+        if io.ended_by_client {
+            let why = "HEADERS after the end of the stream";
+            return self.cut_stream(session, slot, ErrorCode::StreamClosed, services, why);
+        }
+        if !end_stream || decoded.too_large {
+            let why = "trailers that do not end the stream, or over the bound";
+            return self.cut_stream(session, slot, protocol, services, why);
+        }
+        if matches!(io.framing, BodyFraming::Length(length) if io.received < length) {
+            let why = "DATA that does not add up to its content-length";
+            return self.cut_stream(session, slot, protocol, services, why);
+        }
+        match io.framing {
+            BodyFraming::Chunked => {
+                if request::trailers_to_http1(&decoded.fields, &mut io.tail).is_err() {
+                    let why = "malformed trailers";
+                    return self.cut_stream(session, slot, protocol, services, why);
+                }
+            }
+            // A body of known length carries no trailers in HTTP/1.1.
+            _ => log::debug!(
+                "{}: HTTP/2 stream {}: trailers dropped (the body has a content-length)",
+                client.address,
+                io.id
+            ),
+        }
+        io.ended_by_client = true;
+        self.streams[slot].dirty = true;
+        Ok(())
+    }
+
+    /// Drives the stages of the streams something happened to.
+    fn drive_streams(&mut self, session: usize, client: &Client, services: &mut Services) -> bool {
+        let mut progress = false;
+        let slots: Vec<usize> = self
+            .streams
+            .iter()
+            .filter(|(_, stream)| stream.dirty)
+            .map(|(slot, _)| slot)
+            .collect();
+        for slot in slots {
+            let Some(stream) = self.streams.get_mut(slot) else {
+                continue;
+            };
+            stream.io.blocked = false;
+            let key = stream_key(session, slot);
+            let mut peer = StreamPeer {
+                client,
+                io: &mut stream.io,
+                tx: &mut self.tx,
+            };
+            let step = stream.stage.drive(key, &mut peer, services);
+            match step {
+                Step::Continue { progress: moved } => {
+                    stream.dirty = moved;
+                    if moved {
+                        stream.last = timer::now();
+                        progress = true;
+                    }
+                }
+                Step::Yield => {
+                    stream.dirty = true;
+                    stream.last = timer::now();
+                    progress = true;
+                }
+                Step::Upgrade => {
+                    // The translation refuses upgrades; a 101 cannot come.
+                    self.finish_stream(session, slot, End::Aborted("an upgrade".into()), services);
+                    progress = true;
+                }
+                Step::Close(end) => {
+                    self.finish_stream(session, slot, end, services);
+                    progress = true;
+                }
+            }
+        }
+        progress
+    }
+
+    /// A stream's stage is done: its end goes to the client (END_STREAM,
+    /// or a reset when its answer was cut), and its slot is freed.
+    fn finish_stream(&mut self, session: usize, slot: usize, end: End, services: &mut Services) {
+        let stream = self.streams.remove(slot);
+        let Stream { io, stage, .. } = stream;
+        let key = stream_key(session, slot);
+        let done = matches!(end, End::Done { .. });
+        if !io.ended_by_rsp {
+            if done && io.phase != stream::Phase::Head {
+                self.tx.write_data(io.id, &[], true);
+                if !io.ended_by_client {
+                    // §8.1: the answer is complete, the request need not be.
+                    self.tx.reset(io.id, ErrorCode::NoError);
+                }
+            } else {
+                self.tx.reset(io.id, ErrorCode::InternalError);
+            }
+        }
+        stage.close(key, services, &end);
+    }
+
+    /// Gives back the windows of body bytes the stages took.
+    fn give_windows(&mut self) {
+        let threshold = u64::from(self.settings.initial_window / 2).max(1);
+        for (_, stream) in self.streams.iter_mut() {
+            let io = &mut stream.io;
+            // A stream's whole window, or half of it, goes back at once:
+            // not a WINDOW_UPDATE for every chunk the stage takes.
+            if io.credit > 0
+                && !io.ended_by_client
+                && (io.credit >= threshold || io.body.is_empty())
+            {
+                frame::write_window_update(&mut self.tx.out, io.id, io.credit as u32);
+                io.receive_window += io.credit as i64;
+                io.credit = 0;
+            }
+        }
+        let window = connection_window(&self.settings);
+        if self.tx.credit > 0 && (self.tx.credit as i64 >= window / 4 || self.streams.is_empty()) {
+            frame::write_window_update(&mut self.tx.out, 0, self.tx.credit as u32);
+            self.receive_window += self.tx.credit as i64;
+            self.tx.credit = 0;
+        }
+    }
+
+    /// Shutdown and reloads close HTTP/2 connections gracefully: GOAWAY
+    /// with the last stream taken, the open ones finish, then the close.
+    fn go_away_if_asked(&mut self, services: &Services) {
+        if self.goaway_sent || !(services.draining || services.generation != self.generation) {
+            return;
+        }
+        frame::write_goaway(&mut self.tx.out, self.last_stream, ErrorCode::NoError, b"");
+        self.goaway_sent = true;
+    }
+
+    /// The stage's next deadline: the earliest of its streams', or the
+    /// connection's own when it has none.
+    pub fn deadline(&self, timeouts: &Timeouts, last: Instant) -> (Instant, Timeout) {
+        let own = if !self.preface || !self.settings_seen {
+            (last + timeouts.client_header, Timeout::Silent)
+        } else {
+            (last + self.settings.idle_timeout, Timeout::ClientIdle)
+        };
+        self.streams
+            .iter()
+            .map(|(_, stream)| stream.stage.deadline(timeouts, stream.last))
+            .min_by_key(|(at, _)| *at)
+            .map_or(own, |earliest| {
+                if self.streams.is_empty() {
+                    own
+                } else {
+                    earliest
+                }
+            })
+    }
+
+    /// A deadline passed: the streams whose did act on it; a connection
+    /// with none open that idled closes.
+    pub fn expire(
+        &mut self,
+        session: usize,
+        client: &mut Client,
+        services: &mut Services,
+        now: Instant,
+    ) -> Step {
+        if self.streams.is_empty() {
+            log::debug!("{}: idle HTTP/2 connection closed", client.address);
+            frame::write_goaway(&mut self.tx.out, self.last_stream, ErrorCode::NoError, b"");
+            let _ = self.write_client(client);
+            return Step::Close(End::Done { linger: false });
+        }
+        let timeouts = services.settings.timeouts;
+        let due: Vec<(usize, Timeout)> = self
+            .streams
+            .iter()
+            .filter_map(|(slot, stream)| {
+                let (at, timeout) = stream.stage.deadline(&timeouts, stream.last);
+                (at <= now).then_some((slot, timeout))
+            })
+            .collect();
+        for (slot, timeout) in due {
+            let stream = &mut self.streams[slot];
+            let key = stream_key(session, slot);
+            match stream.stage.expire(key, client, services, timeout) {
+                Step::Close(end) => self.finish_stream(session, slot, end, services),
+                _ => stream.dirty = true,
+            }
+        }
+        self.drive(session, client, services)
+    }
+
+    pub fn update_interest(
+        &mut self,
+        client: &mut Client,
+        registry: &Registry,
+        token: Token,
+    ) -> io::Result<()> {
+        for (_, stream) in self.streams.iter_mut() {
+            stream.stage.update_backend_interest(registry)?;
+        }
+        let wants_write = self.tx.pending() > 0 || client.transport.wants_write();
+        client
+            .transport
+            .endpoint_mut()
+            .update_interest(registry, token, wants_write)
+    }
+
+    /// An event for backend socket `fd`, if one of the streams holds it.
+    pub fn mark_backend_ready(&mut self, fd: RawFd, event: &Event) -> bool {
+        for (_, stream) in self.streams.iter_mut() {
+            if let Some(backend) = stream.stage.backend_mut()
+                && backend.stream.as_raw_fd() == fd
+            {
+                backend.mark(event);
+                stream.dirty = true;
+                return true;
+            }
+        }
+        false
+    }
+
+    /// A slot freed in the pool the stream in `slot` waits on.
+    pub fn wake(&mut self, slot: Option<usize>) {
+        if let Some(stream) = slot.and_then(|slot| self.streams.get_mut(slot)) {
+            stream.stage.wake();
+            stream.dirty = true;
+        }
+    }
+
+    pub fn follow_reload(
+        &mut self,
+        session: usize,
+        client: &Client,
+        moved: &[Vec<Option<(usize, usize)>>],
+        pool_moved: &[Option<usize>],
+        services: &mut Services,
+    ) -> bool {
+        let mut any = false;
+        for (slot, stream) in self.streams.iter_mut() {
+            let key = stream_key(session, slot);
+            if stream
+                .stage
+                .follow_reload(key, client, moved, pool_moved, services)
+            {
+                stream.dirty = true;
+                any = true;
+            }
+        }
+        // Connections made before the reload are told to go away.
+        any || !self.goaway_sent
+    }
+
+    pub fn close(self, session: usize, services: &mut Services, end: &End) {
+        for (slot, stream) in self.streams {
+            stream.stage.close(stream_key(session, slot), services, end);
+        }
+    }
+}
+
+/// A stream's key: its session's, with its own place in pool queues.
+fn stream_key(session: usize, slot: usize) -> Key {
+    Key {
+        session,
+        waiter: crate::token::waiter(session, Some(slot)),
+    }
+}
+
+fn client_error(error: io::Error) -> Step {
+    if super::transport::is_tls_error(&error) {
+        Step::Close(End::Aborted(error.to_string()))
+    } else {
+        Step::Close(End::ClientGone(Some(error)))
+    }
+}
+
+/// A frame with what it carries copied out of the client buffer, so the
+/// buffer can be consumed before the frame is acted on.
+enum OwnedFrame {
+    Data {
+        stream: u32,
+        end_stream: bool,
+        data: Vec<u8>,
+        flow_length: u32,
+    },
+    Headers {
+        stream: u32,
+        end_stream: bool,
+        end_headers: bool,
+        fragment: Vec<u8>,
+    },
+    Continuation {
+        stream: u32,
+        end_headers: bool,
+        fragment: Vec<u8>,
+    },
+    Priority {
+        stream: u32,
+    },
+    RstStream {
+        stream: u32,
+        code: ErrorCode,
+    },
+    Settings {
+        ack: bool,
+        payload: Vec<u8>,
+    },
+    PushPromise,
+    Ping {
+        ack: bool,
+        data: [u8; 8],
+    },
+    GoAway {
+        code: ErrorCode,
+    },
+    WindowUpdate {
+        stream: u32,
+        increment: u32,
+    },
+    Unknown,
+}
+
+impl OwnedFrame {
+    fn of(frame: &Frame) -> OwnedFrame {
+        match *frame {
+            Frame::Data {
+                stream,
+                end_stream,
+                data,
+                flow_length,
+            } => OwnedFrame::Data {
+                stream,
+                end_stream,
+                data: data.to_vec(),
+                flow_length,
+            },
+            Frame::Headers {
+                stream,
+                end_stream,
+                end_headers,
+                fragment,
+                ..
+            } => OwnedFrame::Headers {
+                stream,
+                end_stream,
+                end_headers,
+                fragment: fragment.to_vec(),
+            },
+            Frame::Continuation {
+                stream,
+                end_headers,
+                fragment,
+            } => OwnedFrame::Continuation {
+                stream,
+                end_headers,
+                fragment: fragment.to_vec(),
+            },
+            Frame::Priority { stream, .. } => OwnedFrame::Priority { stream },
+            Frame::RstStream { stream, code } => OwnedFrame::RstStream { stream, code },
+            Frame::Settings { ack, payload } => OwnedFrame::Settings {
+                ack,
+                payload: payload.to_vec(),
+            },
+            Frame::PushPromise { .. } => OwnedFrame::PushPromise,
+            Frame::Ping { ack, data } => OwnedFrame::Ping { ack, data },
+            Frame::GoAway { code, .. } => OwnedFrame::GoAway { code },
+            Frame::WindowUpdate { stream, increment } => {
+                OwnedFrame::WindowUpdate { stream, increment }
+            }
+            Frame::Unknown { .. } => OwnedFrame::Unknown,
+        }
+    }
+}

@@ -1,0 +1,344 @@
+//! One HTTP/2 stream as the HTTP/1 stage sees its client (`Peer`): the
+//! request's translated head and body are read from it, and the answer
+//! written to it is turned into HEADERS and DATA frames, as far as flow
+//! control and the connection's output bound allow.
+
+use std::io;
+
+use crate::buffer::{Buffer, Fill};
+use crate::h2::frame::{self, ErrorCode};
+use crate::h2::request::BodyFraming;
+use crate::h2::response::{self, Dechunk};
+
+use super::super::transport::Sink;
+use super::super::{Client, End, Peer};
+use crate::h2::hpack;
+
+/// Frames rsp holds for a client beyond which no more DATA is made: the
+/// connection's output bound (control frames are small and few, and are
+/// bounded by the flood budgets).
+pub const OUTPUT_HIGH: usize = 64 * 1024;
+
+/// What goes to the client: frames, and the state they are made from.
+pub struct Tx {
+    pub out: Vec<u8>,
+    pub sent: usize,
+    /// The connection's send window (the client's receive window).
+    pub window: i64,
+    /// The client's SETTINGS_MAX_FRAME_SIZE.
+    pub max_frame: usize,
+    /// The next header block starts with a dynamic table size update
+    /// (to 0: rsp's encoder keeps no table).
+    pub table_update: bool,
+    /// Body bytes the streams moved into their stages, for the
+    /// connection's WINDOW_UPDATE.
+    pub credit: u64,
+}
+
+impl Tx {
+    pub fn pending(&self) -> usize {
+        self.out.len() - self.sent
+    }
+
+    /// Room for DATA under the output bound.
+    fn room(&self) -> usize {
+        OUTPUT_HIGH.saturating_sub(self.pending())
+    }
+
+    /// Writes a header block for `stream` as HEADERS and, past the
+    /// client's frame size, CONTINUATION frames.
+    pub fn write_headers(
+        &mut self,
+        stream: u32,
+        fields: &[(Vec<u8>, Vec<u8>)],
+        status: Option<u16>,
+        end_stream: bool,
+    ) {
+        let mut block = Vec::with_capacity(128);
+        if std::mem::take(&mut self.table_update) {
+            block.push(0x20);
+        }
+        if let Some(status) = status {
+            hpack::encode_status(&mut block, status);
+        }
+        for (name, value) in fields {
+            hpack::encode_field(&mut block, name, value);
+        }
+        let mut chunks = block.chunks(self.max_frame.max(1)).peekable();
+        let mut kind = frame::kind::HEADERS;
+        let mut first = true;
+        if chunks.peek().is_none() {
+            let flags = frame::flag::END_HEADERS | end_flag(end_stream);
+            frame::write_header(&mut self.out, 0, kind, flags, stream);
+            return;
+        }
+        while let Some(chunk) = chunks.next() {
+            let mut flags = 0;
+            if first {
+                flags |= end_flag(end_stream);
+            }
+            if chunks.peek().is_none() {
+                flags |= frame::flag::END_HEADERS;
+            }
+            frame::write_header(&mut self.out, chunk.len(), kind, flags, stream);
+            self.out.extend_from_slice(chunk);
+            kind = frame::kind::CONTINUATION;
+            first = false;
+        }
+    }
+
+    pub fn write_data(&mut self, stream: u32, data: &[u8], end_stream: bool) {
+        frame::write_data_header(&mut self.out, stream, data.len(), end_stream);
+        self.out.extend_from_slice(data);
+    }
+
+    pub fn reset(&mut self, stream: u32, code: ErrorCode) {
+        frame::write_rst_stream(&mut self.out, stream, code);
+    }
+}
+
+fn end_flag(end_stream: bool) -> u8 {
+    if end_stream {
+        frame::flag::END_STREAM
+    } else {
+        0
+    }
+}
+
+/// Where the answer going to the client is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// The next bytes rsp writes are a response head (interim ones too).
+    Head,
+    /// Past the final head: body bytes (decoded when `chunked`); queued
+    /// bytes after a chunked body are its trailer section.
+    Body { chunked: bool },
+}
+
+/// A stream's side of the translation, both ways.
+pub struct StreamIo {
+    pub id: u32,
+    /// The request head, translated to HTTP/1.1, not yet read by the stage.
+    pub head: Vec<u8>,
+    /// DATA the client sent that the stage has not read yet: at most the
+    /// stream's receive window.
+    pub body: Vec<u8>,
+    pub framing: BodyFraming,
+    /// Body bytes received, checked against a content-length.
+    pub received: u64,
+    /// What ends the body in HTTP/1.1 once the client ended the stream:
+    /// the last chunk and the trailers of a chunked body.
+    pub tail: Vec<u8>,
+    /// The client sent END_STREAM.
+    pub ended_by_client: bool,
+    /// What the client may still send before rsp opens the window.
+    pub receive_window: i64,
+    /// Body bytes the stage read that the client's window has not been
+    /// given back for yet.
+    pub credit: u64,
+    /// What rsp may still send on this stream.
+    pub send_window: i64,
+    pub phase: Phase,
+    dechunk: Dechunk,
+    /// rsp sent END_STREAM (or reset the stream).
+    pub ended_by_rsp: bool,
+    /// A DATA frame could not be made for want of window or room.
+    pub blocked: bool,
+}
+
+impl StreamIo {
+    pub fn new(id: u32, head: Vec<u8>, framing: BodyFraming, windows: (i64, i64)) -> StreamIo {
+        StreamIo {
+            id,
+            head,
+            body: Vec::new(),
+            framing,
+            received: 0,
+            tail: Vec::new(),
+            ended_by_client: framing == BodyFraming::None,
+            receive_window: windows.0,
+            credit: 0,
+            send_window: windows.1,
+            phase: Phase::Head,
+            dechunk: Dechunk::default(),
+            ended_by_rsp: false,
+            blocked: false,
+        }
+    }
+
+    /// Everything the client sent went to the stage.
+    fn all_read(&self) -> bool {
+        self.ended_by_client && self.head.is_empty() && self.body.is_empty() && self.tail.is_empty()
+    }
+
+    /// The window rsp may send DATA in now.
+    fn send_budget(&self, tx: &Tx) -> usize {
+        let window = self.send_window.min(tx.window).max(0) as usize;
+        window.min(tx.room()).min(tx.max_frame)
+    }
+}
+
+/// The stage's view of one stream: the connection's client, this
+/// stream's translation, and the connection's output.
+pub struct StreamPeer<'a> {
+    pub client: &'a Client,
+    pub io: &'a mut StreamIo,
+    pub tx: &'a mut Tx,
+}
+
+impl Peer for StreamPeer<'_> {
+    fn client(&self) -> &Client {
+        self.client
+    }
+
+    fn eof(&self) -> bool {
+        self.io.all_read()
+    }
+
+    fn read_into(&mut self, buffer: &mut Buffer) -> Result<Fill, End> {
+        let io = &mut *self.io;
+        let mut read = 0;
+        if !io.head.is_empty() {
+            // The head goes whole (the stage's buffer holds any head
+            // within the header list bound), and first.
+            let count = buffer.push(&io.head);
+            io.head.drain(..count);
+            read += count;
+        }
+        if io.head.is_empty() && !io.body.is_empty() {
+            let room = buffer.capacity_left(buffer.len());
+            let moved = match io.framing {
+                BodyFraming::Chunked if room > 32 => {
+                    let count = io.body.len().min(room - 32);
+                    let line = format!("{count:x}\r\n");
+                    buffer.push(line.as_bytes());
+                    buffer.push(&io.body[..count]);
+                    buffer.push(b"\r\n");
+                    read += line.len() + count + 2;
+                    count
+                }
+                BodyFraming::Chunked => 0,
+                _ => {
+                    let count = buffer.push(&io.body);
+                    read += count;
+                    count
+                }
+            };
+            io.body.drain(..moved);
+            io.credit += moved as u64;
+            self.tx.credit += moved as u64;
+        }
+        if io.head.is_empty() && io.body.is_empty() && !io.tail.is_empty() {
+            let count = buffer.push(&io.tail);
+            io.tail.drain(..count);
+            read += count;
+        }
+        Ok(Fill {
+            read,
+            eof: io.all_read(),
+            drained: true,
+        })
+    }
+
+    fn flush(&mut self) -> io::Result<bool> {
+        Ok(false)
+    }
+}
+
+impl Sink for StreamPeer<'_> {
+    fn writable(&self) -> bool {
+        match self.io.phase {
+            Phase::Head => true,
+            Phase::Body { .. } => self.io.send_budget(self.tx) > 0,
+        }
+    }
+
+    /// `head`: bytes rsp wrote for the client (a response head, a local
+    /// answer, a trailer section); `body`: body bytes passed on from the
+    /// backend. Returns how many of them (head first) were taken.
+    fn write_two(&mut self, head: &[u8], body: &[u8], _closing: bool) -> io::Result<Option<usize>> {
+        let io = &mut *self.io;
+        let tx = &mut *self.tx;
+        if io.ended_by_rsp {
+            // Reset: whatever the stage still writes is dropped.
+            return Ok(Some(head.len() + body.len()));
+        }
+        if io.phase == Phase::Head {
+            if head.is_empty() {
+                return Ok(None);
+            }
+            let Some(parsed) = response::read_head(head) else {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "a response head that does not parse",
+                ));
+            };
+            let interim = parsed.status < 200;
+            tx.write_headers(io.id, &parsed.fields, Some(parsed.status), false);
+            if !interim {
+                io.phase = Phase::Body {
+                    chunked: parsed.chunked,
+                };
+            }
+            return Ok(Some(parsed.length));
+        }
+        let Phase::Body { chunked } = io.phase else {
+            return Ok(None);
+        };
+        if chunked && !head.is_empty() {
+            // The trailer section of a chunked body: a HEADERS frame that
+            // ends the stream.
+            let fields = response::read_trailers(head);
+            if fields.is_empty() {
+                tx.write_data(io.id, &[], true);
+            } else {
+                tx.write_headers(io.id, &fields, None, true);
+            }
+            io.ended_by_rsp = true;
+            return Ok(Some(head.len()));
+        }
+        let budget = io.send_budget(tx);
+        if budget == 0 {
+            io.blocked = true;
+            return Ok(None);
+        }
+        if !head.is_empty() {
+            // A body rsp wrote itself (a local answer's).
+            let count = head.len().min(budget);
+            tx.write_data(io.id, &head[..count], false);
+            io.send_window -= count as i64;
+            tx.window -= count as i64;
+            return Ok(Some(count));
+        }
+        if body.is_empty() {
+            return Ok(None);
+        }
+        if !chunked {
+            let count = body.len().min(budget);
+            tx.write_data(io.id, &body[..count], false);
+            io.send_window -= count as i64;
+            tx.window -= count as i64;
+            return Ok(Some(count));
+        }
+        // A DATA frame of the chunks' data, without their framing: its
+        // header is written once its length is known.
+        let at = tx.out.len();
+        frame::write_data_header(&mut tx.out, io.id, 0, false);
+        let (walked, given) = io
+            .dechunk
+            .walk(body, budget, |data| tx.out.extend_from_slice(data));
+        if given == 0 {
+            tx.out.truncate(at);
+        } else {
+            let mut header = Vec::with_capacity(frame::HEADER_LENGTH);
+            frame::write_data_header(&mut header, io.id, given, false);
+            tx.out[at..at + frame::HEADER_LENGTH].copy_from_slice(&header);
+            io.send_window -= given as i64;
+            tx.window -= given as i64;
+        }
+        if walked == 0 {
+            return Ok(None);
+        }
+        Ok(Some(walked))
+    }
+}

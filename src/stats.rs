@@ -171,6 +171,8 @@ pub struct Totals {
     pub responses: StatusClasses,
     /// Answers rsp wrote itself (Lua replies and errors).
     pub local_responses: u64,
+    /// Requests by the protocol the client spoke: `PROTOCOLS`' order.
+    pub protocols: [u64; 3],
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub duration: Histogram,
@@ -178,7 +180,17 @@ pub struct Totals {
     pub unlisted: BTreeMap<SocketAddr, UnlistedStats>,
 }
 
+/// The protocols requests are counted by, as access logs name them.
+pub const PROTOCOLS: [&str; 3] = ["HTTP/1.0", "HTTP/1.1", "HTTP/2.0"];
+
 impl Totals {
+    /// Counts a request that came as `protocol` (one of `PROTOCOLS`).
+    pub fn count_protocol(&mut self, protocol: &str) {
+        if let Some(index) = PROTOCOLS.iter().position(|known| *known == protocol) {
+            self.protocols[index] += 1;
+        }
+    }
+
     /// Counts an answer for `server`, a server of no pool.
     pub fn count_unlisted(&mut self, server: SocketAddr, status: u16, local: bool) {
         if self.unlisted.len() >= MAX_UNLISTED && !self.unlisted.contains_key(&server) {
@@ -195,6 +207,9 @@ impl Totals {
         self.connections_total += other.connections_total;
         self.responses.add(&other.responses);
         self.local_responses += other.local_responses;
+        for (mine, theirs) in self.protocols.iter_mut().zip(other.protocols) {
+            *mine += theirs;
+        }
         self.bytes_in += other.bytes_in;
         self.bytes_out += other.bytes_out;
         self.duration.add(&other.duration);
@@ -217,6 +232,7 @@ impl Default for Totals {
             connections_total: 0,
             responses: StatusClasses::default(),
             local_responses: 0,
+            protocols: [0; 3],
             bytes_in: 0,
             bytes_out: 0,
             duration: Histogram::default(),

@@ -71,6 +71,9 @@ impl Transaction {
         let duration = timer::now().saturating_duration_since(self.started);
         totals.responses.count(self.status);
         totals.local_responses += u64::from(self.local);
+        if self.parsed {
+            totals.count_protocol(request.head.protocol());
+        }
         totals.bytes_in += self.bytes_received;
         totals.bytes_out += self.bytes_sent;
         totals.duration.record(duration);

@@ -67,6 +67,9 @@ pub(super) fn json(view: &StatsView) -> String {
             "total": totals.responses.total(),
             "local": totals.local_responses,
             "responses": classes(&totals.responses),
+            "protocols": crate::stats::PROTOCOLS.iter().zip(totals.protocols)
+                .map(|(name, count)| (name.to_string(), json!(count)))
+                .collect::<serde_json::Map<_, _>>(),
         },
         "bytes_in": totals.bytes_in,
         "bytes_out": totals.bytes_out,

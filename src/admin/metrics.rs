@@ -198,6 +198,18 @@ fn totals_metrics(out: &mut String, totals: &Totals) {
     }
     family(
         out,
+        "rsp_requests_by_protocol_total",
+        "counter",
+        "Requests answered, by the protocol the client spoke.",
+    );
+    for (name, count) in crate::stats::PROTOCOLS.iter().zip(totals.protocols) {
+        let _ = writeln!(
+            out,
+            "rsp_requests_by_protocol_total{{protocol=\"{name}\"}} {count}"
+        );
+    }
+    family(
+        out,
         "rsp_request_duration_seconds",
         "histogram",
         "Time from a request's first byte to the end of its answer.",

@@ -53,7 +53,7 @@ pub(super) fn html(pools: &[Pool], totals: &Totals) -> String {
     let _ = writeln!(
         page,
         "<table class=\"summary\"><tr><td>pid {}</td><td>up {}</td><td>{} connections open, {} in all</td>\
-         <td>{} requests, {} answered by rsp itself</td><td>{} in, {} out</td>\
+         <td>{} requests, {} answered by rsp itself</td><td>{}</td><td>{} in, {} out</td>\
          <td>{}</td></tr></table>",
         std::process::id(),
         duration_text(uptime),
@@ -61,6 +61,7 @@ pub(super) fn html(pools: &[Pool], totals: &Totals) -> String {
         totals.connections_total,
         totals.responses.total(),
         totals.local_responses,
+        protocols_text(&totals.protocols),
         bytes_text(totals.bytes_in),
         bytes_text(totals.bytes_out),
         classes_text(&totals.responses),
@@ -208,5 +209,20 @@ fn bytes_text(bytes: u64) -> String {
         format!("{bytes} B")
     } else {
         format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// "HTTP/1.1 90, HTTP/2.0 10": the protocols requests came in.
+fn protocols_text(protocols: &[u64; 3]) -> String {
+    let parts: Vec<String> = crate::stats::PROTOCOLS
+        .iter()
+        .zip(protocols)
+        .filter(|(_, count)| **count > 0)
+        .map(|(name, count)| format!("{name} {count}"))
+        .collect();
+    if parts.is_empty() {
+        "no requests yet".to_owned()
+    } else {
+        parts.join(", ")
     }
 }

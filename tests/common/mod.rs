@@ -174,6 +174,19 @@ impl Proxy {
         }
     }
 
+    /// Starts rsp with a listener on a free port that takes HTTP/2 with
+    /// prior knowledge (h2c) besides HTTP/1.1.
+    pub fn start_h2c(settings: &str) -> Proxy {
+        let port = free_port();
+        let config = temp_file(
+            "config.lua",
+            &format!(
+                "listen = {{ {{ addr = \"127.0.0.1:{port}\", http2 = true }} }}\n{settings}\n"
+            ),
+        );
+        Proxy::run(config, port)
+    }
+
     /// Starts rsp with an HTTP listener on a free port (the proxy's
     /// `address`) and the further `listen` entries `more_listeners`.
     pub fn start_listening(more_listeners: &str, settings: &str) -> Proxy {

@@ -350,8 +350,31 @@ impl Http2 {
         }
         loop {
             let data = self.inbound.data();
-            let Some((parsed, length)) = frame::parse(data, self.settings.max_frame_size)? else {
-                break;
+            let (parsed, length) = match frame::parse(data, self.settings.max_frame_size) {
+                Ok(Some(parsed)) => parsed,
+                Ok(None) => break,
+                // One stream's error (a PRIORITY or WINDOW_UPDATE it may
+                // not have): that stream is reset, the connection goes
+                // on. A HEADERS frame's carries a header block that must
+                // be decoded to keep HPACK in step: the connection's.
+                Err(FrameError::Stream(stream, code, why))
+                    if frame::Header::read(data)
+                        .is_some_and(|header| header.kind != frame::kind::HEADERS) =>
+                {
+                    let length = frame::Header::read(data).map_or(data.len(), |header| {
+                        frame::HEADER_LENGTH + header.length as usize
+                    });
+                    self.inbound.consume(length);
+                    match self.slot(stream) {
+                        Some(slot) => self.cut_stream(session, slot, code, services, why)?,
+                        None => {
+                            self.tx.reset(stream, code);
+                            self.flood.reset()?;
+                        }
+                    }
+                    continue;
+                }
+                Err(error) => return Err(error),
             };
             // The frame borrows the buffer: what it carries is copied out
             // by the handler, then the bytes are consumed.
@@ -430,10 +453,9 @@ impl Http2 {
                 }
                 Ok(())
             }
-            OwnedFrame::Priority { stream } => {
-                self.flood.control("PRIORITY flood")?;
-                self.check_known(stream)
-            }
+            // PRIORITY may name any stream, idle ones too (§5.1); rsp
+            // does not act on priorities (RFC 9113 deprecates them).
+            OwnedFrame::Priority => self.flood.control("PRIORITY flood"),
             OwnedFrame::RstStream { stream, code } => {
                 self.check_known(stream)?;
                 if let Some(slot) = self.slot(stream) {
@@ -1071,9 +1093,7 @@ enum OwnedFrame {
         end_headers: bool,
         fragment: Vec<u8>,
     },
-    Priority {
-        stream: u32,
-    },
+    Priority,
     RstStream {
         stream: u32,
         code: ErrorCode,
@@ -1132,7 +1152,7 @@ impl OwnedFrame {
                 end_headers,
                 fragment: fragment.to_vec(),
             },
-            Frame::Priority { stream, .. } => OwnedFrame::Priority { stream },
+            Frame::Priority { .. } => OwnedFrame::Priority,
             Frame::RstStream { stream, code } => OwnedFrame::RstStream { stream, code },
             Frame::Settings { ack, payload } => OwnedFrame::Settings {
                 ack,

@@ -1,0 +1,346 @@
+//! HTTP/2 to clients, with the clients users use: curl (`--http2`,
+//! `--http2-prior-knowledge`), nghttp and h2load (Debian's nghttp2-client),
+//! and Python's `h2` for what those cannot show (trailers, GOAWAY on a
+//! signal, flow control). Backends stay HTTP/1.1.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Once;
+use std::thread;
+use std::time::Duration;
+
+use common::*;
+
+fn curl(args: &[&str]) -> (String, String) {
+    ensure_package("curl", "curl");
+    let output = Command::new("curl")
+        .args(["-s", "-S", "--max-time", "20"])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn curl_bytes(args: &[&str]) -> Vec<u8> {
+    ensure_package("curl", "curl");
+    let output = Command::new("curl")
+        .args(["-s", "-S", "--max-time", "20"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
+fn ensure_python_h2() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let importable = || {
+            Command::new("python3")
+                .args(["-c", "import h2.connection"])
+                .status()
+                .is_ok_and(|status| status.success())
+        };
+        if !importable() {
+            let _ = Command::new("python3")
+                .args(["-m", "pip", "install", "--quiet", "h2>=4"])
+                .status();
+        }
+        assert!(importable(), "these tests need Python's h2: pip install h2");
+    });
+}
+
+/// Runs tests/h2/exchange.py; its JSON answer.
+fn exchange(args: &[&str]) -> serde_json::Value {
+    ensure_python_h2();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/h2/exchange.py");
+    let output = Command::new("python3")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "exchange.py {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn url(proxy: &Proxy, path: &str) -> String {
+    format!("http://{}{path}", proxy.address)
+}
+
+const ROUTE: &str = r#"function route(req) return "default" end"#;
+
+#[test]
+fn h2c_with_prior_knowledge_carries_bodies_both_ways_and_http1_still_works() {
+    let backend = Backend::start("web");
+    let proxy = Proxy::start_h2c(&format!(
+        "backends = {{ \"{}\" }}\n{ROUTE}",
+        backend.address
+    ));
+    let h2 = "--http2-prior-knowledge";
+    // A megabyte down, with its length, and one chunked.
+    let body = curl_bytes(&[h2, &url(&proxy, "/size/1000000")]);
+    assert!(body == pattern(1_000_000), "{} bytes", body.len());
+    let body = curl_bytes(&[h2, &url(&proxy, "/chunked/300000")]);
+    assert!(body == pattern(300_000), "{} bytes", body.len());
+    let (version, _) = curl(&[
+        h2,
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_version}",
+        &url(&proxy, "/"),
+    ]);
+    assert_eq!(version, "2");
+    // A megabyte up, with a content-length and without (sent chunked).
+    let upload = temp_file("upload.bin", "");
+    std::fs::write(&upload, pattern(1_000_000)).unwrap();
+    let data = format!("@{}", upload.display());
+    let expected = format!("1000000 {}", checksum(&pattern(1_000_000)));
+    let (answer, error) = curl(&[h2, "--data-binary", &data, &url(&proxy, "/checksum")]);
+    assert_eq!(answer.trim(), expected, "{error}");
+    let chunked = ["-H", "Transfer-Encoding: chunked"];
+    let (answer, error) = curl(
+        &[
+            &[h2, "--data-binary", &data][..],
+            &chunked,
+            &[&url(&proxy, "/checksum")],
+        ]
+        .concat(),
+    );
+    assert_eq!(answer.trim(), expected, "{error}");
+    assert!(
+        backend
+            .heads()
+            .iter()
+            .any(|head| head.contains("transfer-encoding: chunked")),
+        "{:?}",
+        backend.heads()
+    );
+    // HTTP/1.1 on the same port.
+    assert_eq!(proxy.get("/").text(), "hello from web");
+}
+
+#[test]
+fn the_backend_gets_http11_with_joined_cookies_and_trailers_go_both_ways() {
+    let recorder = Recorder::start(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n\
+          5\r\nhello\r\n0\r\nX-Trailer: yes\r\n\r\n",
+    );
+    let proxy = Proxy::start_h2c(&format!(
+        "backends = {{ \"{}\" }}\n{ROUTE}",
+        recorder.address
+    ));
+    let port = proxy.address.port().to_string();
+    let answer = exchange(&["trailers", &port]);
+    assert_eq!(answer["status"], "200", "{answer}");
+    assert_eq!(answer["body"], "hello");
+    assert_eq!(answer["trailers"]["x-trailer"], "yes", "{answer}");
+    let request = &recorder.requests()[0];
+    assert!(
+        request.starts_with("POST /post HTTP/1.1\r\nhost: localhost\r\n"),
+        "{request}"
+    );
+    assert!(
+        request.contains("transfer-encoding: chunked\r\n"),
+        "{request}"
+    );
+    assert!(request.contains("cookie: a=1; b=2\r\n"), "{request}");
+    assert!(!request.contains(":path"), "{request}");
+    // The body as chunks, however the DATA frames fell, then the trailer.
+    let body = &request[request.find("\r\n\r\n").unwrap() + 4..];
+    assert!(body.ends_with("0\r\nx-checksum: abc\r\n\r\n"), "{body:?}");
+    assert!(body.replace("\r\n", "|").contains("hello"), "{body:?}");
+}
+
+#[test]
+fn tls_offers_h2_first_and_alpn_can_take_it_away() {
+    let backend = Backend::start("web");
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let cert = temp_file("h2.pem", &certified.cert.pem());
+    let key = temp_file("h2.key", &certified.signing_key.serialize_pem());
+    let (h2_port, h1_port) = (free_port(), free_port());
+    let tls = format!("tls = {{ cert = {cert:?}, key = {key:?} }}");
+    let proxy = Proxy::start_listening(
+        &format!(
+            "{{ addr = \"127.0.0.1:{h2_port}\", {tls} }}, \
+             {{ addr = \"127.0.0.1:{h1_port}\", {tls}, alpn = {{ \"http/1.1\" }} }}"
+        ),
+        &format!("backends = {{ \"{}\" }}\n{ROUTE}", backend.address),
+    );
+    proxy.wait_for_log(&format!("listening on 127.0.0.1:{h1_port}"), 1);
+    for (port, version) in [(h2_port, "2"), (h1_port, "1.1")] {
+        let (out, error) = curl(&[
+            "-k",
+            "--http2",
+            "-w",
+            " %{http_version}",
+            &format!("https://localhost:{port}/"),
+        ]);
+        assert_eq!(out, format!("hello from web {version}"), "{error}");
+    }
+    let body = curl_bytes(&[
+        "-k",
+        "--http2",
+        &format!("https://localhost:{h2_port}/size/500000"),
+    ]);
+    assert!(body == pattern(500_000));
+}
+
+#[test]
+fn route_sees_version_2_and_logs_stats_and_metrics_say_http2() {
+    let backend = Backend::start("web");
+    let log = temp_file("h2-access.log", "");
+    let proxy = Proxy::start_h2c(&format!(
+        r#"backends = {{ "{}" }}
+access_log = {log:?}
+admin = {{ addr = "127.0.0.1:{admin}" }}
+function route(req)
+  if req.path == "/version" then return {{ status = 200, body = req.version .. " " .. req.host }} end
+  return "default"
+end
+function respond(req, res)
+  res:set_header("X-Version", req.version)
+end"#,
+        backend.address,
+        admin = free_port(),
+    ));
+    let admin_port: u16 = proxy
+        .log()
+        .split("admin API on http://127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|port| port.parse().ok())
+        .unwrap();
+    let h2 = "--http2-prior-knowledge";
+    let (out, _) = curl(&[h2, "-H", "Host: app.example", &url(&proxy, "/version")]);
+    assert_eq!(out, "2 app.example");
+    let (head, _) = curl(&[h2, "-D", "-", "-o", "/dev/null", &url(&proxy, "/")]);
+    assert!(head.to_ascii_lowercase().contains("x-version: 2"), "{head}");
+    assert_eq!(proxy.get("/version").text(), "1.1 test");
+    thread::sleep(Duration::from_millis(200));
+    let lines = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        lines.matches("\"GET /version HTTP/2.0\" 200").count(),
+        1,
+        "{lines}"
+    );
+    assert_eq!(
+        lines.matches("\"GET / HTTP/2.0\" 200").count(),
+        1,
+        "{lines}"
+    );
+    assert_eq!(lines.matches("HTTP/1.1\" 200").count(), 1, "{lines}");
+    let stats = admin(admin_port, "GET", "/stats.json", "").text();
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats["requests"]["protocols"]["HTTP/2.0"], 2, "{stats}");
+    assert_eq!(stats["requests"]["protocols"]["HTTP/1.1"], 1, "{stats}");
+    let metrics = admin(admin_port, "GET", "/metrics", "").text();
+    assert!(
+        metrics.contains("rsp_requests_by_protocol_total{protocol=\"HTTP/2.0\"} 2"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn h2load_and_nghttp_get_every_answer_over_many_streams() {
+    ensure_package("h2load", "nghttp2-client");
+    let backend = Backend::start("web");
+    let proxy = Proxy::start_h2c(&format!(
+        "backends = {{ \"{}\" }}\n{ROUTE}",
+        backend.address
+    ));
+    let output = Command::new("h2load")
+        .args([
+            "-n",
+            "2000",
+            "-c",
+            "10",
+            "-m",
+            "10",
+            &url(&proxy, "/size/1000"),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("2000 succeeded, 0 failed"), "{text}");
+    assert!(text.contains("status codes: 2000 2xx"), "{text}");
+    // nghttp: several streams at once on one connection, each complete.
+    let urls: Vec<String> = (1..=8)
+        .map(|n| url(&proxy, &format!("/size/{}", n * 10_000)))
+        .collect();
+    let output = Command::new("nghttp")
+        .args(["-n", "-s"])
+        .args(&urls)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    assert_eq!(text.matches("/size/").count(), 8, "{text}");
+}
+
+#[test]
+fn sighup_and_sigterm_send_goaway_and_let_the_open_stream_finish() {
+    let backend = Backend::start("web");
+    let proxy = Proxy::start_h2c(&format!(
+        "backends = {{ \"{}\" }}\n{ROUTE}",
+        backend.address
+    ));
+    let port = proxy.address.port().to_string();
+    let pid = proxy.child.id().to_string();
+    for signal in ["SIGHUP", "SIGTERM"] {
+        let answer = exchange(&["goaway", &port, &pid, signal]);
+        assert_eq!(answer["goaway"]["code"], 0, "{signal}: {answer}");
+        assert_eq!(answer["goaway"]["last_stream"], 1, "{signal}: {answer}");
+        assert_eq!(answer["status"], "200", "{signal}: {answer}");
+        assert_eq!(answer["ended"], true, "{signal}: {answer}");
+        assert_eq!(answer["closed"], true, "{signal}: {answer}");
+    }
+}
+
+#[test]
+fn an_upload_to_a_backend_that_does_not_read_is_held_by_flow_control() {
+    // A backend that takes connections and never reads them.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let mut proxy = Proxy::start_h2c(&format!(
+        "backends = {{ \"{address}\" }}\ntimeouts = {{ idle = 30000 }}\n{ROUTE}"
+    ));
+    let before = proxy.rss_kib();
+    let port = proxy.address.port().to_string();
+    let answer = exchange(&["upload", &port, "1.5"]);
+    let sent = answer["sent"].as_u64().unwrap();
+    // The stream's window, its stage's buffer and the kernel's socket
+    // buffers on both sides: far below what the client had to send.
+    assert!(sent > 60_000, "{answer}");
+    assert!(
+        sent < 16 << 20,
+        "flow control did not hold the upload: {answer}"
+    );
+    assert!(
+        proxy.rss_kib() < before + 8 * 1024,
+        "{} -> {}",
+        before,
+        proxy.rss_kib()
+    );
+    assert!(proxy.is_running());
+}

@@ -179,3 +179,12 @@ fn an_idle_session_stays_small() {
     assert!(std::mem::size_of::<Stage>() <= 72, "Stage grew");
     assert!(std::mem::size_of::<Session>() <= 224, "Session grew");
 }
+
+/// An idle HTTP/2 connection's stage, boxed: README (HTTP/2, Memory)
+/// states its size.
+#[test]
+#[cfg(target_pointer_width = "64")]
+fn an_idle_http2_stage_stays_small() {
+    let size = std::mem::size_of::<super::http2::Http2>();
+    assert!(size <= 512, "Http2 grew to {size}");
+}

@@ -326,15 +326,30 @@ impl Http2 {
         self.failed = Some(format!("HTTP/2 {code:?}: {why}"));
     }
 
-    /// Reads every whole frame the client sent.
+    /// Reads every whole frame the client sent. The buffer is taken out
+    /// while its frames are handled, so they borrow it and nothing is
+    /// copied before it is needed.
     fn receive(
         &mut self,
         session: usize,
         client: &Client,
         services: &mut Services,
     ) -> Result<(), FrameError> {
+        let mut inbound = std::mem::replace(&mut self.inbound, Buffer::new(0));
+        let result = self.receive_from(&mut inbound, session, client, services);
+        self.inbound = inbound;
+        result
+    }
+
+    fn receive_from(
+        &mut self,
+        inbound: &mut Buffer,
+        session: usize,
+        client: &Client,
+        services: &mut Services,
+    ) -> Result<(), FrameError> {
         if !self.preface {
-            let data = self.inbound.data();
+            let data = inbound.data();
             let length = data.len().min(frame::PREFACE.len());
             if data[..length] != frame::PREFACE[..length] {
                 return Err(FrameError::Connection(
@@ -345,11 +360,11 @@ impl Http2 {
             if length < frame::PREFACE.len() {
                 return Ok(());
             }
-            self.inbound.consume(length);
+            inbound.consume(length);
             self.preface = true;
         }
         loop {
-            let data = self.inbound.data();
+            let data = inbound.data();
             let (parsed, length) = match frame::parse(data, self.settings.max_frame_size) {
                 Ok(Some(parsed)) => parsed,
                 Ok(None) => break,
@@ -364,7 +379,7 @@ impl Http2 {
                     let length = frame::Header::read(data).map_or(data.len(), |header| {
                         frame::HEADER_LENGTH + header.length as usize
                     });
-                    self.inbound.consume(length);
+                    inbound.consume(length);
                     match self.slot(stream) {
                         Some(slot) => self.cut_stream(session, slot, code, services, why)?,
                         None => {
@@ -378,9 +393,9 @@ impl Http2 {
             };
             // The frame borrows the buffer: what it carries is copied out
             // by the handler, then the bytes are consumed.
-            let owned = OwnedFrame::of(&parsed);
-            self.inbound.consume(length);
-            self.frame(session, client, services, owned)?;
+            let handled = self.frame(session, client, services, parsed);
+            inbound.consume(length);
+            handled?;
             if self.failed.is_some() {
                 break;
             }
@@ -393,16 +408,16 @@ impl Http2 {
         session: usize,
         client: &Client,
         services: &mut Services,
-        frame: OwnedFrame,
+        frame: Frame,
     ) -> Result<(), FrameError> {
-        if !self.settings_seen && !matches!(frame, OwnedFrame::Settings { ack: false, .. }) {
+        if !self.settings_seen && !matches!(frame, Frame::Settings { ack: false, .. }) {
             return Err(FrameError::Connection(
                 ErrorCode::ProtocolError,
                 "the first frame is not SETTINGS",
             ));
         }
         if let Some(block) = &self.block
-            && !matches!(&frame, OwnedFrame::Continuation { stream, .. } if *stream == block.stream)
+            && !matches!(&frame, Frame::Continuation { stream, .. } if *stream == block.stream)
         {
             return Err(FrameError::Connection(
                 ErrorCode::ProtocolError,
@@ -410,22 +425,23 @@ impl Http2 {
             ));
         }
         match frame {
-            OwnedFrame::Data {
+            Frame::Data {
                 stream,
                 end_stream,
                 data,
                 flow_length,
             } => self.data(session, services, (stream, end_stream), data, flow_length),
-            OwnedFrame::Headers {
+            Frame::Headers {
                 stream,
                 end_stream,
                 end_headers,
                 fragment,
+                ..
             } => {
                 self.block = Some(Block {
                     stream,
                     end_stream,
-                    bytes: fragment,
+                    bytes: fragment.to_vec(),
                     continuations: 0,
                 });
                 self.check_block()?;
@@ -434,7 +450,7 @@ impl Http2 {
                 }
                 Ok(())
             }
-            OwnedFrame::Continuation {
+            Frame::Continuation {
                 end_headers,
                 fragment,
                 ..
@@ -445,7 +461,7 @@ impl Http2 {
                         "CONTINUATION without HEADERS",
                     ));
                 };
-                block.bytes.extend_from_slice(&fragment);
+                block.bytes.extend_from_slice(fragment);
                 block.continuations += 1;
                 self.check_block()?;
                 if end_headers {
@@ -455,8 +471,8 @@ impl Http2 {
             }
             // PRIORITY may name any stream, idle ones too (§5.1); rsp
             // does not act on priorities (RFC 9113 deprecates them).
-            OwnedFrame::Priority => self.flood.control("PRIORITY flood"),
-            OwnedFrame::RstStream { stream, code } => {
+            Frame::Priority { .. } => self.flood.control("PRIORITY flood"),
+            Frame::RstStream { stream, code } => {
                 self.check_known(stream)?;
                 if let Some(slot) = self.slot(stream) {
                     self.flood.reset()?;
@@ -471,28 +487,28 @@ impl Http2 {
                 }
                 Ok(())
             }
-            OwnedFrame::Settings { ack, payload } => {
+            Frame::Settings { ack, payload } => {
                 self.flood.control("SETTINGS flood")?;
                 if ack {
                     return Ok(());
                 }
                 self.settings_seen = true;
-                self.apply_settings(&payload)?;
+                self.apply_settings(payload)?;
                 frame::write_settings_ack(&mut self.tx.out);
                 Ok(())
             }
-            OwnedFrame::PushPromise => Err(FrameError::Connection(
+            Frame::PushPromise { .. } => Err(FrameError::Connection(
                 ErrorCode::ProtocolError,
                 "a client may not push",
             )),
-            OwnedFrame::Ping { ack, data } => {
+            Frame::Ping { ack, data } => {
                 self.flood.control("PING flood")?;
                 if !ack {
                     frame::write_ping_ack(&mut self.tx.out, data);
                 }
                 Ok(())
             }
-            OwnedFrame::GoAway { code } => {
+            Frame::GoAway { code, .. } => {
                 log::debug!(
                     "{}: HTTP/2 GOAWAY from the client: {code:?}",
                     client.address
@@ -500,11 +516,11 @@ impl Http2 {
                 self.goaway_received = true;
                 Ok(())
             }
-            OwnedFrame::WindowUpdate { stream, increment } => {
+            Frame::WindowUpdate { stream, increment } => {
                 self.flood.control("WINDOW_UPDATE flood")?;
                 self.window_update(session, services, stream, increment)
             }
-            OwnedFrame::Unknown => self.flood.control("a flood of unknown frames"),
+            Frame::Unknown { .. } => self.flood.control("a flood of unknown frames"),
         }
     }
 
@@ -608,7 +624,7 @@ impl Http2 {
         session: usize,
         services: &mut Services,
         (stream, end_stream): (u32, bool),
-        data: Vec<u8>,
+        data: &[u8],
         flow_length: u32,
     ) -> Result<(), FrameError> {
         self.receive_window -= i64::from(flow_length);
@@ -649,7 +665,7 @@ impl Http2 {
             let why = "DATA that does not add up to its content-length";
             return self.cut_stream(session, slot, ErrorCode::ProtocolError, services, why);
         }
-        io.body.extend_from_slice(&data);
+        io.body.extend_from_slice(data);
         if end_stream {
             io.ended_by_client = true;
             if io.framing == BodyFraming::Chunked {
@@ -1050,7 +1066,15 @@ impl Http2 {
         any || !self.goaway_sent
     }
 
+    /// The connection ends with streams open: their exchanges end as ones
+    /// whose client left (499), since whatever ended the connection (the
+    /// client, its protocol error, a timeout, a shutdown past its grace)
+    /// is no backend's failure.
     pub fn close(self, session: usize, services: &mut Services, end: &End) {
+        let end = match end {
+            End::Done { .. } => end,
+            _ => &End::ClientGone(None),
+        };
         for (slot, stream) in self.streams {
             stream.stage.close(stream_key(session, slot), services, end);
         }
@@ -1070,101 +1094,5 @@ fn client_error(error: io::Error) -> Step {
         Step::Close(End::Aborted(error.to_string()))
     } else {
         Step::Close(End::ClientGone(Some(error)))
-    }
-}
-
-/// A frame with what it carries copied out of the client buffer, so the
-/// buffer can be consumed before the frame is acted on.
-enum OwnedFrame {
-    Data {
-        stream: u32,
-        end_stream: bool,
-        data: Vec<u8>,
-        flow_length: u32,
-    },
-    Headers {
-        stream: u32,
-        end_stream: bool,
-        end_headers: bool,
-        fragment: Vec<u8>,
-    },
-    Continuation {
-        stream: u32,
-        end_headers: bool,
-        fragment: Vec<u8>,
-    },
-    Priority,
-    RstStream {
-        stream: u32,
-        code: ErrorCode,
-    },
-    Settings {
-        ack: bool,
-        payload: Vec<u8>,
-    },
-    PushPromise,
-    Ping {
-        ack: bool,
-        data: [u8; 8],
-    },
-    GoAway {
-        code: ErrorCode,
-    },
-    WindowUpdate {
-        stream: u32,
-        increment: u32,
-    },
-    Unknown,
-}
-
-impl OwnedFrame {
-    fn of(frame: &Frame) -> OwnedFrame {
-        match *frame {
-            Frame::Data {
-                stream,
-                end_stream,
-                data,
-                flow_length,
-            } => OwnedFrame::Data {
-                stream,
-                end_stream,
-                data: data.to_vec(),
-                flow_length,
-            },
-            Frame::Headers {
-                stream,
-                end_stream,
-                end_headers,
-                fragment,
-                ..
-            } => OwnedFrame::Headers {
-                stream,
-                end_stream,
-                end_headers,
-                fragment: fragment.to_vec(),
-            },
-            Frame::Continuation {
-                stream,
-                end_headers,
-                fragment,
-            } => OwnedFrame::Continuation {
-                stream,
-                end_headers,
-                fragment: fragment.to_vec(),
-            },
-            Frame::Priority { .. } => OwnedFrame::Priority,
-            Frame::RstStream { stream, code } => OwnedFrame::RstStream { stream, code },
-            Frame::Settings { ack, payload } => OwnedFrame::Settings {
-                ack,
-                payload: payload.to_vec(),
-            },
-            Frame::PushPromise { .. } => OwnedFrame::PushPromise,
-            Frame::Ping { ack, data } => OwnedFrame::Ping { ack, data },
-            Frame::GoAway { code, .. } => OwnedFrame::GoAway { code },
-            Frame::WindowUpdate { stream, increment } => {
-                OwnedFrame::WindowUpdate { stream, increment }
-            }
-            Frame::Unknown { .. } => OwnedFrame::Unknown,
-        }
     }
 }

@@ -344,3 +344,51 @@ fn an_upload_to_a_backend_that_does_not_read_is_held_by_flow_control() {
     );
     assert!(proxy.is_running());
 }
+
+#[test]
+fn streams_of_one_connection_queue_for_max_conns_and_retry_a_dead_server() {
+    ensure_package("h2load", "nghttp2-client");
+    let backend = Backend::start("web");
+    let dead = free_port();
+    // One connection at a time to the live server: ten streams at once
+    // wait in the pool's queue, each woken in turn (a queue entry per
+    // stream, not per connection).
+    let proxy = Proxy::start_h2c(&format!(
+        r#"pools = {{
+  one = {{ servers = {{ "{}" }}, max_conns = 1, queue_timeout_ms = 10000 }},
+  flaky = {{ servers = {{ "127.0.0.1:{dead}", "{}" }}, balance = "roundrobin" }},
+}}
+function route(req)
+  if req.path:sub(1, 6) == "/flaky" then return "flaky" end
+  return "one"
+end"#,
+        backend.address, backend.address
+    ));
+    let started = std::time::Instant::now();
+    let output = Command::new("h2load")
+        .args([
+            "-n",
+            "10",
+            "-c",
+            "1",
+            "-m",
+            "10",
+            &url(&proxy, "/sleep/100"),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("10 succeeded, 0 failed"), "{text}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(950),
+        "ten 100 ms answers one at a time took {:?}",
+        started.elapsed()
+    );
+    // A refused connect goes to the other server: every stream gets 200.
+    let output = Command::new("h2load")
+        .args(["-n", "20", "-c", "1", "-m", "5", &url(&proxy, "/flaky")])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("status codes: 20 2xx"), "{text}");
+}

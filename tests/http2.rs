@@ -77,6 +77,13 @@ fn exchange(args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
+/// Runs h2load; what it printed.
+fn h2load(args: &[&str]) -> String {
+    ensure_package("h2load", "nghttp2-client");
+    let output = Command::new("h2load").args(args).output().unwrap();
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 fn url(proxy: &Proxy, path: &str) -> String {
     format!("http://{}{path}", proxy.address)
 }
@@ -263,19 +270,15 @@ fn h2load_and_nghttp_get_every_answer_over_many_streams() {
         "backends = {{ \"{}\" }}\n{ROUTE}",
         backend.address
     ));
-    let output = Command::new("h2load")
-        .args([
-            "-n",
-            "2000",
-            "-c",
-            "10",
-            "-m",
-            "10",
-            &url(&proxy, "/size/1000"),
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout);
+    let text = h2load(&[
+        "-n",
+        "2000",
+        "-c",
+        "10",
+        "-m",
+        "10",
+        &url(&proxy, "/size/1000"),
+    ]);
     assert!(text.contains("2000 succeeded, 0 failed"), "{text}");
     assert!(text.contains("status codes: 2000 2xx"), "{text}");
     // nghttp: several streams at once on one connection, each complete.
@@ -365,19 +368,15 @@ end"#,
         backend.address, backend.address
     ));
     let started = std::time::Instant::now();
-    let output = Command::new("h2load")
-        .args([
-            "-n",
-            "10",
-            "-c",
-            "1",
-            "-m",
-            "10",
-            &url(&proxy, "/sleep/100"),
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout);
+    let text = h2load(&[
+        "-n",
+        "10",
+        "-c",
+        "1",
+        "-m",
+        "10",
+        &url(&proxy, "/sleep/100"),
+    ]);
     assert!(text.contains("10 succeeded, 0 failed"), "{text}");
     assert!(
         started.elapsed() >= Duration::from_millis(950),
@@ -385,10 +384,6 @@ end"#,
         started.elapsed()
     );
     // A refused connect goes to the other server: every stream gets 200.
-    let output = Command::new("h2load")
-        .args(["-n", "20", "-c", "1", "-m", "5", &url(&proxy, "/flaky")])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout);
+    let text = h2load(&["-n", "20", "-c", "1", "-m", "5", &url(&proxy, "/flaky")]);
     assert!(text.contains("status codes: 20 2xx"), "{text}");
 }

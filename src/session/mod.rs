@@ -194,6 +194,33 @@ pub fn turn_rounds(buffer_bytes: usize) -> usize {
     (TURN_BYTES / buffer_bytes.max(1)).clamp(2, 64)
 }
 
+/// Runs a stage's `run_once` (true: something moved) until nothing moves,
+/// or its turn's rounds are used up: the one driving loop of the stages.
+pub fn drive_rounds(buffer_bytes: usize, mut run_once: impl FnMut() -> Result<bool, Step>) -> Step {
+    for round in 0..turn_rounds(buffer_bytes) {
+        match run_once() {
+            Ok(true) => {}
+            Ok(false) => {
+                return Step::Continue {
+                    progress: round > 0,
+                };
+            }
+            Err(step) => return step,
+        }
+    }
+    Step::Yield
+}
+
+/// Turns a client socket error into the end it means: a TLS error is the
+/// client's fault, anything else a vanished peer.
+fn client_error(error: std::io::Error) -> Step {
+    if transport::is_tls_error(&error) {
+        Step::Close(End::Aborted(error.to_string()))
+    } else {
+        Step::Close(End::ClientGone(Some(error)))
+    }
+}
+
 /// What a stage says after it ran.
 #[derive(Debug)]
 pub enum Step {

@@ -70,18 +70,7 @@ impl Tunnel {
     }
 
     pub fn drive(&mut self, client: &mut Client, services: &mut Services) -> Step {
-        for round in 0..super::turn_rounds(services.settings.buffer_bytes) {
-            match self.run_once(client) {
-                Ok(true) => {}
-                Ok(false) => {
-                    return Step::Continue {
-                        progress: round > 0,
-                    };
-                }
-                Err(step) => return step,
-            }
-        }
-        Step::Yield
+        super::drive_rounds(services.settings.buffer_bytes, || self.run_once(client))
     }
 
     fn run_once(&mut self, client: &mut Client) -> Result<bool, Step> {

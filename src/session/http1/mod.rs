@@ -17,10 +17,10 @@ use crate::timer;
 
 use super::exchange::{After, Exchange, Link, ResponseSide, State, Turn};
 use super::forward::{self, ForwardError, Passage, Queue};
-use super::transport::{Endpoint, is_tls_error};
+use super::transport::Endpoint;
 use super::tunnel::Tunnel;
 use super::upstream::Dial;
-use super::{Client, End, Key, Peer, Step, Timeout, client_left, finish_transaction};
+use super::{Client, End, Key, Peer, Step, Timeout, client_error, client_left, finish_transaction};
 
 mod request;
 
@@ -116,15 +116,6 @@ pub struct Http1 {
     busy: Option<Box<Busy>>,
 }
 
-/// Turns a client socket error into the end it means.
-fn client_error(error: io::Error) -> Step {
-    if is_tls_error(&error) {
-        Step::Close(End::Aborted(error.to_string()))
-    } else {
-        Step::Close(End::ClientGone(Some(error)))
-    }
-}
-
 impl Http1 {
     /// The stage for a connection whose first bytes (if any) are in `inbound`.
     pub fn new(inbound: Buffer) -> Http1 {
@@ -174,18 +165,8 @@ impl Http1 {
 
     /// Makes all the progress the sockets allow.
     pub fn drive(&mut self, key: Key, peer: &mut impl Peer, services: &mut Services) -> Step {
-        for round in 0..super::turn_rounds(services.settings.buffer_bytes) {
-            match self.run_once(key, peer, services) {
-                Ok(true) => {}
-                Ok(false) => {
-                    return Step::Continue {
-                        progress: round > 0,
-                    };
-                }
-                Err(step) => return step,
-            }
-        }
-        Step::Yield
+        let buffer_bytes = services.settings.buffer_bytes;
+        super::drive_rounds(buffer_bytes, || self.run_once(key, peer, services))
     }
 
     fn run_once(

@@ -35,7 +35,7 @@ use crate::services::Services;
 use crate::timer;
 
 use super::http1::Http1;
-use super::{Client, End, Key, Step, Timeout};
+use super::{Client, End, Key, Step, Timeout, client_error};
 
 use stream::{StreamIo, StreamPeer, Tx};
 
@@ -218,18 +218,8 @@ impl Http2 {
 
     /// Makes all the progress the sockets allow.
     pub fn drive(&mut self, session: usize, client: &mut Client, services: &mut Services) -> Step {
-        for round in 0..super::turn_rounds(services.settings.buffer_bytes) {
-            match self.run_once(session, client, services) {
-                Ok(true) => {}
-                Ok(false) => {
-                    return Step::Continue {
-                        progress: round > 0,
-                    };
-                }
-                Err(step) => return step,
-            }
-        }
-        Step::Yield
+        let buffer_bytes = services.settings.buffer_bytes;
+        super::drive_rounds(buffer_bytes, || self.run_once(session, client, services))
     }
 
     fn run_once(
@@ -1086,13 +1076,5 @@ fn stream_key(session: usize, slot: usize) -> Key {
     Key {
         session,
         waiter: crate::token::waiter(session, Some(slot)),
-    }
-}
-
-fn client_error(error: io::Error) -> Step {
-    if super::transport::is_tls_error(&error) {
-        Step::Close(End::Aborted(error.to_string()))
-    } else {
-        Step::Close(End::ClientGone(Some(error)))
     }
 }

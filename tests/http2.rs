@@ -387,3 +387,28 @@ end"#,
     let text = h2load(&["-n", "20", "-c", "1", "-m", "5", &url(&proxy, "/flaky")]);
     assert!(text.contains("status codes: 20 2xx"), "{text}");
 }
+
+#[test]
+fn parallel_downloads_share_a_small_connection_window() {
+    let backend = Backend::start("web");
+    let proxy = Proxy::start_h2c(&format!(
+        "backends = {{ \"{}\" }}\n{ROUTE}",
+        backend.address
+    ));
+    let port = proxy.address.port().to_string();
+    // Eight bodies of 300 KB each, the streams' windows large and the
+    // connection's 64 KiB, opened by connection WINDOW_UPDATEs alone: the
+    // streams wait for the connection window many times over, and each
+    // must be driven again when it opens.
+    let answer = exchange(&["parallel", &port, "8", "300000"]);
+    assert_eq!(
+        answer["lengths"],
+        serde_json::json!(vec![300000; 8]),
+        "{answer}"
+    );
+    assert_eq!(
+        answer["statuses"],
+        serde_json::json!(vec!["200"; 8]),
+        "{answer}"
+    );
+}

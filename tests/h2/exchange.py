@@ -7,6 +7,9 @@ cannot show: trailers both ways, GOAWAY on a signal, flow control.
                                        prints the GOAWAY and the answer
     exchange.py upload PORT SECONDS    uploads until flow control stops it
                                        for SECONDS; prints the bytes sent
+    exchange.py parallel PORT N SIZE   N downloads of SIZE bytes at once, in
+                                       the default windows (64 KiB for the
+                                       connection too); prints their lengths
 Output is one JSON object."""
 
 import json
@@ -19,6 +22,7 @@ import time
 import h2.config
 import h2.connection
 import h2.events
+import h2.settings
 
 
 def connect(port):
@@ -169,12 +173,37 @@ def upload(port, seconds):
     return {"sent": sent}
 
 
+def parallel(port, count, size):
+    """Streams' windows large, the connection's the default 64 KiB, opened
+    again only by connection-level WINDOW_UPDATEs: what blocks the
+    streams is the connection window alone."""
+    sock, conn = connect(port)
+    conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1 << 24})
+    streams = [request(conn, f"/size/{size}") for _ in range(count)]
+    sock.sendall(conn.data_to_send())
+    seen = []
+    sock.settimeout(20)
+    while not all(ended(s)(seen) for s in streams):
+        data = sock.recv(65536)
+        if not data:
+            break
+        for event in conn.receive_data(data):
+            seen.append(event)
+            if isinstance(event, h2.events.DataReceived) and event.flow_controlled_length:
+                conn.increment_flow_control_window(event.flow_controlled_length)
+        sock.sendall(conn.data_to_send())
+    return {"lengths": [len(answer(seen, s)["body"]) for s in streams],
+            "statuses": [answer(seen, s)["status"] for s in streams]}
+
+
 if __name__ == "__main__":
     what, port = sys.argv[1], int(sys.argv[2])
     if what == "trailers":
         result = trailers(port)
     elif what == "goaway":
         result = goaway(port, int(sys.argv[3]), sys.argv[4])
+    elif what == "parallel":
+        result = parallel(port, int(sys.argv[3]), int(sys.argv[4]))
     else:
         result = upload(port, float(sys.argv[3]))
     print(json.dumps(result))

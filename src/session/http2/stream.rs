@@ -246,11 +246,11 @@ impl Peer for StreamPeer<'_> {
 }
 
 impl Sink for StreamPeer<'_> {
+    /// Always: a stream that cannot send for want of window or room says
+    /// so from `write_two`, which marks it blocked, so that a window
+    /// opening or the output draining drives it again.
     fn writable(&self) -> bool {
-        match self.io.phase {
-            Phase::Head => true,
-            Phase::Body { .. } => self.io.send_budget(self.tx) > 0,
-        }
+        true
     }
 
     /// `head`: bytes rsp wrote for the client (a response head, a local

@@ -30,6 +30,20 @@
 # over https without keep-alive: a full handshake per request) and tls-k
 # (wrk over https, keep-alive). The TLS tests use one certificate for every
 # proxy: BENCH_TLS_KEY=rsa (RSA-2048, the default) or ecdsa (P-256).
+# The h2 tests speak HTTP/2 over TLS to the proxies (ALPN h2, the same
+# certificate; the backend stays HTTP/1.1): h2 and h2-100k (h2load with 100
+# clients of 10 streams each, the small page and 100 KB: BENCH_H2_REQUESTS
+# requests, default 100000, and BENCH_H2_LARGE_REQUESTS for 100 KB, default
+# a tenth of them) and h2-idle (bytes of proxy RSS per idle HTTP/2
+# connection, BENCH_H2_IDLE of them, default 1000, by
+# scripts/idle-h2-clients.py: once, before the rounds, while the processes
+# are fresh). BENCH_TESTS="h2 h2-100k h2-idle" runs only them. Installs
+# h2load (nghttp2-client) and Python's h2 when missing.
+# BENCH_PORT (default 18080): the backend's port; the proxies listen on
+# ports up to 27 above it (HTTP on BENCH_PORT + 1 to 7, TLS 10 above, h2 20
+# above), for a machine where those are taken.
+# RSP_BINARY: the rsp to measure (default target/release/rsp, under
+# CARGO_TARGET_DIR when that is set; scripts/nginx-backend.sh builds it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=throughput
@@ -42,8 +56,13 @@ idle=${1:-10000}
 requests=${BENCH_REQUESTS:-100000}
 concurrency=${BENCH_CONCURRENCY:-100}
 seconds=${BENCH_SECONDS:-5}
-tests=${BENCH_TESTS:-ab ab-k wrk wrk-100k wrk-1m wrk-10m tls-handshake tls-k}
+tests=${BENCH_TESTS:-ab ab-k wrk wrk-100k wrk-1m wrk-10m tls-handshake tls-k h2 h2-100k h2-idle}
 tls_requests=${BENCH_TLS_REQUESTS:-5000}
+h2_requests=${BENCH_H2_REQUESTS:-100000}
+h2_large_requests=${BENCH_H2_LARGE_REQUESTS:-$((h2_requests / 10))}
+h2_idle=${BENCH_H2_IDLE:-1000}
+rsp_binary=${RSP_BINARY:-${CARGO_TARGET_DIR:-target}/release/rsp}
+base=${BENCH_PORT:-18080}
 large_concurrency=${BENCH_LARGE_CONCURRENCY:-10}
 pin=()
 if [ "${BENCH_PIN:-1}" != 0 ] && [ "$(nproc)" -gt 1 ]; then
@@ -57,6 +76,11 @@ for tool in nginx haproxy ab wrk curl python3; do
         break
     fi
 done
+if ! command -v h2load >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client >/dev/null
+fi
+python3 -c 'import h2' 2>/dev/null || python3 -m pip install -q h2
 # haproxy's package starts a system instance; it is not ours to measure.
 systemctl stop haproxy 2>/dev/null || true
 source scripts/nginx-backend.sh
@@ -77,12 +101,18 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 # HAProxy reserves two descriptors per connection up front.
 haproxy_maxconn=$(( ($(ulimit -n) - 200) / 2 ))
 
-start_nginx 18080
+start_nginx $base
 
-start_rsp() { # PORT WORKERS [BINARY [MORE SETTINGS]]; TLS on PORT + 10
+start_rsp() { # PORT WORKERS [BINARY [MORE SETTINGS]]; TLS on PORT + 10, TLS for h2 on PORT + 20
+    # Both TLS listeners offer h2 and http/1.1 over ALPN (rsp's default):
+    # PORT + 20 is the h2 tests' port, as it is for the other proxies.
     cat > "$work/rsp-$1.lua" <<CONF
-listen = { "127.0.0.1:$1", { addr = "127.0.0.1:$(($1 + 10))", tls = { cert = "$work/tls/cert.pem", key = "$work/tls/key.pem" } } }
-backends = { "127.0.0.1:18080" }
+listen = {
+  "127.0.0.1:$1",
+  { addr = "127.0.0.1:$(($1 + 10))", tls = { cert = "$work/tls/cert.pem", key = "$work/tls/key.pem" } },
+  { addr = "127.0.0.1:$(($1 + 20))", tls = { cert = "$work/tls/cert.pem", key = "$work/tls/key.pem" } },
+}
+backends = { "127.0.0.1:$base" }
 max_connections = 60000
 workers = $2
 ${BENCH_RSP_SETTINGS:-}
@@ -90,19 +120,19 @@ ${4:-}
 CONF
     local run=()
     [ "$2" = 1 ] && run=("${pin[@]}")
-    RUST_LOG=warn "${run[@]}" "${3:-./target/release/rsp}" "$work/rsp-$1.lua" &
+    RUST_LOG=warn "${run[@]}" "${3:-$rsp_binary}" "$work/rsp-$1.lua" &
     pids+=($!)
 }
-start_rsp 18081 1
+start_rsp $((base + 1)) 1
 rsp_pid=${pids[-1]}
-start_rsp 18084 2
+start_rsp $((base + 4)) 2
 rsp2_pid=${pids[-1]}
 if [ -n "${BENCH_BASELINE:-}" ]; then
-    start_rsp 18085 1 "$BENCH_BASELINE"
+    start_rsp $((base + 5)) 1 "$BENCH_BASELINE"
     before_pid=${pids[-1]}
 fi
 if [ "${BENCH_SHAPING:-0}" = 1 ]; then
-    start_rsp 18086 1 ./target/release/rsp '
+    start_rsp $((base + 6)) 1 "$rsp_binary" '
 function route(req)
   req:set_header("X-Tenant", "bench")
   return "default"
@@ -113,7 +143,7 @@ end'
     shaping_pid=${pids[-1]}
 fi
 if [ "${BENCH_LIMITED:-0}" = 1 ]; then
-    start_rsp 18087 1 ./target/release/rsp '
+    start_rsp $((base + 7)) 1 "$rsp_binary" '
 limits = { per_ip = { rate = 1000000000, per = "second", burst = 1000000000 } }
 function route(req)
   local ok, retry_after = rsp.limit("per_ip", req.client_ip)
@@ -136,17 +166,25 @@ defaults
     http-reuse always
     option http-keep-alive
 frontend bench
-    bind 127.0.0.1:18082
-    bind 127.0.0.1:18092 ssl crt $work/tls/combined.pem
+    bind 127.0.0.1:$((base + 2))
+    bind 127.0.0.1:$((base + 12)) ssl crt $work/tls/combined.pem
+    bind 127.0.0.1:$((base + 22)) ssl crt $work/tls/combined.pem alpn h2,http/1.1
     default_backend nginx
 backend nginx
-    server s1 127.0.0.1:18080
+    server s1 127.0.0.1:$base
 CONF
 "${pin[@]}" haproxy -f "$work/haproxy.cfg" -D
 haproxy_pid=$(cat "$work/haproxy.pid")
 pids+=("$haproxy_pid")
 
 mkdir -p "$work/proxy"
+# nginx turns HTTP/2 on with `http2 on;` from 1.25.1, on the listen line before.
+nginx_version=$(nginx -v 2>&1 | sed 's,.*/,,')
+if [ "$(printf '%s\n' 1.25.1 "$nginx_version" | sort -V | head -1)" = 1.25.1 ]; then
+    nginx_h2_listen="listen 127.0.0.1:$((base + 23)) ssl; http2 on;"
+else
+    nginx_h2_listen="listen 127.0.0.1:$((base + 23)) ssl http2;"
+fi
 cat > "$work/proxy/nginx.conf" <<CONF
 worker_processes 1;
 pid $work/proxy/nginx.pid;
@@ -155,10 +193,11 @@ events { worker_connections 60000; }
 http {
     access_log off;
     keepalive_requests 1000000;
-    upstream backend { server 127.0.0.1:18080; keepalive 128; }
+    upstream backend { server 127.0.0.1:$base; keepalive 128; }
     server {
-        listen 127.0.0.1:18083;
-        listen 127.0.0.1:18093 ssl;
+        listen 127.0.0.1:$((base + 3));
+        listen 127.0.0.1:$((base + 13)) ssl;
+        $nginx_h2_listen
         ssl_certificate $work/tls/cert.pem;
         ssl_certificate_key $work/tls/key.pem;
         location / {
@@ -175,21 +214,28 @@ pids+=("$(cat "$work/proxy/nginx.pid")")
 nginx_proxy_pid=$(pgrep -P "$(cat "$work/proxy/nginx.pid")" | head -1)
 backend_pid=$(pgrep -P "$(cat "$work/nginx.pid")" | head -1)
 
-ports=(18081 18082 18083 18084)
-[ -n "${BENCH_BASELINE:-}" ] && ports+=(18085)
-[ "${BENCH_SHAPING:-0}" = 1 ] && ports+=(18086)
-[ "${BENCH_LIMITED:-0}" = 1 ] && ports+=(18087)
+ports=($((base + 1)) $((base + 2)) $((base + 3)) $((base + 4)))
+[ -n "${BENCH_BASELINE:-}" ] && ports+=($((base + 5)))
+[ "${BENCH_SHAPING:-0}" = 1 ] && ports+=($((base + 6)))
+[ "${BENCH_LIMITED:-0}" = 1 ] && ports+=($((base + 7)))
 for port in "${ports[@]}"; do
     curl -sk -o /dev/null "https://127.0.0.1:$((port + 10))/" || { echo "bench.sh: no TLS on $((port + 10))" >&2; exit 1; }
+    status=$(curl -sk --http2 -o /dev/null -w '%{http_version} %{http_code} %{size_download}' "https://127.0.0.1:$((port + 20))/" || true)
+    if [ "$port" = $((base + 5)) ] && [ "$status" = "1.1 200 600" ]; then
+        echo "bench.sh: BENCH_BASELINE has no HTTP/2: no h2 tests for rsp-before" >&2
+        before_h2=0
+    else
+        [ "$status" = "2 200 600" ] || { echo "bench.sh: HTTP/2 on $((port + 20)) answered '$status'" >&2; exit 1; }
+    fi
     status=$(curl -s -o /dev/null -w '%{http_code} %{size_download}' "http://127.0.0.1:$port/")
     [ "$status" = "200 600" ] || { echo "bench.sh: the proxy on $port answered '$status'" >&2; exit 1; }
 done
 
 # name port pid (the process whose CPU and memory are the proxy's)
-targets=("nginx-direct 18080 -" "rsp 18081 $rsp_pid" "haproxy 18082 $haproxy_pid" "nginx-proxy 18083 $nginx_proxy_pid" "rsp-2-workers 18084 $rsp2_pid")
-[ -n "${BENCH_BASELINE:-}" ] && targets+=("rsp-before 18085 $before_pid")
-[ "${BENCH_SHAPING:-0}" = 1 ] && targets+=("rsp-shaping 18086 $shaping_pid")
-[ "${BENCH_LIMITED:-0}" = 1 ] && targets+=("rsp-limited 18087 $limited_pid")
+targets=("nginx-direct $base -" "rsp $((base + 1)) $rsp_pid" "haproxy $((base + 2)) $haproxy_pid" "nginx-proxy $((base + 3)) $nginx_proxy_pid" "rsp-2-workers $((base + 4)) $rsp2_pid")
+[ -n "${BENCH_BASELINE:-}" ] && targets+=("rsp-before $((base + 5)) $before_pid")
+[ "${BENCH_SHAPING:-0}" = 1 ] && targets+=("rsp-shaping $((base + 6)) $shaping_pid")
+[ "${BENCH_LIMITED:-0}" = 1 ] && targets+=("rsp-limited $((base + 7)) $limited_pid")
 
 cpu_ticks() { # PID: user+sys clock ticks of the process and its threads
     awk '{print $14 + $15}' "/proc/$1/stat"
@@ -218,12 +264,12 @@ fi
 mkdir -p bench-results
 stamp=$(date -u +%Y%m%d-%H%M%S)
 raw="bench-results/$stamp.csv"
-echo "round,test,target,requests_per_second,mean_latency_ms,p99_latency_ms,cpu_us_per_request,machine_cpu_us_per_request,peak_rss_kib,failed" > "$raw"
+echo "round,test,target,requests_per_second,mean_latency_ms,p99_latency_ms,cpu_us_per_request,machine_cpu_us_per_request,peak_rss_kib,failed,idle_bytes_per_connection" > "$raw"
 ticks_per_second=$(getconf CLK_TCK)
 
 run_one() { # round test target port pid
-    local round=$1 test=$2 name=$3 port=$4 pid=$5 url out rps mean p99 failed count
-    local tls_port=$((port + 10))
+    local round=$1 test=$2 name=$3 port=$4 pid=$5 url out rps mean p99 failed count asked
+    local tls_port=$((port + 10)) h2_port=$((port + 20))
     local before=0 after=0 machine_before machine_after
     [ "$pid" != - ] && before=$(cpu_ticks "$pid")
     machine_before=$(machine_busy_ticks)
@@ -242,6 +288,10 @@ run_one() { # round test target port pid
             out=$(ab -q -n "$tls_requests" -c "$concurrency" "$url" 2>&1) ;;
         tls-k) url="https://127.0.0.1:$tls_port/"
             out=$(wrk -t 1 -c "$concurrency" -d "${seconds}s" --latency "$url" 2>&1) ;;
+        h2) url="https://127.0.0.1:$h2_port/" asked=$h2_requests
+            out=$(h2load -c "$concurrency" -m 10 -n "$asked" "$url" 2>&1 || true) ;;
+        h2-100k) url="https://127.0.0.1:$h2_port/100k.bin" asked=$h2_large_requests
+            out=$(h2load -c "$concurrency" -m 10 -n "$asked" "$url" 2>&1 || true) ;;
     esac
     [ "$pid" != - ] && after=$(cpu_ticks "$pid")
     machine_after=$(machine_busy_ticks)
@@ -259,29 +309,58 @@ run_one() { # round test target port pid
             p99=$(awk '$1 == "99%" {print $2}' <<<"$out" | python3 scripts/bench_report.py --ms)
             failed=$(awk '/Non-2xx/ {n=$4} /Socket errors/ {e=$4+$6+$8+$10} END {print n + e}' <<<"$out")
             count=$(awk '/requests in/ {print $1}' <<<"$out") ;;
+        h2*)
+            rps=$(awk '/^finished in/ {print $4}' <<<"$out")
+            # h2load gives min, max, mean and sd, no percentiles.
+            mean=$(awk '/^time for request:/ {print $6}' <<<"$out" | python3 scripts/bench_report.py --ms 2>/dev/null || echo -)
+            p99=-
+            # Every request asked for that got no 2xx answer.
+            count=$(awk '/^status codes:/ {print $3}' <<<"$out")
+            if ! grep -q '^Application protocol: h2$' <<<"$out"; then
+                echo "bench.sh: $name did not speak h2 to h2load:" >&2
+                tail -5 <<<"$out" >&2
+                count=0
+            fi
+            failed=$((asked - ${count:-0})) ;;
     esac
     local cpu=- rss=- machine
-    machine=$(awk -v t=$((machine_after - machine_before)) -v hz="$ticks_per_second" -v n="$count" 'BEGIN {printf "%.2f", t / hz * 1e6 / n}')
+    machine=$(awk -v t=$((machine_after - machine_before)) -v hz="$ticks_per_second" -v n="$count" 'BEGIN {if (n > 0) printf "%.2f", t / hz * 1e6 / n; else print "-"}')
     if [ "$pid" != - ]; then
-        cpu=$(awk -v t=$((after - before)) -v hz="$ticks_per_second" -v n="$count" 'BEGIN {printf "%.2f", t / hz * 1e6 / n}')
+        cpu=$(awk -v t=$((after - before)) -v hz="$ticks_per_second" -v n="$count" 'BEGIN {if (n > 0) printf "%.2f", t / hz * 1e6 / n; else print "-"}')
         rss=$(peak_rss_kib "$pid")
     fi
-    echo "$round,$test,$name,$rps,$mean,$p99,$cpu,$machine,$rss,${failed:-0}" >> "$raw"
+    echo "$round,$test,$name,$rps,$mean,$p99,$cpu,$machine,$rss,${failed:-0}," >> "$raw"
     printf '  round %s %-9s %-13s %10s req/s  mean %7s ms  p99 %7s ms  cpu %6s us/req  machine %6s us/req  failed %s\n' \
         "$round" "$test" "$name" "$rps" "$mean" "$p99" "$cpu" "$machine" "${failed:-0}" >&2
 }
 
-echo "bench: $rounds rounds of $tests; ab -n $requests -c $concurrency, wrk -c $concurrency ${seconds}s, large bodies -c $large_concurrency, TLS key ${BENCH_TLS_KEY:-rsa}" >&2
+echo "bench: $rounds rounds of $tests; ab -n $requests -c $concurrency, wrk -c $concurrency ${seconds}s, large bodies -c $large_concurrency, TLS key ${BENCH_TLS_KEY:-rsa}, h2load -c $concurrency -m 10 -n $h2_requests (100 KB: $h2_large_requests)" >&2
+if [[ " $tests " == *" h2-idle "* ]]; then
+    # Once, first: the processes are fresh, so the memory that idle
+    # connections take is not memory earlier load left free.
+    for target in "${targets[@]}"; do
+        read -r name port pid <<<"$target"
+        case $name in rsp|haproxy|nginx-proxy) ;; rsp-before) [ "${before_h2:-1}" = 1 ] || continue ;; *) continue ;; esac
+        out=$(python3 scripts/idle-h2-clients.py "$((port + 20))" "$h2_idle" "$pid" "$name")
+        echo "  $out" >&2
+        bytes=$(awk '{for (i = 2; i <= NF; i++) if ($i == "bytes" && $(i + 1) == "per") print $(i - 1)}' <<<"$out")
+        echo "1,h2-idle,$name,,,,,,$(peak_rss_kib "$pid"),0,$bytes" >> "$raw"
+    done
+fi
 for round in $(seq 1 "$rounds"); do
     for test in $tests; do
+        [ "$test" = h2-idle ] && continue
         for target in "${targets[@]}"; do
             read -r name port pid <<<"$target"
             # nginx serving directly has no TLS listener.
-            [ "$name" = nginx-direct ] && [[ $test == tls-* ]] && continue
+            [ "$name" = nginx-direct ] && [[ $test == tls-* || $test == h2* ]] && continue
+            [ "$name" = rsp-before ] && [ "${before_h2:-1}" = 0 ] && [[ $test == h2* ]] && continue
             run_one "$round" "$test" "$name" "$port" "$pid"
         done
     done
 done
 pinned="proxies unpinned"
 [ ${#pin[@]} -gt 0 ] && pinned="one-worker proxies pinned to CPU 1"
-python3 scripts/bench_report.py "$raw" "$(nproc) cores, $pinned, $(uname -r); nginx $(nginx -v 2>&1 | cut -d/ -f2), $(haproxy -v | head -1 | cut -d' ' -f1-3)"
+h2_note=""
+[[ " $tests " == *" h2-idle "* ]] && h2_note=" h2-idle: $h2_idle idle HTTP/2 connections over TLS, once, before the rounds."
+python3 scripts/bench_report.py "$raw" "$(nproc) cores, $pinned, $(uname -r); nginx $(nginx -v 2>&1 | cut -d/ -f2), $(haproxy -v | head -1 | cut -d' ' -f1-3), $(h2load --version | head -1).$h2_note"

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Medians of scripts/bench.sh's raw runs: a Markdown table, the ratios
-rsp/HAProxy and rsp/nginx, and an SVG bar chart, beside the CSV.
+rsp/HAProxy and rsp/nginx, and an SVG bar chart, beside the CSV; and the
+bytes per idle HTTP/2 connection (test h2-idle) when the run measured them.
 
     bench_report.py RESULTS.csv [NOTE]
     bench_report.py --combine OUT.csv RESULTS.csv...   (the rounds of several runs as one)
@@ -11,7 +12,7 @@ import statistics
 import sys
 from collections import defaultdict
 
-TESTS = ["ab", "ab-k", "wrk", "wrk-100k", "wrk-1m", "wrk-10m", "tls-handshake", "tls-k"]
+TESTS = ["ab", "ab-k", "wrk", "wrk-100k", "wrk-1m", "wrk-10m", "tls-handshake", "tls-k", "h2", "h2-100k"]
 TARGETS = ["nginx-direct", "rsp", "haproxy", "nginx-proxy", "rsp-2-workers", "rsp-before", "rsp-shaping", "rsp-limited"]
 COLOURS = {
     "nginx-direct": "#9aa5b1",
@@ -30,6 +31,7 @@ FIELDS = [
     "cpu_us_per_request",
     "machine_cpu_us_per_request",
     "peak_rss_kib",
+    "idle_bytes_per_connection",
 ]
 
 
@@ -68,9 +70,10 @@ def medians(path):
     table = {}
     for key, fields in runs.items():
         table[key] = {field: statistics.median(values) for field, values in fields.items()}
-        table[key]["rps_range"] = (min(fields["requests_per_second"]), max(fields["requests_per_second"]))
+        rps = fields.get("requests_per_second", [])
+        table[key]["rps_range"] = (min(rps), max(rps)) if rps else (None, None)
         table[key]["failed"] = failed[key]
-        table[key]["rounds"] = len(fields["requests_per_second"])
+        table[key]["rounds"] = len(rps)
     return table, per_round
 
 
@@ -164,6 +167,21 @@ def report(table, per_round, note):
         if rounds:
             lines.append(f"| {test} | {spread('haproxy', 1.0)} | {spread('nginx-proxy', 1.1)} |")
     lines.append("")
+    idle = [(target, table[("h2-idle", target)]) for target in TARGETS if ("h2-idle", target) in table]
+    if idle:
+        mine = dict(idle).get("rsp", {}).get("idle_bytes_per_connection")
+
+        def per(target):
+            other = table.get(("h2-idle", target), {}).get("idle_bytes_per_connection")
+            return f"{mine / other:.2f}" if mine and other else "-"
+
+        lines.append("| h2-idle | bytes of proxy RSS per idle HTTP/2 connection | proxy peak RSS KiB |")
+        lines.append("|---|---:|---:|")
+        for target, row in idle:
+            lines.append(f"| {target} | {fmt(row.get('idle_bytes_per_connection'))} | {fmt(row.get('peak_rss_kib'))} |")
+        lines.append("")
+        lines.append(f"Idle HTTP/2 connection memory, rsp/HAProxy {per('haproxy')}, rsp/nginx-proxy {per('nginx-proxy')}.")
+        lines.append("")
     lines.append(
         "Machine CPU is every core's busy time (load generator, backend and proxy) per request. When "
         "the machine is saturated, req/s through a proxy can be at most about 2 cores / machine CPU per "

@@ -71,7 +71,7 @@ fn valid_value(value: &[u8]) -> bool {
 /// `fields` to `out`. `end_stream`: the HEADERS frame ended the stream,
 /// so there is no body. Returns how the body is framed.
 pub fn to_http1(
-    fields: &[(Vec<u8>, Vec<u8>)],
+    fields: &[super::Field],
     end_stream: bool,
     out: &mut Vec<u8>,
 ) -> Result<BodyFraming, Malformed> {
@@ -79,7 +79,7 @@ pub fn to_http1(
     let mut regular = false;
     let mut length: Option<&[u8]> = None;
     let mut host: Option<&[u8]> = None;
-    for (name, value) in fields {
+    for &(name, value) in fields {
         if let Some(pseudo_name) = name.strip_prefix(b":") {
             if regular {
                 return Err(Malformed("a pseudo-header after a regular field"));
@@ -107,18 +107,18 @@ pub fn to_http1(
                 "a field value with NUL, CR, LF or outer whitespace",
             ));
         }
-        if CONNECTION_SPECIFIC.contains(&name.as_slice()) {
+        if CONNECTION_SPECIFIC.contains(&name) {
             return Err(Malformed("a connection-specific field"));
         }
-        match name.as_slice() {
-            b"te" if value.as_slice() != b"trailers" => {
+        match name {
+            b"te" if value != b"trailers" => {
                 return Err(Malformed("TE other than \"trailers\""));
             }
-            b"content-length" if length.is_some_and(|seen| seen != value.as_slice()) => {
+            b"content-length" if length.is_some_and(|seen| seen != value) => {
                 return Err(Malformed("two different content-lengths"));
             }
             b"content-length" => length = Some(value),
-            b"host" if host.is_some_and(|seen| seen != value.as_slice()) => {
+            b"host" if host.is_some_and(|seen| seen != value) => {
                 return Err(Malformed("two different hosts"));
             }
             b"host" => host = Some(value),
@@ -166,8 +166,8 @@ pub fn to_http1(
         write_field(out, b"host", authority);
     }
     let mut cookies = 0;
-    for (name, value) in fields {
-        match name.as_slice() {
+    for &(name, value) in fields {
+        match name {
             name if name.starts_with(b":") => {}
             b"host" => {}
             // §8.2.3: cookie pairs may come as fields of their own; HTTP/1.1
@@ -179,7 +179,7 @@ pub fn to_http1(
     if cookies > 0 {
         out.extend_from_slice(b"cookie: ");
         let mut first = true;
-        for (_, value) in fields.iter().filter(|(name, _)| name == b"cookie") {
+        for (_, value) in fields.iter().filter(|(name, _)| *name == b"cookie") {
             if !first {
                 out.extend_from_slice(b"; ");
             }
@@ -220,12 +220,9 @@ fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 /// Writes a trailer section (HEADERS after DATA) as the end of a chunked
 /// body: the last chunk, the fields, the blank line. Pseudo-headers are
 /// malformed in trailers (§8.1).
-pub fn trailers_to_http1(
-    fields: &[(Vec<u8>, Vec<u8>)],
-    out: &mut Vec<u8>,
-) -> Result<(), Malformed> {
+pub fn trailers_to_http1(fields: &[super::Field], out: &mut Vec<u8>) -> Result<(), Malformed> {
     out.extend_from_slice(b"0\r\n");
-    for (name, value) in fields {
+    for &(name, value) in fields {
         if name.starts_with(b":") {
             return Err(Malformed("a pseudo-header in trailers"));
         }
@@ -242,9 +239,9 @@ pub fn trailers_to_http1(
 mod tests {
     use super::*;
 
-    fn fields(list: &[(&str, &str)]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    fn fields<'a>(list: &[(&'a str, &'a str)]) -> Vec<(&'a [u8], &'a [u8])> {
         list.iter()
-            .map(|(name, value)| (name.as_bytes().to_vec(), value.as_bytes().to_vec()))
+            .map(|(name, value)| (name.as_bytes(), value.as_bytes()))
             .collect()
     }
 

@@ -29,7 +29,7 @@ use crate::buffer::Buffer;
 use crate::config::Timeouts;
 use crate::h2::frame::{self, ErrorCode, Frame, FrameError, setting};
 use crate::h2::request::{self, BodyFraming};
-use crate::h2::{self as h2, Settings};
+use crate::h2::{self as h2, Settings, hpack};
 use crate::reply::ErrorReply;
 use crate::services::Services;
 use crate::timer;
@@ -132,7 +132,9 @@ pub struct Http2 {
     /// Frames from the client, not yet read.
     inbound: Buffer,
     tx: Tx,
-    decoder: loona_hpack::Decoder<'static>,
+    decoder: hpack::Decoder,
+    /// The header list of the block being read (kept for its storage).
+    list: hpack::HeaderList,
     settings: Settings,
     streams: slab::Slab<Stream>,
     /// The client's SETTINGS_INITIAL_WINDOW_SIZE: new streams' send window.
@@ -200,6 +202,7 @@ impl Http2 {
             inbound,
             tx,
             decoder: h2::decoder(),
+            list: hpack::HeaderList::default(),
             settings,
             streams: slab::Slab::new(),
             peer_initial_window: 65_535,
@@ -703,19 +706,43 @@ impl Http2 {
             return Ok(());
         };
         let limit = self.settings.max_header_list_size as usize;
-        let decoded = h2::decode_block(&mut self.decoder, &block.bytes, limit).map_err(|_| {
-            FrameError::Connection(
-                ErrorCode::CompressionError,
-                "a header block that is not HPACK",
-            )
-        })?;
+        let mut list = std::mem::take(&mut self.list);
+        let decoded = self
+            .decoder
+            .decode(&block.bytes, limit, crate::http::MAX_HEADERS, &mut list);
+        let result = match decoded {
+            Ok(()) => self.header_list(session, client, services, &block, &list),
+            Err(hpack::HpackError(why)) => {
+                log::debug!("{}: HPACK: {why}", client.address);
+                Err(FrameError::Connection(
+                    ErrorCode::CompressionError,
+                    "a header block that is not HPACK",
+                ))
+            }
+        };
+        self.list = list;
+        result
+    }
+
+    /// A decoded header block: a new stream's request, or trailers.
+    fn header_list(
+        &mut self,
+        session: usize,
+        client: &Client,
+        services: &mut Services,
+        block: &Block,
+        decoded: &hpack::HeaderList,
+    ) -> Result<(), FrameError> {
+        let limit = self.settings.max_header_list_size as usize;
+        let fields: Vec<h2::Field> = decoded.iter().collect();
         let id = block.stream;
         if let Some(slot) = self.slot(id) {
-            return self.trailers(session, client, services, slot, (block.end_stream, decoded));
+            let trailers = (block.end_stream, decoded.too_large, &fields[..]);
+            return self.trailers(session, client, services, slot, trailers);
         }
-        if id <= self.last_stream || id % 2 == 0 {
+        if id <= self.last_stream || id.is_multiple_of(2) {
             // A closed stream's id, or a server's: §5.1.1.
-            if id % 2 == 1 && id <= self.last_stream {
+            if !id.is_multiple_of(2) && id <= self.last_stream {
                 // A stream rsp already finished (reset, answered): its
                 // trailers, say. Decoded to keep HPACK in step, dropped.
                 return Ok(());
@@ -743,7 +770,7 @@ impl Http2 {
         let framing = if decoded.too_large {
             BodyFraming::None
         } else {
-            match request::to_http1(&decoded.fields, block.end_stream, &mut head) {
+            match request::to_http1(&fields, block.end_stream, &mut head) {
                 Ok(framing) => framing,
                 Err(malformed) => {
                     log::info!(
@@ -801,7 +828,7 @@ impl Http2 {
         client: &Client,
         services: &mut Services,
         slot: usize,
-        (end_stream, decoded): (bool, h2::Decoded),
+        (end_stream, too_large, fields): (bool, bool, &[h2::Field]),
     ) -> Result<(), FrameError> {
         let io = &mut self.streams[slot].io;
         let protocol = ErrorCode::ProtocolError;
@@ -809,7 +836,7 @@ impl Http2 {
             let why = "HEADERS after the end of the stream";
             return self.cut_stream(session, slot, ErrorCode::StreamClosed, services, why);
         }
-        if !end_stream || decoded.too_large {
+        if !end_stream || too_large {
             let why = "trailers that do not end the stream, or over the bound";
             return self.cut_stream(session, slot, protocol, services, why);
         }
@@ -819,7 +846,7 @@ impl Http2 {
         }
         match io.framing {
             BodyFraming::Chunked => {
-                if request::trailers_to_http1(&decoded.fields, &mut io.tail).is_err() {
+                if request::trailers_to_http1(fields, &mut io.tail).is_err() {
                     let why = "malformed trailers";
                     return self.cut_stream(session, slot, protocol, services, why);
                 }

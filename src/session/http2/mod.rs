@@ -73,6 +73,8 @@ struct Flood {
 }
 
 const FLOOD_HALF_LIFE: Duration = Duration::from_secs(1);
+/// How many ended-early stream ids a connection remembers.
+const ENDED_EARLY_KEPT: usize = 64;
 const MAX_RESETS: u32 = 200;
 const MAX_CONTROL: u32 = 10_000;
 
@@ -148,6 +150,14 @@ pub struct Http2 {
     receive_window: i64,
     /// The highest stream id the client opened.
     last_stream: u32,
+    /// Streams rsp ended while the client could still send on them (it
+    /// reset them, or answered before the request's end): frames may
+    /// still come for these, and are dropped. The latest few; any other
+    /// id at or below `last_stream` that is not open is an error.
+    ended_early: std::collections::VecDeque<u32>,
+    /// Resets logged at info level on this connection; the rest go to
+    /// debug, so one client cannot fill the log.
+    resets_logged: u8,
     block: Option<Block>,
     /// rsp sent GOAWAY: no new streams are taken.
     goaway_sent: bool,
@@ -210,6 +220,8 @@ impl Http2 {
             settings_seen: false,
             receive_window: window,
             last_stream: 0,
+            ended_early: std::collections::VecDeque::new(),
+            resets_logged: 0,
             block: None,
             goaway_sent: false,
             goaway_received: false,
@@ -474,6 +486,7 @@ impl Http2 {
                         client.address
                     );
                     let mut stream = self.streams.remove(slot);
+                    self.tx.credit += stream.io.body.len() as u64;
                     stream.io.ended_by_rsp = true;
                     let key = stream_key(session, slot);
                     stream.stage.close(key, services, &End::ClientGone(None));
@@ -637,16 +650,20 @@ impl Http2 {
             // A stream already closed (reset, or answered): its window is
             // the connection's again.
             self.tx.credit += data.len() as u64;
-            return Ok(());
+            return self.flood.control("a flood of DATA on ended streams");
         };
         let entry = &mut self.streams[slot];
         let io = &mut entry.io;
+        // Whatever of this frame is not kept is the connection's again.
+        let dropped = data.len() as u64;
         if io.ended_by_client {
+            self.tx.credit += dropped;
             let why = "DATA after the end of the stream";
             return self.cut_stream(session, slot, ErrorCode::StreamClosed, services, why);
         }
         io.receive_window -= i64::from(flow_length);
         if io.receive_window < 0 {
+            self.tx.credit += dropped;
             let why = "DATA past the stream's window";
             return self.cut_stream(session, slot, ErrorCode::FlowControlError, services, why);
         }
@@ -655,6 +672,7 @@ impl Http2 {
         let too_short =
             end_stream && matches!(io.framing, BodyFraming::Length(length) if io.received < length);
         if too_long || too_short {
+            self.tx.credit += dropped;
             let why = "DATA that does not add up to its content-length";
             return self.cut_stream(session, slot, ErrorCode::ProtocolError, services, why);
         }
@@ -681,14 +699,24 @@ impl Http2 {
         why: &str,
     ) -> Result<(), FrameError> {
         let stream = self.streams.remove(slot);
+        self.forget(&stream.io);
         if !stream.io.ended_by_rsp {
             self.tx.reset(stream.io.id, code);
         }
-        log::info!(
-            "{}: HTTP/2 stream {} reset ({code:?}): {why}",
-            stream.client,
-            stream.io.id
-        );
+        if self.resets_logged < 10 {
+            self.resets_logged += 1;
+            log::info!(
+                "{}: HTTP/2 stream {} reset ({code:?}): {why}",
+                stream.client,
+                stream.io.id
+            );
+        } else {
+            log::debug!(
+                "{}: HTTP/2 stream {} reset ({code:?}): {why}",
+                stream.client,
+                stream.io.id
+            );
+        }
         stream
             .stage
             .close(stream_key(session, slot), services, &End::ClientGone(None));
@@ -741,12 +769,13 @@ impl Http2 {
             return self.trailers(session, client, services, slot, trailers);
         }
         if id <= self.last_stream || id.is_multiple_of(2) {
-            // A closed stream's id, or a server's: §5.1.1.
-            if !id.is_multiple_of(2) && id <= self.last_stream {
-                // A stream rsp already finished (reset, answered): its
-                // trailers, say. Decoded to keep HPACK in step, dropped.
-                return Ok(());
+            if self.ended_early.contains(&id) {
+                // A stream rsp ended before the client did: its trailers,
+                // say, sent before the client saw the end. Decoded to keep
+                // HPACK in step, dropped; it costs the flood budget.
+                return self.flood.control("a flood of header blocks on ended streams");
             }
+            // An id going backwards, or a server's: §5.1.1.
             return Err(FrameError::Connection(
                 ErrorCode::ProtocolError,
                 "a stream id that is not new and odd",
@@ -916,6 +945,7 @@ impl Http2 {
     fn finish_stream(&mut self, session: usize, slot: usize, end: End, services: &mut Services) {
         let stream = self.streams.remove(slot);
         let Stream { io, stage, .. } = stream;
+        self.forget(&io);
         let key = stream_key(session, slot);
         let done = matches!(end, End::Done { .. });
         if !io.ended_by_rsp {
@@ -930,6 +960,19 @@ impl Http2 {
             }
         }
         stage.close(key, services, &end);
+    }
+
+    /// A stream leaves: the body it held unread is the connection's window
+    /// again, and if the client may still send on it, its id is kept
+    /// among those whose late frames are dropped.
+    fn forget(&mut self, io: &StreamIo) {
+        self.tx.credit += io.body.len() as u64;
+        if !io.ended_by_client {
+            if self.ended_early.len() >= ENDED_EARLY_KEPT {
+                self.ended_early.pop_front();
+            }
+            self.ended_early.push_back(io.id);
+        }
     }
 
     /// Gives back the windows of body bytes the stages took.

@@ -233,9 +233,11 @@ impl Peer for StreamPeer<'_> {
             io.tail.drain(..count);
             read += count;
         }
+        // The end is news once, with the last bytes: a stage told it on
+        // every read would count it as progress, and spin.
         Ok(Fill {
             read,
-            eof: io.all_read(),
+            eof: read > 0 && io.all_read(),
             drained: true,
         })
     }

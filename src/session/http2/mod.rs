@@ -773,7 +773,9 @@ impl Http2 {
                 // A stream rsp ended before the client did: its trailers,
                 // say, sent before the client saw the end. Decoded to keep
                 // HPACK in step, dropped; it costs the flood budget.
-                return self.flood.control("a flood of header blocks on ended streams");
+                return self
+                    .flood
+                    .control("a flood of header blocks on ended streams");
             }
             // An id going backwards, or a server's: §5.1.1.
             return Err(FrameError::Connection(

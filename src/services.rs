@@ -101,6 +101,13 @@ pub struct Services {
     /// Sessions that used their turn's budget with work left, to be driven
     /// again once the others have had theirs.
     pub yielded: Vec<usize>,
+    /// While the worker handles one batch of events: HTTP/2 connections
+    /// hold their frames back, and are listed in `flushes` to write them
+    /// all at once after the batch (many streams' answers come in one
+    /// batch, each from its own backend: one write for them, not one
+    /// each).
+    pub defer_writes: bool,
+    pub flushes: Vec<usize>,
     /// Admin commands for the worker to apply (and pass to the others).
     pub commands: Vec<Command>,
     /// rsp is shutting down: finish exchanges, keep no connection open.

@@ -39,6 +39,8 @@ pub fn services(settings: &str) -> (Poll, Services) {
         counters: Counters::default(),
         wakeups: Vec::new(),
         yielded: Vec::new(),
+        defer_writes: false,
+        flushes: Vec::new(),
         commands: Vec::new(),
         draining: false,
         generation: 0,

@@ -89,6 +89,8 @@ impl EventLoop {
             counters: Counters::default(),
             wakeups: Vec::new(),
             yielded: Vec::new(),
+            defer_writes: false,
+            flushes: Vec::new(),
             commands: Vec::new(),
             draining: false,
             generation: 0,
@@ -145,6 +147,7 @@ impl EventLoop {
                 return Err(error);
             }
             timer::tick();
+            self.services.defer_writes = true;
             for event in events.iter() {
                 match TokenKind::of(event.token()) {
                     TokenKind::Signal => self.on_signals(),
@@ -164,6 +167,10 @@ impl EventLoop {
                         }
                     }
                 }
+            }
+            self.services.defer_writes = false;
+            for key in std::mem::take(&mut self.services.flushes) {
+                self.drive(key, None);
             }
             self.run_yielded();
             self.run_timers(timer::tick());

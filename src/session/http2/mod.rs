@@ -169,6 +169,8 @@ pub struct Http2 {
     flood: Flood,
     /// The reload this connection began under: a newer one sends GOAWAY.
     generation: u64,
+    /// Listed in `Services::flushes`: its frames go out after this batch.
+    flush_queued: bool,
 }
 
 /// The connection window rsp offers: enough for a number of streams to
@@ -228,6 +230,7 @@ impl Http2 {
             failed: None,
             flood: Flood::default(),
             generation,
+            flush_queued: false,
         }
     }
 
@@ -243,7 +246,7 @@ impl Http2 {
         client: &mut Client,
         services: &mut Services,
     ) -> Result<bool, Step> {
-        let mut progress = self.write_client(client)?;
+        let mut progress = self.flush(session, client, services)?;
         if self.failed.is_none() {
             progress |= self.read_client(client)?;
             if let Err(error) = self.receive(session, client, services) {
@@ -256,7 +259,7 @@ impl Http2 {
             self.give_windows();
             self.go_away_if_asked(services);
         }
-        progress |= self.write_client(client)?;
+        progress |= self.flush(session, client, services)?;
         if self.tx.pending() > OUTPUT_MAX {
             return Err(Step::Close(End::Aborted(
                 "HTTP/2: the client reads none of what it makes rsp send".into(),
@@ -278,6 +281,30 @@ impl Http2 {
             return Err(Step::Close(End::ClientGone(None)));
         }
         Ok(progress)
+    }
+
+    /// Writes the frames rsp holds for the client, unless the worker is
+    /// in a batch of events: then once, after it (`Services::flushes`).
+    fn flush(
+        &mut self,
+        session: usize,
+        client: &mut Client,
+        services: &mut Services,
+    ) -> Result<bool, Step> {
+        let pending = self.tx.pending();
+        if services.defer_writes
+            && pending < stream::OUTPUT_HIGH
+            && self.failed.is_none()
+            && !client.transport.wants_write()
+        {
+            if pending > 0 && !self.flush_queued {
+                self.flush_queued = true;
+                services.flushes.push(session);
+            }
+            return Ok(false);
+        }
+        self.flush_queued = false;
+        self.write_client(client)
     }
 
     fn read_client(&mut self, client: &mut Client) -> Result<bool, Step> {
@@ -1076,7 +1103,9 @@ impl Http2 {
         for (_, stream) in self.streams.iter_mut() {
             stream.stage.update_backend_interest(registry)?;
         }
-        let wants_write = self.tx.pending() > 0 || client.transport.wants_write();
+        // A write held for the end of the batch needs no event.
+        let wants_write =
+            (self.tx.pending() > 0 && !self.flush_queued) || client.transport.wants_write();
         client
             .transport
             .endpoint_mut()

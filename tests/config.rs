@@ -146,6 +146,30 @@ fn bad_configs_name_file_line_and_problem() {
             "listen = \"127.0.0.1:8080\"\nbackends = { \"127.0.0.1:1\" }\nadmin = { addr = \"127.0.0.1:9\", token_file = \"missing.token\" }\n",
             "FILE:3: admin.token_file: ",
         ),
+        (
+            "listen = { { addr = \"127.0.0.1:8080\", http2 = \"yes\" } }\nbackends = { \"127.0.0.1:1\" }\n",
+            "FILE:1: listen: http2: expected true or false",
+        ),
+        (
+            "listen = { { addr = \"127.0.0.1:8080\", alpn = { \"h2\" } } }\nbackends = { \"127.0.0.1:1\" }\n",
+            "alpn: only a TLS listener negotiates protocols",
+        ),
+        (
+            "listen = { { addr = \"127.0.0.1:8443\", tls = { cert = \"a.pem\", key = \"a.key\" }, http2 = true } }\nbackends = { \"127.0.0.1:1\" }\n",
+            "http2: a TLS listener offers HTTP/2 over ALPN",
+        ),
+        (
+            "listen = { { addr = \"127.0.0.1:8443\", tls = { cert = \"a.pem\", key = \"a.key\" }, alpn = { \"h3\" } } }\nbackends = { \"127.0.0.1:1\" }\n",
+            "alpn: expected a list of \"h2\" and \"http/1.1\"",
+        ),
+        (
+            "listen = \"127.0.0.1:8080\"\nbackends = { \"127.0.0.1:1\" }\nhttp2 = { max_concurrent_streams = 0 }\n",
+            "FILE:3: http2.max_concurrent_streams",
+        ),
+        (
+            "listen = \"127.0.0.1:8080\"\nbackends = { \"127.0.0.1:1\" }\nhttp2 = { streams = 5 }\n",
+            "FILE:3: http2: unknown http2 setting \"streams\"",
+        ),
     ];
     for (config, expected) in cases {
         let (code, stderr) = check(config);

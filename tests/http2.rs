@@ -412,3 +412,44 @@ fn parallel_downloads_share_a_small_connection_window() {
         "{answer}"
     );
 }
+
+#[test]
+fn close_delimited_answers_end_their_stream_and_idle_connections_go_away() {
+    let backend = Backend::start("web");
+    let proxy = Proxy::start_h2c(&format!(
+        "backends = {{ \"{}\" }}\nhttp2 = {{ idle_timeout = 300 }}\n{ROUTE}",
+        backend.address
+    ));
+    // A body that ends when the backend closes becomes DATA frames and
+    // END_STREAM.
+    let body = curl_bytes(&["--http2-prior-knowledge", &url(&proxy, "/close/70000")]);
+    assert!(body == pattern(70_000), "{} bytes", body.len());
+    // A connection with no stream open: GOAWAY(NO_ERROR) after
+    // idle_timeout, then the close.
+    let mut client = proxy.connect();
+    client.send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00");
+    client
+        .stream()
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let mut stream = client.stream();
+    loop {
+        use std::io::Read;
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(count) => received.extend_from_slice(&chunk[..count]),
+            Err(error) => panic!("no close within 5 s: {error}"),
+        }
+    }
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(250), "{waited:?}");
+    // The last frame is a GOAWAY (type 7) with NO_ERROR.
+    let goaway = received
+        .windows(9)
+        .rposition(|header| header[3] == 7 && header[..3] == [0, 0, 8])
+        .expect("a GOAWAY");
+    assert_eq!(&received[goaway + 13..goaway + 17], &[0, 0, 0, 0]);
+}

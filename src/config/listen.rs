@@ -162,7 +162,8 @@ fn listener_table(entry: &Setting) -> Result<ListenConfig, ConfigError> {
 
 /// `alpn = { "h2", "http/1.1" }`: a non-empty list of the two.
 fn alpn_list(alpn: &Setting) -> Result<Vec<Vec<u8>>, ConfigError> {
-    let bad = || alpn.error("expected a list of \"h2\" and \"http/1.1\", such as { \"http/1.1\" }");
+    let bad =
+        || alpn.error("alpn: expected a list of \"h2\" and \"http/1.1\", such as { \"http/1.1\" }");
     let entries = alpn.sequence().map_err(|_| bad())?;
     let mut protocols = Vec::new();
     for entry in &entries {

@@ -7,6 +7,10 @@ cannot show: trailers both ways, GOAWAY on a signal, flow control.
                                        prints the GOAWAY and the answer
     exchange.py upload PORT SECONDS    uploads until flow control stops it
                                        for SECONDS; prints the bytes sent
+    exchange.py get PORT PATH...       one stream for each path, at once, on
+                                       one connection: statuses and bodies
+    exchange.py hold PORT N SIZE SECS  N downloads of SIZE bytes that are
+                                       never read, for SECS seconds
     exchange.py parallel PORT N SIZE   N downloads of SIZE bytes at once, in
                                        the default windows (64 KiB for the
                                        connection too); prints their lengths
@@ -196,12 +200,35 @@ def parallel(port, count, size):
             "statuses": [answer(seen, s)["status"] for s in streams]}
 
 
+def get(port, paths):
+    sock, conn = connect(port)
+    streams = [request(conn, path) for path in paths]
+    sock.sendall(conn.data_to_send())
+    seen = pump(sock, conn, lambda seen: all(ended(s)(seen) for s in streams), timeout=20)
+    return {"answers": [answer(seen, s) for s in streams]}
+
+
+def hold(port, count, size, seconds):
+    """Asks for much and reads nothing: what rsp holds for such a client
+    is its bound, not the bodies'."""
+    sock, conn = connect(port)
+    for _ in range(count):
+        request(conn, f"/size/{size}")
+    sock.sendall(conn.data_to_send())
+    time.sleep(seconds)
+    return {"held": True}
+
+
 if __name__ == "__main__":
     what, port = sys.argv[1], int(sys.argv[2])
     if what == "trailers":
         result = trailers(port)
     elif what == "goaway":
         result = goaway(port, int(sys.argv[3]), sys.argv[4])
+    elif what == "get":
+        result = get(port, sys.argv[3:])
+    elif what == "hold":
+        result = hold(port, int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]))
     elif what == "parallel":
         result = parallel(port, int(sys.argv[3]), int(sys.argv[4]))
     else:

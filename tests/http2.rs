@@ -8,7 +8,6 @@ mod common;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::Once;
 use std::thread;
 use std::time::Duration;
 
@@ -42,24 +41,6 @@ fn curl_bytes(args: &[&str]) -> Vec<u8> {
     output.stdout
 }
 
-fn ensure_python_h2() {
-    static INSTALL: Once = Once::new();
-    INSTALL.call_once(|| {
-        let importable = || {
-            Command::new("python3")
-                .args(["-c", "import h2.connection"])
-                .status()
-                .is_ok_and(|status| status.success())
-        };
-        if !importable() {
-            let _ = Command::new("python3")
-                .args(["-m", "pip", "install", "--quiet", "h2>=4"])
-                .status();
-        }
-        assert!(importable(), "these tests need Python's h2: pip install h2");
-    });
-}
-
 /// Runs tests/h2/exchange.py; its JSON answer.
 fn exchange(args: &[&str]) -> serde_json::Value {
     ensure_python_h2();
@@ -90,13 +71,15 @@ fn url(proxy: &Proxy, path: &str) -> String {
 
 const ROUTE: &str = r#"function route(req) return "default" end"#;
 
+/// rsp taking h2c (and HTTP/1.1) in front of the backend at `address`.
+fn h2c_in_front_of(address: std::net::SocketAddr) -> Proxy {
+    Proxy::start_h2c(&format!("backends = {{ \"{address}\" }}\n{ROUTE}"))
+}
+
 #[test]
 fn h2c_with_prior_knowledge_carries_bodies_both_ways_and_http1_still_works() {
     let backend = Backend::start("web");
-    let proxy = Proxy::start_h2c(&format!(
-        "backends = {{ \"{}\" }}\n{ROUTE}",
-        backend.address
-    ));
+    let proxy = h2c_in_front_of(backend.address);
     let h2 = "--http2-prior-knowledge";
     // A megabyte down, with its length, and one chunked.
     let body = curl_bytes(&[h2, &url(&proxy, "/size/1000000")]);
@@ -147,10 +130,7 @@ fn the_backend_gets_http11_with_joined_cookies_and_trailers_go_both_ways() {
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n\
           5\r\nhello\r\n0\r\nX-Trailer: yes\r\n\r\n",
     );
-    let proxy = Proxy::start_h2c(&format!(
-        "backends = {{ \"{}\" }}\n{ROUTE}",
-        recorder.address
-    ));
+    let proxy = h2c_in_front_of(recorder.address);
     let port = proxy.address.port().to_string();
     let answer = exchange(&["trailers", &port]);
     assert_eq!(answer["status"], "200", "{answer}");
@@ -266,10 +246,7 @@ end"#,
 fn h2load_and_nghttp_get_every_answer_over_many_streams() {
     ensure_package("h2load", "nghttp2-client");
     let backend = Backend::start("web");
-    let proxy = Proxy::start_h2c(&format!(
-        "backends = {{ \"{}\" }}\n{ROUTE}",
-        backend.address
-    ));
+    let proxy = h2c_in_front_of(backend.address);
     let text = h2load(&[
         "-n",
         "2000",
@@ -298,10 +275,7 @@ fn h2load_and_nghttp_get_every_answer_over_many_streams() {
 #[test]
 fn sighup_and_sigterm_send_goaway_and_let_the_open_stream_finish() {
     let backend = Backend::start("web");
-    let proxy = Proxy::start_h2c(&format!(
-        "backends = {{ \"{}\" }}\n{ROUTE}",
-        backend.address
-    ));
+    let proxy = h2c_in_front_of(backend.address);
     let port = proxy.address.port().to_string();
     let pid = proxy.child.id().to_string();
     for signal in ["SIGHUP", "SIGTERM"] {
@@ -391,10 +365,7 @@ end"#,
 #[test]
 fn parallel_downloads_share_a_small_connection_window() {
     let backend = Backend::start("web");
-    let proxy = Proxy::start_h2c(&format!(
-        "backends = {{ \"{}\" }}\n{ROUTE}",
-        backend.address
-    ));
+    let proxy = h2c_in_front_of(backend.address);
     let port = proxy.address.port().to_string();
     // Eight bodies of 300 KB each, the streams' windows large and the
     // connection's 64 KiB, opened by connection WINDOW_UPDATEs alone: the
@@ -499,10 +470,7 @@ fn a_drained_servers_streams_finish_and_new_ones_go_elsewhere() {
 #[test]
 fn a_client_that_asks_much_and_reads_nothing_costs_its_bound() {
     let backend = Backend::start("web");
-    let mut proxy = Proxy::start_h2c(&format!(
-        "backends = {{ \"{}\" }}\n{ROUTE}",
-        backend.address
-    ));
+    let mut proxy = h2c_in_front_of(backend.address);
     let before = proxy.rss_kib();
     let port = proxy.address.port().to_string();
     let watcher = {

@@ -25,35 +25,6 @@ use serde_json::Value;
 
 // --- Python's h2 ----------------------------------------------------------
 
-/// Makes sure Python can import `h2` 4.x (and its `hpack`), installing it
-/// from tests/requirements.txt if needed.
-fn ensure_python_h2() {
-    static INSTALL: std::sync::Once = std::sync::Once::new();
-    INSTALL.call_once(|| {
-        let importable = || {
-            Command::new("python3")
-                .args([
-                    "-c",
-                    "import h2, hpack, sys; sys.exit(0 if h2.__version__.startswith('4.') else 1)",
-                ])
-                .status()
-                .is_ok_and(|status| status.success())
-        };
-        if importable() {
-            return;
-        }
-        let requirements = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/requirements.txt");
-        let installed = Command::new("python3")
-            .args(["-m", "pip", "install", "--quiet", "-r"])
-            .arg(&requirements)
-            .status();
-        assert!(
-            installed.is_ok_and(|status| status.success()) && importable(),
-            "these tests need Python's h2 4.x: python3 -m pip install -r tests/requirements.txt"
-        );
-    });
-}
-
 fn h2_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/h2")
 }

@@ -848,28 +848,45 @@ pub fn host_strategy() -> impl proptest::strategy::Strategy<Value = String> {
 /// Makes sure Python can import `websockets` (the WebSocket tests' peers,
 /// and the browser tests' DevTools client), installing it if needed.
 pub fn ensure_python_websockets() {
-    static INSTALL: std::sync::Once = std::sync::Once::new();
-    INSTALL.call_once(|| {
-        let importable = || {
-            Command::new("python3")
-                .args([
-                    "-c",
-                    "import websockets.asyncio.server, websockets.sync.client",
-                ])
-                .status()
-                .is_ok_and(|status| status.success())
-        };
-        if importable() {
-            return;
-        }
+    ensure_python(
+        "import websockets.asyncio.server, websockets.sync.client",
+        "websockets",
+    );
+}
+
+/// Makes sure Python can import `h2` 4.x (and its `hpack`), for the
+/// HTTP/2 tests.
+pub fn ensure_python_h2() {
+    ensure_python(
+        "import h2, hpack, sys; sys.exit(0 if h2.__version__.startswith('4.') else 1)",
+        "h2 4.x",
+    );
+}
+
+/// Makes sure `check` runs in Python, installing tests/requirements.txt
+/// once if it does not.
+fn ensure_python(check: &str, what: &str) {
+    static INSTALLED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let mut installed = INSTALLED.lock().unwrap();
+    if installed.iter().any(|done| done == check) {
+        return;
+    }
+    let importable = || {
+        Command::new("python3")
+            .args(["-c", check])
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    if !importable() {
         let requirements = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/requirements.txt");
-        let installed = Command::new("python3")
+        let _ = Command::new("python3")
             .args(["-m", "pip", "install", "--quiet", "-r"])
             .arg(&requirements)
             .status();
         assert!(
-            installed.is_ok_and(|status| status.success()) && importable(),
-            "these tests need Python's websockets: python3 -m pip install -r tests/requirements.txt"
+            importable(),
+            "these tests need Python's {what}: python3 -m pip install -r tests/requirements.txt"
         );
-    });
+    }
+    installed.push(check.to_owned());
 }

@@ -13,26 +13,28 @@ use std::time::Duration;
 
 use common::*;
 
-fn curl(args: &[&str]) -> (String, String) {
+/// Runs curl quietly (errors shown) with `args`.
+fn run_curl(args: &[&str]) -> std::process::Output {
     ensure_package("curl", "curl");
-    let output = Command::new("curl")
+    Command::new("curl")
         .args(["-s", "-S", "--max-time", "20"])
         .args(args)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// What curl printed and what it said on stderr.
+fn curl(args: &[&str]) -> (String, String) {
+    let output = run_curl(args);
     (
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
 
+/// The body curl got, which it must have got whole.
 fn curl_bytes(args: &[&str]) -> Vec<u8> {
-    ensure_package("curl", "curl");
-    let output = Command::new("curl")
-        .args(["-s", "-S", "--max-time", "20"])
-        .args(args)
-        .output()
-        .unwrap();
+    let output = run_curl(args);
     assert!(
         output.status.success(),
         "{}",

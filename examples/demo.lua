@@ -1,6 +1,7 @@
 -- Used by scripts/demo.sh: two python3 http.server backends, round robin,
 -- and a /ping answered by rsp itself.
-listen = "127.0.0.1:8080"
+-- HTTP/1.1, and HTTP/2 with prior knowledge (curl --http2-prior-knowledge, h2load)
+listen = { { addr = "127.0.0.1:8080", http2 = true } }
 admin = "127.0.0.1:9901"   -- http://127.0.0.1:9901/stats
 
 pools = {

@@ -32,9 +32,11 @@ rsp is starting on http://127.0.0.1:8080/ in front of two python3 http.server ba
 Try, from another terminal:
   curl http://127.0.0.1:8080/          # answered by 8081 and 8082 in turn
   curl http://127.0.0.1:8080/ping      # answered by rsp itself (route() in examples/demo.lua)
+  curl --http2-prior-knowledge http://127.0.0.1:8080/   # the same over HTTP/2 (h2c)
   open http://127.0.0.1:9901/stats     # the stats page; /metrics for Prometheus
   ab -n 10000 -c 50 http://127.0.0.1:8080/
   ab -k -n 10000 -c 50 http://127.0.0.1:8080/
+  h2load -n 10000 -c 10 -m 10 http://127.0.0.1:8080/   # HTTP/2, 10 streams a connection
 Ctrl-C stops rsp and the backends.
 TEXT
 ./target/release/rsp examples/demo.lua &

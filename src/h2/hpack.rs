@@ -332,6 +332,12 @@ impl HeaderList {
         self.fields.len()
     }
 
+    /// The storage it holds.
+    pub fn capacity(&self) -> usize {
+        self.bytes.capacity()
+            + self.fields.capacity() * std::mem::size_of::<(usize, usize, usize)>()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.fields.is_empty()
     }
@@ -364,6 +370,15 @@ impl Decoder {
             limit,
             name: Vec::new(),
             value: Vec::new(),
+        }
+    }
+
+    /// Gives back scratch storage a large field grew.
+    pub fn shed(&mut self) {
+        for scratch in [&mut self.name, &mut self.value] {
+            if scratch.capacity() > 1024 {
+                *scratch = Vec::new();
+            }
         }
     }
 

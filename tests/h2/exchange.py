@@ -11,6 +11,9 @@ cannot show: trailers both ways, GOAWAY on a signal, flow control.
                                        one connection: statuses and bodies
     exchange.py hold PORT N SIZE SECS  N downloads of SIZE bytes that are
                                        never read, for SECS seconds
+    exchange.py busy_idle PORT N PID   N connections, each 20 downloads of
+                                       /size/100000, then all idle: prints
+                                       PID's RSS growth per connection
     exchange.py parallel PORT N SIZE   N downloads of SIZE bytes at once, in
                                        the default windows (64 KiB for the
                                        connection too); prints their lengths
@@ -219,12 +222,38 @@ def hold(port, count, size, seconds):
     return {"held": True}
 
 
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def busy_idle(port, count, pid):
+    before = rss_kib(pid)
+    held = []
+    for _ in range(count):
+        sock, conn = connect(port)
+        streams = [request(conn, "/size/100000") for _ in range(20)]
+        sock.sendall(conn.data_to_send())
+        seen = pump(sock, conn, lambda seen: all(ended(s)(seen) for s in streams), timeout=20)
+        if not all(answer(seen, s)["status"] == "200" for s in streams):
+            return {"error": "a download failed"}
+        held.append(sock)
+    time.sleep(0.5)
+    after = rss_kib(pid)
+    return {"bytes_per_connection": (after - before) * 1024 // count}
+
+
 if __name__ == "__main__":
     what, port = sys.argv[1], int(sys.argv[2])
     if what == "trailers":
         result = trailers(port)
     elif what == "goaway":
         result = goaway(port, int(sys.argv[3]), sys.argv[4])
+    elif what == "busy_idle":
+        result = busy_idle(port, int(sys.argv[3]), int(sys.argv[4]))
     elif what == "get":
         result = get(port, sys.argv[3:])
     elif what == "hold":

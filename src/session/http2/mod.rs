@@ -73,6 +73,8 @@ struct Flood {
 }
 
 const FLOOD_HALF_LIFE: Duration = Duration::from_secs(1);
+/// Bytes of output or header-list storage an idle connection keeps.
+const IDLE_KEPT: usize = 4096;
 /// How many ended-early stream ids a connection remembers.
 const ENDED_EARLY_KEPT: usize = 64;
 const MAX_RESETS: u32 = 200;
@@ -341,8 +343,27 @@ impl Http2 {
             for (_, stream) in self.streams.iter_mut() {
                 stream.dirty |= stream.io.blocked;
             }
+            if self.streams.is_empty() {
+                self.shed();
+            }
         }
         Ok(progress)
+    }
+
+    /// A connection with nothing open gives back what its busy time grew
+    /// (frame output, header list, stream slots), so an idle HTTP/2
+    /// connection costs what a new one does, whatever it carried before.
+    fn shed(&mut self) {
+        if self.tx.out.capacity() > IDLE_KEPT {
+            self.tx.out = Vec::new();
+        }
+        if self.list.capacity() > IDLE_KEPT {
+            self.list = hpack::HeaderList::default();
+        }
+        if self.streams.capacity() > 0 {
+            self.streams = slab::Slab::new();
+        }
+        self.decoder.shed();
     }
 
     /// A connection error: GOAWAY with its code, logged; the connection

@@ -81,6 +81,11 @@ impl Buffer {
         self.limit = limit;
     }
 
+    /// A larger bound, even while the buffer holds bytes (never smaller).
+    pub fn raise_limit(&mut self, limit: usize) {
+        self.limit = self.limit.max(limit);
+    }
+
     pub fn limit(&self) -> usize {
         self.limit
     }

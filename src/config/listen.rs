@@ -150,6 +150,14 @@ fn listener_table(entry: &Setting) -> Result<ListenConfig, ConfigError> {
         _ => ListenMode::Http,
     };
     let defer_accept = defer_accept.unwrap_or(mode == ListenMode::Http);
+    if mode != ListenMode::Http
+        && alpn.is_nil()
+        && let Some(files) = tls.as_mut()
+    {
+        // A tcp listener passes bytes on: it offers what it offered before
+        // HTTP/2, never a protocol its backend may not speak.
+        files.alpn = vec![b"http/1.1".to_vec()];
+    }
     Ok(ListenConfig {
         address,
         mode,

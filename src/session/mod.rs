@@ -619,9 +619,12 @@ fn http_or_tcp(client: &Client, inbound: Buffer, buffer_bytes: usize) -> Stage {
 }
 
 /// The HTTP/2 stage for `client`, whose first bytes are in `inbound`.
-fn http2(client: &mut Client, inbound: Buffer, services: &Services) -> Stage {
+fn http2(client: &mut Client, mut inbound: Buffer, services: &Services) -> Stage {
     client.http2 = true;
     let settings = services.settings.http2;
+    // Frames are read whole: the buffer holds the largest rsp announced,
+    // whatever `buffer_bytes` is.
+    inbound.raise_limit(settings.max_frame_size as usize + crate::h2::frame::HEADER_LENGTH);
     Stage::Http2(Box::new(Http2::new(inbound, settings, services.generation)))
 }
 

@@ -73,6 +73,8 @@ struct Flood {
 }
 
 const FLOOD_HALF_LIFE: Duration = Duration::from_secs(1);
+/// The window every stream starts with until SETTINGS say otherwise.
+const DEFAULT_WINDOW: i64 = 65_535;
 /// Bytes of output or header-list storage an idle connection keeps.
 const IDLE_KEPT: usize = 4096;
 /// How many ended-early stream ids a connection remembers.
@@ -147,6 +149,8 @@ pub struct Http2 {
     preface: bool,
     /// The client's first SETTINGS has been read.
     settings_seen: bool,
+    /// The client acknowledged rsp's SETTINGS.
+    settings_acked: bool,
     /// What the client may still send on the connection before rsp opens
     /// its window again.
     receive_window: i64,
@@ -222,6 +226,7 @@ impl Http2 {
             peer_initial_window: 65_535,
             preface: false,
             settings_seen: false,
+            settings_acked: false,
             receive_window: window,
             last_stream: 0,
             ended_early: std::collections::VecDeque::new(),
@@ -429,6 +434,11 @@ impl Http2 {
                     if frame::Header::read(data)
                         .is_some_and(|header| header.kind != frame::kind::HEADERS) =>
                 {
+                    // On a stream not yet opened (RST_STREAM may not name
+                    // one, §6.4), or inside a header block: the connection's.
+                    if stream > self.last_stream || self.block.is_some() {
+                        return Err(FrameError::Connection(ErrorCode::ProtocolError, why));
+                    }
                     let length = frame::Header::read(data).map_or(data.len(), |header| {
                         frame::HEADER_LENGTH + header.length as usize
                     });
@@ -544,6 +554,7 @@ impl Http2 {
             Frame::Settings { ack, payload } => {
                 self.flood.control("SETTINGS flood")?;
                 if ack {
+                    self.settings_acknowledged();
                     return Ok(());
                 }
                 self.settings_seen = true;
@@ -715,6 +726,9 @@ impl Http2 {
             let why = "DATA past the stream's window";
             return self.cut_stream(session, slot, ErrorCode::FlowControlError, services, why);
         }
+        // Padding is counted against the stream's window too, and is never
+        // kept: given back with the body bytes the stage takes.
+        io.credit += u64::from(flow_length) - dropped;
         io.received += data.len() as u64;
         let too_long = matches!(io.framing, BodyFraming::Length(length) if io.received > length);
         let too_short =
@@ -863,7 +877,7 @@ impl Http2 {
         };
         let buffer = self.stream_buffer(services);
         let windows = (
-            i64::from(self.settings.initial_window),
+            self.receive_window_of_new_stream(),
             self.peer_initial_window,
         );
         let mut io = StreamIo::new(id, head, framing, windows);
@@ -881,13 +895,43 @@ impl Http2 {
                 client.address,
                 crate::http::MAX_HEADERS
             );
+            // The stream keeps its real end: a client that had not ended
+            // it may still send, and is told to stop (RST_STREAM NO_ERROR).
             let stream = &mut self.streams[slot];
-            stream.io.ended_by_client = true;
             stream
                 .stage
                 .refuse(client, services, ErrorReply::HeadTooLarge);
         }
         Ok(())
+    }
+
+    /// What a new stream's client may send: rsp's `initial_window` once
+    /// the client acknowledged rsp's SETTINGS; before that, what the client
+    /// may still assume (RFC 9113 §6.9.2: the protocol's 65,535 while
+    /// rsp's setting is not known to be in force).
+    fn receive_window_of_new_stream(&self) -> i64 {
+        let initial = i64::from(self.settings.initial_window);
+        if self.settings_acked {
+            initial
+        } else {
+            initial.max(DEFAULT_WINDOW)
+        }
+    }
+
+    /// The client acknowledged rsp's SETTINGS: a window smaller than the
+    /// protocol's default is in force from now on, streams opened before
+    /// included.
+    fn settings_acknowledged(&mut self) {
+        if self.settings_acked {
+            return;
+        }
+        self.settings_acked = true;
+        let shrink = DEFAULT_WINDOW - i64::from(self.settings.initial_window);
+        if shrink > 0 {
+            for (_, stream) in self.streams.iter_mut() {
+                stream.io.receive_window -= shrink;
+            }
+        }
     }
 
     /// The buffers a new stream's stage gets: the connection's share,
@@ -998,16 +1042,18 @@ impl Http2 {
         self.forget(&io);
         let key = stream_key(session, slot);
         let done = matches!(end, End::Done { .. });
+        // `ended_by_rsp` here: trailers ended the answer.
+        let complete = done && (io.ended_by_rsp || io.phase != stream::Phase::Head);
         if !io.ended_by_rsp {
-            if done && io.phase != stream::Phase::Head {
+            if complete {
                 self.tx.write_data(io.id, &[], true);
-                if !io.ended_by_client {
-                    // §8.1: the answer is complete, the request need not be.
-                    self.tx.reset(io.id, ErrorCode::NoError);
-                }
             } else {
                 self.tx.reset(io.id, ErrorCode::InternalError);
             }
+        }
+        if complete && !io.ended_by_client {
+            // §8.1: the answer is complete, the request need not be.
+            self.tx.reset(io.id, ErrorCode::NoError);
         }
         stage.close(key, services, &end);
     }

@@ -525,3 +525,31 @@ fn an_idle_connection_gives_back_what_its_busy_time_grew() {
         .expect("downloads failed");
     assert!(bytes < 40_000, "{answer}");
 }
+
+#[test]
+fn an_answer_before_the_body_ends_the_stream_and_stops_the_upload() {
+    let backend = Backend::start("web");
+    let log = temp_file("early-access.log", "");
+    let proxy = Proxy::start_h2c(&format!(
+        r#"backends = {{ "{}" }}
+access_log = {log:?}
+function route(req)
+  if req.path == "/deny" then return {{ status = 403, body = "no\n" }} end
+  return "default"
+end"#,
+        backend.address
+    ));
+    let port = proxy.address.port().to_string();
+    // 10 MB announced, 16 KB sent: rsp's 403 is complete at once, and the
+    // client is told it need not send the rest (RST_STREAM NO_ERROR), not
+    // kept uploading 10 MB for nothing.
+    let answer = exchange(&["early", &port, "/deny"]);
+    assert_eq!(answer["status"], "403", "{answer}");
+    assert_eq!(answer["body"], "no\n", "{answer}");
+    assert_eq!(answer["reset"], 0, "{answer}");
+    assert!(answer["seconds"].as_f64().unwrap() < 2.0, "{answer}");
+    assert_eq!(answer["again"], "200", "{answer}");
+    thread::sleep(Duration::from_millis(200));
+    let lines = std::fs::read_to_string(&log).unwrap();
+    assert!(lines.contains("\"POST /deny HTTP/2.0\" 403"), "{lines}");
+}

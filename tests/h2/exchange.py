@@ -14,6 +14,8 @@ cannot show: trailers both ways, GOAWAY on a signal, flow control.
     exchange.py busy_idle PORT N PID   N connections, each 20 downloads of
                                        /size/100000, then all idle: prints
                                        PID's RSS growth per connection
+    exchange.py early PORT PATH        a POST of 10 MB to PATH, its first
+                                       16 KB sent: the answer and the reset
     exchange.py parallel PORT N SIZE   N downloads of SIZE bytes at once, in
                                        the default windows (64 KiB for the
                                        connection too); prints their lengths
@@ -246,6 +248,25 @@ def busy_idle(port, count, pid):
     return {"bytes_per_connection": (after - before) * 1024 // count}
 
 
+def early(port, path):
+    sock, conn = connect(port)
+    stream = request(conn, path, "POST", end_stream=False,
+                     extra=[("content-length", "10000000")])
+    conn.send_data(stream, b"x" * 16000)
+    sock.sendall(conn.data_to_send())
+    started = time.time()
+    seen = pump(sock, conn, lambda seen: any(
+        isinstance(e, h2.events.StreamReset) and e.stream_id == stream for e in seen)
+        or "closed" in seen, timeout=10)
+    out = answer(seen, stream)
+    out["seconds"] = time.time() - started
+    again = request(conn, "/")
+    sock.sendall(conn.data_to_send())
+    seen = pump(sock, conn, ended(again))
+    out["again"] = answer(seen, again)["status"]
+    return out
+
+
 if __name__ == "__main__":
     what, port = sys.argv[1], int(sys.argv[2])
     if what == "trailers":
@@ -254,6 +275,8 @@ if __name__ == "__main__":
         result = goaway(port, int(sys.argv[3]), sys.argv[4])
     elif what == "busy_idle":
         result = busy_idle(port, int(sys.argv[3]), int(sys.argv[4]))
+    elif what == "early":
+        result = early(port, sys.argv[3])
     elif what == "get":
         result = get(port, sys.argv[3:])
     elif what == "hold":

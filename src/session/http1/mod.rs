@@ -545,6 +545,32 @@ impl Http1 {
         }
     }
 
+    /// rsp's own answer is all written while the request's body is still
+    /// to come (a Lua reply, an error): an HTTP/2 stream can end here and
+    /// tell its client to stop sending (RFC 9113 §8.1), where an HTTP/1
+    /// connection must read the body off to go on.
+    pub fn answered_before_body(&self) -> bool {
+        self.busy.as_deref().is_some_and(|busy| {
+            busy.to_client.is_empty()
+                && matches!(
+                    busy.exchange.state,
+                    State::Local {
+                        discard: Some(_),
+                        ..
+                    }
+                )
+        })
+    }
+
+    /// The rest of the request's body will not be read (the stream ends).
+    pub fn forgo_body(&mut self) {
+        if let Some(busy) = self.busy.as_deref_mut()
+            && let State::Local { discard, .. } = &mut busy.exchange.state
+        {
+            *discard = None;
+        }
+    }
+
     /// The backend socket this stage holds, if any.
     pub fn backend_mut(&mut self) -> Option<&mut Endpoint> {
         match &mut self.busy.as_deref_mut()?.exchange.state {

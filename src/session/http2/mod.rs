@@ -1006,7 +1006,13 @@ impl Http2 {
                 io: &mut stream.io,
                 tx: &mut self.tx,
             };
-            let step = stream.stage.drive(key, &mut peer, services);
+            let mut step = stream.stage.drive(key, &mut peer, services);
+            if !matches!(step, Step::Close(_)) && stream.stage.answered_before_body() {
+                // Answered by rsp with the body still coming: the stream
+                // ends, and the client is told to stop (RST_STREAM NO_ERROR).
+                stream.stage.forgo_body();
+                step = Step::Close(End::Done { linger: false });
+            }
             match step {
                 Step::Continue { progress: moved } => {
                     stream.dirty = moved;

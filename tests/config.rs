@@ -266,8 +266,14 @@ fn compat_config_serves() {
     wait_for_listener(address, &log);
     let mut client = Client::connect(address);
     client.send(b"GET / HTTP/1.0\r\n\r\n");
-    let response = client.response(false);
+    let response = client.try_response(false);
     let _ = child.kill();
     let _ = child.wait();
+    let response = response.unwrap_or_else(|| {
+        panic!(
+            "no response; rsp's log: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )
+    });
     assert_eq!(response.text(), "hello from compat");
 }

@@ -68,12 +68,10 @@ impl Http1 {
         }
         let limit = services.settings.max_header_bytes;
         let policy = &services.settings.policy;
-        let busy = self.busy.get_or_insert_with(|| {
-            Busy::take(
-                client,
-                self.inbound.limit().min(services.settings.buffer_bytes),
-            )
-        });
+        let buffer_bytes = self.buffer_bytes(services);
+        let busy = self
+            .busy
+            .get_or_insert_with(|| Busy::take(client, buffer_bytes));
         let parsed = busy
             .exchange
             .request

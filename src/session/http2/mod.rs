@@ -1123,13 +1123,7 @@ impl Http2 {
             .iter()
             .map(|(_, stream)| stream.stage.deadline(timeouts, stream.last))
             .min_by_key(|(at, _)| *at)
-            .map_or(own, |earliest| {
-                if self.streams.is_empty() {
-                    own
-                } else {
-                    earliest
-                }
-            })
+            .unwrap_or(own)
     }
 
     /// A deadline passed: the streams whose did act on it; a connection

@@ -18,12 +18,32 @@ import urllib.request
 from websockets.sync.client import connect
 
 
+# How every test starts Chromium (as root, on a closed network), before
+# its own flags, the DevTools port and the profile.
+FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+    "--no-first-run", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync",
+]
+
+
 def chromium():
     for name in ("chromium", "chromium-browser", "google-chrome"):
         path = shutil.which(name)
         if path:
             return path
-    sys.exit("drive.py: no chromium on PATH (apt-get install chromium)")
+    sys.exit(f"{os.path.basename(sys.argv[0])}: no chromium on PATH (apt-get install chromium)")
+
+
+def devtools_port(profile, deadline):
+    """The DevTools port Chromium (started with --remote-debugging-port=0)
+    writes into its profile once it listens."""
+    port_file = os.path.join(profile, "DevToolsActivePort")
+    while not os.path.exists(port_file) or not open(port_file).read().strip():
+        if time.time() > deadline:
+            sys.exit(f"{os.path.basename(sys.argv[0])}: chromium did not start")
+        time.sleep(0.05)
+    return open(port_file).read().split()[0]
 
 
 def main():
@@ -31,22 +51,13 @@ def main():
     wait = int(sys.argv[3]) if len(sys.argv) > 3 else 0
     profile = tempfile.mkdtemp(prefix="rsp-chromium-")
     browser = subprocess.Popen(
-        [
-            chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-            "--no-first-run", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--remote-debugging-port=0", f"--user-data-dir={profile}", url,
-        ],
+        [chromium(), *FLAGS, "--remote-debugging-port=0", f"--user-data-dir={profile}", url],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        port_file = os.path.join(profile, "DevToolsActivePort")
         deadline = time.time() + 20
-        while not os.path.exists(port_file) or not open(port_file).read().strip():
-            if time.time() > deadline:
-                sys.exit("drive.py: chromium did not start")
-            time.sleep(0.05)
-        port = open(port_file).read().split()[0]
+        port = devtools_port(profile, deadline)
         pages = []
         while not pages:
             targets = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list"))

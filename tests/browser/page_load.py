@@ -26,16 +26,10 @@ import urllib.request
 
 from websockets.sync.client import connect
 
+from drive import FLAGS, chromium, devtools_port
+
 DEADLINE_S = 30
 WIDTH, HEIGHT = 944, 580
-
-
-def chromium():
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    sys.exit("page_load.py: no chromium on PATH (apt-get install chromium)")
 
 
 def main():
@@ -49,9 +43,7 @@ def main():
     profile = tempfile.mkdtemp(prefix="rsp-chromium-")
     browser = subprocess.Popen(
         [
-            chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-            "--no-first-run", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--disable-extensions", "--hide-scrollbars",
+            chromium(), *FLAGS, "--disable-extensions", "--hide-scrollbars",
             f"--window-size={WIDTH},{HEIGHT}", f"--ignore-certificate-errors-spki-list={spki}",
             "--remote-debugging-port=0", f"--user-data-dir={profile}", "about:blank",
         ],
@@ -61,12 +53,7 @@ def main():
         start_new_session=True,
     )
     try:
-        port_file = os.path.join(profile, "DevToolsActivePort")
-        while not os.path.exists(port_file) or not open(port_file).read().strip():
-            if time.time() > deadline:
-                sys.exit("page_load.py: chromium did not start")
-            time.sleep(0.05)
-        port = open(port_file).read().split()[0]
+        port = devtools_port(profile, deadline)
         pages = []
         while not pages:
             targets = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list"))

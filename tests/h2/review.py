@@ -29,6 +29,10 @@ import h2.connection
 import h2.events
 import h2.exceptions
 
+# The one reading of a stream's answer from h2's events (status, body,
+# trailers, reset), shared with the other HTTP/2 tests' client.
+from exchange import answer
+
 
 def connect(port):
     sock = socket.create_connection(("127.0.0.1", port))
@@ -40,20 +44,6 @@ def connect(port):
 def headers(path, method="GET", extra=()):
     return [(":method", method), (":scheme", "http"),
             (":authority", "localhost"), (":path", path)] + list(extra)
-
-
-def answer(seen, stream):
-    status, body, reset = None, b"", None
-    for event in seen:
-        if getattr(event, "stream_id", None) != stream:
-            continue
-        if isinstance(event, h2.events.ResponseReceived):
-            status = dict(event.headers)[b":status"].decode()
-        elif isinstance(event, h2.events.DataReceived):
-            body += event.data
-        elif isinstance(event, h2.events.StreamReset):
-            reset = int(event.error_code)
-    return {"status": status, "body": body.decode("latin-1"), "reset": reset}
 
 
 def ended(seen, stream):

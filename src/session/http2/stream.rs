@@ -171,6 +171,12 @@ impl StreamIo {
         self.ended_by_client && self.head.is_empty() && self.body.is_empty() && self.tail.is_empty()
     }
 
+    /// `count` bytes of DATA went out: both send windows shrink by them.
+    fn charge(&mut self, tx: &mut Tx, count: usize) {
+        self.send_window -= count as i64;
+        tx.window -= count as i64;
+    }
+
     /// The window rsp may send DATA in now.
     fn send_budget(&self, tx: &Tx) -> usize {
         let window = self.send_window.min(tx.window).max(0) as usize;
@@ -308,8 +314,7 @@ impl Sink for StreamPeer<'_> {
             // A body rsp wrote itself (a local answer's).
             let count = head.len().min(budget);
             tx.write_data(io.id, &head[..count], false);
-            io.send_window -= count as i64;
-            tx.window -= count as i64;
+            io.charge(tx, count);
             return Ok(Some(count));
         }
         if body.is_empty() {
@@ -318,8 +323,7 @@ impl Sink for StreamPeer<'_> {
         if !chunked {
             let count = body.len().min(budget);
             tx.write_data(io.id, &body[..count], false);
-            io.send_window -= count as i64;
-            tx.window -= count as i64;
+            io.charge(tx, count);
             return Ok(Some(count));
         }
         // A DATA frame of the chunks' data, without their framing: its
@@ -335,8 +339,7 @@ impl Sink for StreamPeer<'_> {
             let mut header = Vec::with_capacity(frame::HEADER_LENGTH);
             frame::write_data_header(&mut header, io.id, given, false);
             tx.out[at..at + frame::HEADER_LENGTH].copy_from_slice(&header);
-            io.send_window -= given as i64;
-            tx.window -= given as i64;
+            io.charge(tx, given);
         }
         if walked == 0 {
             return Ok(None);

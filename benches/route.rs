@@ -97,7 +97,7 @@ fn load(config: &str) -> (rsp::config::Loaded, Vec<Pool>) {
 fn view(raw: &[u8]) -> RequestView {
     let mut view = RequestView::new("192.0.2.1:5000".parse().unwrap(), false);
     view.head
-        .parse(raw, &RequestPolicy::default())
+        .parse(raw, &RequestPolicy::default(), false)
         .unwrap()
         .unwrap();
     view
@@ -112,10 +112,13 @@ fn shaping() {
     let mut request = view(REQUEST);
     let mut head = RequestHead::default();
     let parse_reused = nanoseconds_per(|| {
-        black_box(head.parse(black_box(REQUEST), &policy).unwrap());
+        black_box(head.parse(black_box(REQUEST), &policy, false).unwrap());
     });
     let with_route = nanoseconds_per(|| {
-        request.head.parse(black_box(REQUEST), &policy).unwrap();
+        request
+            .head
+            .parse(black_box(REQUEST), &policy, false)
+            .unwrap();
         request.sealed = false;
         black_box(router.route(&mut request, &pools).unwrap());
     });

@@ -359,7 +359,7 @@ mod tests {
 
     fn head(raw: &str) -> RequestHead {
         let mut head = RequestHead::default();
-        head.parse(raw.as_bytes(), &RequestPolicy::default())
+        head.parse(raw.as_bytes(), &RequestPolicy::default(), false)
             .unwrap()
             .unwrap();
         head

@@ -17,6 +17,11 @@ pub struct Forwarding {
     pub forwarded: bool,
     /// Peers whose forwarding headers are kept and extended.
     pub trusted: Vec<Network>,
+    /// The name rsp gives itself in the `Via` it adds to requests (RFC
+    /// 9110 §7.6.3), and answers 508 to a request that already carries;
+    /// `None`: no `Via` is written, and loops are caught only where a
+    /// backend is one of rsp's own listeners.
+    pub via: Option<String>,
 }
 
 impl Default for Forwarding {
@@ -27,8 +32,30 @@ impl Default for Forwarding {
             x_forwarded_host: true,
             forwarded: false,
             trusted: Vec::new(),
+            via: Some(default_via_name().to_owned()),
         }
     }
+}
+
+/// The name rsp calls itself in `Via` when the config names none: one per
+/// process (all its workers, across reloads), random, so that two rsp in a
+/// chain, on one machine or not, never share it.
+pub fn default_via_name() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        let mut id = String::new();
+        crate::request_id::RequestIds::new().generate(&mut id);
+        format!("rsp-{}", &id[..8])
+    })
+}
+
+/// A name `Via` may carry as its recipient: a token, or `host:port`.
+pub fn is_valid_via_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|byte| byte == b':' || crate::http::is_token_char(byte))
 }
 
 impl Forwarding {

@@ -14,6 +14,7 @@ use crate::config::{AdminConfig, Config, Timeouts};
 use crate::forwarding::Forwarding;
 use crate::http::RequestPolicy;
 use crate::idle::IdleConnections;
+use crate::own::OwnListeners;
 use crate::request_id::RequestIds;
 use crate::router::Router;
 use crate::stats::Totals;
@@ -34,21 +35,16 @@ pub struct Settings {
     pub admin: Option<AdminConfig>,
     pub max_connections: usize,
     pub shutdown_timeout: Duration,
-    /// rsp's own listening addresses (and the admin port's): a request
-    /// sent to one of them would come back to rsp, a forwarding loop.
-    pub own_addresses: Vec<SocketAddr>,
+    /// rsp's own listeners (and the admin port): a request sent to one of
+    /// them would come back to rsp, a forwarding loop.
+    pub own: OwnListeners,
 }
 
 impl Settings {
-    /// Whether `address` is one of rsp's own listeners (a listener on
-    /// 0.0.0.0 or [::] is every local address of its port).
+    /// Whether a connection to `address` would reach one of rsp's own
+    /// listeners, whatever its spelling (`own.rs`).
     pub fn is_own(&self, address: SocketAddr) -> bool {
-        self.own_addresses.iter().any(|own| {
-            own.port() == address.port()
-                && (own.ip() == address.ip()
-                    || (own.ip().is_unspecified()
-                        && (address.ip().is_loopback() || address.ip().is_unspecified())))
-        })
+        self.own.reached_by(address)
     }
 
     pub fn of(config: &Config) -> Settings {
@@ -64,12 +60,7 @@ impl Settings {
             admin: config.admin.clone(),
             max_connections: config.max_connections,
             shutdown_timeout: config.shutdown_timeout,
-            own_addresses: config
-                .listen
-                .iter()
-                .map(|listen| listen.address)
-                .chain(config.admin.iter().map(|admin| admin.address))
-                .collect(),
+            own: OwnListeners::new(config.own_addresses()),
         }
     }
 }

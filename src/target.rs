@@ -81,6 +81,8 @@ pub enum Form<'a> {
     Absolute {
         authority: &'a [u8],
         origin: &'a [u8],
+        /// The scheme is https (its default port is 443).
+        https: bool,
     },
     /// `*`, for OPTIONS only.
     Asterisk,
@@ -135,7 +137,11 @@ fn absolute(target: &[u8]) -> Result<Form<'_>, TargetError> {
             "invalid authority in the request target",
         ));
     }
-    Ok(Form::Absolute { authority, origin })
+    Ok(Form::Absolute {
+        authority,
+        origin,
+        https: scheme.eq_ignore_ascii_case(b"https"),
+    })
 }
 
 /// `host [":" port]` as a Host field or a URL's authority may hold it: a
@@ -368,14 +374,16 @@ mod tests {
             form(b"GET", b"http://Example.com:81/p?q"),
             Ok(Form::Absolute {
                 authority: b"Example.com:81",
-                origin: b"/p?q"
+                origin: b"/p?q",
+                https: false,
             })
         );
         assert_eq!(
             form(b"GET", b"HTTPS://h?q"),
             Ok(Form::Absolute {
                 authority: b"h",
-                origin: b"?q"
+                origin: b"?q",
+                https: true,
             })
         );
         assert_eq!(form(b"OPTIONS", b"*"), Ok(Form::Asterisk));

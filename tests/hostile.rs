@@ -249,7 +249,7 @@ fn target_forms_table() {
             "GET http://Shop.Example:8080/p?q=1 HTTP/1.1\r\nHost: internal.corp\r\n\r\n",
             200,
             Some("GET /p?q=1 HTTP/1.1"),
-            Some("Shop.Example:8080"),
+            Some("shop.example:8080"),
         ),
         (
             "GET http://internal.corp/p HTTP/1.1\r\nHost: shop\r\n\r\n",

@@ -140,7 +140,7 @@ fn the_backend_gets_http11_with_joined_cookies_and_trailers_go_both_ways() {
     assert_eq!(answer["trailers"]["x-trailer"], "yes", "{answer}");
     let request = &recorder.requests()[0];
     assert!(
-        request.starts_with("POST /post HTTP/1.1\r\nhost: localhost\r\n"),
+        request.starts_with("POST /post HTTP/1.1\r\nHost: localhost\r\n"),
         "{request}"
     );
     assert!(

@@ -63,7 +63,7 @@ proptest! {
     #[test]
     fn request_parsing_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
         let mut head = RequestHead::default();
-        if let Ok(Some(length)) = head.parse(&bytes, &RequestPolicy::default()) {
+        if let Ok(Some(length)) = head.parse(&bytes, &RequestPolicy::default(), false) {
             prop_assert!(length <= bytes.len());
             let mut out = Vec::new();
             head.write_forwarded(&mut out, "127.0.0.1".parse().unwrap(), &Forwarding::default(), Some("id"), true, false);
@@ -74,12 +74,12 @@ proptest! {
     #[test]
     fn mutated_requests_never_panic_and_forward_clean_heads(bytes in mutated(VALID_REQUEST)) {
         let mut head = RequestHead::default();
-        if let Ok(Some(_)) = head.parse(&bytes, &RequestPolicy::default()) {
+        if let Ok(Some(_)) = head.parse(&bytes, &RequestPolicy::default(), false) {
             let mut out = Vec::new();
             head.write_forwarded(&mut out, "127.0.0.1".parse().unwrap(), &Forwarding::default(), Some("id"), true, false);
             // What rsp forwards always parses again, to the same framing.
             let mut again = RequestHead::default();
-            prop_assert!(matches!(again.parse(&out, &RequestPolicy::default()), Ok(Some(_))));
+            prop_assert!(matches!(again.parse(&out, &RequestPolicy::default(), false), Ok(Some(_))));
             prop_assert_eq!(again.framing, head.framing);
         }
     }
@@ -139,7 +139,7 @@ proptest! {
         let target = if absolute { format!("http://{host}{origin}") } else { origin.clone() };
         let raw = format!("GET {target} HTTP/1.1\r\nHost: {}\r\nX: y\r\n\r\n", if absolute { "ignored.example" } else { &host });
         let mut head = RequestHead::default();
-        if let Ok(Some(_)) = head.parse(raw.as_bytes(), &RequestPolicy::default()) {
+        if let Ok(Some(_)) = head.parse(raw.as_bytes(), &RequestPolicy::default(), false) {
             let mut out = Vec::new();
             head.write_forwarded(&mut out, "127.0.0.1".parse().unwrap(), &Forwarding::default(), None, true, false);
             let mut fields = [httparse::EMPTY_HEADER; 32];
@@ -159,11 +159,58 @@ proptest! {
             prop_assert_eq!(sent_host, head.host());
             // And a backend that is itself rsp would route it the same way.
             let mut again = RequestHead::default();
-            prop_assert!(matches!(again.parse(&out, &RequestPolicy::default()), Ok(Some(_))));
+            prop_assert!(matches!(again.parse(&out, &RequestPolicy::default(), false), Ok(Some(_))));
             prop_assert_eq!(again.path(), head.path());
             prop_assert_eq!(again.query(), head.query());
             prop_assert_eq!(again.host(), head.host());
         }
+    }
+
+    /// A host as `route()` sees it (`req.host`, and `req:header("Host")`)
+    /// is the Host the backend gets, in the one spelling a server reads
+    /// as that host: nginx lower-cases a Host, drops one trailing dot and
+    /// the port before it matches `server_name`, and what it is left with
+    /// must be `req.host`. Over HTTP/1.0, 1.1 and TLS, in the Host field
+    /// and in an absolute-form target.
+    #[test]
+    fn route_sees_the_host_the_backend_gets(host in host_strategy(), minor in 0u8..2, https: bool, absolute: bool) {
+        let raw = if absolute {
+            let scheme = if https { "https" } else { "http" };
+            format!("GET {scheme}://{host}/ HTTP/1.{minor}\r\nHost: ignored.example\r\n\r\n")
+        } else {
+            format!("GET / HTTP/1.{minor}\r\nHost: {host}\r\n\r\n")
+        };
+        let mut head = RequestHead::default();
+        let Ok(Some(_)) = head.parse(raw.as_bytes(), &RequestPolicy::default(), https) else {
+            return Ok(());
+        };
+        let mut out = Vec::new();
+        head.write_forwarded(&mut out, "127.0.0.1".parse().unwrap(), &Forwarding::default(), None, true, https);
+        let mut fields = [httparse::EMPTY_HEADER; 32];
+        let mut request = httparse::Request::new(&mut fields);
+        prop_assert!(request.parse(&out).unwrap().is_complete());
+        let hosts: Vec<&[u8]> = request.headers.iter().filter(|field| field.name.eq_ignore_ascii_case("host")).map(|field| field.value).collect();
+        prop_assert_eq!(hosts.len(), 1);
+        let sent = std::str::from_utf8(hosts[0]).unwrap();
+        prop_assert_eq!(Some(sent.as_bytes()), head.header("Host"));
+        // nginx's reading (ngx_http_validate_host): lower case, no
+        // trailing dot, no port.
+        let nginx = sent.to_ascii_lowercase();
+        let nginx = match nginx.rsplit_once(':') {
+            Some((name, port)) if !port.contains(']') => name.to_owned(),
+            _ => nginx,
+        };
+        let nginx = nginx.strip_suffix('.').unwrap_or(&nginx);
+        prop_assert_eq!(nginx, head.host());
+        prop_assert_eq!(sent.to_ascii_lowercase(), sent);
+        prop_assert!(!head.host().ends_with('.'), "{}", head.host());
+        let default = if https && !absolute || absolute && raw.starts_with("GET https") { ":443" } else { ":80" };
+        prop_assert!(!sent.ends_with(default), "{} keeps its default port", sent);
+        // Canonical is a fixed point: rsp behind rsp routes it the same.
+        let mut again = RequestHead::default();
+        prop_assert!(matches!(again.parse(&out, &RequestPolicy::default(), https), Ok(Some(_))));
+        prop_assert_eq!(again.host(), head.host());
+        prop_assert_eq!(again.header("Host"), head.header("Host"));
     }
 
     #[test]
@@ -362,11 +409,12 @@ proptest! {
         };
         let mut head = RequestHead::default();
         let policy = RequestPolicy::default();
-        if let Ok(Some(length)) = head.parse(&out, &policy) {
+        if let Ok(Some(length)) = head.parse(&out, &policy, false) {
             prop_assert_eq!(length, out.len());
             let authority = fields.iter().find(|(name, _)| *name == b":authority").unwrap();
-            let host = String::from_utf8_lossy(authority.1).to_ascii_lowercase();
-            prop_assert!(host.starts_with(head.host()), "{} vs {}", host, head.host());
+            let canonical = rsp::host::canonical_owned(authority.1, 80).unwrap();
+            let host = String::from_utf8_lossy(rsp::host::without_port(&canonical));
+            prop_assert_eq!(host, head.host());
             prop_assert_eq!(head.method(), "GET");
             let text = String::from_utf8_lossy(&out);
             prop_assert!(!text.contains("connection:"), "{}", text);

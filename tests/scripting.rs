@@ -22,6 +22,7 @@ fn route_rewrites_reach_the_backend_byte_for_byte_and_reads_see_them() {
     let recorder = Recorder::start(OK);
     let proxy = Proxy::start(&format!(
         r#"request_id = false
+forwarded_headers = {{ via = "edge-1" }}
 pools = {{ web = {{ servers = {{ "{}" }} }} }}
 function route(req)
   req:set_header("X-Tenant", "t1")
@@ -51,12 +52,12 @@ Accept: */*\r\nX-Tenant: older\r\nCookie: c=d\r\n\r\n",
         head_of(&requests[0]),
         "GET /v2/a?page=2 HTTP/1.1\r\nHost: app.internal\r\nX-Tenant: t1\r\nAccept: */*\r\n\
 Via: 1.1 rsp\r\nX-Forwarded-For: 127.0.0.1\r\nX-Forwarded-Proto: http\r\n\
-X-Forwarded-Host: www.example"
+X-Forwarded-Host: www.example\r\nVia: 1.1 edge-1"
     );
     // The query: nil removes it; set_path keeps it.
     let proxy = Proxy::start(&format!(
         r#"request_id = false
-forwarded_headers = {{ x_forwarded_for = false, x_forwarded_proto = false, x_forwarded_host = false }}
+forwarded_headers = {{ x_forwarded_for = false, x_forwarded_proto = false, x_forwarded_host = false, via = false }}
 backends = {{ "{}" }}
 function route(req)
   if req.path == "/q" then req:set_query(nil) else req:set_path("/kept") end
@@ -153,7 +154,7 @@ end"#,
     // what the client sent.
     let proxy = Proxy::start(&format!(
         r#"request_id = false
-forwarded_headers = {{ x_forwarded_for = false, x_forwarded_proto = false, x_forwarded_host = false }}
+forwarded_headers = {{ x_forwarded_for = false, x_forwarded_proto = false, x_forwarded_host = false, via = false }}
 backends = {{ "{}" }}
 function route(req)
   pcall(req.set_header, req, "Content-Length", "0")
@@ -191,6 +192,7 @@ fn forwarding_fields_stay_rsps_and_set_fields_survive_connection_options() {
     let recorder = Recorder::start(OK);
     let proxy = Proxy::start(&format!(
         r#"request_id = false
+forwarded_headers = {{ via = "edge-1" }}
 backends = {{ "{}" }}
 function route(req)
   req:set_header("X-Tenant", "from-script")
@@ -207,7 +209,7 @@ X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Host: forged\r\n\r\n",
     assert_eq!(
         head_of(&head),
         "GET / HTTP/1.1\r\nHost: inner\r\nX-Tenant: from-script\r\nX-Forwarded-For: 127.0.0.1\r\n\
-X-Forwarded-Proto: http\r\nX-Forwarded-Host: outer"
+X-Forwarded-Proto: http\r\nX-Forwarded-Host: outer\r\nVia: 1.1 edge-1"
     );
 }
 

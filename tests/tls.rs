@@ -176,7 +176,7 @@ fn bad_certificate_files_are_config_errors() {
     let config = dir.join("bad.lua");
     std::fs::write(
         &config,
-        "backends = { \"127.0.0.1:1\" }\nlisten = { { addr = \"127.0.0.1:1\", tls = { cert = \"empty.pem\", key = \"junk.key\" } } }\n",
+        "backends = { \"127.0.0.1:2\" }\nlisten = { { addr = \"127.0.0.1:1\", tls = { cert = \"empty.pem\", key = \"junk.key\" } } }\n",
     )
     .unwrap();
     let (code, stderr) = check_config(&config);

@@ -179,12 +179,15 @@ pub fn answer(
 }
 
 /// The refusal for a request the admin port must not serve, if it is one:
-/// 421 for a Host that names neither this listener nor a listed name (a
-/// page of another site, through DNS rebinding), 401 without the token.
+/// 400 without a Host (an HTTP/1.0 request may leave it out, and would
+/// pass the next check unchecked), 421 for a Host that names neither this
+/// listener nor a listed name (a page of another site, through DNS
+/// rebinding), 401 without the token.
 fn guard(head: &RequestHead, local: SocketAddr, admin: Option<&AdminConfig>) -> Option<LocalReply> {
-    if let Some(host) = head.host_value()
-        && !names_this_listener(host, local, admin.map_or(&[], |admin| &admin.hosts))
-    {
+    let Some(host) = head.host_value() else {
+        return Some(text(400, "rsp admin: a request needs a Host\n".into()));
+    };
+    if !names_this_listener(host, local, admin.map_or(&[], |admin| &admin.hosts)) {
         return Some(text(
             421,
             format!(
@@ -393,9 +396,13 @@ mod tests {
 
     fn head(raw: &str) -> RequestHead {
         let mut head = RequestHead::default();
-        head.parse(raw.as_bytes(), &crate::http::RequestPolicy::default())
-            .unwrap()
-            .unwrap();
+        head.parse(
+            raw.as_bytes(),
+            &crate::http::RequestPolicy::default(),
+            false,
+        )
+        .unwrap()
+        .unwrap();
         head
     }
 

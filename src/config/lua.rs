@@ -57,6 +57,11 @@ impl Script {
         }
     }
 
+    /// The file assigns the global `name`.
+    pub fn assigned(&self, name: &str) -> bool {
+        matches!(self.lines.raw_get::<Option<u32>>(name), Ok(Some(_)))
+    }
+
     pub fn error(&self, name: &str, message: String) -> ConfigError {
         ConfigError(format!("{}: {message}", self.at(name)))
     }

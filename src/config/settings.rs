@@ -29,6 +29,7 @@ const FORWARDED_SETTINGS: &[&str] = &[
     "x_forwarded_host",
     "forwarded",
     "trusted_proxies",
+    "via",
 ];
 const PATH_SETTINGS: &[&str] = &["merge_slashes", "escaped_slash", "backslash", "escaped_nul"];
 const MIN_BUFFER_BYTES: i64 = 1024;
@@ -146,6 +147,26 @@ pub fn forwarding(script: &Script) -> Result<Forwarding, ConfigError> {
     for (name, flag) in flags {
         if let Some(on) = setting.field(name).flag()? {
             *flag = on;
+        }
+    }
+    let via = setting.field("via");
+    match &via.value {
+        Value::Nil | Value::Boolean(true) => {}
+        Value::Boolean(false) => forwarding.via = None,
+        Value::String(name) => {
+            let name = name.to_string_lossy();
+            if !crate::forwarding::is_valid_via_name(&name) {
+                return Err(via.error(format!(
+                    "\"{name}\" is not a name Via may carry (letters, digits and !#$%&'*+-.^_`|~:, 64 at most)"
+                )));
+            }
+            forwarding.via = Some(name.to_string());
+        }
+        other => {
+            return Err(via.error(format!(
+                "expected a name, true or false, got {}",
+                describe(other)
+            )));
         }
     }
     let trusted = setting.field("trusted_proxies");

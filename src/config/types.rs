@@ -80,6 +80,17 @@ pub struct Config {
     pub maps: Vec<MapConfig>,
 }
 
+impl Config {
+    /// Where rsp listens: every listener and the admin port.
+    pub fn own_addresses(&self) -> Vec<SocketAddr> {
+        self.listen
+            .iter()
+            .map(|listen| listen.address)
+            .chain(self.admin.iter().map(|admin| admin.address))
+            .collect()
+    }
+}
+
 /// One of `maps`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MapConfig {

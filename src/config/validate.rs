@@ -69,6 +69,28 @@ pub fn validate(
             ));
         }
     }
+    let own = crate::own::OwnListeners::new(config.own_addresses());
+    for pool in &config.pools {
+        if let Some(server) = pool
+            .servers
+            .iter()
+            .find(|server| own.reached_by(server.address))
+        {
+            // The default pool may come from `backends` instead.
+            let setting = if pool.name == DEFAULT_POOL && script.assigned("backends") {
+                "backends"
+            } else {
+                "pools"
+            };
+            return Err(script.error(
+                setting,
+                format!(
+                    "pool {}: server {} is rsp's own listener: every request would loop back to rsp",
+                    pool.name, server.address
+                ),
+            ));
+        }
+    }
     if route.is_none()
         && let Some(listener) = config
             .listen

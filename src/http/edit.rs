@@ -7,7 +7,7 @@
 use std::fmt;
 use std::ops::Range;
 
-use crate::target;
+use crate::host;
 
 use super::request::{Field, RequestHead};
 use super::{HOP_BY_HOP, MAX_HEADERS, is_token_char};
@@ -127,22 +127,6 @@ pub(super) fn trimmed_value(value: &[u8]) -> &[u8] {
     value.trim_ascii()
 }
 
-/// A host a script sets: a valid authority (as a client's Host must be),
-/// with a host, and a port from 1 to 65535 if it has one.
-fn is_settable_host(host: &[u8]) -> bool {
-    if !target::is_valid_authority(host) || host.is_empty() || host[0] == b':' {
-        return false;
-    }
-    let port = match host.iter().rposition(|&byte| byte == b':') {
-        Some(colon) if !host[colon..].contains(&b']') => &host[colon + 1..],
-        _ => return true,
-    };
-    std::str::from_utf8(port)
-        .ok()
-        .and_then(|port| port.parse::<u16>().ok())
-        .is_some_and(|port| port > 0)
-}
-
 /// A path a script sets: origin-form, characters a URI path may hold
 /// (RFC 3986 §3.3), escapes complete.
 fn check_path(path: &[u8]) -> Result<(), EditError> {
@@ -233,12 +217,14 @@ impl RequestHead {
 
     /// The Host the backend gets, and `route()` sees from now on.
     pub fn set_host(&mut self, host: &[u8]) -> Result<(), EditError> {
-        if !is_settable_host(host) {
+        let canonical = host::canonical_owned(host, host::default_port(self.https))
+            .map_err(|_| EditError::Host)?;
+        if host.is_empty() {
             return Err(EditError::Host);
         }
-        let range = append(&mut self.raw, self.target.len(), host)?;
-        self.host_value = Some(range);
-        self.host_rewritten = true;
+        check_growth(&self.raw, self.target.len() + canonical.len())?;
+        self.host_field = canonical;
+        self.has_host = true;
         self.refresh_host();
         Ok(())
     }

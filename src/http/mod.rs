@@ -43,6 +43,8 @@ pub enum HeadError {
     TooManyHeaders,
     Framing(&'static str),
     Target(TargetError),
+    /// A Host (or target authority) with no canonical spelling.
+    Host(crate::host::InvalidHost),
     /// A 101 that switches to nothing the request offered.
     Switch(&'static str),
 }
@@ -54,6 +56,7 @@ impl fmt::Display for HeadError {
             HeadError::TooManyHeaders => write!(f, "more than {MAX_HEADERS} header fields"),
             HeadError::Framing(why) => f.write_str(why),
             HeadError::Target(error) => write!(f, "request target: {error}"),
+            HeadError::Host(error) => error.fmt(f),
             HeadError::Switch(why) => f.write_str(why),
         }
     }
@@ -172,25 +175,11 @@ pub(crate) fn merge_content_length(earlier: Option<u64>, value: &[u8]) -> Result
     length.ok_or(HeadError::Framing("invalid Content-Length"))
 }
 
-pub(crate) fn strip_port(authority: &[u8]) -> &[u8] {
-    if authority.starts_with(b"[") {
-        let end = authority
-            .iter()
-            .position(|&byte| byte == b']')
-            .map_or(authority.len(), |at| at + 1);
-        return &authority[..end];
-    }
-    match authority.iter().position(|&byte| byte == b':') {
-        Some(colon) => &authority[..colon],
-        None => authority,
-    }
-}
-
 /// httparse has already checked that methods and targets are visible ASCII.
 pub(crate) fn str_of(bytes: &[u8]) -> &str {
     std::str::from_utf8(bytes).unwrap_or("")
 }
 
-pub(crate) fn is_token_char(byte: u8) -> bool {
+pub fn is_token_char(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
 }

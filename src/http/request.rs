@@ -7,12 +7,13 @@ use std::ops::Range;
 
 use crate::forwarding::Forwarding;
 use crate::framing::Framing;
+use crate::host;
 use crate::request_id;
 use crate::target::{self, Form, PathNormalization, Scratch};
 
 use super::{
-    HeadError, MAX_HEADERS, connection_options, is_hop_by_hop, is_token_char, merge_content_length,
-    str_of, strip_port, tokens, write_field,
+    HeadError, MAX_HEADERS, NEVER_DROPPED, connection_options, is_hop_by_hop, is_token_char,
+    merge_content_length, str_of, tokens, write_field,
 };
 
 /// The forwarding fields rsp writes itself.
@@ -97,17 +98,24 @@ pub struct RequestHead {
     pub(super) target: Vec<u8>,
     /// Where the path ends in `target` (at the `?`, or its end).
     pub(super) path_end: usize,
-    /// The Host value forwarded: an absolute-form target's authority,
-    /// else the client's Host field (a range of `raw`).
-    pub(super) host_value: Option<Range<usize>>,
-    /// The target was absolute-form: its authority replaces the Host field.
-    pub(super) absolute: bool,
-    /// `route()` set the host: `host_value` replaces the Host field.
-    pub(super) host_rewritten: bool,
-    /// The host the client asked for, for `X-Forwarded-Host` and
-    /// `Forwarded` whatever `route()` did.
-    client_host: Option<Range<usize>>,
+    /// The Host forwarded, in its canonical spelling (`host.rs`): an
+    /// absolute-form target's authority, else the client's Host field,
+    /// or what `route()` set. rsp always writes it itself, first; the
+    /// client's Host field is not among `headers`.
+    pub(super) host_field: Vec<u8>,
+    /// The request has a host (only an HTTP/1.0 one may have none).
+    pub(super) has_host: bool,
+    /// The host the client asked for (canonical), for `X-Forwarded-Host`
+    /// and `Forwarded` whatever `route()` did.
+    client_host: Vec<u8>,
+    client_has_host: bool,
+    /// The connection came over TLS: the default port is 443, not 80.
+    pub(super) https: bool,
+    /// The end-to-end fields, as the client sent them but for the Host
+    /// and the fields that describe only the client's connection (RFC
+    /// 9110 §7.6.1), which are gone before `route()` sees the request.
     pub(super) headers: Vec<Field>,
+    /// `host_field` without its port.
     pub(super) host: String,
     /// The protocols of the client's `Upgrade` that may be switched to.
     upgrade_offer: Vec<u8>,
@@ -127,12 +135,14 @@ pub struct RequestHead {
 }
 
 impl RequestHead {
-    /// Parses a request head at the start of `buffer`. `Ok(None)` means
-    /// more bytes are needed; `Ok(Some(n))` means the head is the first `n`.
+    /// Parses a request head at the start of `buffer`, which came over
+    /// TLS if `https`. `Ok(None)` means more bytes are needed;
+    /// `Ok(Some(n))` means the head is the first `n`.
     pub fn parse(
         &mut self,
         buffer: &[u8],
         policy: &RequestPolicy,
+        https: bool,
     ) -> Result<Option<usize>, HeadError> {
         let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut request = httparse::Request::new(&mut fields);
@@ -172,11 +182,64 @@ impl RequestHead {
                 added: false,
             });
         }
-        self.host_rewritten = false;
+        self.https = https;
         self.examine(policy)?;
         self.read_target(&policy.path)?;
-        self.client_host = self.host_value.clone();
+        self.client_host.clear();
+        self.client_host.extend_from_slice(&self.host_field);
+        self.client_has_host = self.has_host;
+        self.keep_end_to_end();
         Ok(Some(length))
+    }
+
+    /// Removes the fields that describe the client's connection (the
+    /// hop-by-hop ones and those its `Connection` names) and the Host
+    /// (held canonical in `host_field`), once what they say is read: the
+    /// backend never gets them, so `route()` must not see them either.
+    /// An upgrade the policy allows is what rsp forwards of them, and so
+    /// what `route()` sees: `Upgrade` with the allowed protocols and
+    /// `Connection: upgrade`.
+    fn keep_end_to_end(&mut self) {
+        // The names a `Connection` field lists beyond the standard ones:
+        // rare, so only then are they gathered.
+        let named: Vec<Vec<u8>> = match connection_options(self.fields()) {
+            None => Vec::new(),
+            Some(fields) => fields
+                .filter(|(name, _)| name.eq_ignore_ascii_case(b"connection"))
+                .flat_map(|(_, value)| tokens(value))
+                .map(<[u8]>::to_vec)
+                .collect(),
+        };
+        let raw = &self.raw;
+        self.headers.retain(|field| {
+            let name = &raw[field.name.clone()];
+            !name.eq_ignore_ascii_case(b"host")
+                && !is_hop_by_hop(name, None::<std::iter::Empty<_>>)
+                && (NEVER_DROPPED
+                    .iter()
+                    .any(|kept| name.eq_ignore_ascii_case(kept.as_bytes()))
+                    || !named.iter().any(|option| option.eq_ignore_ascii_case(name)))
+        });
+        if self.upgrade {
+            let offer = std::mem::take(&mut self.upgrade_offer);
+            for (name, value) in [(&b"Upgrade"[..], &offer[..]), (b"Connection", b"upgrade")] {
+                let name = self.keep(name);
+                let value = self.keep(value);
+                self.headers.push(Field {
+                    name,
+                    value,
+                    added: false,
+                });
+            }
+            self.upgrade_offer = offer;
+        }
+    }
+
+    /// Keeps `bytes` after the head in `raw`, where fields' ranges point.
+    fn keep(&mut self, bytes: &[u8]) -> Range<usize> {
+        let start = self.raw.len();
+        self.raw.extend_from_slice(bytes);
+        start..self.raw.len()
     }
 
     /// Derives framing, persistence and the upgrade offer from the fields.
@@ -201,13 +264,14 @@ impl RequestHead {
         if facts.host.is_none() && self.minor_version == 1 {
             return Err(HeadError::Framing("HTTP/1.1 request without Host"));
         }
-        if let Some(host) = &facts.host
-            && !target::is_valid_authority(&self.raw[host.clone()])
-        {
-            return Err(HeadError::Framing("invalid Host"));
-        }
-        self.host_value = facts.host;
-        Ok(())
+        self.has_host = facts.host.is_some();
+        let authority = facts.host.map_or(&[][..], |range| &self.raw[range]);
+        host::canonical(
+            authority,
+            host::default_port(self.https),
+            &mut self.host_field,
+        )
+        .map_err(HeadError::Host)
     }
 
     /// One pass over the fields: what they say of host, framing and
@@ -270,19 +334,20 @@ impl RequestHead {
                 self.target.clear();
                 self.target.push(b'*');
                 self.path_end = 1;
-                self.absolute = false;
                 self.refresh_host();
                 return Ok(());
             }
-            Form::Origin(origin) => {
-                self.absolute = false;
-                origin
-            }
-            Form::Absolute { authority, origin } => {
-                let base = self.raw.as_ptr() as usize;
-                let start = authority.as_ptr() as usize - base;
-                self.host_value = Some(start..start + authority.len());
-                self.absolute = true;
+            Form::Origin(origin) => origin,
+            Form::Absolute {
+                authority,
+                origin,
+                https,
+            } => {
+                // RFC 9112 §3.2.2: the target's authority is the host,
+                // with the default port of the target's own scheme.
+                let port = host::default_port(https);
+                host::canonical(authority, port, &mut self.host_field).map_err(HeadError::Host)?;
+                self.has_host = true;
                 origin
             }
         };
@@ -312,16 +377,12 @@ impl RequestHead {
         Ok(())
     }
 
-    /// `host`: the forwarded host, lower-cased and without its port.
+    /// `host`: the forwarded host without its port.
     pub(super) fn refresh_host(&mut self) {
-        let authority = match &self.host_value {
-            Some(range) => &self.raw[range.clone()],
-            None => b"",
-        };
         self.host.clear();
-        // Checked by `is_valid_authority`: ASCII.
-        self.host.push_str(str_of(strip_port(authority)));
-        self.host.make_ascii_lowercase();
+        // Canonical: lower-case ASCII.
+        self.host
+            .push_str(str_of(host::without_port(&self.host_field)));
     }
 
     pub fn method(&self) -> &str {
@@ -355,15 +416,16 @@ impl RequestHead {
             .map(str_of)
     }
 
-    /// The Host, lower-cased and without its port; "" when there is none.
+    /// The host, canonical and without its port; "" when there is none.
     pub fn host(&self) -> &str {
         &self.host
     }
 
-    /// The Host field rsp forwards, as the client wrote it (or the
-    /// authority of its absolute-form target).
+    /// The Host field rsp forwards: canonical `host[:port]`, from the
+    /// client's Host field, its absolute-form target's authority, or
+    /// what `route()` set.
     pub fn host_value(&self) -> Option<&[u8]> {
-        self.host_value.clone().map(|range| &self.raw[range])
+        self.has_host.then_some(&self.host_field[..])
     }
 
     /// The protocols an upgrade request may switch to, comma-separated.
@@ -391,20 +453,36 @@ impl RequestHead {
 
     /// The first field called `name` (any case).
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        // The Host rsp writes itself (an absolute-form target's authority,
-        // or set_host's) is the one the backend gets.
-        if self.own_host() && name.eq_ignore_ascii_case("host") {
-            return self.host_value.clone().map(|range| &self.raw[range]);
-        }
-        self.fields()
-            .find(|(field, _)| field.eq_ignore_ascii_case(name.as_bytes()))
-            .map(|(_, value)| value)
+        self.header_values(name).next()
     }
 
-    /// rsp writes the Host field itself: from an absolute-form target's
-    /// authority, or the host `route()` set.
-    fn own_host(&self) -> bool {
-        self.absolute || self.host_rewritten
+    /// Every value of the fields called `name` (any case), in the order
+    /// they came. The Host is the one rsp forwards.
+    pub fn header_values<'a, 'n>(
+        &'a self,
+        name: &'n str,
+    ) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
+        let host = name
+            .eq_ignore_ascii_case("host")
+            .then(|| self.host_value())
+            .flatten();
+        host.into_iter().chain(
+            self.fields()
+                .filter(move |(field, _)| field.eq_ignore_ascii_case(name.as_bytes()))
+                .map(|(_, value)| value),
+        )
+    }
+
+    /// The request has passed through the proxy called `name` already: a
+    /// `Via` element names it as the recipient (RFC 9110 §7.6.3). A loop.
+    pub fn came_through(&self, name: &str) -> bool {
+        self.header_values("via").flat_map(tokens).any(|element| {
+            let mut words = element.split(|&byte| byte == b' ' || byte == b'\t');
+            let _protocol = words.next();
+            words
+                .find(|word| !word.is_empty())
+                .is_some_and(|received_by| received_by.eq_ignore_ascii_case(name.as_bytes()))
+        })
     }
 
     /// Writes the head to send to a backend: the normalized target, the
@@ -428,17 +506,23 @@ impl RequestHead {
         } else {
             b" HTTP/1.1\r\n"
         });
-        if self.own_host()
-            && let Some(host) = self.host_value()
-        {
-            // RFC 9112 §3.2.2: the target's authority is the host (and
-            // the host `route()` set is the one `route()` saw).
+        if let Some(host) = self.host_value() {
+            // The canonical host `route()` saw, first.
             write_field(out, b"Host", host);
         }
         let trusted = forwarding.trusts(client);
         let kept = self.write_end_to_end(out, forwarding, trusted);
         let proto = if https { "https" } else { "http" };
         self.write_forwarding(out, forwarding, trusted, kept, client.to_canonical(), proto);
+        if let Some(name) = &forwarding.via {
+            // RFC 9110 §7.6.3: the protocol received and who received it.
+            let version = match (self.http2, self.minor_version) {
+                (true, _) => "2",
+                (false, 0) => "1.0",
+                (false, _) => "1.1",
+            };
+            let _ = write!(out, "Via: {version} {name}\r\n");
+        }
         if let Some(id) = request_id {
             let _ = write!(out, "X-Request-Id: {id}\r\n");
         }
@@ -464,9 +548,7 @@ impl RequestHead {
     fn write_end_to_end(&self, out: &mut Vec<u8>, forwarding: &Forwarding, trusted: bool) -> Kept {
         let mut kept = Kept::default();
         let mut skip = |name: &[u8]| {
-            if name.eq_ignore_ascii_case(b"x-request-id")
-                || (self.own_host() && name.eq_ignore_ascii_case(b"host"))
-            {
+            if name.eq_ignore_ascii_case(b"x-request-id") {
                 return true;
             }
             match forwarding_field(name) {
@@ -484,16 +566,10 @@ impl RequestHead {
                 }
             }
         };
-        let options = connection_options(self.fields());
-        for field in &self.headers {
-            let (name, value) = (
-                &self.raw[field.name.clone()],
-                &self.raw[field.value.clone()],
-            );
-            // What `route()` wrote goes on even if the client's
-            // `Connection` named it.
-            let options = if field.added { None } else { options.clone() };
-            if !is_hop_by_hop(name, options) && !skip(name) {
+        // The client's connection fields went before `route()` ran; an
+        // upgrade's, which `route()` saw, are written after these.
+        for (name, value) in self.fields() {
+            if !is_hop_by_hop(name, None::<std::iter::Empty<_>>) && !skip(name) {
                 write_field(out, name, value);
             }
         }
@@ -511,7 +587,7 @@ impl RequestHead {
         client: IpAddr,
         proto: &str,
     ) {
-        let host = self.client_host.clone().map(|range| &self.raw[range]);
+        let host = self.client_has_host.then_some(&self.client_host[..]);
         if forwarding.x_forwarded_for {
             out.extend_from_slice(b"X-Forwarded-For: ");
             self.write_earlier(out, trusted, OwnField::For);

@@ -7,7 +7,7 @@ use crate::framing::Framing;
 fn parse(raw: &str) -> Result<RequestHead, HeadError> {
     let mut head = RequestHead::default();
     let length = head
-        .parse(raw.as_bytes(), &RequestPolicy::default())?
+        .parse(raw.as_bytes(), &RequestPolicy::default(), false)?
         .expect("complete head");
     assert_eq!(length, raw.find("\r\n\r\n").unwrap() + 4);
     Ok(head)
@@ -52,6 +52,7 @@ fn backend_connections_are_asked_to_persist() {
 fn trusting(forwarding: Forwarding) -> Forwarding {
     Forwarding {
         trusted: vec![crate::forwarding::Network::parse("10.0.0.0/8").unwrap()],
+        via: Some("edge-1".into()),
         ..forwarding
     }
 }
@@ -86,6 +87,149 @@ fn absolute_form_and_ipv6_hosts() {
     assert_eq!(head.host(), "[::1]");
     let head = parse("GET / HTTP/1.0\r\n\r\n").unwrap();
     assert_eq!(head.host(), "");
+}
+
+#[test]
+fn every_spelling_of_a_host_is_routed_and_forwarded_as_one() {
+    for (raw, host, forwarded_host) in [
+        (
+            "GET / HTTP/1.1\r\nHost: internal.corp.\r\n\r\n",
+            "internal.corp",
+            "internal.corp",
+        ),
+        (
+            "GET / HTTP/1.0\r\nHost: INTERNAL.corp.:80\r\n\r\n",
+            "internal.corp",
+            "internal.corp",
+        ),
+        (
+            "GET http://internal.corp./ HTTP/1.1\r\nHost: x\r\n\r\n",
+            "internal.corp",
+            "internal.corp",
+        ),
+        (
+            "GET https://Internal.Corp:443/ HTTP/1.1\r\nHost: x\r\n\r\n",
+            "internal.corp",
+            "internal.corp",
+        ),
+        (
+            "GET http://internal.corp:443/ HTTP/1.1\r\nHost: x\r\n\r\n",
+            "internal.corp",
+            "internal.corp:443",
+        ),
+        (
+            "GET / HTTP/1.1\r\nHost: [0::1]:8080\r\n\r\n",
+            "[::1]",
+            "[::1]:8080",
+        ),
+    ] {
+        let out = forwarded(raw);
+        let head = parse(raw).unwrap();
+        assert_eq!(head.host(), host, "{raw}");
+        assert_eq!(
+            head.header("Host"),
+            Some(forwarded_host.as_bytes()),
+            "{raw}"
+        );
+        assert_eq!(
+            out.matches("Host: ").count(),
+            2,
+            "one Host and one X-Forwarded-Host: {out}"
+        );
+        assert!(
+            out.contains(&format!("\r\nHost: {forwarded_host}\r\n")),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("\r\nX-Forwarded-Host: {forwarded_host}\r\n")),
+            "{out}"
+        );
+    }
+    for bad in [
+        "GET / HTTP/1.1\r\nHost: internal..corp\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: 127.1\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a%2eb\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a:0\r\n\r\n",
+        "GET http://a..b/ HTTP/1.1\r\nHost: a\r\n\r\n",
+    ] {
+        assert!(matches!(parse(bad), Err(HeadError::Host(_))), "{bad}");
+    }
+    // Over TLS the default port is 443's.
+    let mut head = RequestHead::default();
+    let raw = b"GET / HTTP/1.1\r\nHost: a.example:443\r\n\r\n";
+    head.parse(raw, &RequestPolicy::default(), true).unwrap();
+    assert_eq!(head.host_value(), Some(&b"a.example"[..]));
+    head.parse(
+        b"GET / HTTP/1.1\r\nHost: a.example:80\r\n\r\n",
+        &RequestPolicy::default(),
+        true,
+    )
+    .unwrap();
+    assert_eq!(head.host_value(), Some(&b"a.example:80"[..]));
+}
+
+#[test]
+fn route_sees_no_field_of_the_client_connection() {
+    let head = parse(
+        "GET / HTTP/1.1\r\nHost: a\r\nConnection: X-Role, keep-alive\r\nX-Role: admin\r\n\
+         Keep-Alive: 5\r\nTE: trailers\r\nUpgrade: websocket\r\nX-Other: 1\r\n\r\n",
+    )
+    .unwrap();
+    for gone in ["X-Role", "Connection", "Keep-Alive", "TE", "Upgrade"] {
+        assert_eq!(head.header(gone), None, "{gone}");
+    }
+    assert_eq!(head.header("X-Other"), Some(&b"1"[..]));
+    let names: Vec<_> = head.fields().map(|(name, _)| name.to_vec()).collect();
+    assert_eq!(names, vec![b"X-Other".to_vec()]);
+    // A WebSocket handshake: route() sees what the backend gets.
+    let head = parse(
+        "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: h2c, websocket\r\n\r\n",
+    )
+    .unwrap();
+    assert!(head.upgrade);
+    assert_eq!(head.header("Upgrade"), Some(&b"websocket"[..]));
+    assert_eq!(head.header("Connection"), Some(&b"upgrade"[..]));
+    let out = forwarded(
+        "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    );
+    assert_eq!(out.matches("Upgrade: websocket").count(), 1, "{out}");
+    assert!(
+        out.ends_with("Upgrade: websocket\r\nConnection: upgrade\r\n\r\n"),
+        "{out}"
+    );
+}
+
+#[test]
+fn every_value_of_a_field_in_order() {
+    let head =
+        parse("GET / HTTP/1.1\r\nX-Role: user\r\nHost: a\r\nx-role: admin\r\nX-ROLE: x\r\n\r\n")
+            .unwrap();
+    assert_eq!(head.header("x-role"), Some(&b"user"[..]));
+    let values: Vec<_> = head.header_values("X-Role").collect();
+    assert_eq!(values, vec![&b"user"[..], b"admin", b"x"]);
+    let hosts: Vec<_> = head.header_values("HOST").collect();
+    assert_eq!(hosts, vec![&b"a"[..]]);
+}
+
+#[test]
+fn a_request_that_came_through_rsp_is_known() {
+    for (via, looped) in [
+        ("1.1 edge-1", true),
+        ("1.0 other, 1.1 EDGE-1 (rsp)", true),
+        ("HTTP/2 edge-1", true),
+        ("2 proxy.example:8080, 1.1 edge-1", true),
+        ("1.1 edge-10", false),
+        ("1.1 other (edge-1)", false),
+        ("edge-1", false),
+    ] {
+        let head = parse(&format!("GET / HTTP/1.1\r\nHost: a\r\nVia: {via}\r\n\r\n")).unwrap();
+        assert_eq!(head.came_through("edge-1"), looped, "{via}");
+    }
+    let head = parse("GET / HTTP/1.1\r\nHost: a\r\nVia: 1.1 a\r\nVia: 1.1 edge-1\r\n\r\n").unwrap();
+    assert!(head.came_through("edge-1"));
+    let out = forwarded("GET / HTTP/1.0\r\nHost: a\r\nVia: 1.1 b\r\n\r\n");
+    assert!(out.contains("\r\nVia: 1.1 b\r\n"), "{out}");
+    assert!(out.contains("\r\nVia: 1.0 edge-1\r\n"), "{out}");
 }
 
 #[test]
@@ -153,7 +297,7 @@ fn ambiguous_requests_are_refused() {
     for raw in malformed {
         let mut head = RequestHead::default();
         assert!(
-            head.parse(raw.as_bytes(), &RequestPolicy::default())
+            head.parse(raw.as_bytes(), &RequestPolicy::default(), false)
                 .is_err(),
             "accepted {raw:?}"
         );
@@ -169,7 +313,7 @@ fn too_many_fields() {
     raw.push_str("\r\n");
     let mut head = RequestHead::default();
     assert_eq!(
-        head.parse(raw.as_bytes(), &RequestPolicy::default()),
+        head.parse(raw.as_bytes(), &RequestPolicy::default(), false),
         Err(HeadError::TooManyHeaders)
     );
 }
@@ -178,7 +322,11 @@ fn too_many_fields() {
 fn partial_head_needs_more() {
     let mut head = RequestHead::default();
     assert_eq!(
-        head.parse(b"GET / HTTP/1.1\r\nHost: a\r\n", &RequestPolicy::default()),
+        head.parse(
+            b"GET / HTTP/1.1\r\nHost: a\r\n",
+            &RequestPolicy::default(),
+            false
+        ),
         Ok(None)
     );
 }
@@ -193,7 +341,8 @@ fn forwarded_head_drops_hop_by_hop_and_adds_forwarding_fields() {
     assert_eq!(
         out,
         "GET /x HTTP/1.1\r\nHost: a\r\nX-Forwarded-Proto: https\r\nAccept: */*\r\n\
-         X-Forwarded-For: 1.1.1.1, 2.2.2.2, 10.1.2.3\r\nX-Forwarded-Host: a\r\nConnection: close\r\n\r\n"
+         X-Forwarded-For: 1.1.1.1, 2.2.2.2, 10.1.2.3\r\nX-Forwarded-Host: a\r\nVia: 1.1 edge-1\r\n\
+         Connection: close\r\n\r\n"
     );
     let out =
         forwarded("POST /y HTTP/1.0\r\nContent-Length: 3\r\nConnection: content-length\r\n\r\n");
@@ -212,14 +361,15 @@ fn untrusted_forwarding_fields_are_replaced() {
                X-Request-Id: mine\r\n\r\n";
     let everything = Forwarding {
         forwarded: true,
+        via: Some("edge-1".into()),
         ..Forwarding::default()
     };
     assert_eq!(
         forwarded_by(raw, &everything, Some("abc")),
         "GET / HTTP/1.1\r\nHost: shop.example:8080\r\nX-Forwarded-For: 10.1.2.3\r\n\
          X-Forwarded-Proto: http\r\nX-Forwarded-Host: shop.example:8080\r\n\
-         Forwarded: for=10.1.2.3;host=\"shop.example:8080\";proto=http\r\nX-Request-Id: abc\r\n\
-         Connection: close\r\n\r\n"
+         Forwarded: for=10.1.2.3;host=\"shop.example:8080\";proto=http\r\nVia: 1.1 edge-1\r\n\
+         X-Request-Id: abc\r\nConnection: close\r\n\r\n"
     );
     // Trusted: kept, and the list fields extended.
     let out = forwarded_by(raw, &trusting(everything.clone()), Some("abc"));
@@ -241,6 +391,7 @@ fn untrusted_forwarding_fields_are_replaced() {
         x_forwarded_host: false,
         forwarded: false,
         trusted: Vec::new(),
+        via: None,
     };
     assert_eq!(
         forwarded_by(raw, &none, None),

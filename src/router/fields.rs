@@ -1,5 +1,6 @@
-//! The header methods `req` and `res` share: `header`, `set_header`,
-//! `add_header`, `del_header`, each change checked by the head it edits.
+//! The header methods `req` and `res` share: `header` (the first value),
+//! `header_values` (all of them, in order), `set_header`, `add_header`,
+//! `del_header`, each change checked by the head it edits.
 
 use mlua::{LuaString, UserDataMethods, Value};
 
@@ -19,7 +20,15 @@ pub trait Fields: Sized + 'static {
     /// `req` or `res`, for errors.
     const NAME: &'static str;
 
+    /// The first value of the fields called `name`.
     fn field(&self, name: &[u8]) -> Option<&[u8]>;
+
+    /// Every value of the fields called `name`, in order, to `each`.
+    fn field_values(
+        &self,
+        name: &[u8],
+        each: &mut dyn FnMut(&[u8]) -> mlua::Result<()>,
+    ) -> mlua::Result<()>;
 
     /// Why the view takes no changes now, if it does not.
     fn closed(&self) -> Option<&'static str> {
@@ -37,6 +46,18 @@ pub fn add_field_methods<T: Fields, M: UserDataMethods<Handle<T>>>(methods: &mut
             view.field(&name)
                 .map(|value| lua.create_string(value))
                 .transpose()
+        })
+    });
+    methods.add_method("header_values", |lua, this, name: LuaString| {
+        let name = name.as_bytes();
+        this.with(|view| {
+            let values = lua.create_table()?;
+            let mut index = 0;
+            view.field_values(&name, &mut |value| {
+                index += 1;
+                values.raw_set(index, lua.create_string(value)?)
+            })?;
+            Ok(values)
         })
     });
     methods.add_method(

@@ -83,6 +83,17 @@ impl Fields for RequestView {
             .and_then(|name| self.head.header(name))
     }
 
+    fn field_values(
+        &self,
+        name: &[u8],
+        each: &mut dyn FnMut(&[u8]) -> mlua::Result<()>,
+    ) -> mlua::Result<()> {
+        let Ok(name) = std::str::from_utf8(name) else {
+            return Ok(());
+        };
+        self.head.header_values(name).try_for_each(each)
+    }
+
     fn closed(&self) -> Option<&'static str> {
         self.sealed
             .then_some("the request has gone on already; change it in route()")

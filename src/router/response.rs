@@ -43,6 +43,17 @@ impl Fields for ResponseView {
         self.head.header(name)
     }
 
+    fn field_values(
+        &self,
+        name: &[u8],
+        each: &mut dyn FnMut(&[u8]) -> mlua::Result<()>,
+    ) -> mlua::Result<()> {
+        self.head
+            .fields()
+            .filter(|(field, _)| field.eq_ignore_ascii_case(name))
+            .try_for_each(|(_, value)| each(value))
+    }
+
     fn change(&mut self, name: &[u8], change: Change) -> Result<(), EditError> {
         match change {
             Change::Set(value) => self.head.set_header(name, value),

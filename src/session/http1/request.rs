@@ -72,11 +72,8 @@ impl Http1 {
         let busy = self
             .busy
             .get_or_insert_with(|| Busy::take(client, buffer_bytes));
-        let parsed = busy
-            .exchange
-            .request
-            .head
-            .parse(self.inbound.data(), policy);
+        let request = &mut busy.exchange.request;
+        let parsed = request.head.parse(self.inbound.data(), policy, request.tls);
         // An admin request's body (a map's new value) is read whole before
         // the request is answered: the head stays until it is all here.
         let admin_body_pending = *client.app == App::Admin
@@ -206,6 +203,15 @@ impl Http1 {
         let body = Body::new(&head.framing);
         if *client.app == App::Admin {
             self.admin(client, services, body);
+            return Ok(true);
+        }
+        if let Some(name) = &services.settings.forwarding.via
+            && head.came_through(name)
+        {
+            // rsp's own name in Via: the request went round, through
+            // rsp or through proxies behind it, and would again.
+            log::info!("{address}: 508, the request's Via names rsp ({name}): a loop");
+            self.answer(services, Answer::Error(ErrorReply::LoopDetected), body);
             return Ok(true);
         }
         let route = services

@@ -85,8 +85,10 @@ pub fn check_config(path: &std::path::Path) -> (Option<i32>, String) {
     (output.status.code(), text)
 }
 
-pub fn rsp_binary() -> &'static str {
-    env!("CARGO_BIN_EXE_rsp")
+/// The rsp under test: this build's, or `RSP_TEST_BINARY` (to show that a
+/// test fails on an older build).
+pub fn rsp_binary() -> String {
+    std::env::var("RSP_TEST_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_rsp").to_owned())
 }
 
 /// An admin request as the stats page's buttons or `curl` make it: the
@@ -694,8 +696,10 @@ fn read_raw_request<R: BufRead>(reader: &mut R) -> Option<Vec<u8>> {
 }
 
 /// A real nginx (Debian's package, installed when missing) serving
-/// `config` (the inside of a `server` block) on a free port, stopped when
-/// dropped. Its access log is `access_log()`.
+/// `config` (the inside of a `server` block; `{PORT}` in it is nginx's
+/// port, so it may close the block and open other servers on the same
+/// port) on a free port, stopped when dropped. Its access log is
+/// `access_log()`.
 pub struct Nginx {
     child: Child,
     pub address: SocketAddr,
@@ -713,6 +717,7 @@ impl Nginx {
         ));
         std::fs::create_dir_all(dir.join("www")).unwrap();
         let conf = dir.join("nginx.conf");
+        let config = config.replace("{PORT}", &port.to_string());
         std::fs::write(
             &conf,
             format!(

@@ -47,7 +47,16 @@ fn guarded(nginx: &Nginx, extra: &str) -> Proxy {
 fn curl(args: &[&str]) -> (String, String) {
     ensure_package("curl", "curl");
     let output = Command::new("curl")
-        .args(["-s", "-S", "--max-time", "10", "-o", "-", "-w", " %{http_code}"])
+        .args([
+            "-s",
+            "-S",
+            "--max-time",
+            "10",
+            "-o",
+            "-",
+            "-w",
+            " %{http_code}",
+        ])
         .args(args)
         .output()
         .unwrap();
@@ -63,7 +72,9 @@ fn every_spelling_of_a_guarded_host_meets_the_rule_over_http1_and_http2() {
     // The control: nginx alone serves the internal host to every spelling.
     for host in ["internal.corp.", "INTERNAL.corp.:80", "Internal.Corp"] {
         let mut client = Client::connect(nginx.address);
-        client.send(format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes());
+        client.send(
+            format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
         assert_eq!(client.response(false).text(), "internal\n", "{host}");
     }
     let proxy = guarded(&nginx, "");
@@ -109,7 +120,12 @@ fn every_spelling_of_a_guarded_host_meets_the_rule_over_http1_and_http2() {
     let dotted = format!("http://internal.corp.:{port}/");
     let (out, error) = curl(&["--http2-prior-knowledge", "--resolve", &resolve, &dotted]);
     assert_eq!(out, format!("denied internal.corp:{port}\n 403"), "{error}");
-    let (out, _) = curl(&["--http2-prior-knowledge", "-H", "Host: internal..corp", &url]);
+    let (out, _) = curl(&[
+        "--http2-prior-knowledge",
+        "-H",
+        "Host: internal..corp",
+        &url,
+    ]);
     assert!(out.ends_with(" 400") || out.trim().is_empty(), "{out}");
     // Map lookups on req.host hit whatever the spelling.
     for host in ["blocked.example", "BLOCKED.example.", "blocked.example:80"] {
@@ -205,12 +221,15 @@ fn a_pool_server_that_is_rsps_own_listener_is_a_config_error() {
     ] {
         let config = temp_file(
             "loop.lua",
-            &format!("listen = \"0.0.0.0:{port}\"\npools = {{ web = {{ servers = {{ \"{server}\" }} }} }}\n"),
+            &format!(
+                "listen = \"0.0.0.0:{port}\"\npools = {{ web = {{ servers = {{ \"{server}\" }} }} }}\n"
+            ),
         );
         let (code, stderr) = check_config(&config);
         assert_eq!(code, Some(1), "{server}: {stderr}");
         assert!(
-            stderr.contains("loop.lua:2: pool web: server") && stderr.contains("rsp's own listener"),
+            stderr.contains("loop.lua:2: pool web: server")
+                && stderr.contains("rsp's own listener"),
             "{stderr}"
         );
     }
@@ -231,7 +250,8 @@ fn a_loop_through_another_proxy_ends_in_508() {
     assert!(started.elapsed() < Duration::from_secs(2));
     first.wait_for_log("a loop", 1);
     // The same through a real nginx, which passes Via on.
-    let proxy = Proxy::start("backends = { \"127.0.0.1:2\" }\nforwarded_headers = { via = \"edge-7\" }");
+    let proxy =
+        Proxy::start("backends = { \"127.0.0.1:2\" }\nforwarded_headers = { via = \"edge-7\" }");
     let nginx = Nginx::start(&format!(
         "    location / {{ proxy_pass http://{}; }}\n",
         proxy.address

@@ -139,7 +139,7 @@ type TotalMetric = (
 );
 
 fn totals_metrics(out: &mut String, totals: &Totals) {
-    let scalars: [TotalMetric; 7] = [
+    let scalars: [TotalMetric; 8] = [
         (
             "rsp_uptime_seconds",
             "gauge",
@@ -181,6 +181,12 @@ fn totals_metrics(out: &mut String, totals: &Totals) {
             "counter",
             "TLS handshakes whose SNI was no host name (an IP address, as wrk sends it), ignored.",
             |_| crate::logging::ignored_sni().to_string(),
+        ),
+        (
+            "rsp_log_lines_dropped_total",
+            "counter",
+            "Log lines a client could trigger at will, dropped by the rate limit (per worker, a second).",
+            |_| crate::logging::client_lines_dropped().to_string(),
         ),
     ];
     for (name, kind, help, value) in scalars {

@@ -93,7 +93,8 @@ pub fn answer(
     admin: Option<&AdminConfig>,
 ) -> (LocalReply, Option<Command>) {
     if let Some(refusal) = guard(head, local, admin) {
-        log::warn!(
+        crate::client_log!(
+            log::Level::Warn,
             "admin ({client}): {} {} refused: {}",
             head.method(),
             head.target(),
@@ -119,7 +120,8 @@ pub fn answer(
         ),
         _ if path.starts_with("/maps/") => {
             if !read_only && !is_deliberate_change(head) {
-                log::warn!(
+                crate::client_log!(
+                    log::Level::Warn,
                     "admin ({client}): {method} {path} refused: not sent as a deliberate change"
                 );
                 return (
@@ -150,7 +152,8 @@ pub fn answer(
         _ => match server_action(path) {
             Some(_) if method != "POST" => not_allowed("POST", path),
             Some(_) if !is_deliberate_change(head) => {
-                log::warn!(
+                crate::client_log!(
+                    log::Level::Warn,
                     "admin ({client}): {method} {path} refused: not sent as a deliberate change (no {CHANGE_HEADER}, or from another site: Origin {:?}, Sec-Fetch-Site {:?})",
                     head.header("origin").map(String::from_utf8_lossy),
                     head.header("sec-fetch-site").map(String::from_utf8_lossy),

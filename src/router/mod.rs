@@ -265,19 +265,24 @@ impl Router {
             Ok(Value::Table(table)) => match local_reply(&table, "respond") {
                 Ok(reply) => Decision::Reply(reply),
                 Err(error) => {
-                    log::warn!("{client}: respond(): {error}; the response goes on unchanged");
+                    crate::client_log!(
+                        log::Level::Warn,
+                        "{client}: respond(): {error}; the response goes on unchanged"
+                    );
                     Decision::Continue
                 }
             },
             Ok(other) => {
-                log::warn!(
+                crate::client_log!(
+                    log::Level::Warn,
                     "{client}: respond() returned a {}; expected nil, \"retry\" or a reply table; the response goes on unchanged",
                     other.type_name()
                 );
                 Decision::Continue
             }
             Err(error) => {
-                log::warn!(
+                crate::client_log!(
+                    log::Level::Warn,
                     "{client}: respond() failed: {}; the response goes on unchanged",
                     first_line(&error)
                 );
@@ -301,7 +306,12 @@ impl Router {
             None => Err(no_handles()),
         };
         if let Err(error) = called {
-            log::warn!("{}: log() failed: {}", request.client, first_line(&error));
+            crate::client_log!(
+                log::Level::Warn,
+                "{}: log() failed: {}",
+                request.client,
+                first_line(&error)
+            );
         }
     }
 

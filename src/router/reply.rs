@@ -76,7 +76,8 @@ pub fn local_reply(table: &mlua::Table, hook: &str) -> Result<LocalReply, String
         }
     }
     if crate::reply::is_bodiless(status) && !body.is_empty() {
-        log::error!(
+        crate::client_log!(
+            log::Level::Error,
             "{hook}() returned a body with status {status}, which has none: sent without it"
         );
         body.clear();

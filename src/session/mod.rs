@@ -392,7 +392,11 @@ impl Session {
                             Stage::Handshake(Handshake::new(Buffer::new(buffer_bytes), since))
                         }
                         Err(error) => {
-                            log::warn!("{}: connection cut: {error}", self.client.address);
+                            crate::client_log!(
+                                log::Level::Warn,
+                                "{}: connection cut: {error}",
+                                self.client.address
+                            );
                             Stage::Switching
                         }
                     }
@@ -465,13 +469,18 @@ impl Session {
             Stage::Http2(stage) => stage.expire(key, &mut self.client, services, now),
             Stage::TcpConnect(stage) => stage.expire(key, &self.client, services, timeout),
             Stage::Tunnel(_) => {
-                log::info!("{address}: tunnel idle for {:?}, closed", timeouts.tunnel);
+                crate::client_log!(
+                    log::Level::Info,
+                    "{address}: tunnel idle for {:?}, closed",
+                    timeouts.tunnel
+                );
                 Step::Close(End::Done { linger: false })
             }
             Stage::ProxyHeader(_) | Stage::Handshake(_) | Stage::Switching => {
                 // Like nginx, and HAProxy's http-ignore-probes: no answer
                 // for a connection that never asked anything.
-                log::info!(
+                crate::client_log!(
+                    log::Level::Info,
                     "{address}: closed, no request within {:?}",
                     timeouts.client_header
                 );
@@ -585,7 +594,11 @@ impl Session {
                 }
             }
             End::ClientGone(error) => log::debug!("{}: client closed: {error:?}", client.address),
-            End::Aborted(why) => log::warn!("{}: connection cut: {why}", client.address),
+            End::Aborted(why) => crate::client_log!(
+                log::Level::Warn,
+                "{}: connection cut: {why}",
+                client.address
+            ),
         }
         match std::mem::replace(&mut self.stage, Stage::Switching) {
             Stage::Http1(stage) => stage.close(Key::session(self.key), services, &end),

@@ -50,7 +50,7 @@ impl ProxyHeader {
                 Step::Upgrade
             }
             Err(why) => {
-                log::warn!("{}: refused: {why}", client.address);
+                crate::client_log!(log::Level::Warn, "{}: refused: {why}", client.address);
                 Step::Close(End::Done { linger: false })
             }
         }

@@ -149,14 +149,16 @@ impl TcpConnect {
                         return Some(Attempt::new(Target::Address(server)));
                     }
                     Ok(Route::Reply(_)) => {
-                        log::warn!(
+                        crate::client_log!(
+                            log::Level::Warn,
                             "{}: route(conn) returned a reply; a tcp connection needs a pool",
                             client.address
                         );
                         None
                     }
                     Err(error) => {
-                        log::warn!(
+                        crate::client_log!(
+                            log::Level::Warn,
                             "{}: tcp on {listen}: route(conn) chose no pool: {error:?}",
                             client.address
                         );
@@ -240,7 +242,8 @@ impl TcpConnect {
         };
         match attempt.on_failure(Failure::Connect, false, Resends::default()) {
             Next::OtherServer => {
-                log::warn!(
+                crate::client_log!(
+                    log::Level::Warn,
                     "{}: cannot connect to {server}: {error}; trying another server",
                     client.address
                 );
@@ -248,7 +251,8 @@ impl TcpConnect {
                 self.dial(key, client, services, attempt, true)
             }
             _ => {
-                log::warn!(
+                crate::client_log!(
+                    log::Level::Warn,
                     "{}: 502, cannot connect to {server}: {error}",
                     client.address
                 );
@@ -296,7 +300,8 @@ impl TcpConnect {
                 {
                     let pool = &mut services.pools[*pool];
                     pool.dequeue(key);
-                    log::warn!(
+                    crate::client_log!(
+                        log::Level::Warn,
                         "{}: 503, no server of pool {} was free within the queue timeout",
                         client.address,
                         pool.name

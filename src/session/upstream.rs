@@ -375,7 +375,8 @@ impl Attempt {
         loop {
             let server = match &self.target {
                 Target::Address(address) if services.settings.is_own(*address) => {
-                    log::warn!(
+                    crate::client_log!(
+                        log::Level::Warn,
                         "{}: 508, route() sent the request to {address}, rsp's own listener: a forwarding loop",
                         request.client
                     );
@@ -408,7 +409,8 @@ impl Attempt {
                                 .iter()
                                 .filter(|server| server.drained)
                                 .count();
-                            log::warn!(
+                            crate::client_log!(
+                                log::Level::Warn,
                                 "{}: 503, no server of pool {} is up ({drained} of {} drained)",
                                 request.client,
                                 pool.name,
@@ -417,7 +419,8 @@ impl Attempt {
                             return Err(ErrorReply::NoRoute);
                         }
                         Pick::NoneUp => {
-                            log::warn!(
+                            crate::client_log!(
+                                log::Level::Warn,
                                 "{}: 502, every server of pool {} failed",
                                 request.client,
                                 pool.name
@@ -436,14 +439,16 @@ impl Attempt {
                 }
                 Err(error) => match self.on_failure(Failure::Connect, false, Resends::default()) {
                     Next::OtherServer => {
-                        log::warn!(
+                        crate::client_log!(
+                            log::Level::Warn,
                             "{}: cannot connect to {server}: {error}; trying another server",
                             request.client
                         );
                         self.move_on(services, Failure::Connect);
                     }
                     _ => {
-                        log::warn!(
+                        crate::client_log!(
+                            log::Level::Warn,
                             "{}: 502, cannot connect to {server}: {error}",
                             request.client
                         );
@@ -470,7 +475,8 @@ impl Attempt {
                 deadline: timer::now() + services.settings.timeouts.connect,
             }),
             Err(error) if matches!(self.target, Target::Pool { .. }) => {
-                log::warn!(
+                crate::client_log!(
+                    log::Level::Warn,
                     "{}: cannot connect to {server}: {error}; trying another server",
                     request.client
                 );
@@ -478,7 +484,8 @@ impl Attempt {
                 self.dial(services, request)
             }
             Err(error) => {
-                log::warn!(
+                crate::client_log!(
+                    log::Level::Warn,
                     "{}: 502, cannot connect to {server}: {error}",
                     request.client
                 );

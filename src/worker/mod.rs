@@ -339,7 +339,7 @@ impl EventLoop {
                     entry.insert(session);
                 }
                 Err(error) => {
-                    log::warn!("{address}: cannot start TLS: {error}");
+                    crate::client_log!(log::Level::Warn, "{address}: cannot start TLS: {error}");
                     continue;
                 }
             }

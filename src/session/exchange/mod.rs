@@ -303,12 +303,18 @@ impl Exchange {
         let server = backend.server;
         match attempt.on_failure(Failure::Connect, false, Resends::default()) {
             Next::OtherServer => {
-                log::warn!("{client}: cannot connect to {server}: {error}; trying another server");
+                crate::client_log!(
+                    log::Level::Warn,
+                    "{client}: cannot connect to {server}: {error}; trying another server"
+                );
                 attempt.move_on(services, Failure::Connect);
                 self.dial(link, services, attempt, body, true)
             }
             _ => {
-                log::warn!("{client}: 502, cannot connect to {server}: {error}");
+                crate::client_log!(
+                    log::Level::Warn,
+                    "{client}: 502, cannot connect to {server}: {error}"
+                );
                 attempt.release(services, Outcome::ConnectFailed);
                 Turn::Answer(ErrorReply::BadGateway, body)
             }
@@ -364,14 +370,19 @@ impl Exchange {
                 Turn::Moved
             }
             Err(ForwardError::TooLarge(limit)) => {
-                log::info!(
+                crate::client_log!(
+                    log::Level::Info,
                     "{}: 413, chunked request body over {limit} bytes",
                     link.client.address
                 );
                 self.bad_request_body(services, ErrorReply::BodyTooLarge)
             }
             Err(ForwardError::Framing(error)) => {
-                log::info!("{}: 400, request body: {error}", link.client.address);
+                crate::client_log!(
+                    log::Level::Info,
+                    "{}: 400, request body: {error}",
+                    link.client.address
+                );
                 self.bad_request_body(services, ErrorReply::BadRequest)
             }
         }
@@ -425,7 +436,8 @@ impl Exchange {
         drop(backend);
         match next {
             Next::OtherServer => {
-                log::warn!(
+                crate::client_log!(
+                    log::Level::Warn,
                     "{client}: backend {server} sent no response within {waited:?}; retrying on another server"
                 );
                 attempt.move_on(services, Failure::Timeout);
@@ -433,7 +445,10 @@ impl Exchange {
             }
             next => {
                 attempt.release(services, Failure::Timeout.outcome());
-                log::warn!("{client}: 504, backend {server} sent no response within {waited:?}");
+                crate::client_log!(
+                    log::Level::Warn,
+                    "{client}: 504, backend {server} sent no response within {waited:?}"
+                );
                 match next {
                     Next::Answer(reply) => Turn::Answer(reply, None),
                     _ => Turn::Answer(ErrorReply::GatewayTimeout, None),
@@ -450,7 +465,8 @@ impl Exchange {
         if let upstream::Target::Pool { pool, .. } = attempt.target {
             let pool = &mut services.pools[pool];
             pool.dequeue(link.waiter);
-            log::warn!(
+            crate::client_log!(
+                log::Level::Warn,
                 "{}: 503, no server of pool {} was free within the queue timeout",
                 link.client.address,
                 pool.name
@@ -494,7 +510,8 @@ impl Exchange {
                 let State::Upstream { body, .. } = self.take_state() else {
                     return None;
                 };
-                log::warn!(
+                crate::client_log!(
+                    log::Level::Warn,
                     "{}: 503, its pool was removed by a reload",
                     link.client.address
                 );

@@ -27,7 +27,8 @@ impl Exchange {
             Decision::Reply(replaced) => replaced,
             decision => {
                 if decision == Decision::Retry {
-                    log::warn!(
+                    crate::client_log!(
+                        log::Level::Warn,
                         "{}: respond() returned \"retry\" for rsp's own {} answer: there is no backend answer to retry",
                         self.request.client,
                         reply.status
@@ -172,7 +173,8 @@ impl Exchange {
             Decision::Continue => {}
             Decision::Retry => match self.refuse_resend(services) {
                 None => return self.resend(link, services, status, "respond() said retry"),
-                Some(why) => log::info!(
+                Some(why) => crate::client_log!(
+                    log::Level::Info,
                     "{}: respond() returned \"retry\" for {status} from {server}, not retried: {why}",
                     link.client.address
                 ),
@@ -230,7 +232,8 @@ impl Exchange {
         match self.refuse_resend(services) {
             None => Some(self.resend(link, services, status, "retry_on")),
             Some(why) => {
-                log::info!(
+                crate::client_log!(
+                    log::Level::Info,
                     "{}: backend {} answered {status}, in retry_on, not retried: {why}",
                     link.client.address,
                     backend.server
@@ -253,7 +256,8 @@ impl Exchange {
         else {
             return Turn::Wait;
         };
-        log::warn!(
+        crate::client_log!(
+            log::Level::Warn,
             "{}: backend {} answered {status}; retrying on another server ({why})",
             link.client.address,
             backend.server
@@ -491,7 +495,8 @@ impl Exchange {
                 self.redial(link, services, attempt, server)
             }
             Next::OtherServer => {
-                log::warn!(
+                crate::client_log!(
+                    log::Level::Warn,
                     "{client}: backend {}: {why}; retrying on another server",
                     backend.server
                 );
@@ -500,7 +505,11 @@ impl Exchange {
             }
             Next::Answer(_) => {
                 attempt.release(services, Outcome::Failed);
-                log::warn!("{client}: 502, backend {}: {why}", backend.server);
+                crate::client_log!(
+                    log::Level::Warn,
+                    "{client}: 502, backend {}: {why}",
+                    backend.server
+                );
                 Turn::Answer(reply, request.body)
             }
             Next::Abort => {

@@ -429,7 +429,8 @@ impl Http1 {
             // connection that never asked anything (browsers open spare
             // ones, and would show a 408 arriving as they use it).
             Timeout::Silent => {
-                log::info!(
+                crate::client_log!(
+                    log::Level::Info,
                     "{address}: closed, no request within {:?}",
                     timeouts.client_header
                 );
@@ -442,7 +443,8 @@ impl Http1 {
             Timeout::ClientHeader => {
                 self.begin(client, services);
                 self.begin_transaction(client, services, false, self.inbound.len());
-                log::info!(
+                crate::client_log!(
+                    log::Level::Info,
                     "{address}: 408, request head not complete within {:?}",
                     timeouts.client_header
                 );

@@ -106,18 +106,22 @@ impl Http1 {
                 return self.dispatch(key, client, services);
             }
             Ok(_) | Err(HeadError::TooManyHeaders) => {
-                log::info!(
+                crate::client_log!(
+                    log::Level::Info,
                     "{address}: 431, request head over {limit} bytes or {} fields",
                     http::MAX_HEADERS
                 );
                 self.answer(services, Answer::Error(ErrorReply::HeadTooLarge), None);
             }
             Err(HeadError::Target(TargetError::Connect)) => {
-                log::info!("{address}: 501, CONNECT: rsp does not tunnel to other hosts");
+                crate::client_log!(
+                    log::Level::Info,
+                    "{address}: 501, CONNECT: rsp does not tunnel to other hosts"
+                );
                 self.answer(services, Answer::Error(ErrorReply::NotImplemented), None);
             }
             Err(error) => {
-                log::info!("{address}: 400, {error}");
+                crate::client_log!(log::Level::Info, "{address}: 400, {error}");
                 self.answer(services, Answer::Error(ErrorReply::BadRequest), None);
             }
         }
@@ -196,7 +200,10 @@ impl Http1 {
             (&head.framing, services.settings.max_body_bytes)
             && *length > limit
         {
-            log::info!("{address}: 413, request body of {length} bytes, over {limit}");
+            crate::client_log!(
+                log::Level::Info,
+                "{address}: 413, request body of {length} bytes, over {limit}"
+            );
             self.answer(services, Answer::Error(ErrorReply::BodyTooLarge), None);
             return Ok(true);
         }
@@ -210,7 +217,10 @@ impl Http1 {
         {
             // rsp's own name in Via: the request went round, through
             // rsp or through proxies behind it, and would again.
-            log::info!("{address}: 508, the request's Via names rsp ({name}): a loop");
+            crate::client_log!(
+                log::Level::Info,
+                "{address}: 508, the request's Via names rsp ({name}): a loop"
+            );
             self.answer(services, Answer::Error(ErrorReply::LoopDetected), body);
             return Ok(true);
         }
@@ -372,7 +382,8 @@ fn route_failed(
 ) -> ErrorReply {
     match error {
         RouteError::NoRoute => {
-            log::info!(
+            crate::client_log!(
+                log::Level::Info,
                 "{address}: 503, route() chose no backend for {} {}",
                 head.method(),
                 head.target()
@@ -380,13 +391,14 @@ fn route_failed(
             ErrorReply::NoRoute
         }
         RouteError::UnknownPool(name) => {
-            log::warn!(
+            crate::client_log!(
+                log::Level::Warn,
                 "{address}: 503, route() returned {name:?}, which is neither a pool nor \"ip:port\""
             );
             ErrorReply::NoRoute
         }
         RouteError::Script(error) => {
-            log::error!("{address}: 500, route() failed: {error}");
+            crate::client_log!(log::Level::Error, "{address}: 500, route() failed: {error}");
             ErrorReply::ScriptFailed
         }
     }

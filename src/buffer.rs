@@ -7,6 +7,8 @@
 use std::cell::RefCell;
 use std::io::{self, Read};
 
+use crate::memory;
+
 /// Storage is taken in steps, so a small exchange never holds the whole
 /// bound (HAProxy's default buffer size).
 const FIRST_ALLOCATION: usize = 16 * 1024;
@@ -119,6 +121,12 @@ impl Buffer {
         self.len() >= self.limit
     }
 
+    /// The storage it holds, in bytes (counted in what the worker holds:
+    /// `memory::held`).
+    pub fn held(&self) -> usize {
+        self.bytes.len()
+    }
+
     /// Whether the buffer holds storage (only while it holds bytes).
     pub fn has_storage(&self) -> bool {
         !self.bytes.is_empty()
@@ -189,6 +197,7 @@ impl Buffer {
     fn make_room(&mut self) {
         if self.bytes.is_empty() {
             self.bytes = take_storage();
+            memory::hold(self.bytes.len());
         }
         if self.end < self.room_end() {
             return;
@@ -202,11 +211,13 @@ impl Buffer {
             }
         }
         let grown = (self.bytes.len() * 2).min(self.limit.max(self.bytes.len()));
+        memory::hold(grown - self.bytes.len());
         self.bytes.resize(grown, 0);
     }
 
     fn give_back(&mut self) {
         if !self.bytes.is_empty() {
+            memory::release(self.bytes.len());
             give_storage(std::mem::take(&mut self.bytes));
         }
     }
@@ -325,6 +336,23 @@ mod tests {
             spare_before - 1
         );
         assert_eq!(buffer.data(), b"d");
+    }
+
+    #[test]
+    fn storage_is_counted_while_held() {
+        let before = crate::memory::held();
+        let mut buffer = Buffer::new(64 * 1024);
+        buffer
+            .fill_from(&mut Chunks(vec![vec![1u8; 40_000]], false), false)
+            .unwrap();
+        assert_eq!(crate::memory::held(), before + buffer.bytes.len());
+        assert!(buffer.bytes.len() >= 40_000);
+        buffer.consume(40_000);
+        assert_eq!(crate::memory::held(), before);
+        buffer.push(b"x");
+        assert!(crate::memory::held() > before);
+        drop(buffer);
+        assert_eq!(crate::memory::held(), before);
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub enum ErrorReply {
     /// A backend's 101 switched to nothing the request offered.
     BadSwitch,
     NoRoute,
+    /// The worker is at its memory ceiling: no new request is taken.
+    Overloaded,
     GatewayTimeout,
     /// `route()` named rsp's own listener (RFC 5842's 508).
     LoopDetected,
@@ -51,7 +53,7 @@ impl ErrorReply {
             ErrorReply::ScriptFailed => 500,
             ErrorReply::NotImplemented => 501,
             ErrorReply::BadGateway | ErrorReply::BadSwitch => 502,
-            ErrorReply::NoRoute => 503,
+            ErrorReply::NoRoute | ErrorReply::Overloaded => 503,
             ErrorReply::GatewayTimeout => 504,
             ErrorReply::LoopDetected => 508,
         }
@@ -80,6 +82,9 @@ impl ErrorReply {
                 "rsp: the backend could not be reached or sent an invalid response.\n"
             }
             ErrorReply::NoRoute => "rsp: no backend is available for this request.\n",
+            ErrorReply::Overloaded => {
+                "rsp: too busy to take this request now; try again shortly.\n"
+            }
             ErrorReply::RequestTimeout => "rsp: the request head did not arrive in time.\n",
             ErrorReply::BodyTooLarge => "rsp: the request body is too large.\n",
             ErrorReply::GatewayTimeout => "rsp: the backend did not answer in time.\n",

@@ -14,6 +14,7 @@ use crate::config::{AdminConfig, Config, Timeouts};
 use crate::forwarding::Forwarding;
 use crate::http::RequestPolicy;
 use crate::idle::IdleConnections;
+use crate::memory::{MemoryLimits, Pressure};
 use crate::own::OwnListeners;
 use crate::request_id::RequestIds;
 use crate::router::Router;
@@ -38,6 +39,7 @@ pub struct Settings {
     /// rsp's own listeners (and the admin port): a request sent to one of
     /// them would come back to rsp, a forwarding loop.
     pub own: OwnListeners,
+    pub memory: MemoryLimits,
 }
 
 impl Settings {
@@ -61,6 +63,7 @@ impl Settings {
             max_connections: config.max_connections,
             shutdown_timeout: config.shutdown_timeout,
             own: OwnListeners::new(config.own_addresses()),
+            memory: config.memory,
         }
     }
 }
@@ -110,6 +113,14 @@ pub struct Services {
 }
 
 impl Services {
+    /// What this worker holds for its clients (buffers, heads, the
+    /// script's state), and how near its share of `memory.limit` that is.
+    pub fn memory(&self) -> (usize, Pressure) {
+        let held = crate::memory::held() + self.router.script_memory();
+        let share = self.settings.memory.worker_share(self.worker.count);
+        (held, Pressure::of(held, share))
+    }
+
     /// The counters the admin port shows: this worker's, plus the others'
     /// latest when there are several workers.
     pub fn stats_view(&self) -> StatsView<'_> {

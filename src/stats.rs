@@ -178,6 +178,15 @@ pub struct Totals {
     pub duration: Histogram,
     /// Servers outside every pool, by address.
     pub unlisted: BTreeMap<SocketAddr, UnlistedStats>,
+    /// Bytes held for clients (buffers, heads, the script's state), as of
+    /// the last look (`memory.rs`).
+    pub memory_held: u64,
+    /// Exchanges cut because they stalled on their client while what they
+    /// held was needed (memory, or a pool's slots).
+    pub stalled_cut: u64,
+    /// Exchanges refused because the worker was at its memory bound, or
+    /// their connection at its own.
+    pub refused_for_memory: u64,
 }
 
 /// The protocols requests are counted by, as access logs name them.
@@ -213,6 +222,9 @@ impl Totals {
         self.bytes_in += other.bytes_in;
         self.bytes_out += other.bytes_out;
         self.duration.add(&other.duration);
+        self.memory_held += other.memory_held;
+        self.stalled_cut += other.stalled_cut;
+        self.refused_for_memory += other.refused_for_memory;
         for (server, theirs) in &other.unlisted {
             if self.unlisted.len() < MAX_UNLISTED || self.unlisted.contains_key(server) {
                 let mine = self.unlisted.entry(*server).or_default();
@@ -237,6 +249,9 @@ impl Default for Totals {
             bytes_out: 0,
             duration: Histogram::default(),
             unlisted: BTreeMap::new(),
+            memory_held: 0,
+            stalled_cut: 0,
+            refused_for_memory: 0,
         }
     }
 }

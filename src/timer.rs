@@ -72,6 +72,8 @@ pub enum Deadline {
     Publish,
     /// Time to drop expired entries of the script's dictionaries (worker 0).
     Sweep,
+    /// Time to see whether exchanges must give back what they hold.
+    Reclaim,
 }
 
 /// Lets a repeated warning through at most once a second, so a condition

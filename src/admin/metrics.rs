@@ -139,7 +139,7 @@ type TotalMetric = (
 );
 
 fn totals_metrics(out: &mut String, totals: &Totals) {
-    let scalars: [TotalMetric; 8] = [
+    let scalars: [TotalMetric; 11] = [
         (
             "rsp_uptime_seconds",
             "gauge",
@@ -181,6 +181,24 @@ fn totals_metrics(out: &mut String, totals: &Totals) {
             "counter",
             "TLS handshakes whose SNI was no host name (an IP address, as wrk sends it), ignored.",
             |_| crate::logging::ignored_sni().to_string(),
+        ),
+        (
+            "rsp_memory_held_bytes",
+            "gauge",
+            "Bytes rsp holds for its clients: buffers, request heads, the script's Lua state (see memory).",
+            |totals| totals.memory_held.to_string(),
+        ),
+        (
+            "rsp_stalled_exchanges_cut_total",
+            "counter",
+            "Exchanges cut because they stalled on their client while memory or a pool's slots were needed.",
+            |totals| totals.stalled_cut.to_string(),
+        ),
+        (
+            "rsp_memory_refused_total",
+            "counter",
+            "Requests and HTTP/2 streams refused at a memory bound (the worker's, or their connection's).",
+            |totals| totals.refused_for_memory.to_string(),
         ),
         (
             "rsp_log_lines_dropped_total",

@@ -67,6 +67,7 @@ const SETTINGS: &[&str] = &[
     "limits",
     "dicts",
     "maps",
+    "memory",
     // The original C rsp's names.
     "listenPort",
     "backendAddress",
@@ -171,5 +172,6 @@ fn read(script: &Script) -> Result<Config, ConfigError> {
         limits: state::limits(script)?,
         dicts: state::dicts(script)?,
         maps: state::maps(script)?,
+        memory: settings::memory(script)?,
     })
 }

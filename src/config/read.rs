@@ -165,6 +165,30 @@ impl<'a> Setting<'a> {
         }
     }
 
+    /// A size in bytes within `range`: a whole number, or a string with a
+    /// unit (`"64k"`, `"512m"`, `"2g"`: powers of 1024); `default` when unset.
+    pub fn bytes(
+        &self,
+        default: usize,
+        range: RangeInclusive<usize>,
+    ) -> Result<usize, ConfigError> {
+        let bytes = match &self.value {
+            Value::Nil => return Ok(default),
+            Value::Integer(value) => usize::try_from(*value).ok(),
+            Value::String(text) => parse_bytes(&text.to_string_lossy()),
+            _ => None,
+        };
+        match bytes {
+            Some(bytes) if range.contains(&bytes) => Ok(bytes),
+            _ => Err(self.error(format!(
+                "expected a size from {} to {} bytes (a number, or \"64k\", \"512m\", \"2g\"), got {}",
+                range.start(),
+                range.end(),
+                describe(&self.value)
+            ))),
+        }
+    }
+
     /// Milliseconds within `range`; `default` when unset.
     pub fn millis(
         &self,
@@ -326,5 +350,44 @@ mod tests {
             Setting::top(&script, "nothing").millis(5, 1..=10).unwrap(),
             Duration::from_millis(5)
         );
+    }
+}
+
+/// `"512"`, `"64k"`, `"512m"`, `"2g"` (upper case too): bytes, in powers of 1024.
+pub fn parse_bytes(text: &str) -> Option<usize> {
+    let text = text.trim();
+    let (digits, shift) = match text.char_indices().last()? {
+        (at, 'k' | 'K') => (&text[..at], 10),
+        (at, 'm' | 'M') => (&text[..at], 20),
+        (at, 'g' | 'G') => (&text[..at], 30),
+        _ => (text, 0),
+    };
+    if digits.is_empty() || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<usize>().ok()?.checked_mul(1 << shift)
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn sizes_with_units() {
+        assert_eq!(parse_bytes("512"), Some(512));
+        assert_eq!(parse_bytes("64k"), Some(65_536));
+        assert_eq!(parse_bytes("512M"), Some(512 << 20));
+        assert_eq!(parse_bytes(" 2g "), Some(2 << 30));
+        for bad in [
+            "",
+            "k",
+            "1.5m",
+            "-1k",
+            "12x",
+            "1 m",
+            "99999999999999999999g",
+        ] {
+            assert_eq!(parse_bytes(bad), None, "{bad}");
+        }
     }
 }

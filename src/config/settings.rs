@@ -324,3 +324,32 @@ pub fn size(script: &Script, name: &str, default: usize) -> Result<usize, Config
         ))),
     }
 }
+
+/// `memory = { limit = "512m", per_connection = "4m", script_per_request = "64k" }`.
+pub fn memory(script: &Script) -> Result<crate::memory::MemoryLimits, ConfigError> {
+    let setting = Setting::top(script, "memory");
+    let mut memory = crate::memory::MemoryLimits::default();
+    if setting.table()?.is_none() {
+        return Ok(memory);
+    }
+    setting.known_keys(
+        &["limit", "per_connection", "script_per_request"],
+        "memory setting",
+    )?;
+    memory.limit = setting
+        .field("limit")
+        .bytes(memory.limit, 16 << 20..=1 << 40)?;
+    memory.per_connection = setting
+        .field("per_connection")
+        .bytes(memory.per_connection, 64 << 10..=1 << 34)?;
+    memory.script_per_request = setting
+        .field("script_per_request")
+        .bytes(memory.script_per_request, 1 << 10..=1 << 30)?;
+    if memory.per_connection > memory.limit {
+        return Err(setting.field("per_connection").error(format!(
+            "per_connection ({}) is more than the limit ({})",
+            memory.per_connection, memory.limit
+        )));
+    }
+    Ok(memory)
+}

@@ -78,6 +78,8 @@ pub struct Config {
     pub dicts: Vec<DictConfig>,
     /// Live maps, each kept in a file and changed over the admin API.
     pub maps: Vec<MapConfig>,
+    /// What rsp may hold for its clients (`memory.rs`).
+    pub memory: crate::memory::MemoryLimits,
 }
 
 impl Config {

@@ -8,6 +8,7 @@ use std::ops::Range;
 use crate::forwarding::Forwarding;
 use crate::framing::Framing;
 use crate::host;
+use crate::memory::Tracked;
 use crate::request_id;
 use crate::target::{self, Form, PathNormalization, Scratch};
 
@@ -132,7 +133,13 @@ pub struct RequestHead {
     /// policy allows (`Upgrade`, named in `Connection`), such as a
     /// WebSocket handshake.
     pub upgrade: bool,
+    /// The head's storage, counted in what the worker holds.
+    tracked: Tracked,
 }
+
+/// Storage a head keeps between requests: a larger one (a big head once)
+/// is given back rather than held by an idle connection.
+const KEPT_BETWEEN_REQUESTS: usize = 16 * 1024;
 
 impl RequestHead {
     /// Parses a request head at the start of `buffer`, which came over
@@ -189,7 +196,38 @@ impl RequestHead {
         self.client_host.extend_from_slice(&self.host_field);
         self.client_has_host = self.has_host;
         self.keep_end_to_end();
+        self.account();
         Ok(Some(length))
+    }
+
+    /// Counts the head's storage in what the worker holds (after parsing,
+    /// and after `route()` changed it).
+    pub fn account(&mut self) {
+        let bytes = self.raw.capacity()
+            + self.target.capacity()
+            + self.host_field.capacity()
+            + self.client_host.capacity()
+            + self.headers.capacity() * std::mem::size_of::<Field>();
+        self.tracked.set(bytes);
+    }
+
+    /// The head's storage, in bytes.
+    pub fn held(&self) -> usize {
+        self.tracked.bytes()
+    }
+
+    /// The storage a large head took goes back (the connection is idle,
+    /// or the head has gone on and only its parts `route()` reads are
+    /// needed: never while the exchange still reads the head).
+    pub fn shed(&mut self) {
+        if self.raw.capacity() > KEPT_BETWEEN_REQUESTS {
+            self.raw = Vec::new();
+            self.headers = Vec::new();
+        }
+        if self.target.capacity() > KEPT_BETWEEN_REQUESTS {
+            self.target = Vec::new();
+        }
+        self.account();
     }
 
     /// Removes the fields that describe the client's connection (the

@@ -70,9 +70,64 @@ impl UserData for ConnectionView {
     }
 }
 
-/// What the script's Lua state may hold: past it, an allocation fails that
-/// hook's call (`string.rep("x", 2^30)` is one instruction).
-const LUA_MEMORY_LIMIT: usize = 256 * 1024 * 1024;
+/// What the script's Lua state may hold at least: past its bound (the
+/// worker's memory ceiling, `memory.rs`), an allocation fails that hook's
+/// call (`string.rep("x", 2^30)` is one instruction). What requests keep
+/// in it (`req.ctx`) is bounded per request and counted in the worker's
+/// memory, so their sum meets the worker's bounds long before this one.
+const LUA_MEMORY_FLOOR: usize = 64 * 1024 * 1024;
+
+/// What a `req.ctx` table holds, roughly as Lua's allocator counts it:
+/// strings' bytes, a slot per entry, nested tables (each once), a fixed
+/// amount for functions and userdata. Counting stops past `limit`.
+pub fn table_bytes(table: &mlua::Table, limit: usize) -> usize {
+    let mut seen = Vec::new();
+    let mut total = 0;
+    count_table(table, limit, &mut seen, &mut total, 0);
+    total
+}
+
+fn count_table(
+    table: &mlua::Table,
+    limit: usize,
+    seen: &mut Vec<*const std::ffi::c_void>,
+    total: &mut usize,
+    depth: usize,
+) {
+    const TABLE: usize = 56;
+    const SLOT: usize = 32;
+    const OTHER: usize = 64;
+    let pointer = table.to_pointer();
+    if seen.contains(&pointer) {
+        return;
+    }
+    seen.push(pointer);
+    *total += TABLE;
+    for pair in table.pairs::<Value, Value>() {
+        if *total > limit {
+            return;
+        }
+        let Ok((key, value)) = pair else {
+            *total += OTHER;
+            continue;
+        };
+        *total += SLOT;
+        for part in [key, value] {
+            match part {
+                Value::String(text) => *total += 24 + text.as_bytes().len(),
+                Value::Table(inner) if depth < 32 => {
+                    count_table(&inner, limit, seen, total, depth + 1)
+                }
+                Value::Table(_)
+                | Value::Function(_)
+                | Value::UserData(_)
+                | Value::Thread(_)
+                | Value::LightUserData(_) => *total += OTHER,
+                _ => {}
+            }
+        }
+    }
+}
 
 /// How often (in Lua instructions) the budget of a hook's call is checked.
 const BUDGET_CHECK_EVERY: u32 = 1000;
@@ -152,19 +207,21 @@ pub struct Router {
     handles: Option<Handles>,
     /// The limiters and dictionaries the script uses (process-wide).
     pub scripted: crate::state::Scripted,
+    /// What one request's `req.ctx` may hold.
+    ctx_limit: usize,
 }
 
 impl Router {
     pub fn new(loaded: &Loaded, pools: &[Pool]) -> Router {
         let budget = Rc::new(Budget::default());
         let limit = loaded.config.route_instruction_limit;
-        if let Err(error) = loaded.lua.set_memory_limit(LUA_MEMORY_LIMIT) {
-            log::warn!("cannot bound the Lua state's memory: {error}");
-        }
+        let memory = loaded.config.memory;
+        let share = memory.worker_share(loaded.config.workers);
+        let lua_limit = (share + share / 4).max(LUA_MEMORY_FLOOR);
         if let Err(error) = install_budget(&loaded.lua, budget.clone(), limit, BUDGET_CHECK_EVERY) {
             log::warn!("cannot set the Lua instruction budget: {error}");
         }
-        if let Err(error) = loaded.lua.set_memory_limit(LUA_MEMORY_LIMIT) {
+        if let Err(error) = loaded.lua.set_memory_limit(lua_limit) {
             log::warn!("cannot bound the Lua state's memory: {error}");
         }
         let scripted = crate::state::configure(
@@ -195,7 +252,32 @@ impl Router {
             default_pool: pools.iter().position(|pool| pool.name == DEFAULT_POOL),
             budget,
             limit,
+            ctx_limit: memory.script_per_request,
         }
+    }
+
+    /// What the script's Lua state holds now (its allocator's count).
+    pub fn script_memory(&self) -> usize {
+        self.lua.used_memory()
+    }
+
+    /// Measures what `req.ctx` holds after a hook; an error when it holds
+    /// more than one request may (`memory.script_per_request`).
+    fn check_ctx(&self, request: &mut RequestView, hook: &str) -> Result<(), String> {
+        let Some((_, ctx)) = &request.ctx else {
+            request.ctx_bytes = 0;
+            return Ok(());
+        };
+        request.ctx_bytes = table_bytes(ctx, self.ctx_limit);
+        if request.ctx_bytes > self.ctx_limit {
+            // What it holds is let go now, not when the exchange ends.
+            request.ctx = None;
+            return Err(format!(
+                "{hook}() left more than {} bytes in req.ctx (memory.script_per_request)",
+                self.ctx_limit
+            ));
+        }
+        Ok(())
     }
 
     /// A hook's call begins, with all of its budget.
@@ -228,7 +310,10 @@ impl Router {
             None => Err(no_handles()),
         };
         request.sealed = true;
-        let (answer, key) = answer.map_err(|error| RouteError::Script(error.to_string()))?;
+        request.head.account();
+        let (answer, key) = answer.map_err(|error| RouteError::Script(first_line(&error)))?;
+        self.check_ctx(request, "route")
+            .map_err(RouteError::Script)?;
         read_answer(answer, key, pools)
     }
 
@@ -259,6 +344,10 @@ impl Router {
             None => Err(no_handles()),
         };
         let client = request.client;
+        if let Err(why) = self.check_ctx(request, "respond") {
+            crate::client_log!(log::Level::Warn, "{client}: 500, {why}");
+            return Decision::Reply(crate::reply::ErrorReply::ScriptFailed.local());
+        }
         match answer {
             Ok(Value::Nil) => Decision::Continue,
             Ok(Value::String(word)) if &*word.as_bytes() == b"retry" => Decision::Retry,

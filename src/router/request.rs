@@ -24,6 +24,8 @@ pub struct RequestView {
     /// (a request routed before a reload meets the new script's hooks with
     /// a new, empty table: a value may not pass between states).
     pub ctx: Option<(u64, Table)>,
+    /// What `ctx` held after the last hook (`Router::check_ctx`).
+    pub ctx_bytes: usize,
     /// `route()` is done: the request went on as it was then, and the
     /// methods that change it are refused.
     pub sealed: bool,
@@ -39,6 +41,7 @@ impl RequestView {
             tls,
             sni: None,
             ctx: None,
+            ctx_bytes: 0,
             sealed: false,
         }
     }
@@ -50,6 +53,7 @@ impl RequestView {
     /// Ready for the next request on the connection.
     pub fn reset(&mut self) {
         self.ctx = None;
+        self.ctx_bytes = 0;
         self.sealed = false;
     }
 

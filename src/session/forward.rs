@@ -44,8 +44,16 @@ impl Queue {
     pub fn clear(&mut self) {
         self.bytes.clear();
         self.sent = 0;
+        // A large head or answer once is not kept for the next: an
+        // exchange waiting on its client would hold it all along.
+        if self.bytes.capacity() > QUEUE_KEPT {
+            self.bytes = Vec::new();
+        }
     }
 }
+
+/// Storage a queue keeps once emptied.
+const QUEUE_KEPT: usize = 8 * 1024;
 
 /// A body being passed through: `claimed` bytes at the front of its buffer
 /// belong to it and are not yet written.

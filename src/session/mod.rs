@@ -35,6 +35,7 @@ use mio::event::Event;
 use mio::net::TcpStream;
 
 use crate::buffer::Buffer;
+use crate::memory::Pressure;
 use crate::router::RequestView;
 use crate::services::Services;
 use crate::timer::{self, Deadline};
@@ -577,6 +578,57 @@ impl Session {
         }
     }
 
+    /// rsp needs what exchanges hold (memory near its bound, or a pool's
+    /// slots all taken with requests waiting): an exchange of this session
+    /// that has stalled on its client past the grace is cut.
+    pub fn reclaim(
+        &mut self,
+        services: &mut Services,
+        now: Instant,
+        pressure: Pressure,
+    ) -> Reclaimed {
+        let needed = |services: &Services, pool: Option<usize>| {
+            pressure >= Pressure::High
+                || pool.is_some_and(|pool| {
+                    services
+                        .pools
+                        .get(pool)
+                        .is_some_and(|pool| pool.queued() > 0)
+                })
+        };
+        match &mut self.stage {
+            Stage::Http1(stage) => {
+                let Some(stalled) = stage.stalled(now) else {
+                    return Reclaimed::Nothing;
+                };
+                if stalled < crate::memory::STALL_GRACE || !needed(services, stage.leased_pool()) {
+                    return Reclaimed::Nothing;
+                }
+                services.totals.stalled_cut += 1;
+                let why = format!(
+                    "its client took nothing for {:.1} s while {} ({} bytes held)",
+                    stalled.as_secs_f64(),
+                    if pressure >= Pressure::High {
+                        "memory was needed"
+                    } else {
+                        "its pool had requests waiting"
+                    },
+                    stage.held()
+                );
+                self.close(services, End::Aborted(why));
+                Reclaimed::Closed
+            }
+            Stage::Http2(stage) => {
+                if stage.reclaim(self.key, services, now, pressure, needed) {
+                    Reclaimed::Changed
+                } else {
+                    Reclaimed::Nothing
+                }
+            }
+            _ => Reclaimed::Nothing,
+        }
+    }
+
     /// Ends the session at once (shutdown ran out of time): what it holds
     /// of pools goes back, its request is logged as cut.
     pub fn cut(&mut self, services: &mut Services, why: &str) {
@@ -609,6 +661,16 @@ impl Session {
         }
         // Dropping the streams closes them, which also removes them from epoll.
     }
+}
+
+/// What `Session::reclaim` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reclaimed {
+    Nothing,
+    /// Streams were cut: the session has frames to write.
+    Changed,
+    /// The session is closed.
+    Closed,
 }
 
 /// The stage that serves the listener's application, with the bytes that

@@ -22,9 +22,10 @@ use crate::balancer::Pool;
 use crate::config::Loaded;
 use crate::health::{HealthChecks, Verdict};
 use crate::idle::{IdleConnections, Owner};
+use crate::memory::{self, Pressure};
 use crate::request_id::RequestIds;
 use crate::router::Router;
-use crate::session::Session;
+use crate::session::{Reclaimed, Session};
 use crate::stats::Totals;
 use crate::timer::{self, Deadline, Timers};
 use crate::workers::{Command, Snapshot, Worker};
@@ -116,6 +117,10 @@ impl EventLoop {
             .listeners
             .configure(&loaded.config, &loaded.certificates);
         event_loop.schedule_health_checks();
+        event_loop
+            .services
+            .timers
+            .schedule(Instant::now() + memory::RECLAIM_EVERY, Deadline::Reclaim);
         if event_loop.services.worker.index > 0 {
             event_loop
                 .services
@@ -416,6 +421,7 @@ impl EventLoop {
                     self.services.idle.expire(key, serial, now)
                 }
                 Deadline::Publish => self.publish(now),
+                Deadline::Reclaim => self.reclaim(now),
                 Deadline::Sweep => {
                     self.services.router.scripted.sweep();
                     self.services
@@ -429,6 +435,34 @@ impl EventLoop {
                 }
             }
         }
+    }
+
+    /// Every `RECLAIM_EVERY`: what the worker holds is counted, and when
+    /// memory is near its bound, or a pool's requests wait for slots,
+    /// exchanges stalled on their clients are cut (`Session::reclaim`).
+    fn reclaim(&mut self, now: Instant) {
+        let (held, pressure) = self.services.memory();
+        self.services.totals.memory_held = held as u64;
+        let waiting = self.services.pools.iter().any(|pool| pool.queued() > 0);
+        if pressure >= Pressure::High || waiting {
+            let keys: Vec<usize> = self.sessions.iter().map(|(key, _)| key).collect();
+            for key in keys {
+                let Some(session) = self.sessions.get_mut(key) else {
+                    continue;
+                };
+                match session.reclaim(&mut self.services, now, pressure) {
+                    Reclaimed::Nothing => {}
+                    Reclaimed::Changed => self.drive(key, None),
+                    Reclaimed::Closed => {
+                        self.sessions.remove(key);
+                        self.services.totals.connections -= 1;
+                    }
+                }
+            }
+        }
+        self.services
+            .timers
+            .schedule(now + memory::RECLAIM_EVERY, Deadline::Reclaim);
     }
 
     /// Hands a copy of this worker's counters to worker 0's admin port.

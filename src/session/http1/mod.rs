@@ -46,6 +46,12 @@ pub(super) struct Busy {
     outbound: Buffer,
     /// Heads and answers for the client, sent before `outbound`'s bytes.
     to_client: Queue,
+    /// Bytes moved with the client, both ways, during this request.
+    moved: u64,
+    /// Since when, and at what `moved`, the exchange has waited on its
+    /// client without moving `MIN_PROGRESS` (looked at only while rsp
+    /// needs what exchanges hold: `Http1::stalled`).
+    stall: Option<(Instant, u64)>,
 }
 
 /// Busy parts kept for reuse, per worker thread.
@@ -72,8 +78,12 @@ impl Busy {
                 },
                 outbound: Buffer::new(buffer_bytes),
                 to_client: Queue::default(),
+                moved: 0,
+                stall: None,
             })
         });
+        busy.moved = 0;
+        busy.stall = None;
         let request = &mut busy.exchange.request;
         request.client = client.address;
         request.tls = client.transport.is_tls();
@@ -95,6 +105,7 @@ impl Busy {
     fn give_back(mut self: Box<Busy>) {
         self.exchange.transaction = None;
         self.exchange.request.reset();
+        self.exchange.request.head.shed();
         self.exchange.to_backend.clear();
         self.exchange.state = State::Idle;
         self.outbound.consume(self.outbound.len());
@@ -130,6 +141,71 @@ impl Http1 {
             inbound,
             wait,
             busy: None,
+        }
+    }
+
+    /// What the stage holds for its client: buffers, the request head and
+    /// what the script keeps for it (`req.ctx`).
+    pub fn held(&self) -> usize {
+        self.inbound.held()
+            + self.busy.as_deref().map_or(0, |busy| {
+                busy.outbound.held()
+                    + busy.exchange.request.head.held()
+                    + busy.exchange.request.ctx_bytes
+            })
+    }
+
+    /// The exchange waits on its client: an answer the client does not
+    /// take (its socket or window shut), or a request body it does not
+    /// send. One waiting on its backend is not.
+    fn waits_on_client(&self) -> bool {
+        let Some(busy) = self.busy.as_deref() else {
+            return false;
+        };
+        let answer_waits = !busy.to_client.is_empty()
+            || (!busy.outbound.is_empty()
+                && matches!(
+                    busy.exchange.state,
+                    State::Forwarding {
+                        response: ResponseSide::Body { .. },
+                        ..
+                    }
+                ));
+        let body_waits = self.inbound.is_empty()
+            && match &busy.exchange.state {
+                State::Forwarding { request, .. } => request.body.is_some(),
+                State::Local { discard, .. } => discard.is_some(),
+                _ => false,
+            };
+        answer_waits || body_waits
+    }
+
+    /// How long the exchange has waited on its client without moving
+    /// (`memory::MIN_PROGRESS` bytes either way restart the count), as of
+    /// this look; `None` while it does not wait on it.
+    pub fn stalled(&mut self, now: Instant) -> Option<std::time::Duration> {
+        let waits = self.waits_on_client();
+        let busy = self.busy.as_deref_mut()?;
+        if !waits {
+            busy.stall = None;
+            return None;
+        }
+        match busy.stall {
+            Some((since, moved)) if busy.moved - moved < crate::memory::MIN_PROGRESS => {
+                Some(now.saturating_duration_since(since))
+            }
+            _ => {
+                busy.stall = Some((now, busy.moved));
+                Some(std::time::Duration::ZERO)
+            }
+        }
+    }
+
+    /// The pool whose server the exchange holds, if any.
+    pub fn leased_pool(&self) -> Option<usize> {
+        match &self.busy.as_deref()?.exchange.state {
+            State::Forwarding { attempt, .. } => attempt.lease.as_ref().map(|lease| lease.pool()),
+            _ => None,
         }
     }
 
@@ -203,6 +279,9 @@ impl Http1 {
             return Ok(false);
         }
         let fill = peer.read_into(&mut self.inbound).map_err(Step::Close)?;
+        if let Some(busy) = self.busy.as_deref_mut() {
+            busy.moved += fill.read as u64;
+        }
         if fill.read > 0
             && self.busy.is_none()
             && matches!(self.wait, Wait::Silent | Wait::KeepAlive)
@@ -367,6 +446,7 @@ impl Http1 {
         );
         match moved {
             Ok(moved) => {
+                busy.moved += (moved.queued + moved.passed) as u64;
                 if let Some(transaction) = &mut busy.exchange.transaction {
                     transaction.bytes_sent += (moved.queued + moved.passed) as u64;
                     if !transaction.local {
@@ -629,6 +709,7 @@ impl Http1 {
             exchange,
             outbound,
             to_client,
+            ..
         } = *busy?;
         let Exchange {
             request,

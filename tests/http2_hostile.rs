@@ -1073,22 +1073,55 @@ fn malformed_frames_get_goaway_with_the_rfc_code() {
 }
 
 #[test]
-fn a_bad_preface_on_an_h2c_listener_is_not_http2() {
+fn a_bad_preface_on_an_h2c_listener_gets_goaway_protocol_error() {
     let backend = Backend::start("web");
     let mut proxy = h2_proxy(&backend, "");
-    // RFC 9113 §3.4: a GOAWAY may be left out, the peer does not speak
-    // HTTP/2. On a listener that also serves HTTP/1.1, this is an HTTP/1
-    // request line with a version rsp does not take: 400, then the close.
+    // `PRI * HTTP/2.0` is no HTTP/1 request line (its version is 2.0):
+    // a connection that begins so speaks HTTP/2, and a preface that goes
+    // on otherwise is its protocol error (RFC 9113 §3.4), as over TLS.
+    // Whole, or a byte at a time.
+    for bad in [
+        &b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n"[..],
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\r",
+        b"PRI * HTTP/2.0 GET / HTTP/1.1\r\nHost: test\r\n\r\n",
+    ] {
+        // A byte at a time up to the first that differs: rsp closes then,
+        // and bytes sent after would reset the connection.
+        let differs = (0..bad.len()).find(|&at| bad[at] != PREFACE[at]).unwrap();
+        for (piece, sent) in [(bad.len(), bad), (1, &bad[..=differs])] {
+            let mut wire = Wire::connect(proxy.address);
+            for part in sent.chunks(piece) {
+                wire.send(part);
+                thread::sleep(Duration::from_millis(2));
+            }
+            let seen = wire.until_closed(Duration::from_secs(3));
+            let text = String::from_utf8_lossy(bad);
+            assert_eq!(seen.http1, None, "{text:?}: {seen:?}");
+            assert_eq!(
+                seen.goaway
+                    .as_ref()
+                    .map(|goaway| (goaway.1, goaway.2.as_str())),
+                Some((PROTOCOL_ERROR, "no connection preface")),
+                "{text:?} in pieces of {piece}: {seen:?}"
+            );
+            assert!(seen.closed);
+        }
+    }
+    // The good preface, a byte at a time, then a request.
     let mut wire = Wire::connect(proxy.address);
-    wire.send(b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n");
-    let seen = wire.until_closed(Duration::from_secs(3));
-    assert_eq!(
-        seen.http1.as_deref().map(|line| &line[..12]),
-        Some("HTTP/1.1 400"),
-        "{seen:?}"
-    );
-    assert!(seen.closed);
-    assert_eq!(backend.count(), 0);
+    for byte in [PREFACE, &settings(&[])].concat() {
+        wire.send(&[byte]);
+        thread::sleep(Duration::from_millis(2));
+    }
+    wire.send(&get(1, "/"));
+    let seen = wire.read_until(Duration::from_secs(3), |seen| seen.ended.contains(&1));
+    assert_eq!(seen.statuses, [(1, 200)], "{seen:?}");
+    // A request line that parts from the preface's before its version
+    // is HTTP/1: 400 for a method rsp does not know with that target.
+    let response = proxy.get_raw("PRI * HTTP/1.1\r\nHost: test\r\n\r\n");
+    assert_eq!(response.status, 400);
+    assert_eq!(backend.count(), 1);
+    proxy.wait_for_log("HTTP/2 GOAWAY ProtocolError: no connection preface", 6);
     assert_serves(&mut proxy);
 }
 

@@ -178,6 +178,9 @@ pub struct Totals {
     pub duration: Histogram,
     /// Servers outside every pool, by address.
     pub unlisted: BTreeMap<SocketAddr, UnlistedStats>,
+    /// Lines about HTTP/2 streams rsp reset that were logged at debug
+    /// level only, past a connection's bound at info.
+    pub resets_unlogged: u64,
 }
 
 /// The protocols requests are counted by, as access logs name them.
@@ -213,6 +216,7 @@ impl Totals {
         self.bytes_in += other.bytes_in;
         self.bytes_out += other.bytes_out;
         self.duration.add(&other.duration);
+        self.resets_unlogged += other.resets_unlogged;
         for (server, theirs) in &other.unlisted {
             if self.unlisted.len() < MAX_UNLISTED || self.unlisted.contains_key(server) {
                 let mine = self.unlisted.entry(*server).or_default();
@@ -237,6 +241,7 @@ impl Default for Totals {
             bytes_out: 0,
             duration: Histogram::default(),
             unlisted: BTreeMap::new(),
+            resets_unlogged: 0,
         }
     }
 }

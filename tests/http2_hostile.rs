@@ -1675,6 +1675,53 @@ fn frames_in_flight_for_streams_rsp_reset_are_ignored() {
     assert_serves(&mut proxy);
 }
 
+// --- 11. translation edges ------------------------------------------------------------------
+
+#[test]
+fn an_absolute_path_must_name_the_requests_scheme_and_authority() {
+    let backend = Backend::start("web");
+    let mut proxy = h2_proxy(&backend, "");
+    let mut wire = Wire::open(proxy.address);
+    // The request's scheme is http and its :authority `test`.
+    let refused = [
+        (1, "http://other.example/x"),
+        (3, "https://test/x"),
+        (5, "http://test.example/x"),
+        (7, "http://test:8080/x"),
+    ];
+    for (id, path) in refused {
+        wire.send(&get(id, path));
+    }
+    // The same authority, in another case: taken, as origin-form.
+    wire.send(&get(9, "http://TEST/abs"));
+    let seen = wire.read_until(Duration::from_secs(3), |seen| {
+        seen.ended.contains(&9) && seen.resets.len() >= refused.len()
+    });
+    for (id, path) in refused {
+        assert!(
+            seen.resets.contains(&(id, PROTOCOL_ERROR)),
+            "{path}: {seen:?}"
+        );
+    }
+    assert_eq!(seen.statuses, [(9, 200)], "{seen:?}");
+    assert!(seen.goaway.is_none());
+    let heads = backend.heads();
+    assert!(
+        heads
+            .iter()
+            .any(|head| head.starts_with("GET /abs HTTP/1.1\r\n"))
+    );
+    assert!(
+        heads.iter().all(|head| !head.starts_with("GET /x ")),
+        "{heads:?}"
+    );
+    proxy.wait_for_log(
+        "reset (ProtocolError): malformed request: an absolute-form :path whose scheme or authority is not the request's",
+        refused.len(),
+    );
+    assert_serves(&mut proxy);
+}
+
 // --- 9. random bytes ------------------------------------------------------------------------
 
 /// xorshift64*: the same bytes for the same seed, on every machine.

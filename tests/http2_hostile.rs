@@ -311,6 +311,8 @@ struct Seen {
     goaway_codes: Vec<u32>,
     /// WINDOW_UPDATE increments on the connection (stream 0), summed.
     connection_window: u64,
+    /// (stream, the fields of its header blocks, pseudo-headers included).
+    fields: Vec<(u32, Vec<(String, String)>)>,
 }
 
 struct Wire {
@@ -429,6 +431,12 @@ impl Wire {
                         let status = String::from_utf8_lossy(status).parse().unwrap();
                         self.seen.statuses.push((stream, status));
                     }
+                    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+                    let fields = fields
+                        .iter()
+                        .map(|(name, value)| (text(name), text(value)))
+                        .collect();
+                    self.seen.fields.push((stream, fields));
                 }
                 if flags & END_STREAM != 0 {
                     self.seen.ended.push(stream);
@@ -1720,6 +1728,128 @@ fn an_absolute_path_must_name_the_requests_scheme_and_authority() {
         refused.len(),
     );
     assert_serves(&mut proxy);
+}
+
+/// A backend answer with `count` fields (`Content-Length` one of them).
+fn answer_with_fields(count: usize) -> &'static [u8] {
+    let mut answer = String::from("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n");
+    for index in 1..count {
+        answer.push_str(&format!("X-Field-{index}: {index}\r\n"));
+    }
+    answer.push_str("\r\nok");
+    Box::leak(answer.into_bytes().into_boxed_slice())
+}
+
+#[test]
+fn a_response_gets_the_same_answer_over_http1_and_http2_whatever_its_field_count() {
+    let most = Recorder::start(answer_with_fields(128));
+    let too_many = Recorder::start(answer_with_fields(129));
+    // rsp adds X-Request-Id to the backend's 128 (129), and a respond()
+    // hook 50 more (179): rsp's own HTTP/1 answer, read again for HTTP/2,
+    // may have any number.
+    let proxy = Proxy::start_h2c(&format!(
+        "pools = {{ most = {{ servers = {{ \"{}\" }} }}, too_many = {{ servers = {{ \"{}\" }} }} }}\n\
+         function route(req)\n\
+           if req.path == \"/129\" then return \"too_many\" end\n\
+           return \"most\"\n\
+         end\n\
+         function respond(req, res)\n\
+           if req.path == \"/more\" then\n\
+             for i = 1, 50 do res:add_header(\"X-More-\" .. i, \"m\") end\n\
+           end\n\
+         end",
+        most.address, too_many.address
+    ));
+    // (path, status, fields the client gets besides :status)
+    let cases = [("/128", 200, 129), ("/129", 502, 0), ("/more", 200, 179)];
+    for (path, status, fields) in cases {
+        let response = proxy.get(path);
+        assert_eq!(
+            response.status, status,
+            "HTTP/1.1 {path}: {}",
+            response.head
+        );
+        if status == 200 {
+            // `Connection: close` answers the request's.
+            let lines = response
+                .head
+                .lines()
+                .skip(1)
+                .filter(|line| !line.is_empty())
+                .count();
+            assert_eq!(lines, fields + 1, "HTTP/1.1 {path}: {}", response.head);
+        }
+    }
+    let mut wire = Wire::open(proxy.address);
+    for (index, (path, ..)) in cases.iter().enumerate() {
+        wire.send(&get(1 + 2 * index as u32, path));
+    }
+    let seen = wire.read_until(Duration::from_secs(5), |seen| {
+        [1, 3, 5]
+            .iter()
+            .all(|id| seen.ended.contains(id) || seen.resets.iter().any(|(stream, _)| stream == id))
+    });
+    assert!(seen.resets.is_empty(), "{seen:?}");
+    for (index, (path, status, fields)) in cases.into_iter().enumerate() {
+        let id = 1 + 2 * index as u32;
+        assert!(
+            seen.statuses.contains(&(id, status)),
+            "HTTP/2 {path}: {seen:?}"
+        );
+        if status == 200 {
+            let (_, got) = seen
+                .fields
+                .iter()
+                .find(|(stream, _)| *stream == id)
+                .unwrap();
+            assert_eq!(got.len(), fields + 1, "HTTP/2 {path}: {got:?}");
+            assert!(
+                got.iter()
+                    .all(|(name, _)| *name == name.to_ascii_lowercase())
+            );
+        }
+    }
+}
+
+#[test]
+fn a_request_gets_the_same_answer_over_http1_and_http2_whatever_its_field_count() {
+    let backend = Backend::start("web");
+    let proxy = h2_proxy(&backend, "");
+    // An HTTP/1 head of Host and 127 more is the most rsp takes; the same
+    // request over HTTP/2 is :authority (which becomes the Host) and 127
+    // fields, with the other pseudo-header fields.
+    for (count, status) in [(127, 200), (128, 431)] {
+        let fields: Vec<(String, String)> = (0..count)
+            .map(|index| (format!("x-field-{index}"), index.to_string()))
+            .collect();
+        let mut raw = String::from("GET / HTTP/1.1\r\nHost: test\r\n");
+        for (name, value) in &fields {
+            raw.push_str(&format!("{name}: {value}\r\n"));
+        }
+        raw.push_str("\r\n");
+        assert_eq!(
+            proxy.get_raw(&raw).status,
+            status,
+            "HTTP/1.1, {count} fields"
+        );
+        let extra: Vec<(&str, &str)> = fields
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        let mut wire = Wire::open(proxy.address);
+        wire.send(&frame(
+            kind::HEADERS,
+            END_HEADERS | END_STREAM,
+            1,
+            &request_block("GET", "/", &extra),
+        ));
+        let seen = wire.read_until(Duration::from_secs(3), |seen| seen.ended.contains(&1));
+        assert_eq!(
+            seen.statuses,
+            [(1, status)],
+            "HTTP/2, {count} fields: {seen:?}"
+        );
+    }
 }
 
 // --- 9. random bytes ------------------------------------------------------------------------

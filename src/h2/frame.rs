@@ -478,11 +478,17 @@ pub fn settings(payload: &[u8]) -> impl Iterator<Item = (u16, u32)> + '_ {
 }
 
 pub fn write_header(out: &mut Vec<u8>, length: usize, kind: u8, flags: u8, stream: u32) {
+    out.extend_from_slice(&header_bytes(length, kind, flags, stream));
+}
+
+/// A frame's header, to write over one put in place before its payload's
+/// length was known.
+pub fn header_bytes(length: usize, kind: u8, flags: u8, stream: u32) -> [u8; HEADER_LENGTH] {
     let length = (length as u32).min(MAX_FRAME_SIZE_LIMIT).to_be_bytes();
-    out.extend_from_slice(&length[1..]);
-    out.push(kind);
-    out.push(flags);
-    out.extend_from_slice(&(stream & MAX_WINDOW).to_be_bytes());
+    let stream = (stream & MAX_WINDOW).to_be_bytes();
+    [
+        length[1], length[2], length[3], kind, flags, stream[0], stream[1], stream[2], stream[3],
+    ]
 }
 
 pub fn write_settings(out: &mut Vec<u8>, settings: &[(u16, u32)]) {

@@ -46,6 +46,12 @@ use stream::{StreamIo, StreamPeer, Tx};
 /// may shrink text to less than half. More is a CONTINUATION flood
 /// (CVE-2024-27316): the connection ends.
 const BLOCK_FACTOR: usize = 2;
+/// The most fields a decoded header list keeps; past them the stream gets
+/// 431. The bound on a request's field count is the HTTP/1 parser's
+/// (`http::MAX_HEADERS`), on the head the list translates to, as for an
+/// HTTP/1 client: this one only bounds what a list may hold before (four
+/// pseudo-header fields, cookies in crumbs that become one line).
+const DECODED_FIELDS: usize = 4 * crate::http::MAX_HEADERS;
 /// The most CONTINUATION frames one header block may take.
 const MAX_CONTINUATIONS: u32 = 32;
 /// Frames rsp may hold for a client that does not read, beyond which the
@@ -848,7 +854,7 @@ impl Http2 {
         let mut list = std::mem::take(&mut self.list);
         let decoded = self
             .decoder
-            .decode(&block.bytes, limit, crate::http::MAX_HEADERS, &mut list);
+            .decode(&block.bytes, limit, DECODED_FIELDS, &mut list);
         let result = match decoded {
             Ok(()) => self.header_list(session, client, services, &block, &list),
             Err(hpack::HpackError(why)) => {
@@ -933,9 +939,8 @@ impl Http2 {
         });
         if decoded.too_large {
             log::info!(
-                "{}: HTTP/2 stream {id}: 431, header list over {limit} bytes or {} fields",
+                "{}: HTTP/2 stream {id}: 431, header list over {limit} bytes or {DECODED_FIELDS} fields",
                 client.address,
-                crate::http::MAX_HEADERS
             );
             // The stream keeps its real end: a client that had not ended
             // it may still send, and is told to stop (RST_STREAM NO_ERROR).

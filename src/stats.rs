@@ -187,6 +187,9 @@ pub struct Totals {
     /// Exchanges refused because the worker was at its memory bound, or
     /// their connection at its own.
     pub refused_for_memory: u64,
+    /// Lines about HTTP/2 streams rsp reset that were logged at debug
+    /// level only, past a connection's bound at info.
+    pub resets_unlogged: u64,
 }
 
 /// The protocols requests are counted by, as access logs name them.
@@ -225,6 +228,7 @@ impl Totals {
         self.memory_held += other.memory_held;
         self.stalled_cut += other.stalled_cut;
         self.refused_for_memory += other.refused_for_memory;
+        self.resets_unlogged += other.resets_unlogged;
         for (server, theirs) in &other.unlisted {
             if self.unlisted.len() < MAX_UNLISTED || self.unlisted.contains_key(server) {
                 let mine = self.unlisted.entry(*server).or_default();
@@ -252,6 +256,7 @@ impl Default for Totals {
             memory_held: 0,
             stalled_cut: 0,
             refused_for_memory: 0,
+            resets_unlogged: 0,
         }
     }
 }

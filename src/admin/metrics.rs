@@ -139,7 +139,7 @@ type TotalMetric = (
 );
 
 fn totals_metrics(out: &mut String, totals: &Totals) {
-    let scalars: [TotalMetric; 11] = [
+    let scalars: [TotalMetric; 12] = [
         (
             "rsp_uptime_seconds",
             "gauge",
@@ -199,6 +199,12 @@ fn totals_metrics(out: &mut String, totals: &Totals) {
             "counter",
             "Requests and HTTP/2 streams refused at a memory bound (the worker's, or their connection's).",
             |totals| totals.refused_for_memory.to_string(),
+        ),
+        (
+            "rsp_http2_resets_unlogged_total",
+            "counter",
+            "HTTP/2 streams rsp reset past their connection's bound of logged resets (logged at debug).",
+            |totals| totals.resets_unlogged.to_string(),
         ),
         (
             "rsp_log_lines_dropped_total",

@@ -8,6 +8,9 @@ use std::fmt;
 
 /// What a client sends first (RFC 9113 §3.4).
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// The start of the preface no HTTP/1 request has (its version is 2.0):
+/// a cleartext connection that begins with it speaks HTTP/2.
+const PREFACE_LINE: &[u8] = b"PRI * HTTP/2.0";
 pub const HEADER_LENGTH: usize = 9;
 /// The smallest SETTINGS_MAX_FRAME_SIZE, and every peer's until it says more.
 pub const DEFAULT_MAX_FRAME_SIZE: u32 = 16_384;
@@ -221,6 +224,30 @@ pub fn parse(buffer: &[u8], max_frame_size: u32) -> Result<Option<(Frame<'_>, us
         return Ok(None);
     };
     frame(header, payload).map(|frame| Some((frame, total)))
+}
+
+/// What the first bytes of a cleartext connection on a listener that
+/// takes HTTP/2 with prior knowledge (RFC 9113 §3.3) say it speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opening {
+    /// They begin with `PRI * HTTP/2.0`: HTTP/2, whose stage reads the
+    /// rest of the preface (a preface that goes on otherwise is its
+    /// protocol error, GOAWAY, not an HTTP/1 request to answer with 400).
+    Http2,
+    /// A part of that line, and no more yet.
+    Undecided,
+    Http1,
+}
+
+pub fn opening(data: &[u8]) -> Opening {
+    let length = data.len().min(PREFACE_LINE.len());
+    if data[..length] != PREFACE_LINE[..length] {
+        Opening::Http1
+    } else if length == PREFACE_LINE.len() {
+        Opening::Http2
+    } else {
+        Opening::Undecided
+    }
 }
 
 /// A stream frame (DATA, HEADERS, ...) must name a stream; a connection
@@ -451,11 +478,17 @@ pub fn settings(payload: &[u8]) -> impl Iterator<Item = (u16, u32)> + '_ {
 }
 
 pub fn write_header(out: &mut Vec<u8>, length: usize, kind: u8, flags: u8, stream: u32) {
+    out.extend_from_slice(&header_bytes(length, kind, flags, stream));
+}
+
+/// A frame's header, to write over one put in place before its payload's
+/// length was known.
+pub fn header_bytes(length: usize, kind: u8, flags: u8, stream: u32) -> [u8; HEADER_LENGTH] {
     let length = (length as u32).min(MAX_FRAME_SIZE_LIMIT).to_be_bytes();
-    out.extend_from_slice(&length[1..]);
-    out.push(kind);
-    out.push(flags);
-    out.extend_from_slice(&(stream & MAX_WINDOW).to_be_bytes());
+    let stream = (stream & MAX_WINDOW).to_be_bytes();
+    [
+        length[1], length[2], length[3], kind, flags, stream[0], stream[1], stream[2], stream[3],
+    ]
 }
 
 pub fn write_settings(out: &mut Vec<u8>, settings: &[(u16, u32)]) {
@@ -535,6 +568,29 @@ mod tests {
         assert!(frames[2].contains("last_stream: 7, code: EnhanceYourCalm"));
         // Not all there: wait for more.
         assert_eq!(parse(&out[..12], DEFAULT_MAX_FRAME_SIZE), Ok(None));
+    }
+
+    #[test]
+    fn a_connection_that_begins_with_the_preface_line_is_http2() {
+        use Opening::*;
+        for (bytes, expected) in [
+            (&b""[..], Undecided),
+            (b"P", Undecided),
+            (b"PRI * HTTP/2.", Undecided),
+            (b"PRI * HTTP/2.0", Http2),
+            (b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n", Http2),
+            (PREFACE, Http2),
+            (b"PRI * HTTP/1.1\r\n", Http1),
+            (b"GET / HTTP/1.1\r\n", Http1),
+            (b"PRX", Http1),
+        ] {
+            assert_eq!(
+                opening(bytes),
+                expected,
+                "{:?}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
     }
 
     #[test]

@@ -144,13 +144,18 @@ pub fn encode_status(out: &mut Vec<u8>, status: u16) {
     encode_string(out, status.to_string().as_bytes());
 }
 
-/// A field as a literal without indexing (§6.2.2).
+/// A field as a literal without indexing (§6.2.2), its name lower case
+/// (HTTP/2 field names are, §8.2.1; an HTTP/1 head's need not be).
 pub fn encode_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    match STATIC_NAMES.iter().position(|known| *known == name) {
+    match STATIC_NAMES
+        .iter()
+        .position(|known| known.eq_ignore_ascii_case(name))
+    {
         Some(index) => encode_integer(out, index + 1, 4, 0),
         None => {
             out.push(0);
-            encode_string(out, name);
+            encode_integer(out, name.len(), 7, 0);
+            out.extend(name.iter().map(u8::to_ascii_lowercase));
         }
     }
     encode_string(out, value);
@@ -639,7 +644,17 @@ mod tests {
             for (name, value) in &fields {
                 encode_field(&mut block, name, value);
             }
-            let decoded = loona_hpack::Decoder::new().decode(&block).unwrap();
+            // An HTTP/1 head's names, in any case, go lower case.
+            encode_field(&mut block, b"Content-Type", b"a");
+            encode_field(&mut block, b"X-Mixed-Case", b"b");
+            let mut decoded = loona_hpack::Decoder::new().decode(&block).unwrap();
+            assert_eq!(
+                decoded.split_off(decoded.len() - 2),
+                [
+                    (b"content-type".to_vec(), b"a".to_vec()),
+                    (b"x-mixed-case".to_vec(), b"b".to_vec())
+                ]
+            );
             assert_eq!(
                 decoded[0],
                 (b":status".to_vec(), status.to_string().into_bytes())

@@ -144,13 +144,30 @@ pub fn to_http1(
             .filter(|path| !path.is_empty())
             .ok_or(Malformed("no :path"))?
     };
-    // §8.3.1: the Host a client sends must name what :authority does.
+    let port = crate::host::default_port(pseudo.scheme == Some(b"https"));
+    // §8.3.1: the Host a client sends must name what :authority does
+    // (spelled as it may be: `a.example.` names `A.example:443`).
     let authority = match (pseudo.authority, host) {
-        (Some(authority), Some(host)) if !authority.eq_ignore_ascii_case(host) => {
+        (Some(authority), Some(host)) if !same_host(authority, host, port) => {
             return Err(Malformed("a host field other than :authority"));
         }
         (authority, host) => authority.or(host),
     };
+    // An absolute-form :path (RFC 9113 §8.3.1 asks for origin-form) is
+    // taken only when it names the request's own scheme and authority:
+    // rsp's HTTP/1 parser makes its authority the Host, which would
+    // otherwise override :authority, what the client said it asks.
+    if !connect && let Some((scheme, path_authority)) = absolute_form(target) {
+        let same_scheme = pseudo
+            .scheme
+            .is_some_and(|own| own.eq_ignore_ascii_case(scheme));
+        let same_authority = authority.is_some_and(|own| same_host(own, path_authority, port));
+        if !same_scheme || !same_authority {
+            return Err(Malformed(
+                "an absolute-form :path whose scheme or authority is not the request's",
+            ));
+        }
+    }
     for part in [method, target] {
         if !valid_value(part) || part.contains(&b' ') {
             return Err(Malformed(
@@ -208,6 +225,36 @@ pub fn to_http1(
     };
     out.extend_from_slice(b"\r\n");
     Ok(framing)
+}
+
+/// Two authorities name the same host: the same bytes but for case, or
+/// the same canonical spelling (`host.rs`) with the scheme's `port`.
+fn same_host(one: &[u8], other: &[u8], port: u16) -> bool {
+    one.eq_ignore_ascii_case(other)
+        || matches!(
+            (crate::host::canonical_owned(one, port), crate::host::canonical_owned(other, port)),
+            (Ok(one), Ok(other)) if one == other
+        )
+}
+
+/// The scheme and authority of an absolute-form target
+/// (`scheme://authority/path?query`); `None` for any other form.
+fn absolute_form(target: &[u8]) -> Option<(&[u8], &[u8])> {
+    let separator = target.windows(3).position(|window| window == b"://")?;
+    let scheme = &target[..separator];
+    let valid_scheme = scheme.first().is_some_and(u8::is_ascii_alphabetic)
+        && scheme
+            .iter()
+            .all(|&byte| byte.is_ascii_alphanumeric() || b"+-.".contains(&byte));
+    if !valid_scheme {
+        return None;
+    }
+    let rest = &target[separator + 3..];
+    let end = rest
+        .iter()
+        .position(|byte| b"/?#".contains(byte))
+        .unwrap_or(rest.len());
+    Some((scheme, &rest[..end]))
 }
 
 fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -316,6 +363,8 @@ mod tests {
             assert!(with(bad).is_err(), "{bad:?}");
         }
         assert!(with(&[("te", "trailers"), ("host", "EXAMPLE.com")]).is_ok());
+        assert!(with(&[("host", "example.com.:443")]).is_ok());
+        assert!(with(&[("host", "example.com:80")]).is_err());
         let mut late = GET.to_vec();
         late.insert(1, ("accept", "x"));
         assert!(translate(&late, true).is_err(), "pseudo after regular");
@@ -329,6 +378,65 @@ mod tests {
             (":path", "/a b HTTP/1.1\r\n"),
         ];
         assert!(translate(&spaced, true).is_err());
+    }
+
+    #[test]
+    fn an_absolute_path_must_name_the_requests_scheme_and_authority() {
+        let with_path = |scheme: &'static str, path: &'static str| {
+            let list = [
+                (":method", "GET"),
+                (":scheme", scheme),
+                (":authority", "Example.com:8080"),
+                (":path", path),
+            ];
+            translate(&list, true)
+        };
+        for (scheme, path) in [
+            ("http", "http://other.example/x"),
+            ("http", "http://example.com/x"),
+            ("http", "http://example.com:8081/x"),
+            ("http", "http://user@example.com:8080/x"),
+            ("http", "https://example.com:8080/x"),
+            ("https", "http://example.com:8080/x"),
+            ("http", "http://example.com:8080.evil/x"),
+        ] {
+            assert_eq!(
+                with_path(scheme, path),
+                Err(Malformed(
+                    "an absolute-form :path whose scheme or authority is not the request's"
+                )),
+                "{scheme} {path}"
+            );
+        }
+        // The same, in any case: on to the HTTP/1 parser, which makes it
+        // origin-form.
+        for (scheme, path) in [
+            ("http", "http://example.com:8080/x"),
+            ("https", "HTTPS://EXAMPLE.COM:8080?q"),
+            ("http", "http://example.com:8080"),
+        ] {
+            let (head, _) = with_path(scheme, path).unwrap();
+            assert!(
+                head.starts_with(&format!("GET {path} HTTP/1.1\r\n")),
+                "{head}"
+            );
+        }
+        // Without :authority, the host field is the request's authority.
+        let list = [
+            (":method", "GET"),
+            (":scheme", "http"),
+            (":path", "http://elsewhere/x"),
+            ("host", "example.com"),
+        ];
+        assert!(translate(&list, true).is_err());
+        let list = [
+            (":method", "GET"),
+            (":scheme", "http"),
+            (":path", "http://elsewhere/x"),
+        ];
+        assert!(translate(&list, true).is_err());
+        assert_eq!(absolute_form(b"/a://b"), None);
+        assert_eq!(absolute_form(b"*"), None);
     }
 
     #[test]

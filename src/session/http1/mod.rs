@@ -691,10 +691,12 @@ impl Http1 {
         }
     }
 
-    /// The client's first bytes are the HTTP/2 preface (on a listener
-    /// that takes h2c): what it sent goes on to the HTTP/2 stage.
+    /// The client's first bytes are the HTTP/2 preface's request line
+    /// (on a listener that takes h2c): what it sent goes on to the HTTP/2
+    /// stage, which reads the rest of the preface.
     pub fn starts_http2(&self) -> bool {
-        self.busy.is_none() && self.inbound.data().starts_with(crate::h2::frame::PREFACE)
+        use crate::h2::frame::{Opening, opening};
+        self.busy.is_none() && opening(self.inbound.data()) == Opening::Http2
     }
 
     pub fn into_inbound(self) -> Buffer {

@@ -54,17 +54,15 @@ impl Http1 {
             };
         }
         if client.h2c && self.busy.is_none() {
-            // HTTP/2 with prior knowledge: the preface, whole, switches
-            // the connection; a part of it waits for the rest.
-            let data = self.inbound.data();
-            let preface = crate::h2::frame::PREFACE;
-            let length = data.len().min(preface.len());
-            if data[..length] == preface[..length] {
-                return match (length == preface.len(), eof) {
-                    (true, _) => Err(Step::Upgrade),
-                    (false, true) => Err(Step::Close(End::Done { linger: false })),
-                    (false, false) => Ok(false),
-                };
+            // HTTP/2 with prior knowledge: the preface's request line
+            // switches the connection (the HTTP/2 stage checks the rest);
+            // a part of it waits for more.
+            use crate::h2::frame::{Opening, opening};
+            match (opening(self.inbound.data()), eof) {
+                (Opening::Http2, _) => return Err(Step::Upgrade),
+                (Opening::Undecided, true) => return Err(Step::Close(End::Done { linger: false })),
+                (Opening::Undecided, false) => return Ok(false),
+                (Opening::Http1, _) => {}
             }
         }
         let limit = services.settings.max_header_bytes;

@@ -16,6 +16,7 @@
 //! backend stops being read. The defences (floods, resets, header block
 //! bounds) are budgets of the connection's, in `Flood`.
 
+mod closed;
 mod stream;
 
 use std::io;
@@ -37,6 +38,7 @@ use crate::timer;
 use super::http1::Http1;
 use super::{Client, End, Key, Step, Timeout, client_error};
 
+use closed::{ClosedStreams, Ended, Late};
 use stream::{StreamIo, StreamPeer, Tx};
 
 /// The most header block bytes (HEADERS and its CONTINUATIONs) rsp
@@ -44,6 +46,12 @@ use stream::{StreamIo, StreamPeer, Tx};
 /// may shrink text to less than half. More is a CONTINUATION flood
 /// (CVE-2024-27316): the connection ends.
 const BLOCK_FACTOR: usize = 2;
+/// The most fields a decoded header list keeps; past them the stream gets
+/// 431. The bound on a request's field count is the HTTP/1 parser's
+/// (`http::MAX_HEADERS`), on the head the list translates to, as for an
+/// HTTP/1 client: this one only bounds what a list may hold before (four
+/// pseudo-header fields, cookies in crumbs that become one line).
+const DECODED_FIELDS: usize = 4 * crate::http::MAX_HEADERS;
 /// The most CONTINUATION frames one header block may take.
 const MAX_CONTINUATIONS: u32 = 32;
 /// Frames rsp may hold for a client that does not read, beyond which the
@@ -77,8 +85,6 @@ const FLOOD_HALF_LIFE: Duration = Duration::from_secs(1);
 const DEFAULT_WINDOW: i64 = 65_535;
 /// Bytes of output or header-list storage an idle connection keeps.
 const IDLE_KEPT: usize = 4096;
-/// How many ended-early stream ids a connection remembers.
-const ENDED_EARLY_KEPT: usize = 64;
 const MAX_RESETS: u32 = 200;
 const MAX_CONTROL: u32 = 10_000;
 
@@ -156,14 +162,10 @@ pub struct Http2 {
     receive_window: i64,
     /// The highest stream id the client opened.
     last_stream: u32,
-    /// Streams rsp ended while the client could still send on them (it
-    /// reset them, or answered before the request's end): frames may
-    /// still come for these, and are dropped. The latest few; any other
-    /// id at or below `last_stream` that is not open is an error.
-    ended_early: std::collections::VecDeque<u32>,
-    /// Resets logged at info level on this connection; the rest go to
-    /// debug, so one client cannot fill the log.
-    resets_logged: u8,
+    /// How the streams that are not open ended: every id at or below
+    /// `last_stream` without a stream is closed, and its late frames get
+    /// what RFC 9113 §5.1 says (`closed::late`).
+    closed: ClosedStreams,
     block: Option<Block>,
     /// rsp sent GOAWAY: no new streams are taken.
     goaway_sent: bool,
@@ -229,8 +231,7 @@ impl Http2 {
             settings_acked: false,
             receive_window: window,
             last_stream: 0,
-            ended_early: std::collections::VecDeque::new(),
-            resets_logged: 0,
+            closed: ClosedStreams::default(),
             block: None,
             goaway_sent: false,
             goaway_received: false,
@@ -368,6 +369,7 @@ impl Http2 {
         if self.streams.capacity() > 0 {
             self.streams = slab::Slab::new();
         }
+        self.closed.shed(timer::now());
         self.decoder.shed();
     }
 
@@ -378,7 +380,11 @@ impl Http2 {
             FrameError::Connection(code, why) => (code, why),
             FrameError::Stream(_, code, why) => (code, why),
         };
-        log::info!("{}: HTTP/2 GOAWAY {code:?}: {why}", client.address);
+        crate::client_log!(
+            log::Level::Info,
+            "{}: HTTP/2 GOAWAY {code:?}: {why}",
+            client.address
+        );
         frame::write_goaway(&mut self.tx.out, self.last_stream, code, why.as_bytes());
         self.goaway_sent = true;
         self.failed = Some(format!("HTTP/2 {code:?}: {why}"));
@@ -445,8 +451,12 @@ impl Http2 {
                     inbound.consume(length);
                     match self.slot(stream) {
                         Some(slot) => self.cut_stream(session, slot, code, services, why)?,
+                        // Frames on a stream rsp reset are ignored (§5.1).
+                        None if self.closed.ended(stream) == Ended::ResetByRsp => {
+                            self.flood.control("a flood of frames on closed streams")?;
+                        }
                         None => {
-                            self.tx.reset(stream, code);
+                            self.reset_stream(client.address, stream, code, &why, services);
                             self.flood.reset()?;
                         }
                     }
@@ -493,7 +503,14 @@ impl Http2 {
                 end_stream,
                 data,
                 flow_length,
-            } => self.data(session, services, (stream, end_stream), data, flow_length),
+            } => self.data(
+                session,
+                client,
+                services,
+                (stream, end_stream),
+                data,
+                flow_length,
+            ),
             Frame::Headers {
                 stream,
                 end_stream,
@@ -535,20 +552,22 @@ impl Http2 {
             // PRIORITY may name any stream, idle ones too (§5.1); rsp
             // does not act on priorities (RFC 9113 deprecates them).
             Frame::Priority { .. } => self.flood.control("PRIORITY flood"),
-            Frame::RstStream { stream, code } => {
-                self.check_known(stream)?;
-                if let Some(slot) = self.slot(stream) {
-                    self.flood.reset()?;
-                    log::debug!(
-                        "{}: HTTP/2 stream {stream} reset by the client: {code:?}",
-                        client.address
-                    );
-                    let mut stream = self.streams.remove(slot);
-                    self.tx.credit += stream.io.body.len() as u64;
-                    stream.io.ended_by_rsp = true;
-                    let key = stream_key(session, slot);
-                    stream.stage.close(key, services, &End::ClientGone(None));
-                }
+            Frame::RstStream { stream: id, code } => {
+                self.check_known(id)?;
+                let Some(slot) = self.slot(id) else {
+                    return self.late_frame(client, services, frame::kind::RST_STREAM, id);
+                };
+                self.flood.reset()?;
+                log::debug!(
+                    "{}: HTTP/2 stream {id} reset by the client: {code:?}",
+                    client.address
+                );
+                let mut stream = self.streams.remove(slot);
+                self.tx.credit += stream.io.body.len() as u64;
+                stream.io.ended_by_rsp = true;
+                self.closed.reset(id, false, timer::now());
+                let key = stream_key(session, slot);
+                stream.stage.close(key, services, &End::ClientGone(None));
                 Ok(())
             }
             Frame::Settings { ack, payload } => {
@@ -583,7 +602,7 @@ impl Http2 {
             }
             Frame::WindowUpdate { stream, increment } => {
                 self.flood.control("WINDOW_UPDATE flood")?;
-                self.window_update(session, services, stream, increment)
+                self.window_update(session, client, services, stream, increment)
             }
             Frame::Unknown { .. } => self.flood.control("a flood of unknown frames"),
         }
@@ -654,6 +673,7 @@ impl Http2 {
     fn window_update(
         &mut self,
         session: usize,
+        client: &Client,
         services: &mut Services,
         stream: u32,
         increment: u32,
@@ -672,21 +692,46 @@ impl Http2 {
             return Ok(());
         }
         self.check_known(stream)?;
-        if let Some(slot) = self.slot(stream) {
-            let entry = &mut self.streams[slot];
-            entry.io.send_window += i64::from(increment);
-            entry.dirty = true;
-            if entry.io.send_window > i64::from(frame::MAX_WINDOW) {
-                let why = "a stream window over 2^31 - 1";
-                self.cut_stream(session, slot, ErrorCode::FlowControlError, services, why)?;
-            }
+        let Some(slot) = self.slot(stream) else {
+            return self.late_frame(client, services, frame::kind::WINDOW_UPDATE, stream);
+        };
+        let entry = &mut self.streams[slot];
+        entry.io.send_window += i64::from(increment);
+        entry.dirty = true;
+        if entry.io.send_window > i64::from(frame::MAX_WINDOW) {
+            let why = "a stream window over 2^31 - 1";
+            self.cut_stream(session, slot, ErrorCode::FlowControlError, services, why)?;
         }
         Ok(())
+    }
+
+    /// A frame of `kind` on stream `id`, at or below the highest opened
+    /// and not open: closed, and what it gets depends on how (§5.1).
+    fn late_frame(
+        &mut self,
+        client: &Client,
+        services: &mut Services,
+        kind: u8,
+        id: u32,
+    ) -> Result<(), FrameError> {
+        match closed::late(kind, self.closed.ended(id)) {
+            // PRIORITY and WINDOW_UPDATE were charged as they came.
+            Late::Ignore if matches!(kind, frame::kind::PRIORITY | frame::kind::WINDOW_UPDATE) => {
+                Ok(())
+            }
+            Late::Ignore => self.flood.control("a flood of frames on closed streams"),
+            Late::Reset(code, why) => {
+                self.reset_stream(client.address, id, code, &why, services);
+                self.flood.reset()
+            }
+            Late::Connection(code, why) => Err(FrameError::Connection(code, why)),
+        }
     }
 
     fn data(
         &mut self,
         session: usize,
+        client: &Client,
         services: &mut Services,
         (stream, end_stream): (u32, bool),
         data: &[u8],
@@ -706,10 +751,9 @@ impl Http2 {
         }
         self.check_known(stream)?;
         let Some(slot) = self.slot(stream) else {
-            // A stream already closed (reset, or answered): its window is
-            // the connection's again.
+            // A closed stream: its window is the connection's again.
             self.tx.credit += data.len() as u64;
-            return self.flood.control("a flood of DATA on ended streams");
+            return self.late_frame(client, services, frame::kind::DATA, stream);
         };
         let entry = &mut self.streams[slot];
         let io = &mut entry.io;
@@ -761,28 +805,47 @@ impl Http2 {
         why: &str,
     ) -> Result<(), FrameError> {
         let stream = self.streams.remove(slot);
-        self.forget(&stream.io);
-        if !stream.io.ended_by_rsp {
-            self.tx.reset(stream.io.id, code);
-        }
-        if self.resets_logged < 10 {
-            self.resets_logged += 1;
-            log::info!(
-                "{}: HTTP/2 stream {} reset ({code:?}): {why}",
-                stream.client,
-                stream.io.id
-            );
-        } else {
-            log::debug!(
-                "{}: HTTP/2 stream {} reset ({code:?}): {why}",
-                stream.client,
-                stream.io.id
-            );
-        }
+        // The body it held unread is the connection's window again.
+        self.tx.credit += stream.io.body.len() as u64;
+        // Even after rsp's END_STREAM (trailers): the client may still be
+        // sending, and must learn of the error.
+        self.reset_stream(stream.client, stream.io.id, code, &why, services);
         stream
             .stage
             .close(stream_key(session, slot), services, &End::ClientGone(None));
         self.flood.reset()
+    }
+
+    /// Every RST_STREAM rsp sends: the stream is one rsp reset from now on
+    /// (its late frames are ignored), and the reset is logged with why,
+    /// at info level within the connection's bound
+    /// (`closed::RESETS_LOGGED`).
+    fn reset_stream(
+        &mut self,
+        address: std::net::SocketAddr,
+        id: u32,
+        code: ErrorCode,
+        why: &dyn std::fmt::Display,
+        services: &mut Services,
+    ) {
+        self.tx.reset(id, code);
+        let now = timer::now();
+        self.closed.reset(id, true, now);
+        match self.closed.admit_log_line(now) {
+            Some(0) => crate::client_log!(
+                log::Level::Info,
+                "{address}: HTTP/2 stream {id} reset ({code:?}): {why}"
+            ),
+            Some(unlogged) => crate::client_log!(
+                log::Level::Info,
+                "{address}: HTTP/2 stream {id} reset ({code:?}): {why} \
+                 ({unlogged} resets before it not logged)"
+            ),
+            None => {
+                services.totals.resets_unlogged += 1;
+                log::debug!("{address}: HTTP/2 stream {id} reset ({code:?}): {why}");
+            }
+        }
     }
 
     /// A whole header block arrived: a new stream's request, or trailers.
@@ -799,7 +862,7 @@ impl Http2 {
         let mut list = std::mem::take(&mut self.list);
         let decoded = self
             .decoder
-            .decode(&block.bytes, limit, crate::http::MAX_HEADERS, &mut list);
+            .decode(&block.bytes, limit, DECODED_FIELDS, &mut list);
         let result = match decoded {
             Ok(()) => self.header_list(session, client, services, &block, &list),
             Err(hpack::HpackError(why)) => {
@@ -830,33 +893,29 @@ impl Http2 {
             let trailers = (block.end_stream, decoded.too_large, &fields[..]);
             return self.trailers(session, client, services, slot, trailers);
         }
-        if id <= self.last_stream || id.is_multiple_of(2) {
-            if self.ended_early.contains(&id) {
-                // A stream rsp ended before the client did: its trailers,
-                // say, sent before the client saw the end. Decoded to keep
-                // HPACK in step, dropped; it costs the flood budget.
-                return self
-                    .flood
-                    .control("a flood of header blocks on ended streams");
-            }
-            // An id going backwards, or a server's: §5.1.1.
+        if id.is_multiple_of(2) {
+            // A server's id: §5.1.1.
             return Err(FrameError::Connection(
                 ErrorCode::ProtocolError,
-                "a stream id that is not new and odd",
+                "a stream id that is not odd",
             ));
         }
+        if id <= self.last_stream {
+            // A closed stream's: trailers the client sent before it saw
+            // rsp's reset, say. Decoded (HPACK stays in step), then as
+            // §5.1 says.
+            return self.late_frame(client, services, frame::kind::HEADERS, id);
+        }
+        self.closed.opened(id, self.last_stream);
         self.last_stream = id;
         if self.goaway_sent {
-            // After GOAWAY, new streams are ignored (§6.8).
+            // After GOAWAY, new streams are ignored (§6.8), and so are
+            // their frames (`ClosedStreams::goaway`).
             return Ok(());
         }
         if self.streams.len() >= self.settings.max_concurrent_streams as usize {
-            log::info!(
-                "{}: HTTP/2 stream {id} refused: {} streams open",
-                client.address,
-                self.streams.len()
-            );
-            self.tx.reset(id, ErrorCode::RefusedStream);
+            let why = format!("refused: {} streams open", self.streams.len());
+            self.reset_stream(client.address, id, ErrorCode::RefusedStream, &why, services);
             return self.flood.reset();
         }
         let mut head = Vec::with_capacity(256);
@@ -866,11 +925,8 @@ impl Http2 {
             match request::to_http1(&fields, block.end_stream, &mut head) {
                 Ok(framing) => framing,
                 Err(malformed) => {
-                    log::info!(
-                        "{}: HTTP/2 stream {id} reset: malformed request: {malformed}",
-                        client.address
-                    );
-                    self.tx.reset(id, ErrorCode::ProtocolError);
+                    let why = format!("malformed request: {malformed}");
+                    self.reset_stream(client.address, id, ErrorCode::ProtocolError, &why, services);
                     return self.flood.reset();
                 }
             }
@@ -890,10 +946,10 @@ impl Http2 {
             client: client.address,
         });
         if decoded.too_large {
-            log::info!(
-                "{}: HTTP/2 stream {id}: 431, header list over {limit} bytes or {} fields",
+            crate::client_log!(
+                log::Level::Info,
+                "{}: HTTP/2 stream {id}: 431, header list over {limit} bytes or {DECODED_FIELDS} fields",
                 client.address,
-                crate::http::MAX_HEADERS
             );
             // The stream keeps its real end: a client that had not ended
             // it may still send, and is told to stop (RST_STREAM NO_ERROR).
@@ -1043,38 +1099,27 @@ impl Http2 {
     /// A stream's stage is done: its end goes to the client (END_STREAM,
     /// or a reset when its answer was cut), and its slot is freed.
     fn finish_stream(&mut self, session: usize, slot: usize, end: End, services: &mut Services) {
-        let stream = self.streams.remove(slot);
-        let Stream { io, stage, .. } = stream;
-        self.forget(&io);
+        let Stream {
+            io, stage, client, ..
+        } = self.streams.remove(slot);
+        // The body it held unread is the connection's window again.
+        self.tx.credit += io.body.len() as u64;
         let key = stream_key(session, slot);
         let done = matches!(end, End::Done { .. });
         // `ended_by_rsp` here: trailers ended the answer.
         let complete = done && (io.ended_by_rsp || io.phase != stream::Phase::Head);
-        if !io.ended_by_rsp {
-            if complete {
-                self.tx.write_data(io.id, &[], true);
-            } else {
-                self.tx.reset(io.id, ErrorCode::InternalError);
-            }
+        if !io.ended_by_rsp && complete {
+            self.tx.write_data(io.id, &[], true);
         }
-        if complete && !io.ended_by_client {
+        if !io.ended_by_rsp && !complete {
+            let why = cut_short(&end);
+            self.reset_stream(client, io.id, ErrorCode::InternalError, &why, services);
+        } else if !io.ended_by_client {
             // §8.1: the answer is complete, the request need not be.
-            self.tx.reset(io.id, ErrorCode::NoError);
+            let why = "answered before the end of the request";
+            self.reset_stream(client, io.id, ErrorCode::NoError, &why, services);
         }
         stage.close(key, services, &end);
-    }
-
-    /// A stream leaves: the body it held unread is the connection's window
-    /// again, and if the client may still send on it, its id is kept
-    /// among those whose late frames are dropped.
-    fn forget(&mut self, io: &StreamIo) {
-        self.tx.credit += io.body.len() as u64;
-        if !io.ended_by_client {
-            if self.ended_early.len() >= ENDED_EARLY_KEPT {
-                self.ended_early.pop_front();
-            }
-            self.ended_early.push_back(io.id);
-        }
     }
 
     /// Gives back the windows of body bytes the stages took.
@@ -1109,6 +1154,7 @@ impl Http2 {
         }
         frame::write_goaway(&mut self.tx.out, self.last_stream, ErrorCode::NoError, b"");
         self.goaway_sent = true;
+        self.closed.goaway(self.last_stream);
     }
 
     /// The stage's next deadline: the earliest of its streams', or the
@@ -1249,6 +1295,16 @@ impl Http2 {
         for (slot, stream) in self.streams {
             stream.stage.close(stream_key(session, slot), services, end);
         }
+    }
+}
+
+/// Why a stream's answer was cut short, for the log line of its reset.
+fn cut_short(end: &End) -> String {
+    match end {
+        End::Aborted(why) => why.clone(),
+        End::ClientGone(Some(error)) => format!("the client's side failed: {error}"),
+        End::ClientGone(None) => "the client's side ended".into(),
+        End::Done { .. } => "the exchange ended before its answer did".into(),
     }
 }
 

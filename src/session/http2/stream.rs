@@ -47,31 +47,45 @@ impl Tx {
 
     /// Writes a header block for `stream` as HEADERS and, past the
     /// client's frame size, CONTINUATION frames.
-    pub fn write_headers(
+    pub fn write_headers<'a>(
         &mut self,
         stream: u32,
-        fields: &[(Vec<u8>, Vec<u8>)],
+        fields: impl Iterator<Item = (&'a [u8], &'a [u8])>,
         status: Option<u16>,
         end_stream: bool,
     ) {
-        let mut block = Vec::with_capacity(128);
+        // The block is encoded in place, after room for its HEADERS
+        // frame's header, written once its length is known.
+        let at = self.out.len();
+        self.out.extend_from_slice(&[0; frame::HEADER_LENGTH]);
+        let start = self.out.len();
         if std::mem::take(&mut self.table_update) {
-            block.push(0x20);
+            self.out.push(0x20);
         }
         if let Some(status) = status {
-            hpack::encode_status(&mut block, status);
+            hpack::encode_status(&mut self.out, status);
         }
         for (name, value) in fields {
-            hpack::encode_field(&mut block, name, value);
+            hpack::encode_field(&mut self.out, name, value);
         }
+        let length = self.out.len() - start;
+        if length <= self.max_frame {
+            let flags = frame::flag::END_HEADERS | end_flag(end_stream);
+            let header = frame::header_bytes(length, frame::kind::HEADERS, flags, stream);
+            self.out[at..start].copy_from_slice(&header);
+            return;
+        }
+        // Past the client's frame size (a head over 16 KiB at least): in
+        // frames of that size, CONTINUATIONs after the HEADERS.
+        let block = self.out.split_off(start);
+        self.out.truncate(at);
+        self.write_block(stream, &block, end_stream);
+    }
+
+    fn write_block(&mut self, stream: u32, block: &[u8], end_stream: bool) {
         let mut chunks = block.chunks(self.max_frame.max(1)).peekable();
         let mut kind = frame::kind::HEADERS;
         let mut first = true;
-        if chunks.peek().is_none() {
-            let flags = frame::flag::END_HEADERS | end_flag(end_stream);
-            frame::write_header(&mut self.out, 0, kind, flags, stream);
-            return;
-        }
         while let Some(chunk) = chunks.next() {
             let mut flags = 0;
             if first {
@@ -275,14 +289,17 @@ impl Sink for StreamPeer<'_> {
             if head.is_empty() {
                 return Ok(None);
             }
-            let Some(parsed) = response::read_head(head) else {
+            let written = response::read_head(head, |parsed, fields| {
+                tx.write_headers(io.id, fields, Some(parsed.status), false);
+                parsed
+            });
+            let Some(parsed) = written else {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     "a response head that does not parse",
                 ));
             };
             let interim = parsed.status < 200;
-            tx.write_headers(io.id, &parsed.fields, Some(parsed.status), false);
             if !interim {
                 io.phase = Phase::Body {
                     chunked: parsed.chunked,
@@ -296,11 +313,16 @@ impl Sink for StreamPeer<'_> {
         if chunked && !head.is_empty() {
             // The trailer section of a chunked body: a HEADERS frame that
             // ends the stream.
-            let fields = response::read_trailers(head);
-            if fields.is_empty() {
+            let written = response::read_trailers(head, |fields| {
+                let mut fields = fields.peekable();
+                if fields.peek().is_none() {
+                    return false;
+                }
+                tx.write_headers(io.id, fields, None, true);
+                true
+            });
+            if written != Some(true) {
                 tx.write_data(io.id, &[], true);
-            } else {
-                tx.write_headers(io.id, &fields, None, true);
             }
             io.ended_by_rsp = true;
             return Ok(Some(head.len()));
@@ -336,8 +358,7 @@ impl Sink for StreamPeer<'_> {
         if given == 0 {
             tx.out.truncate(at);
         } else {
-            let mut header = Vec::with_capacity(frame::HEADER_LENGTH);
-            frame::write_data_header(&mut header, io.id, given, false);
+            let header = frame::header_bytes(given, frame::kind::DATA, 0, io.id);
             tx.out[at..at + frame::HEADER_LENGTH].copy_from_slice(&header);
             io.charge(tx, given);
         }
@@ -345,5 +366,78 @@ impl Sink for StreamPeer<'_> {
             return Ok(None);
         }
         Ok(Some(walked))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tx() -> Tx {
+        Tx {
+            out: vec![b'x'],
+            sent: 1,
+            window: 65_535,
+            max_frame: frame::DEFAULT_MAX_FRAME_SIZE as usize,
+            table_update: true,
+            credit: 0,
+        }
+    }
+
+    /// A frame's kind, flags and payload length.
+    type Written = (u8, u8, usize);
+    type Field = (Vec<u8>, Vec<u8>);
+
+    /// The frames in `tx`'s output, and the header block they carry,
+    /// decoded.
+    fn frames(tx: &Tx) -> (Vec<Written>, Vec<Field>) {
+        let (mut at, mut out, mut block) = (tx.sent, Vec::new(), Vec::new());
+        while at < tx.out.len() {
+            let header = frame::Header::read(&tx.out[at..]).unwrap();
+            let end = at + frame::HEADER_LENGTH + header.length as usize;
+            block.extend_from_slice(&tx.out[at + frame::HEADER_LENGTH..end]);
+            out.push((header.kind, header.flags, header.length as usize));
+            at = end;
+        }
+        let fields = loona_hpack::Decoder::new().decode(&block).unwrap();
+        (out, fields)
+    }
+
+    #[test]
+    fn a_header_block_goes_in_one_frame_or_in_frames_of_the_clients_size() {
+        use frame::flag::{END_HEADERS, END_STREAM};
+        use frame::kind::{CONTINUATION, HEADERS};
+        let small: [(&[u8], &[u8]); 2] = [(b"Content-Type", b"text/plain"), (b"x-a", b"b")];
+        let mut one = tx();
+        one.write_headers(1, small.into_iter(), Some(200), true);
+        let (written, fields) = frames(&one);
+        assert_eq!(written, [(HEADERS, END_HEADERS | END_STREAM, written[0].2)]);
+        assert_eq!(fields[0], (b":status".to_vec(), b"200".to_vec()));
+        assert_eq!(
+            fields[1],
+            (b"content-type".to_vec(), b"text/plain".to_vec())
+        );
+        // 40,000 bytes of fields: 16,384, 16,384, then the rest.
+        let value = vec![b'v'; 1000];
+        let large: Vec<(&[u8], &[u8])> = (0..40).map(|_| (&b"x-large"[..], &value[..])).collect();
+        let mut split = tx();
+        split.write_headers(3, large.into_iter(), Some(200), false);
+        let (written, fields) = frames(&split);
+        let kinds: Vec<(u8, u8)> = written
+            .iter()
+            .map(|(kind, flags, _)| (*kind, *flags))
+            .collect();
+        assert_eq!(
+            kinds,
+            [(HEADERS, 0), (CONTINUATION, 0), (CONTINUATION, END_HEADERS)]
+        );
+        assert_eq!(written[0].2, 16_384);
+        assert_eq!(written[1].2, 16_384);
+        assert_eq!(fields.len(), 41);
+        // Trailers: no status; an empty block is one empty frame.
+        let mut empty = tx();
+        empty.table_update = false;
+        empty.write_headers(5, std::iter::empty(), None, true);
+        assert_eq!(frames(&empty).0, [(HEADERS, END_HEADERS | END_STREAM, 0)]);
     }
 }

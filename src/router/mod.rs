@@ -311,7 +311,7 @@ impl Router {
         };
         request.sealed = true;
         request.head.account();
-        let (answer, key) = answer.map_err(|error| RouteError::Script(first_line(&error)))?;
+        let (answer, key) = answer.map_err(|error| RouteError::Script(error.to_string()))?;
         self.check_ctx(request, "route")
             .map_err(RouteError::Script)?;
         read_answer(answer, key, pools)

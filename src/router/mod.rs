@@ -261,6 +261,15 @@ impl Router {
         self.lua.used_memory()
     }
 
+    /// A full garbage collection: what exchanges that ended kept in the
+    /// script's state (their `req.ctx`) is freed now, not when Lua next
+    /// allocates enough to get to it.
+    pub fn collect_garbage(&self) {
+        if let Err(error) = self.lua.gc_collect() {
+            log::debug!("Lua garbage collection failed: {error}");
+        }
+    }
+
     /// Measures what `req.ctx` holds after a hook; an error when it holds
     /// more than one request may (`memory.script_per_request`).
     fn check_ctx(&self, request: &mut RequestView, hook: &str) -> Result<(), String> {

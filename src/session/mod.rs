@@ -605,8 +605,10 @@ impl Session {
                     return Reclaimed::Nothing;
                 }
                 services.totals.stalled_cut += 1;
-                let why = format!(
-                    "its client took nothing for {:.1} s while {} ({} bytes held)",
+                crate::client_log!(
+                    log::Level::Warn,
+                    "{}: connection cut: its client took nothing for {:.1} s while {} ({} bytes held)",
+                    self.client.address,
                     stalled.as_secs_f64(),
                     if pressure >= Pressure::High {
                         "memory was needed"
@@ -615,7 +617,8 @@ impl Session {
                     },
                     stage.held()
                 );
-                self.close(services, End::Aborted(why));
+                // The client's doing, not the backend's: its lease ends well.
+                self.close(services, End::ClientGone(None));
                 Reclaimed::Closed
             }
             Stage::Http2(stage) => {

@@ -441,6 +441,11 @@ impl EventLoop {
     /// memory is near its bound, or a pool's requests wait for slots,
     /// exchanges stalled on their clients are cut (`Session::reclaim`).
     fn reclaim(&mut self, now: Instant) {
+        let (_, pressure) = self.services.memory();
+        if pressure >= Pressure::High {
+            // Exchanges that ended since may have left garbage in Lua.
+            self.services.router.collect_garbage();
+        }
         let (held, pressure) = self.services.memory();
         self.services.totals.memory_held = held as u64;
         let waiting = self.services.pools.iter().any(|pool| pool.queued() > 0);

@@ -155,6 +155,11 @@ impl Http1 {
             })
     }
 
+    /// The storage of the answer buffer (backend → client).
+    pub fn answer_buffer_held(&self) -> usize {
+        self.busy.as_deref().map_or(0, |busy| busy.outbound.held())
+    }
+
     /// The exchange waits on its client: an answer the client does not
     /// take (its socket or window shut), or a request body it does not
     /// send. One waiting on its backend is not.

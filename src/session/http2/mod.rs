@@ -31,6 +31,7 @@ use crate::config::Timeouts;
 use crate::h2::frame::{self, ErrorCode, Frame, FrameError, setting};
 use crate::h2::request::{self, BodyFraming};
 use crate::h2::{self as h2, Settings, hpack};
+use crate::memory::{Pressure, Tracked};
 use crate::reply::ErrorReply;
 use crate::services::Services;
 use crate::timer;
@@ -86,6 +87,8 @@ const DEFAULT_WINDOW: i64 = 65_535;
 /// Bytes of output or header-list storage an idle connection keeps.
 const IDLE_KEPT: usize = 4096;
 const MAX_RESETS: u32 = 200;
+/// Streams one connection opens in one turn at most (`turn_used`).
+const NEW_STREAMS_PER_TURN: u32 = 2;
 const MAX_CONTROL: u32 = 10_000;
 
 impl Flood {
@@ -138,6 +141,20 @@ struct Stream {
     dirty: bool,
     /// The connection's client, for log lines.
     client: std::net::SocketAddr,
+    /// The bound of the stage's answer buffer, and what of it is not yet
+    /// taken, counted in what the worker holds: admitting streams looks
+    /// at what they may come to hold, not what they hold the moment they
+    /// open (their answers arrive later, and would overshoot the bound).
+    bound: usize,
+    reserved: Tracked,
+}
+
+impl Stream {
+    /// Counts the part of the answer buffer's bound not yet taken.
+    fn reserve(&mut self) {
+        let taken = self.stage.answer_buffer_held();
+        self.reserved.set(self.bound.saturating_sub(taken));
+    }
 }
 
 pub struct Http2 {
@@ -179,6 +196,10 @@ pub struct Http2 {
     generation: u64,
     /// Listed in `Services::flushes`: its frames go out after this batch.
     flush_queued: bool,
+    /// Streams opened (or refused) in this turn: past
+    /// `NEW_STREAMS_PER_TURN` the rest of the client's frames wait for
+    /// the next turn, after other connections had theirs.
+    opened_this_turn: u32,
 }
 
 /// The connection window rsp offers: enough for a number of streams to
@@ -239,13 +260,29 @@ impl Http2 {
             flood: Flood::default(),
             generation,
             flush_queued: false,
+            opened_this_turn: 0,
         }
     }
 
     /// Makes all the progress the sockets allow.
     pub fn drive(&mut self, session: usize, client: &mut Client, services: &mut Services) -> Step {
         let buffer_bytes = services.settings.buffer_bytes;
-        super::drive_rounds(buffer_bytes, || self.run_once(session, client, services))
+        self.opened_this_turn = 0;
+        let step = super::drive_rounds(buffer_bytes, || self.run_once(session, client, services));
+        match step {
+            // Frames held back for the next turn: no readiness event will
+            // tell of them, they are already read.
+            Step::Continue { .. } if self.turn_used() && !self.inbound.is_empty() => Step::Yield,
+            step => step,
+        }
+    }
+
+    /// This turn opened as many streams as a turn may: what one client
+    /// asks for at once (a new stream runs `route()`, and may carry a
+    /// header list of `max_header_list_size`) waits while others are
+    /// served, so their latency does not grow with its requests.
+    fn turn_used(&self) -> bool {
+        self.opened_this_turn >= NEW_STREAMS_PER_TURN
     }
 
     fn run_once(
@@ -428,6 +465,9 @@ impl Http2 {
             self.preface = true;
         }
         loop {
+            if self.turn_used() && self.block.is_none() {
+                break;
+            }
             let data = inbound.data();
             let (parsed, length) = match frame::parse(data, self.settings.max_frame_size) {
                 Ok(Some(parsed)) => parsed,
@@ -906,6 +946,7 @@ impl Http2 {
             // §5.1 says.
             return self.late_frame(client, services, frame::kind::HEADERS, id);
         }
+        self.opened_this_turn += 1;
         self.closed.opened(id, self.last_stream);
         self.last_stream = id;
         if self.goaway_sent {
@@ -915,6 +956,11 @@ impl Http2 {
         }
         if self.streams.len() >= self.settings.max_concurrent_streams as usize {
             let why = format!("refused: {} streams open", self.streams.len());
+            self.reset_stream(client.address, id, ErrorCode::RefusedStream, &why, services);
+            return self.flood.reset();
+        }
+        if let Some(why) = self.memory_refusal(services, block.bytes.len()) {
+            services.totals.refused_for_memory += 1;
             self.reset_stream(client.address, id, ErrorCode::RefusedStream, &why, services);
             return self.flood.reset();
         }
@@ -944,7 +990,10 @@ impl Http2 {
             last: timer::now(),
             dirty: true,
             client: client.address,
+            bound: buffer,
+            reserved: Tracked::default(),
         });
+        self.streams[slot].reserve();
         if decoded.too_large {
             crate::client_log!(
                 log::Level::Info,
@@ -1069,6 +1118,7 @@ impl Http2 {
                 stream.stage.forgo_body();
                 step = Step::Close(End::Done { linger: false });
             }
+            stream.reserve();
             match step {
                 Step::Continue { progress: moved } => {
                     stream.dirty = moved;
@@ -1270,17 +1320,79 @@ impl Http2 {
         any || !self.goaway_sent
     }
 
+    /// Why a new stream must be refused for memory (REFUSED_STREAM, which
+    /// the client may retry), if it must: the worker past its limit and
+    /// the connection holding streams already, the worker at its
+    /// ceiling, or the connection at `memory.per_connection` (its streams'
+    /// buffers, heads and `req.ctx`, with the new one's head, which rsp
+    /// holds about twice, as it arrived and as parsed).
+    fn memory_refusal(&self, services: &Services, block: usize) -> Option<String> {
+        let (_, pressure) = services.memory();
+        match pressure {
+            Pressure::Ceiling => return Some("refused: rsp is at its memory ceiling".into()),
+            Pressure::Full if !self.streams.is_empty() => {
+                return Some("refused: rsp is at its memory limit".into());
+            }
+            _ => {}
+        }
+        let bound = services.settings.memory.per_connection;
+        let held: usize = self
+            .streams
+            .iter()
+            .map(|(_, stream)| stream.stage.held() + stream.io.held() + stream.reserved.bytes())
+            .sum();
+        let wanted = held + 2 * block;
+        (wanted > bound && !self.streams.is_empty()).then(|| {
+            format!(
+                "refused: the connection holds {held} bytes, near memory.per_connection ({bound})"
+            )
+        })
+    }
+
     /// Cuts the streams stalled on the client past the grace whose hold is
     /// `needed` (see `Session::reclaim`); true when one was.
     pub fn reclaim(
         &mut self,
-        _session: usize,
-        _services: &mut Services,
-        _now: Instant,
-        _pressure: crate::memory::Pressure,
-        _needed: impl Fn(&Services, Option<usize>) -> bool,
+        session: usize,
+        services: &mut Services,
+        now: Instant,
+        pressure: Pressure,
+        needed: impl Fn(&Services, Option<usize>) -> bool,
     ) -> bool {
-        false
+        let mut stalled = Vec::new();
+        for (slot, stream) in self.streams.iter_mut() {
+            if let Some(time) = stream.stage.stalled(now)
+                && time >= crate::memory::STALL_GRACE
+                && needed(services, stream.stage.leased_pool())
+            {
+                stalled.push((slot, time, stream.stage.held() + stream.io.held()));
+            }
+        }
+        for &(slot, time, held) in &stalled {
+            let stream = self.streams.remove(slot);
+            self.tx.credit += stream.io.body.len() as u64;
+            services.totals.stalled_cut += 1;
+            let why = format!(
+                "cut: its client took nothing for {:.1} s while {} ({held} bytes held)",
+                time.as_secs_f64(),
+                if pressure >= Pressure::High {
+                    "memory was needed"
+                } else {
+                    "its pool had requests waiting"
+                },
+            );
+            self.reset_stream(
+                stream.client,
+                stream.io.id,
+                ErrorCode::Cancel,
+                &why,
+                services,
+            );
+            stream
+                .stage
+                .close(stream_key(session, slot), services, &End::ClientGone(None));
+        }
+        !stalled.is_empty()
     }
 
     /// The connection ends with streams open: their exchanges end as ones

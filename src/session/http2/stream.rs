@@ -161,6 +161,12 @@ pub struct StreamIo {
 }
 
 impl StreamIo {
+    /// What the stream holds besides its stage: the head not yet read, the
+    /// body and trailers received.
+    pub fn held(&self) -> usize {
+        self.head.capacity() + self.body.capacity() + self.tail.capacity()
+    }
+
     pub fn new(id: u32, head: Vec<u8>, framing: BodyFraming, windows: (i64, i64)) -> StreamIo {
         StreamIo {
             id,
@@ -224,6 +230,11 @@ impl Peer for StreamPeer<'_> {
             let count = buffer.push(&io.head);
             io.head.drain(..count);
             read += count;
+            if io.head.is_empty() {
+                // Its storage goes now, not when the stream ends: a stream
+                // the client leaves open would hold a copy of its head.
+                io.head = Vec::new();
+            }
         }
         if io.head.is_empty() && !io.body.is_empty() {
             let room = buffer.capacity_left(buffer.len());

@@ -109,6 +109,9 @@ pub struct Services {
     /// Counts reloads: HTTP/2 connections begun before the latest are
     /// sent GOAWAY.
     pub generation: u64,
+    /// Counts the loop's rounds (a poll and what it reported): what a
+    /// connection may do once a round is counted against it.
+    pub round: u64,
     pub worker: Worker,
 }
 

@@ -180,52 +180,119 @@ pub const HUFFMAN_LENGTHS: [u8; 257] = [
 const MAX_CODE: usize = 30;
 const EOS: u16 = 256;
 
-/// The canonical code's decoding tables, by code length.
-struct Huffman {
-    /// The first code of each length.
-    first: [u32; MAX_CODE + 1],
-    count: [u32; MAX_CODE + 1],
-    /// Where each length's symbols start in `symbols`.
-    offset: [u16; MAX_CODE + 1],
-    /// Symbols by length, then value.
-    symbols: [u16; 257],
-}
-
-impl Huffman {
-    const fn new() -> Huffman {
-        let mut table = Huffman {
-            first: [0; MAX_CODE + 1],
-            count: [0; MAX_CODE + 1],
-            offset: [0; MAX_CODE + 1],
-            symbols: [0; 257],
-        };
-        let mut symbol = 0;
-        while symbol < 257 {
-            table.count[HUFFMAN_LENGTHS[symbol] as usize] += 1;
-            symbol += 1;
-        }
-        let (mut code, mut at, mut length) = (0u32, 0u16, 1);
-        while length <= MAX_CODE {
-            code <<= 1;
-            table.first[length] = code;
-            table.offset[length] = at;
-            code += table.count[length];
-            at += table.count[length] as u16;
-            length += 1;
-        }
-        let mut filled = [0u16; MAX_CODE + 1];
-        let mut symbol = 0;
-        while symbol < 257 {
-            let length = HUFFMAN_LENGTHS[symbol] as usize;
-            table.symbols[(table.offset[length] + filled[length]) as usize] = symbol as u16;
-            filled[length] += 1;
-            symbol += 1;
-        }
-        table
+/// The code's tree: 256 internal nodes (0 the root, as every complete
+/// binary tree with 257 leaves has), each child a node (below 256) or a
+/// leaf (256 + its symbol).
+const fn tree() -> [[u16; 2]; 256] {
+    // The canonical codes: those of each length consecutive, in symbol
+    // order, after the shorter ones.
+    let mut count = [0u32; MAX_CODE + 1];
+    let mut symbol = 0;
+    while symbol < 257 {
+        count[HUFFMAN_LENGTHS[symbol] as usize] += 1;
+        symbol += 1;
     }
+    let mut next_code = [0u32; MAX_CODE + 1];
+    let (mut code, mut length) = (0u32, 1);
+    while length <= MAX_CODE {
+        code = (code + count[length - 1]) << 1;
+        next_code[length] = code;
+        length += 1;
+    }
+    let mut tree = [[0u16; 2]; 256];
+    let mut nodes = 1;
+    let mut symbol = 0;
+    while symbol < 257 {
+        let length = HUFFMAN_LENGTHS[symbol] as usize;
+        let code = next_code[length];
+        next_code[length] += 1;
+        let mut node = 0;
+        let mut bit = length;
+        while bit > 0 {
+            bit -= 1;
+            let branch = ((code >> bit) & 1) as usize;
+            if bit == 0 {
+                tree[node][branch] = 256 + symbol as u16;
+            } else {
+                if tree[node][branch] == 0 {
+                    tree[node][branch] = nodes;
+                    nodes += 1;
+                }
+                node = tree[node][branch] as usize;
+            }
+        }
+        symbol += 1;
+    }
+    tree
 }
 
-static HUFFMAN: Huffman = Huffman::new();
+/// What decoding four bits from a node does: the node it ends at, the
+/// symbol it completed (`NO_SYMBOL` if none: codes are at least five bits
+/// long, so four bits complete one at most), or EOS, which a string may
+/// not hold.
+#[derive(Clone, Copy)]
+struct Step {
+    next: u8,
+    symbol: u16,
+}
+
+const NO_SYMBOL: u16 = u16::MAX;
+
+/// The decoder's state machine, a nibble at a time (as nghttp2's): one
+/// table lookup per four bits, whatever the codes' lengths; `accepts`: a
+/// string may end at the node (its bits since the last symbol are a
+/// prefix of EOS, all ones, shorter than a byte: §5.2's padding).
+struct HuffmanMachine {
+    steps: [[Step; 16]; 256],
+    accepts: [bool; 256],
+}
+
+const fn huffman_machine() -> HuffmanMachine {
+    let tree = tree();
+    let mut decoder = HuffmanMachine {
+        steps: [[Step {
+            next: 0,
+            symbol: NO_SYMBOL,
+        }; 16]; 256],
+        accepts: [false; 256],
+    };
+    let mut state = 0;
+    while state < 256 {
+        let mut nibble = 0;
+        while nibble < 16 {
+            let (mut node, mut symbol, mut bit) = (state, NO_SYMBOL, 4);
+            while bit > 0 {
+                bit -= 1;
+                let child = tree[node][(nibble >> bit) & 1];
+                if child >= 256 {
+                    symbol = child - 256;
+                    node = 0;
+                    if symbol == EOS {
+                        break;
+                    }
+                } else {
+                    node = child as usize;
+                }
+            }
+            decoder.steps[state][nibble] = Step {
+                next: node as u8,
+                symbol,
+            };
+            nibble += 1;
+        }
+        state += 1;
+    }
+    // The all-ones path from the root, seven bits deep at most.
+    let (mut node, mut depth) = (0, 0);
+    while depth <= 7 {
+        decoder.accepts[node] = true;
+        node = tree[node][1] as usize;
+        depth += 1;
+    }
+    decoder
+}
+
+static HUFFMAN: HuffmanMachine = huffman_machine();
 
 /// Why a header block cannot be decoded: a connection error
 /// (COMPRESSION_ERROR).
@@ -234,34 +301,20 @@ pub struct HpackError(pub &'static str);
 
 /// Decodes a Huffman-coded string onto `out`.
 fn huffman_decode(input: &[u8], out: &mut Vec<u8>) -> Result<(), HpackError> {
-    let table = &HUFFMAN;
-    let (mut bits, mut held) = (0u64, 0usize);
+    let machine = &HUFFMAN;
+    let mut state = 0;
     for &byte in input {
-        bits = (bits << 8) | u64::from(byte);
-        held += 8;
-        'symbols: while held >= 5 {
-            for length in 5..=MAX_CODE.min(held) {
-                let code = ((bits >> (held - length)) & ((1 << length) - 1)) as u32;
-                let index = code.wrapping_sub(table.first[length]);
-                if index < table.count[length] {
-                    let symbol = table.symbols[(table.offset[length] as u32 + index) as usize];
-                    if symbol == EOS {
-                        return Err(HpackError("EOS in a Huffman string"));
-                    }
-                    out.push(symbol as u8);
-                    held -= length;
-                    continue 'symbols;
-                }
+        for nibble in [byte >> 4, byte & 15] {
+            let step = machine.steps[state][nibble as usize];
+            match step.symbol {
+                NO_SYMBOL => {}
+                EOS => return Err(HpackError("EOS in a Huffman string")),
+                symbol => out.push(symbol as u8),
             }
-            if held >= MAX_CODE {
-                return Err(HpackError("an invalid Huffman code"));
-            }
-            break;
+            state = step.next as usize;
         }
-        bits &= (1 << held) - 1;
     }
-    // What is left must be the start of EOS (all ones), shorter than a byte.
-    if held > 7 || bits != (1 << held) - 1 {
+    if !machine.accepts[state] {
         return Err(HpackError("bad Huffman padding"));
     }
     Ok(())

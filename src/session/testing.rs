@@ -44,6 +44,7 @@ pub fn services(settings: &str) -> (Poll, Services) {
         commands: Vec::new(),
         draining: false,
         generation: 0,
+        round: 0,
         worker: Worker::single(),
     };
     (poll, services)

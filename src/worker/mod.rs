@@ -95,6 +95,7 @@ impl EventLoop {
             commands: Vec::new(),
             draining: false,
             generation: 0,
+            round: 0,
             worker,
         };
         let mut event_loop = EventLoop {
@@ -152,6 +153,7 @@ impl EventLoop {
                 return Err(error);
             }
             timer::tick();
+            self.services.round += 1;
             self.services.defer_writes = true;
             for event in events.iter() {
                 match TokenKind::of(event.token()) {
@@ -186,9 +188,15 @@ impl EventLoop {
         }
     }
 
-    /// The sessions that yielded last turn get their next one, in order.
+    /// The sessions that yielded last turn get their next one, each one
+    /// turn (a session driven more than once in a batch yields more than
+    /// once: it must not take that many turns of the next round, nor keep
+    /// them round after round).
     fn run_yielded(&mut self) {
-        for key in std::mem::take(&mut self.services.yielded) {
+        let mut yielded = std::mem::take(&mut self.services.yielded);
+        yielded.sort_unstable();
+        yielded.dedup();
+        for key in yielded {
             self.drive(key, None);
         }
     }

@@ -87,8 +87,9 @@ const DEFAULT_WINDOW: i64 = 65_535;
 /// Bytes of output or header-list storage an idle connection keeps.
 const IDLE_KEPT: usize = 4096;
 const MAX_RESETS: u32 = 200;
-/// Streams one connection opens in one turn at most (`turn_used`).
-const NEW_STREAMS_PER_TURN: u32 = 2;
+/// Streams one connection opens in one round of the loop at most
+/// (`round_used`).
+const NEW_STREAMS_PER_ROUND: u32 = 4;
 const MAX_CONTROL: u32 = 10_000;
 
 impl Flood {
@@ -196,10 +197,13 @@ pub struct Http2 {
     generation: u64,
     /// Listed in `Services::flushes`: its frames go out after this batch.
     flush_queued: bool,
-    /// Streams opened (or refused) in this turn: past
-    /// `NEW_STREAMS_PER_TURN` the rest of the client's frames wait for
-    /// the next turn, after other connections had theirs.
-    opened_this_turn: u32,
+    /// Streams opened (or refused) in the loop's round `round`: past
+    /// `NEW_STREAMS_PER_ROUND` the rest of the client's frames wait for
+    /// the next round, after other connections had theirs (however many
+    /// times the connection is driven in a round: each of its streams'
+    /// backends' events drives it).
+    opened: u32,
+    round: u64,
 }
 
 /// The connection window rsp offers: enough for a number of streams to
@@ -260,29 +264,33 @@ impl Http2 {
             flood: Flood::default(),
             generation,
             flush_queued: false,
-            opened_this_turn: 0,
+            opened: 0,
+            round: 0,
         }
     }
 
     /// Makes all the progress the sockets allow.
     pub fn drive(&mut self, session: usize, client: &mut Client, services: &mut Services) -> Step {
         let buffer_bytes = services.settings.buffer_bytes;
-        self.opened_this_turn = 0;
+        if self.round != services.round {
+            self.round = services.round;
+            self.opened = 0;
+        }
         let step = super::drive_rounds(buffer_bytes, || self.run_once(session, client, services));
         match step {
-            // Frames held back for the next turn: no readiness event will
+            // Frames held back for the next round: no readiness event will
             // tell of them, they are already read.
-            Step::Continue { .. } if self.turn_used() && !self.inbound.is_empty() => Step::Yield,
+            Step::Continue { .. } if self.round_used() && !self.inbound.is_empty() => Step::Yield,
             step => step,
         }
     }
 
-    /// This turn opened as many streams as a turn may: what one client
+    /// This round opened as many streams as a round may: what one client
     /// asks for at once (a new stream runs `route()`, and may carry a
     /// header list of `max_header_list_size`) waits while others are
     /// served, so their latency does not grow with its requests.
-    fn turn_used(&self) -> bool {
-        self.opened_this_turn >= NEW_STREAMS_PER_TURN
+    fn round_used(&self) -> bool {
+        self.opened >= NEW_STREAMS_PER_ROUND
     }
 
     fn run_once(
@@ -382,9 +390,10 @@ impl Http2 {
         if self.tx.pending() == 0 && !self.tx.out.is_empty() {
             self.tx.out.clear();
             self.tx.sent = 0;
-            // Streams that waited for room may go on.
+            // Streams that waited for room may go on (not those whose
+            // own window is shut: a WINDOW_UPDATE for them wakes them).
             for (_, stream) in self.streams.iter_mut() {
-                stream.dirty |= stream.io.blocked;
+                stream.dirty |= stream.io.waits_on_connection();
             }
             if self.streams.is_empty() {
                 self.shed();
@@ -465,7 +474,7 @@ impl Http2 {
             self.preface = true;
         }
         loop {
-            if self.turn_used() && self.block.is_none() {
+            if self.round_used() && self.block.is_none() {
                 break;
             }
             let data = inbound.data();
@@ -727,7 +736,7 @@ impl Http2 {
                 ));
             }
             for (_, stream) in self.streams.iter_mut() {
-                stream.dirty |= stream.io.blocked;
+                stream.dirty |= stream.io.waits_on_connection();
             }
             return Ok(());
         }
@@ -946,7 +955,7 @@ impl Http2 {
             // §5.1 says.
             return self.late_frame(client, services, frame::kind::HEADERS, id);
         }
-        self.opened_this_turn += 1;
+        self.opened += 1;
         self.closed.opened(id, self.last_stream);
         self.last_stream = id;
         if self.goaway_sent {

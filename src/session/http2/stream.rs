@@ -198,6 +198,16 @@ impl StreamIo {
     }
 
     /// The window rsp may send DATA in now.
+    /// The stream could not send for want of the connection's window or
+    /// room, with its own window open: the connection's WINDOW_UPDATE or
+    /// drained output lets it go on. (One whose own window is shut waits
+    /// for its own WINDOW_UPDATE: waking it for the connection's would
+    /// only drive it to find its window shut, every time, for every such
+    /// stream.)
+    pub fn waits_on_connection(&self) -> bool {
+        self.blocked && self.send_window > 0
+    }
+
     fn send_budget(&self, tx: &Tx) -> usize {
         let window = self.send_window.min(tx.window).max(0) as usize;
         window.min(tx.room()).min(tx.max_frame)

@@ -222,7 +222,7 @@ fn a_pool_server_that_is_rsps_own_listener_is_a_config_error() {
         let config = temp_file(
             "loop.lua",
             &format!(
-                "listen = \"0.0.0.0:{port}\"\npools = {{ web = {{ servers = {{ \"{server}\" }} }} }}\n"
+                "listen = \"0.0.0.0:{port}\"\npools = {{ web = {{ servers = {{ \"{server}\" }} }} }}\nfunction route() return \"web\" end\n"
             ),
         );
         let (code, stderr) = check_config(&config);

@@ -237,3 +237,74 @@ end"#,
     assert!(request.contains("X-Refused: 7\r\n"), "{request}");
     assert!(request.contains("Host: [::1]:8080\r\n"), "{request}");
 }
+
+/// A field sent twice with different values: `req:header` gives the
+/// first, a server reading the last would see the other. A rule over
+/// `req:header_values` sees every value, in order, and the backend gets
+/// them all as route() saw them.
+#[test]
+fn a_rule_over_every_value_of_a_repeated_field_cannot_be_passed() {
+    let recorder = Recorder::start(OK);
+    let proxy = Proxy::start(&format!(
+        r#"backends = {{ "{}" }}
+function route(req)
+  for _, role in ipairs(req:header_values("X-Role")) do
+    if role:lower() == "admin" then return {{ status = 403, body = "denied\n" }} end
+  end
+  return {{ status = 200, body = "first " .. tostring(req:header("X-Role")) .. ", " .. #req:header_values("x-role") .. " values\n" }}
+end"#,
+        recorder.address
+    ));
+    let denied = proxy.get_raw("GET / HTTP/1.1\r\nHost: h\r\nX-Role: user\r\nx-role: admin\r\n\r\n");
+    assert_eq!(denied.status, 403);
+    let allowed = proxy.get_raw("GET / HTTP/1.1\r\nHost: h\r\nX-Role: user\r\nx-role: guest\r\n\r\n");
+    assert_eq!(allowed.text(), "first user, 2 values\n");
+    let none = proxy.get_raw("GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(none.text(), "first nil, 0 values\n");
+    // Forwarded: both values, in order, as route() saw them.
+    let proxy = Proxy::start(&format!(
+        r#"backends = {{ "{}" }}
+function route(req)
+  assert(table.concat(req:header_values("X-Role"), ",") == "user,guest")
+  return "default"
+end"#,
+        recorder.address
+    ));
+    let response = proxy.get_raw("GET / HTTP/1.1\r\nHost: h\r\nX-Role: user\r\nx-role: guest\r\n\r\n");
+    assert_eq!(response.status, 200);
+    let request = recorder.requests().pop().unwrap();
+    assert!(request.contains("X-Role: user\r\nx-role: guest\r\n"), "{request}");
+}
+
+/// A field the client's `Connection` names describes its connection: rsp
+/// removes it before route() runs, so a rule never sees what the backend
+/// will not get (nor the other way round); the same for the hop-by-hop
+/// fields themselves.
+#[test]
+fn route_never_sees_a_field_the_backend_will_not_get() {
+    let recorder = Recorder::start(OK);
+    let proxy = Proxy::start(&format!(
+        r#"backends = {{ "{}" }}
+function route(req)
+  local seen = {{}}
+  for _, name in ipairs({{ "X-Role", "Connection", "Keep-Alive", "TE", "Upgrade", "Proxy-Connection", "X-Kept" }}) do
+    if req:header(name) then seen[#seen + 1] = name end
+  end
+  if req.path == "/show" then return {{ status = 200, body = table.concat(seen, ",") .. "\n" }} end
+  if req:header("X-Role") == "admin" then return {{ status = 403 }} end
+  return "default"
+end"#,
+        recorder.address
+    ));
+    let raw = "GET /show HTTP/1.1\r\nHost: h\r\nConnection: X-Role, keep-alive\r\nX-Role: admin\r\n\
+               Keep-Alive: 5\r\nTE: trailers\r\nUpgrade: websocket\r\nProxy-Connection: x\r\nX-Kept: 1\r\n\r\n";
+    assert_eq!(proxy.get_raw(raw).text(), "X-Kept\n");
+    let response = proxy.get_raw(&raw.replace("/show", "/app"));
+    assert_eq!(response.status, 200);
+    let request = recorder.requests().pop().unwrap();
+    let lower = request.to_ascii_lowercase();
+    for gone in ["x-role", "keep-alive:", "te:", "upgrade", "proxy-connection"] {
+        assert!(!lower.contains(gone), "{gone} reached the backend: {request}");
+    }
+    assert!(request.contains("X-Kept: 1\r\n"));
+}

@@ -53,7 +53,14 @@ pub struct Buffer {
     bytes: Vec<u8>,
     start: usize,
     end: usize,
-    limit: usize,
+    /// The bound (at most 4 GiB: the config's is 1 GiB at most), 32 bits
+    /// so that `streaming` costs an idle connection nothing.
+    limit: u32,
+    /// A buffer any size serves (an answer passed on): past the worker's
+    /// memory limit it keeps the storage it has rather than grow to its
+    /// bound (`memory::may_grow`). Buffers that must hold a whole thing
+    /// (a request head, an HTTP/2 frame) always may.
+    streaming: bool,
 }
 
 /// What one `fill_from` saw.
@@ -73,23 +80,41 @@ impl Buffer {
             bytes: Vec::new(),
             start: 0,
             end: 0,
-            limit,
+            limit: clamp(limit),
+            streaming: false,
+        }
+    }
+
+    /// A buffer whose bytes pass through, any size serving (see `streaming`).
+    pub fn streaming(limit: usize) -> Buffer {
+        let mut buffer = Buffer::new(limit);
+        buffer.streaming = true;
+        buffer
+    }
+
+    /// What the buffer may hold now: its limit, or past the worker's
+    /// memory limit, for a streaming one, the storage it has already.
+    fn bound(&self) -> usize {
+        if self.streaming && !memory::may_grow() {
+            self.limit().min(self.bytes.len().max(FIRST_ALLOCATION))
+        } else {
+            self.limit()
         }
     }
 
     /// A new bound (from a reload), for a buffer that holds nothing.
     pub fn set_limit(&mut self, limit: usize) {
         debug_assert!(self.is_empty());
-        self.limit = limit;
+        self.limit = clamp(limit);
     }
 
     /// A larger bound, even while the buffer holds bytes (never smaller).
     pub fn raise_limit(&mut self, limit: usize) {
-        self.limit = self.limit.max(limit);
+        self.limit = self.limit.max(clamp(limit));
     }
 
     pub fn limit(&self) -> usize {
-        self.limit
+        self.limit as usize
     }
 
     /// Appends what fits of `bytes`; returns how many went.
@@ -114,11 +139,11 @@ impl Buffer {
 
     /// What the buffer could hold beyond its first `used` bytes.
     pub fn capacity_left(&self, used: usize) -> usize {
-        self.limit.saturating_sub(used)
+        self.limit().saturating_sub(used)
     }
 
     pub fn is_full(&self) -> bool {
-        self.len() >= self.limit
+        self.len() >= self.bound()
     }
 
     /// The storage it holds, in bytes (counted in what the worker holds:
@@ -188,7 +213,7 @@ impl Buffer {
 
     /// Where reading may stop: the end of the storage, or the bound.
     fn room_end(&self) -> usize {
-        self.bytes.len().min(self.start + self.limit)
+        self.bytes.len().min(self.start + self.bound())
     }
 
     /// Ensures there is free space after `end`: storage taken if there is
@@ -210,7 +235,7 @@ impl Buffer {
                 return;
             }
         }
-        let grown = (self.bytes.len() * 2).min(self.limit.max(self.bytes.len()));
+        let grown = (self.bytes.len() * 2).min(self.bound().max(self.bytes.len()));
         memory::hold(grown - self.bytes.len());
         self.bytes.resize(grown, 0);
     }
@@ -221,6 +246,10 @@ impl Buffer {
             give_storage(std::mem::take(&mut self.bytes));
         }
     }
+}
+
+fn clamp(limit: usize) -> u32 {
+    u32::try_from(limit).unwrap_or(u32::MAX)
 }
 
 impl Drop for Buffer {
@@ -353,6 +382,32 @@ mod tests {
         assert!(crate::memory::held() > before);
         drop(buffer);
         assert_eq!(crate::memory::held(), before);
+    }
+
+    #[test]
+    fn a_streaming_buffer_stops_growing_past_the_memory_limit() {
+        let mut streaming = Buffer::streaming(256 * 1024);
+        let mut whole = Buffer::new(256 * 1024);
+        crate::memory::set_share(1);
+        for buffer in [&mut streaming, &mut whole] {
+            let mut source = Chunks(vec![vec![1u8; 100_000]], false);
+            buffer.fill_from(&mut source, false).unwrap();
+        }
+        assert_eq!(streaming.len(), FIRST_ALLOCATION);
+        assert!(streaming.is_full());
+        assert_eq!(
+            whole.len(),
+            100_000,
+            "a head must fit whatever the pressure"
+        );
+        // It goes on: what is taken out makes room again.
+        streaming.consume(1000);
+        let mut source = Chunks(vec![vec![2u8; 5000]], false);
+        assert_eq!(streaming.fill_from(&mut source, false).unwrap().read, 1000);
+        crate::memory::set_share(usize::MAX / 2);
+        let mut source = Chunks(vec![vec![3u8; 100_000]], false);
+        streaming.fill_from(&mut source, false).unwrap();
+        assert!(streaming.len() > FIRST_ALLOCATION);
     }
 
     #[test]

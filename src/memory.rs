@@ -15,10 +15,11 @@
 //! - the process (`limit`, shared out among the workers): at
 //!   three quarters of it, exchanges that hold memory while their client
 //!   takes nothing (a window shut, a socket not read, a body trickled) are
-//!   cut after a grace of two seconds; at the limit, a connection's second and
-//!   later exchanges are refused; at the ceiling (a quarter over) every new
-//!   one is, with 503 or REFUSED_STREAM. RSS follows: the counted bytes
-//!   are the bulk of it (see README, Security).
+//!   cut after a grace (`stall_grace`, shorter the nearer the bound); at
+//!   the limit, answer buffers stop growing and a connection's second and
+//!   later exchanges are refused; at the ceiling (a quarter over) every
+//!   new one is, with 503 or REFUSED_STREAM. RSS follows: the counted
+//!   bytes are the bulk of it (see README, Security).
 
 use std::cell::Cell;
 use std::time::Duration;
@@ -26,6 +27,38 @@ use std::time::Duration;
 thread_local! {
     /// Bytes held by this worker's buffers and request heads.
     static HELD: Cell<usize> = const { Cell::new(0) };
+    /// What the script's Lua state held after its last hook call.
+    static SCRIPT: Cell<usize> = const { Cell::new(0) };
+    /// This worker's share of `memory.limit` (unbounded until set).
+    static SHARE: Cell<usize> = const { Cell::new(usize::MAX / 2) };
+}
+
+/// This worker's share of `memory.limit` (at start, and on reload).
+pub fn set_share(bytes: usize) {
+    SHARE.set(bytes);
+}
+
+/// What the script's state holds now (after each hook call).
+pub fn set_script(bytes: usize) {
+    SCRIPT.set(bytes);
+}
+
+/// All this worker holds for its clients: buffers, heads, the script.
+pub fn total() -> usize {
+    HELD.get() + SCRIPT.get()
+}
+
+/// How near its bound the worker is, now.
+pub fn pressure() -> Pressure {
+    Pressure::of(total(), SHARE.get())
+}
+
+/// Whether answer buffers may take more storage than their first: not
+/// past the limit, where every exchange goes on with what it has (at a
+/// lower pace) rather than each taking its whole bound. Looked at as each
+/// buffer grows, so a burst of answers cannot overshoot between looks.
+pub fn may_grow() -> bool {
+    pressure() < Pressure::Full
 }
 
 /// Bytes this thread's buffers and request heads hold now.
@@ -125,8 +158,16 @@ impl Pressure {
 /// How often a worker under pressure looks for stalled exchanges.
 pub const RECLAIM_EVERY: Duration = Duration::from_millis(250);
 /// How long an exchange may stall on its client before it is cut, when
-/// what it holds is wanted.
-pub const STALL_GRACE: Duration = Duration::from_secs(2);
+/// what it holds is wanted: two seconds past three quarters of the limit,
+/// one past the limit, and at the ceiling the next look after the one
+/// that saw it stall.
+pub fn stall_grace(pressure: Pressure) -> Duration {
+    match pressure {
+        Pressure::Normal | Pressure::High => Duration::from_secs(2),
+        Pressure::Full => Duration::from_secs(1),
+        Pressure::Ceiling => RECLAIM_EVERY,
+    }
+}
 /// Bytes an exchange must move (either way) within the grace to count as
 /// moving (2 KiB a second: a slow mobile link moves more): a window
 /// opened a byte at a time, or a body sent a byte a second, does not.

@@ -14,7 +14,7 @@ use crate::config::{AdminConfig, Config, Timeouts};
 use crate::forwarding::Forwarding;
 use crate::http::RequestPolicy;
 use crate::idle::IdleConnections;
-use crate::memory::{MemoryLimits, Pressure};
+use crate::memory::{self, MemoryLimits, Pressure};
 use crate::own::OwnListeners;
 use crate::request_id::RequestIds;
 use crate::router::Router;
@@ -49,7 +49,10 @@ impl Settings {
         self.own.reached_by(address)
     }
 
+    /// The settings of `config`, for a worker of `workers` (its share of
+    /// the memory limit is this thread's from now on).
     pub fn of(config: &Config) -> Settings {
+        memory::set_share(config.memory.worker_share(config.workers));
         Settings {
             buffer_bytes: config.buffer_bytes,
             http2: config.http2,
@@ -119,9 +122,8 @@ impl Services {
     /// What this worker holds for its clients (buffers, heads, the
     /// script's state), and how near its share of `memory.limit` that is.
     pub fn memory(&self) -> (usize, Pressure) {
-        let held = crate::memory::held() + self.router.script_memory();
-        let share = self.settings.memory.worker_share(self.worker.count);
-        (held, Pressure::of(held, share))
+        crate::memory::set_script(self.router.script_memory());
+        (crate::memory::total(), crate::memory::pressure())
     }
 
     /// The counters the admin port shows: this worker's, plus the others'

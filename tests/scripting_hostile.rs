@@ -255,9 +255,11 @@ function route(req)
 end"#,
         recorder.address
     ));
-    let denied = proxy.get_raw("GET / HTTP/1.1\r\nHost: h\r\nX-Role: user\r\nx-role: admin\r\n\r\n");
+    let denied =
+        proxy.get_raw("GET / HTTP/1.1\r\nHost: h\r\nX-Role: user\r\nx-role: admin\r\n\r\n");
     assert_eq!(denied.status, 403);
-    let allowed = proxy.get_raw("GET / HTTP/1.1\r\nHost: h\r\nX-Role: user\r\nx-role: guest\r\n\r\n");
+    let allowed =
+        proxy.get_raw("GET / HTTP/1.1\r\nHost: h\r\nX-Role: user\r\nx-role: guest\r\n\r\n");
     assert_eq!(allowed.text(), "first user, 2 values\n");
     let none = proxy.get_raw("GET / HTTP/1.1\r\nHost: h\r\n\r\n");
     assert_eq!(none.text(), "first nil, 0 values\n");
@@ -270,10 +272,14 @@ function route(req)
 end"#,
         recorder.address
     ));
-    let response = proxy.get_raw("GET / HTTP/1.1\r\nHost: h\r\nX-Role: user\r\nx-role: guest\r\n\r\n");
+    let response =
+        proxy.get_raw("GET / HTTP/1.1\r\nHost: h\r\nX-Role: user\r\nx-role: guest\r\n\r\n");
     assert_eq!(response.status, 200);
     let request = recorder.requests().pop().unwrap();
-    assert!(request.contains("X-Role: user\r\nx-role: guest\r\n"), "{request}");
+    assert!(
+        request.contains("X-Role: user\r\nx-role: guest\r\n"),
+        "{request}"
+    );
 }
 
 /// A field the client's `Connection` names describes its connection: rsp
@@ -303,8 +309,17 @@ end"#,
     assert_eq!(response.status, 200);
     let request = recorder.requests().pop().unwrap();
     let lower = request.to_ascii_lowercase();
-    for gone in ["x-role", "keep-alive:", "te:", "upgrade", "proxy-connection"] {
-        assert!(!lower.contains(gone), "{gone} reached the backend: {request}");
+    for gone in [
+        "x-role",
+        "keep-alive:",
+        "te:",
+        "upgrade",
+        "proxy-connection",
+    ] {
+        assert!(
+            !lower.contains(gone),
+            "{gone} reached the backend: {request}"
+        );
     }
     assert!(request.contains("X-Kept: 1\r\n"));
 }

@@ -289,6 +289,12 @@ impl Router {
         Ok(())
     }
 
+    /// A hook's call ended: what the script's state holds now counts in
+    /// what the worker holds.
+    fn ended(&self) {
+        crate::memory::set_script(self.lua.used_memory());
+    }
+
     /// A hook's call begins, with all of its budget.
     fn start(&self, hook: &'static str) {
         self.budget.start(hook);
@@ -318,6 +324,7 @@ impl Router {
             }),
             None => Err(no_handles()),
         };
+        self.ended();
         request.sealed = true;
         request.head.account();
         let (answer, key) = answer.map_err(|error| RouteError::Script(error.to_string()))?;
@@ -352,6 +359,7 @@ impl Router {
             }),
             None => Err(no_handles()),
         };
+        self.ended();
         let client = request.client;
         if let Err(why) = self.check_ctx(request, "respond") {
             crate::client_log!(log::Level::Warn, "{client}: 500, {why}");

@@ -601,7 +601,9 @@ impl Session {
                 let Some(stalled) = stage.stalled(now) else {
                     return Reclaimed::Nothing;
                 };
-                if stalled < crate::memory::STALL_GRACE || !needed(services, stage.leased_pool()) {
+                if stalled < crate::memory::stall_grace(pressure)
+                    || !needed(services, stage.leased_pool())
+                {
                     return Reclaimed::Nothing;
                 }
                 services.totals.stalled_cut += 1;

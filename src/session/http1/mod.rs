@@ -76,7 +76,7 @@ impl Busy {
                     to_backend: Queue::default(),
                     state: State::Idle,
                 },
-                outbound: Buffer::new(buffer_bytes),
+                outbound: Buffer::streaming(buffer_bytes),
                 to_client: Queue::default(),
                 moved: 0,
                 stall: None,

@@ -1371,7 +1371,7 @@ impl Http2 {
         let mut stalled = Vec::new();
         for (slot, stream) in self.streams.iter_mut() {
             if let Some(time) = stream.stage.stalled(now)
-                && time >= crate::memory::STALL_GRACE
+                && time >= crate::memory::stall_grace(pressure)
                 && needed(services, stream.stage.leased_pool())
             {
                 stalled.push((slot, time, stream.stage.held() + stream.io.held()));

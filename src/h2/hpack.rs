@@ -8,9 +8,10 @@
 //! Decoding, for the request heads clients send: the dynamic table bounded
 //! by what rsp announced (4096 bytes), the decoded list bounded by the
 //! caller (an HPACK bomb costs decoding time only: past the bound nothing
-//! is kept), Huffman strings decoded with the canonical code's tables
-//! (the code of Appendix B is canonical: it follows from its lengths),
-//! and every malformed input an error, never a panic. The `loona-hpack`
+//! is kept), Huffman strings decoded a nibble at a time by a state
+//! machine of the code's tree (the code of Appendix B is canonical: the
+//! tree follows from its lengths, built at compile time), and every
+//! malformed input an error, never a panic. The `loona-hpack`
 //! crate (sozu's) was tried first: it builds a hash map of the whole
 //! Huffman code for every string it decodes, a third of rsp's CPU on
 //! small HTTP/2 requests; it stays as the reference the tests check this

@@ -23,7 +23,7 @@
 
 use std::fmt;
 use std::io::Write;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::Ipv6Addr;
 
 /// Why a host is refused (400).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +57,46 @@ pub fn canonical(
     if authority.is_empty() {
         return Ok(());
     }
+    // A connection's requests, and most of a worker's, name one host:
+    // the last one's canonical form is kept.
+    let cached = LAST.with_borrow(|last| {
+        (last.port == default_port && last.authority == authority)
+            .then(|| out.extend_from_slice(&last.canonical))
+    });
+    if cached.is_some() {
+        return Ok(());
+    }
+    spell(authority, default_port, out)?;
+    if authority.len() <= MAX_CACHED {
+        LAST.with_borrow_mut(|last| {
+            last.authority.clear();
+            last.authority.extend_from_slice(authority);
+            last.port = default_port;
+            last.canonical.clear();
+            last.canonical.extend_from_slice(out);
+        });
+    }
+    Ok(())
+}
+
+/// The last authority this thread made canonical, with its scheme's port.
+struct Last {
+    authority: Vec<u8>,
+    port: u16,
+    canonical: Vec<u8>,
+}
+
+/// Authorities longer than this are not kept (the cache holds one).
+const MAX_CACHED: usize = 256;
+
+thread_local! {
+    static LAST: std::cell::RefCell<Last> = const {
+        std::cell::RefCell::new(Last { authority: Vec::new(), port: 0, canonical: Vec::new() })
+    };
+}
+
+/// `canonical`, worked out.
+fn spell(authority: &[u8], default_port: u16, out: &mut Vec<u8>) -> Result<(), InvalidHost> {
     let port = if authority[0] == b'[' {
         let close = authority
             .iter()
@@ -80,11 +120,12 @@ pub fn canonical(
         name_or_ipv4(name, out)?;
         port
     };
-    if let Some(port) = port.filter(|port| !port.is_empty()) {
-        let port = parse_port(port)?;
-        if port != default_port {
-            let _ = write!(out, ":{port}");
-        }
+    if let Some(port) = port.filter(|port| !port.is_empty())
+        && parse_port(port)? != default_port
+    {
+        // Without leading zeros (refused), the text is the number's.
+        out.push(b':');
+        out.extend_from_slice(port);
     }
     Ok(())
 }
@@ -137,43 +178,57 @@ fn name_or_ipv4(name: &[u8], out: &mut Vec<u8>) -> Result<(), InvalidHost> {
     if name.len() > MAX_NAME {
         return Err(InvalidHost("a name longer than 253 bytes"));
     }
-    let start = out.len();
-    let mut last_label = 0..0;
-    for label in name.split(|&byte| byte == b'.') {
-        if label.is_empty() {
-            return Err(InvalidHost("an empty label (a leading dot, or two dots)"));
-        }
-        if label.len() > MAX_LABEL {
-            return Err(InvalidHost("a label longer than 63 bytes"));
-        }
-        if out.len() > start {
-            out.push(b'.');
-        }
-        let label_start = out.len();
-        for &byte in label {
-            if !(byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_') {
-                return Err(InvalidHost(
-                    "a byte a host name may not hold (letters, digits, - and _ only)",
-                ));
+    // One pass checks the bytes and the labels' lengths; the name is
+    // then copied whole and lower-cased in place.
+    let (mut label, mut last_label) = (0, 0);
+    for (at, &byte) in name.iter().enumerate() {
+        if byte == b'.' {
+            if label == 0 {
+                return Err(InvalidHost("an empty label (a leading dot, or two dots)"));
             }
-            out.push(byte.to_ascii_lowercase());
+            label = 0;
+            last_label = at + 1;
+            continue;
         }
-        last_label = label_start..out.len();
-    }
-    if looks_numeric(&out[last_label]) {
-        // An address: only in the spelling no reader can take otherwise.
-        let text = std::str::from_utf8(&out[start..]).unwrap_or("");
-        let canonical = text
-            .parse::<Ipv4Addr>()
-            .ok()
-            .filter(|address| address.to_string() == text);
-        if canonical.is_none() {
+        if !(byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_') {
             return Err(InvalidHost(
-                "a numeric host that is not a dotted-quad IPv4 address",
+                "a byte a host name may not hold (letters, digits, - and _ only)",
             ));
         }
+        label += 1;
+        if label > MAX_LABEL {
+            return Err(InvalidHost("a label longer than 63 bytes"));
+        }
+    }
+    let start = out.len();
+    out.extend_from_slice(name);
+    out[start..].make_ascii_lowercase();
+    if looks_numeric(&out[start + last_label..]) && !is_dotted_quad(&out[start..]) {
+        // An address: only in the spelling no reader can take otherwise.
+        return Err(InvalidHost(
+            "a numeric host that is not a dotted-quad IPv4 address",
+        ));
     }
     Ok(())
+}
+
+/// Four decimal numbers from 0 to 255, without leading zeros, joined by
+/// dots: the one spelling of an IPv4 address every reader agrees on.
+fn is_dotted_quad(text: &[u8]) -> bool {
+    let mut parts = 0;
+    for part in text.split(|&byte| byte == b'.') {
+        parts += 1;
+        let number = part.iter().try_fold(0u32, |value, &byte| {
+            byte.is_ascii_digit()
+                .then(|| value * 10 + u32::from(byte - b'0'))
+                .filter(|&value| value <= 255)
+        });
+        let leading_zero = part.len() > 1 && part[0] == b'0';
+        if part.is_empty() || part.len() > 3 || number.is_none() || leading_zero {
+            return false;
+        }
+    }
+    parts == 4
 }
 
 /// A label browsers' URL parsers (and `inet_aton`) take for a number:
@@ -270,10 +325,41 @@ mod tests {
     }
 
     #[test]
+    fn the_kept_spelling_is_the_scheme_s() {
+        // The same authority, another scheme: another canonical form.
+        assert_eq!(canon("a.example:443", false).unwrap(), "a.example:443");
+        assert_eq!(canon("a.example:443", true).unwrap(), "a.example");
+        assert_eq!(canon("a.example:443", false).unwrap(), "a.example:443");
+        assert!(canon("a..b", false).is_err());
+        assert!(canon("a..b", false).is_err());
+    }
+
+    #[test]
     fn canonical_is_a_fixed_point() {
         for spelling in ["A.b.:80", "[::FFFF:1.2.3.4]:9", "x:8080", "1.2.3.4:443"] {
             let once = canon(spelling, true).unwrap();
             assert_eq!(canon(&once, true).unwrap(), once);
+        }
+    }
+
+    #[test]
+    fn dotted_quads_are_the_addresses_std_writes() {
+        for text in ["0.0.0.0", "127.0.0.1", "255.255.255.255", "10.1.20.255"] {
+            assert!(is_dotted_quad(text.as_bytes()), "{text}");
+            let address: std::net::Ipv4Addr = text.parse().unwrap();
+            assert_eq!(address.to_string(), text);
+        }
+        for text in [
+            "256.0.0.1",
+            "1.2.3",
+            "1.2.3.4.5",
+            "01.2.3.4",
+            "1..3.4",
+            "1.2.3.",
+            "a.2.3.4",
+            "1.2.3.1000",
+        ] {
+            assert!(!is_dotted_quad(text.as_bytes()), "{text}");
         }
     }
 

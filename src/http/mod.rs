@@ -124,10 +124,14 @@ pub(crate) fn is_hop_by_hop<'a>(
     name: &[u8],
     options: Option<impl Iterator<Item = (&'a [u8], &'a [u8])>>,
 ) -> bool {
-    if HOP_BY_HOP
-        .iter()
-        .any(|hop| name.eq_ignore_ascii_case(hop.as_bytes()))
-    {
+    // By length first: most names are of none of these lengths.
+    let standard = match name.len() {
+        2 | 7 | 10 | 16 => HOP_BY_HOP
+            .iter()
+            .any(|hop| name.eq_ignore_ascii_case(hop.as_bytes())),
+        _ => false,
+    };
+    if standard {
         return true;
     }
     let Some(mut fields) = options else {

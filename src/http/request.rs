@@ -13,7 +13,7 @@ use crate::request_id;
 use crate::target::{self, Form, PathNormalization, Scratch};
 
 use super::{
-    HeadError, MAX_HEADERS, NEVER_DROPPED, connection_options, is_hop_by_hop, is_token_char,
+    HOP_BY_HOP, HeadError, MAX_HEADERS, NEVER_DROPPED, is_hop_by_hop, is_token_char,
     merge_content_length, str_of, tokens, write_field,
 };
 
@@ -116,8 +116,10 @@ pub struct RequestHead {
     /// and the fields that describe only the client's connection (RFC
     /// 9110 §7.6.1), which are gone before `route()` sees the request.
     pub(super) headers: Vec<Field>,
-    /// `host_field` without its port.
-    pub(super) host: String,
+    /// Where the host ends in `host_field` (its port follows).
+    pub(super) host_end: usize,
+    /// The client sent a `Via` field (looked at for loops only then).
+    has_via: bool,
     /// The protocols of the client's `Upgrade` that may be switched to.
     upgrade_offer: Vec<u8>,
     scratch: Scratch,
@@ -170,6 +172,11 @@ impl RequestHead {
         self.raw_target = span(request.path.unwrap_or_default().as_bytes());
         self.minor_version = request.version.unwrap_or(1);
         self.headers.clear();
+        self.https = https;
+        let mut facts = FieldFacts::default();
+        self.expect_continue = false;
+        self.upgrade_offer.clear();
+        self.has_via = false;
         for field in request.headers.iter() {
             if field.name.contains('_') {
                 match policy.underscores {
@@ -183,19 +190,32 @@ impl RequestHead {
                     }
                 }
             }
-            self.headers.push(Field {
-                name: span(field.name.as_bytes()),
-                value: span(field.value),
-                added: false,
-            });
+            let (name, value) = (field.name.as_bytes(), field.value);
+            if self.read_field(name, value, policy, &mut facts)? {
+                self.headers.push(Field {
+                    name: span(name),
+                    value: span(value),
+                    added: false,
+                });
+            } else if name.eq_ignore_ascii_case(b"host") {
+                if facts.host.is_some() {
+                    return Err(HeadError::Framing("more than one Host field"));
+                }
+                facts.host = Some(span(value));
+            }
         }
-        self.https = https;
-        self.examine(policy)?;
+        if facts.names_others {
+            // Rare: a `Connection` naming fields beyond the standard ones.
+            self.drop_named(request.headers);
+        }
+        self.examine(facts)?;
         self.read_target(&policy.path)?;
         self.client_host.clear();
         self.client_host.extend_from_slice(&self.host_field);
         self.client_has_host = self.has_host;
-        self.keep_end_to_end();
+        if self.upgrade {
+            self.show_upgrade();
+        }
         self.account();
         Ok(Some(length))
     }
@@ -230,47 +250,121 @@ impl RequestHead {
         self.account();
     }
 
-    /// Removes the fields that describe the client's connection (the
-    /// hop-by-hop ones and those its `Connection` names) and the Host
-    /// (held canonical in `host_field`), once what they say is read: the
-    /// backend never gets them, so `route()` must not see them either.
-    /// An upgrade the policy allows is what rsp forwards of them, and so
-    /// what `route()` sees: `Upgrade` with the allowed protocols and
-    /// `Connection: upgrade`.
-    fn keep_end_to_end(&mut self) {
-        // The names a `Connection` field lists beyond the standard ones:
-        // rare, so only then are they gathered.
-        let named: Vec<Vec<u8>> = match connection_options(self.fields()) {
-            None => Vec::new(),
-            Some(fields) => fields
-                .filter(|(name, _)| name.eq_ignore_ascii_case(b"connection"))
-                .flat_map(|(_, value)| tokens(value))
-                .map(<[u8]>::to_vec)
-                .collect(),
+    /// What one field of the head says of the host, framing, persistence,
+    /// upgrade and `Expect`; whether it stays among the fields `route()`
+    /// sees and the backend gets. The Host (held canonical in
+    /// `host_field`) and the fields that describe only the client's
+    /// connection (RFC 9110 §7.6.1: the hop-by-hop ones, and those its
+    /// `Connection` names, `drop_named`) do not: the backend never gets
+    /// them, so `route()` must not see them either.
+    fn read_field(
+        &mut self,
+        name: &[u8],
+        value: &[u8],
+        policy: &RequestPolicy,
+        facts: &mut FieldFacts,
+    ) -> Result<bool, HeadError> {
+        let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
+        // By length first: most names are of none of these.
+        let keep = match name.len() {
+            2 => !is(b"te"),
+            3 => {
+                self.has_via |= is(b"via");
+                true
+            }
+            4 => !is(b"host"),
+            6 => {
+                if is(b"expect") {
+                    self.expect_continue = value.eq_ignore_ascii_case(b"100-continue");
+                }
+                true
+            }
+            7 if is(b"upgrade") => {
+                for protocol in
+                    tokens(value).filter(|protocol| upgrade_allowed(protocol, &policy.upgrades))
+                {
+                    if !self.upgrade_offer.is_empty() {
+                        self.upgrade_offer.extend_from_slice(b", ");
+                    }
+                    self.upgrade_offer.extend_from_slice(protocol);
+                }
+                false
+            }
+            10 if is(b"connection") => {
+                for option in tokens(value) {
+                    let close = option.eq_ignore_ascii_case(b"close");
+                    let keep_alive = option.eq_ignore_ascii_case(b"keep-alive");
+                    let upgrade = option.eq_ignore_ascii_case(b"upgrade");
+                    facts.close |= close;
+                    facts.keep_alive |= keep_alive;
+                    facts.upgrade_named |= upgrade;
+                    let standard = close
+                        || keep_alive
+                        || upgrade
+                        || HOP_BY_HOP
+                            .iter()
+                            .any(|hop| option.eq_ignore_ascii_case(hop.as_bytes()));
+                    facts.names_others |= !standard;
+                }
+                false
+            }
+            10 => !is(b"keep-alive"),
+            14 if is(b"content-length") => {
+                facts.content_length = Some(merge_content_length(facts.content_length, value)?);
+                true
+            }
+            16 => !is(b"proxy-connection"),
+            17 if is(b"transfer-encoding") => {
+                // One line only: `identity` on one and `chunked` on the
+                // next is read differently by different servers.
+                if facts.transfer_encoding.is_some() {
+                    return Err(HeadError::Framing(
+                        "Transfer-Encoding on more than one line",
+                    ));
+                }
+                facts.transfer_encoding = Some(transfer_codings(value)?);
+                true
+            }
+            _ => true,
         };
+        Ok(keep)
+    }
+
+    /// Removes the fields a `Connection` field names (but those that
+    /// frame or address the message: `NEVER_DROPPED`).
+    fn drop_named(&mut self, fields: &[httparse::Header]) {
+        let named: Vec<&[u8]> = fields
+            .iter()
+            .filter(|field| field.name.eq_ignore_ascii_case("connection"))
+            .flat_map(|field| tokens(field.value))
+            .filter(|option| {
+                !NEVER_DROPPED
+                    .iter()
+                    .any(|kept| option.eq_ignore_ascii_case(kept.as_bytes()))
+            })
+            .collect();
         let raw = &self.raw;
         self.headers.retain(|field| {
             let name = &raw[field.name.clone()];
-            !name.eq_ignore_ascii_case(b"host")
-                && !is_hop_by_hop(name, None::<std::iter::Empty<_>>)
-                && (NEVER_DROPPED
-                    .iter()
-                    .any(|kept| name.eq_ignore_ascii_case(kept.as_bytes()))
-                    || !named.iter().any(|option| option.eq_ignore_ascii_case(name)))
+            !named.iter().any(|option| option.eq_ignore_ascii_case(name))
         });
-        if self.upgrade {
-            let offer = std::mem::take(&mut self.upgrade_offer);
-            for (name, value) in [(&b"Upgrade"[..], &offer[..]), (b"Connection", b"upgrade")] {
-                let name = self.keep(name);
-                let value = self.keep(value);
-                self.headers.push(Field {
-                    name,
-                    value,
-                    added: false,
-                });
-            }
-            self.upgrade_offer = offer;
+    }
+
+    /// An upgrade the policy allows is what rsp forwards of the client's
+    /// connection fields, and so what `route()` sees: `Upgrade` with the
+    /// allowed protocols, and `Connection: upgrade`.
+    fn show_upgrade(&mut self) {
+        let offer = std::mem::take(&mut self.upgrade_offer);
+        for (name, value) in [(&b"Upgrade"[..], &offer[..]), (b"Connection", b"upgrade")] {
+            let name = self.keep(name);
+            let value = self.keep(value);
+            self.headers.push(Field {
+                name,
+                value,
+                added: false,
+            });
         }
+        self.upgrade_offer = offer;
     }
 
     /// Keeps `bytes` after the head in `raw`, where fields' ranges point.
@@ -280,9 +374,9 @@ impl RequestHead {
         start..self.raw.len()
     }
 
-    /// Derives framing, persistence and the upgrade offer from the fields.
-    fn examine(&mut self, policy: &RequestPolicy) -> Result<(), HeadError> {
-        let facts = self.read_fields(policy)?;
+    /// Framing, persistence, the upgrade and the host, from what the
+    /// fields said.
+    fn examine(&mut self, facts: FieldFacts) -> Result<(), HeadError> {
         self.framing = request_framing(
             facts.transfer_encoding,
             facts.content_length,
@@ -310,56 +404,6 @@ impl RequestHead {
             &mut self.host_field,
         )
         .map_err(HeadError::Host)
-    }
-
-    /// One pass over the fields: what they say of host, framing and
-    /// persistence; the upgrade offer and `Expect` are set on the way.
-    fn read_fields(&mut self, policy: &RequestPolicy) -> Result<FieldFacts, HeadError> {
-        let mut facts = FieldFacts::default();
-        self.expect_continue = false;
-        self.upgrade_offer.clear();
-        for field in &self.headers {
-            let value_range = field.value.clone();
-            let (name, value) = (
-                &self.raw[field.name.clone()],
-                &self.raw[value_range.clone()],
-            );
-            if name.eq_ignore_ascii_case(b"host") {
-                if facts.host.is_some() {
-                    return Err(HeadError::Framing("more than one Host field"));
-                }
-                facts.host = Some(value_range);
-            } else if name.eq_ignore_ascii_case(b"content-length") {
-                facts.content_length = Some(merge_content_length(facts.content_length, value)?);
-            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-                // One line only: `identity` on one and `chunked` on the
-                // next is read differently by different servers.
-                if facts.transfer_encoding.is_some() {
-                    return Err(HeadError::Framing(
-                        "Transfer-Encoding on more than one line",
-                    ));
-                }
-                facts.transfer_encoding = Some(transfer_codings(value)?);
-            } else if name.eq_ignore_ascii_case(b"connection") {
-                for option in tokens(value) {
-                    facts.close |= option.eq_ignore_ascii_case(b"close");
-                    facts.keep_alive |= option.eq_ignore_ascii_case(b"keep-alive");
-                    facts.upgrade_named |= option.eq_ignore_ascii_case(b"upgrade");
-                }
-            } else if name.eq_ignore_ascii_case(b"upgrade") {
-                for protocol in
-                    tokens(value).filter(|protocol| upgrade_allowed(protocol, &policy.upgrades))
-                {
-                    if !self.upgrade_offer.is_empty() {
-                        self.upgrade_offer.extend_from_slice(b", ");
-                    }
-                    self.upgrade_offer.extend_from_slice(protocol);
-                }
-            } else if name.eq_ignore_ascii_case(b"expect") {
-                self.expect_continue = value.eq_ignore_ascii_case(b"100-continue");
-            }
-        }
-        Ok(facts)
     }
 
     /// Tells the target's form and normalizes it into `target`; an
@@ -415,12 +459,9 @@ impl RequestHead {
         Ok(())
     }
 
-    /// `host`: the forwarded host without its port.
+    /// Where the forwarded host's port begins, for `host()`.
     pub(super) fn refresh_host(&mut self) {
-        self.host.clear();
-        // Canonical: lower-case ASCII.
-        self.host
-            .push_str(str_of(host::without_port(&self.host_field)));
+        self.host_end = host::without_port(&self.host_field).len();
     }
 
     pub fn method(&self) -> &str {
@@ -456,7 +497,8 @@ impl RequestHead {
 
     /// The host, canonical and without its port; "" when there is none.
     pub fn host(&self) -> &str {
-        &self.host
+        // Canonical: ASCII.
+        str_of(&self.host_field[..self.host_end])
     }
 
     /// The Host field rsp forwards: canonical `host[:port]`, from the
@@ -514,6 +556,9 @@ impl RequestHead {
     /// The request has passed through the proxy called `name` already: a
     /// `Via` element names it as the recipient (RFC 9110 §7.6.3). A loop.
     pub fn came_through(&self, name: &str) -> bool {
+        if !self.has_via {
+            return false;
+        }
         self.header_values("via").flat_map(tokens).any(|element| {
             let mut words = element.split(|&byte| byte == b' ' || byte == b'\t');
             let _protocol = words.next();
@@ -554,12 +599,13 @@ impl RequestHead {
         self.write_forwarding(out, forwarding, trusted, kept, client.to_canonical(), proto);
         if let Some(name) = &forwarding.via {
             // RFC 9110 §7.6.3: the protocol received and who received it.
-            let version = match (self.http2, self.minor_version) {
-                (true, _) => "2",
-                (false, 0) => "1.0",
-                (false, _) => "1.1",
-            };
-            let _ = write!(out, "Via: {version} {name}\r\n");
+            out.extend_from_slice(match (self.http2, self.minor_version) {
+                (true, _) => b"Via: 2 ",
+                (false, 0) => b"Via: 1.0 ",
+                (false, _) => b"Via: 1.1 ",
+            });
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"\r\n");
         }
         if let Some(id) = request_id {
             let _ = write!(out, "X-Request-Id: {id}\r\n");
@@ -607,7 +653,8 @@ impl RequestHead {
         // The client's connection fields went before `route()` ran; an
         // upgrade's, which `route()` saw, are written after these.
         for (name, value) in self.fields() {
-            if !is_hop_by_hop(name, None::<std::iter::Empty<_>>) && !skip(name) {
+            let upgrade_field = self.upgrade && is_hop_by_hop(name, None::<std::iter::Empty<_>>);
+            if !upgrade_field && !skip(name) {
                 write_field(out, name, value);
             }
         }
@@ -711,6 +758,9 @@ struct FieldFacts {
     close: bool,
     keep_alive: bool,
     upgrade_named: bool,
+    /// A `Connection` field names fields beyond the standard hop-by-hop
+    /// ones (which are then removed too).
+    names_others: bool,
 }
 
 /// A request's framing from its `Transfer-Encoding` (whether it ends in

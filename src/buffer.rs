@@ -143,7 +143,12 @@ impl Buffer {
     }
 
     pub fn is_full(&self) -> bool {
-        self.len() >= self.bound()
+        // The memory bound matters only once the storage is all data: the
+        // common case never looks at it.
+        self.len() >= self.limit()
+            || (self.streaming
+                && self.len() == self.bytes.len()
+                && self.bytes.len() >= self.bound())
     }
 
     /// The storage it holds, in bytes (counted in what the worker holds:
@@ -213,7 +218,8 @@ impl Buffer {
 
     /// Where reading may stop: the end of the storage, or the bound.
     fn room_end(&self) -> usize {
-        self.bytes.len().min(self.start + self.bound())
+        // The storage never outgrows the memory bound (`make_room`).
+        self.bytes.len().min(self.start + self.limit())
     }
 
     /// Ensures there is free space after `end`: storage taken if there is

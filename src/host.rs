@@ -47,26 +47,29 @@ pub fn default_port(https: bool) -> u16 {
 /// Writes the canonical form of `authority` (`host[:port]`, as a Host
 /// field or a URI's authority holds it) to `out`, which is cleared first;
 /// `default_port` is the scheme's. An empty authority stays empty (an
-/// HTTP/1.1 Host may be, RFC 9112 §3.2).
+/// HTTP/1.1 Host may be, RFC 9112 §3.2). Returns where the host ends in
+/// `out` (its port, if any, follows).
 pub fn canonical(
     authority: &[u8],
     default_port: u16,
     out: &mut Vec<u8>,
-) -> Result<(), InvalidHost> {
+) -> Result<usize, InvalidHost> {
     out.clear();
     if authority.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     // A connection's requests, and most of a worker's, name one host:
     // the last one's canonical form is kept.
     let cached = LAST.with_borrow(|last| {
-        (last.port == default_port && last.authority == authority)
-            .then(|| out.extend_from_slice(&last.canonical))
+        (last.port == default_port && last.authority == authority).then(|| {
+            out.extend_from_slice(&last.canonical);
+            last.host_end
+        })
     });
-    if cached.is_some() {
-        return Ok(());
+    if let Some(host_end) = cached {
+        return Ok(host_end);
     }
-    spell(authority, default_port, out)?;
+    let host_end = spell(authority, default_port, out)?;
     if authority.len() <= MAX_CACHED {
         LAST.with_borrow_mut(|last| {
             last.authority.clear();
@@ -74,9 +77,10 @@ pub fn canonical(
             last.port = default_port;
             last.canonical.clear();
             last.canonical.extend_from_slice(out);
+            last.host_end = host_end;
         });
     }
-    Ok(())
+    Ok(host_end)
 }
 
 /// The last authority this thread made canonical, with its scheme's port.
@@ -84,6 +88,7 @@ struct Last {
     authority: Vec<u8>,
     port: u16,
     canonical: Vec<u8>,
+    host_end: usize,
 }
 
 /// Authorities longer than this are not kept (the cache holds one).
@@ -91,12 +96,17 @@ const MAX_CACHED: usize = 256;
 
 thread_local! {
     static LAST: std::cell::RefCell<Last> = const {
-        std::cell::RefCell::new(Last { authority: Vec::new(), port: 0, canonical: Vec::new() })
+        std::cell::RefCell::new(Last {
+            authority: Vec::new(),
+            port: 0,
+            canonical: Vec::new(),
+            host_end: 0,
+        })
     };
 }
 
 /// `canonical`, worked out.
-fn spell(authority: &[u8], default_port: u16, out: &mut Vec<u8>) -> Result<(), InvalidHost> {
+fn spell(authority: &[u8], default_port: u16, out: &mut Vec<u8>) -> Result<usize, InvalidHost> {
     let port = if authority[0] == b'[' {
         let close = authority
             .iter()
@@ -120,6 +130,7 @@ fn spell(authority: &[u8], default_port: u16, out: &mut Vec<u8>) -> Result<(), I
         name_or_ipv4(name, out)?;
         port
     };
+    let host_end = out.len();
     if let Some(port) = port.filter(|port| !port.is_empty())
         && parse_port(port)? != default_port
     {
@@ -127,7 +138,7 @@ fn spell(authority: &[u8], default_port: u16, out: &mut Vec<u8>) -> Result<(), I
         out.push(b':');
         out.extend_from_slice(port);
     }
-    Ok(())
+    Ok(host_end)
 }
 
 /// The canonical form of `authority` as a new vector (for code off the

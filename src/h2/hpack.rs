@@ -391,6 +391,11 @@ impl HeaderList {
         self.fields.len()
     }
 
+    /// The names' and values' bytes it holds.
+    pub fn bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
     /// The storage it holds.
     pub fn capacity(&self) -> usize {
         self.bytes.capacity()

@@ -398,12 +398,13 @@ impl RequestHead {
         }
         self.has_host = facts.host.is_some();
         let authority = facts.host.map_or(&[][..], |range| &self.raw[range]);
-        host::canonical(
+        self.host_end = host::canonical(
             authority,
             host::default_port(self.https),
             &mut self.host_field,
         )
-        .map_err(HeadError::Host)
+        .map_err(HeadError::Host)?;
+        Ok(())
     }
 
     /// Tells the target's form and normalizes it into `target`; an
@@ -416,7 +417,6 @@ impl RequestHead {
                 self.target.clear();
                 self.target.push(b'*');
                 self.path_end = 1;
-                self.refresh_host();
                 return Ok(());
             }
             Form::Origin(origin) => origin,
@@ -428,7 +428,8 @@ impl RequestHead {
                 // RFC 9112 §3.2.2: the target's authority is the host,
                 // with the default port of the target's own scheme.
                 let port = host::default_port(https);
-                host::canonical(authority, port, &mut self.host_field).map_err(HeadError::Host)?;
+                self.host_end = host::canonical(authority, port, &mut self.host_field)
+                    .map_err(HeadError::Host)?;
                 self.has_host = true;
                 origin
             }
@@ -455,7 +456,6 @@ impl RequestHead {
             .iter()
             .position(|&byte| byte == b'?')
             .unwrap_or(self.target.len());
-        self.refresh_host();
         Ok(())
     }
 

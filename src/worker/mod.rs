@@ -473,9 +473,14 @@ impl EventLoop {
                 }
             }
         }
-        self.services
-            .timers
-            .schedule(now + memory::RECLAIM_EVERY, Deadline::Reclaim);
+        // Looked at four times a second while anything is needed, once a
+        // second otherwise (an idle worker is woken no more than that).
+        let next = if pressure >= Pressure::High || waiting {
+            memory::RECLAIM_EVERY
+        } else {
+            Duration::from_secs(1)
+        };
+        self.services.timers.schedule(now + next, Deadline::Reclaim);
     }
 
     /// Hands a copy of this worker's counters to worker 0's admin port.

@@ -87,9 +87,12 @@ const DEFAULT_WINDOW: i64 = 65_535;
 /// Bytes of output or header-list storage an idle connection keeps.
 const IDLE_KEPT: usize = 4096;
 const MAX_RESETS: u32 = 200;
-/// Streams one connection opens in one round of the loop at most
-/// (`round_used`).
-const NEW_STREAMS_PER_ROUND: u32 = 4;
+/// Streams one connection opens in one round of the loop at most, and the
+/// header block bytes (as sent and decoded) it may have read in it
+/// (`round_used`): a browser's burst of requests, each of a few hundred
+/// bytes, goes in one round; large header lists, two a round.
+const NEW_STREAMS_PER_ROUND: u32 = 32;
+const HEADER_BYTES_PER_ROUND: usize = 64 * 1024;
 const MAX_CONTROL: u32 = 10_000;
 
 impl Flood {
@@ -197,12 +200,14 @@ pub struct Http2 {
     generation: u64,
     /// Listed in `Services::flushes`: its frames go out after this batch.
     flush_queued: bool,
-    /// Streams opened (or refused) in the loop's round `round`: past
-    /// `NEW_STREAMS_PER_ROUND` the rest of the client's frames wait for
-    /// the next round, after other connections had theirs (however many
-    /// times the connection is driven in a round: each of its streams'
-    /// backends' events drives it).
+    /// Streams opened (or refused), and header block bytes read (as sent
+    /// and decoded), in the loop's round `round`: past
+    /// `NEW_STREAMS_PER_ROUND` or `HEADER_BYTES_PER_ROUND` the rest of the
+    /// client's frames wait for the next round, after other connections
+    /// had theirs (however many times the connection is driven in a
+    /// round: each of its streams' backends' events drives it).
     opened: u32,
+    header_bytes: usize,
     round: u64,
 }
 
@@ -265,6 +270,7 @@ impl Http2 {
             generation,
             flush_queued: false,
             opened: 0,
+            header_bytes: 0,
             round: 0,
         }
     }
@@ -275,6 +281,7 @@ impl Http2 {
         if self.round != services.round {
             self.round = services.round;
             self.opened = 0;
+            self.header_bytes = 0;
         }
         let step = super::drive_rounds(buffer_bytes, || self.run_once(session, client, services));
         match step {
@@ -290,7 +297,7 @@ impl Http2 {
     /// header list of `max_header_list_size`) waits while others are
     /// served, so their latency does not grow with its requests.
     fn round_used(&self) -> bool {
-        self.opened >= NEW_STREAMS_PER_ROUND
+        self.opened >= NEW_STREAMS_PER_ROUND || self.header_bytes >= HEADER_BYTES_PER_ROUND
     }
 
     fn run_once(
@@ -912,6 +919,7 @@ impl Http2 {
         let decoded = self
             .decoder
             .decode(&block.bytes, limit, DECODED_FIELDS, &mut list);
+        self.header_bytes += block.bytes.len() + list.bytes();
         let result = match decoded {
             Ok(()) => self.header_list(session, client, services, &block, &list),
             Err(hpack::HpackError(why)) => {

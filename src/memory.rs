@@ -61,6 +61,15 @@ pub fn may_grow() -> bool {
     pressure() < Pressure::Full
 }
 
+/// The script's state is collected in full once it grew this much (or
+/// an eighth of the share) since its last collection.
+pub const MIN_COLLECT: usize = 4 << 20;
+
+/// This worker's share of `memory.limit`.
+pub fn share() -> usize {
+    SHARE.get()
+}
+
 /// Bytes this thread's buffers and request heads hold now.
 pub fn held() -> usize {
     HELD.get()

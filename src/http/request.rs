@@ -350,6 +350,15 @@ impl RequestHead {
         });
     }
 
+    /// Removes the forwarding fields of a client rsp does not trust
+    /// (`forwarded_headers.trusted`): rsp writes its own in their place,
+    /// so a rule must not decide on a value the backend never gets.
+    pub fn drop_untrusted(&mut self) {
+        let raw = &self.raw;
+        self.headers
+            .retain(|field| forwarding_field(&raw[field.name.clone()]).is_none());
+    }
+
     /// An upgrade the policy allows is what rsp forwards of the client's
     /// connection fields, and so what `route()` sees: `Upgrade` with the
     /// allowed protocols, and `Connection: upgrade`.

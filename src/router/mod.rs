@@ -209,6 +209,8 @@ pub struct Router {
     pub scripted: crate::state::Scripted,
     /// What one request's `req.ctx` may hold.
     ctx_limit: usize,
+    /// What the script's state held after its last full collection.
+    collected: std::cell::Cell<usize>,
 }
 
 impl Router {
@@ -253,6 +255,7 @@ impl Router {
             budget,
             limit,
             ctx_limit: memory.script_per_request,
+            collected: std::cell::Cell::new(0),
         }
     }
 
@@ -268,6 +271,15 @@ impl Router {
         if let Err(error) = self.lua.gc_collect() {
             log::debug!("Lua garbage collection failed: {error}");
         }
+        self.collected.set(self.lua.used_memory());
+    }
+
+    /// Whether the script's state grew by more than `slack` since its last
+    /// full collection: after a burst, what ended exchanges left is freed
+    /// once the worker looks, not only when memory is short or Lua next
+    /// allocates enough to step its collector that far.
+    pub fn grown_since_collected(&self, slack: usize) -> bool {
+        self.lua.used_memory() > self.collected.get().saturating_add(slack)
     }
 
     /// Measures what `req.ctx` holds after a hook; an error when it holds

@@ -450,7 +450,8 @@ impl EventLoop {
     /// exchanges stalled on their clients are cut (`Session::reclaim`).
     fn reclaim(&mut self, now: Instant) {
         let (_, pressure) = self.services.memory();
-        if pressure >= Pressure::High {
+        let slack = (memory::share() / 8).max(memory::MIN_COLLECT);
+        if pressure >= Pressure::High || self.services.router.grown_since_collected(slack) {
             // Exchanges that ended since may have left garbage in Lua.
             self.services.router.collect_garbage();
         }

@@ -178,6 +178,13 @@ impl Http1 {
                 ));
         let body_waits = self.inbound.is_empty()
             && match &busy.exchange.state {
+                // A client that asked for `100 Continue` sends its body
+                // once the backend says so (RFC 9110 §10.1.1): until then
+                // it waits on the backend.
+                State::Forwarding {
+                    response: ResponseSide::Head { interim: 0 },
+                    ..
+                } if busy.exchange.request.head.expect_continue => false,
                 State::Forwarding { request, .. } => request.body.is_some(),
                 State::Local { discard, .. } => discard.is_some(),
                 _ => false,

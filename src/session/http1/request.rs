@@ -237,6 +237,9 @@ impl Http1 {
             self.answer(services, Answer::Error(ErrorReply::LoopDetected), body);
             return Ok(true);
         }
+        if !services.settings.forwarding.trusts(address.ip()) {
+            busy.exchange.request.head.drop_untrusted();
+        }
         let route = services
             .router
             .route(&mut busy.exchange.request, &services.pools);

@@ -30,7 +30,8 @@ use crate::timer;
 pub enum Owner {
     #[default]
     Nobody,
-    /// The session with this slab key.
+    /// The session, and its HTTP/2 stream, of this queue-entry key
+    /// (`token::waiter`): an event finds its exchange without a search.
     Session(usize),
     /// This store, under this key.
     Idle(usize),
@@ -113,9 +114,10 @@ impl IdleConnections {
         self.owners[fd] = owner;
     }
 
-    /// A session registered or took the backend socket `fd`.
-    pub fn claim(&mut self, fd: RawFd, session: usize) {
-        self.set_owner(fd, Owner::Session(session));
+    /// The exchange of `waiter` (`token::waiter`) registered or took the
+    /// backend socket `fd`.
+    pub fn claim(&mut self, fd: RawFd, waiter: usize) {
+        self.set_owner(fd, Owner::Session(waiter));
     }
 
     pub fn enabled(&self) -> bool {
@@ -168,13 +170,14 @@ impl IdleConnections {
     }
 
     /// The most recently used idle connection to `server`, if one is
-    /// fresh, for `session`; with the interest it is registered for.
-    pub fn take(&mut self, server: SocketAddr, session: usize) -> Option<(TcpStream, Interest)> {
+    /// fresh, for the exchange of `waiter`; with the interest it is
+    /// registered for.
+    pub fn take(&mut self, server: SocketAddr, waiter: usize) -> Option<(TcpStream, Interest)> {
         let keys = self.by_server.get_mut(&server)?;
         while let Some(key) = keys.pop() {
             let idle = self.connections.remove(key);
             if idle.since.elapsed() < self.timeout {
-                self.set_owner(idle.stream.as_raw_fd(), Owner::Session(session));
+                self.set_owner(idle.stream.as_raw_fd(), Owner::Session(waiter));
                 return Some((idle.stream, idle.interest));
             }
         }

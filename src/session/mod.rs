@@ -523,11 +523,12 @@ impl Session {
         self.client.transport.endpoint_mut().mark(event);
     }
 
-    /// An event for backend socket `fd`, if this session still holds it (a
-    /// late event of a socket it let go is dropped).
-    pub fn mark_backend_ready(&mut self, fd: RawFd, event: &Event) -> bool {
+    /// An event for backend socket `fd`, if this session (its HTTP/2
+    /// stream in `stream`) still holds it (a late event of a socket it let
+    /// go is dropped).
+    pub fn mark_backend_ready(&mut self, stream: Option<usize>, fd: RawFd, event: &Event) -> bool {
         let backend = match &mut self.stage {
-            Stage::Http2(stage) => return stage.mark_backend_ready(fd, event),
+            Stage::Http2(stage) => return stage.mark_backend_ready(stream, fd, event),
             Stage::Http1(stage) => stage.backend_mut(),
             Stage::TcpConnect(stage) => stage.backend_mut(),
             Stage::Tunnel(stage) => Some(stage.backend_mut()),

@@ -183,7 +183,6 @@ impl TcpConnect {
         waited: bool,
     ) -> Result<bool, Step> {
         let request = DialRequest {
-            session: key,
             waiter: key,
             client: client.address,
             host: b"",

@@ -104,7 +104,11 @@ fn run_until(
             match TokenKind::of(event.token()) {
                 TokenKind::Client(_) => session.mark_client_ready(event),
                 TokenKind::Backend(fd) => {
-                    session.mark_backend_ready(fd, event);
+                    let stream = match services.idle.owner(fd) {
+                        crate::idle::Owner::Session(waiter) => crate::token::waiter_parts(waiter).1,
+                        _ => None,
+                    };
+                    session.mark_backend_ready(stream, fd, event);
                 }
                 _ => {}
             }

@@ -506,7 +506,7 @@ impl Attempt {
             .as_ref()
             .is_some_and(|lease| services.pools[lease.pool()].send_proxy.is_some());
         let kept = if request.reuse && !private {
-            services.idle.take(server, request.session)
+            services.idle.take(server, request.waiter)
         } else {
             None
         };
@@ -528,7 +528,7 @@ impl Attempt {
         let interest = Interest::READABLE | Interest::WRITABLE;
         let token = TokenKind::Backend(stream.as_raw_fd()).token();
         services.registry.register(&mut stream, token, interest)?;
-        services.idle.claim(stream.as_raw_fd(), request.session);
+        services.idle.claim(stream.as_raw_fd(), request.waiter);
         if let Some(lease) = &self.lease
             && let Some(pool_server) = services.pools[lease.pool()].server_mut(lease.server())
         {
@@ -551,10 +551,9 @@ impl Attempt {
 
 /// What dialing needs to know of the request.
 pub struct DialRequest<'a> {
-    /// The session, for the idle store.
-    pub session: usize,
-    /// Its place in a pool's queue: the session, or one of its HTTP/2
-    /// streams (`token::waiter`).
+    /// Its place in a pool's queue, and its backend socket's owner in
+    /// the idle store's table: the session, or one of its HTTP/2 streams
+    /// (`token::waiter`).
     pub waiter: usize,
     /// The client, for log lines.
     pub client: SocketAddr,

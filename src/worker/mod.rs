@@ -265,11 +265,12 @@ impl EventLoop {
     /// for the idle store.
     fn on_backend_event(&mut self, fd: RawFd, event: &Event) {
         match self.services.idle.owner(fd) {
-            Owner::Session(key) => {
+            Owner::Session(waiter) => {
+                let (key, stream) = crate::token::waiter_parts(waiter);
                 if self
                     .sessions
                     .get_mut(key)
-                    .is_some_and(|session| session.mark_backend_ready(fd, event))
+                    .is_some_and(|session| session.mark_backend_ready(stream, fd, event))
                 {
                     self.drive(key, None);
                 }

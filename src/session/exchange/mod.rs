@@ -108,8 +108,6 @@ pub enum Turn {
 
 /// The connection's side of an exchange: its buffers, and who the client is.
 pub struct Link<'a> {
-    /// The session's slab key.
-    pub key: usize,
     /// The exchange's place in a pool's queue (`token::waiter`).
     pub waiter: usize,
     pub client: &'a Client,
@@ -149,7 +147,6 @@ impl Exchange {
 
     fn dial_request(&self, link: &Link, waited: bool) -> DialRequest<'_> {
         DialRequest {
-            session: link.key,
             waiter: link.waiter,
             client: link.client.address,
             host: self.request.head.host().as_bytes(),

@@ -229,7 +229,6 @@ impl Http1 {
         let busy = self.busy.as_deref_mut()?;
         Some((
             Link {
-                key: key.session,
                 waiter: key.waiter,
                 client,
                 inbound: &mut self.inbound,

@@ -129,6 +129,45 @@ pub enum Phase {
     Body { chunked: bool },
 }
 
+/// A stream's state (RFC 9113 §5.1) while rsp keeps it: idle streams
+/// have none yet, and closed ones only their end (`closed.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Open,
+    /// The client sent END_STREAM: its request is all here.
+    HalfClosedRemote,
+    /// rsp sent END_STREAM (or reset the stream).
+    HalfClosedLocal,
+    /// Both did: the stream goes once its exchange is done.
+    Closed,
+}
+
+impl State {
+    pub fn client_ended(self) -> bool {
+        matches!(self, State::HalfClosedRemote | State::Closed)
+    }
+
+    pub fn rsp_ended(self) -> bool {
+        matches!(self, State::HalfClosedLocal | State::Closed)
+    }
+
+    pub fn end_by_client(&mut self) {
+        *self = if self.rsp_ended() {
+            State::Closed
+        } else {
+            State::HalfClosedRemote
+        };
+    }
+
+    pub fn end_by_rsp(&mut self) {
+        *self = if self.client_ended() {
+            State::Closed
+        } else {
+            State::HalfClosedLocal
+        };
+    }
+}
+
 /// A stream's side of the translation, both ways.
 pub struct StreamIo {
     pub id: u32,
@@ -143,8 +182,8 @@ pub struct StreamIo {
     /// What ends the body in HTTP/1.1 once the client ended the stream:
     /// the last chunk and the trailers of a chunked body.
     pub tail: Vec<u8>,
-    /// The client sent END_STREAM.
-    pub ended_by_client: bool,
+    /// Who ended the stream so far.
+    pub state: State,
     /// What the client may still send before rsp opens the window.
     pub receive_window: i64,
     /// Body bytes the stage read that the client's window has not been
@@ -154,8 +193,6 @@ pub struct StreamIo {
     pub send_window: i64,
     pub phase: Phase,
     dechunk: Dechunk,
-    /// rsp sent END_STREAM (or reset the stream).
-    pub ended_by_rsp: bool,
     /// A DATA frame could not be made for want of window or room.
     pub blocked: bool,
 }
@@ -167,7 +204,12 @@ impl StreamIo {
         self.head.capacity() + self.body.capacity() + self.tail.capacity()
     }
 
-    pub fn new(id: u32, head: Vec<u8>, framing: BodyFraming, windows: (i64, i64)) -> StreamIo {
+    pub fn new(
+        id: u32,
+        head: Vec<u8>,
+        (framing, end_stream): (BodyFraming, bool),
+        windows: (i64, i64),
+    ) -> StreamIo {
         StreamIo {
             id,
             head,
@@ -175,20 +217,26 @@ impl StreamIo {
             framing,
             received: 0,
             tail: Vec::new(),
-            ended_by_client: framing == BodyFraming::None,
+            state: if end_stream {
+                State::HalfClosedRemote
+            } else {
+                State::Open
+            },
             receive_window: windows.0,
             credit: 0,
             send_window: windows.1,
             phase: Phase::Head,
             dechunk: Dechunk::default(),
-            ended_by_rsp: false,
             blocked: false,
         }
     }
 
     /// Everything the client sent went to the stage.
     fn all_read(&self) -> bool {
-        self.ended_by_client && self.head.is_empty() && self.body.is_empty() && self.tail.is_empty()
+        self.state.client_ended()
+            && self.head.is_empty()
+            && self.body.is_empty()
+            && self.tail.is_empty()
     }
 
     /// `count` bytes of DATA went out: both send windows shrink by them.
@@ -302,7 +350,7 @@ impl Sink for StreamPeer<'_> {
     fn write_two(&mut self, head: &[u8], body: &[u8], _closing: bool) -> io::Result<Option<usize>> {
         let io = &mut *self.io;
         let tx = &mut *self.tx;
-        if io.ended_by_rsp {
+        if io.state.rsp_ended() {
             // Reset: whatever the stage still writes is dropped.
             return Ok(Some(head.len() + body.len()));
         }
@@ -345,7 +393,7 @@ impl Sink for StreamPeer<'_> {
             if written != Some(true) {
                 tx.write_data(io.id, &[], true);
             }
-            io.ended_by_rsp = true;
+            io.state.end_by_rsp();
             return Ok(Some(head.len()));
         }
         let budget = io.send_budget(tx);

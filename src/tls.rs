@@ -32,7 +32,10 @@ pub fn default_alpn() -> Vec<Vec<u8>> {
 }
 
 /// Reads the files and makes the rustls configuration for a listener.
-pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, String> {
+/// A TLS listener's configuration, shared by its connections.
+pub type ServerTls = Arc<rustls::ServerConfig>;
+
+pub fn server_config(files: &TlsFiles) -> Result<ServerTls, String> {
     let provider = Arc::new(provider::default_provider());
     let mut certificates = Vec::new();
     for (cert, key) in &files.pairs {

@@ -155,11 +155,11 @@ fn a_zero_window_flood_leaves_other_clients_served_and_memory_bounded() {
     let lines = proxy.log().lines().count();
     assert!(lines < 100 * 14 + 50, "{lines} log lines");
     // And once it is over, the attack's memory is given back to the
-    // count within the worker's next looks (once a second when memory is
-    // not short): what it holds is near what it held fresh.
+    // count within the worker's next looks (the script's state is
+    // collected within 5 s): what it holds is near what it held fresh.
     let over = Instant::now();
     let mut held = metric(admin, "rsp_memory_held_bytes");
-    while held >= 16 << 20 && over.elapsed() < Duration::from_secs(4) {
+    while held >= 16 << 20 && over.elapsed() < Duration::from_secs(8) {
         thread::sleep(Duration::from_millis(250));
         held = metric(admin, "rsp_memory_held_bytes");
     }

@@ -240,13 +240,31 @@ pub enum Opening {
 }
 
 pub fn opening(data: &[u8]) -> Opening {
-    let length = data.len().min(PREFACE_LINE.len());
-    if data[..length] != PREFACE_LINE[..length] {
-        Opening::Http1
-    } else if length == PREFACE_LINE.len() {
-        Opening::Http2
-    } else {
-        Opening::Undecided
+    match preface_part(data, PREFACE_LINE) {
+        None => Opening::Http1,
+        Some(length) if length == PREFACE_LINE.len() => Opening::Http2,
+        Some(_) => Opening::Undecided,
+    }
+}
+
+/// How much of the connection preface `data` begins with: `None` when it
+/// goes on otherwise, else the length matched (the whole preface's at
+/// most). `expected` is the preface, or its first line.
+fn preface_part(data: &[u8], expected: &[u8]) -> Option<usize> {
+    let length = data.len().min(expected.len());
+    (data[..length] == expected[..length]).then_some(length)
+}
+
+/// The bytes of the whole preface at the start of `data`: `Ok(None)`
+/// while only a part of it is here, an error when it goes on otherwise.
+pub fn preface(data: &[u8]) -> Result<Option<usize>, FrameError> {
+    match preface_part(data, PREFACE) {
+        None => Err(connection(
+            ErrorCode::ProtocolError,
+            "no connection preface",
+        )),
+        Some(length) if length == PREFACE.len() => Ok(Some(length)),
+        Some(_) => Ok(None),
     }
 }
 

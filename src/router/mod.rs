@@ -193,6 +193,10 @@ struct Handles {
     ended: Lender<LogView>,
 }
 
+/// How often a script state that holds more than its slack is collected
+/// in full, at most, when it did not grow (`Router::may_hold_garbage`).
+const COLLECT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub struct Router {
     lua: Lua,
     route: Option<Function>,
@@ -209,8 +213,9 @@ pub struct Router {
     pub scripted: crate::state::Scripted,
     /// What one request's `req.ctx` may hold.
     ctx_limit: usize,
-    /// What the script's state held after its last full collection.
-    collected: std::cell::Cell<usize>,
+    /// What the script's state held after its last full collection, and
+    /// when that was.
+    collected: std::cell::Cell<(usize, std::time::Instant)>,
 }
 
 impl Router {
@@ -255,7 +260,7 @@ impl Router {
             budget,
             limit,
             ctx_limit: memory.script_per_request,
-            collected: std::cell::Cell::new(0),
+            collected: std::cell::Cell::new((0, crate::timer::now())),
         }
     }
 
@@ -271,15 +276,22 @@ impl Router {
         if let Err(error) = self.lua.gc_collect() {
             log::debug!("Lua garbage collection failed: {error}");
         }
-        self.collected.set(self.lua.used_memory());
+        self.collected
+            .set((self.lua.used_memory(), crate::timer::now()));
     }
 
-    /// Whether the script's state grew by more than `slack` since its last
-    /// full collection: after a burst, what ended exchanges left is freed
-    /// once the worker looks, not only when memory is short or Lua next
-    /// allocates enough to step its collector that far.
-    pub fn grown_since_collected(&self, slack: usize) -> bool {
-        self.lua.used_memory() > self.collected.get().saturating_add(slack)
+    /// Whether the script's state may hold much garbage: it grew by more
+    /// than `slack` since its last full collection, or holds more than
+    /// `slack` and was last collected `COLLECT_EVERY` ago (that collection
+    /// may have been in a burst, whose exchanges' `req.ctx` it then still
+    /// counted live). After a burst, what ended exchanges left is freed
+    /// within seconds, not only when memory is short or Lua next allocates
+    /// enough to step its collector that far.
+    pub fn may_hold_garbage(&self, slack: usize) -> bool {
+        let used = self.lua.used_memory();
+        let (collected, at) = self.collected.get();
+        used > collected.saturating_add(slack)
+            || (used > slack && crate::timer::now().saturating_duration_since(at) >= COLLECT_EVERY)
     }
 
     /// Measures what `req.ctx` holds after a hook; an error when it holds

@@ -7,8 +7,7 @@ use std::time::Instant;
 
 use crate::buffer::Buffer;
 
-use super::transport::is_tls_error;
-use super::{Client, End, Step};
+use super::{Client, End, Step, client_error};
 
 pub struct Handshake {
     inbound: Buffer,
@@ -25,11 +24,11 @@ impl Handshake {
         let mut progress = false;
         loop {
             let transport = &mut client.transport;
-            if transport.wants_write() && transport.endpoint().writable {
-                match transport.flush() {
-                    Ok(_) => {}
-                    Err(error) => return Step::Close(End::ClientGone(Some(error))),
-                }
+            if transport.wants_write()
+                && transport.endpoint().writable
+                && let Err(error) = transport.flush()
+            {
+                return client_error(error);
             }
             if !transport.is_handshaking() {
                 return Step::Upgrade;
@@ -51,10 +50,7 @@ impl Handshake {
                         return Step::Continue { progress };
                     }
                 }
-                Err(error) if is_tls_error(&error) => {
-                    return Step::Close(End::Aborted(error.to_string()));
-                }
-                Err(error) => return Step::Close(End::ClientGone(Some(error))),
+                Err(error) => return client_error(error),
             }
         }
     }

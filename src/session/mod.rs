@@ -24,11 +24,11 @@ pub mod transport;
 mod tunnel;
 mod upstream;
 
+use std::io;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Instant;
 
 use mio::event::Event;
@@ -70,7 +70,7 @@ pub struct ListenerSpec {
     /// Each connection starts with a PROXY protocol header.
     pub proxy_header: bool,
     /// Terminate TLS with this configuration.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub tls: Option<crate::tls::ServerTls>,
     /// Cleartext HTTP/2 with prior knowledge is served besides HTTP/1.
     pub h2c: bool,
     /// Shared with the listener's connections (a pointer each).
@@ -94,6 +94,14 @@ pub struct Client {
 }
 
 impl Client {
+    /// The address the client connected to: from its PROXY header, else
+    /// the socket's own.
+    pub fn destination(&self) -> SocketAddr {
+        self.destination
+            .or_else(|| self.transport.endpoint().stream.local_addr().ok())
+            .unwrap_or(self.address)
+    }
+
     /// Reads what the client sent into `buffer`, while it has room and the
     /// client has not ended; a failed read comes back as the end it means
     /// (a TLS error is the client's fault, a socket error a vanished peer).
@@ -101,13 +109,7 @@ impl Client {
         if self.eof || buffer.is_full() || !self.transport.may_read() {
             return Ok(crate::buffer::Fill::default());
         }
-        let fill = self.transport.read_into(buffer).map_err(|error| {
-            if transport::is_tls_error(&error) {
-                End::Aborted(error.to_string())
-            } else {
-                End::ClientGone(Some(error))
-            }
-        })?;
+        let fill = self.transport.read_into(buffer).map_err(client_end)?;
         self.eof |= fill.eof;
         Ok(fill)
     }
@@ -215,10 +217,17 @@ pub fn drive_rounds(buffer_bytes: usize, mut run_once: impl FnMut() -> Result<bo
 /// Turns a client socket error into the end it means: a TLS error is the
 /// client's fault, anything else a vanished peer.
 fn client_error(error: std::io::Error) -> Step {
+    Step::Close(client_end(error))
+}
+
+/// What a failed read or write on the client's connection means: a TLS
+/// error is the client's fault (logged as such), a socket error a peer
+/// that vanished.
+fn client_end(error: std::io::Error) -> End {
     if transport::is_tls_error(&error) {
-        Step::Close(End::Aborted(error.to_string()))
+        End::Aborted(error.to_string())
     } else {
-        Step::Close(End::ClientGone(Some(error)))
+        End::ClientGone(Some(error))
     }
 }
 
@@ -274,8 +283,9 @@ enum Stage {
     Http2(Box<Http2>),
     TcpConnect(Box<TcpConnect>),
     Tunnel(Box<Tunnel>),
-    /// Only while `upgrade` builds the next stage.
-    Switching,
+    /// The stage was moved out, by `upgrade` (for the moment it builds the
+    /// next) or `close`: a session is never driven in it.
+    Taken,
 }
 
 pub struct Session {
@@ -296,18 +306,12 @@ impl Session {
         address: SocketAddr,
         listener: &ListenerSpec,
         buffer_bytes: usize,
-    ) -> Result<Session, rustls::Error> {
+    ) -> io::Result<Session> {
         // A request usually follows the handshake at once: the first drive
         // reads it before the socket is registered, saving a poll round,
         // and registers the socket at its end.
         let endpoint = Endpoint::new(stream, None, true);
-        let transport = match &listener.tls {
-            Some(config) => Transport::Tls(
-                endpoint,
-                Box::new(rustls::ServerConnection::new(config.clone())?),
-            ),
-            None => Transport::Plain(endpoint),
-        };
+        let transport = Transport::new(endpoint, listener.tls.as_ref())?;
         let client = Client {
             transport,
             address,
@@ -346,7 +350,7 @@ impl Session {
                 Stage::Http2(stage) => stage.drive(key, &mut self.client, services),
                 Stage::TcpConnect(stage) => stage.drive(key, &mut self.client, services),
                 Stage::Tunnel(stage) => stage.drive(&mut self.client, services),
-                Stage::Switching => Step::Close(End::Done { linger: false }),
+                Stage::Taken => Step::Close(End::Done { linger: false }),
             };
             match step {
                 Step::Yield => {
@@ -362,7 +366,10 @@ impl Session {
                 }
                 Step::Upgrade => {
                     self.last_activity = timer::now();
-                    self.upgrade(services);
+                    if let Err(end) = self.upgrade(services) {
+                        self.close(services, end);
+                        return false;
+                    }
                 }
                 Step::Close(end) => {
                     self.close(services, end);
@@ -379,28 +386,24 @@ impl Session {
     }
 
     /// The one place a stage becomes the next: it takes the old stage by
-    /// value and moves its socket state, buffers and lease into the new one.
-    fn upgrade(&mut self, services: &mut Services) {
+    /// value and moves its socket state, buffers and lease into the new one;
+    /// when there is no next one, the session ends as this says.
+    fn upgrade(&mut self, services: &mut Services) -> Result<(), End> {
         let buffer_bytes = services.settings.buffer_bytes;
-        let next = match std::mem::replace(&mut self.stage, Stage::Switching) {
+        // An upgrade that finds nothing to switch to (no switched exchange)
+        // ends the connection as a finished one would.
+        let nothing = || End::Done { linger: false };
+        let next = match std::mem::replace(&mut self.stage, Stage::Taken) {
             Stage::ProxyHeader(stage) => {
                 let since = stage.since;
                 let rest = stage.into_rest();
                 if self.client.transport.is_tls() {
                     // The bytes after the header begin the TLS handshake.
-                    match self.client.transport.feed(rest.data()) {
-                        Ok(()) => {
-                            Stage::Handshake(Handshake::new(Buffer::new(buffer_bytes), since))
-                        }
-                        Err(error) => {
-                            crate::client_log!(
-                                log::Level::Warn,
-                                "{}: connection cut: {error}",
-                                self.client.address
-                            );
-                            Stage::Switching
-                        }
-                    }
+                    self.client
+                        .transport
+                        .feed(rest.data())
+                        .map_err(|error| End::Aborted(error.to_string()))?;
+                    Stage::Handshake(Handshake::new(Buffer::new(buffer_bytes), since))
                 } else {
                     application(&mut self.client, rest, services)
                 }
@@ -411,15 +414,16 @@ impl Session {
             Stage::Http1(stage) if self.client.h2c && stage.starts_http2() => {
                 http2(&mut self.client, stage.into_inbound(), services)
             }
-            Stage::Http1(stage) => stage
-                .into_tunnel()
-                .map_or(Stage::Switching, |tunnel| Stage::Tunnel(Box::new(tunnel))),
-            Stage::TcpConnect(stage) => stage
-                .into_tunnel()
-                .map_or(Stage::Switching, |tunnel| Stage::Tunnel(Box::new(tunnel))),
-            other @ (Stage::Tunnel(_) | Stage::Http2(_) | Stage::Switching) => other,
+            Stage::Http1(stage) => {
+                Stage::Tunnel(Box::new(stage.into_tunnel().ok_or_else(nothing)?))
+            }
+            Stage::TcpConnect(stage) => {
+                Stage::Tunnel(Box::new(stage.into_tunnel().ok_or_else(nothing)?))
+            }
+            other @ (Stage::Tunnel(_) | Stage::Http2(_) | Stage::Taken) => other,
         };
         self.stage = next;
+        Ok(())
     }
 
     /// The session's next deadline, from its stage.
@@ -429,7 +433,7 @@ impl Session {
         match &self.stage {
             Stage::ProxyHeader(stage) => (stage.since + timeouts.client_header, Timeout::Silent),
             Stage::Handshake(stage) => (stage.since + timeouts.client_header, Timeout::Silent),
-            Stage::Switching => (last, Timeout::Silent),
+            Stage::Taken => (last, Timeout::Silent),
             Stage::Http1(stage) => stage.deadline(timeouts, last),
             Stage::Http2(stage) => stage.deadline(timeouts, last),
             Stage::TcpConnect(stage) => stage.deadline(last, timeouts.client_header),
@@ -477,7 +481,7 @@ impl Session {
                 );
                 Step::Close(End::Done { linger: false })
             }
-            Stage::ProxyHeader(_) | Stage::Handshake(_) | Stage::Switching => {
+            Stage::ProxyHeader(_) | Stage::Handshake(_) | Stage::Taken => {
                 // Like nginx, and HAProxy's http-ignore-probes: no answer
                 // for a connection that never asked anything.
                 crate::client_log!(
@@ -493,10 +497,13 @@ impl Session {
                 self.close(services, end);
                 false
             }
-            Step::Upgrade => {
-                self.upgrade(services);
-                true
-            }
+            Step::Upgrade => match self.upgrade(services) {
+                Ok(()) => true,
+                Err(end) => {
+                    self.close(services, end);
+                    false
+                }
+            },
             Step::Continue { .. } | Step::Yield => true,
         }
     }
@@ -509,7 +516,7 @@ impl Session {
             Stage::Http2(stage) => stage.update_interest(&mut self.client, registry, token),
             Stage::Tunnel(stage) => stage.update_interest(&mut self.client, registry, token),
             Stage::TcpConnect(stage) => stage.update_interest(&mut self.client, registry, token),
-            Stage::ProxyHeader(_) | Stage::Handshake(_) | Stage::Switching => {
+            Stage::ProxyHeader(_) | Stage::Handshake(_) | Stage::Taken => {
                 let wants_write = self.client.transport.wants_write();
                 self.client
                     .transport
@@ -658,12 +665,12 @@ impl Session {
                 client.address
             ),
         }
-        match std::mem::replace(&mut self.stage, Stage::Switching) {
+        match std::mem::replace(&mut self.stage, Stage::Taken) {
             Stage::Http1(stage) => stage.close(Key::session(self.key), services, &end),
             Stage::Http2(stage) => stage.close(self.key, services, &end),
             Stage::TcpConnect(stage) => stage.close(self.key, services, &end),
             Stage::Tunnel(stage) => stage.close(services, &end),
-            Stage::ProxyHeader(_) | Stage::Handshake(_) | Stage::Switching => {}
+            Stage::ProxyHeader(_) | Stage::Handshake(_) | Stage::Taken => {}
         }
         // Dropping the streams closes them, which also removes them from epoll.
     }

@@ -9,17 +9,15 @@ use std::time::Instant;
 use mio::{Registry, Token};
 
 use crate::buffer::Buffer;
-use crate::proxy_protocol;
 use crate::reply::ErrorReply;
 use crate::router::{ConnectionView, RequestView, Route};
 use crate::services::Services;
 use crate::transaction::Transaction;
 
-use super::exchange::destination;
 use super::forward::Queue;
 use super::transport::Endpoint;
 use super::tunnel::Tunnel;
-use super::upstream::{self, Attempt, Dial, DialRequest, Failure, Next, Resends, Target};
+use super::upstream::{self, Attempt, Dial, DialRequest, Target};
 use super::{App, Client, End, Step, Timeout, client_left, finish_transaction};
 
 enum Connect {
@@ -192,23 +190,9 @@ impl TcpConnect {
         match attempt.dial(services, &request) {
             Ok(dial) => {
                 if let Dial::Connecting { backend, .. } = &dial {
-                    if let Some(transaction) = &mut self.transaction {
-                        transaction.backend = Some(backend.server);
-                        transaction.server = attempt.lease.as_ref().map(|lease| lease.server());
-                    }
                     self.to_backend.clear();
-                    let send_proxy = attempt
-                        .lease
-                        .as_ref()
-                        .and_then(|lease| services.pools[lease.pool()].send_proxy);
-                    if let Some(version) = send_proxy {
-                        proxy_protocol::write(
-                            self.to_backend.tail(),
-                            version,
-                            client.address,
-                            destination(client),
-                        );
-                    }
+                    let out = self.to_backend.tail();
+                    attempt.begin_on(backend, services, client, self.transaction.as_mut(), out);
                 }
                 self.connect = Connect::Dialing { attempt, dial };
                 Ok(true)
@@ -239,25 +223,9 @@ impl TcpConnect {
             Dial::Connecting { backend, .. } => backend.server,
             Dial::Queued { .. } => return Ok(false),
         };
-        match attempt.on_failure(Failure::Connect, false, Resends::default()) {
-            Next::OtherServer => {
-                crate::client_log!(
-                    log::Level::Warn,
-                    "{}: cannot connect to {server}: {error}; trying another server",
-                    client.address
-                );
-                attempt.move_on(services, Failure::Connect);
-                self.dial(key, client, services, attempt, true)
-            }
-            _ => {
-                crate::client_log!(
-                    log::Level::Warn,
-                    "{}: 502, cannot connect to {server}: {error}",
-                    client.address
-                );
-                attempt.release(services, crate::balancer::Outcome::ConnectFailed);
-                Err(self.refuse(ErrorReply::BadGateway))
-            }
+        match attempt.connect_failed(services, client.address, server, &error) {
+            Ok(()) => self.dial(key, client, services, attempt, true),
+            Err(reply) => Err(self.refuse(reply)),
         }
     }
 

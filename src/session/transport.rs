@@ -165,6 +165,19 @@ pub fn is_tls_error(error: &io::Error) -> bool {
 }
 
 impl Transport {
+    /// The transport of a connection accepted on a listener with `tls`
+    /// (or without).
+    pub fn new(endpoint: Endpoint, tls: Option<&crate::tls::ServerTls>) -> io::Result<Transport> {
+        Ok(match tls {
+            Some(config) => {
+                let connection =
+                    rustls::ServerConnection::new(config.clone()).map_err(io::Error::other)?;
+                Transport::Tls(endpoint, Box::new(connection))
+            }
+            None => Transport::Plain(endpoint),
+        })
+    }
+
     pub fn endpoint(&self) -> &Endpoint {
         match self {
             Transport::Plain(endpoint) | Transport::Tls(endpoint, _) => endpoint,

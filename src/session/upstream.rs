@@ -217,6 +217,30 @@ impl Failure {
 }
 
 impl Attempt {
+    /// A connection to `backend` is under way: the transaction learns
+    /// which server, and what goes first is written to `out` (a PROXY
+    /// header, when the pool asks for one).
+    pub fn begin_on(
+        &self,
+        backend: &Backend,
+        services: &Services,
+        client: &super::Client,
+        transaction: Option<&mut crate::transaction::Transaction>,
+        out: &mut Vec<u8>,
+    ) {
+        if let Some(transaction) = transaction {
+            transaction.backend = Some(backend.server);
+            transaction.server = self.lease.as_ref().map(|lease| lease.server());
+        }
+        let send_proxy = self
+            .lease
+            .as_ref()
+            .and_then(|lease| services.pools[lease.pool()].send_proxy);
+        if let Some(version) = send_proxy {
+            crate::proxy_protocol::write(out, version, client.address, client.destination());
+        }
+    }
+
     pub fn new(target: Target) -> Attempt {
         Attempt {
             target,
@@ -437,25 +461,7 @@ impl Attempt {
                         deadline: timer::now() + services.settings.timeouts.connect,
                     });
                 }
-                Err(error) => match self.on_failure(Failure::Connect, false, Resends::default()) {
-                    Next::OtherServer => {
-                        crate::client_log!(
-                            log::Level::Warn,
-                            "{}: cannot connect to {server}: {error}; trying another server",
-                            request.client
-                        );
-                        self.move_on(services, Failure::Connect);
-                    }
-                    _ => {
-                        crate::client_log!(
-                            log::Level::Warn,
-                            "{}: 502, cannot connect to {server}: {error}",
-                            request.client
-                        );
-                        self.release(services, Outcome::ConnectFailed);
-                        return Err(ErrorReply::BadGateway);
-                    }
-                },
+                Err(error) => self.connect_failed(services, request.client, server, &error)?,
             }
         }
     }
@@ -474,20 +480,37 @@ impl Attempt {
                 backend,
                 deadline: timer::now() + services.settings.timeouts.connect,
             }),
-            Err(error) if matches!(self.target, Target::Pool { .. }) => {
-                crate::client_log!(
-                    log::Level::Warn,
-                    "{}: cannot connect to {server}: {error}; trying another server",
-                    request.client
-                );
-                self.move_on(services, Failure::Connect);
+            Err(error) => {
+                self.connect_failed(services, request.client, server, &error)?;
                 self.dial(services, request)
             }
-            Err(error) => {
+        }
+    }
+
+    /// The one answer to a connect that failed (at once, later, or by its
+    /// timeout): nothing was sent, so the request may go to another server
+    /// of its pool (`Ok`: dial again); else the lease ends and the client
+    /// gets 502.
+    pub fn connect_failed(
+        &mut self,
+        services: &mut Services,
+        client: SocketAddr,
+        server: SocketAddr,
+        error: &io::Error,
+    ) -> Result<(), ErrorReply> {
+        match self.on_failure(Failure::Connect, false, Resends::default()) {
+            Next::OtherServer => {
                 crate::client_log!(
                     log::Level::Warn,
-                    "{}: 502, cannot connect to {server}: {error}",
-                    request.client
+                    "{client}: cannot connect to {server}: {error}; trying another server"
+                );
+                self.move_on(services, Failure::Connect);
+                Ok(())
+            }
+            _ => {
+                crate::client_log!(
+                    log::Level::Warn,
+                    "{client}: 502, cannot connect to {server}: {error}"
                 );
                 self.release(services, Outcome::ConnectFailed);
                 Err(ErrorReply::BadGateway)

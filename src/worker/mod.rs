@@ -452,7 +452,7 @@ impl EventLoop {
     fn reclaim(&mut self, now: Instant) {
         let (_, pressure) = self.services.memory();
         let slack = (memory::share() / 8).max(memory::MIN_COLLECT);
-        if pressure >= Pressure::High || self.services.router.grown_since_collected(slack) {
+        if pressure >= Pressure::High || self.services.router.may_hold_garbage(slack) {
             // Exchanges that ended since may have left garbage in Lua.
             self.services.router.collect_garbage();
         }

@@ -13,7 +13,6 @@ use crate::balancer::Outcome;
 use crate::buffer::Buffer;
 use crate::framing::Framing;
 
-use crate::proxy_protocol;
 use crate::reply::ErrorReply;
 use crate::reply::LocalReply;
 use crate::router::{RequestView, ResponseView};
@@ -23,7 +22,7 @@ use crate::transaction::Transaction;
 
 use super::Client;
 use super::forward::{self, Body, ForwardError, Passage, Queue};
-use super::upstream::{self, Attempt, Backend, Dial, DialRequest, Failure, Next, Origin, Resends};
+use super::upstream::{self, Attempt, Backend, Dial, DialRequest, Failure, Next, Origin};
 
 /// What follows an answer on its connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,6 +164,34 @@ impl Exchange {
         waited: bool,
     ) -> Turn {
         let dialed = attempt.dial(services, &self.dial_request(link, waited));
+        self.start(link, services, attempt, body, dialed)
+    }
+
+    /// A new connection to the same server, for the same lease: a kept
+    /// connection it took was closed under it.
+    fn redial(
+        &mut self,
+        link: &Link,
+        services: &mut Services,
+        mut attempt: Attempt,
+        server: std::net::SocketAddr,
+    ) -> Turn {
+        let mut request = self.dial_request(link, true);
+        request.reuse = false;
+        let dialed = attempt.dial_to(services, &request, server);
+        self.start(link, services, attempt, None, dialed)
+    }
+
+    /// Where a dial got to: connecting (a kept connection is connected
+    /// already), queued, or refused.
+    fn start(
+        &mut self,
+        link: &Link,
+        services: &mut Services,
+        attempt: Attempt,
+        body: Option<Body>,
+        dialed: Result<Dial, ErrorReply>,
+    ) -> Turn {
         match dialed {
             Ok(Dial::Connecting { backend, deadline }) => {
                 self.prepare_request(link, services, &attempt, &backend);
@@ -201,19 +228,15 @@ impl Exchange {
         attempt: &Attempt,
         backend: &Backend,
     ) {
-        if let Some(transaction) = &mut self.transaction {
-            transaction.backend = Some(backend.server);
-            transaction.server = attempt.lease.as_ref().map(|lease| lease.server());
-        }
         self.to_backend.clear();
         let out = self.to_backend.tail();
-        let send_proxy = attempt
-            .lease
-            .as_ref()
-            .and_then(|lease| services.pools[lease.pool()].send_proxy);
-        if let Some(version) = send_proxy {
-            proxy_protocol::write(out, version, link.client.address, destination(link.client));
-        }
+        attempt.begin_on(
+            backend,
+            services,
+            link.client,
+            self.transaction.as_mut(),
+            out,
+        );
         self.request.head.write_forwarded(
             out,
             link.client.address.ip(),
@@ -296,25 +319,10 @@ impl Exchange {
         else {
             return Turn::Wait;
         };
-        let client = link.client.address;
-        let server = backend.server;
-        match attempt.on_failure(Failure::Connect, false, Resends::default()) {
-            Next::OtherServer => {
-                crate::client_log!(
-                    log::Level::Warn,
-                    "{client}: cannot connect to {server}: {error}; trying another server"
-                );
-                attempt.move_on(services, Failure::Connect);
-                self.dial(link, services, attempt, body, true)
-            }
-            _ => {
-                crate::client_log!(
-                    log::Level::Warn,
-                    "{client}: 502, cannot connect to {server}: {error}"
-                );
-                attempt.release(services, Outcome::ConnectFailed);
-                Turn::Answer(ErrorReply::BadGateway, body)
-            }
+        let (client, server) = (link.client.address, backend.server);
+        match attempt.connect_failed(services, client, server, &error) {
+            Ok(()) => self.dial(link, services, attempt, body, true),
+            Err(reply) => Turn::Answer(reply, body),
         }
     }
 
@@ -536,13 +544,4 @@ impl Exchange {
             State::Idle | State::Local { .. } => {}
         }
     }
-}
-
-/// The address the client connected to: from its PROXY header, else the
-/// socket's own.
-pub fn destination(client: &Client) -> std::net::SocketAddr {
-    client
-        .destination
-        .or_else(|| client.transport.endpoint().stream.local_addr().ok())
-        .unwrap_or(client.address)
 }

@@ -11,7 +11,7 @@ use crate::services::Services;
 use crate::timer::{self, Deadline};
 
 use super::super::forward::Body;
-use super::super::upstream::{self, Attempt, Backend, Dial, Failure, Next, Origin, ReadEnd};
+use super::super::upstream::{self, Backend, Failure, Next, Origin, ReadEnd};
 use super::{After, Exchange, Link, ResponseSide, State, Turn};
 
 impl Exchange {
@@ -516,42 +516,6 @@ impl Exchange {
                 attempt.release(services, Outcome::Failed);
                 Turn::Abort(format!("backend {}: {why}", backend.server))
             }
-        }
-    }
-
-    /// A new connection to the same server, for the same lease.
-    fn redial(
-        &mut self,
-        link: &Link,
-        services: &mut Services,
-        attempt: Attempt,
-        server: std::net::SocketAddr,
-    ) -> Turn {
-        let mut pinned = attempt;
-        let dialed = {
-            let mut request = self.dial_request(link, true);
-            request.reuse = false;
-            pinned.dial_to(services, &request, server)
-        };
-        match dialed {
-            Ok(Dial::Connecting { backend, deadline }) => {
-                self.prepare_request(link, services, &pinned, &backend);
-                self.state = State::Upstream {
-                    attempt: pinned,
-                    dial: Dial::Connecting { backend, deadline },
-                    body: None,
-                };
-                Turn::Moved
-            }
-            Ok(queued) => {
-                self.state = State::Upstream {
-                    attempt: pinned,
-                    dial: queued,
-                    body: None,
-                };
-                Turn::Moved
-            }
-            Err(reply) => Turn::Answer(reply, None),
         }
     }
 }

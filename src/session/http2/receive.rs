@@ -44,17 +44,9 @@ impl Http2 {
         services: &mut Services,
     ) -> Result<(), FrameError> {
         if self.life == Life::Preface {
-            let data = inbound.data();
-            let length = data.len().min(frame::PREFACE.len());
-            if data[..length] != frame::PREFACE[..length] {
-                return Err(FrameError::Connection(
-                    ErrorCode::ProtocolError,
-                    "no connection preface",
-                ));
-            }
-            if length < frame::PREFACE.len() {
+            let Some(length) = frame::preface(inbound.data())? else {
                 return Ok(());
-            }
+            };
             inbound.consume(length);
             self.life = Life::FirstSettings;
         }

@@ -1,8 +1,8 @@
-//! An HTTP/2 request's header list as the HTTP/1.1 head rsp's own parser
-//! reads (RFC 9113 §8.2, §8.3): what makes a request malformed in HTTP/2
-//! is refused here, and everything HTTP/1 checks (the target, the Host,
-//! field syntax, the framing) is then checked by the same code that checks
-//! an HTTP/1 request, so `route()` sees exactly what the backend gets.
+//! An HTTP/2 request's header list (RFC 9113 §8.2, §8.3): what makes a
+//! request malformed in HTTP/2 is refused here; everything HTTP/1 checks
+//! (the target, the Host, field syntax, the framing) is then checked by
+//! the same code that checks an HTTP/1 request (`RequestHead::read_h2`),
+//! so `route()` sees exactly what the backend gets.
 
 use std::fmt;
 
@@ -67,14 +67,25 @@ fn valid_value(value: &[u8]) -> bool {
             .is_some_and(|&byte| byte == b' ' || byte == b'\t')
 }
 
-/// Writes the HTTP/1.1 head of the request whose decoded header list is
-/// `fields` to `out`. `end_stream`: the HEADERS frame ended the stream,
-/// so there is no body. Returns how the body is framed.
-pub fn to_http1(
-    fields: &[super::Field],
-    end_stream: bool,
-    out: &mut Vec<u8>,
-) -> Result<BodyFraming, Malformed> {
+/// What an HTTP/2 request's header list says, once it is known not to be
+/// malformed: the parts an HTTP/1 request line and Host carry, and how
+/// its body is framed. Its regular fields are read from the same list by
+/// `RequestHead::read_h2`, which checks what HTTP/1 checks (the target,
+/// the host, field syntax), so `route()` sees exactly what the backend
+/// gets, with no HTTP/1.1 text in between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request<'a> {
+    pub method: &'a [u8],
+    /// `:path`, or a CONNECT's `:authority`.
+    pub target: &'a [u8],
+    /// `:authority`, else the Host field.
+    pub authority: Option<&'a [u8]>,
+    pub framing: BodyFraming,
+}
+
+/// Checks the request whose decoded header list is `fields` (§8.2, §8.3).
+/// `end_stream`: the HEADERS frame ended the stream, so there is no body.
+pub fn check<'a>(fields: &[super::Field<'a>], end_stream: bool) -> Result<Request<'a>, Malformed> {
     let mut pseudo = Pseudo::default();
     let mut regular = false;
     let mut length: Option<&[u8]> = None;
@@ -155,7 +166,7 @@ pub fn to_http1(
     };
     // An absolute-form :path (RFC 9113 §8.3.1 asks for origin-form) is
     // taken only when it names the request's own scheme and authority:
-    // rsp's HTTP/1 parser makes its authority the Host, which would
+    // rsp's request reading makes its authority the host, which would
     // otherwise override :authority, what the client said it asks.
     if !connect && let Some((scheme, path_authority)) = absolute_form(target) {
         let same_scheme = pseudo
@@ -175,36 +186,6 @@ pub fn to_http1(
             ));
         }
     }
-    out.extend_from_slice(method);
-    out.push(b' ');
-    out.extend_from_slice(target);
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    if let Some(authority) = authority {
-        write_field(out, b"host", authority);
-    }
-    let mut cookies = 0;
-    for &(name, value) in fields {
-        match name {
-            name if name.starts_with(b":") => {}
-            b"host" => {}
-            // §8.2.3: cookie pairs may come as fields of their own; HTTP/1.1
-            // wants them joined in one.
-            b"cookie" => cookies += 1,
-            _ => write_field(out, name, value),
-        }
-    }
-    if cookies > 0 {
-        out.extend_from_slice(b"cookie: ");
-        let mut first = true;
-        for (_, value) in fields.iter().filter(|(name, _)| *name == b"cookie") {
-            if !first {
-                out.extend_from_slice(b"; ");
-            }
-            out.extend_from_slice(value);
-            first = false;
-        }
-        out.extend_from_slice(b"\r\n");
-    }
     let framing = match length {
         Some(length) => {
             let length = std::str::from_utf8(length)
@@ -218,13 +199,14 @@ pub fn to_http1(
             BodyFraming::Length(length)
         }
         None if end_stream => BodyFraming::None,
-        None => {
-            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-            BodyFraming::Chunked
-        }
+        None => BodyFraming::Chunked,
     };
-    out.extend_from_slice(b"\r\n");
-    Ok(framing)
+    Ok(Request {
+        method,
+        target,
+        authority,
+        framing,
+    })
 }
 
 /// Two authorities name the same host: the same bytes but for case, or
@@ -292,13 +274,27 @@ mod tests {
             .collect()
     }
 
-    fn translate(
-        list: &[(&str, &str)],
-        end_stream: bool,
-    ) -> Result<(String, BodyFraming), Malformed> {
+    /// The head an HTTP/1.1 backend gets for the request `list`, as rsp
+    /// reads it (no forwarding fields), and how its body is framed.
+    fn translate(list: &[(&str, &str)], end_stream: bool) -> Result<(String, BodyFraming), String> {
+        let fields = fields(list);
+        let request = check(&fields, end_stream).map_err(|malformed| malformed.0.to_owned())?;
+        let mut head = crate::http::RequestHead::default();
+        let policy = crate::http::RequestPolicy::default();
+        head.read_h2(&request, fields.iter().copied(), &policy, true)
+            .map_err(|error| error.to_string())?;
+        let none = crate::forwarding::Forwarding {
+            x_forwarded_for: false,
+            x_forwarded_proto: false,
+            x_forwarded_host: false,
+            forwarded: false,
+            trusted: Vec::new(),
+            via: None,
+        };
         let mut out = Vec::new();
-        let framing = to_http1(&fields(list), end_stream, &mut out)?;
-        Ok((String::from_utf8(out).unwrap(), framing))
+        let client = std::net::Ipv4Addr::LOCALHOST.into();
+        head.write_forwarded(&mut out, client, &none, None, true, true);
+        Ok((String::from_utf8(out).unwrap(), request.framing))
     }
 
     const GET: &[(&str, &str)] = &[
@@ -315,7 +311,7 @@ mod tests {
         let (head, framing) = translate(&list, true).unwrap();
         assert_eq!(
             head,
-            "GET /a?b=c HTTP/1.1\r\nhost: example.com\r\naccept: */*\r\n\r\n"
+            "GET /a?b=c HTTP/1.1\r\nHost: example.com\r\naccept: */*\r\n\r\n"
         );
         assert_eq!(framing, BodyFraming::None);
     }
@@ -326,7 +322,10 @@ mod tests {
         list[0] = (":method", "POST");
         list.extend([("cookie", "a=1"), ("x", "y"), ("cookie", "b=2")]);
         let (head, framing) = translate(&list, false).unwrap();
-        assert!(head.ends_with("x: y\r\ncookie: a=1; b=2\r\ntransfer-encoding: chunked\r\n\r\n"));
+        assert!(
+            head.ends_with("x: y\r\ncookie: a=1; b=2\r\ntransfer-encoding: chunked\r\n\r\n"),
+            "{head}"
+        );
         assert_eq!(framing, BodyFraming::Chunked);
         list.push(("content-length", "5"));
         let (head, framing) = translate(&list, false).unwrap();
@@ -402,22 +401,25 @@ mod tests {
         ] {
             assert_eq!(
                 with_path(scheme, path),
-                Err(Malformed(
+                Err(
                     "an absolute-form :path whose scheme or authority is not the request's"
-                )),
+                        .to_owned()
+                ),
                 "{scheme} {path}"
             );
         }
-        // The same, in any case: on to the HTTP/1 parser, which makes it
-        // origin-form.
-        for (scheme, path) in [
-            ("http", "http://example.com:8080/x"),
-            ("https", "HTTPS://EXAMPLE.COM:8080?q"),
-            ("http", "http://example.com:8080"),
+        // The same, in any case: read as an HTTP/1 absolute-form target
+        // is, into origin-form.
+        for (scheme, path, origin) in [
+            ("http", "http://example.com:8080/x", "/x"),
+            ("https", "HTTPS://EXAMPLE.COM:8080?q", "/?q"),
+            ("http", "http://example.com:8080", "/"),
         ] {
             let (head, _) = with_path(scheme, path).unwrap();
             assert!(
-                head.starts_with(&format!("GET {path} HTTP/1.1\r\n")),
+                head.starts_with(&format!(
+                    "GET {origin} HTTP/1.1\r\nHost: example.com:8080\r\n"
+                )),
                 "{head}"
             );
         }
@@ -441,9 +443,38 @@ mod tests {
 
     #[test]
     fn connect_goes_on_to_be_refused_as_in_http1() {
-        let (head, _) =
-            translate(&[(":method", "CONNECT"), (":authority", "h:443")], true).unwrap();
-        assert!(head.starts_with("CONNECT h:443 HTTP/1.1\r\n"));
+        let list = fields(&[(":method", "CONNECT"), (":authority", "h:443")]);
+        let request = check(&list, true).unwrap();
+        let mut head = crate::http::RequestHead::default();
+        let policy = crate::http::RequestPolicy::default();
+        // The HTTP/1 stage answers this error 501.
+        assert!(matches!(
+            head.read_h2(&request, list.iter().copied(), &policy, true),
+            Err(crate::http::HeadError::Target(
+                crate::target::TargetError::Connect
+            ))
+        ));
+    }
+
+    #[test]
+    fn values_are_held_to_what_an_http1_head_may_carry() {
+        let mut list = GET.to_vec();
+        list.push(("x", "a\u{1}b"));
+        assert!(translate(&list, true).unwrap_err().contains("control"));
+        let mut list = GET.to_vec();
+        list[0] = (":method", "G(T");
+        assert!(translate(&list, true).is_err());
+        let mut list = GET.to_vec();
+        list.push(("x_y", "dropped"));
+        assert!(!translate(&list, true).unwrap().0.contains("x_y"));
+        let mut list = GET.to_vec();
+        list[2] = (":authority", "Example.COM.:443");
+        assert!(
+            translate(&list, true)
+                .unwrap()
+                .0
+                .contains("Host: example.com\r\n")
+        );
     }
 
     #[test]

@@ -52,6 +52,10 @@ pub(super) struct Busy {
     /// client without moving `MIN_PROGRESS` (looked at only while rsp
     /// needs what exchanges hold: `Http1::stalled`).
     stall: Option<(Instant, u64)>,
+    /// An HTTP/2 stream's request, read into the exchange's head by its
+    /// codec (`take_request`), not yet routed.
+    /// The `Ok` is the bytes it would take as an HTTP/1.1 head.
+    given: Option<Result<usize, crate::http::HeadError>>,
 }
 
 /// Busy parts kept for reuse, per worker thread.
@@ -80,6 +84,7 @@ impl Busy {
                 to_client: Queue::default(),
                 moved: 0,
                 stall: None,
+                given: None,
             })
         });
         busy.moved = 0;
@@ -108,6 +113,7 @@ impl Busy {
         self.exchange.request.head.shed();
         self.exchange.to_backend.clear();
         self.exchange.state = State::Idle;
+        self.given = None;
         self.outbound.consume(self.outbound.len());
         self.to_client.clear();
         SPARE.with_borrow_mut(|spare| {
@@ -316,6 +322,9 @@ impl Http1 {
         let Some(busy) = self.busy.as_deref_mut() else {
             return self.next_request(key, client, eof, services);
         };
+        if busy.given.is_some() {
+            return self.next_request(key, client, eof, services);
+        }
         let exchange = &mut busy.exchange;
         match &mut exchange.state {
             State::Idle => {

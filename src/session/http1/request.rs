@@ -3,7 +3,7 @@
 
 use crate::admin;
 use crate::framing::Framing;
-use crate::http::{self, HeadError};
+use crate::http::{self, HeadError, RequestHead, RequestPolicy};
 use crate::memory::Pressure;
 use crate::reply::{ErrorReply, LocalReply, Shape};
 use crate::router::{Route, RouteError};
@@ -46,7 +46,10 @@ impl Http1 {
         eof: bool,
         services: &mut Services,
     ) -> Result<bool, Step> {
-        if self.inbound.is_empty() {
+        // An HTTP/2 stream's request came read (`take_request`).
+        let given = self.busy.as_deref_mut().and_then(|busy| busy.given.take());
+        let from_codec = given.is_some();
+        if given.is_none() && self.inbound.is_empty() {
             return if eof || services.draining {
                 Err(Step::Close(End::Done { linger: true }))
             } else {
@@ -72,7 +75,10 @@ impl Http1 {
             .busy
             .get_or_insert_with(|| Busy::take(client, buffer_bytes));
         let request = &mut busy.exchange.request;
-        let parsed = request.head.parse(self.inbound.data(), policy, request.tls);
+        let parsed = match given {
+            Some(read) => read.map(Some),
+            None => request.head.parse(self.inbound.data(), policy, request.tls),
+        };
         // An admin request's body (a map's new value) is read whole before
         // the request is answered: the head stays until it is all here.
         let admin_body_pending = *client.app == App::Admin
@@ -101,7 +107,9 @@ impl Http1 {
         let address = client.address;
         match parsed {
             Ok(Some(length)) if length <= limit => {
-                self.inbound.consume(length);
+                if !from_codec {
+                    self.inbound.consume(length);
+                }
                 if *client.app != App::Admin && services.memory().1 == Pressure::Ceiling {
                     // Past the ceiling what is held is being cut back;
                     // nothing new is taken meanwhile.
@@ -145,6 +153,24 @@ impl Http1 {
     /// smaller one an HTTP/2 stream was given.
     fn buffer_bytes(&self, services: &Services) -> usize {
         self.inbound.limit().min(services.settings.buffer_bytes)
+    }
+
+    /// An HTTP/2 stream's request, which `read` reads into the request
+    /// head from its header list (`RequestHead::read_h2`, told whether the
+    /// connection is TLS): routed on the next drive, as a parsed head is.
+    pub fn take_request(
+        &mut self,
+        client: &Client,
+        services: &Services,
+        read: impl FnOnce(&mut RequestHead, &RequestPolicy, bool) -> Result<usize, HeadError>,
+    ) {
+        let busy = self.begin(client, services);
+        let request = &mut busy.exchange.request;
+        busy.given = Some(read(
+            &mut request.head,
+            &services.settings.policy,
+            request.tls,
+        ));
     }
 
     /// A request that never became HTTP/1.1 (an HTTP/2 header list over

@@ -500,12 +500,11 @@ impl Http2 {
             self.reset_stream(client.address, id, ErrorCode::RefusedStream, &why, services);
             return self.flood.reset();
         }
-        let mut head = Vec::with_capacity(256);
-        let framing = if decoded.too_large {
-            BodyFraming::None
+        let request = if decoded.too_large {
+            None
         } else {
-            match request::to_http1(&fields, block.end_stream, &mut head) {
-                Ok(framing) => framing,
+            match request::check(&fields, block.end_stream) {
+                Ok(request) => Some(request),
                 Err(malformed) => {
                     let why = format!("malformed request: {malformed}");
                     self.reset_stream(client.address, id, ErrorCode::ProtocolError, &why, services);
@@ -513,27 +512,27 @@ impl Http2 {
                 }
             }
         };
-        let io = (head, framing, block.end_stream);
-        self.open_stream(client, services, id, io, decoded.too_large);
+        self.open_stream(client, services, id, (request, &fields), block.end_stream);
         Ok(())
     }
 
-    /// A new stream, whose request is `head` (or too large, and answered
-    /// 431 at once).
+    /// A new stream, whose request is `request` with its header list
+    /// `fields` (`None`: a list over its bound, answered 431 at once).
     fn open_stream(
         &mut self,
         client: &Client,
         services: &mut Services,
         id: u32,
-        (head, framing, end_stream): (Vec<u8>, BodyFraming, bool),
-        too_large: bool,
+        (request, fields): (Option<request::Request>, &[h2::Field]),
+        end_stream: bool,
     ) {
+        let framing = request.map_or(BodyFraming::None, |request| request.framing);
         let buffer = self.stream_buffer(services);
         let windows = (
             self.receive_window_of_new_stream(),
             self.peer_initial_window,
         );
-        let io = StreamIo::new(id, head, (framing, end_stream), windows);
+        let io = StreamIo::new(id, (framing, end_stream), windows);
         let slot = self.streams.insert(Stream {
             io,
             stage: Http1::new(Buffer::new(buffer)),
@@ -543,21 +542,28 @@ impl Http2 {
             bound: buffer,
             reserved: Tracked::default(),
         });
-        self.streams[slot].reserve();
-        if too_large {
-            let limit = self.settings.max_header_list_size;
-            crate::client_log!(
-                log::Level::Info,
-                "{}: HTTP/2 stream {id}: 431, header list over {limit} bytes or {DECODED_FIELDS} fields",
-                client.address,
-            );
-            // The stream keeps its real end: a client that had not ended
-            // it may still send, and is told to stop (RST_STREAM NO_ERROR).
-            let stream = &mut self.streams[slot];
-            stream
+        let stream = &mut self.streams[slot];
+        match request {
+            Some(request) => stream
                 .stage
-                .refuse(client, services, ErrorReply::HeadTooLarge);
+                .take_request(client, services, |head, policy, https| {
+                    head.read_h2(&request, fields.iter().copied(), policy, https)
+                }),
+            None => {
+                let limit = self.settings.max_header_list_size;
+                crate::client_log!(
+                    log::Level::Info,
+                    "{}: HTTP/2 stream {id}: 431, header list over {limit} bytes or {DECODED_FIELDS} fields",
+                    client.address,
+                );
+                // The stream keeps its real end: a client that had not ended
+                // it may still send, and is told to stop (RST_STREAM NO_ERROR).
+                stream
+                    .stage
+                    .refuse(client, services, ErrorReply::HeadTooLarge);
+            }
         }
+        stream.reserve();
     }
 
     /// What a new stream's client may send: rsp's `initial_window` once

@@ -171,8 +171,6 @@ impl State {
 /// A stream's side of the translation, both ways.
 pub struct StreamIo {
     pub id: u32,
-    /// The request head, translated to HTTP/1.1, not yet read by the stage.
-    pub head: Vec<u8>,
     /// DATA the client sent that the stage has not read yet: at most the
     /// stream's receive window.
     pub body: Vec<u8>,
@@ -198,21 +196,19 @@ pub struct StreamIo {
 }
 
 impl StreamIo {
-    /// What the stream holds besides its stage: the head not yet read, the
-    /// body and trailers received.
+    /// What the stream holds besides its stage: the body and trailers
+    /// received.
     pub fn held(&self) -> usize {
-        self.head.capacity() + self.body.capacity() + self.tail.capacity()
+        self.body.capacity() + self.tail.capacity()
     }
 
     pub fn new(
         id: u32,
-        head: Vec<u8>,
         (framing, end_stream): (BodyFraming, bool),
         windows: (i64, i64),
     ) -> StreamIo {
         StreamIo {
             id,
-            head,
             body: Vec::new(),
             framing,
             received: 0,
@@ -233,10 +229,7 @@ impl StreamIo {
 
     /// Everything the client sent went to the stage.
     fn all_read(&self) -> bool {
-        self.state.client_ended()
-            && self.head.is_empty()
-            && self.body.is_empty()
-            && self.tail.is_empty()
+        self.state.client_ended() && self.body.is_empty() && self.tail.is_empty()
     }
 
     /// `count` bytes of DATA went out: both send windows shrink by them.
@@ -282,19 +275,7 @@ impl Peer for StreamPeer<'_> {
     fn read_into(&mut self, buffer: &mut Buffer) -> Result<Fill, End> {
         let io = &mut *self.io;
         let mut read = 0;
-        if !io.head.is_empty() {
-            // The head goes whole (the stage's buffer holds any head
-            // within the header list bound), and first.
-            let count = buffer.push(&io.head);
-            io.head.drain(..count);
-            read += count;
-            if io.head.is_empty() {
-                // Its storage goes now, not when the stream ends: a stream
-                // the client leaves open would hold a copy of its head.
-                io.head = Vec::new();
-            }
-        }
-        if io.head.is_empty() && !io.body.is_empty() {
+        if !io.body.is_empty() {
             let room = buffer.capacity_left(buffer.len());
             let moved = match io.framing {
                 BodyFraming::Chunked if room > 32 => {
@@ -317,7 +298,7 @@ impl Peer for StreamPeer<'_> {
             io.credit += moved as u64;
             self.tx.credit += moved as u64;
         }
-        if io.head.is_empty() && io.body.is_empty() && !io.tail.is_empty() {
+        if io.body.is_empty() && !io.tail.is_empty() {
             let count = buffer.push(&io.tail);
             io.tail.drain(..count);
             read += count;

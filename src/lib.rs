@@ -18,6 +18,7 @@ pub mod http;
 pub mod idle;
 pub mod limits;
 pub mod logging;
+pub mod map_file;
 pub mod memory;
 pub mod own;
 pub mod proxy_protocol;

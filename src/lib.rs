@@ -13,6 +13,7 @@ pub mod forwarding;
 pub mod framing;
 pub mod h2;
 pub mod health;
+pub mod hook;
 pub mod host;
 pub mod http;
 pub mod idle;

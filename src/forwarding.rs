@@ -49,15 +49,6 @@ pub fn default_via_name() -> &'static str {
     })
 }
 
-/// A name `Via` may carry as its recipient: a token, or `host:port`.
-pub fn is_valid_via_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|byte| byte == b':' || crate::http::is_token_char(byte))
-}
-
 impl Forwarding {
     pub fn trusts(&self, peer: IpAddr) -> bool {
         let peer = peer.to_canonical();

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::sync::mpsc;
 use std::thread;
 
+use rsp::hook::Hook;
 use rsp::worker::EventLoop;
 use rsp::workers::{Shared, Worker};
 use rsp::{config, limits};
@@ -54,7 +55,7 @@ fn main() -> ExitCode {
     };
     if check_only {
         println!("rsp: {path}: config is valid");
-        let hooks = loaded.hooks();
+        let hooks: Vec<&str> = loaded.hooks.defined().map(Hook::name).collect();
         if hooks.is_empty() {
             println!("hooks: none (every request goes to the pool \"default\")");
         } else {

@@ -2,6 +2,7 @@
 //! connections, timers, counters, the access log, and the settings of the
 //! running config (swapped as one value on reload).
 
+use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use mio::Registry;
 use crate::access_log::AccessLog;
 use crate::admin::StatsView;
 use crate::balancer::Pool;
-use crate::config::{AdminConfig, Config, Timeouts};
+use crate::config::{AdminConfig, Config, Loaded, Timeouts};
 use crate::forwarding::Forwarding;
 use crate::http::RequestPolicy;
 use crate::idle::IdleConnections;
@@ -109,8 +110,9 @@ pub struct Services {
     pub commands: Vec<Command>,
     /// rsp is shutting down: finish exchanges, keep no connection open.
     pub draining: bool,
-    /// Counts reloads: HTTP/2 connections begun before the latest are
-    /// sent GOAWAY.
+    /// Counts reloads (`next_generation`): HTTP/2 connections begun
+    /// before the latest are sent GOAWAY, health checks of an older config
+    /// are ignored.
     pub generation: u64,
     /// Counts the loop's rounds (a poll and what it reported): what a
     /// connection may do once a round is counted against it.
@@ -119,6 +121,46 @@ pub struct Services {
 }
 
 impl Services {
+    /// A worker's services for `loaded`, registering with `registry`: the
+    /// one place they are put together (a reload replaces what the new
+    /// config changes, `worker/reload.rs`).
+    pub fn new(registry: Registry, loaded: &Loaded, worker: Worker) -> io::Result<Services> {
+        let config = &loaded.config;
+        let pools: Vec<Pool> = config.pools.iter().map(Pool::new).collect();
+        let access_log = config
+            .access_log
+            .as_ref()
+            .map(AccessLog::open)
+            .transpose()?;
+        Ok(Services {
+            registry,
+            router: Router::new(loaded, &pools),
+            pools,
+            settings: Settings::of(config),
+            timers: Timers::default(),
+            idle: IdleConnections::new(config.backend_keepalive, config.timeouts.backend_keepalive),
+            request_ids: config.request_id.then(RequestIds::new),
+            totals: Totals::default(),
+            access_log,
+            counters: Counters::default(),
+            wakeups: Vec::new(),
+            yielded: Vec::new(),
+            defer_writes: false,
+            flushes: Vec::new(),
+            commands: Vec::new(),
+            draining: false,
+            generation: 0,
+            round: 0,
+            worker,
+        })
+    }
+
+    /// A reload's new config is in force: what began under an older one
+    /// (HTTP/2 connections, health checks) can tell from now on.
+    pub fn next_generation(&mut self) {
+        self.generation += 1;
+    }
+
     /// What this worker holds for its clients (buffers, heads, the
     /// script's state), and how near its share of `memory.limit` that is.
     pub fn memory(&self) -> (usize, Pressure) {

@@ -4,9 +4,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use crate::map_file::check_entry;
 use crate::reply::LocalReply;
 use crate::state::LiveMap;
-use crate::state::map::check_entry;
 
 use super::{reply, text};
 

@@ -36,7 +36,8 @@ fn unlisted_metrics(out: &mut String, totals: &Totals) {
         for (name, count) in CLASS_NAMES.iter().zip(stats.responses.0) {
             let _ = writeln!(
                 out,
-                "rsp_unlisted_requests_total{{server=\"{server}\",class=\"{name}\"}} {count}"
+                "rsp_unlisted_requests_total{{server=\"{}\",class=\"{name}\"}} {count}",
+                Label(server)
             );
         }
     }
@@ -49,7 +50,8 @@ fn unlisted_metrics(out: &mut String, totals: &Totals) {
     for (server, stats) in &totals.unlisted {
         let _ = writeln!(
             out,
-            "rsp_unlisted_errors_total{{server=\"{server}\"}} {}",
+            "rsp_unlisted_errors_total{{server=\"{}\"}} {}",
+            Label(server),
             stats.errors
         );
     }
@@ -101,14 +103,24 @@ fn state_metrics(out: &mut String, limits: &[StateStats], dicts: &[StateStats]) 
         for (name, kind, help, value) in families {
             family(out, name, kind, help);
             for limit in limits {
-                let _ = writeln!(out, "{name}{{limit=\"{}\"}} {}", limit.name, value(limit));
+                let _ = writeln!(
+                    out,
+                    "{name}{{limit=\"{}\"}} {}",
+                    Label(&limit.name),
+                    value(limit)
+                );
             }
         }
     }
     if !dicts.is_empty() {
         family(out, "rsp_dict_keys", "gauge", "Keys a dictionary holds.");
         for dict in dicts {
-            let _ = writeln!(out, "rsp_dict_keys{{dict=\"{}\"}} {}", dict.name, dict.keys);
+            let _ = writeln!(
+                out,
+                "rsp_dict_keys{{dict=\"{}\"}} {}",
+                Label(&dict.name),
+                dict.keys
+            );
         }
         family(
             out,
@@ -120,7 +132,8 @@ fn state_metrics(out: &mut String, limits: &[StateStats], dicts: &[StateStats]) 
             let _ = writeln!(
                 out,
                 "rsp_dict_bytes{{dict=\"{}\"}} {}",
-                dict.name, dict.bytes
+                Label(&dict.name),
+                dict.bytes
             );
         }
     }
@@ -255,7 +268,7 @@ fn pool_metrics(out: &mut String, pools: &[Pool]) {
         "Requests routed to a pool, by the status class the client got.",
     );
     for pool in pools {
-        let pool_label = label(&pool.name);
+        let pool_label = Label(&pool.name);
         for (name, count) in CLASS_NAMES.iter().zip(pool.stats.responses.0) {
             let _ = writeln!(
                 out,
@@ -273,7 +286,7 @@ fn pool_metrics(out: &mut String, pools: &[Pool]) {
         let _ = writeln!(
             out,
             "rsp_pool_queued_requests{{pool=\"{}\"}} {}",
-            label(&pool.name),
+            Label(&pool.name),
             pool.queued()
         );
     }
@@ -284,7 +297,7 @@ fn pool_metrics(out: &mut String, pools: &[Pool]) {
         "Time from a request's first byte to the end of its answer, by pool.",
     );
     for pool in pools {
-        let labels = format!("pool=\"{}\",", label(&pool.name));
+        let labels = format!("pool=\"{}\",", Label(&pool.name));
         histogram(
             out,
             "rsp_pool_request_duration_seconds",
@@ -375,8 +388,8 @@ fn server_metrics(out: &mut String, pools: &[Pool], now: Instant) {
             pool.servers().iter().map(move |server| {
                 let labels = format!(
                     "pool=\"{}\",server=\"{}\"",
-                    label(&pool.name),
-                    server.address
+                    Label(&pool.name),
+                    Label(server.address)
                 );
                 (labels, server)
             })
@@ -456,16 +469,141 @@ fn histogram(out: &mut String, name: &str, labels: &str, histogram: &Histogram) 
     let _ = writeln!(out, "{name}_count{braces} {}", histogram.count);
 }
 
-/// A Prometheus label value: backslash, quote and newline escaped.
-fn label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// A label value as the exposition format wants it: backslash, quote and
+/// newline escaped. Every label value goes through it, whether or not the
+/// config chose it: pool, limit and dictionary names are any string a
+/// config gives (`pools["a\"b"]`), and one unescaped quote would make the
+/// scraper drop the whole page.
+struct Label<T>(T);
+
+impl<T: std::fmt::Display> std::fmt::Display for Label<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        struct Escaping<'a, 'b>(&'a mut std::fmt::Formatter<'b>);
+        impl std::fmt::Write for Escaping<'_, '_> {
+            fn write_str(&mut self, text: &str) -> std::fmt::Result {
+                for part in text.split_inclusive(['\\', '"', '\n']) {
+                    let (plain, special) = match part.chars().last() {
+                        Some(last @ ('\\' | '"' | '\n')) => (&part[..part.len() - 1], Some(last)),
+                        _ => (part, None),
+                    };
+                    self.0.write_str(plain)?;
+                    match special {
+                        Some('\n') => self.0.write_str("\\n")?,
+                        Some(other) => {
+                            self.0.write_char('\\')?;
+                            self.0.write_char(other)?;
+                        }
+                        None => {}
+                    }
+                }
+                Ok(())
+            }
+        }
+        write!(Escaping(f), "{}", self.0)
+    }
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A name with every character the format escapes, as Lua writes it.
+    const HOSTILE_LUA: &str = r#""we\"b\\x\ny""#;
+    const HOSTILE: &str = "we\"b\\x\ny";
+    const ESCAPED: &str = r#"we\"b\\x\ny"#;
+
+    /// Whether `line` is a sample of the text format: a metric name, label
+    /// pairs whose values are quoted and escaped, a value.
+    fn is_sample(line: &str) -> bool {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            return false;
+        };
+        if value.parse::<f64>().is_err() {
+            return false;
+        }
+        let (name, labels) = match series.split_once('{') {
+            Some((name, rest)) => match rest.strip_suffix('}') {
+                Some(labels) => (name, labels),
+                None => return false,
+            },
+            None => (series, ""),
+        };
+        let name_ok = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':');
+        let mut rest = labels;
+        while !rest.is_empty() {
+            let Some((label, after)) = rest.split_once("=\"") else {
+                return false;
+            };
+            if label.is_empty() || !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return false;
+            }
+            let mut chars = after.char_indices();
+            let end = loop {
+                match chars.next() {
+                    Some((_, '\\')) => match chars.next() {
+                        Some((_, '\\' | '"' | 'n')) => {}
+                        _ => return false,
+                    },
+                    Some((at, '"')) => break at,
+                    Some(_) => {}
+                    None => return false,
+                }
+            };
+            rest = &after[end + 1..];
+            rest = rest.strip_prefix(',').unwrap_or(rest);
+        }
+        name_ok
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(Label(HOSTILE).to_string(), ESCAPED);
+        assert_eq!(Label("plain").to_string(), "plain");
+        assert_eq!(Label("\"\"\n\\").to_string(), r#"\"\"\n\\"#);
+        assert!(is_sample(r#"a{b="c\"d",e="\\"} 1"#));
+        assert!(!is_sample("a{b=\"c\"d\"} 1"), "the check can fail");
+    }
+
+    /// Every name a config chooses that /metrics shows (pools, limits,
+    /// dictionaries), made as hostile as Lua allows: every line still
+    /// reads as the format says, and each name is there, escaped.
+    #[test]
+    fn names_a_config_chooses_cannot_break_the_page() {
+        let text = format!(
+            "listen = \"127.0.0.1:1\"\n\
+             pools = {{ [{HOSTILE_LUA}] = {{ servers = {{ \"127.0.0.1:8081\" }} }} }}\n\
+             limits = {{ [{HOSTILE_LUA} .. \"limit\"] = {{ rate = 10 }} }}\n\
+             dicts = {{ [{HOSTILE_LUA} .. \"dict\"] = {{ max_keys = 10 }} }}\n\
+             function route(req) return {HOSTILE_LUA} end\n"
+        );
+        let path = std::env::temp_dir().join(format!("rsp-metrics-{}.lua", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        let loaded = crate::config::load(&path);
+        std::fs::remove_file(&path).unwrap();
+        let config = loaded.unwrap().config;
+        let pools: Vec<Pool> = config.pools.iter().map(Pool::new).collect();
+        assert_eq!(pools[0].name, HOSTILE);
+        let scripted = crate::state::configure(&config.limits, &config.dicts, &config.maps);
+        let mut totals = Totals::default();
+        totals.count_unlisted("[::1]:8080".parse().unwrap(), 200, false);
+        let mut view = super::super::StatsView::borrowed(&pools, &totals, vec![Some(0)]);
+        (view.limits, view.dicts) = scripted.stats();
+        let page = metrics(&view);
+        for line in page.lines().filter(|line| !line.starts_with('#')) {
+            assert!(is_sample(line), "not a sample: {line:?}\n{page}");
+        }
+        for label in [
+            format!("pool=\"{ESCAPED}\""),
+            format!("limit=\"{ESCAPED}limit\""),
+            format!("dict=\"{ESCAPED}dict\""),
+            "server=\"[::1]:8080\"".to_owned(),
+        ] {
+            assert!(page.contains(&label), "{label} missing:\n{page}");
+        }
+    }
 
     #[test]
     fn histogram_lines_are_cumulative() {

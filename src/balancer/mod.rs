@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::config::{Algorithm, PoolConfig, RetryOn};
+use crate::config::{Algorithm, EjectConfig, PoolConfig, RetryOn};
 use crate::health::HealthConfig;
 use crate::proxy_protocol;
 use crate::stats::{PoolStats, ServerStats};
@@ -18,7 +18,7 @@ use crate::timer;
 
 mod outage;
 
-pub use outage::{Cause, EjectConfig, Outage, Record};
+pub use outage::{Cause, Outage, Record};
 
 /// What `pick` found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

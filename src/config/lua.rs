@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use mlua::{Function, Lua, Table, Value};
 
 use super::types::ConfigError;
+use crate::hook::Hook;
 
 /// The config file after it ran: its globals, and where each was set.
 pub struct Script {
@@ -79,15 +80,17 @@ impl Script {
             .join(path)
     }
 
-    /// Fails on a global that is not among `settings` (a typo); global
-    /// functions other than those are returned (`file:line: name`), to be
-    /// reported: a script may keep its helpers global.
+    /// Fails on a global that is not among `settings` or the hooks (a
+    /// typo); global functions other than those are returned
+    /// (`file:line: name`), to be reported: a script may keep its helpers
+    /// global.
     pub fn only_settings(&self, settings: &[&str]) -> Result<Vec<String>, ConfigError> {
         let mut functions = Vec::new();
         let mut names: Vec<String> = global_names(&self.lua).into_iter().collect();
         names.sort();
         for name in names {
-            if self.builtins.contains(&name) || settings.contains(&name.as_str()) {
+            let hook = Hook::ALL.iter().any(|hook| hook.name() == name);
+            if self.builtins.contains(&name) || settings.contains(&name.as_str()) || hook {
                 continue;
             }
             match self.globals.raw_get::<Value>(name.as_str()) {
@@ -98,8 +101,8 @@ impl Script {
         Ok(functions)
     }
 
-    /// The hook function `name` (`route`, `respond`, `log`), if the file
-    /// defines one.
+    /// The hook function `name` (one of `Hook::ALL`), if the file defines
+    /// one.
     pub fn hook(&self, name: &str) -> Result<Option<Function>, ConfigError> {
         match self.get(name) {
             Value::Nil => Ok(None),

@@ -20,6 +20,8 @@ use std::time::Duration;
 
 use mlua::{Function, Lua};
 
+use crate::hook::Hook;
+
 pub use materialize::{Certificates, resolve};
 pub use types::*;
 
@@ -42,9 +44,6 @@ const SETTINGS: &[&str] = &[
     "listen",
     "backends",
     "pools",
-    "route",
-    "respond",
-    "log",
     "buffer_bytes",
     "max_header_bytes",
     "max_response_header_bytes",
@@ -75,31 +74,39 @@ const SETTINGS: &[&str] = &[
 ];
 
 /// A loaded config: its settings, the certificates its listeners use, and
-/// the Lua state that holds `route`.
+/// the Lua state that holds its hooks.
 pub struct Loaded {
     pub config: Config,
     pub certificates: Certificates,
     pub lua: Lua,
-    pub route: Option<Function>,
-    /// `respond(req, res)`: sees each response head before the client does.
-    pub respond: Option<Function>,
-    /// `log(req, res)`: runs after each exchange ends.
-    pub log: Option<Function>,
+    pub hooks: Hooks,
     /// Global functions that are not hooks (`file:line: name`).
     pub other_functions: Vec<String>,
 }
 
-impl Loaded {
+/// The functions of the hooks the script defines, one place per `Hook`.
+#[derive(Clone, Default)]
+pub struct Hooks([Option<Function>; Hook::ALL.len()]);
+
+impl Hooks {
+    pub fn get(&self, hook: Hook) -> Option<&Function> {
+        self.0[hook.index()].as_ref()
+    }
+
     /// The hooks the script defines, in the order they run.
-    pub fn hooks(&self) -> Vec<&'static str> {
-        [
-            ("route", self.route.is_some()),
-            ("respond", self.respond.is_some()),
-            ("log", self.log.is_some()),
-        ]
-        .into_iter()
-        .filter_map(|(name, defined)| defined.then_some(name))
-        .collect()
+    pub fn defined(&self) -> impl Iterator<Item = Hook> + '_ {
+        Hook::ALL
+            .into_iter()
+            .filter(|hook| self.get(*hook).is_some())
+    }
+
+    /// Every hook the script defines, each by its name.
+    fn read(script: &Script) -> Result<Hooks, ConfigError> {
+        let mut hooks = Hooks::default();
+        for hook in Hook::ALL {
+            hooks.0[hook.index()] = script.hook(hook.name())?;
+        }
+        Ok(hooks)
     }
 }
 
@@ -108,18 +115,14 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     let script = Script::run(path)?;
     let other_functions = script.only_settings(SETTINGS)?;
     let config = read(&script)?;
-    let route = script.hook("route")?;
-    let respond = script.hook("respond")?;
-    let log = script.hook("log")?;
-    validate::validate(&config, &script, route.as_ref())?;
+    let hooks = Hooks::read(&script)?;
+    validate::validate(&config, &script, hooks.get(Hook::Route))?;
     let certificates = Certificates::read(&config, &script)?;
     Ok(Loaded {
         config,
         certificates,
         lua: script.lua,
-        route,
-        respond,
-        log,
+        hooks,
         other_functions,
     })
 }

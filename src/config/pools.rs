@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use mlua::Value;
 
-use crate::balancer::EjectConfig;
 use crate::health::HealthConfig;
 use crate::proxy_protocol;
 
@@ -14,8 +13,8 @@ use super::lua::Script;
 use super::materialize;
 use super::read::Setting;
 use super::types::{
-    Algorithm, ConfigError, DEFAULT_POOL, DEFAULT_QUEUE_TIMEOUT, DEFAULT_RETRIES, PoolConfig,
-    RetryOn, ServerConfig,
+    Algorithm, ConfigError, DEFAULT_POOL, DEFAULT_QUEUE_TIMEOUT, DEFAULT_RETRIES, EjectConfig,
+    PoolConfig, RetryOn, ServerConfig,
 };
 
 const POOL_SETTINGS: &[&str] = &[

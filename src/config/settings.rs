@@ -155,7 +155,7 @@ pub fn forwarding(script: &Script) -> Result<Forwarding, ConfigError> {
         Value::Boolean(false) => forwarding.via = None,
         Value::String(name) => {
             let name = name.to_string_lossy();
-            if !crate::forwarding::is_valid_via_name(&name) {
+            if !is_valid_via_name(&name) {
                 return Err(via.error(format!(
                     "\"{name}\" is not a name Via may carry (letters, digits and !#$%&'*+-.^_`|~:, 64 at most)"
                 )));
@@ -352,4 +352,13 @@ pub fn memory(script: &Script) -> Result<crate::memory::MemoryLimits, ConfigErro
         )));
     }
     Ok(memory)
+}
+
+/// A name `Via` may carry as its recipient: a token, or `host:port`.
+fn is_valid_via_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|byte| byte == b':' || http::is_token_char(byte))
 }

@@ -1,5 +1,5 @@
 //! `limits = { ... }` and `dicts = { ... }`: the process-wide state the
-//! script keeps (see `crate::state`).
+//! script keeps (see `state/`).
 
 use std::time::Duration;
 
@@ -128,7 +128,7 @@ pub fn maps(script: &Script) -> Result<Vec<MapConfig>, ConfigError> {
             let max_keys = map
                 .part("max_keys")
                 .integer(DEFAULT_MAX_KEYS, 1..=10_000_000)? as usize;
-            let entries = crate::state::map::read_file(&path).map_err(|why| file.error(why))?;
+            let entries = crate::map_file::read_file(&path).map_err(|why| file.error(why))?;
             if entries.len() > max_keys {
                 return Err(file.error(format!(
                     "{}: {} keys, over the map's max_keys of {max_keys}",

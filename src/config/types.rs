@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::balancer::EjectConfig;
 use crate::forwarding::Forwarding;
 use crate::health::HealthConfig;
 use crate::http::RequestPolicy;
@@ -275,6 +274,35 @@ impl RetryOn {
 
     pub fn status(&self, status: u16) -> bool {
         self.statuses.contains(&status)
+    }
+}
+
+/// A pool's `eject = { ... }` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EjectConfig {
+    /// 5xx answers in a row that eject a server; 0: 5xx answers never do.
+    pub consecutive_5xx: u32,
+    /// Failed connects, resets, broken or late answers in a row that eject
+    /// a server; 0: errors never do (failed connects still rest it).
+    pub consecutive_errors: u32,
+    /// The first ejection's length; each further one in a row doubles it.
+    pub base: Duration,
+    pub max: Duration,
+    /// An ejection that would leave more than this percentage of the pool's
+    /// servers ejected at once does not happen (Envoy's
+    /// `max_ejection_percent`).
+    pub max_percent: u32,
+}
+
+impl Default for EjectConfig {
+    fn default() -> EjectConfig {
+        EjectConfig {
+            consecutive_5xx: 5,
+            consecutive_errors: 3,
+            base: Duration::from_secs(10),
+            max: Duration::from_secs(300),
+            max_percent: 50,
+        }
     }
 }
 

@@ -17,20 +17,16 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use crate::access_log::AccessLog;
 use crate::balancer::Pool;
 use crate::config::Loaded;
 use crate::health::{HealthChecks, Verdict};
-use crate::idle::{IdleConnections, Owner};
+use crate::idle::Owner;
 use crate::memory::{self, Pressure};
-use crate::request_id::RequestIds;
-use crate::router::Router;
 use crate::session::{Reclaimed, Session};
-use crate::stats::Totals;
-use crate::timer::{self, Deadline, Timers};
+use crate::timer::{self, Deadline};
 use crate::workers::{Command, Snapshot, Worker};
 
-use crate::services::{Counters, Services, Settings};
+use crate::services::Services;
 use crate::token::TokenKind;
 use listeners::{ACCEPT_PAUSE, Listeners};
 
@@ -43,8 +39,6 @@ pub struct EventLoop {
     poll: Poll,
     signals: Signals,
     config_path: PathBuf,
-    /// Counts reloads; health deadlines of an older config are ignored.
-    generation: u64,
     listeners: Listeners,
     sessions: Slab<Session>,
     services: Services,
@@ -69,40 +63,12 @@ impl EventLoop {
                 Waker::new(poll.registry(), TokenKind::Waker.token())?,
             );
         }
-        let config = &loaded.config;
-        let pools: Vec<Pool> = config.pools.iter().map(Pool::new).collect();
-        log_pools(&pools);
-        let access_log = config
-            .access_log
-            .as_ref()
-            .map(AccessLog::open)
-            .transpose()?;
-        let services = Services {
-            registry: poll.registry().try_clone()?,
-            router: Router::new(&loaded, &pools),
-            pools,
-            settings: Settings::of(config),
-            timers: Timers::default(),
-            idle: IdleConnections::new(config.backend_keepalive, config.timeouts.backend_keepalive),
-            request_ids: config.request_id.then(RequestIds::new),
-            totals: Totals::default(),
-            access_log,
-            counters: Counters::default(),
-            wakeups: Vec::new(),
-            yielded: Vec::new(),
-            defer_writes: false,
-            flushes: Vec::new(),
-            commands: Vec::new(),
-            draining: false,
-            generation: 0,
-            round: 0,
-            worker,
-        };
+        let services = Services::new(poll.registry().try_clone()?, &loaded, worker)?;
+        log_pools(&services.pools);
         let mut event_loop = EventLoop {
             poll,
             signals,
             config_path,
-            generation: 0,
             listeners: Listeners::default(),
             sessions: Slab::with_capacity(1024),
             services,
@@ -424,7 +390,7 @@ impl EventLoop {
                     generation,
                     pool,
                     server,
-                } if generation == self.generation => self.check(pool, server),
+                } if generation == self.services.generation => self.check(pool, server),
                 Deadline::HealthDue { .. } | Deadline::ResumeAccept => {}
                 Deadline::IdleBackend { key, serial } => {
                     self.services.idle.expire(key, serial, now)
@@ -524,7 +490,7 @@ impl EventLoop {
             if pool.health.is_some() {
                 for server in 0..pool.servers().len() {
                     let deadline = Deadline::HealthDue {
-                        generation: self.generation,
+                        generation: self.services.generation,
                         pool: pool_index,
                         server,
                     };
@@ -542,7 +508,7 @@ impl EventLoop {
         let address = self.services.pools[pool].address(server);
         let started = self.health_checks.start(
             self.poll.registry(),
-            self.generation,
+            self.services.generation,
             pool,
             server,
             address,
@@ -559,7 +525,7 @@ impl EventLoop {
 
     /// Counts a finished check and schedules the next one.
     fn record(&mut self, verdict: Verdict) {
-        if verdict.generation != self.generation {
+        if verdict.generation != self.services.generation {
             return; // a check of a config that was since replaced
         }
         let pool = &mut self.services.pools[verdict.pool];

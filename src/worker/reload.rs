@@ -75,8 +75,6 @@ impl EventLoop {
             }
         }
         self.apply(&loaded);
-        self.generation += 1;
-        self.services.generation += 1;
         self.schedule_health_checks();
         for key in to_drive {
             self.drive(key, None);
@@ -106,7 +104,7 @@ impl EventLoop {
     }
 
     /// The rest of the new config: `route`, settings, ids, the access log,
-    /// the idle store's limits.
+    /// the idle store's limits; then the new generation begins.
     fn apply(&mut self, loaded: &Loaded) {
         let config = &loaded.config;
         let services = &mut self.services;
@@ -117,6 +115,7 @@ impl EventLoop {
         }
         reconfigure_access_log(&mut services.access_log, config.access_log.as_ref());
         configure_idle(&mut services.idle, config);
+        services.next_generation();
     }
 
     /// SIGUSR1: logrotate moved the file away; start a new one.

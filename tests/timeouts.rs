@@ -2,7 +2,8 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::{BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -312,4 +313,85 @@ fn out_of_descriptors_pauses_accepting_without_spinning() {
     assert_eq!(client.response(false).status, 200);
     let _ = child.kill();
     let _ = child.wait();
+}
+
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+/// A backend that answers `100 Continue` only after `delay` (it decides
+/// whether to take the body, as an upload service checking a quota does),
+/// then reads the body and answers 200; any other request is answered at
+/// once.
+fn late_continue_backend(delay: Duration) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut writer = stream;
+                while let Some(head) = read_head(&mut reader) {
+                    let lower = head.to_ascii_lowercase();
+                    let length: usize = lower
+                        .lines()
+                        .find_map(|line| line.strip_prefix("content-length:"))
+                        .map_or(0, |value| value.trim().parse().unwrap());
+                    if lower.contains("expect: 100-continue") {
+                        thread::sleep(delay);
+                        if writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
+                            return;
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    if writer.write_all(OK).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    address
+}
+
+/// A client that sent `Expect: 100-continue` waits for the
+/// backend's `100 Continue` before it sends its body (RFC 9110 §10.1.1);
+/// rsp counts that wait as the client stalling (`waits_on_client`: a
+/// request body to come and nothing in the inbound buffer), and when the
+/// pool has requests queued (or memory is near its bound) cuts the
+/// connection after 2 s, although the exchange waits on its backend, which
+/// the README promises is never cut for this.
+#[test]
+fn a_client_waiting_for_its_backends_100_continue_is_not_cut() {
+    let backend = late_continue_backend(Duration::from_secs(4));
+    let proxy = Proxy::start(&format!(
+        "pools = {{ default = {{ servers = {{ \"{backend}\" }}, max_conns = 1, queue_timeout_ms = 15000 }} }}"
+    ));
+    let mut uploader = proxy.connect();
+    uploader.send(
+        b"PUT /upload HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+    );
+    thread::sleep(Duration::from_millis(300));
+    // A second request waits in the pool's queue meanwhile.
+    let waiter = {
+        let address = proxy.address;
+        thread::spawn(move || {
+            let mut client = Client::connect(address);
+            client.send(b"GET /other HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            client.try_response(false).map(|response| response.status)
+        })
+    };
+    let interim = uploader.try_response(false);
+    assert_eq!(
+        interim.as_ref().map(|response| response.status),
+        Some(100),
+        "the upload was cut while its backend decided: {}",
+        proxy.log()
+    );
+    uploader.send(b"hello");
+    let last = uploader.try_response(false);
+    assert_eq!(last.map(|response| response.status), Some(200));
+    assert_eq!(waiter.join().unwrap(), Some(200));
+    assert!(!proxy.log().contains("connection cut"), "{}", proxy.log());
 }

@@ -49,18 +49,19 @@ fn count(summary: &serde_json::Value, table: &str, key: &str) -> u64 {
 /// The status of an HTTP/2 GET through curl (prior knowledge), and how
 /// long it took.
 fn h2_get(proxy: &Proxy, path: &str) -> (String, Duration) {
-    ensure_package("curl", "curl");
     let started = Instant::now();
-    let output = Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-m", "5", "-w", "%{http_code}"])
-        .arg("--http2-prior-knowledge")
-        .arg(format!("http://{}{path}", proxy.address))
-        .output()
-        .unwrap();
-    (
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        started.elapsed(),
-    )
+    let url = format!("http://{}{path}", proxy.address);
+    let output = curl(&[
+        "-o",
+        "/dev/null",
+        "-m",
+        "5",
+        "-w",
+        "%{http_code}",
+        "--http2-prior-knowledge",
+        &url,
+    ]);
+    (output.text(), started.elapsed())
 }
 
 /// The value of a metric on the admin port at `admin`.

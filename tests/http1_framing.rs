@@ -359,6 +359,7 @@ fn interim_responses_are_bounded_in_number_and_memory() {
         client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
         idle.push(client);
     }
+    // The flood runs a second and a half.
     thread::sleep(Duration::from_millis(1500));
     let grown = proxy.rss_kib().saturating_sub(before);
     assert!(grown < 8 * 1024, "rsp grew by {grown} KiB");

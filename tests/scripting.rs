@@ -8,7 +8,9 @@ mod common;
 use std::thread;
 use std::time::Duration;
 
-use common::{Backend, Nginx, Proxy, Recorder, check_config, ensure_package, temp_file};
+use common::{
+    Backend, Nginx, Proxy, Recorder, check_config, ensure_package, temp_file, wait_until,
+};
 
 const OK: &[u8] = b"HTTP/1.1 200 OK\r\nServer: recorder/1.0\r\nX-Powered-By: php\r\nContent-Length: 3\r\n\r\nok\n";
 
@@ -469,11 +471,9 @@ end"#
     let mut leaving = proxy.connect();
     leaving.send(b"GET /size/20000000 HTTP/1.1\r\nHost: h\r\n\r\n");
     drop(leaving);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::fs::read_to_string(&out).unwrap().lines().count() < 3 {
-        assert!(std::time::Instant::now() < deadline);
-        thread::sleep(Duration::from_millis(20));
-    }
+    assert!(wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(&out).unwrap().lines().count() >= 3
+    }));
     let lines = std::fs::read_to_string(&out).unwrap();
     let lines: Vec<&str> = lines.lines().collect();
     assert_eq!(lines.len(), 3, "{lines:?}");
@@ -619,7 +619,8 @@ function log(req, res) req.ctx.seen = true end"#,
     let mut proxy = Proxy::start(&settings("old"));
     let mut client = proxy.connect();
     client.send(b"GET /sleep/700 HTTP/1.1\r\nHost: h\r\n\r\n");
-    thread::sleep(Duration::from_millis(200));
+    // Routed by the old script: the backend has it.
+    assert!(wait_until(Duration::from_secs(5), || backend.count() == 1));
     proxy.reload(&settings("new"));
     proxy.wait_for_log("reload done", 1);
     let response = client.response(false);
@@ -652,7 +653,8 @@ function log(req, res) local _ = req.ctx.seen end"#,
         client.send(b"GET /sleep/1000 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
         client.try_response(false).map(|response| response.status)
     });
-    thread::sleep(Duration::from_millis(300));
+    // Routed by the old Lua state: the backend has it.
+    assert!(wait_until(Duration::from_secs(5), || backend.count() == 1));
     proxy.reload(&script);
     proxy.wait_for_log("reload done", 1);
     let status = slow.join().unwrap();

@@ -143,6 +143,7 @@ end"#,
     let sums: Vec<String> = (0..6).map(|_| proxy.get("/incr").text()).collect();
     assert_eq!(sums, ["2", "4", "6", "8", "10", "12"]);
     assert!(proxy.get("/bad").text().contains("not a number"));
+    // Past the 300 ms the entry was set for.
     thread::sleep(Duration::from_millis(400));
     assert_eq!(proxy.get("/").text(), "nil true integer");
 }

@@ -1,6 +1,5 @@
-//! Round three of the attacks: hosts spelled another way than a rule
-//! expects, forwarding loops, and the admin port reached through the
-//! proxy. Against the real binary, with a real nginx behind it where its
+//! Hosts spelled another way than a rule expects, forwarding loops, and
+//! the admin port reached through the proxy. Against the real binary, with a real nginx behind it where its
 //! reading of a host is the point.
 
 mod common;

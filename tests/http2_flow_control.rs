@@ -26,12 +26,9 @@ fn assert_uploaded(seen: &Value, size: usize, proxy: &Proxy) {
 }
 
 /// RFC 9113 §6.1: padding counts against flow control, so the receiver
-/// must give it back. rsp credits padding to the connection window only
-/// (src/session/http2/mod.rs `data`: `self.tx.credit += flow_length -
-/// data.len()`) and never to the stream's (`io.credit` counts only body
-/// bytes the stage read, give_windows sends only that), so each padded
-/// frame shrinks the stream's window for good and an upload of more
-/// than about `initial_window / padding` frames stalls.
+/// gives it back, to the stream's window as to the connection's: an
+/// upload of far more than `initial_window / padding` padded frames goes
+/// through whole.
 #[test]
 fn padded_data_gives_its_padding_back_to_the_stream_window() {
     let backend = Backend::start("web");
@@ -55,11 +52,9 @@ fn padded_data_within_one_window_arrives_unpadded() {
 
 /// RFC 9113 §6.5.3/§6.9.2: until the client acknowledges rsp's SETTINGS,
 /// it may send in the default 65535-byte windows. With `initial_window`
-/// below 65535 (the config allows 16384), rsp enforces its smaller window
-/// from the first byte (src/session/http2/mod.rs `header_list`:
-/// `StreamIo::new(..., settings.initial_window, ...)`, `data`: "DATA
-/// past the stream's window"), so a client that sends its body with its
-/// request, as h2c clients do, gets RST_STREAM(FLOW_CONTROL_ERROR).
+/// below 65535 (the config allows 16384), a client that sends its body
+/// with its request, as h2c clients do, has it taken: rsp's smaller
+/// window holds only once its SETTINGS are acknowledged.
 #[test]
 fn a_body_sent_before_rsps_settings_are_acknowledged_is_taken() {
     let backend = Backend::start("web");
@@ -77,15 +72,11 @@ fn a_body_sent_with_the_request_in_the_default_window_is_taken() {
     assert_uploaded(&seen, 65_535, &proxy);
 }
 
-/// The HTTP/2 stage reads frames into the connection's inbound buffer,
-/// bounded by `buffer_bytes` (src/session/mod.rs `http2`: the HTTP/1 or
-/// handshake stage's buffer is handed on), and parses only whole frames
-/// (`receive_from`). A frame of the size rsp itself announced
-/// (SETTINGS_MAX_FRAME_SIZE, at least 16384) plus its 9-byte header
-/// does not fit a 16384-byte buffer (buffer_bytes may be as small as
-/// 1024, HAProxy's default bufsize is 16384), so the connection stops
-/// reading and hangs until a timeout. Config validation does not tie
-/// http2.max_frame_size to buffer_bytes either.
+/// Frames of the size rsp itself announced (SETTINGS_MAX_FRAME_SIZE, at
+/// least 16384) are read whole whatever `buffer_bytes` is: with a
+/// 16384-byte buffer (HAProxy's default bufsize), a full-size frame and
+/// its 9-byte header, which do not fit it, are read as readily as
+/// smaller ones.
 #[test]
 fn frames_of_the_announced_size_are_read_with_a_small_buffer_bytes() {
     let backend = Backend::start("web");

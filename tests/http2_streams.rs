@@ -535,15 +535,10 @@ fn a_queued_stream_the_client_resets_leaves_the_pool_queue() {
 
 /// A request whose header list is over the bound gets 431 at once; its
 /// HEADERS did not end the stream, so the client may still end its side
-/// after rsp's END_STREAM, with trailers (RFC 9113 §5.1: the stream is
-/// half-closed (remote) for the client until it ends its side). rsp
-/// marks such a stream ended by the client
-/// (src/session/http2/mod.rs `header_list`: `stream.io.ended_by_client =
-/// true` on the 431 path), so `forget` does not keep its id among the
-/// ended-early ones, no RST_STREAM(NO_ERROR) tells the client to stop
-/// (`finish_stream`), and the trailers' HEADERS on that id is taken for
-/// "a stream id that is not new and odd": GOAWAY(PROTOCOL_ERROR), and
-/// every other stream of the connection is cut.
+/// after rsp's END_STREAM, with trailers (RFC 9113 §5.1). rsp tells it
+/// with RST_STREAM(NO_ERROR) that it need not, and trailers that were
+/// already on their way are ignored: no GOAWAY, and the connection serves
+/// its next request.
 #[test]
 fn trailers_after_a_431_do_not_cut_the_connection() {
     let backend = Backend::start("web");

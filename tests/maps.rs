@@ -341,10 +341,9 @@ end"#
 const ECHO_HOST: &str = r#"  local value = rsp.map("webapps"):get(req.host)
   return { status = 200, body = tostring(value) .. "\n" }"#;
 
-/// A key starting with `#` was answered 200 and written as
-/// `#key value`, a comment: the next start (or `rsp --check`) drops it, so
-/// an acknowledged change was lost. It must be refused instead, by PUT and
-/// by POST alike.
+/// A key starting with `#` would be written as `#key value`, a comment
+/// the next start (or `rsp --check`) drops: it is refused, by PUT and by
+/// POST alike, so no acknowledged change is lost.
 #[test]
 fn a_key_that_would_be_written_as_a_comment_is_refused() {
     let map = temp_file("hash.map", "a.example one\n");
@@ -377,10 +376,9 @@ fn a_key_that_would_be_written_as_a_comment_is_refused() {
     );
 }
 
-/// Two maps of one file: each writes its own entries over the other's, so
-/// a PUT to one map, answered 200, is gone from the file after a PUT to
-/// the other (and from both maps at the next start). The config must be
-/// refused.
+/// Two maps of one file would each write their entries over the other's,
+/// losing acknowledged changes: such a config is refused, however the
+/// file's name is spelled.
 #[test]
 fn two_maps_of_one_file_are_refused() {
     let map = temp_file("shared.map", "");
@@ -430,11 +428,9 @@ fn a_map_read_with_a_key_that_is_not_utf8_is_nil() {
     assert_eq!(response.text(), "nil\n");
 }
 
-/// The operator edits the map file by hand and reloads: rsp keeps serving
-/// the old entries (a map of the same file "is the same map"), and the
-/// next admin PUT writes the old entries back over the edit, silently. A
-/// restart would have read the edit. The reload must read the file (which
-/// holds every acknowledged change, so nothing is lost by reading it).
+/// The operator edits the map file by hand and reloads: the reload reads
+/// the file (which holds every acknowledged change, so nothing is lost by
+/// reading it), rsp serves the edit, and the next admin PUT keeps it.
 #[test]
 fn a_reload_reads_a_map_file_edited_by_hand() {
     let map = temp_file("edited.map", "a.example one\n");
@@ -463,12 +459,9 @@ fn a_reload_reads_a_map_file_edited_by_hand() {
     );
 }
 
-/// A map entry naming rsp's own listener (one PUT away) makes one request
-/// a forwarding loop: rsp connects to itself until it runs out of file
-/// descriptors (EMFILE, accepts paused), and the loop's ~1,000 idle
-/// connection pairs stay open until the keep-alive timeouts. rsp should
-/// see its own hop (a Via-style header, or its listen addresses) and
-/// answer 508 (or 502) at once.
+/// A map entry naming rsp's own listener (one PUT away) would make a
+/// request a forwarding loop: rsp sees its own hop and answers 508 at
+/// once, and never runs out of file descriptors.
 #[test]
 fn a_map_entry_naming_rsp_itself_is_no_loop() {
     let map = temp_file("loop.map", "");
@@ -499,9 +492,7 @@ fn a_map_entry_naming_rsp_itself_is_no_loop() {
 }
 
 /// A map file that is a symbolic link (as configuration management makes
-/// them): a PUT renamed its temporary file over the link, so the link
-/// became a plain file and the file it named kept the old map. The link
-/// must stay, and the file it names take the change.
+/// them) stays one after a PUT, and the file it names takes the change.
 #[test]
 fn a_map_file_that_is_a_symbolic_link_stays_one() {
     let real = temp_file("real.map", "a.example one\n");
@@ -527,10 +518,9 @@ fn a_map_file_that_is_a_symbolic_link_stays_one() {
     );
 }
 
-/// A PUT whose body is chunked, or longer than the client buffer holds, is
-/// answered "a value is 1 to 4096 bytes" (the body was never read: it is
-/// taken as empty). The value was not empty; the answer should say what
-/// is wrong: 411 Length Required for chunked, 413 for too long.
+/// A PUT whose body the admin port does not read says why: 411 Length
+/// Required for a chunked body, 413 for one longer than the client
+/// buffer holds (not "a value is 1 to 4096 bytes", as if it were empty).
 #[test]
 fn unread_admin_bodies_are_named_as_such() {
     let map = temp_file("bodies.map", "");

@@ -1,10 +1,10 @@
-//! Round three, point 3: one client cannot exhaust what all clients share.
+//! One client cannot exhaust what all clients share.
 //! What a connection makes rsp hold is bounded (`req.ctx` per request, a
 //! connection's streams, the worker's total), a budget that runs out fails
 //! the request or connection that hit it, exchanges stalled on their
 //! client are cut when what they hold is needed, and the log lines a
 //! client can trigger are rate-limited. Against the real binary, with the
-//! attack that broke it (tests/h2/budget.py) and clients asking beside it.
+//! attack of tests/h2/budget.py and clients asking beside it.
 
 mod common;
 

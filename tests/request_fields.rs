@@ -59,14 +59,12 @@ fn values_in(head: &str, name: &str) -> Vec<String> {
         .collect()
 }
 
-/// An untrusted client's own `X-Forwarded-For`,
-/// `X-Forwarded-Host`, `X-Forwarded-Proto` and `Forwarded` are shown to
-/// route() (`req:header`), but the backend never gets them: rsp writes its
-/// own in their place. A rule on `req:header("X-Forwarded-For")` (an
-/// allow-list behind rsp, a tenant from `X-Forwarded-Host`) decides on a
-/// value the client forged and the backend never sees, against the
-/// README's "what route() saw is exactly what the backend gets" and "a
-/// rule never sees a field the backend will not get".
+/// An untrusted client's own `X-Forwarded-For`, `X-Forwarded-Host`,
+/// `X-Forwarded-Proto` and `Forwarded` never reach the backend (rsp
+/// writes its own in their place), and route() does not see them either:
+/// a rule on `req:header("X-Forwarded-For")` (an allow-list behind rsp, a
+/// tenant from `X-Forwarded-Host`) never decides on a value the client
+/// forged. What route() saw is exactly what the backend gets.
 #[test]
 fn route_never_sees_forwarding_fields_the_backend_will_not_get() {
     let names = [
@@ -99,7 +97,7 @@ fn route_never_sees_forwarding_fields_the_backend_will_not_get() {
     }
 }
 
-/// The same invariant for the fields that held: Connection-named fields,
+/// The same invariant for Connection-named fields,
 /// hop-by-hop fields in odd spellings (`Connection: , ,X`, names in upper
 /// case, `TE` and `Upgrade` on a request that is no upgrade), the Host in
 /// every form: what route() saw of them is exactly what the backend got.
@@ -190,7 +188,7 @@ end"#,
     proxy.get_raw("GET / HTTP/1.1\r\nHost: old.example\r\nConnection: close\r\n\r\n");
     let request = &recorder.requests()[0];
     assert!(request.contains("Host: new.example\r\n"), "{request}");
-    // route() read old.example, the backend got new.example.
+    // route() read what the backend got: new.example.
     assert!(request.contains("X-Saw: new.example\r\n"), "{request}");
 }
 

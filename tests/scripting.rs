@@ -635,9 +635,8 @@ function log(req, res) req.ctx.seen = true end"#,
 #[test]
 fn a_reload_while_a_request_is_in_flight_leaves_req_ctx_usable() {
     // route() fills req.ctx in the old Lua state; the reply comes after a
-    // SIGHUP made a new one, whose respond() reads req.ctx: rsp panicked
-    // ("Lua instance passed Value created from a different main Lua
-    // state") and every connection went with it.
+    // SIGHUP made a new one, whose respond() and log() read req.ctx: the
+    // request is answered, and rsp goes on.
     let backend = Backend::start("b");
     let script = format!(
         r#"backends = {{ "{}" }}
@@ -665,9 +664,9 @@ function log(req, res) local _ = req.ctx.seen end"#,
 
 #[test]
 fn a_reply_table_cannot_replace_the_request_id() {
-    // res:set_header("X-Request-Id") is refused ("rsp writes it"); a reply
-    // table's headers replace the id rsp logged, so the client and the
-    // log disagree.
+    // res:set_header("X-Request-Id") is refused ("rsp writes it"), and so
+    // is the same field in a reply table's headers: the client gets the id
+    // rsp logged.
     let proxy = Proxy::start(
         r#"function route(req)
   return { status = 200, headers = { ["X-Request-Id"] = "forged" } }

@@ -34,9 +34,9 @@ fn assert_budget_stops(hook: &str) {
 
 #[test]
 fn the_budget_covers_a_loop_inside_a_coroutine() {
-    // A generator (coroutine.wrap) is the common Lua idiom; one that never
-    // ends ran without any budget: the hook mlua sets is the main
-    // thread's, and a coroutine's copy of it removes itself.
+    // A generator (coroutine.wrap) is the common Lua idiom: a loop inside
+    // one is counted against the budget like any other (each coroutine
+    // gets the budget's hook, not only the main thread).
     assert_budget_stops(
         r#"function route(req)
   local next_one = coroutine.wrap(function() while true do end end)
@@ -48,9 +48,9 @@ end"#,
 
 #[test]
 fn the_budget_covers_a_loop_that_catches_its_error_with_pcall() {
-    // The budget's error is caught by the pcall; the loop around it runs
-    // a few instructions per turn, so the next check falls inside the
-    // pcall again, forever.
+    // The budget's error is caught by the pcall, and the loop around it
+    // runs a few instructions per turn: once the budget is spent, every
+    // further instruction fails, inside the pcall or not.
     assert_budget_stops(
         r#"function route(req)
   repeat local ok = pcall(function() while true do end end) until ok
@@ -61,8 +61,8 @@ end"#,
 
 #[test]
 fn the_budget_covers_pcall_loops_in_coroutines_made_after_it_ran_out() {
-    // Each new coroutine takes its creator's hook count: the check must
-    // not assume that the thread it fires in was already made strict.
+    // Each new coroutine takes its creator's hook count: one made after
+    // the budget ran out is held to it as strictly as its creator.
     assert_budget_stops(
         r#"function route(req)
   while true do
@@ -76,8 +76,8 @@ end"#,
 
 #[test]
 fn a_call_after_one_that_ran_over_has_its_whole_budget() {
-    // A coroutine kept in a global was left checked at every instruction:
-    // a later call that resumes it must still get its whole budget.
+    // A coroutine kept in a global from a call that ran over: a later call
+    // that resumes it still gets its whole budget.
     let recorder = Recorder::start(OK);
     let proxy = Proxy::start(&format!(
         r#"backends = {{ "{}" }}
@@ -107,10 +107,10 @@ end"#,
 
 #[test]
 fn a_gc_finalizer_is_refused() {
-    // A finalizer stuck in a loop would stall the loop for good: no hook
-    // runs inside a __gc metamethod (lgc.c GCTM sets allowhook = 0), and
-    // it runs at whatever allocation collects its object. rsp's
-    // setmetatable refuses a metatable with __gc: route() fails.
+    // No budget reaches inside a __gc metamethod (lgc.c GCTM sets
+    // allowhook = 0), which runs at whatever allocation collects its
+    // object: rsp's setmetatable refuses a metatable with __gc, and
+    // route() fails instead of the loop stalling.
     assert_budget_stops(
         r#"function route(req)
   setmetatable({}, { __gc = function() while true do end end })

@@ -207,9 +207,8 @@ end"#,
 }
 
 /// `rate = 1, per = "day", burst = 300000`: (burst - 1) × a day in
-/// nanoseconds was past a u64, the tolerance saturated, and the limiter
-/// never refused. Such a bucket (over 100 years deep) is a config error
-/// now, and the deepest allowed one still limits.
+/// nanoseconds is past a u64. Such a bucket (over 100 years deep) is a
+/// config error, and the deepest allowed one still limits.
 #[test]
 fn a_huge_burst_at_a_slow_rate_still_limits() {
     use rsp::config::LimitConfig;

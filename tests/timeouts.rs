@@ -355,13 +355,10 @@ fn late_continue_backend(delay: Duration) -> (SocketAddr, Arc<AtomicUsize>) {
     (address, heads)
 }
 
-/// A client that sent `Expect: 100-continue` waits for the
-/// backend's `100 Continue` before it sends its body (RFC 9110 §10.1.1);
-/// rsp counts that wait as the client stalling (`waits_on_client`: a
-/// request body to come and nothing in the inbound buffer), and when the
-/// pool has requests queued (or memory is near its bound) cuts the
-/// connection after 2 s, although the exchange waits on its backend, which
-/// the README promises is never cut for this.
+/// A client that sent `Expect: 100-continue` waits for the backend's
+/// `100 Continue` before it sends its body (RFC 9110 §10.1.1): the
+/// exchange waits on its backend, not on a stalled client, and is not cut
+/// while the pool has requests queued, however long the backend decides.
 #[test]
 fn a_client_waiting_for_its_backends_100_continue_is_not_cut() {
     let (backend, heads) = late_continue_backend(Duration::from_secs(4));

@@ -434,17 +434,15 @@ fn an_ip_address_as_sni_is_counted_not_logged() {
 }
 
 /// A TLS listener in tcp mode passes the decrypted bytes to its pool's
-/// servers unparsed, so whatever ALPN agreed on is what the server gets.
-/// Before HTTP/2 it offered http/1.1 only; now every TLS listener gets
-/// `default_alpn()` = h2, http/1.1 (src/config/listen.rs `tls_files`),
-/// tcp ones too, so a client that speaks h2 (curl, any browser) agrees
-/// on h2 and its HTTP/1.1 server behind rsp gets an HTTP/2 preface.
+/// servers unparsed, so whatever ALPN agreed on is what the server gets:
+/// it offers http/1.1 only (HTTP listeners offer h2 first), and a client
+/// that speaks h2 (curl, any browser) talks HTTP/1.1 to the server behind.
 #[test]
 fn a_tcp_mode_tls_listener_does_not_offer_h2() {
     let backend = Backend::start("web");
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    let cert = temp_file("review-tcp.pem", &certified.cert.pem());
-    let key = temp_file("review-tcp.key", &certified.signing_key.serialize_pem());
+    let cert = temp_file("tcp-tls.pem", &certified.cert.pem());
+    let key = temp_file("tcp-tls.key", &certified.signing_key.serialize_pem());
     let port = free_port();
     let proxy = Proxy::start_listening(
         &format!(

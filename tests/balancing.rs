@@ -152,10 +152,11 @@ fn max_conns_queues_requests_and_times_them_out() {
         "pools = {{ default = {{ max_conns = 1, queue_timeout_ms = 300, servers = {{ \"{}\" }} }} }}",
         backend.address
     ));
+    let before = backend.count();
     let mut slow = proxy.connect();
     slow.send(b"GET /sleep/1500 HTTP/1.1\r\nHost: x\r\n\r\n");
     // The slow request holds the one connection.
-    assert!(wait_until(Duration::from_secs(5), || backend.count() == 1));
+    assert!(wait_until(Duration::from_secs(5), || backend.count() == before + 1));
     let mut waiting = proxy.connect();
     waiting.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     let response = waiting.response(false);

@@ -3,6 +3,7 @@
 mod common;
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use common::*;
 
@@ -111,11 +112,7 @@ fn leastconn_sends_to_the_idle_server_while_another_is_slow() {
     let mut slow = proxy.connect();
     slow.send(b"GET /sleep/1500 HTTP/1.1\r\nHost: x\r\n\r\n");
     // Wait until the slow request reached its server.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while a.count() + b.count() == 0 {
-        assert!(std::time::Instant::now() < deadline);
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    assert!(wait_until(Duration::from_secs(5), || a.count() + b.count() > 0));
     let busy = if a.count() == 1 {
         "hello from a"
     } else {
@@ -155,9 +152,11 @@ fn max_conns_queues_requests_and_times_them_out() {
         "pools = {{ default = {{ max_conns = 1, queue_timeout_ms = 300, servers = {{ \"{}\" }} }} }}",
         backend.address
     ));
+    let before = backend.count();
     let mut slow = proxy.connect();
     slow.send(b"GET /sleep/1500 HTTP/1.1\r\nHost: x\r\n\r\n");
-    std::thread::sleep(std::time::Duration::from_millis(100));
+    // The slow request holds the one connection.
+    assert!(wait_until(Duration::from_secs(5), || backend.count() == before + 1));
     let mut waiting = proxy.connect();
     waiting.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     let response = waiting.response(false);
@@ -178,15 +177,11 @@ fn active_checks_take_a_server_down_and_bring_it_back() {
         a.address, b.address
     ));
     let wait_for_log = |text: &str| {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while !proxy.log().contains(text) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no {text:?} in {}",
-                proxy.log()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        assert!(
+            wait_until(Duration::from_secs(5), || proxy.log().contains(text)),
+            "no {text:?} in {}",
+            proxy.log()
+        );
     };
     a.health.store(503, std::sync::atomic::Ordering::SeqCst);
     wait_for_log(&format!("server {} marked down by health check", a.address));
@@ -207,11 +202,15 @@ fn every_server_down_is_503_at_once() {
         "pools = {{ default = {{ servers = {{ \"127.0.0.1:{dead_a}\", \"127.0.0.1:{dead_b}\" }}, \
          health = {{ interval_ms = 50, timeout_ms = 200, fall = 1 }} }} }}"
     ));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while proxy.log().matches("marked down by health check").count() < 2 {
-        assert!(std::time::Instant::now() < deadline, "{}", proxy.log());
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    assert!(
+        wait_until(Duration::from_secs(5), || proxy
+            .log()
+            .matches("marked down by health check")
+            .count()
+            >= 2),
+        "{}",
+        proxy.log()
+    );
     let started = std::time::Instant::now();
     assert_eq!(proxy.get("/").status, 503);
     assert!(started.elapsed() < std::time::Duration::from_secs(1));

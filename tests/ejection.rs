@@ -122,7 +122,7 @@ fn a_server_answering_500_is_ejected_for_base_ms_then_comes_back() {
         ejected_at.elapsed()
     );
 
-    // After base_ms it takes requests again.
+    // After base_ms it takes requests again: the time passes.
     thread::sleep(Duration::from_millis(1100).saturating_sub(ejected_at.elapsed()));
     let statuses = send(&mut client, 4);
     assert!(statuses.contains(&500), "{statuses:?}");
@@ -232,11 +232,11 @@ impl Restartable {
             let _ = connection.shutdown(Shutdown::Both);
         }
         // Until the accept loop has seen the flag and dropped the listener.
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while TcpStream::connect(self.address).is_ok() {
-            assert!(Instant::now() < deadline, "the listener stayed open");
-            thread::sleep(Duration::from_millis(5));
-        }
+        assert!(
+            wait_until(Duration::from_secs(2), || TcpStream::connect(self.address)
+                .is_err()),
+            "the listener stayed open"
+        );
     }
 
     fn restart(&self) {
@@ -271,26 +271,29 @@ fn a_backend_restart_under_load_is_one_short_outage() {
             })
         })
         .collect();
-    thread::sleep(Duration::from_millis(300));
-    assert!(restarting.requests.load(Ordering::SeqCst) > 0);
+    assert!(wait_until(Duration::from_secs(5), || restarting
+        .requests
+        .load(Ordering::SeqCst)
+        > 0));
 
     restarting.stop();
     let before = restarting.requests.load(Ordering::SeqCst);
     thread::sleep(Duration::from_millis(1500));
     restarting.restart();
     let restarted = Instant::now();
-    while restarting.requests.load(Ordering::SeqCst) == before {
-        assert!(
-            restarted.elapsed() < Duration::from_secs(5),
-            "the server is not back 5 s after its restart: {}",
-            proxy.log()
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
+    assert!(
+        wait_until(Duration::from_secs(5), || restarting
+            .requests
+            .load(Ordering::SeqCst)
+            != before),
+        "the server is not back 5 s after its restart: {}",
+        proxy.log()
+    );
     eprintln!(
         "back in rotation {:?} after the restart",
         restarted.elapsed()
     );
+    // The load goes on a while with the server back.
     thread::sleep(Duration::from_millis(200));
     stop.store(true, Ordering::SeqCst);
     let statuses: Vec<u16> = clients
@@ -317,13 +320,13 @@ fn a_backend_restart_under_load_is_one_short_outage() {
     // Up, or at worst resting once more after a connect that failed just
     // after the restart (its next step, 2 s; seen once under a loaded
     // debug build): never the 30 s of old.
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while state_of(admin, restarting.address).0 != "up" {
-        assert!(
-            Instant::now() < deadline,
-            "not up 3 s after its return: {}",
-            proxy.log()
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
+    assert!(
+        wait_until(Duration::from_secs(3), || state_of(
+            admin,
+            restarting.address
+        )
+        .0 == "up"),
+        "not up 3 s after its return: {}",
+        proxy.log()
+    );
 }

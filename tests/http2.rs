@@ -11,35 +11,20 @@ use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
+use common::h2::{NO_ERROR, Wire, kind};
 use common::*;
 
-/// Runs curl quietly (errors shown) with `args`.
-fn run_curl(args: &[&str]) -> std::process::Output {
-    ensure_package("curl", "curl");
-    Command::new("curl")
-        .args(["-s", "-S", "--max-time", "20"])
-        .args(args)
-        .output()
-        .unwrap()
+/// curl with `args`, given 20 s: what it printed and what it said on
+/// stderr.
+fn curl_text(args: &[&str]) -> (String, String) {
+    let output = curl(&[&["--max-time", "20"], args].concat());
+    (output.text(), output.stderr)
 }
 
-/// What curl printed and what it said on stderr.
-fn curl(args: &[&str]) -> (String, String) {
-    let output = run_curl(args);
-    (
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
-/// The body curl got, which it must have got whole.
+/// The body curl got (given 20 s), which it must have got whole.
 fn curl_bytes(args: &[&str]) -> Vec<u8> {
-    let output = run_curl(args);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = curl(&[&["--max-time", "20"], args].concat());
+    assert!(output.success(), "{}", output.stderr);
     output.stdout
 }
 
@@ -88,7 +73,7 @@ fn h2c_with_prior_knowledge_carries_bodies_both_ways_and_http1_still_works() {
     assert!(body == pattern(1_000_000), "{} bytes", body.len());
     let body = curl_bytes(&[h2, &url(&proxy, "/chunked/300000")]);
     assert!(body == pattern(300_000), "{} bytes", body.len());
-    let (version, _) = curl(&[
+    let (version, _) = curl_text(&[
         h2,
         "-o",
         "/dev/null",
@@ -102,10 +87,10 @@ fn h2c_with_prior_knowledge_carries_bodies_both_ways_and_http1_still_works() {
     std::fs::write(&upload, pattern(1_000_000)).unwrap();
     let data = format!("@{}", upload.display());
     let expected = format!("1000000 {}", checksum(&pattern(1_000_000)));
-    let (answer, error) = curl(&[h2, "--data-binary", &data, &url(&proxy, "/checksum")]);
+    let (answer, error) = curl_text(&[h2, "--data-binary", &data, &url(&proxy, "/checksum")]);
     assert_eq!(answer.trim(), expected, "{error}");
     let chunked = ["-H", "Transfer-Encoding: chunked"];
-    let (answer, error) = curl(
+    let (answer, error) = curl_text(
         &[
             &[h2, "--data-binary", &data][..],
             &chunked,
@@ -172,7 +157,7 @@ fn tls_offers_h2_first_and_alpn_can_take_it_away() {
     );
     proxy.wait_for_log(&format!("listening on 127.0.0.1:{h1_port}"), 1);
     for (port, version) in [(h2_port, "2"), (h1_port, "1.1")] {
-        let (out, error) = curl(&[
+        let (out, error) = curl_text(&[
             "-k",
             "--http2",
             "-w",
@@ -215,13 +200,19 @@ end"#,
         .and_then(|port| port.parse().ok())
         .unwrap();
     let h2 = "--http2-prior-knowledge";
-    let (out, _) = curl(&[h2, "-H", "Host: app.example", &url(&proxy, "/version")]);
+    let (out, _) = curl_text(&[h2, "-H", "Host: app.example", &url(&proxy, "/version")]);
     assert_eq!(out, "2 app.example");
-    let (head, _) = curl(&[h2, "-D", "-", "-o", "/dev/null", &url(&proxy, "/")]);
+    let (head, _) = curl_text(&[h2, "-D", "-", "-o", "/dev/null", &url(&proxy, "/")]);
     assert!(head.to_ascii_lowercase().contains("x-version: 2"), "{head}");
     assert_eq!(proxy.get("/version").text(), "1.1 test");
-    thread::sleep(Duration::from_millis(200));
-    let lines = std::fs::read_to_string(&log).unwrap();
+    // The three lines are written once each exchange is over.
+    let read_log = || std::fs::read_to_string(&log).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || read_log().lines().count() >= 3),
+        "{}",
+        read_log()
+    );
+    let lines = read_log();
     assert_eq!(
         lines.matches("\"GET /version HTTP/2.0\" 200").count(),
         1,
@@ -399,32 +390,20 @@ fn close_delimited_answers_end_their_stream_and_idle_connections_go_away() {
     assert!(body == pattern(70_000), "{} bytes", body.len());
     // A connection with no stream open: GOAWAY(NO_ERROR) after
     // idle_timeout, then the close.
-    let mut client = proxy.connect();
-    client.send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00");
-    client
-        .stream()
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
     let started = std::time::Instant::now();
-    let mut received = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let mut stream = client.stream();
-    loop {
-        use std::io::Read;
-        match stream.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(count) => received.extend_from_slice(&chunk[..count]),
-            Err(error) => panic!("no close within 5 s: {error}"),
-        }
-    }
+    let mut wire = Wire::open(proxy.address);
+    let seen = wire.until_closed(Duration::from_secs(5));
+    assert!(seen.closed, "no close within 5 s: {seen:?}");
     let waited = started.elapsed();
     assert!(waited >= Duration::from_millis(250), "{waited:?}");
-    // The last frame is a GOAWAY (type 7) with NO_ERROR.
-    let goaway = received
-        .windows(9)
-        .rposition(|header| header[3] == 7 && header[..3] == [0, 0, 8])
-        .expect("a GOAWAY");
-    assert_eq!(&received[goaway + 13..goaway + 17], &[0, 0, 0, 0]);
+    // The last frame is a GOAWAY with NO_ERROR (and no debug text).
+    assert_eq!(seen.last_kind, Some(kind::GOAWAY), "{seen:?}");
+    assert_eq!(seen.goaway_codes.last(), Some(&NO_ERROR), "{seen:?}");
+    assert_eq!(
+        seen.goaway.as_ref().map(|goaway| goaway.2.as_str()),
+        Some(""),
+        "{seen:?}"
+    );
 }
 
 #[test]
@@ -438,14 +417,11 @@ fn a_drained_servers_streams_finish_and_new_ones_go_elsewhere() {
     let port = proxy.address.port().to_string();
     // Slow streams on both servers, then the first is drained.
     let slow = thread::spawn(move || exchange(&["get", &port, "/sleep/700", "/sleep/700"]));
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while first.count() + second.count() < 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the streams never reached the backends"
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
+    assert!(
+        wait_until(Duration::from_secs(10), || first.count() + second.count()
+            >= 2),
+        "the streams never reached the backends"
+    );
     let drain = format!("/pools/default/servers/{}/drain", first.address);
     assert_eq!(admin(admin_port, "POST", &drain, "").status, 200);
     let answers = slow.join().unwrap();
@@ -549,7 +525,11 @@ end"#,
     assert_eq!(answer["reset"], 0, "{answer}");
     assert!(answer["seconds"].as_f64().unwrap() < 2.0, "{answer}");
     assert_eq!(answer["again"], "200", "{answer}");
-    thread::sleep(Duration::from_millis(200));
-    let lines = std::fs::read_to_string(&log).unwrap();
-    assert!(lines.contains("\"POST /deny HTTP/2.0\" 403"), "{lines}");
+    let lines = || std::fs::read_to_string(&log).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || lines()
+            .contains("\"POST /deny HTTP/2.0\" 403")),
+        "{}",
+        lines()
+    );
 }

@@ -11,7 +11,6 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use rcgen::{CertificateParams, KeyPair, PublicKeyData};
@@ -103,27 +102,28 @@ fn load_in_chromium(url: &str, screenshot: &Path, dir: &Path) -> Value {
         .stderr(std::fs::File::create(&stderr).unwrap())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(50);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
+    let mut exit = None;
+    if !wait_until(Duration::from_secs(50), || {
+        exit = child.try_wait().unwrap();
+        exit.is_some()
+    }) {
+        // SIGTERM: the driver's own handler takes Chromium down (2 s at
+        // most).
+        // SAFETY: kill only signals the child we started.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
         }
-        if Instant::now() > deadline {
-            // SIGTERM: the driver's own handler takes Chromium down.
-            // SAFETY: kill only signals the child we started.
-            unsafe {
-                libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-            }
-            thread::sleep(Duration::from_secs(2));
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "page_load.py took over 50 s: {}",
-                std::fs::read_to_string(&stderr).unwrap_or_default()
-            );
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
+        let _ = wait_until(Duration::from_secs(2), || {
+            child.try_wait().unwrap().is_some()
+        });
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "page_load.py took over 50 s: {}",
+            std::fs::read_to_string(&stderr).unwrap_or_default()
+        );
+    }
+    let status = exit.unwrap();
     let out = std::fs::read_to_string(&stdout).unwrap();
     assert!(
         status.success(),
@@ -137,18 +137,13 @@ fn load_in_chromium(url: &str, screenshot: &Path, dir: &Path) -> Value {
 /// rsp's JSON access log, once it holds `count` lines (it writes once per
 /// loop turn).
 fn access_log(path: &Path, count: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let lines: Vec<Value> = text
-            .lines()
-            .map(|line| serde_json::from_str(line).unwrap())
-            .collect();
-        if lines.len() >= count || Instant::now() > deadline {
-            return lines;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
+    let read = || std::fs::read_to_string(path).unwrap_or_default();
+    // The lines it holds after 10 s, if fewer: the caller says what is missing.
+    let _ = wait_until(Duration::from_secs(10), || read().lines().count() >= count);
+    read()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
 }
 
 #[test]

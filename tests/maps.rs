@@ -8,6 +8,8 @@ use std::process::Command;
 use std::sync::Arc;
 use std::thread;
 
+use std::path::Path;
+
 use common::{Backend, Client, Proxy, admin, check_config, ensure_package, free_port, temp_file};
 
 /// The PythonAnywhere shape: each web app's domain mapped to its backend.
@@ -319,5 +321,252 @@ fn a_map_holds_at_most_its_max_keys() {
     assert!(
         output.contains("3 keys, over the map's max_keys of 2"),
         "{output}"
+    );
+}
+
+/// An admin port on `admin`, the map `webapps` of `map`, and `route` as
+/// the body of route() (no backend answers).
+fn scripted_settings(admin: u16, map: &Path, route: &str) -> String {
+    format!(
+        r#"admin = {{ addr = "127.0.0.1:{admin}" }}
+backends = {{ "127.0.0.1:1" }}
+maps = {{ webapps = {{ file = {map:?} }} }}
+function route(req)
+{route}
+end"#
+    )
+}
+
+/// The map's value for the request's Host, as a local reply.
+const ECHO_HOST: &str = r#"  local value = rsp.map("webapps"):get(req.host)
+  return { status = 200, body = tostring(value) .. "\n" }"#;
+
+/// A key starting with `#` would be written as `#key value`, a comment
+/// the next start (or `rsp --check`) drops: it is refused, by PUT and by
+/// POST alike, so no acknowledged change is lost.
+#[test]
+fn a_key_that_would_be_written_as_a_comment_is_refused() {
+    let map = temp_file("hash.map", "a.example one\n");
+    let port = free_port();
+    let _proxy = Proxy::start(&scripted_settings(port, &map, ECHO_HOST));
+    let put = admin(port, "PUT", "/maps/webapps/%23secret", "value");
+    assert_eq!(put.status, 400, "{}", put.text());
+    let post = admin(
+        port,
+        "POST",
+        "/maps/webapps",
+        "{\"#x\": \"y\", \"b\": \"c\"}",
+    );
+    assert_eq!(post.status, 400, "{}", post.text());
+    // Nothing changed, in memory or in the file.
+    assert_eq!(
+        admin(port, "GET", "/maps/webapps", "").text(),
+        "{\"a.example\":\"one\"}\n"
+    );
+    assert_eq!(std::fs::read_to_string(&map).unwrap(), "a.example one\n");
+    // A '#' later in a key is no comment and is kept, across a restart.
+    let put = admin(port, "PUT", "/maps/webapps/a%23b", "value");
+    assert_eq!(put.status, 200, "{}", put.text());
+    drop(_proxy);
+    let port = free_port();
+    let _proxy = Proxy::start(&scripted_settings(port, &map, ECHO_HOST));
+    assert_eq!(
+        admin(port, "GET", "/maps/webapps/a%23b", "").text(),
+        "value\n"
+    );
+}
+
+/// Two maps of one file would each write their entries over the other's,
+/// losing acknowledged changes: such a config is refused, however the
+/// file's name is spelled.
+#[test]
+fn two_maps_of_one_file_are_refused() {
+    let map = temp_file("shared.map", "");
+    let config = temp_file(
+        "shared.lua",
+        &format!(
+            "listen = \"127.0.0.1:1\"\nbackends = {{ \"127.0.0.1:2\" }}\n\
+             maps = {{ one = {{ file = {map:?} }}, two = {{ file = {map:?} }} }}\n"
+        ),
+    );
+    let (status, output) = check_config(&config);
+    assert_eq!(status, Some(1), "{output}");
+    assert!(output.contains("same file"), "{output}");
+    // Two spellings of one file that does not exist yet (it is made at
+    // start) are one file too.
+    let dir = std::env::temp_dir();
+    let missing = format!("rsp-hostile-{}-missing.map", std::process::id());
+    let config = temp_file(
+        "spelled.lua",
+        &format!(
+            "listen = \"127.0.0.1:1\"\nbackends = {{ \"127.0.0.1:2\" }}\n\
+             maps = {{ one = {{ file = {:?} }}, two = {{ file = {:?} }} }}\n",
+            dir.join(&missing),
+            dir.join(".").join(&missing)
+        ),
+    );
+    let (status, output) = check_config(&config);
+    assert_eq!(status, Some(1), "{output}");
+    assert!(output.contains("same file"), "{output}");
+}
+
+/// `map:get` of a key that is not UTF-8 (a script's own bytes, or a
+/// header's obs-text) cannot match any key of the map: it is nil, not an
+/// error that fails route() with a 500.
+#[test]
+fn a_map_read_with_a_key_that_is_not_utf8_is_nil() {
+    let map = temp_file("bytes.map", "a.example one\n");
+    let port = free_port();
+    let proxy = Proxy::start(&scripted_settings(
+        port,
+        &map,
+        r#"  local value = rsp.map("webapps"):get("\255\254")
+  return { status = 200, body = tostring(value) .. "\n" }"#,
+    ));
+    let response = proxy.get("/");
+    assert_eq!(response.status, 200, "{}", proxy.log());
+    assert_eq!(response.text(), "nil\n");
+}
+
+/// The operator edits the map file by hand and reloads: the reload reads
+/// the file (which holds every acknowledged change, so nothing is lost by
+/// reading it), rsp serves the edit, and the next admin PUT keeps it.
+#[test]
+fn a_reload_reads_a_map_file_edited_by_hand() {
+    let map = temp_file("edited.map", "a.example one\n");
+    let port = free_port();
+    let proxy = Proxy::start(&scripted_settings(port, &map, ECHO_HOST));
+    assert_eq!(
+        proxy
+            .get_raw("GET / HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n")
+            .text(),
+        "one\n"
+    );
+    std::fs::write(&map, "a.example two\nb.example three\n").unwrap();
+    proxy.reload(&scripted_settings(port, &map, ECHO_HOST));
+    proxy.wait_for_log("reload done", 1);
+    assert_eq!(
+        proxy
+            .get_raw("GET / HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n")
+            .text(),
+        "two\n"
+    );
+    let put = admin(port, "PUT", "/maps/webapps/c.example", "four");
+    assert_eq!(put.status, 200, "{}", put.text());
+    assert_eq!(
+        std::fs::read_to_string(&map).unwrap(),
+        "a.example two\nb.example three\nc.example four\n"
+    );
+}
+
+/// A map entry naming rsp's own listener (one PUT away) would make a
+/// request a forwarding loop: rsp sees its own hop and answers 508 at
+/// once, and never runs out of file descriptors.
+#[test]
+fn a_map_entry_naming_rsp_itself_is_no_loop() {
+    let map = temp_file("loop.map", "");
+    let port = free_port();
+    let proxy = Proxy::start(&scripted_settings(
+        port,
+        &map,
+        r#"  local server = rsp.map("webapps"):get(req.host)
+  if server then return server end
+  return { status = 200, body = "default\n" }"#,
+    ));
+    let put = admin(
+        port,
+        "PUT",
+        "/maps/webapps/loop.example",
+        &proxy.address.to_string(),
+    );
+    assert_eq!(put.status, 200, "{}", put.text());
+    let started = std::time::Instant::now();
+    let response =
+        proxy.get_raw("GET / HTTP/1.1\r\nHost: loop.example\r\nConnection: close\r\n\r\n");
+    assert_eq!(response.status, 508, "{}", response.text());
+    assert!(
+        !proxy.log().contains("Too many open files"),
+        "rsp ran out of file descriptors in {:?}",
+        started.elapsed()
+    );
+}
+
+/// A map file that is a symbolic link (as configuration management makes
+/// them) stays one after a PUT, and the file it names takes the change.
+#[test]
+fn a_map_file_that_is_a_symbolic_link_stays_one() {
+    let real = temp_file("real.map", "a.example one\n");
+    let link = real.with_file_name(format!(
+        "{}-link.map",
+        real.file_name().unwrap().to_string_lossy()
+    ));
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let port = free_port();
+    let _proxy = Proxy::start(&scripted_settings(port, &link, ECHO_HOST));
+    let put = admin(port, "PUT", "/maps/webapps/b.example", "two");
+    assert_eq!(put.status, 200, "{}", put.text());
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(
+        std::fs::read_to_string(&real).unwrap(),
+        "a.example one\nb.example two\n"
+    );
+}
+
+/// A PUT whose body the admin port does not read says why: 411 Length
+/// Required for a chunked body, 413 for one longer than the client
+/// buffer holds (not "a value is 1 to 4096 bytes", as if it were empty).
+#[test]
+fn unread_admin_bodies_are_named_as_such() {
+    let map = temp_file("bodies.map", "");
+    let port = free_port();
+    let _proxy = Proxy::start(&scripted_settings(port, &map, ECHO_HOST));
+    let mut client = Client::connect(format!("127.0.0.1:{port}").parse().unwrap());
+    client.send(
+        format!(
+            "PUT /maps/webapps/k HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-Rsp-Admin: 1\r\n\
+             Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let chunked = client.response(false);
+    assert_eq!(chunked.status, 411, "{}", chunked.text());
+    let long = admin(port, "PUT", "/maps/webapps/k", &"v".repeat(300 * 1024));
+    assert_eq!(long.status, 413, "{}", long.text());
+}
+
+/// A PUT with `Expect: 100-continue` (curl sends it for big bodies, and
+/// other clients wait for it before sending any): the admin port never
+/// sends `100 Continue`, so such a client waits until its own fallback or
+/// rsp's 408 after the head timeout.
+#[test]
+#[ignore = "finding: the admin port never answers Expect: 100-continue"]
+fn an_admin_put_expecting_100_continue_gets_it() {
+    let map = temp_file("expect.map", "");
+    let port = free_port();
+    let _proxy = Proxy::start(&scripted_settings(port, &map, ECHO_HOST));
+    let mut client = Client::connect(format!("127.0.0.1:{port}").parse().unwrap());
+    client
+        .stream()
+        .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .unwrap();
+    client.send(
+        format!(
+            "PUT /maps/webapps/k HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-Rsp-Admin: 1\r\n\
+             Expect: 100-continue\r\nContent-Length: 5\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let mut first = [0u8; 25];
+    let read = std::io::Read::read(&mut client.stream(), &mut first).unwrap_or(0);
+    assert!(
+        first[..read].starts_with(b"HTTP/1.1 100 Continue"),
+        "{:?}",
+        String::from_utf8_lossy(&first[..read])
     );
 }

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -45,17 +45,16 @@ fn log_path(name: &str) -> PathBuf {
 
 /// Waits until the file holds `count` lines and returns them.
 fn wait_for_lines(path: &Path, count: usize) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
-        if lines.len() >= count {
-            assert_eq!(lines.len(), count, "{text}");
-            return lines;
-        }
-        assert!(Instant::now() < deadline, "{count} lines wanted: {text}");
-        thread::sleep(Duration::from_millis(20));
-    }
+    let read = || std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(10), || read().lines().count() >= count),
+        "{count} lines wanted: {}",
+        read()
+    );
+    let text = read();
+    let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), count, "{text}");
+    lines
 }
 
 /// Splits a combined log line into its fields; `[...]` and `"..."` are one
@@ -572,11 +571,7 @@ fn a_drained_server_gets_no_new_requests_and_finishes_its_own() {
             "GET /sleep/1500 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         )
     });
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while first.count() == 0 {
-        assert!(Instant::now() < deadline);
-        thread::sleep(Duration::from_millis(10));
-    }
+    assert!(wait_until(Duration::from_secs(5), || first.count() > 0));
     let drain_path = format!("/pools/default/servers/{}/drain", first.address);
     let drained = admin(admin_address, "POST", &drain_path);
     assert_eq!(drained.status, 200, "{}", drained.text());

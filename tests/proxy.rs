@@ -99,6 +99,7 @@ fn idle_keep_alive_clients_hold_no_buffers() {
             client
         })
         .collect();
+    // The clients idle a while before rsp's memory is read.
     thread::sleep(Duration::from_millis(300));
     let grown = proxy.rss_kib().saturating_sub(baseline);
     let per_client = grown * 1024 / clients.len() as u64;
@@ -153,14 +154,15 @@ fn client_leaving_mid_response_frees_the_backend() {
     client.reader.read_exact(&mut first).unwrap();
     drop(client);
     // rsp closes the backend connection, so the backend's write fails.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while backend.seen.lock().unwrap().aborted_writes == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "backend connection was not closed"
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        wait_until(Duration::from_secs(10), || backend
+            .seen
+            .lock()
+            .unwrap()
+            .aborted_writes
+            > 0),
+        "backend connection was not closed"
+    );
     assert_eq!(proxy.get("/").status, 200);
 }
 

@@ -106,16 +106,14 @@ fn accept_proxy_takes_the_client_from_the_header() {
         1,
     );
     // The access log names the real clients.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let lines = std::fs::read_to_string(&log).unwrap_or_default();
-        if lines.contains("198.51.100.9 - - [") {
-            assert!(lines.starts_with("203.0.113.7 - - ["), "{lines}");
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{lines}");
-        thread::sleep(Duration::from_millis(20));
-    }
+    let lines = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(5), || lines()
+            .contains("198.51.100.9 - - [")),
+        "{}",
+        lines()
+    );
+    assert!(lines().starts_with("203.0.113.7 - - ["), "{}", lines());
     // The plain listener beside it still takes plain HTTP.
     assert_eq!(proxy.get("/").status, 200);
 }

@@ -80,15 +80,19 @@ fn reloads_add_and_remove_servers_under_load_losing_nothing() {
     let (a, b) = (Backend::start("a"), Backend::start("b"));
     let proxy = Proxy::start(&pool_of(&[&a]));
     let load = Load::start(proxy.address, 16);
+    // The load runs a while before the first reload.
     thread::sleep(Duration::from_millis(300));
 
     proxy.reload(&pool_of(&[&a, &b]));
     proxy.wait_for_log("reload done", 1);
-    thread::sleep(Duration::from_millis(300));
-    assert!(b.count() > 0, "the added server got no request");
+    assert!(
+        wait_until(Duration::from_secs(5), || b.count() > 0),
+        "the added server got no request"
+    );
 
     proxy.reload(&pool_of(&[&b]));
     proxy.wait_for_log("reload done", 2);
+    // Requests already sent to `a` finish; then none may come.
     thread::sleep(Duration::from_millis(100));
     let a_after_removal = a.count();
     thread::sleep(Duration::from_millis(300));

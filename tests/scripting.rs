@@ -8,7 +8,9 @@ mod common;
 use std::thread;
 use std::time::Duration;
 
-use common::{Backend, Nginx, Proxy, Recorder, check_config, ensure_package, temp_file};
+use common::{
+    Backend, Nginx, Proxy, Recorder, check_config, ensure_package, temp_file, wait_until,
+};
 
 const OK: &[u8] = b"HTTP/1.1 200 OK\r\nServer: recorder/1.0\r\nX-Powered-By: php\r\nContent-Length: 3\r\n\r\nok\n";
 
@@ -469,11 +471,9 @@ end"#
     let mut leaving = proxy.connect();
     leaving.send(b"GET /size/20000000 HTTP/1.1\r\nHost: h\r\n\r\n");
     drop(leaving);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::fs::read_to_string(&out).unwrap().lines().count() < 3 {
-        assert!(std::time::Instant::now() < deadline);
-        thread::sleep(Duration::from_millis(20));
-    }
+    assert!(wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(&out).unwrap().lines().count() >= 3
+    }));
     let lines = std::fs::read_to_string(&out).unwrap();
     let lines: Vec<&str> = lines.lines().collect();
     assert_eq!(lines.len(), 3, "{lines:?}");
@@ -566,13 +566,9 @@ fn the_shipped_shaping_example_in_front_of_nginx_as_curl_sees_it() {
         .replace("127.0.0.1:8083", &canary.address.to_string());
     let proxy = Proxy::start(&config);
     let curl = |arguments: &[&str]| {
-        let output = std::process::Command::new("curl")
-            .args(["-s", "-i", "--max-time", "10"])
-            .args(arguments)
-            .arg(format!("http://{}/shop", proxy.address))
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&output.stdout).replace("\r\n", "\n")
+        let url = format!("http://{}/shop", proxy.address);
+        let output = common::curl(&[&["-i", "--max-time", "10"], arguments, &[&url]].concat());
+        output.text().replace("\r\n", "\n")
     };
     let a = curl(&[]);
     assert!(a.starts_with("HTTP/1.1 200 OK\n"), "{a}");
@@ -623,7 +619,8 @@ function log(req, res) req.ctx.seen = true end"#,
     let mut proxy = Proxy::start(&settings("old"));
     let mut client = proxy.connect();
     client.send(b"GET /sleep/700 HTTP/1.1\r\nHost: h\r\n\r\n");
-    thread::sleep(Duration::from_millis(200));
+    // Routed by the old script: the backend has it.
+    assert!(wait_until(Duration::from_secs(5), || backend.count() == 1));
     proxy.reload(&settings("new"));
     proxy.wait_for_log("reload done", 1);
     let response = client.response(false);
@@ -633,4 +630,53 @@ function log(req, res) req.ctx.seen = true end"#,
     let response = client.response(false);
     assert_eq!(response.header("x-tag").as_deref(), Some("new"));
     assert!(proxy.is_running());
+}
+
+#[test]
+fn a_reload_while_a_request_is_in_flight_leaves_req_ctx_usable() {
+    // route() fills req.ctx in the old Lua state; the reply comes after a
+    // SIGHUP made a new one, whose respond() and log() read req.ctx: the
+    // request is answered, and rsp goes on.
+    let backend = Backend::start("b");
+    let script = format!(
+        r#"backends = {{ "{}" }}
+function route(req) req.ctx.seen = "route"; return "default" end
+function respond(req, res) res:set_header("X-Ctx", tostring(req.ctx.seen)) end
+function log(req, res) local _ = req.ctx.seen end"#,
+        backend.address
+    );
+    let mut proxy = Proxy::start(&script);
+    let address = proxy.address;
+    let slow = thread::spawn(move || {
+        let mut client = common::Client::connect(address);
+        client.send(b"GET /sleep/1000 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+        client.try_response(false).map(|response| response.status)
+    });
+    // Routed by the old Lua state: the backend has it.
+    assert!(wait_until(Duration::from_secs(5), || backend.count() == 1));
+    proxy.reload(&script);
+    proxy.wait_for_log("reload done", 1);
+    let status = slow.join().unwrap();
+    assert!(proxy.is_running(), "rsp died:\n{}", proxy.log());
+    assert_eq!(status, Some(200), "{}", proxy.log());
+    assert_eq!(proxy.get("/after").status, 200);
+}
+
+#[test]
+fn a_reply_table_cannot_replace_the_request_id() {
+    // res:set_header("X-Request-Id") is refused ("rsp writes it"), and so
+    // is the same field in a reply table's headers: the client gets the id
+    // rsp logged.
+    let proxy = Proxy::start(
+        r#"function route(req)
+  return { status = 200, headers = { ["X-Request-Id"] = "forged" } }
+end"#,
+    );
+    let response = proxy.get_raw(
+        "GET / HTTP/1.1\r\nHost: h\r\nX-Request-Id: client-id-1\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(
+        response.header("x-request-id").as_deref(),
+        Some("client-id-1")
+    );
 }

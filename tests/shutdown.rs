@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -16,7 +15,7 @@ fn sigterm_finishes_requests_in_flight_then_exits_cleanly() {
     assert_eq!(idle.response(false).status, 200);
     let mut slow = proxy.connect();
     slow.send(b"GET /sleep/800 HTTP/1.1\r\nHost: x\r\n\r\n");
-    thread::sleep(Duration::from_millis(200));
+    assert!(wait_until(Duration::from_secs(5), || backend.count() == 2));
 
     let started = Instant::now();
     proxy.signal(libc::SIGTERM);
@@ -28,14 +27,15 @@ fn sigterm_finishes_requests_in_flight_then_exits_cleanly() {
     assert!(slow.is_closed());
     // No new connections, and rsp exits 0 once drained.
     assert!(std::net::TcpStream::connect(proxy.address).is_err());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let status = loop {
-        if let Some(status) = proxy.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "rsp did not exit");
-        thread::sleep(Duration::from_millis(20));
-    };
+    let mut exit = None;
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            exit = proxy.child.try_wait().unwrap();
+            exit.is_some()
+        }),
+        "rsp did not exit"
+    );
+    let status = exit.unwrap();
     assert!(status.success(), "{status:?}");
     assert!(started.elapsed() < Duration::from_secs(3));
     assert!(proxy.log().contains("every request finished"));
@@ -54,7 +54,7 @@ fn shutdown_timeout_bounds_the_wait() {
     let mut proxy = Proxy::in_front_of(&backend, "shutdown_timeout_ms = 300");
     let mut slow = proxy.connect();
     slow.send(b"GET /sleep/5000 HTTP/1.1\r\nHost: x\r\n\r\n");
-    thread::sleep(Duration::from_millis(200));
+    assert!(wait_until(Duration::from_secs(5), || backend.count() == 1));
     let started = Instant::now();
     proxy.signal(libc::SIGINT);
     let status = proxy.child.wait().unwrap();

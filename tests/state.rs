@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Backend, Client, Proxy, admin_request, free_port};
+use common::{Backend, Client, Proxy, admin_request, check_config, free_port, temp_file};
 
 const LIMITED: &str = r#"
 limits = { per_ip = { rate = 10, per = "second", burst = 5 } }
@@ -143,6 +143,7 @@ end"#,
     let sums: Vec<String> = (0..6).map(|_| proxy.get("/incr").text()).collect();
     assert_eq!(sums, ["2", "4", "6", "8", "10", "12"]);
     assert!(proxy.get("/bad").text().contains("not a number"));
+    // Past the 300 ms the entry was set for.
     thread::sleep(Duration::from_millis(400));
     assert_eq!(proxy.get("/").text(), "nil true integer");
 }
@@ -203,4 +204,34 @@ end"#,
         assert_eq!(proxy.get(path).status, 500, "{path}");
         proxy.wait_for_log(message, 1);
     }
+}
+
+/// `rate = 1, per = "day", burst = 300000`: (burst - 1) × a day in
+/// nanoseconds is past a u64. Such a bucket (over 100 years deep) is a
+/// config error, and the deepest allowed one still limits.
+#[test]
+fn a_huge_burst_at_a_slow_rate_still_limits() {
+    use rsp::config::LimitConfig;
+    use rsp::state::{Limiter, Verdict};
+    let config = temp_file(
+        "burst.lua",
+        "listen = \"127.0.0.1:1\"\nbackends = { \"127.0.0.1:2\" }\n\
+         limits = { slow = { rate = 1, per = \"day\", burst = 300000 } }\n",
+    );
+    let (status, output) = check_config(&config);
+    assert_eq!(status, Some(1), "{output}");
+    assert!(output.contains("over 100 years deep"), "{output}");
+    let limiter = Limiter::new(LimitConfig {
+        name: "slow".into(),
+        rate: 1,
+        per: std::time::Duration::from_secs(86_400),
+        burst: 36_000,
+        max_keys: 10,
+        max_bytes: usize::MAX,
+    });
+    let now = 1_000_000_000;
+    for request in 0..36_000 {
+        assert_eq!(limiter.check(b"k", now), Verdict::Allowed, "{request}");
+    }
+    assert!(matches!(limiter.check(b"k", now), Verdict::Refused { .. }));
 }

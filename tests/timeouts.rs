@@ -2,7 +2,10 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::{BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -146,13 +149,13 @@ fn http_listeners_take_a_connection_only_once_it_speaks() {
     // Connected but silent: the default listener leaves it to the kernel,
     // the one with defer_accept = false takes it at once.
     let mut deferred = proxy.connect();
+    // Time for a listener that took it to count it.
     thread::sleep(Duration::from_millis(200));
     let _eager = Client::connect(eager);
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while open_connections(admin) < 2 {
-        assert!(Instant::now() < deadline, "the eager listener's client");
-        thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        wait_until(Duration::from_secs(2), || open_connections(admin) >= 2),
+        "the eager listener's client"
+    );
     assert_eq!(
         open_connections(admin),
         2,
@@ -243,18 +246,6 @@ fn at_max_connections_rsp_stops_accepting_and_resumes() {
     assert!(proxy.log().contains("accepting connections again"));
 }
 
-/// CPU ticks (user + system) the process has used.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-}
-
 #[test]
 fn out_of_descriptors_pauses_accepting_without_spinning() {
     let backend = Backend::start("one");
@@ -288,7 +279,13 @@ fn out_of_descriptors_pauses_accepting_without_spinning() {
             stream
         })
         .collect();
-    thread::sleep(Duration::from_millis(300));
+    assert!(
+        wait_until(Duration::from_secs(5), || std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("pausing accepts")),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
     let before = cpu_ticks(child.id());
     thread::sleep(Duration::from_secs(1));
     let spent = cpu_ticks(child.id()) - before;
@@ -306,10 +303,95 @@ fn out_of_descriptors_pauses_accepting_without_spinning() {
         "accept errors not rate-limited: {text}"
     );
     drop(idle);
-    thread::sleep(Duration::from_millis(300));
+    // Waits in the backlog until rsp accepts again.
     let mut client = Client::connect(address);
     client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(client.response(false).status, 200);
     let _ = child.kill();
     let _ = child.wait();
+}
+
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+/// A backend that answers `100 Continue` only after `delay` (it decides
+/// whether to take the body, as an upload service checking a quota does),
+/// then reads the body and answers 200; any other request is answered at
+/// once. The count is of the heads it read.
+fn late_continue_backend(delay: Duration) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let heads = Arc::new(AtomicUsize::new(0));
+    let counted = heads.clone();
+    thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let heads = counted.clone();
+            thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut writer = stream;
+                while let Some(head) = read_head(&mut reader) {
+                    heads.fetch_add(1, Ordering::SeqCst);
+                    let lower = head.to_ascii_lowercase();
+                    let length: usize = lower
+                        .lines()
+                        .find_map(|line| line.strip_prefix("content-length:"))
+                        .map_or(0, |value| value.trim().parse().unwrap());
+                    if lower.contains("expect: 100-continue") {
+                        thread::sleep(delay);
+                        if writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
+                            return;
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    if writer.write_all(OK).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (address, heads)
+}
+
+/// A client that sent `Expect: 100-continue` waits for the backend's
+/// `100 Continue` before it sends its body (RFC 9110 §10.1.1): the
+/// exchange waits on its backend, not on a stalled client, and is not cut
+/// while the pool has requests queued, however long the backend decides.
+#[test]
+fn a_client_waiting_for_its_backends_100_continue_is_not_cut() {
+    let (backend, heads) = late_continue_backend(Duration::from_secs(4));
+    let proxy = Proxy::start(&format!(
+        "pools = {{ default = {{ servers = {{ \"{backend}\" }}, max_conns = 1, queue_timeout_ms = 15000 }} }}"
+    ));
+    let mut uploader = proxy.connect();
+    uploader.send(
+        b"PUT /upload HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+    );
+    // The upload holds the pool's one connection...
+    assert!(wait_until(Duration::from_secs(5), || heads
+        .load(Ordering::SeqCst)
+        == 1));
+    // ... and a second request waits in the pool's queue meanwhile.
+    let waiter = {
+        let address = proxy.address;
+        thread::spawn(move || {
+            let mut client = Client::connect(address);
+            client.send(b"GET /other HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            client.try_response(false).map(|response| response.status)
+        })
+    };
+    let interim = uploader.try_response(false);
+    assert_eq!(
+        interim.as_ref().map(|response| response.status),
+        Some(100),
+        "the upload was cut while its backend decided: {}",
+        proxy.log()
+    );
+    uploader.send(b"hello");
+    let last = uploader.try_response(false);
+    assert_eq!(last.map(|response| response.status), Some(200));
+    assert_eq!(waiter.join().unwrap(), Some(200));
+    assert!(!proxy.log().contains("connection cut"), "{}", proxy.log());
 }

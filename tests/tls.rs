@@ -43,31 +43,40 @@ impl Authority {
 }
 
 /// `curl` through the TLS listener for `host`; (exit code, body, stderr).
-fn curl(authority: &Path, tls: SocketAddr, host: &str, paths: &[&str]) -> (i32, String, String) {
-    let (code, body, stderr) = curl_bytes(authority, tls, host, paths);
+fn curl_tls(
+    authority: &Path,
+    tls: SocketAddr,
+    host: &str,
+    paths: &[&str],
+) -> (i32, String, String) {
+    let (code, body, stderr) = curl_tls_bytes(authority, tls, host, paths);
     (code, String::from_utf8_lossy(&body).into_owned(), stderr)
 }
 
-fn curl_bytes(
+fn curl_tls_bytes(
     authority: &Path,
     tls: SocketAddr,
     host: &str,
     paths: &[&str],
 ) -> (i32, Vec<u8>, String) {
-    let mut command = Command::new("curl");
-    command
-        .args(["--silent", "--show-error", "--verbose", "--cacert"])
-        .arg(authority)
-        .arg("--resolve")
-        .arg(format!("{host}:{}:127.0.0.1", tls.port()));
-    for path in paths {
-        command.arg(format!("https://{host}:{}{path}", tls.port()));
-    }
-    let output = command.output().unwrap();
+    let resolve = format!("{host}:{}:127.0.0.1", tls.port());
+    let urls: Vec<String> = paths
+        .iter()
+        .map(|path| format!("https://{host}:{}{path}", tls.port()))
+        .collect();
+    let mut args = vec![
+        "--verbose",
+        "--cacert",
+        authority.to_str().unwrap(),
+        "--resolve",
+        &resolve,
+    ];
+    args.extend(urls.iter().map(String::as_str));
+    let output = curl(&args);
     (
         output.status.code().unwrap_or(-1),
         output.stdout,
-        String::from_utf8_lossy(&output.stderr).into_owned(),
+        output.stderr,
     )
 }
 
@@ -110,7 +119,7 @@ fn tls_terminates_with_the_certificate_the_client_names() {
 
     // curl checks the certificate against the name: each name gets its own.
     for host in ["a.example.com", "b.example.com"] {
-        let (code, body, stderr) = curl(&authority.pem, tls, host, &["/who"]);
+        let (code, body, stderr) = curl_tls(&authority.pem, tls, host, &["/who"]);
         assert_eq!(code, 0, "{stderr}");
         assert_eq!(body, format!("{host} true"));
         // TLS listeners offer h2 first (curl takes it; the HTTP/1.1 side
@@ -118,7 +127,7 @@ fn tls_terminates_with_the_certificate_the_client_names() {
         assert!(stderr.contains("ALPN: server accepted h2"), "{stderr}");
     }
     // Proxied over TLS: the backend hears https; two requests, one connection.
-    let (code, body, stderr) = curl_bytes(
+    let (code, body, stderr) = curl_tls_bytes(
         &authority.pem,
         tls,
         "a.example.com",
@@ -140,7 +149,7 @@ fn tls_terminates_with_the_certificate_the_client_names() {
     plain.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(plain.try_response(false).is_none());
     proxy.wait_for_log("TLS: ", 1);
-    let (code, _, stderr) = curl(&authority.pem, tls, "b.example.com", &["/who"]);
+    let (code, _, stderr) = curl_tls(&authority.pem, tls, "b.example.com", &["/who"]);
     assert_eq!(code, 0, "{stderr}");
     // The plain listener is unaffected.
     assert_eq!(proxy.get("/").text(), "hello from web");
@@ -154,7 +163,7 @@ fn certificates_are_read_again_on_sighup() {
     first.issue(&dir, "b", "b.example.com");
     let backend = Backend::start("web");
     let (proxy, tls) = tls_proxy(&dir, &backend);
-    assert_eq!(curl(&first.pem, tls, "a.example.com", &["/who"]).0, 0);
+    assert_eq!(curl_tls(&first.pem, tls, "a.example.com", &["/who"]).0, 0);
 
     // Renewed by another CA: after SIGHUP only the new one verifies.
     let second = Authority::new(&dir, "second");
@@ -162,10 +171,10 @@ fn certificates_are_read_again_on_sighup() {
     second.issue(&dir, "b", "b.example.com");
     proxy.signal(libc::SIGHUP);
     proxy.wait_for_log("reload done", 1);
-    let (code, body, stderr) = curl(&second.pem, tls, "a.example.com", &["/who"]);
+    let (code, body, stderr) = curl_tls(&second.pem, tls, "a.example.com", &["/who"]);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(body, "a.example.com true");
-    assert_ne!(curl(&first.pem, tls, "a.example.com", &["/who"]).0, 0);
+    assert_ne!(curl_tls(&first.pem, tls, "a.example.com", &["/who"]).0, 0);
 }
 
 #[test]
@@ -217,7 +226,7 @@ fn a_handshake_that_never_finishes_is_cut_at_client_header() {
         "{waited:?}"
     );
     // A real client is served meanwhile and after.
-    let (code, body, stderr) = curl(&authority.pem, tls, "a.example.com", &["/"]);
+    let (code, body, stderr) = curl_tls(&authority.pem, tls, "a.example.com", &["/"]);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(body, "hello from web");
 }
@@ -246,21 +255,17 @@ fn a_listener_with_accept_proxy_and_tls_reads_the_header_then_the_handshake() {
     );
 
     // v1: curl writes "PROXY TCP4 127.0.0.1 127.0.0.1 ..." before its ClientHello.
-    let output = Command::new("curl")
-        .args(["--silent", "--show-error", "--haproxy-protocol", "--cacert"])
-        .arg(&authority.pem)
-        .arg("--resolve")
-        .arg(format!("a.example.com:{}:127.0.0.1", tls.port()))
-        .arg(format!("https://a.example.com:{}/who", tls.port()))
-        .arg(format!("https://a.example.com:{}/head", tls.port()))
-        .output()
-        .unwrap();
-    let body = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = curl(&[
+        "--haproxy-protocol",
+        "--cacert",
+        authority.pem.to_str().unwrap(),
+        "--resolve",
+        &format!("a.example.com:{}:127.0.0.1", tls.port()),
+        &format!("https://a.example.com:{}/who", tls.port()),
+        &format!("https://a.example.com:{}/head", tls.port()),
+    ]);
+    let body = output.text();
+    assert!(output.status.success(), "{}", output.stderr);
     assert!(body.starts_with("127.0.0.1 true a.example.com"), "{body}");
     assert!(body.contains("\r\nX-Forwarded-Proto: https\r\n"), "{body}");
 
@@ -295,7 +300,7 @@ print(answer.decode())
     );
 
     // Without a header, the connection is refused unanswered, as before.
-    let (code, _, _) = curl(&authority.pem, tls, "a.example.com", &["/who"]);
+    let (code, _, _) = curl_tls(&authority.pem, tls, "a.example.com", &["/who"]);
     assert_ne!(code, 0);
     proxy.wait_for_log("refused: ", 1);
 }
@@ -426,4 +431,38 @@ fn an_ip_address_as_sni_is_counted_not_logged() {
         "{metrics}"
     );
     assert!(!proxy.log().contains("Illegal SNI"), "{}", proxy.log());
+}
+
+/// A TLS listener in tcp mode passes the decrypted bytes to its pool's
+/// servers unparsed, so whatever ALPN agreed on is what the server gets:
+/// it offers http/1.1 only (HTTP listeners offer h2 first), and a client
+/// that speaks h2 (curl, any browser) talks HTTP/1.1 to the server behind.
+#[test]
+fn a_tcp_mode_tls_listener_does_not_offer_h2() {
+    let backend = Backend::start("web");
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let cert = temp_file("tcp-tls.pem", &certified.cert.pem());
+    let key = temp_file("tcp-tls.key", &certified.signing_key.serialize_pem());
+    let port = free_port();
+    let proxy = Proxy::start_listening(
+        &format!(
+            "{{ addr = \"127.0.0.1:{port}\", mode = \"tcp\", pool = \"web\", \
+             tls = {{ cert = {cert:?}, key = {key:?} }} }}"
+        ),
+        &format!(
+            "pools = {{ web = {{ servers = {{ \"{}\" }} }} }}\nbackends = {{ \"{}\" }}\nfunction route(req) return \"default\" end",
+            backend.address, backend.address
+        ),
+    );
+    proxy.wait_for_log(&format!("listening on 127.0.0.1:{port}"), 1);
+    let output = curl(&[
+        "-k",
+        "--max-time",
+        "10",
+        "--http2",
+        "-w",
+        " %{http_version}",
+        &format!("https://localhost:{port}/"),
+    ]);
+    assert_eq!(output.text(), "hello from web 1.1", "{}", output.stderr);
 }

@@ -4,7 +4,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -147,4 +148,65 @@ fn an_idle_tunnel_closes_after_its_timeout() {
     let waited = started.elapsed();
     assert!(waited >= Duration::from_millis(250), "{waited:?}");
     proxy.wait_for_log("tunnel idle for 300ms, closed", 1);
+}
+
+/// WebSocket (HTTP/1.1 Upgrade) still works on a listener that also takes
+/// h2c, and a tunnel's bytes that happen to be the HTTP/2 preface stay
+/// tunnel bytes.
+#[test]
+fn websocket_upgrades_on_an_h2c_listener_stay_tunnels() {
+    // A backend that switches protocols and echoes.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut writer = stream;
+                let Some(_) = read_head(&mut reader) else {
+                    return;
+                };
+                writer
+                    .write_all(
+                        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                          Connection: Upgrade\r\n\r\n",
+                    )
+                    .unwrap();
+                let mut line = Vec::new();
+                while reader.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
+                    writer.write_all(&line).unwrap();
+                    line.clear();
+                }
+            });
+        }
+    });
+    let proxy = Proxy::start_h2c(&format!(
+        "backends = {{ \"{address}\" }}\nfunction route(req) return \"default\" end"
+    ));
+    let mut client = TcpStream::connect(proxy.address).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    client
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .unwrap();
+    let mut reader = BufReader::new(client.try_clone().unwrap());
+    let head = read_head(&mut reader).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    client
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\nhello\n")
+        .unwrap();
+    let mut echoed = Vec::new();
+    while !echoed.ends_with(b"hello\n") {
+        let mut line = Vec::new();
+        assert!(
+            reader.read_until(b'\n', &mut line).unwrap() > 0,
+            "{echoed:?}"
+        );
+        echoed.extend_from_slice(&line);
+    }
+    assert_eq!(echoed, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\nhello\n");
 }

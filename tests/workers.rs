@@ -4,7 +4,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -29,15 +29,14 @@ fn workers_share_the_port_the_stats_reloads_drains_and_shutdown() {
         assert_eq!(proxy.get("/").status, 200);
     }
     // Worker 1 publishes its counters once a second.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let merged = loop {
-        let merged = stats(admin);
-        if merged["requests"]["total"] == 200 {
-            break merged;
-        }
-        assert!(Instant::now() < deadline, "{merged}");
-        thread::sleep(Duration::from_millis(200));
-    };
+    let mut merged = serde_json::Value::Null;
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            merged = stats(admin);
+            merged["requests"]["total"] == 200
+        }),
+        "{merged}"
+    );
     assert_eq!(merged["workers"], 2);
     let per_worker: Vec<u64> = merged["worker_requests"]
         .as_array()
@@ -63,6 +62,7 @@ fn workers_share_the_port_the_stats_reloads_drains_and_shutdown() {
     // A drain on the admin port (worker 0) holds in every worker.
     let path = format!("/pools/default/servers/{}/drain", second.address);
     assert_eq!(admin_request(admin, "POST", &path).status, 200);
+    // Worker 1 reads the drain from the shared state at its next turn.
     thread::sleep(Duration::from_millis(100));
     let before = second.count();
     for _ in 0..100 {
@@ -72,11 +72,10 @@ fn workers_share_the_port_the_stats_reloads_drains_and_shutdown() {
 
     // SIGTERM: every worker drains, the process exits 0.
     proxy.signal(libc::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while proxy.is_running() {
-        assert!(Instant::now() < deadline, "rsp did not exit");
-        thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        wait_until(Duration::from_secs(5), || !proxy.is_running()),
+        "rsp did not exit"
+    );
     assert_eq!(proxy.child.wait().unwrap().code(), Some(0));
     assert_eq!(
         proxy

@@ -75,11 +75,7 @@ fn valid_value(value: &[u8]) -> bool {
 /// gets, with no HTTP/1.1 text in between.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Request<'a> {
-    pub method: &'a [u8],
-    /// `:path`, or a CONNECT's `:authority`.
-    pub target: &'a [u8],
-    /// `:authority`, else the Host field.
-    pub authority: Option<&'a [u8]>,
+    pub parts: crate::http::RequestParts<'a>,
     pub framing: BodyFraming,
 }
 
@@ -202,9 +198,12 @@ pub fn check<'a>(fields: &[super::Field<'a>], end_stream: bool) -> Result<Reques
         None => BodyFraming::Chunked,
     };
     Ok(Request {
-        method,
-        target,
-        authority,
+        parts: crate::http::RequestParts {
+            method,
+            target,
+            authority,
+            unsized_body: framing == BodyFraming::Chunked,
+        },
         framing,
     })
 }
@@ -281,7 +280,7 @@ mod tests {
         let request = check(&fields, end_stream).map_err(|malformed| malformed.0.to_owned())?;
         let mut head = crate::http::RequestHead::default();
         let policy = crate::http::RequestPolicy::default();
-        head.read_h2(&request, fields.iter().copied(), &policy, true)
+        head.read_h2(&request.parts, fields.iter().copied(), &policy, true)
             .map_err(|error| error.to_string())?;
         let none = crate::forwarding::Forwarding {
             x_forwarded_for: false,
@@ -449,7 +448,7 @@ mod tests {
         let policy = crate::http::RequestPolicy::default();
         // The HTTP/1 stage answers this error 501.
         assert!(matches!(
-            head.read_h2(&request, list.iter().copied(), &policy, true),
+            head.read_h2(&request.parts, list.iter().copied(), &policy, true),
             Err(crate::http::HeadError::Target(
                 crate::target::TargetError::Connect
             ))

@@ -13,7 +13,7 @@ mod tests;
 use std::fmt;
 
 pub use edit::{EditError, check_response_field};
-pub use request::{NEVER_UPGRADED, RequestHead, RequestPolicy, Underscores};
+pub use request::{NEVER_UPGRADED, RequestHead, RequestParts, RequestPolicy, Underscores};
 pub use response::{ClientSide, MAX_INTERIM_RESPONSES, ResponseInfo, forward_response_head};
 pub use response_head::ResponseHead;
 

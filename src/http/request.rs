@@ -76,6 +76,20 @@ impl Default for RequestPolicy {
 /// `h2c` would take every later request on the connection past `route()`.
 pub const NEVER_UPGRADED: &str = "h2c";
 
+/// What a request line and its Host say, as another codec (HTTP/2's
+/// pseudo-header fields) gives them, checked by its own rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestParts<'a> {
+    pub method: &'a [u8],
+    /// `:path`, or a CONNECT's `:authority`.
+    pub target: &'a [u8],
+    /// `:authority`, else the Host field.
+    pub authority: Option<&'a [u8]>,
+    /// The body comes without a length (to the end of the stream): an
+    /// HTTP/1.1 backend gets it chunked.
+    pub unsized_body: bool,
+}
+
 /// One field of a head: ranges of `RequestHead::raw`.
 #[derive(Debug, Clone)]
 pub(super) struct Field {
@@ -230,12 +244,11 @@ impl RequestHead {
     /// Returns the bytes the head takes in HTTP/1.1, for its size bound.
     pub fn read_h2<'a>(
         &mut self,
-        request: &crate::h2::request::Request<'_>,
+        request: &RequestParts<'_>,
         fields: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
         policy: &RequestPolicy,
         https: bool,
     ) -> Result<usize, HeadError> {
-        use crate::h2::request::BodyFraming;
         self.raw.clear();
         self.headers.clear();
         self.https = https;
@@ -266,8 +279,8 @@ impl RequestHead {
         let mut cookies = false;
         // The lines the same request takes in HTTP/1.1, held to the same
         // bound: the Host, one line of cookies, a chunked framing.
-        let mut lines = usize::from(request.authority.is_some())
-            + usize::from(request.framing == BodyFraming::Chunked);
+        let mut lines =
+            usize::from(request.authority.is_some()) + usize::from(request.unsized_body);
         for (name, value) in fields.clone() {
             if name.starts_with(b":") || name == b"host" {
                 continue;
@@ -303,7 +316,7 @@ impl RequestHead {
                 added: false,
             });
         }
-        if request.framing == BodyFraming::Chunked {
+        if request.unsized_body {
             // DATA without a length reaches an HTTP/1.1 backend chunked.
             self.read_h2_field(b"transfer-encoding", b"chunked", policy, &mut facts)?;
         }

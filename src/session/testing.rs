@@ -5,13 +5,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 
 use mio::Poll;
 
-use crate::balancer::Pool;
 use crate::config;
-use crate::idle::IdleConnections;
-use crate::router::Router;
-use crate::services::{Counters, Services, Settings};
-use crate::stats::Totals;
-use crate::timer::Timers;
+use crate::services::Services;
 use crate::workers::Worker;
 
 /// Services for the config `settings` (a listen line is added); the poll
@@ -25,28 +20,10 @@ pub fn services(settings: &str) -> (Poll, Services) {
     std::fs::write(&path, format!("listen = \"127.0.0.1:1\"\n{settings}\n")).unwrap();
     let loaded = config::load(&path).unwrap();
     let poll = Poll::new().unwrap();
-    let pools: Vec<Pool> = loaded.config.pools.iter().map(Pool::new).collect();
-    let services = Services {
-        registry: poll.registry().try_clone().unwrap(),
-        router: Router::new(&loaded, &pools),
-        pools,
-        settings: Settings::of(&loaded.config),
-        timers: Timers::default(),
-        idle: IdleConnections::new(16, std::time::Duration::from_secs(10)),
-        request_ids: None,
-        totals: Totals::default(),
-        access_log: None,
-        counters: Counters::default(),
-        wakeups: Vec::new(),
-        yielded: Vec::new(),
-        defer_writes: false,
-        flushes: Vec::new(),
-        commands: Vec::new(),
-        draining: false,
-        generation: 0,
-        round: 0,
-        worker: Worker::single(),
-    };
+    let registry = poll.registry().try_clone().unwrap();
+    let mut services = Services::new(registry, &loaded, Worker::single()).unwrap();
+    // The stages' tests look at what they read, not at request ids.
+    services.request_ids = None;
     (poll, services)
 }
 

@@ -1,11 +1,13 @@
 //! Test harness: the real rsp binary, small real backends, raw clients.
 #![allow(dead_code)]
 
+pub mod h2;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -28,17 +30,79 @@ pub fn raise_open_file_limit() {
     rsp::limits::raise_open_file_limit().expect("raise the open file limit");
 }
 
+/// Polls `condition` every 10 ms until it holds (true) or `timeout`
+/// passes (false): every wait of the tests for something to happen (a log
+/// line, a listener, a counter) is this, asserted with what it waited for.
+#[must_use]
+pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// What a run of curl printed, and how it ended.
+pub struct Curl {
+    pub status: std::process::ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+}
+
+impl Curl {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    pub fn success(&self) -> bool {
+        self.status.success()
+    }
+}
+
+/// `curl --silent --show-error ARGS` (Debian's curl, installed when
+/// missing): the one way the tests run curl.
+pub fn curl(args: &[&str]) -> Curl {
+    ensure_package("curl", "curl");
+    let output = Command::new("curl")
+        .args(["--silent", "--show-error"])
+        .args(args)
+        .output()
+        .unwrap();
+    Curl {
+        status: output.status,
+        stdout: output.stdout,
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// CPU time (user and system) process `pid` has used so far, in clock
+/// ticks, from /proc/PID/stat.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name in parentheses: utime and stime are
+    // the 14th and 15th of the line.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
 /// Waits until rsp accepts connections on `address`; `log` is shown if it never does.
 pub fn wait_for_listener(address: SocketAddr, log: &std::path::Path) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(address).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "rsp did not start: {}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        wait_until(Duration::from_secs(10), || TcpStream::connect(address)
+            .is_ok()),
+        "rsp did not start: {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
 }
 
 /// A port nothing listens on, and one this test process has not handed out
@@ -150,7 +214,6 @@ impl Proxy {
         let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         // Its own log line, logged once the socket listens: a connection
         // alone could reach another rsp that holds the port.
-        let deadline = Instant::now() + Duration::from_secs(10);
         let listening = format!("listening on {address}");
         // Worker 0 alone holds the admin port, and another worker may log
         // its listener first: wait for the admin line too when there is one.
@@ -160,14 +223,13 @@ impl Proxy {
             .any(|line| line.trim_start().starts_with("admin ="));
         let ready =
             |text: &str| text.contains(&listening) && (!has_admin || text.contains("admin API on"));
-        while !ready(&std::fs::read_to_string(&log).unwrap_or_default()) {
-            assert!(
-                Instant::now() < deadline,
-                "rsp did not listen on {address}: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
+        assert!(
+            wait_until(Duration::from_secs(10), || ready(
+                &std::fs::read_to_string(&log).unwrap_or_default()
+            )),
+            "rsp did not listen on {address}: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
         Proxy {
             child,
             address,
@@ -229,15 +291,12 @@ impl Proxy {
 
     /// Waits until the log holds `text` `count` times.
     pub fn wait_for_log(&self, text: &str, count: usize) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.log().matches(text).count() < count {
-            assert!(
-                Instant::now() < deadline,
-                "no {text:?} x{count} in {}",
-                self.log()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
+        assert!(
+            wait_until(Duration::from_secs(10), || self.log().matches(text).count()
+                >= count),
+            "no {text:?} x{count} in {}",
+            self.log()
+        );
     }
 
     pub fn log(&self) -> String {
@@ -245,12 +304,24 @@ impl Proxy {
     }
 
     pub fn rss_kib(&self) -> u64 {
+        self.memory_kib("VmRSS")
+    }
+
+    /// A field of /proc/PID/status, in KiB (VmRSS, VmHWM).
+    pub fn memory_kib(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let line = status
+        status
             .lines()
-            .find(|line| line.starts_with("VmRSS:"))
-            .unwrap();
-        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|value| value.split_whitespace().next()?.parse().ok())
+            .unwrap()
+    }
+
+    /// CPU time rsp has used so far (user and system).
+    pub fn cpu_time(&self) -> Duration {
+        // SAFETY: sysconf only reads a system constant.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        Duration::from_millis(cpu_ticks(self.child.id()) * 1000 / ticks)
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -651,6 +722,37 @@ impl Recorder {
     }
 }
 
+/// The head a recorder backend received for a request sent through `proxy`
+/// (`None` when the proxy answered itself), and the proxy's answer.
+pub fn through(proxy: &Proxy, recorder: &Recorder, raw: &[u8]) -> (Response, Option<String>) {
+    let before = recorder.count();
+    let mut client = proxy.connect();
+    client.send(raw);
+    let response = client.response(raw.starts_with(b"HEAD "));
+    let received = (recorder.count() > before).then(|| recorder.requests()[before].clone());
+    (response, received)
+}
+
+/// The request line of a request as a backend received it.
+pub fn request_line(received: &str) -> &str {
+    received.lines().next().unwrap_or_default()
+}
+
+/// The values of field `name` in the head of a request as a backend
+/// received it.
+pub fn field<'a>(received: &'a str, name: &str) -> Vec<&'a str> {
+    received
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_once(": "))
+        .filter(|(field, _)| field.eq_ignore_ascii_case(name))
+        .map(|(_, value)| value)
+        .collect()
+}
+
 /// One request's bytes exactly as they came: head, then a body framed by
 /// Content-Length or chunked coding (chunk lines and trailers included).
 fn read_raw_request<R: BufRead>(reader: &mut R) -> Option<Vec<u8>> {
@@ -934,4 +1036,46 @@ fn ensure_python(check: &str, what: &str) {
         );
     }
     installed.push(check.to_owned());
+}
+
+/// Runs `attack` while another client asks for `/` over HTTP/1.1 again
+/// and again (from before the attack starts until it ends): each of its
+/// requests must get 200.
+pub fn while_serving<T: Send>(proxy: &Proxy, attack: impl FnOnce() -> T + Send) -> T {
+    /// Ends the other client's loop however the attack ends (a panic
+    /// too: the scope waits for that thread).
+    struct Stop<'a>(&'a AtomicBool);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let stop = AtomicBool::new(false);
+    let started = AtomicBool::new(false);
+    thread::scope(|scope| {
+        let others = scope.spawn(|| {
+            let mut statuses = Vec::new();
+            while !stop.load(Ordering::SeqCst) || statuses.len() < 2 {
+                statuses.push(proxy.get("/").status);
+                started.store(true, Ordering::SeqCst);
+                thread::sleep(Duration::from_millis(5));
+            }
+            statuses
+        });
+        assert!(
+            wait_until(Duration::from_secs(20), || started.load(Ordering::SeqCst)
+                || others.is_finished()),
+            "the other client got no answer before the attack"
+        );
+        let result = {
+            let _stop = Stop(&stop);
+            attack()
+        };
+        let statuses = others.join().expect("another client was not served");
+        assert!(
+            statuses.iter().all(|&status| status == 200),
+            "another client was not served meanwhile: {statuses:?}"
+        );
+        result
+    })
 }

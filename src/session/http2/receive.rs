@@ -547,7 +547,7 @@ impl Http2 {
             Some(request) => stream
                 .stage
                 .take_request(client, services, |head, policy, https| {
-                    head.read_h2(&request, fields.iter().copied(), policy, https)
+                    head.read_h2(&request.parts, fields.iter().copied(), policy, https)
                 }),
             None => {
                 let limit = self.settings.max_header_list_size;

@@ -1,10 +1,10 @@
-//! Round three, point 3: one client cannot exhaust what all clients share.
+//! One client cannot exhaust what all clients share.
 //! What a connection makes rsp hold is bounded (`req.ctx` per request, a
 //! connection's streams, the worker's total), a budget that runs out fails
 //! the request or connection that hit it, exchanges stalled on their
 //! client are cut when what they hold is needed, and the log lines a
 //! client can trigger are rate-limited. Against the real binary, with the
-//! attack that broke it (tests/h2/budget.py) and clients asking beside it.
+//! attack of tests/h2/budget.py and clients asking beside it.
 
 mod common;
 
@@ -49,18 +49,19 @@ fn count(summary: &serde_json::Value, table: &str, key: &str) -> u64 {
 /// The status of an HTTP/2 GET through curl (prior knowledge), and how
 /// long it took.
 fn h2_get(proxy: &Proxy, path: &str) -> (String, Duration) {
-    ensure_package("curl", "curl");
     let started = Instant::now();
-    let output = Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-m", "5", "-w", "%{http_code}"])
-        .arg("--http2-prior-knowledge")
-        .arg(format!("http://{}{path}", proxy.address))
-        .output()
-        .unwrap();
-    (
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        started.elapsed(),
-    )
+    let url = format!("http://{}{path}", proxy.address);
+    let output = curl(&[
+        "-o",
+        "/dev/null",
+        "-m",
+        "5",
+        "-w",
+        "%{http_code}",
+        "--http2-prior-knowledge",
+        &url,
+    ]);
+    (output.text(), started.elapsed())
 }
 
 /// The value of a metric on the admin port at `admin`.
@@ -157,13 +158,14 @@ fn a_zero_window_flood_leaves_other_clients_served_and_memory_bounded() {
     // And once it is over, the attack's memory is given back to the
     // count within the worker's next looks (the script's state is
     // collected within 5 s): what it holds is near what it held fresh.
-    let over = Instant::now();
-    let mut held = metric(admin, "rsp_memory_held_bytes");
-    while held >= 16 << 20 && over.elapsed() < Duration::from_secs(8) {
-        thread::sleep(Duration::from_millis(250));
-        held = metric(admin, "rsp_memory_held_bytes");
-    }
-    assert!(held < 16 << 20, "{held} bytes still held");
+    let mut held = 0;
+    assert!(
+        wait_until(Duration::from_secs(8), || {
+            held = metric(admin, "rsp_memory_held_bytes");
+            held < 16 << 20
+        }),
+        "{held} bytes still held"
+    );
 }
 
 /// `memory.script_per_request`: a request whose `req.ctx` outgrows it
@@ -223,7 +225,8 @@ fn an_http2_connection_at_its_bound_has_its_streams_refused_not_others() {
             "4",
         ],
     );
-    thread::sleep(Duration::from_millis(1500));
+    // The attack's connection is at its bound.
+    proxy.wait_for_log("near memory.per_connection", 1);
     let (status, _) = h2_get(&proxy, "/size/6");
     assert_eq!(status, "200");
     let summary = summary(attacker);
@@ -258,27 +261,27 @@ fn stalled_http1_clients_are_cut_when_memory_is_needed() {
             stream
         })
         .collect();
+    // A second of the stalled answers filling their buffers.
     thread::sleep(Duration::from_secs(1));
     assert_eq!(proxy.get("/size/6").status, 200);
     // Cut, after the grace, until what is held is below three quarters
     // of the limit again (then the rest may stay: nothing is needed).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while metric(admin, "rsp_stalled_exchanges_cut_total") == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "none cut: {} bytes held",
-            metric(admin, "rsp_memory_held_bytes")
-        );
-        thread::sleep(Duration::from_millis(250));
-    }
-    while metric(admin, "rsp_memory_held_bytes") >= 12 << 20 {
-        assert!(
-            Instant::now() < deadline,
-            "still {} bytes held",
-            metric(admin, "rsp_memory_held_bytes")
-        );
-        thread::sleep(Duration::from_millis(250));
-    }
+    assert!(
+        wait_until(Duration::from_secs(20), || metric(
+            admin,
+            "rsp_stalled_exchanges_cut_total"
+        ) > 0),
+        "none cut: {} bytes held",
+        metric(admin, "rsp_memory_held_bytes")
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || metric(
+            admin,
+            "rsp_memory_held_bytes"
+        ) < 12 << 20),
+        "still {} bytes held",
+        metric(admin, "rsp_memory_held_bytes")
+    );
     let cut = metric(admin, "rsp_stalled_exchanges_cut_total");
     assert!(cut >= 10, "{cut} cut");
     assert_eq!(
@@ -319,6 +322,7 @@ fn http2_streams_fed_a_byte_at_a_time_are_cut_when_memory_is_needed() {
             "7",
         ],
     );
+    // The attack runs a second before the other client asks.
     thread::sleep(Duration::from_secs(1));
     let (status, _) = h2_get(&proxy, "/size/6");
     assert_eq!(status, "200");
@@ -344,7 +348,8 @@ fn a_pool_slot_held_by_a_stalled_client_goes_to_a_waiting_request() {
     (&hog)
         .write_all(b"GET /size/8000000 HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
-    thread::sleep(Duration::from_millis(300));
+    // The hog holds the pool's one connection.
+    assert!(wait_until(Duration::from_secs(5), || backend.count() == 1));
     let started = Instant::now();
     let response = proxy.get("/size/6");
     assert_eq!(response.status, 200, "{}", response.text());

@@ -1,19 +1,20 @@
-"""HTTP/2 edges found in review (tests/http2_review.rs), through Python's h2.
+"""Edges of HTTP/2 flow control and stream life through Python's h2
+(tests/http2_flow_control.rs, tests/http2_streams.rs).
 
-    review.py padded PORT SIZE PAD     POST /checksum of SIZE bytes in 1000-byte
+    edges.py  padded PORT SIZE PAD     POST /checksum of SIZE bytes in 1000-byte
                                        DATA frames with PAD bytes of padding
                                        each; prints the answer and bytes sent
-    review.py early PORT SIZE          POST /checksum of SIZE bytes (at most
+    edges.py  early PORT SIZE          POST /checksum of SIZE bytes (at most
                                        65535) sent with the preface, before
                                        rsp's SETTINGS is read (RFC 9113 §6.9.2:
                                        the default window until the ACK)
-    review.py upload PORT SIZE [FRAME] POST /checksum of SIZE bytes in frames
+    edges.py  upload PORT SIZE [FRAME] POST /checksum of SIZE bytes in frames
                                        of FRAME bytes (default: the largest
                                        the windows and the peer allow)
-    review.py queued PORT              three streams on a max_conns = 1 pool:
+    edges.py  queued PORT              three streams on a max_conns = 1 pool:
                                        /sleep/600, then two more; the second
                                        is reset by the client while queued
-    review.py refused PORT             a header list over the bound without
+    edges.py  refused PORT             a header list over the bound without
                                        END_STREAM (431), then its trailers
                                        after rsp ended the stream, then one
                                        more request

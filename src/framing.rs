@@ -211,13 +211,34 @@ impl Default for Chunked {
 
 impl Chunked {
     fn claim(&mut self, data: &[u8]) -> Result<usize, FramingError> {
-        let mut at = 0;
+        self.walk(data, usize::MAX, |_| {})
+            .map(|(walked, _)| walked)
+    }
+
+    /// Reads `data` as chunked coding, up to the trailer section: each
+    /// run of chunk data goes to `on_data`, and the walk stops once
+    /// `budget` bytes of data went (a sink that takes the data without
+    /// its framing, such as HTTP/2's DATA frames, within its window).
+    /// Returns the bytes walked, framing included, and the data given.
+    pub fn walk(
+        &mut self,
+        data: &[u8],
+        budget: usize,
+        mut on_data: impl FnMut(&[u8]),
+    ) -> Result<(usize, usize), FramingError> {
+        let (mut at, mut given) = (0, 0);
         while at < data.len() && !matches!(self.state, ChunkState::Trailers | ChunkState::Done) {
             if self.state == ChunkState::Data {
-                let count = self.size.min((data.len() - at) as u64);
-                self.size -= count;
-                self.data += count;
-                at += count as usize;
+                if given >= budget {
+                    break;
+                }
+                let room = (budget - given) as u64;
+                let count = self.size.min(room).min((data.len() - at) as u64) as usize;
+                on_data(&data[at..at + count]);
+                self.size -= count as u64;
+                self.data += count as u64;
+                at += count;
+                given += count;
                 if self.size == 0 {
                     self.state = ChunkState::DataCr;
                 }
@@ -226,7 +247,7 @@ impl Chunked {
             self.step(data[at])?;
             at += 1;
         }
-        Ok(at)
+        Ok((at, given))
     }
 
     fn step(&mut self, byte: u8) -> Result<(), FramingError> {
@@ -295,6 +316,38 @@ impl Chunked {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Walks `body` as a sink that takes data without framing would, in
+    /// pieces of `step` bytes, `budget` bytes of data a walk.
+    fn data_in_steps(body: &[u8], step: usize, budget: usize) -> Vec<u8> {
+        let mut chunked = Chunked::default();
+        let (mut out, mut at, mut end) = (Vec::new(), 0, 0);
+        while chunked.state != ChunkState::Trailers {
+            end = (end.max(at) + step).min(body.len());
+            let (walked, _) = chunked
+                .walk(&body[at..end], budget, |data| out.extend_from_slice(data))
+                .unwrap();
+            at += walked;
+            if walked == 0 && end == body.len() {
+                break;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn chunks_lose_their_framing_however_they_are_split() {
+        let body = b"5\r\nhello\r\n1a;ext=1\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\n\r\n";
+        for step in 1..body.len() {
+            for budget in [1, 3, 100] {
+                assert_eq!(
+                    data_in_steps(body, step, budget),
+                    b"helloabcdefghijklmnopqrstuvwxyz",
+                    "step {step} budget {budget}"
+                );
+            }
+        }
+    }
 
     /// Claims `data` `step` bytes at a time, the trailer section whole;
     /// returns the bytes claimed and the trailers forwarded.

@@ -23,7 +23,7 @@ const STACK_FIELDS: usize = crate::http::MAX_HEADERS + 16;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Head {
     pub status: u16,
-    /// The body came chunked: its bytes are decoded by a `Dechunk`.
+    /// The body came chunked: its bytes are decoded (`framing::Chunked`).
     pub chunked: bool,
     /// The head's length in the bytes it was read from.
     pub length: usize,
@@ -169,101 +169,6 @@ pub fn read_trailers<T>(bytes: &[u8], then: impl FnOnce(Fields<'_, '_>) -> T) ->
     }
 }
 
-/// Takes the chunk framing off a chunked body whose bytes rsp's framer
-/// has already checked (so this reads, and does not judge).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub enum Dechunk {
-    /// Reading a chunk size's hex digits.
-    #[default]
-    Size,
-    /// Past the digits: extensions, up to the line's LF.
-    Line {
-        size: u64,
-    },
-    Data {
-        left: u64,
-    },
-    /// The CRLF after a chunk's data: how many bytes of it are left.
-    DataEnd {
-        left: u8,
-    },
-    /// The last chunk's line was read; the trailer section is not body.
-    Last,
-}
-
-impl Dechunk {
-    /// Walks `bytes`; calls `data` with each run of body data, and stops
-    /// early once `budget` bytes of data went. Returns the count of
-    /// `bytes` walked (framing included) and of data given.
-    pub fn walk(
-        &mut self,
-        bytes: &[u8],
-        budget: usize,
-        mut data: impl FnMut(&[u8]),
-    ) -> (usize, usize) {
-        let (mut at, mut given) = (0, 0);
-        let mut size = 0u64;
-        while at < bytes.len() {
-            match *self {
-                Dechunk::Size => match (bytes[at] as char).to_digit(16) {
-                    Some(digit) => {
-                        size = size.saturating_mul(16).saturating_add(u64::from(digit));
-                        at += 1;
-                    }
-                    None => *self = Dechunk::Line { size },
-                },
-                Dechunk::Line { size: chunk } => {
-                    at += 1;
-                    if bytes[at - 1] == b'\n' {
-                        *self = if chunk == 0 {
-                            Dechunk::Last
-                        } else {
-                            Dechunk::Data { left: chunk }
-                        };
-                        size = 0;
-                    }
-                }
-                Dechunk::Data { left } => {
-                    if given >= budget {
-                        break;
-                    }
-                    let room = (budget - given) as u64;
-                    let count = left.min(room).min((bytes.len() - at) as u64) as usize;
-                    data(&bytes[at..at + count]);
-                    at += count;
-                    given += count;
-                    let left = left - count as u64;
-                    *self = if left == 0 {
-                        Dechunk::DataEnd { left: 2 }
-                    } else {
-                        Dechunk::Data { left }
-                    };
-                }
-                Dechunk::DataEnd { left } => {
-                    at += 1;
-                    *self = if left <= 1 {
-                        Dechunk::Size
-                    } else {
-                        Dechunk::DataEnd { left: left - 1 }
-                    };
-                }
-                Dechunk::Last => break,
-            }
-        }
-        // Digits read but the line not reached: they are remembered by
-        // walking them again next time, so give them back.
-        if matches!(self, Dechunk::Size) && size > 0 {
-            let digits = bytes[..at]
-                .iter()
-                .rev()
-                .take_while(|byte| byte.is_ascii_hexdigit())
-                .count();
-            at -= digits;
-        }
-        (at, given)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,36 +229,6 @@ mod tests {
             let trailers = &text[b"HTTP/1.1 200 OK\r\n".len()..];
             let read = read_trailers(trailers, |fields| fields.count());
             assert_eq!(read, Some(count), "{count} trailer fields");
-        }
-    }
-
-    fn dechunk_in_steps(body: &[u8], step: usize, budget: usize) -> Vec<u8> {
-        let mut dechunk = Dechunk::default();
-        let (mut out, mut at) = (Vec::new(), 0);
-        let mut end = 0;
-        while dechunk != Dechunk::Last {
-            end = (end.max(at) + step).min(body.len());
-            let (walked, _) =
-                dechunk.walk(&body[at..end], budget, |data| out.extend_from_slice(data));
-            at += walked;
-            if walked == 0 && end == body.len() {
-                break;
-            }
-        }
-        out
-    }
-
-    #[test]
-    fn chunks_lose_their_framing_however_they_are_split() {
-        let body = b"5\r\nhello\r\n1a;ext=1\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\n";
-        for step in 1..body.len() {
-            for budget in [1, 3, 100] {
-                assert_eq!(
-                    dechunk_in_steps(body, step, budget),
-                    b"helloabcdefghijklmnopqrstuvwxyz",
-                    "step {step} budget {budget}"
-                );
-            }
         }
     }
 }

@@ -6,9 +6,10 @@
 use std::io;
 
 use crate::buffer::{Buffer, Fill};
+use crate::framing::Chunked;
 use crate::h2::frame::{self, ErrorCode};
 use crate::h2::request::BodyFraming;
-use crate::h2::response::{self, Dechunk};
+use crate::h2::response;
 
 use super::super::transport::Sink;
 use super::super::{Client, End, Peer};
@@ -111,6 +112,17 @@ impl Tx {
     }
 }
 
+/// A chunk's size line (hex digits, CRLF), written into `out`.
+fn chunk_line(size: usize, out: &mut [u8; 18]) -> &[u8] {
+    let digits = (usize::BITS - size.leading_zeros()).div_ceil(4).max(1) as usize;
+    for (at, slot) in out[..digits].iter_mut().enumerate() {
+        let nibble = (size >> (4 * (digits - 1 - at))) & 0xf;
+        *slot = b"0123456789abcdef"[nibble];
+    }
+    out[digits..digits + 2].copy_from_slice(b"\r\n");
+    &out[..digits + 2]
+}
+
 fn end_flag(end_stream: bool) -> u8 {
     if end_stream {
         frame::flag::END_STREAM
@@ -190,7 +202,9 @@ pub struct StreamIo {
     /// What rsp may still send on this stream.
     pub send_window: i64,
     pub phase: Phase,
-    dechunk: Dechunk,
+    /// The answer's chunked coding, read off as its data goes in DATA
+    /// frames (the same decoder the body's framer is).
+    dechunk: Chunked,
     /// A DATA frame could not be made for want of window or room.
     pub blocked: bool,
 }
@@ -222,7 +236,7 @@ impl StreamIo {
             credit: 0,
             send_window: windows.1,
             phase: Phase::Head,
-            dechunk: Dechunk::default(),
+            dechunk: Chunked::default(),
             blocked: false,
         }
     }
@@ -280,8 +294,9 @@ impl Peer for StreamPeer<'_> {
             let moved = match io.framing {
                 BodyFraming::Chunked if room > 32 => {
                     let count = io.body.len().min(room - 32);
-                    let line = format!("{count:x}\r\n");
-                    buffer.push(line.as_bytes());
+                    let mut line = [0; 18];
+                    let line = chunk_line(count, &mut line);
+                    buffer.push(line);
                     buffer.push(&io.body[..count]);
                     buffer.push(b"\r\n");
                     read += line.len() + count + 2;
@@ -402,9 +417,17 @@ impl Sink for StreamPeer<'_> {
         // header is written once its length is known.
         let at = tx.out.len();
         frame::write_data_header(&mut tx.out, io.id, 0, false);
-        let (walked, given) = io
+        let walked = io
             .dechunk
             .walk(body, budget, |data| tx.out.extend_from_slice(data));
+        let Ok((walked, given)) = walked else {
+            // The body's framer took these bytes: they are chunked coding.
+            tx.out.truncate(at);
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a chunked body its framer took does not read",
+            ));
+        };
         if given == 0 {
             tx.out.truncate(at);
         } else {
@@ -451,6 +474,17 @@ mod tests {
         }
         let fields = loona_hpack::Decoder::new().decode(&block).unwrap();
         (out, fields)
+    }
+
+    #[test]
+    fn chunk_lines_are_hex_sizes() {
+        for size in [0, 1, 15, 16, 255, 4096, 65_535, usize::MAX] {
+            let mut line = [0; 18];
+            assert_eq!(
+                chunk_line(size, &mut line),
+                format!("{size:x}\r\n").as_bytes()
+            );
+        }
     }
 
     #[test]

@@ -23,10 +23,15 @@ const MAX_SPARE_BYTES: usize = 4 * 1024 * 1024;
 struct Spare {
     storage: Vec<Vec<u8>>,
     bytes: usize,
+    /// The fewest pieces of storage the list held since it was last
+    /// trimmed: that many were not needed in that time.
+    low: usize,
 }
 
 thread_local! {
-    static SPARE: RefCell<Spare> = const { RefCell::new(Spare { storage: Vec::new(), bytes: 0 }) };
+    static SPARE: RefCell<Spare> = const {
+        RefCell::new(Spare { storage: Vec::new(), bytes: 0, low: 0 })
+    };
 }
 
 fn take_storage() -> Vec<u8> {
@@ -34,9 +39,26 @@ fn take_storage() -> Vec<u8> {
         .with_borrow_mut(|spare| {
             let storage = spare.storage.pop()?;
             spare.bytes -= storage.len();
+            spare.low = spare.low.min(spare.storage.len());
             Some(storage)
         })
         .unwrap_or_else(|| vec![0; FIRST_ALLOCATION])
+}
+
+/// Frees the spare storage that was not taken since the last trim (the
+/// list kept at a burst's peak would otherwise hold it for good); returns
+/// the bytes freed. Called once a second by the worker.
+pub fn trim_spare() -> usize {
+    SPARE.with_borrow_mut(|spare| {
+        let unused = spare.low.min(spare.storage.len());
+        let mut freed = 0;
+        for storage in spare.storage.drain(..unused) {
+            freed += storage.len();
+        }
+        spare.bytes -= freed;
+        spare.low = spare.storage.len();
+        freed
+    })
 }
 
 fn give_storage(storage: Vec<u8>) {
@@ -267,6 +289,28 @@ impl Drop for Buffer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spare_storage_not_taken_for_a_second_is_freed() {
+        trim_spare();
+        trim_spare();
+        // A burst: four buffers fill, then empty.
+        let mut buffers: Vec<Buffer> = (0..4).map(|_| Buffer::new(1 << 20)).collect();
+        for buffer in &mut buffers {
+            buffer.push(b"x");
+        }
+        for buffer in &mut buffers {
+            buffer.consume(1);
+        }
+        // The next look keeps what the last second may have needed...
+        assert_eq!(trim_spare(), 0);
+        // ...and one buffer used since; the three never taken go.
+        buffers[0].push(b"y");
+        buffers[0].consume(1);
+        assert_eq!(trim_spare(), 3 * FIRST_ALLOCATION);
+        assert_eq!(trim_spare(), FIRST_ALLOCATION);
+        assert_eq!(trim_spare(), 0);
+    }
 
     /// A source that yields its chunks one read at a time, then would block.
     struct Chunks(Vec<Vec<u8>>, bool);

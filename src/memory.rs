@@ -65,6 +65,30 @@ pub fn may_grow() -> bool {
 /// an eighth of the share) since its last collection.
 pub const MIN_COLLECT: usize = 4 << 20;
 
+/// Storage freed at once beyond which it is handed back to the system.
+const RETURN_AT: usize = 1 << 20;
+
+/// Frees what the spare lists kept beyond the last second's needs, and,
+/// when that (or `also` bytes freed otherwise) comes to `RETURN_AT`,
+/// has the allocator give its free pages back to the system: glibc keeps
+/// freed memory in its heap, so RSS would stay at a burst's peak. Called
+/// once a second by the worker.
+pub fn trim(also: usize) {
+    let freed = crate::buffer::trim_spare() + also;
+    if freed >= RETURN_AT {
+        return_to_system();
+    }
+}
+
+fn return_to_system() {
+    // SAFETY: malloc_trim takes no pointer and only walks the allocator's
+    // own free lists (under its lock).
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// This worker's share of `memory.limit`.
 pub fn share() -> usize {
     SHARE.get()

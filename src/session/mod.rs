@@ -676,6 +676,12 @@ impl Session {
     }
 }
 
+/// Frees the spare parts of requests not taken in the last second (see
+/// `http1::trim_spare`); returns how many.
+pub fn trim_spare() -> usize {
+    http1::trim_spare()
+}
+
 /// What `Session::reclaim` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reclaimed {

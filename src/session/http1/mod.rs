@@ -63,15 +63,34 @@ const MAX_SPARE: usize = 256;
 
 thread_local! {
     // Boxes, not values: a busy part moves between a connection and this
-    // list as a pointer, never copied.
+    // list as a pointer, never copied. With the fewest the list held since
+    // it was last trimmed.
     #[allow(clippy::vec_box)]
-    static SPARE: std::cell::RefCell<Vec<Box<Busy>>> = const { std::cell::RefCell::new(Vec::new()) };
+    static SPARE: std::cell::RefCell<(Vec<Box<Busy>>, usize)> =
+        const { std::cell::RefCell::new((Vec::new(), 0)) };
+}
+
+/// Frees the busy parts that were not taken since the last trim (with the
+/// heads' storage they kept); returns how many. Called once a second by
+/// the worker.
+pub fn trim_spare() -> usize {
+    SPARE.with_borrow_mut(|(spare, low)| {
+        let unused = (*low).min(spare.len());
+        spare.drain(..unused);
+        *low = spare.len();
+        unused
+    })
 }
 
 impl Busy {
     /// A request of `client` begins: a spare one made ready, or a new one.
     fn take(client: &Client, buffer_bytes: usize) -> Box<Busy> {
-        let mut busy = SPARE.with_borrow_mut(Vec::pop).unwrap_or_else(|| {
+        let spare = SPARE.with_borrow_mut(|(spare, low)| {
+            let busy = spare.pop();
+            *low = (*low).min(spare.len());
+            busy
+        });
+        let mut busy = spare.unwrap_or_else(|| {
             Box::new(Busy {
                 exchange: Exchange {
                     request: RequestView::new(client.address, false),
@@ -116,7 +135,7 @@ impl Busy {
         self.given = None;
         self.outbound.consume(self.outbound.len());
         self.to_client.clear();
-        SPARE.with_borrow_mut(|spare| {
+        SPARE.with_borrow_mut(|(spare, _)| {
             if spare.len() < MAX_SPARE {
                 spare.push(self);
             }

@@ -125,6 +125,9 @@ pub struct Http2 {
     list: hpack::HeaderList,
     settings: Settings,
     streams: slab::Slab<Stream>,
+    /// The open streams' ids and slots, by id (ids only grow, so a new
+    /// stream goes last): a frame finds its stream without a scan.
+    ids: Vec<(u32, usize)>,
     /// The client's SETTINGS_INITIAL_WINDOW_SIZE: new streams' send window.
     peer_initial_window: i64,
     life: Life,
@@ -152,7 +155,7 @@ pub struct Http2 {
     /// had theirs (however many times the connection is driven in a
     /// round: each of its streams' backends' events drives it).
     opened: u32,
-    header_bytes: usize,
+    header_bytes: u32,
     round: u64,
 }
 
@@ -171,7 +174,7 @@ enum Life {
     GoingAway { sent: bool, received: bool },
     /// A connection error: its GOAWAY is written, and the connection
     /// closes once that is out.
-    Failed(String),
+    Failed(Box<str>),
 }
 
 impl Life {
@@ -239,6 +242,7 @@ impl Http2 {
             list: hpack::HeaderList::default(),
             settings,
             streams: slab::Slab::new(),
+            ids: Vec::new(),
             peer_initial_window: 65_535,
             life: Life::Preface,
             settings_acked: false,
@@ -277,7 +281,7 @@ impl Http2 {
     /// header list of `max_header_list_size`) waits while others are
     /// served, so their latency does not grow with its requests.
     fn round_used(&self) -> bool {
-        self.opened >= NEW_STREAMS_PER_ROUND || self.header_bytes >= HEADER_BYTES_PER_ROUND
+        self.opened >= NEW_STREAMS_PER_ROUND || self.header_bytes as usize >= HEADER_BYTES_PER_ROUND
     }
 
     fn run_once(
@@ -307,7 +311,7 @@ impl Http2 {
         }
         if self.tx.pending() == 0 {
             if let Life::Failed(why) = &self.life {
-                return Err(Step::Close(End::Aborted(why.clone())));
+                return Err(Step::Close(End::Aborted(why.to_string())));
             }
             if matches!(self.life, Life::GoingAway { .. }) && self.streams.is_empty() {
                 return Err(Step::Close(End::Done { linger: true }));
@@ -401,6 +405,7 @@ impl Http2 {
         }
         if self.streams.capacity() > 0 {
             self.streams = slab::Slab::new();
+            self.ids = Vec::new();
         }
         self.closed.shed(timer::now());
         self.decoder.shed();
@@ -419,7 +424,7 @@ impl Http2 {
             client.address
         );
         frame::write_goaway(&mut self.tx.out, self.last_stream, code, why.as_bytes());
-        self.life = Life::Failed(format!("HTTP/2 {code:?}: {why}"));
+        self.life = Life::Failed(format!("HTTP/2 {code:?}: {why}").into());
     }
 
     /// Shutdown and reloads close HTTP/2 connections gracefully: GOAWAY

@@ -252,11 +252,10 @@ impl Http2 {
         Ok(())
     }
 
+    /// The slot of the open stream `id`.
     pub(super) fn slot(&self, id: u32) -> Option<usize> {
-        self.streams
-            .iter()
-            .find(|(_, stream)| stream.io.id == id)
-            .map(|(slot, _)| slot)
+        let at = self.ids.binary_search_by_key(&id, |&(id, _)| id).ok()?;
+        Some(self.ids[at].1)
     }
 
     pub(super) fn check_block(&self) -> Result<(), FrameError> {
@@ -439,7 +438,11 @@ impl Http2 {
         let decoded = self
             .decoder
             .decode(&block.bytes, limit, DECODED_FIELDS, &mut list);
-        self.header_bytes += block.bytes.len() + list.bytes();
+        // Both are bounded (the block by twice the list's bound).
+        let read = block.bytes.len() + list.bytes();
+        self.header_bytes = self
+            .header_bytes
+            .saturating_add(u32::try_from(read).unwrap_or(u32::MAX));
         let result = match decoded {
             Ok(()) => self.header_list(session, client, services, &block, &list),
             Err(hpack::HpackError(why)) => {
@@ -533,7 +536,7 @@ impl Http2 {
             self.peer_initial_window,
         );
         let io = StreamIo::new(id, (framing, end_stream), windows);
-        let slot = self.streams.insert(Stream {
+        let slot = self.insert_stream(Stream {
             io,
             stage: Http1::new(Buffer::new(buffer)),
             last: timer::now(),

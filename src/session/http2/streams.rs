@@ -17,10 +17,28 @@ use super::stream::{self, StreamPeer};
 use super::{Http2, Stream, connection_window, cut_short, stream_key};
 
 impl Http2 {
+    /// A new stream (its id above every open one's) takes a slot.
+    pub(super) fn insert_stream(&mut self, stream: Stream) -> usize {
+        let id = stream.io.id;
+        let slot = self.streams.insert(stream);
+        debug_assert!(self.ids.last().is_none_or(|&(last, _)| last < id));
+        self.ids.push((id, slot));
+        slot
+    }
+
+    /// The stream in `slot` leaves.
+    pub(super) fn remove_stream(&mut self, slot: usize) -> Stream {
+        let stream = self.streams.remove(slot);
+        if let Ok(at) = self.ids.binary_search_by_key(&stream.io.id, |&(id, _)| id) {
+            self.ids.remove(at);
+        }
+        stream
+    }
+
     /// The client reset the stream in `slot`: its exchange ends as one
     /// whose client left.
     pub(super) fn client_reset(&mut self, session: usize, slot: usize, services: &mut Services) {
-        let stream = self.streams.remove(slot);
+        let stream = self.remove_stream(slot);
         self.tx.credit += stream.io.body.len() as u64;
         self.closed.reset(stream.io.id, false, timer::now());
         let key = stream_key(session, slot);
@@ -38,7 +56,7 @@ impl Http2 {
         services: &mut Services,
         why: &str,
     ) -> Result<(), FrameError> {
-        let stream = self.streams.remove(slot);
+        let stream = self.remove_stream(slot);
         // The body it held unread is the connection's window again.
         self.tx.credit += stream.io.body.len() as u64;
         // Even after rsp's END_STREAM (trailers): the client may still be
@@ -149,7 +167,7 @@ impl Http2 {
     ) {
         let Stream {
             io, stage, client, ..
-        } = self.streams.remove(slot);
+        } = self.remove_stream(slot);
         // The body it held unread is the connection's window again.
         self.tx.credit += io.body.len() as u64;
         let key = stream_key(session, slot);
@@ -268,7 +286,7 @@ impl Http2 {
             }
         }
         for &(slot, time, held) in &stalled {
-            let stream = self.streams.remove(slot);
+            let stream = self.remove_stream(slot);
             self.tx.credit += stream.io.body.len() as u64;
             services.totals.stalled_cut += 1;
             let why = format!(

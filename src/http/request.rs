@@ -1,11 +1,14 @@
 //! Request heads: parsing (target forms, normalization, framing, the
 //! upgrade offer) and the head rsp forwards to a backend.
 
-use std::io::Write;
-use std::net::IpAddr;
 use std::ops::Range;
 
-use crate::forwarding::Forwarding;
+mod forward;
+mod h2;
+
+use forward::forwarding_field;
+pub use h2::RequestParts;
+
 use crate::framing::Framing;
 use crate::host;
 use crate::memory::Tracked;
@@ -13,32 +16,9 @@ use crate::request_id;
 use crate::target::{self, Form, PathNormalization, Scratch};
 
 use super::{
-    HOP_BY_HOP, HeadError, MAX_HEADERS, NEVER_DROPPED, is_hop_by_hop, is_token_char,
-    merge_content_length, str_of, tokens, write_field,
+    HOP_BY_HOP, HeadError, MAX_HEADERS, NEVER_DROPPED, is_token_char, merge_content_length, str_of,
+    tokens,
 };
-
-/// The forwarding fields rsp writes itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum OwnField {
-    For,
-    Proto,
-    Host,
-    Rfc7239,
-}
-
-fn forwarding_field(name: &[u8]) -> Option<OwnField> {
-    if name.eq_ignore_ascii_case(b"x-forwarded-for") {
-        Some(OwnField::For)
-    } else if name.eq_ignore_ascii_case(b"x-forwarded-proto") {
-        Some(OwnField::Proto)
-    } else if name.eq_ignore_ascii_case(b"x-forwarded-host") {
-        Some(OwnField::Host)
-    } else if name.eq_ignore_ascii_case(b"forwarded") {
-        Some(OwnField::Rfc7239)
-    } else {
-        None
-    }
-}
 
 /// What to do with a request field whose name holds an underscore: CGI
 /// and WSGI servers read `X_Forwarded_For` as `X-Forwarded-For`
@@ -75,20 +55,6 @@ impl Default for RequestPolicy {
 /// The one protocol never switched to through rsp: a backend that accepts
 /// `h2c` would take every later request on the connection past `route()`.
 pub const NEVER_UPGRADED: &str = "h2c";
-
-/// What a request line and its Host say, as another codec (HTTP/2's
-/// pseudo-header fields) gives them, checked by its own rules.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RequestParts<'a> {
-    pub method: &'a [u8],
-    /// `:path`, or a CONNECT's `:authority`.
-    pub target: &'a [u8],
-    /// `:authority`, else the Host field.
-    pub authority: Option<&'a [u8]>,
-    /// The body comes without a length (to the end of the stream): an
-    /// HTTP/1.1 backend gets it chunked.
-    pub unsized_body: bool,
-}
 
 /// One field of a head: ranges of `RequestHead::raw`.
 #[derive(Debug, Clone)]
@@ -232,146 +198,6 @@ impl RequestHead {
         }
         self.account();
         Ok(Some(length))
-    }
-
-    /// Reads an HTTP/2 request: `request`, what the HTTP/2 codec checked
-    /// of its pseudo-header fields and framing, and `fields`, its decoded
-    /// list, as they came (pseudo-header fields and the Host, which
-    /// `request` carries, are skipped; cookie crumbs are joined, as one
-    /// HTTP/1.1 field must carry them). From there, everything is checked
-    /// as an HTTP/1 head is: the same fields kept or removed, the same
-    /// target normalization, the same canonical host, the same bounds.
-    /// Returns the bytes the head takes in HTTP/1.1, for its size bound.
-    pub fn read_h2<'a>(
-        &mut self,
-        request: &RequestParts<'_>,
-        fields: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
-        policy: &RequestPolicy,
-        https: bool,
-    ) -> Result<usize, HeadError> {
-        self.raw.clear();
-        self.headers.clear();
-        self.https = https;
-        self.minor_version = 1;
-        self.expect_continue = false;
-        self.upgrade_offer.clear();
-        self.has_via = false;
-        if !request
-            .method
-            .iter()
-            .all(|&byte| super::is_token_char(byte))
-        {
-            return Err(HeadError::Framing("a method that is not a token"));
-        }
-        if request
-            .target
-            .iter()
-            .any(|&byte| byte < 0x21 || byte == 0x7f)
-        {
-            return Err(HeadError::Framing("a request target with a control byte"));
-        }
-        self.method = self.keep(request.method);
-        self.raw_target = self.keep(request.target);
-        let mut facts = FieldFacts {
-            host: request.authority.map(|authority| self.keep(authority)),
-            ..FieldFacts::default()
-        };
-        let mut cookies = false;
-        // The lines the same request takes in HTTP/1.1, held to the same
-        // bound: the Host, one line of cookies, a chunked framing.
-        let mut lines =
-            usize::from(request.authority.is_some()) + usize::from(request.unsized_body);
-        for (name, value) in fields.clone() {
-            if name.starts_with(b":") || name == b"host" {
-                continue;
-            }
-            if name == b"cookie" {
-                check_h2_value(value)?;
-                lines += usize::from(!cookies);
-                cookies = true;
-                continue;
-            }
-            lines += 1;
-            if lines > MAX_HEADERS {
-                return Err(HeadError::TooManyHeaders);
-            }
-            self.read_h2_field(name, value, policy, &mut facts)?;
-        }
-        if lines > MAX_HEADERS {
-            return Err(HeadError::TooManyHeaders);
-        }
-        if cookies {
-            // Nothing in HTTP/1 reading looks at a cookie: kept as it is.
-            let name = self.keep(b"cookie");
-            let start = self.raw.len();
-            for (_, value) in fields.filter(|(name, _)| *name == b"cookie") {
-                if self.raw.len() > start {
-                    self.raw.extend_from_slice(b"; ");
-                }
-                self.raw.extend_from_slice(value);
-            }
-            self.headers.push(Field {
-                name,
-                value: start..self.raw.len(),
-                added: false,
-            });
-        }
-        if request.unsized_body {
-            // DATA without a length reaches an HTTP/1.1 backend chunked.
-            self.read_h2_field(b"transfer-encoding", b"chunked", policy, &mut facts)?;
-        }
-        self.examine(facts)?;
-        self.read_target(&policy.path)?;
-        self.client_host.clear();
-        self.client_host.extend_from_slice(&self.host_field);
-        self.client_has_host = self.has_host;
-        self.account();
-        // The request line, and each field's name, ": ", value, CRLF (the
-        // Host's name is as long as its own in the list), and the blank
-        // line.
-        let request_line = request.method.len() + request.target.len() + 12;
-        let fields: usize = self
-            .headers
-            .iter()
-            .map(|field| field.name.len() + field.value.len() + 4)
-            .sum();
-        let host = request
-            .authority
-            .map_or(0, |authority| authority.len() + 10);
-        Ok(request_line + fields + host + 2)
-    }
-
-    /// One regular field of an HTTP/2 request, read as an HTTP/1 one is.
-    fn read_h2_field(
-        &mut self,
-        name: &[u8],
-        value: &[u8],
-        policy: &RequestPolicy,
-        facts: &mut FieldFacts,
-    ) -> Result<(), HeadError> {
-        check_h2_value(value)?;
-        if name.contains(&b'_') {
-            match policy.underscores {
-                Underscores::Allow => {}
-                Underscores::Drop => {
-                    log::debug!("dropped the request field {:?}", str_of(name));
-                    return Ok(());
-                }
-                Underscores::Reject => {
-                    return Err(HeadError::Framing("a field name with an underscore"));
-                }
-            }
-        }
-        if self.read_field(name, value, policy, facts)? {
-            let name = self.keep(name);
-            let value = self.keep(value);
-            self.headers.push(Field {
-                name,
-                value,
-                added: false,
-            });
-        }
-        Ok(())
     }
 
     /// Counts the head's storage in what the worker holds (after parsing,
@@ -731,159 +557,6 @@ impl RequestHead {
         })
     }
 
-    /// Writes the head to send to a backend: the normalized target, the
-    /// host `route()` saw, hop-by-hop fields dropped, forwarding fields
-    /// written as `forwarding` says (a trusted peer's are kept and
-    /// extended, anyone else's replaced), and the request id.
-    pub fn write_forwarded(
-        &self,
-        out: &mut Vec<u8>,
-        client: IpAddr,
-        forwarding: &Forwarding,
-        request_id: Option<&str>,
-        keep_backend: bool,
-        https: bool,
-    ) {
-        out.extend_from_slice(&self.raw[self.method.clone()]);
-        out.push(b' ');
-        out.extend_from_slice(&self.target);
-        out.extend_from_slice(if self.minor_version == 0 {
-            b" HTTP/1.0\r\n"
-        } else {
-            b" HTTP/1.1\r\n"
-        });
-        if let Some(host) = self.host_value() {
-            // The canonical host `route()` saw, first.
-            write_field(out, b"Host", host);
-        }
-        let trusted = forwarding.trusts(client);
-        let kept = self.write_end_to_end(out, forwarding, trusted);
-        let proto = if https { "https" } else { "http" };
-        self.write_forwarding(out, forwarding, trusted, kept, client.to_canonical(), proto);
-        if let Some(name) = &forwarding.via {
-            // RFC 9110 §7.6.3: the protocol received and who received it.
-            out.extend_from_slice(match (self.http2, self.minor_version) {
-                (true, _) => b"Via: 2 ",
-                (false, 0) => b"Via: 1.0 ",
-                (false, _) => b"Via: 1.1 ",
-            });
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        if let Some(id) = request_id {
-            let _ = write!(out, "X-Request-Id: {id}\r\n");
-        }
-        if self.upgrade {
-            // The one hop-by-hop field that must reach the backend, with
-            // only the protocols the policy allows.
-            write_field(out, b"Upgrade", &self.upgrade_offer);
-            out.extend_from_slice(b"Connection: upgrade\r\n\r\n");
-            return;
-        }
-        // HTTP/1.1 persists by default; 1.0 must ask.
-        out.extend_from_slice(match (keep_backend, self.minor_version) {
-            (false, _) => b"Connection: close\r\n\r\n".as_slice(),
-            (true, 0) => b"Connection: keep-alive\r\n\r\n",
-            (true, _) => b"\r\n",
-        });
-    }
-
-    /// The client's fields that go on: not hop-by-hop, not the request id,
-    /// and forwarding fields only from a trusted peer (the list fields
-    /// are extended later instead). Returns which of a trusted peer's
-    /// single-valued forwarding fields were kept.
-    fn write_end_to_end(&self, out: &mut Vec<u8>, forwarding: &Forwarding, trusted: bool) -> Kept {
-        let mut kept = Kept::default();
-        let mut skip = |name: &[u8]| {
-            if name.eq_ignore_ascii_case(b"x-request-id") {
-                return true;
-            }
-            match forwarding_field(name) {
-                None => false,
-                Some(_) if !trusted => true,
-                Some(OwnField::For) => forwarding.x_forwarded_for,
-                Some(OwnField::Rfc7239) => forwarding.forwarded,
-                Some(OwnField::Proto) => {
-                    kept.proto = true;
-                    false
-                }
-                Some(OwnField::Host) => {
-                    kept.host = true;
-                    false
-                }
-            }
-        };
-        // The client's connection fields went before `route()` ran; an
-        // upgrade's, which `route()` saw, are written after these.
-        for (name, value) in self.fields() {
-            let upgrade_field = self.upgrade && is_hop_by_hop(name, None::<std::iter::Empty<_>>);
-            if !upgrade_field && !skip(name) {
-                write_field(out, name, value);
-            }
-        }
-        kept
-    }
-
-    /// The forwarding fields rsp writes: the client's address, scheme and
-    /// host, after a trusted peer's values of the list fields.
-    fn write_forwarding(
-        &self,
-        out: &mut Vec<u8>,
-        forwarding: &Forwarding,
-        trusted: bool,
-        kept: Kept,
-        client: IpAddr,
-        proto: &str,
-    ) {
-        let host = self.client_has_host.then_some(&self.client_host[..]);
-        if forwarding.x_forwarded_for {
-            out.extend_from_slice(b"X-Forwarded-For: ");
-            self.write_earlier(out, trusted, OwnField::For);
-            let _ = write!(out, "{client}\r\n");
-        }
-        if forwarding.x_forwarded_proto && !kept.proto {
-            let _ = write!(out, "X-Forwarded-Proto: {proto}\r\n");
-        }
-        if forwarding.x_forwarded_host
-            && !kept.host
-            && let Some(host) = host
-        {
-            write_field(out, b"X-Forwarded-Host", host);
-        }
-        if forwarding.forwarded {
-            out.extend_from_slice(b"Forwarded: ");
-            self.write_earlier(out, trusted, OwnField::Rfc7239);
-            match client {
-                IpAddr::V4(v4) => {
-                    let _ = write!(out, "for={v4}");
-                }
-                IpAddr::V6(v6) => {
-                    let _ = write!(out, "for=\"[{v6}]\"");
-                }
-            }
-            if let Some(host) = host {
-                // A valid authority holds no quote or backslash.
-                out.extend_from_slice(b";host=\"");
-                out.extend_from_slice(host);
-                out.push(b'"');
-            }
-            let _ = write!(out, ";proto={proto}\r\n");
-        }
-    }
-
-    /// A trusted peer's values of a list field, each followed by ", ".
-    fn write_earlier(&self, out: &mut Vec<u8>, trusted: bool, wanted: OwnField) {
-        if !trusted {
-            return;
-        }
-        for (name, value) in self.fields() {
-            if forwarding_field(name) == Some(wanted) {
-                out.extend_from_slice(value);
-                out.extend_from_slice(b", ");
-            }
-        }
-    }
-
     /// The client's `X-Request-Id`, when it is one rsp may keep.
     pub fn request_id(&self) -> Option<&str> {
         self.fields()
@@ -903,27 +576,7 @@ impl RequestHead {
     }
 }
 
-/// A trusted peer's single-valued forwarding fields that were kept (so
-/// rsp does not write its own).
-#[derive(Default, Clone, Copy)]
-struct Kept {
-    proto: bool,
-    host: bool,
-}
-
 /// What the fields of a request head say, before they are weighed.
-/// A value is what httparse takes in an HTTP/1 head: visible bytes,
-/// spaces and tabs (the HTTP/2 codec refused NUL, CR and LF already).
-fn check_h2_value(value: &[u8]) -> Result<(), HeadError> {
-    if value
-        .iter()
-        .any(|&byte| (byte < 0x20 && byte != b'\t') || byte == 0x7f)
-    {
-        return Err(HeadError::Framing("a field value with a control byte"));
-    }
-    Ok(())
-}
-
 #[derive(Default)]
 struct FieldFacts {
     host: Option<Range<usize>>,

@@ -1,0 +1,174 @@
+//! An HTTP/2 request's header list read into the request head, as an
+//! HTTP/1 head is read: the same fields kept or removed, the same checks
+//! and bounds, so `route()` sees exactly what an HTTP/1.1 backend gets.
+
+use super::super::{HeadError, MAX_HEADERS, str_of};
+use super::{Field, FieldFacts, RequestHead, RequestPolicy, Underscores};
+
+/// What a request line and its Host say, as another codec (HTTP/2's
+/// pseudo-header fields) gives them, checked by its own rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestParts<'a> {
+    pub method: &'a [u8],
+    /// `:path`, or a CONNECT's `:authority`.
+    pub target: &'a [u8],
+    /// `:authority`, else the Host field.
+    pub authority: Option<&'a [u8]>,
+    /// The body comes without a length (to the end of the stream): an
+    /// HTTP/1.1 backend gets it chunked.
+    pub unsized_body: bool,
+}
+
+impl RequestHead {
+    /// Reads an HTTP/2 request: `request`, what the HTTP/2 codec checked
+    /// of its pseudo-header fields and framing, and `fields`, its decoded
+    /// list, as they came (pseudo-header fields and the Host, which
+    /// `request` carries, are skipped; cookie crumbs are joined, as one
+    /// HTTP/1.1 field must carry them). From there, everything is checked
+    /// as an HTTP/1 head is: the same fields kept or removed, the same
+    /// target normalization, the same canonical host, the same bounds.
+    /// Returns the bytes the head takes in HTTP/1.1, for its size bound.
+    pub fn read_h2<'a>(
+        &mut self,
+        request: &RequestParts<'_>,
+        fields: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
+        policy: &RequestPolicy,
+        https: bool,
+    ) -> Result<usize, HeadError> {
+        self.raw.clear();
+        self.headers.clear();
+        self.https = https;
+        self.minor_version = 1;
+        self.expect_continue = false;
+        self.upgrade_offer.clear();
+        self.has_via = false;
+        if !request
+            .method
+            .iter()
+            .all(|&byte| super::is_token_char(byte))
+        {
+            return Err(HeadError::Framing("a method that is not a token"));
+        }
+        if request
+            .target
+            .iter()
+            .any(|&byte| byte < 0x21 || byte == 0x7f)
+        {
+            return Err(HeadError::Framing("a request target with a control byte"));
+        }
+        self.method = self.keep(request.method);
+        self.raw_target = self.keep(request.target);
+        let mut facts = FieldFacts {
+            host: request.authority.map(|authority| self.keep(authority)),
+            ..FieldFacts::default()
+        };
+        let mut cookies = false;
+        // The lines the same request takes in HTTP/1.1, held to the same
+        // bound: the Host, one line of cookies, a chunked framing.
+        let mut lines =
+            usize::from(request.authority.is_some()) + usize::from(request.unsized_body);
+        for (name, value) in fields.clone() {
+            if name.starts_with(b":") || name == b"host" {
+                continue;
+            }
+            if name == b"cookie" {
+                check_h2_value(value)?;
+                lines += usize::from(!cookies);
+                cookies = true;
+                continue;
+            }
+            lines += 1;
+            if lines > MAX_HEADERS {
+                return Err(HeadError::TooManyHeaders);
+            }
+            self.read_h2_field(name, value, policy, &mut facts)?;
+        }
+        if lines > MAX_HEADERS {
+            return Err(HeadError::TooManyHeaders);
+        }
+        if cookies {
+            // Nothing in HTTP/1 reading looks at a cookie: kept as it is.
+            let name = self.keep(b"cookie");
+            let start = self.raw.len();
+            for (_, value) in fields.filter(|(name, _)| *name == b"cookie") {
+                if self.raw.len() > start {
+                    self.raw.extend_from_slice(b"; ");
+                }
+                self.raw.extend_from_slice(value);
+            }
+            self.headers.push(Field {
+                name,
+                value: start..self.raw.len(),
+                added: false,
+            });
+        }
+        if request.unsized_body {
+            // DATA without a length reaches an HTTP/1.1 backend chunked.
+            self.read_h2_field(b"transfer-encoding", b"chunked", policy, &mut facts)?;
+        }
+        self.examine(facts)?;
+        self.read_target(&policy.path)?;
+        self.client_host.clear();
+        self.client_host.extend_from_slice(&self.host_field);
+        self.client_has_host = self.has_host;
+        self.account();
+        // The request line, and each field's name, ": ", value, CRLF (the
+        // Host's name is as long as its own in the list), and the blank
+        // line.
+        let request_line = request.method.len() + request.target.len() + 12;
+        let fields: usize = self
+            .headers
+            .iter()
+            .map(|field| field.name.len() + field.value.len() + 4)
+            .sum();
+        let host = request
+            .authority
+            .map_or(0, |authority| authority.len() + 10);
+        Ok(request_line + fields + host + 2)
+    }
+
+    /// One regular field of an HTTP/2 request, read as an HTTP/1 one is.
+    fn read_h2_field(
+        &mut self,
+        name: &[u8],
+        value: &[u8],
+        policy: &RequestPolicy,
+        facts: &mut FieldFacts,
+    ) -> Result<(), HeadError> {
+        check_h2_value(value)?;
+        if name.contains(&b'_') {
+            match policy.underscores {
+                Underscores::Allow => {}
+                Underscores::Drop => {
+                    log::debug!("dropped the request field {:?}", str_of(name));
+                    return Ok(());
+                }
+                Underscores::Reject => {
+                    return Err(HeadError::Framing("a field name with an underscore"));
+                }
+            }
+        }
+        if self.read_field(name, value, policy, facts)? {
+            let name = self.keep(name);
+            let value = self.keep(value);
+            self.headers.push(Field {
+                name,
+                value,
+                added: false,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A value is what httparse takes in an HTTP/1 head: visible bytes,
+/// spaces and tabs (the HTTP/2 codec refused NUL, CR and LF already).
+fn check_h2_value(value: &[u8]) -> Result<(), HeadError> {
+    if value
+        .iter()
+        .any(|&byte| (byte < 0x20 && byte != b'\t') || byte == 0x7f)
+    {
+        return Err(HeadError::Framing("a field value with a control byte"));
+    }
+    Ok(())
+}

@@ -68,13 +68,12 @@ pub const MIN_COLLECT: usize = 4 << 20;
 /// Storage freed at once beyond which it is handed back to the system.
 const RETURN_AT: usize = 1 << 20;
 
-/// Frees what the spare lists kept beyond the last second's needs, and,
-/// when that (or `also` bytes freed otherwise) comes to `RETURN_AT`,
-/// has the allocator give its free pages back to the system: glibc keeps
-/// freed memory in its heap, so RSS would stay at a burst's peak. Called
-/// once a second by the worker.
-pub fn trim(also: usize) {
-    let freed = crate::buffer::trim_spare() + also;
+/// `freed` bytes went from the spare lists (what they kept beyond the last
+/// second's needs): when that comes to `RETURN_AT`, the allocator gives
+/// its free pages back to the system (glibc keeps freed memory in its
+/// heap, so RSS would stay at a burst's peak). Called once a second by the
+/// worker.
+pub fn trimmed(freed: usize) {
     if freed >= RETURN_AT {
         return_to_system();
     }

@@ -1,6 +1,7 @@
 //! The moves of `Session::upgrade`, over real loopback sockets.
 
 use std::io::Write;
+use std::rc::Rc;
 use std::time::Duration;
 
 use super::testing::{services, socket_pair};

@@ -424,7 +424,7 @@ impl EventLoop {
         }
         // A busy part kept its head's storage (at most 16 KiB): counted so.
         let parts = crate::session::trim_spare();
-        memory::trim(parts * 16 * 1024);
+        memory::trimmed(crate::buffer::trim_spare() + parts * 16 * 1024);
         let (held, pressure) = self.services.memory();
         self.services.totals.memory_held = held as u64;
         let waiting = self.services.pools.iter().any(|pool| pool.queued() > 0);

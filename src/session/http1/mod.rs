@@ -9,21 +9,22 @@ use mio::{Registry, Token};
 
 use crate::balancer::Outcome;
 use crate::buffer::Buffer;
-use crate::config::Timeouts;
-use crate::reply::ErrorReply;
-use crate::router::{RequestView, ResponseView};
 use crate::services::Services;
 use crate::timer;
 
 use super::exchange::{After, Exchange, Link, ResponseSide, State, Turn};
-use super::forward::{self, ForwardError, Passage, Queue};
+use super::forward::{self, ForwardError, Passage};
 use super::transport::Endpoint;
 use super::tunnel::Tunnel;
 use super::upstream::Dial;
-use super::{Client, End, Key, Peer, Step, Timeout, client_error, client_left, finish_transaction};
+use super::{Client, End, Key, Peer, Step, client_error, client_left, finish_transaction};
 
+mod busy;
+mod deadlines;
 mod request;
 
+use busy::Busy;
+pub use busy::trim_spare;
 use request::Answer;
 
 /// What an idle connection waits for.
@@ -35,112 +36,6 @@ pub enum Wait {
     KeepAlive,
     /// The rest of a request head whose first byte came at `since`.
     Head { since: Instant },
-}
-
-/// What only a connection with a request in progress needs: boxed from the
-/// worker's spare list when a request begins, given back when it is done,
-/// so an idle connection holds its client buffer and what it waits for.
-pub(super) struct Busy {
-    exchange: Exchange,
-    /// Backend → client bytes: response heads and bodies.
-    outbound: Buffer,
-    /// Heads and answers for the client, sent before `outbound`'s bytes.
-    to_client: Queue,
-    /// Bytes moved with the client, both ways, during this request.
-    moved: u64,
-    /// Since when, and at what `moved`, the exchange has waited on its
-    /// client without moving `MIN_PROGRESS` (looked at only while rsp
-    /// needs what exchanges hold: `Http1::stalled`).
-    stall: Option<(Instant, u64)>,
-    /// An HTTP/2 stream's request, read into the exchange's head by its
-    /// codec (`take_request`), not yet routed.
-    /// The `Ok` is the bytes it would take as an HTTP/1.1 head.
-    given: Option<Result<usize, crate::http::HeadError>>,
-}
-
-/// Busy parts kept for reuse, per worker thread.
-const MAX_SPARE: usize = 256;
-
-thread_local! {
-    // Boxes, not values: a busy part moves between a connection and this
-    // list as a pointer, never copied. With the fewest the list held since
-    // it was last trimmed.
-    #[allow(clippy::vec_box)]
-    static SPARE: std::cell::RefCell<(Vec<Box<Busy>>, usize)> =
-        const { std::cell::RefCell::new((Vec::new(), 0)) };
-}
-
-/// Frees the busy parts that were not taken since the last trim (with the
-/// heads' storage they kept); returns how many. Called once a second by
-/// the worker.
-pub fn trim_spare() -> usize {
-    SPARE.with_borrow_mut(|(spare, low)| {
-        let unused = (*low).min(spare.len());
-        spare.drain(..unused);
-        *low = spare.len();
-        unused
-    })
-}
-
-impl Busy {
-    /// A request of `client` begins: a spare one made ready, or a new one.
-    fn take(client: &Client, buffer_bytes: usize) -> Box<Busy> {
-        let spare = SPARE.with_borrow_mut(|(spare, low)| {
-            let busy = spare.pop();
-            *low = (*low).min(spare.len());
-            busy
-        });
-        let mut busy = spare.unwrap_or_else(|| {
-            Box::new(Busy {
-                exchange: Exchange {
-                    request: RequestView::new(client.address, false),
-                    response: ResponseView::new(),
-                    transaction: None,
-                    to_backend: Queue::default(),
-                    state: State::Idle,
-                },
-                outbound: Buffer::streaming(buffer_bytes),
-                to_client: Queue::default(),
-                moved: 0,
-                stall: None,
-                given: None,
-            })
-        });
-        busy.moved = 0;
-        busy.stall = None;
-        let request = &mut busy.exchange.request;
-        request.client = client.address;
-        request.tls = client.transport.is_tls();
-        request.head.http2 = client.http2;
-        match client.transport.server_name() {
-            Some(name) => {
-                let sni = request.sni.get_or_insert_with(String::new);
-                sni.clear();
-                sni.push_str(name);
-            }
-            None => request.sni = None,
-        }
-        busy.outbound.set_limit(buffer_bytes);
-        busy
-    }
-
-    /// The request is done: what it held goes back to the spare list
-    /// (its head's storage with it, for the next request).
-    fn give_back(mut self: Box<Busy>) {
-        self.exchange.transaction = None;
-        self.exchange.request.reset();
-        self.exchange.request.head.shed();
-        self.exchange.to_backend.clear();
-        self.exchange.state = State::Idle;
-        self.given = None;
-        self.outbound.consume(self.outbound.len());
-        self.to_client.clear();
-        SPARE.with_borrow_mut(|(spare, _)| {
-            if spare.len() < MAX_SPARE {
-                spare.push(self);
-            }
-        });
-    }
 }
 
 pub struct Http1 {
@@ -496,102 +391,6 @@ impl Http1 {
             }
             Err(ForwardError::Sink(error)) => Err(client_error(error)),
             Err(error) => Err(Step::Close(End::Aborted(format!("response body: {error}")))),
-        }
-    }
-
-    /// The stage's next deadline.
-    pub fn deadline(&self, timeouts: &Timeouts, last: Instant) -> (Instant, Timeout) {
-        let idle = (last + timeouts.idle, Timeout::Idle);
-        let Some(state) = self.state() else {
-            return match self.wait {
-                Wait::Silent => (last + timeouts.client_header, Timeout::Silent),
-                Wait::KeepAlive if self.inbound.is_empty() => {
-                    (last + timeouts.client_idle, Timeout::ClientIdle)
-                }
-                Wait::KeepAlive => (last + timeouts.client_header, Timeout::ClientHeader),
-                Wait::Head { since } => (since + timeouts.client_header, Timeout::ClientHeader),
-            };
-        };
-        match state {
-            State::Upstream {
-                dial: Dial::Queued { deadline, .. },
-                ..
-            } => (*deadline, Timeout::Queue),
-            State::Upstream {
-                dial: Dial::Connecting { deadline, .. },
-                ..
-            } => (*deadline, Timeout::Connect),
-            State::Forwarding {
-                request,
-                response: ResponseSide::Head { .. },
-                ..
-            } => match request.sent_at {
-                Some(at) => (at + timeouts.backend_response, Timeout::BackendResponse),
-                None => idle,
-            },
-            State::Idle | State::Forwarding { .. } | State::Local { .. } => idle,
-        }
-    }
-
-    /// A deadline passed: act on it.
-    pub fn expire(
-        &mut self,
-        key: Key,
-        client: &Client,
-        services: &mut Services,
-        timeout: Timeout,
-    ) -> Step {
-        let address = client.address;
-        let timeouts = services.settings.timeouts;
-        let turn = match timeout {
-            // Like nginx, and HAProxy's http-ignore-probes: no 408 for a
-            // connection that never asked anything (browsers open spare
-            // ones, and would show a 408 arriving as they use it).
-            Timeout::Silent => {
-                crate::client_log!(
-                    log::Level::Info,
-                    "{address}: closed, no request within {:?}",
-                    timeouts.client_header
-                );
-                return Step::Close(End::Done { linger: false });
-            }
-            Timeout::ClientIdle => {
-                log::debug!("{address}: idle keep-alive connection closed");
-                return Step::Close(End::Done { linger: false });
-            }
-            Timeout::ClientHeader => {
-                self.begin(client, services);
-                self.begin_transaction(client, services, false, self.inbound.len());
-                crate::client_log!(
-                    log::Level::Info,
-                    "{address}: 408, request head not complete within {:?}",
-                    timeouts.client_header
-                );
-                Turn::Answer(ErrorReply::RequestTimeout, None)
-            }
-            Timeout::Idle | Timeout::Tunnel => {
-                return Step::Close(End::Aborted(format!(
-                    "no bytes moved for {:?}",
-                    timeouts.idle
-                )));
-            }
-            upstream => {
-                let Some((link, exchange)) = self.link(key, client) else {
-                    return Step::Continue { progress: false };
-                };
-                match upstream {
-                    Timeout::Queue => exchange.queue_timed_out(&link, services),
-                    Timeout::Connect => {
-                        let error = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
-                        exchange.connect_failed(&link, services, error)
-                    }
-                    _ => exchange.response_timed_out(&link, services),
-                }
-            }
-        };
-        match self.take(services, turn) {
-            Ok(_) => Step::Continue { progress: true },
-            Err(step) => step,
         }
     }
 

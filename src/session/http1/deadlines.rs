@@ -1,0 +1,111 @@
+//! The HTTP/1 stage's deadlines, and what happens when one passes.
+
+use std::io;
+use std::time::Instant;
+
+use crate::config::Timeouts;
+use crate::reply::ErrorReply;
+use crate::services::Services;
+
+use super::super::exchange::{ResponseSide, State, Turn};
+use super::super::upstream::Dial;
+use super::super::{Client, End, Key, Step, Timeout};
+use super::{Http1, Wait};
+
+impl Http1 {
+    /// The stage's next deadline.
+    pub fn deadline(&self, timeouts: &Timeouts, last: Instant) -> (Instant, Timeout) {
+        let idle = (last + timeouts.idle, Timeout::Idle);
+        let Some(state) = self.state() else {
+            return match self.wait {
+                Wait::Silent => (last + timeouts.client_header, Timeout::Silent),
+                Wait::KeepAlive if self.inbound.is_empty() => {
+                    (last + timeouts.client_idle, Timeout::ClientIdle)
+                }
+                Wait::KeepAlive => (last + timeouts.client_header, Timeout::ClientHeader),
+                Wait::Head { since } => (since + timeouts.client_header, Timeout::ClientHeader),
+            };
+        };
+        match state {
+            State::Upstream {
+                dial: Dial::Queued { deadline, .. },
+                ..
+            } => (*deadline, Timeout::Queue),
+            State::Upstream {
+                dial: Dial::Connecting { deadline, .. },
+                ..
+            } => (*deadline, Timeout::Connect),
+            State::Forwarding {
+                request,
+                response: ResponseSide::Head { .. },
+                ..
+            } => match request.sent_at {
+                Some(at) => (at + timeouts.backend_response, Timeout::BackendResponse),
+                None => idle,
+            },
+            State::Idle | State::Forwarding { .. } | State::Local { .. } => idle,
+        }
+    }
+
+    /// A deadline passed: act on it.
+    pub fn expire(
+        &mut self,
+        key: Key,
+        client: &Client,
+        services: &mut Services,
+        timeout: Timeout,
+    ) -> Step {
+        let address = client.address;
+        let timeouts = services.settings.timeouts;
+        let turn = match timeout {
+            // Like nginx, and HAProxy's http-ignore-probes: no 408 for a
+            // connection that never asked anything (browsers open spare
+            // ones, and would show a 408 arriving as they use it).
+            Timeout::Silent => {
+                crate::client_log!(
+                    log::Level::Info,
+                    "{address}: closed, no request within {:?}",
+                    timeouts.client_header
+                );
+                return Step::Close(End::Done { linger: false });
+            }
+            Timeout::ClientIdle => {
+                log::debug!("{address}: idle keep-alive connection closed");
+                return Step::Close(End::Done { linger: false });
+            }
+            Timeout::ClientHeader => {
+                self.begin(client, services);
+                self.begin_transaction(client, services, false, self.inbound.len());
+                crate::client_log!(
+                    log::Level::Info,
+                    "{address}: 408, request head not complete within {:?}",
+                    timeouts.client_header
+                );
+                Turn::Answer(ErrorReply::RequestTimeout, None)
+            }
+            Timeout::Idle | Timeout::Tunnel => {
+                return Step::Close(End::Aborted(format!(
+                    "no bytes moved for {:?}",
+                    timeouts.idle
+                )));
+            }
+            upstream => {
+                let Some((link, exchange)) = self.link(key, client) else {
+                    return Step::Continue { progress: false };
+                };
+                match upstream {
+                    Timeout::Queue => exchange.queue_timed_out(&link, services),
+                    Timeout::Connect => {
+                        let error = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
+                        exchange.connect_failed(&link, services, error)
+                    }
+                    _ => exchange.response_timed_out(&link, services),
+                }
+            }
+        };
+        match self.take(services, turn) {
+            Ok(_) => Step::Continue { progress: true },
+            Err(step) => step,
+        }
+    }
+}

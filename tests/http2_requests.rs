@@ -963,21 +963,13 @@ fn raw_paths_without_normalization_are_treated_alike() {
 }
 
 // ---------------------------------------------------------------------
-// Findings.
+// Methods, bounds, hosts and targets held as HTTP/1 holds them.
 // ---------------------------------------------------------------------
 
-/// An empty `:method` is taken. `h2::request::check` only asks that
-/// `:method` holds no space, NUL, CR or LF and `RequestHead::read_h2`
-/// that every byte is a token character (`all` of no bytes is true), so
-/// `:method = ""` passes both; `target::form` then reads `/x` as
-/// origin-form, route() runs with `req.method == ""` and the backend is
-/// sent the request line ` /x HTTP/1.1`, which no HTTP/1 client can
-/// make rsp send: over HTTP/1.1 the same request (` /x HTTP/1.1`) is
-/// refused by httparse (a method is `1*tchar`), 400. RFC 9113 §8.3.1
-/// wants `:method` to be a valid method; the stream should be reset (or
-/// answered 400) and nothing reach route() or the backend.
+/// An empty `:method` is no method: like ` /x HTTP/1.1` over HTTP/1.1
+/// (httparse wants `1*tchar`), it is answered 400 and reaches neither
+/// route() nor the backend (RFC 9113 §8.3.1 wants a valid method).
 #[test]
-#[ignore = "finding: an empty :method is routed and forwarded as the request line \" /x HTTP/1.1\""]
 fn an_empty_method_is_refused_over_both_protocols() {
     let rig = rig("forwarded_headers = { via = false }");
     let request = Request::with(b"", b"/x", Some(b"shop.example"));
@@ -996,22 +988,11 @@ fn an_empty_method_is_refused_over_both_protocols() {
     );
 }
 
-/// Fields rsp removes before route() (a name with `_` under
-/// `underscore_headers = "drop"`, the default; `te`) are not counted in
-/// the HTTP/2 request's size against `max_header_bytes`:
-/// `RequestHead::read_h2` returns the size of the fields it *kept*
-/// (`self.headers`), while an HTTP/1 head is counted as it came, with
-/// every line httparse read. So with `max_header_bytes = 8192` (and the
-/// default `max_header_list_size` of 32 KiB), a request carrying 20,000
-/// bytes in `x_pad` gets 431 over HTTP/1.1 and is routed and forwarded
-/// over HTTP/2: a bound the commit says is "counted as the HTTP/1.1 head
-/// would be" does not hold, and the same request gets different answers
-/// over the two protocols (README: "the same request gets the same
-/// answer over both"). Under the defaults (both bounds 32 KiB) the HPACK
-/// list bound, which counts 32 bytes a field, is met first, so it shows
-/// only when `max_header_bytes` is below `max_header_list_size`.
+/// An HTTP/2 request is held to `max_header_bytes` as the same HTTP/1.1
+/// head would be, every field counted as it came, those rsp removes
+/// before route() (a name with `_`, `te`) too: with `max_header_bytes =
+/// 8192`, 20,000 bytes in `x_pad` get 431 over both protocols.
 #[test]
-#[ignore = "finding: dropped fields (underscores, te) are not counted against max_header_bytes over HTTP/2"]
 fn dropped_fields_count_against_max_header_bytes_over_both_protocols() {
     let rig = rig("max_header_bytes = 8192\nforwarded_headers = { via = false }");
     let request = Request::get("/x").field("x_pad", &vec![b'v'; 20_000]);
@@ -1026,16 +1007,10 @@ fn dropped_fields_count_against_max_header_bytes_over_both_protocols() {
     assert_eq!(one, two, "{}", rig.proxy.log());
 }
 
-/// Two `host` fields are refused over HTTP/1.1 ("more than one Host
-/// field", 400) but taken over HTTP/2 when they are byte-identical:
-/// `h2::request::check` refuses only two *different* hosts, and
-/// `read_h2` skips every `host` field. Harmless for routing (rsp forwards
-/// one canonical Host), but the same request gets 400 over one protocol
-/// and 200 over the other, and any number of them is taken without
-/// counting against the field bound (`host` fields are skipped before
-/// the count: 400 identical `host` fields and `:authority` pass).
+/// Two `host` fields are refused over both protocols (400, "more than one
+/// Host field"), byte-identical ones too, and so are never a way around
+/// the field bound.
 #[test]
-#[ignore = "finding: identical duplicate host fields are refused over HTTP/1.1 (400) but taken over HTTP/2"]
 fn duplicate_host_fields_are_refused_over_both_protocols() {
     let rig = rig("forwarded_headers = { via = false }");
     let request = Request::with(b"GET", b"/x", None)
@@ -1056,19 +1031,10 @@ fn duplicate_host_fields_are_refused_over_both_protocols() {
     assert!(!two.forwarded(), "HTTP/2 took two host fields: {two:?}");
 }
 
-/// A `:path` whose bytes are not UTF-8 is taken over HTTP/2 and refused
-/// over HTTP/1.1. httparse reads a request target as UTF-8 (`parse_uri`
-/// ends with `str::from_utf8`, an error is `invalid token`), so
-/// `GET /obs\xff\xfe?q=\x80 HTTP/1.1` gets 400; `RequestHead::read_h2`
-/// refuses only control bytes in `:path` (`< 0x21`, `0x7f`), so over
-/// HTTP/2 the same target is normalized (`/obs%FF%FE?q=%80`), routed and
-/// forwarded. route() and the backend agree (both see the encoded
-/// form), so this is no bypass, but it is a request HTTP/1 refuses that
-/// HTTP/2 lets through (the commit's "value bytes as httparse accepts"
-/// holds for field values, which httparse takes as bytes, not for the
-/// target). With `path_normalization = false` both refuse it (400).
+/// A target whose bytes are not UTF-8 is refused over both protocols:
+/// httparse reads a request target as UTF-8 (400 over HTTP/1.1), and
+/// `RequestHead::read_h2` holds `:path` to the same.
 #[test]
-#[ignore = "finding: a :path that is not UTF-8 is taken over HTTP/2, refused (400) over HTTP/1.1"]
 fn a_target_that_is_not_utf8_gets_the_same_answer_over_both_protocols() {
     let rig = rig("forwarded_headers = { via = false }");
     let request = Request::with(b"GET", b"/obs\xff\xfe?q=\x80", Some(b"shop.example"));

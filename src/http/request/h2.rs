@@ -42,11 +42,10 @@ impl RequestHead {
         self.expect_continue = false;
         self.upgrade_offer.clear();
         self.has_via = false;
-        if !request
-            .method
-            .iter()
-            .all(|&byte| super::is_token_char(byte))
-        {
+        // As httparse takes a request line: a method of token characters,
+        // a target of visible bytes that is UTF-8.
+        let token = |byte: &u8| super::is_token_char(*byte);
+        if request.method.is_empty() || !request.method.iter().all(token) {
             return Err(HeadError::Framing("a method that is not a token"));
         }
         if request
@@ -56,6 +55,9 @@ impl RequestHead {
         {
             return Err(HeadError::Framing("a request target with a control byte"));
         }
+        if std::str::from_utf8(request.target).is_err() {
+            return Err(HeadError::Framing("a request target that is not UTF-8"));
+        }
         self.method = self.keep(request.method);
         self.raw_target = self.keep(request.target);
         let mut facts = FieldFacts {
@@ -64,19 +66,34 @@ impl RequestHead {
         };
         let mut cookies = false;
         // The lines the same request takes in HTTP/1.1, held to the same
-        // bound: the Host, one line of cookies, a chunked framing.
+        // bound: the Host, one line of cookies, a chunked framing; and its
+        // bytes, every field counted as it came (those dropped too).
         let mut lines =
             usize::from(request.authority.is_some()) + usize::from(request.unsized_body);
+        let mut bytes = request.method.len() + request.target.len() + 12 + 2;
+        bytes += request.authority.map_or(0, |authority| authority.len() + 8);
+        bytes += if request.unsized_body { 28 } else { 0 };
+        let mut hosts = 0;
         for (name, value) in fields.clone() {
-            if name.starts_with(b":") || name == b"host" {
+            if name.starts_with(b":") {
+                continue;
+            }
+            if name == b"host" {
+                hosts += 1;
+                if hosts > 1 {
+                    return Err(HeadError::Framing("more than one Host field"));
+                }
                 continue;
             }
             if name == b"cookie" {
                 check_h2_value(value)?;
+                // "cookie: " and CRLF once, "; " between crumbs.
+                bytes += value.len() + if cookies { 2 } else { 10 };
                 lines += usize::from(!cookies);
                 cookies = true;
                 continue;
             }
+            bytes += name.len() + value.len() + 4;
             lines += 1;
             if lines > MAX_HEADERS {
                 return Err(HeadError::TooManyHeaders);
@@ -112,19 +129,7 @@ impl RequestHead {
         self.client_host.extend_from_slice(&self.host_field);
         self.client_has_host = self.has_host;
         self.account();
-        // The request line, and each field's name, ": ", value, CRLF (the
-        // Host's name is as long as its own in the list), and the blank
-        // line.
-        let request_line = request.method.len() + request.target.len() + 12;
-        let fields: usize = self
-            .headers
-            .iter()
-            .map(|field| field.name.len() + field.value.len() + 4)
-            .sum();
-        let host = request
-            .authority
-            .map_or(0, |authority| authority.len() + 10);
-        Ok(request_line + fields + host + 2)
+        Ok(bytes)
     }
 
     /// One regular field of an HTTP/2 request, read as an HTTP/1 one is.

@@ -1,8 +1,8 @@
 //! The log: env_logger, behind a filter for what clients do that an
-//! operator cannot act on. rustls warns once per connection whose client
-//! sends an IP address (or another name that is no host name) as SNI, as
-//! wrk and many scripts do; those lines are counted (`/metrics`) and
-//! logged at debug instead.
+//! operator cannot act on. The TLS library warns once per connection whose
+//! client sends an IP address (or another name that is no host name) as
+//! SNI, as wrk and many scripts do; those lines are counted (`/metrics`)
+//! and logged at debug instead (`tls::is_ignored_sni`).
 //!
 //! Lines a client can make rsp write at will (a refused request, a reset
 //! stream, a failed hook) go through `client_log!`: each worker writes at
@@ -73,7 +73,7 @@ macro_rules! client_log {
     };
 }
 
-/// TLS handshakes whose SNI rustls ignored (an IP address, an invalid name).
+/// TLS handshakes whose SNI was ignored (an IP address, an invalid name).
 pub fn ignored_sni() -> u64 {
     IGNORED_SNI.load(Ordering::Relaxed)
 }
@@ -82,18 +82,19 @@ struct Filtered {
     inner: env_logger::Logger,
 }
 
-/// rustls's line about a client's SNI it ignored.
+/// The TLS library's line about a client's SNI it ignored.
 fn is_ignored_sni(record: &Record) -> bool {
     record.level() == Level::Warn
-        && record.target().starts_with("rustls")
-        && record.args().to_string().starts_with("Illegal SNI")
+        && record.target().starts_with(crate::tls::LOG_TARGET)
+        && crate::tls::is_ignored_sni(&record.args().to_string())
 }
 
 impl Log for Filtered {
     fn enabled(&self, metadata: &Metadata) -> bool {
-        // rustls's warnings must reach `log` to be counted.
+        // The TLS library's warnings must reach `log` to be counted.
         self.inner.enabled(metadata)
-            || (metadata.level() == Level::Warn && metadata.target().starts_with("rustls"))
+            || (metadata.level() == Level::Warn
+                && metadata.target().starts_with(crate::tls::LOG_TARGET))
     }
 
     fn log(&self, record: &Record) {

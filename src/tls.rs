@@ -32,6 +32,15 @@ pub fn default_alpn() -> Vec<Vec<u8>> {
 }
 
 /// Reads the files and makes the rustls configuration for a listener.
+/// Where the TLS library's log lines come from.
+pub const LOG_TARGET: &str = "rustls";
+
+/// Its warning about a client's SNI it ignored (an IP address, a name
+/// that is no host name): counted, not logged as a warning.
+pub fn is_ignored_sni(message: &str) -> bool {
+    message.starts_with("Illegal SNI")
+}
+
 /// A TLS listener's configuration, shared by its connections.
 pub type ServerTls = Arc<rustls::ServerConfig>;
 

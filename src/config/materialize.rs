@@ -3,7 +3,6 @@
 //! configurations listeners run with (again on each reload).
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::Arc;
 
 use super::lua::Script;
 use super::types::{Config, ConfigError};
@@ -35,7 +34,7 @@ pub fn resolve(text: &str) -> Result<SocketAddr, String> {
 /// The TLS configurations of the listeners that terminate TLS, by address.
 #[derive(Default, Clone)]
 pub struct Certificates {
-    by_listener: Vec<(SocketAddr, Arc<rustls::ServerConfig>)>,
+    by_listener: Vec<(SocketAddr, crate::tls::ServerTls)>,
 }
 
 impl Certificates {
@@ -53,7 +52,7 @@ impl Certificates {
     }
 
     /// The TLS configuration of the listener on `address`, if it has one.
-    pub fn of(&self, address: SocketAddr) -> Option<Arc<rustls::ServerConfig>> {
+    pub fn of(&self, address: SocketAddr) -> Option<crate::tls::ServerTls> {
         self.by_listener
             .iter()
             .find(|(listener, _)| *listener == address)

@@ -336,30 +336,7 @@ fn frame<'a>(header: Header, payload: &'a [u8]) -> Result<Frame<'a>, FrameError>
                 flow_length: header.length,
             })
         }
-        kind::HEADERS => {
-            let stream = on_stream(&header, "HEADERS on stream 0")?;
-            let mut block = unpadded(&header, payload)?;
-            let priority = if header.has(flag::PRIORITY) {
-                if block.len() < 5 {
-                    return Err(connection(
-                        ErrorCode::FrameSizeError,
-                        "HEADERS too short for its priority",
-                    ));
-                }
-                let priority = priority(block, stream)?;
-                block = &block[5..];
-                Some(priority)
-            } else {
-                None
-            };
-            Ok(Frame::Headers {
-                stream,
-                end_stream: header.has(flag::END_STREAM),
-                end_headers: header.has(flag::END_HEADERS),
-                priority,
-                fragment: block,
-            })
-        }
+        kind::HEADERS => headers(&header, payload),
         kind::PRIORITY => {
             let stream = on_stream(&header, "PRIORITY on stream 0")?;
             if payload.len() != 5 {
@@ -387,26 +364,7 @@ fn frame<'a>(header: Header, payload: &'a [u8]) -> Result<Frame<'a>, FrameError>
                 code: ErrorCode::from_wire(word(payload)),
             })
         }
-        kind::SETTINGS => {
-            on_connection(&header, "SETTINGS on a stream")?;
-            let ack = header.has(flag::ACK);
-            if ack && !payload.is_empty() {
-                return Err(connection(
-                    ErrorCode::FrameSizeError,
-                    "a SETTINGS ACK with a payload",
-                ));
-            }
-            if !payload.len().is_multiple_of(6) {
-                return Err(connection(
-                    ErrorCode::FrameSizeError,
-                    "SETTINGS not a multiple of 6 bytes",
-                ));
-            }
-            for pair in payload.chunks_exact(6) {
-                check_setting(u16::from_be_bytes([pair[0], pair[1]]), word(&pair[2..]))?;
-            }
-            Ok(Frame::Settings { ack, payload })
-        }
+        kind::SETTINGS => settings_frame(&header, payload),
         kind::PUSH_PROMISE => Ok(Frame::PushPromise {
             stream: header.stream,
         }),
@@ -434,27 +392,7 @@ fn frame<'a>(header: Header, payload: &'a [u8]) -> Result<Frame<'a>, FrameError>
                 debug: &payload[8..],
             })
         }
-        kind::WINDOW_UPDATE => {
-            if payload.len() != 4 {
-                return Err(connection(
-                    ErrorCode::FrameSizeError,
-                    "WINDOW_UPDATE not 4 bytes",
-                ));
-            }
-            let increment = word(payload) & MAX_WINDOW;
-            if increment == 0 {
-                return Err(match header.stream {
-                    0 => connection(ErrorCode::ProtocolError, "a WINDOW_UPDATE of 0"),
-                    stream => {
-                        FrameError::Stream(stream, ErrorCode::ProtocolError, "a WINDOW_UPDATE of 0")
-                    }
-                });
-            }
-            Ok(Frame::WindowUpdate {
-                stream: header.stream,
-                increment,
-            })
-        }
+        kind::WINDOW_UPDATE => window_update(&header, payload),
         kind::CONTINUATION => Ok(Frame::Continuation {
             stream: on_stream(&header, "CONTINUATION on stream 0")?,
             end_headers: header.has(flag::END_HEADERS),
@@ -462,6 +400,77 @@ fn frame<'a>(header: Header, payload: &'a [u8]) -> Result<Frame<'a>, FrameError>
         }),
         other => Ok(Frame::Unknown { kind: other }),
     }
+}
+
+/// A HEADERS frame: its padding and priority off, the block fragment.
+fn headers<'a>(header: &Header, payload: &'a [u8]) -> Result<Frame<'a>, FrameError> {
+    let stream = on_stream(header, "HEADERS on stream 0")?;
+    let mut block = unpadded(header, payload)?;
+    let priority = if header.has(flag::PRIORITY) {
+        if block.len() < 5 {
+            return Err(connection(
+                ErrorCode::FrameSizeError,
+                "HEADERS too short for its priority",
+            ));
+        }
+        let priority = priority(block, stream)?;
+        block = &block[5..];
+        Some(priority)
+    } else {
+        None
+    };
+    Ok(Frame::Headers {
+        stream,
+        end_stream: header.has(flag::END_STREAM),
+        end_headers: header.has(flag::END_HEADERS),
+        priority,
+        fragment: block,
+    })
+}
+
+/// A SETTINGS frame: an ACK is empty, and every setting's value within
+/// its bounds.
+fn settings_frame<'a>(header: &Header, payload: &'a [u8]) -> Result<Frame<'a>, FrameError> {
+    on_connection(header, "SETTINGS on a stream")?;
+    let ack = header.has(flag::ACK);
+    if ack && !payload.is_empty() {
+        return Err(connection(
+            ErrorCode::FrameSizeError,
+            "a SETTINGS ACK with a payload",
+        ));
+    }
+    if !payload.len().is_multiple_of(6) {
+        return Err(connection(
+            ErrorCode::FrameSizeError,
+            "SETTINGS not a multiple of 6 bytes",
+        ));
+    }
+    for pair in payload.chunks_exact(6) {
+        check_setting(u16::from_be_bytes([pair[0], pair[1]]), word(&pair[2..]))?;
+    }
+    Ok(Frame::Settings { ack, payload })
+}
+
+/// A WINDOW_UPDATE: 4 bytes, an increment other than 0 (a stream's error
+/// on a stream, the connection's on it).
+fn window_update<'a>(header: &Header, payload: &'a [u8]) -> Result<Frame<'a>, FrameError> {
+    if payload.len() != 4 {
+        return Err(connection(
+            ErrorCode::FrameSizeError,
+            "WINDOW_UPDATE not 4 bytes",
+        ));
+    }
+    let increment = word(payload) & MAX_WINDOW;
+    if increment == 0 {
+        return Err(match header.stream {
+            0 => connection(ErrorCode::ProtocolError, "a WINDOW_UPDATE of 0"),
+            stream => FrameError::Stream(stream, ErrorCode::ProtocolError, "a WINDOW_UPDATE of 0"),
+        });
+    }
+    Ok(Frame::WindowUpdate {
+        stream: header.stream,
+        increment,
+    })
 }
 
 /// A setting's value as RFC 9113 §6.5.2 bounds it (unknown ones are

@@ -82,56 +82,7 @@ pub struct Request<'a> {
 /// Checks the request whose decoded header list is `fields` (§8.2, §8.3).
 /// `end_stream`: the HEADERS frame ended the stream, so there is no body.
 pub fn check<'a>(fields: &[super::Field<'a>], end_stream: bool) -> Result<Request<'a>, Malformed> {
-    let mut pseudo = Pseudo::default();
-    let mut regular = false;
-    let mut length: Option<&[u8]> = None;
-    let mut host: Option<&[u8]> = None;
-    for &(name, value) in fields {
-        if let Some(pseudo_name) = name.strip_prefix(b":") {
-            if regular {
-                return Err(Malformed("a pseudo-header after a regular field"));
-            }
-            let slot = match pseudo_name {
-                b"method" => &mut pseudo.method,
-                b"scheme" => &mut pseudo.scheme,
-                b"path" => &mut pseudo.path,
-                b"authority" => &mut pseudo.authority,
-                _ => return Err(Malformed("an unknown or response pseudo-header")),
-            };
-            if slot.replace(value).is_some() {
-                return Err(Malformed("a pseudo-header twice"));
-            }
-            continue;
-        }
-        regular = true;
-        if !valid_name(name) {
-            return Err(Malformed(
-                "a field name that is not lower case token characters",
-            ));
-        }
-        if !valid_value(value) {
-            return Err(Malformed(
-                "a field value with NUL, CR, LF or outer whitespace",
-            ));
-        }
-        if CONNECTION_SPECIFIC.contains(&name) {
-            return Err(Malformed("a connection-specific field"));
-        }
-        match name {
-            b"te" if value != b"trailers" => {
-                return Err(Malformed("TE other than \"trailers\""));
-            }
-            b"content-length" if length.is_some_and(|seen| seen != value) => {
-                return Err(Malformed("two different content-lengths"));
-            }
-            b"content-length" => length = Some(value),
-            b"host" if host.is_some_and(|seen| seen != value) => {
-                return Err(Malformed("two different hosts"));
-            }
-            b"host" => host = Some(value),
-            _ => {}
-        }
-    }
+    let (pseudo, length, host) = read_list(fields)?;
     let method = pseudo.method.ok_or(Malformed("no :method"))?;
     let connect = method == b"CONNECT";
     let target = if connect {
@@ -182,7 +133,83 @@ pub fn check<'a>(fields: &[super::Field<'a>], end_stream: bool) -> Result<Reques
             ));
         }
     }
-    let framing = match length {
+    let framing = body_framing(length, end_stream)?;
+    Ok(Request {
+        parts: crate::http::RequestParts {
+            method,
+            target,
+            authority,
+            unsized_body: framing == BodyFraming::Chunked,
+        },
+        framing,
+    })
+}
+
+/// The pseudo-header fields of a list, its content-length and Host,
+/// each field checked (§8.2): lower-case token names, no NUL, CR, LF or
+/// outer whitespace in values, no connection-specific field, TE only
+/// "trailers", one content-length and one host value.
+type Listed<'a> = (Pseudo<'a>, Option<&'a [u8]>, Option<&'a [u8]>);
+
+fn read_list<'a>(fields: &[super::Field<'a>]) -> Result<Listed<'a>, Malformed> {
+    let mut pseudo = Pseudo::default();
+    let mut regular = false;
+    let mut length: Option<&[u8]> = None;
+    let mut host: Option<&[u8]> = None;
+    for &(name, value) in fields {
+        if let Some(pseudo_name) = name.strip_prefix(b":") {
+            if regular {
+                return Err(Malformed("a pseudo-header after a regular field"));
+            }
+            let slot = match pseudo_name {
+                b"method" => &mut pseudo.method,
+                b"scheme" => &mut pseudo.scheme,
+                b"path" => &mut pseudo.path,
+                b"authority" => &mut pseudo.authority,
+                _ => return Err(Malformed("an unknown or response pseudo-header")),
+            };
+            if slot.replace(value).is_some() {
+                return Err(Malformed("a pseudo-header twice"));
+            }
+            continue;
+        }
+        regular = true;
+        if !valid_name(name) {
+            return Err(Malformed(
+                "a field name that is not lower case token characters",
+            ));
+        }
+        if !valid_value(value) {
+            return Err(Malformed(
+                "a field value with NUL, CR, LF or outer whitespace",
+            ));
+        }
+        if CONNECTION_SPECIFIC.contains(&name) {
+            return Err(Malformed("a connection-specific field"));
+        }
+        match name {
+            b"te" if value != b"trailers" => {
+                return Err(Malformed("TE other than \"trailers\""));
+            }
+            b"content-length" if length.is_some_and(|seen| seen != value) => {
+                return Err(Malformed("two different content-lengths"));
+            }
+            b"content-length" => length = Some(value),
+            b"host" if host.is_some_and(|seen| seen != value) => {
+                return Err(Malformed("two different hosts"));
+            }
+            b"host" => host = Some(value),
+            _ => {}
+        }
+    }
+    Ok((pseudo, length, host))
+}
+
+/// How the body is framed: by its content-length (which a stream the
+/// HEADERS ended must not promise bytes in), else none or to the end of
+/// the stream.
+fn body_framing(length: Option<&[u8]>, end_stream: bool) -> Result<BodyFraming, Malformed> {
+    Ok(match length {
         Some(length) => {
             let length = std::str::from_utf8(length)
                 .ok()
@@ -196,15 +223,6 @@ pub fn check<'a>(fields: &[super::Field<'a>], end_stream: bool) -> Result<Reques
         }
         None if end_stream => BodyFraming::None,
         None => BodyFraming::Chunked,
-    };
-    Ok(Request {
-        parts: crate::http::RequestParts {
-            method,
-            target,
-            authority,
-            unsized_body: framing == BodyFraming::Chunked,
-        },
-        framing,
     })
 }
 

@@ -104,20 +104,7 @@ impl RequestHead {
             return Err(HeadError::TooManyHeaders);
         }
         if cookies {
-            // Nothing in HTTP/1 reading looks at a cookie: kept as it is.
-            let name = self.keep(b"cookie");
-            let start = self.raw.len();
-            for (_, value) in fields.filter(|(name, _)| *name == b"cookie") {
-                if self.raw.len() > start {
-                    self.raw.extend_from_slice(b"; ");
-                }
-                self.raw.extend_from_slice(value);
-            }
-            self.headers.push(Field {
-                name,
-                value: start..self.raw.len(),
-                added: false,
-            });
+            self.join_cookies(fields);
         }
         if request.unsized_body {
             // DATA without a length reaches an HTTP/1.1 backend chunked.
@@ -130,6 +117,25 @@ impl RequestHead {
         self.client_has_host = self.has_host;
         self.account();
         Ok(bytes)
+    }
+
+    /// The list's cookie crumbs as one field (§8.2.3), as an HTTP/1.1
+    /// backend must get them; nothing in HTTP/1 reading looks at a cookie,
+    /// so it is kept as it is.
+    fn join_cookies<'a>(&mut self, fields: impl Iterator<Item = (&'a [u8], &'a [u8])>) {
+        let name = self.keep(b"cookie");
+        let start = self.raw.len();
+        for (_, value) in fields.filter(|(name, _)| *name == b"cookie") {
+            if self.raw.len() > start {
+                self.raw.extend_from_slice(b"; ");
+            }
+            self.raw.extend_from_slice(value);
+        }
+        self.headers.push(Field {
+            name,
+            value: start..self.raw.len(),
+            added: false,
+        });
     }
 
     /// One regular field of an HTTP/2 request, read as an HTTP/1 one is.

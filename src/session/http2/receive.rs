@@ -102,13 +102,9 @@ impl Http2 {
         Ok(())
     }
 
-    pub(super) fn frame(
-        &mut self,
-        session: usize,
-        client: &Client,
-        services: &mut Services,
-        frame: Frame,
-    ) -> Result<(), FrameError> {
+    /// What a frame may not be where it comes (§3.4, §6.10): the first
+    /// is the client's SETTINGS, and nothing interrupts a header block.
+    fn check_order(&self, frame: &Frame) -> Result<(), FrameError> {
         if self.life == Life::FirstSettings && !matches!(frame, Frame::Settings { ack: false, .. })
         {
             return Err(FrameError::Connection(
@@ -117,13 +113,24 @@ impl Http2 {
             ));
         }
         if let Some(block) = &self.block
-            && !matches!(&frame, Frame::Continuation { stream, .. } if *stream == block.stream)
+            && !matches!(frame, Frame::Continuation { stream, .. } if *stream == block.stream)
         {
             return Err(FrameError::Connection(
                 ErrorCode::ProtocolError,
                 "a header block interrupted",
             ));
         }
+        Ok(())
+    }
+
+    pub(super) fn frame(
+        &mut self,
+        session: usize,
+        client: &Client,
+        services: &mut Services,
+        frame: Frame,
+    ) -> Result<(), FrameError> {
+        self.check_order(&frame)?;
         match frame {
             Frame::Data {
                 stream,
@@ -175,19 +182,7 @@ impl Http2 {
                 self.client_reset(session, slot, services);
                 Ok(())
             }
-            Frame::Settings { ack, payload } => {
-                self.flood.control("SETTINGS flood")?;
-                if ack {
-                    self.settings_acknowledged();
-                    return Ok(());
-                }
-                if self.life == Life::FirstSettings {
-                    self.life = Life::Open;
-                }
-                self.apply_settings(payload)?;
-                frame::write_settings_ack(&mut self.tx.out);
-                Ok(())
-            }
+            Frame::Settings { ack, payload } => self.settings(ack, payload),
             Frame::PushPromise { .. } => Err(FrameError::Connection(
                 ErrorCode::ProtocolError,
                 "a client may not push",
@@ -236,6 +231,22 @@ impl Http2 {
         if end_headers {
             self.header_block(session, client, services)?;
         }
+        Ok(())
+    }
+
+    /// The client's SETTINGS (its first opens the connection), or its
+    /// acknowledgement of rsp's.
+    fn settings(&mut self, ack: bool, payload: &[u8]) -> Result<(), FrameError> {
+        self.flood.control("SETTINGS flood")?;
+        if ack {
+            self.settings_acknowledged();
+            return Ok(());
+        }
+        if self.life == Life::FirstSettings {
+            self.life = Life::Open;
+        }
+        self.apply_settings(payload)?;
+        frame::write_settings_ack(&mut self.tx.out);
         Ok(())
     }
 

@@ -151,82 +151,84 @@ type TotalMetric = (
     fn(&Totals) -> String,
 );
 
+/// The worker-wide counters and gauges of one value each.
+const SCALARS: [TotalMetric; 12] = [
+    (
+        "rsp_uptime_seconds",
+        "gauge",
+        "Seconds since rsp started.",
+        |totals| format!("{:.3}", totals.started.elapsed().as_secs_f64()),
+    ),
+    (
+        "rsp_connections",
+        "gauge",
+        "Client connections open now.",
+        |totals| totals.connections.to_string(),
+    ),
+    (
+        "rsp_connections_total",
+        "counter",
+        "Client connections accepted.",
+        |totals| totals.connections_total.to_string(),
+    ),
+    (
+        "rsp_local_responses_total",
+        "counter",
+        "Answers rsp wrote itself (Lua replies and errors).",
+        |totals| totals.local_responses.to_string(),
+    ),
+    (
+        "rsp_received_bytes_total",
+        "counter",
+        "Bytes of requests received from clients.",
+        |totals| totals.bytes_in.to_string(),
+    ),
+    (
+        "rsp_sent_bytes_total",
+        "counter",
+        "Bytes of answers sent to clients.",
+        |totals| totals.bytes_out.to_string(),
+    ),
+    (
+        "rsp_tls_ignored_sni_total",
+        "counter",
+        "TLS handshakes whose SNI was no host name (an IP address, as wrk sends it), ignored.",
+        |_| crate::logging::ignored_sni().to_string(),
+    ),
+    (
+        "rsp_memory_held_bytes",
+        "gauge",
+        "Bytes rsp holds for its clients: buffers, request heads, the script's Lua state (see memory).",
+        |totals| totals.memory_held.to_string(),
+    ),
+    (
+        "rsp_stalled_exchanges_cut_total",
+        "counter",
+        "Exchanges cut because they stalled on their client while memory or a pool's slots were needed.",
+        |totals| totals.stalled_cut.to_string(),
+    ),
+    (
+        "rsp_memory_refused_total",
+        "counter",
+        "Requests and HTTP/2 streams refused at a memory bound (the worker's, or their connection's).",
+        |totals| totals.refused_for_memory.to_string(),
+    ),
+    (
+        "rsp_http2_resets_unlogged_total",
+        "counter",
+        "HTTP/2 streams rsp reset past their connection's bound of logged resets (logged at debug).",
+        |totals| totals.resets_unlogged.to_string(),
+    ),
+    (
+        "rsp_log_lines_dropped_total",
+        "counter",
+        "Log lines a client could trigger at will, dropped by the rate limit (per worker, a second).",
+        |_| crate::logging::client_lines_dropped().to_string(),
+    ),
+];
+
 fn totals_metrics(out: &mut String, totals: &Totals) {
-    let scalars: [TotalMetric; 12] = [
-        (
-            "rsp_uptime_seconds",
-            "gauge",
-            "Seconds since rsp started.",
-            |totals| format!("{:.3}", totals.started.elapsed().as_secs_f64()),
-        ),
-        (
-            "rsp_connections",
-            "gauge",
-            "Client connections open now.",
-            |totals| totals.connections.to_string(),
-        ),
-        (
-            "rsp_connections_total",
-            "counter",
-            "Client connections accepted.",
-            |totals| totals.connections_total.to_string(),
-        ),
-        (
-            "rsp_local_responses_total",
-            "counter",
-            "Answers rsp wrote itself (Lua replies and errors).",
-            |totals| totals.local_responses.to_string(),
-        ),
-        (
-            "rsp_received_bytes_total",
-            "counter",
-            "Bytes of requests received from clients.",
-            |totals| totals.bytes_in.to_string(),
-        ),
-        (
-            "rsp_sent_bytes_total",
-            "counter",
-            "Bytes of answers sent to clients.",
-            |totals| totals.bytes_out.to_string(),
-        ),
-        (
-            "rsp_tls_ignored_sni_total",
-            "counter",
-            "TLS handshakes whose SNI was no host name (an IP address, as wrk sends it), ignored.",
-            |_| crate::logging::ignored_sni().to_string(),
-        ),
-        (
-            "rsp_memory_held_bytes",
-            "gauge",
-            "Bytes rsp holds for its clients: buffers, request heads, the script's Lua state (see memory).",
-            |totals| totals.memory_held.to_string(),
-        ),
-        (
-            "rsp_stalled_exchanges_cut_total",
-            "counter",
-            "Exchanges cut because they stalled on their client while memory or a pool's slots were needed.",
-            |totals| totals.stalled_cut.to_string(),
-        ),
-        (
-            "rsp_memory_refused_total",
-            "counter",
-            "Requests and HTTP/2 streams refused at a memory bound (the worker's, or their connection's).",
-            |totals| totals.refused_for_memory.to_string(),
-        ),
-        (
-            "rsp_http2_resets_unlogged_total",
-            "counter",
-            "HTTP/2 streams rsp reset past their connection's bound of logged resets (logged at debug).",
-            |totals| totals.resets_unlogged.to_string(),
-        ),
-        (
-            "rsp_log_lines_dropped_total",
-            "counter",
-            "Log lines a client could trigger at will, dropped by the rate limit (per worker, a second).",
-            |_| crate::logging::client_lines_dropped().to_string(),
-        ),
-    ];
-    for (name, kind, help, value) in scalars {
+    for (name, kind, help, value) in SCALARS {
         family(out, name, kind, help);
         let _ = writeln!(out, "{name} {}", value(totals));
     }

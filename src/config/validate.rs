@@ -4,7 +4,7 @@
 use mlua::Function;
 
 use super::lua::Script;
-use super::types::{Config, ConfigError, DEFAULT_POOL, ListenMode};
+use super::types::{AdminConfig, Config, ConfigError, DEFAULT_POOL, ListenMode};
 
 pub fn validate(
     config: &Config,
@@ -39,35 +39,7 @@ pub fn validate(
         }
     }
     if let Some(admin) = &config.admin {
-        let address = admin.address;
-        if config
-            .listen
-            .iter()
-            .any(|listener| listener.address == address)
-        {
-            return Err(script.error(
-                "admin",
-                format!("admin: {address} is also in listen; give the admin port its own address"),
-            ));
-        }
-        if !address.ip().is_loopback() && !admin.public {
-            return Err(script.error(
-                "admin",
-                format!(
-                    "admin: {address} is reachable from other machines and the admin port can drain servers; \
-                     write admin = {{ addr = \"{address}\", public = true, token_file = \"...\" }} if that is meant"
-                ),
-            ));
-        }
-        if admin.public && admin.token.is_none() {
-            return Err(script.error(
-                "admin",
-                format!(
-                    "admin: a public admin port ({address}) needs a token: token = \"...\" or token_file = \"...\", \
-                     sent by callers as Authorization: Bearer"
-                ),
-            ));
-        }
+        validate_admin(config, script, admin)?;
     }
     let own = crate::own::OwnListeners::new(config.own_addresses());
     for pool in &config.pools {
@@ -105,6 +77,45 @@ pub fn validate(
     if route.is_none() && !config.pools.iter().any(|pool| pool.name == DEFAULT_POOL) {
         return Err(script.file_error(
             "no backends: set `backends`, a pool named \"default\", or a `route` function",
+        ));
+    }
+    Ok(())
+}
+
+/// The admin port: an address of its own, on loopback unless said public,
+/// and then with a token.
+fn validate_admin(
+    config: &Config,
+    script: &Script,
+    admin: &AdminConfig,
+) -> Result<(), ConfigError> {
+    let address = admin.address;
+    if config
+        .listen
+        .iter()
+        .any(|listener| listener.address == address)
+    {
+        return Err(script.error(
+            "admin",
+            format!("admin: {address} is also in listen; give the admin port its own address"),
+        ));
+    }
+    if !address.ip().is_loopback() && !admin.public {
+        return Err(script.error(
+            "admin",
+            format!(
+                "admin: {address} is reachable from other machines and the admin port can drain servers; \
+                 write admin = {{ addr = \"{address}\", public = true, token_file = \"...\" }} if that is meant"
+            ),
+        ));
+    }
+    if admin.public && admin.token.is_none() {
+        return Err(script.error(
+            "admin",
+            format!(
+                "admin: a public admin port ({address}) needs a token: token = \"...\" or token_file = \"...\", \
+                 sent by callers as Authorization: Bearer"
+            ),
         ));
     }
     Ok(())

@@ -50,7 +50,7 @@ impl Exchange {
         else {
             return Turn::Wait;
         };
-        let ResponseSide::Head { interim } = response else {
+        let ResponseSide::Head { .. } = response else {
             return Turn::Wait;
         };
         if !link.to_client.is_empty() {
@@ -81,6 +81,22 @@ impl Exchange {
                 return self.respond_to_head(link, services);
             }
         }
+        self.pass_head(link, services)
+    }
+
+    /// A backend's head passed on as it came (no `respond()`): an interim
+    /// one, a switch, the final one, or what makes it no answer (502).
+    fn pass_head(&mut self, link: &mut Link, services: &mut Services) -> Turn {
+        let State::Forwarding {
+            backend, response, ..
+        } = &mut self.state
+        else {
+            return Turn::Wait;
+        };
+        let ResponseSide::Head { interim } = response else {
+            return Turn::Wait;
+        };
+        let limit = services.settings.max_response_header_bytes;
         let head = &self.request.head;
         let client_side = client_side(head);
         let parsed = http::forward_response_head(

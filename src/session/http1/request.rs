@@ -126,27 +126,43 @@ impl Http1 {
                 }
                 return self.dispatch(key, client, services);
             }
-            Ok(_) | Err(HeadError::TooManyHeaders) => {
+            Ok(_) => self.refuse_head(services, address, limit, HeadError::TooManyHeaders),
+            Err(error) => self.refuse_head(services, address, limit, error),
+        }
+        Ok(true)
+    }
+
+    /// The answer to a head that did not parse, or is over its bound
+    /// (`limit` bytes): 431, 501 for CONNECT, else 400; and its log line.
+    fn refuse_head(
+        &mut self,
+        services: &mut Services,
+        address: std::net::SocketAddr,
+        limit: usize,
+        error: HeadError,
+    ) {
+        let reply = match error {
+            HeadError::TooManyHeaders => {
                 crate::client_log!(
                     log::Level::Info,
                     "{address}: 431, request head over {limit} bytes or {} fields",
                     http::MAX_HEADERS
                 );
-                self.answer(services, Answer::Error(ErrorReply::HeadTooLarge), None);
+                ErrorReply::HeadTooLarge
             }
-            Err(HeadError::Target(TargetError::Connect)) => {
+            HeadError::Target(TargetError::Connect) => {
                 crate::client_log!(
                     log::Level::Info,
                     "{address}: 501, CONNECT: rsp does not tunnel to other hosts"
                 );
-                self.answer(services, Answer::Error(ErrorReply::NotImplemented), None);
+                ErrorReply::NotImplemented
             }
-            Err(error) => {
+            error => {
                 crate::client_log!(log::Level::Info, "{address}: 400, {error}");
-                self.answer(services, Answer::Error(ErrorReply::BadRequest), None);
+                ErrorReply::BadRequest
             }
-        }
-        Ok(true)
+        };
+        self.answer(services, Answer::Error(reply), None);
     }
 
     /// The bound of a request's response buffer: the connection's, or the

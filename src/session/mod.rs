@@ -2,7 +2,9 @@
 //!
 //! ```text
 //! accept ──> ProxyHeader? ──> Handshake? ──> Http1 ──(101)──> Tunnel
-//!                                    └──(mode = "tcp")──> TcpConnect ──> Tunnel
+//!                                 │            └──(h2c preface)──> Http2
+//!                                 ├──(ALPN h2)──> Http2 (an exchange per stream)
+//!                                 └──(mode = "tcp")──> TcpConnect ──> Tunnel
 //! ```
 //!
 //! Each stage drives what its sockets allow and answers with a `Step`:

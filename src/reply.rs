@@ -72,7 +72,7 @@ impl ErrorReply {
         )
     }
 
-    fn body(self) -> &'static str {
+    pub fn body(self) -> &'static str {
         match self {
             ErrorReply::BadRequest => "rsp: the request could not be parsed.\n",
             ErrorReply::HeadTooLarge => "rsp: the request head is too large.\n",
@@ -109,18 +109,32 @@ impl ErrorReply {
     }
 
     pub fn write(self, out: &mut Vec<u8>, shape: Shape) {
-        write_response(
+        if self.write_head(out, shape) {
+            out.extend_from_slice(self.body().as_bytes());
+        }
+    }
+
+    /// Writes the head; whether the body follows it.
+    pub fn write_head(self, out: &mut Vec<u8>, shape: Shape) -> bool {
+        write_head(
             out,
             self.status(),
             &[("Content-Type", "text/plain; charset=utf-8")],
-            self.body().as_bytes(),
+            self.body().len(),
             shape,
-        );
+        )
     }
 }
 
 impl LocalReply {
-    pub fn write(&self, out: &mut Vec<u8>, mut shape: Shape) {
+    pub fn write(&self, out: &mut Vec<u8>, shape: Shape) {
+        if self.write_head(out, shape) {
+            out.extend_from_slice(&self.body);
+        }
+    }
+
+    /// Writes the head; whether the body follows it.
+    pub fn write_head(&self, out: &mut Vec<u8>, mut shape: Shape) -> bool {
         let headers: Vec<(&str, &str)> = self
             .headers
             .iter()
@@ -133,17 +147,19 @@ impl LocalReply {
         {
             shape.request_id = None;
         }
-        write_response(out, self.status, &headers, &self.body, shape);
+        write_head(out, self.status, &headers, self.body.len(), shape)
     }
 }
 
-fn write_response(
+/// Writes a response head for a body of `length` bytes; whether the body
+/// follows it (not for a HEAD request, nor a status without one).
+fn write_head(
     out: &mut Vec<u8>,
     status: u16,
     headers: &[(&str, &str)],
-    body: &[u8],
+    length: usize,
     shape: Shape,
-) {
+) -> bool {
     let _ = write!(out, "HTTP/1.1 {} {}\r\n", status, reason(status));
     for (name, value) in headers {
         let _ = write!(out, "{name}: {value}\r\n");
@@ -153,16 +169,14 @@ fn write_response(
     }
     let bodiless = shape.head_only || is_bodiless(status);
     if !bodiless {
-        let _ = write!(out, "Content-Length: {}\r\n", body.len());
+        let _ = write!(out, "Content-Length: {length}\r\n");
     }
     out.extend_from_slice(if shape.keep_alive {
         b"Connection: keep-alive\r\n\r\n"
     } else {
         b"Connection: close\r\n\r\n"
     });
-    if !bodiless {
-        out.extend_from_slice(body);
-    }
+    !bodiless
 }
 
 /// Statuses whose responses never have a body (RFC 9110 §6.4.1).

@@ -680,3 +680,31 @@ end"#,
         Some("client-id-1")
     );
 }
+
+/// A reply table's body is written from where it is as the client takes
+/// it, after its head, over HTTP/1.1 and HTTP/2 alike: a 3 MB body (more
+/// than the buffers hold) arrives whole, to a client that reads slowly
+/// too.
+#[test]
+fn a_large_reply_body_arrives_whole_over_both_protocols() {
+    let proxy = Proxy::start_h2c(
+        "function route(req)\n  return { status = 200, body = string.rep(\"0123456789\", 300000) }\nend",
+    );
+    let url = format!("http://{}/big", proxy.address);
+    for protocol in ["--http1.1", "--http2-prior-knowledge"] {
+        let fetched = common::curl(&[protocol, "--limit-rate", "4M", &url]);
+        assert!(fetched.success(), "{protocol}: {}", fetched.stderr);
+        assert_eq!(fetched.stdout.len(), 3_000_000, "{protocol}");
+        assert!(
+            fetched
+                .stdout
+                .chunks(10)
+                .all(|piece| piece == b"0123456789"),
+            "{protocol}: the body came changed"
+        );
+    }
+    // A HEAD request gets the head alone.
+    let head = proxy.get_raw("HEAD /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(head.status, 200);
+    assert!(head.text().is_empty(), "{}", head.head);
+}

@@ -141,10 +141,42 @@ impl Body {
     }
 }
 
+/// The body of one of rsp's own answers (an error, a Lua reply, an admin
+/// page): written from where it is as the client takes it, after its
+/// head, never copied into the client queue.
+#[derive(Debug, Default)]
+pub struct LocalBody {
+    bytes: std::borrow::Cow<'static, [u8]>,
+    sent: usize,
+}
+
+impl LocalBody {
+    pub fn new(bytes: impl Into<std::borrow::Cow<'static, [u8]>>) -> LocalBody {
+        LocalBody {
+            bytes: bytes.into(),
+            sent: 0,
+        }
+    }
+
+    pub fn pending(&self) -> &[u8] {
+        &self.bytes[self.sent..]
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.sent == self.bytes.len()
+    }
+
+    fn advance(&mut self, count: usize) {
+        self.sent += count;
+    }
+}
+
 /// What of `source` makes up the message being forwarded.
 pub enum Passage<'a> {
-    /// Only what is queued (a local answer, a bodiless message's head).
+    /// Only what is queued (a bodiless message's head).
     Queued,
+    /// What is queued, then rsp's own body (not in `source`).
+    Local(&'a mut LocalBody),
     /// A framed body.
     Body(&'a mut Body),
     /// Every byte, as it comes (a tunnel).
@@ -205,6 +237,7 @@ pub fn forward(
     while sink.writable() {
         let body_length = match &mut passage {
             Passage::Queued => 0,
+            Passage::Local(body) => body.pending().len(),
             Passage::Raw => source.len(),
             Passage::Body(body) => {
                 let claimed = body
@@ -223,15 +256,19 @@ pub fn forward(
         let closing = ends_connection
             && match &passage {
                 Passage::Body(body) => body.is_claimed(),
-                Passage::Queued => true,
+                Passage::Queued | Passage::Local(_) => true,
                 Passage::Raw => false,
             };
         let head = queue.pending();
         if head.is_empty() && body_length == 0 {
             break;
         }
+        let body = match &passage {
+            Passage::Local(local) => local.pending(),
+            _ => &source.data()[..body_length],
+        };
         let written = sink
-            .write_two(head, &source.data()[..body_length], closing)
+            .write_two(head, body, closing)
             .map_err(ForwardError::Sink)?;
         let Some(count) = written else {
             break;
@@ -239,10 +276,14 @@ pub fn forward(
         let from_queue = count.min(head.len());
         queue.advance(from_queue);
         let passed = count - from_queue;
-        if let Passage::Body(body) = &mut passage {
-            body.written(passed);
+        match &mut passage {
+            Passage::Body(body) => {
+                body.written(passed);
+                source.consume(passed);
+            }
+            Passage::Local(local) => local.advance(passed),
+            _ => source.consume(passed),
         }
-        source.consume(passed);
         moved.queued += from_queue;
         moved.passed += passed;
     }

@@ -21,7 +21,7 @@ use crate::timer;
 use crate::transaction::Transaction;
 
 use super::Client;
-use super::forward::{self, Body, ForwardError, Passage, Queue};
+use super::forward::{self, Body, ForwardError, LocalBody, Passage, Queue};
 use super::upstream::{self, Attempt, Backend, Dial, DialRequest, Failure, Next, Origin};
 
 /// What follows an answer on its connection.
@@ -79,10 +79,20 @@ pub enum State {
     /// `linger`: when the connection closes after it, the client may still
     /// be sending.
     Local {
+        /// The answer's body, written after its head (in the client
+        /// queue) as the client takes it.
+        body: LocalBody,
         discard: Option<Body>,
         after: After,
         linger: bool,
     },
+}
+
+impl State {
+    /// rsp's own answer has bytes of its body still to write.
+    pub fn local_body_pending(&self) -> bool {
+        matches!(self, State::Local { body, .. } if !body.is_done())
+    }
 }
 
 /// What an exchange asks of the connection that carries it.

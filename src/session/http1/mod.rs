@@ -88,6 +88,7 @@ impl Http1 {
             return false;
         };
         let answer_waits = !busy.to_client.is_empty()
+            || busy.exchange.state.local_body_pending()
             || (!busy.outbound.is_empty()
                 && matches!(
                     busy.exchange.state,
@@ -249,6 +250,7 @@ impl Http1 {
                 discard,
                 after,
                 linger,
+                ..
             } => {
                 let (after, linger) = (*after, *linger);
                 let mut progress = false;
@@ -265,7 +267,7 @@ impl Http1 {
                     }
                 }
                 let answered = matches!(exchange.state, State::Local { discard: None, .. });
-                if !answered || !busy.to_client.is_empty() {
+                if !answered || !busy.to_client.is_empty() || exchange.state.local_body_pending() {
                     return Ok(progress);
                 }
                 finish_transaction(
@@ -364,10 +366,14 @@ impl Http1 {
                 *after == After::Close,
             ),
             State::Local {
-                discard: None,
-                after: After::Close,
+                body,
+                discard,
+                after,
                 ..
-            } => (Passage::Queued, true),
+            } => (
+                Passage::Local(body),
+                discard.is_none() && *after == After::Close,
+            ),
             _ => (Passage::Queued, false),
         };
         let moved = forward::forward(
@@ -421,6 +427,7 @@ impl Http1 {
             return false;
         };
         !busy.to_client.is_empty()
+            || busy.exchange.state.local_body_pending()
             || (matches!(
                 busy.exchange.state,
                 State::Forwarding {
@@ -473,11 +480,12 @@ impl Http1 {
         self.busy.as_deref().is_some_and(|busy| {
             busy.to_client.is_empty()
                 && matches!(
-                    busy.exchange.state,
+                    &busy.exchange.state,
                     State::Local {
                         discard: Some(_),
+                        body,
                         ..
-                    }
+                    } if body.is_done()
                 )
         })
     }
@@ -586,13 +594,17 @@ impl Http1 {
                 response: ResponseSide::Switched,
                 ..
             } => false,
-            State::Local { discard: None, .. } => !busy.to_client.is_empty(),
+            State::Local { discard: None, .. } => {
+                !busy.to_client.is_empty() || busy.exchange.state.local_body_pending()
+            }
             _ => true,
         };
         if answering {
             services.counters.unanswered += 1;
         }
-        let completed = matches!(end, End::Done { .. }) && busy.to_client.is_empty();
+        let completed = matches!(end, End::Done { .. })
+            && busy.to_client.is_empty()
+            && !busy.exchange.state.local_body_pending();
         let exchange = &mut busy.exchange;
         client_left(&mut exchange.transaction, end);
         let outcome = match end {

@@ -13,7 +13,7 @@ use crate::timer;
 use crate::transaction::Transaction;
 
 use super::super::exchange::{After, State};
-use super::super::forward::Body;
+use super::super::forward::{Body, LocalBody};
 use super::super::upstream::{Attempt, Target};
 use super::super::{App, Client, End, Key, Step};
 use super::{Busy, Http1, Wait};
@@ -392,14 +392,20 @@ impl Http1 {
             },
         };
         let out = busy.to_client.tail();
-        let (status, body_length) = match answer {
+        let (status, body_length, body) = match answer {
             Answer::Error(error) => {
-                error.write(out, shape);
-                (error.status(), error.body_length())
+                let body = error
+                    .write_head(out, shape)
+                    .then(|| error.body().as_bytes());
+                let body = LocalBody::new(body.unwrap_or_default());
+                (error.status(), error.body_length(), body)
             }
             Answer::Reply(reply) | Answer::Replaced(reply) | Answer::Admin(reply) => {
-                reply.write(out, shape);
-                (reply.status, reply.body.len())
+                let body = match reply.write_head(out, shape) {
+                    true => LocalBody::new(reply.body.clone()),
+                    false => LocalBody::default(),
+                };
+                (reply.status, reply.body.len(), body)
             }
         };
         if let Some(transaction) = &mut exchange.transaction {
@@ -409,6 +415,7 @@ impl Http1 {
         // whole, it may still be sending.
         let linger = must_close || !parsed || head.keep_alive;
         exchange.state = State::Local {
+            body,
             discard: if must_close { None } else { discard },
             after: if keep_alive {
                 After::Next

@@ -404,7 +404,7 @@ proptest! {
     fn h2_requests_reach_http1_backends_as_route_saw_them(fields in h2_fields(), end_stream: bool) {
         let fields: Vec<(&[u8], &[u8])> =
             fields.iter().map(|(n, v)| (n.as_slice(), v.as_slice())).collect();
-        let Ok(request) = rsp::h2::request::check(&fields, end_stream) else {
+        let Ok(request) = rsp::h2::request::check(fields.iter().copied(), end_stream) else {
             return Ok(());
         };
         let policy = RequestPolicy::default();

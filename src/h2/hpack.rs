@@ -377,7 +377,7 @@ impl HeaderList {
         self.too_large = false;
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + Clone + '_ {
         self.fields.iter().map(|&(start, name, value)| {
             let name_end = start + name;
             (

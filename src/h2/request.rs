@@ -81,7 +81,10 @@ pub struct Request<'a> {
 
 /// Checks the request whose decoded header list is `fields` (§8.2, §8.3).
 /// `end_stream`: the HEADERS frame ended the stream, so there is no body.
-pub fn check<'a>(fields: &[super::Field<'a>], end_stream: bool) -> Result<Request<'a>, Malformed> {
+pub fn check<'a>(
+    fields: impl Iterator<Item = super::Field<'a>>,
+    end_stream: bool,
+) -> Result<Request<'a>, Malformed> {
     let (pseudo, length, host) = read_list(fields)?;
     let method = pseudo.method.ok_or(Malformed("no :method"))?;
     let connect = method == b"CONNECT";
@@ -151,12 +154,12 @@ pub fn check<'a>(fields: &[super::Field<'a>], end_stream: bool) -> Result<Reques
 /// "trailers", one content-length and one host value.
 type Listed<'a> = (Pseudo<'a>, Option<&'a [u8]>, Option<&'a [u8]>);
 
-fn read_list<'a>(fields: &[super::Field<'a>]) -> Result<Listed<'a>, Malformed> {
+fn read_list<'a>(fields: impl Iterator<Item = super::Field<'a>>) -> Result<Listed<'a>, Malformed> {
     let mut pseudo = Pseudo::default();
     let mut regular = false;
     let mut length: Option<&[u8]> = None;
     let mut host: Option<&[u8]> = None;
-    for &(name, value) in fields {
+    for (name, value) in fields {
         if let Some(pseudo_name) = name.strip_prefix(b":") {
             if regular {
                 return Err(Malformed("a pseudo-header after a regular field"));
@@ -266,9 +269,12 @@ fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 /// Writes a trailer section (HEADERS after DATA) as the end of a chunked
 /// body: the last chunk, the fields, the blank line. Pseudo-headers are
 /// malformed in trailers (§8.1).
-pub fn trailers_to_http1(fields: &[super::Field], out: &mut Vec<u8>) -> Result<(), Malformed> {
+pub fn trailers_to_http1<'a>(
+    fields: impl Iterator<Item = super::Field<'a>>,
+    out: &mut Vec<u8>,
+) -> Result<(), Malformed> {
     out.extend_from_slice(b"0\r\n");
-    for &(name, value) in fields {
+    for (name, value) in fields {
         if name.starts_with(b":") {
             return Err(Malformed("a pseudo-header in trailers"));
         }
@@ -295,7 +301,8 @@ mod tests {
     /// reads it (no forwarding fields), and how its body is framed.
     fn translate(list: &[(&str, &str)], end_stream: bool) -> Result<(String, BodyFraming), String> {
         let fields = fields(list);
-        let request = check(&fields, end_stream).map_err(|malformed| malformed.0.to_owned())?;
+        let request = check(fields.iter().copied(), end_stream)
+            .map_err(|malformed| malformed.0.to_owned())?;
         let mut head = crate::http::RequestHead::default();
         let policy = crate::http::RequestPolicy::default();
         head.read_h2(&request.parts, fields.iter().copied(), &policy, true)
@@ -461,7 +468,7 @@ mod tests {
     #[test]
     fn connect_goes_on_to_be_refused_as_in_http1() {
         let list = fields(&[(":method", "CONNECT"), (":authority", "h:443")]);
-        let request = check(&list, true).unwrap();
+        let request = check(list.iter().copied(), true).unwrap();
         let mut head = crate::http::RequestHead::default();
         let policy = crate::http::RequestPolicy::default();
         // The HTTP/1 stage answers this error 501.
@@ -497,8 +504,8 @@ mod tests {
     #[test]
     fn trailers_end_a_chunked_body() {
         let mut out = Vec::new();
-        trailers_to_http1(&fields(&[("grpc-status", "0")]), &mut out).unwrap();
+        trailers_to_http1(fields(&[("grpc-status", "0")]).into_iter(), &mut out).unwrap();
         assert_eq!(out, b"0\r\ngrpc-status: 0\r\n\r\n");
-        assert!(trailers_to_http1(&fields(&[(":path", "/")]), &mut Vec::new()).is_err());
+        assert!(trailers_to_http1(fields(&[(":path", "/")]).into_iter(), &mut Vec::new()).is_err());
     }
 }

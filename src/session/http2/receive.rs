@@ -4,8 +4,8 @@
 
 use crate::buffer::Buffer;
 use crate::h2::frame::{self, ErrorCode, Frame, FrameError, setting};
+use crate::h2::hpack;
 use crate::h2::request::{self, BodyFraming};
-use crate::h2::{self as h2, hpack};
 use crate::memory::Tracked;
 use crate::reply::ErrorReply;
 use crate::services::Services;
@@ -477,10 +477,9 @@ impl Http2 {
         block: &Block,
         decoded: &hpack::HeaderList,
     ) -> Result<(), FrameError> {
-        let fields: Vec<h2::Field> = decoded.iter().collect();
         let id = block.stream;
         if let Some(slot) = self.slot(id) {
-            let trailers = (block.end_stream, decoded.too_large, &fields[..]);
+            let trailers = (block.end_stream, decoded.too_large, decoded);
             return self.trailers(session, client, services, slot, trailers);
         }
         if id.is_multiple_of(2) {
@@ -517,7 +516,7 @@ impl Http2 {
         let request = if decoded.too_large {
             None
         } else {
-            match request::check(&fields, block.end_stream) {
+            match request::check(decoded.iter(), block.end_stream) {
                 Ok(request) => Some(request),
                 Err(malformed) => {
                     let why = format!("malformed request: {malformed}");
@@ -526,7 +525,7 @@ impl Http2 {
                 }
             }
         };
-        self.open_stream(client, services, id, (request, &fields), block.end_stream);
+        self.open_stream(client, services, id, (request, decoded), block.end_stream);
         Ok(())
     }
 
@@ -537,7 +536,7 @@ impl Http2 {
         client: &Client,
         services: &mut Services,
         id: u32,
-        (request, fields): (Option<request::Request>, &[h2::Field]),
+        (request, fields): (Option<request::Request>, &hpack::HeaderList),
         end_stream: bool,
     ) {
         let framing = request.map_or(BodyFraming::None, |request| request.framing);
@@ -561,7 +560,7 @@ impl Http2 {
             Some(request) => stream
                 .stage
                 .take_request(client, services, |head, policy, https| {
-                    head.read_h2(&request.parts, fields.iter().copied(), policy, https)
+                    head.read_h2(&request.parts, fields.iter(), policy, https)
                 }),
             None => {
                 let limit = self.settings.max_header_list_size;
@@ -626,7 +625,7 @@ impl Http2 {
         client: &Client,
         services: &mut Services,
         slot: usize,
-        (end_stream, too_large, fields): (bool, bool, &[h2::Field]),
+        (end_stream, too_large, fields): (bool, bool, &hpack::HeaderList),
     ) -> Result<(), FrameError> {
         let io = &mut self.streams[slot].io;
         let protocol = ErrorCode::ProtocolError;
@@ -644,7 +643,7 @@ impl Http2 {
         }
         match io.framing {
             BodyFraming::Chunked => {
-                if request::trailers_to_http1(fields, &mut io.tail).is_err() {
+                if request::trailers_to_http1(fields.iter(), &mut io.tail).is_err() {
                     let why = "malformed trailers";
                     return self.cut_stream(session, slot, protocol, services, why);
                 }

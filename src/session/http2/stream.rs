@@ -252,6 +252,112 @@ impl StreamIo {
         tx.window -= count as i64;
     }
 
+    /// A response head rsp wrote (interim or final) as a HEADERS frame;
+    /// returns the bytes of it taken.
+    fn send_head(&mut self, tx: &mut Tx, head: &[u8]) -> io::Result<Option<usize>> {
+        let io = self;
+        if head.is_empty() {
+            return Ok(None);
+        }
+        let written = response::read_head(head, |parsed, fields| {
+            tx.write_headers(io.id, fields, Some(parsed.status), false);
+            parsed
+        });
+        let Some(parsed) = written else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a response head that does not parse",
+            ));
+        };
+        let interim = parsed.status < 200;
+        if !interim {
+            io.phase = Phase::Body {
+                chunked: parsed.chunked,
+            };
+        }
+        Ok(Some(parsed.length))
+    }
+
+    /// A chunked body's trailer section: HEADERS that end the stream (or
+    /// an empty DATA that does, when no field is left of it).
+    fn send_trailers(&mut self, tx: &mut Tx, head: &[u8]) -> usize {
+        let io = self;
+        // The trailer section of a chunked body: a HEADERS frame that
+        // ends the stream.
+        let written = response::read_trailers(head, |fields| {
+            let mut fields = fields.peekable();
+            if fields.peek().is_none() {
+                return false;
+            }
+            tx.write_headers(io.id, fields, None, true);
+            true
+        });
+        if written != Some(true) {
+            tx.write_data(io.id, &[], true);
+        }
+        io.state.end_by_rsp();
+        head.len()
+    }
+
+    /// Body bytes as DATA frames, within the windows and the output bound:
+    /// `head`, a body rsp wrote itself, or `body`, passed on (its chunk
+    /// coding taken off when `chunked`). Returns the bytes taken.
+    fn send_body(
+        &mut self,
+        tx: &mut Tx,
+        (head, body): (&[u8], &[u8]),
+        chunked: bool,
+    ) -> io::Result<Option<usize>> {
+        let io = self;
+        let budget = io.send_budget(tx);
+        if budget == 0 {
+            io.blocked = true;
+            return Ok(None);
+        }
+        if !head.is_empty() {
+            // A body rsp wrote itself (a local answer's).
+            let count = head.len().min(budget);
+            tx.write_data(io.id, &head[..count], false);
+            io.charge(tx, count);
+            return Ok(Some(count));
+        }
+        if body.is_empty() {
+            return Ok(None);
+        }
+        if !chunked {
+            let count = body.len().min(budget);
+            tx.write_data(io.id, &body[..count], false);
+            io.charge(tx, count);
+            return Ok(Some(count));
+        }
+        // A DATA frame of the chunks' data, without their framing: its
+        // header is written once its length is known.
+        let at = tx.out.len();
+        frame::write_data_header(&mut tx.out, io.id, 0, false);
+        let walked = io
+            .dechunk
+            .walk(body, budget, |data| tx.out.extend_from_slice(data));
+        let Ok((walked, given)) = walked else {
+            // The body's framer took these bytes: they are chunked coding.
+            tx.out.truncate(at);
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a chunked body its framer took does not read",
+            ));
+        };
+        if given == 0 {
+            tx.out.truncate(at);
+        } else {
+            let header = frame::header_bytes(given, frame::kind::DATA, 0, io.id);
+            tx.out[at..at + frame::HEADER_LENGTH].copy_from_slice(&header);
+            io.charge(tx, given);
+        }
+        if walked == 0 {
+            return Ok(None);
+        }
+        Ok(Some(walked))
+    }
+
     /// The window rsp may send DATA in now.
     /// The stream could not send for want of the connection's window or
     /// room, with its own window open: the connection's WINDOW_UPDATE or
@@ -350,95 +456,16 @@ impl Sink for StreamPeer<'_> {
             // Reset: whatever the stage still writes is dropped.
             return Ok(Some(head.len() + body.len()));
         }
-        if io.phase == Phase::Head {
-            if head.is_empty() {
-                return Ok(None);
-            }
-            let written = response::read_head(head, |parsed, fields| {
-                tx.write_headers(io.id, fields, Some(parsed.status), false);
-                parsed
-            });
-            let Some(parsed) = written else {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "a response head that does not parse",
-                ));
-            };
-            let interim = parsed.status < 200;
-            if !interim {
-                io.phase = Phase::Body {
-                    chunked: parsed.chunked,
-                };
-            }
-            return Ok(Some(parsed.length));
-        }
-        let Phase::Body { chunked } = io.phase else {
-            return Ok(None);
-        };
-        if chunked && !head.is_empty() {
+        match io.phase {
+            Phase::Head if head.is_empty() => Ok(None),
+            Phase::Head => io.send_head(tx, head),
             // The trailer section of a chunked body: a HEADERS frame that
             // ends the stream.
-            let written = response::read_trailers(head, |fields| {
-                let mut fields = fields.peekable();
-                if fields.peek().is_none() {
-                    return false;
-                }
-                tx.write_headers(io.id, fields, None, true);
-                true
-            });
-            if written != Some(true) {
-                tx.write_data(io.id, &[], true);
+            Phase::Body { chunked: true } if !head.is_empty() => {
+                Ok(Some(io.send_trailers(tx, head)))
             }
-            io.state.end_by_rsp();
-            return Ok(Some(head.len()));
+            Phase::Body { chunked } => io.send_body(tx, (head, body), chunked),
         }
-        let budget = io.send_budget(tx);
-        if budget == 0 {
-            io.blocked = true;
-            return Ok(None);
-        }
-        if !head.is_empty() {
-            // A body rsp wrote itself (a local answer's).
-            let count = head.len().min(budget);
-            tx.write_data(io.id, &head[..count], false);
-            io.charge(tx, count);
-            return Ok(Some(count));
-        }
-        if body.is_empty() {
-            return Ok(None);
-        }
-        if !chunked {
-            let count = body.len().min(budget);
-            tx.write_data(io.id, &body[..count], false);
-            io.charge(tx, count);
-            return Ok(Some(count));
-        }
-        // A DATA frame of the chunks' data, without their framing: its
-        // header is written once its length is known.
-        let at = tx.out.len();
-        frame::write_data_header(&mut tx.out, io.id, 0, false);
-        let walked = io
-            .dechunk
-            .walk(body, budget, |data| tx.out.extend_from_slice(data));
-        let Ok((walked, given)) = walked else {
-            // The body's framer took these bytes: they are chunked coding.
-            tx.out.truncate(at);
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "a chunked body its framer took does not read",
-            ));
-        };
-        if given == 0 {
-            tx.out.truncate(at);
-        } else {
-            let header = frame::header_bytes(given, frame::kind::DATA, 0, io.id);
-            tx.out[at..at + frame::HEADER_LENGTH].copy_from_slice(&header);
-            io.charge(tx, given);
-        }
-        if walked == 0 {
-            return Ok(None);
-        }
-        Ok(Some(walked))
     }
 }
 

@@ -64,6 +64,34 @@ impl RequestHead {
             host: request.authority.map(|authority| self.keep(authority)),
             ..FieldFacts::default()
         };
+        let (bytes, cookies) = self.read_h2_fields(request, fields.clone(), policy, &mut facts)?;
+        if cookies {
+            self.join_cookies(fields);
+        }
+        if request.unsized_body {
+            // DATA without a length reaches an HTTP/1.1 backend chunked.
+            self.read_h2_field(b"transfer-encoding", b"chunked", policy, &mut facts)?;
+        }
+        self.examine(facts)?;
+        self.read_target(&policy.path)?;
+        self.client_host.clear();
+        self.client_host.extend_from_slice(&self.host_field);
+        self.client_has_host = self.has_host;
+        self.account();
+        Ok(bytes)
+    }
+
+    /// The regular fields of an HTTP/2 request, each read as an HTTP/1
+    /// one is (but the Host, which `request` carries, and cookies, joined
+    /// after); returns the bytes the head takes in HTTP/1.1 and whether it
+    /// had cookies.
+    fn read_h2_fields<'a>(
+        &mut self,
+        request: &RequestParts<'_>,
+        fields: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+        policy: &RequestPolicy,
+        facts: &mut FieldFacts,
+    ) -> Result<(usize, bool), HeadError> {
         let mut cookies = false;
         // The lines the same request takes in HTTP/1.1, held to the same
         // bound: the Host, one line of cookies, a chunked framing; and its
@@ -74,7 +102,7 @@ impl RequestHead {
         bytes += request.authority.map_or(0, |authority| authority.len() + 8);
         bytes += if request.unsized_body { 28 } else { 0 };
         let mut hosts = 0;
-        for (name, value) in fields.clone() {
+        for (name, value) in fields {
             if name.starts_with(b":") {
                 continue;
             }
@@ -98,25 +126,12 @@ impl RequestHead {
             if lines > MAX_HEADERS {
                 return Err(HeadError::TooManyHeaders);
             }
-            self.read_h2_field(name, value, policy, &mut facts)?;
+            self.read_h2_field(name, value, policy, facts)?;
         }
         if lines > MAX_HEADERS {
             return Err(HeadError::TooManyHeaders);
         }
-        if cookies {
-            self.join_cookies(fields);
-        }
-        if request.unsized_body {
-            // DATA without a length reaches an HTTP/1.1 backend chunked.
-            self.read_h2_field(b"transfer-encoding", b"chunked", policy, &mut facts)?;
-        }
-        self.examine(facts)?;
-        self.read_target(&policy.path)?;
-        self.client_host.clear();
-        self.client_host.extend_from_slice(&self.host_field);
-        self.client_has_host = self.has_host;
-        self.account();
-        Ok(bytes)
+        Ok((bytes, cookies))
     }
 
     /// The list's cookie crumbs as one field (§8.2.3), as an HTTP/1.1

@@ -118,37 +118,7 @@ pub fn answer(
             "text/plain; version=0.0.4; charset=utf-8",
             metrics::metrics(view),
         ),
-        _ if path.starts_with("/maps/") => {
-            if !read_only && !is_deliberate_change(head) {
-                crate::client_log!(
-                    log::Level::Warn,
-                    "admin ({client}): {method} {path} refused: not sent as a deliberate change"
-                );
-                return (
-                    text(
-                        403,
-                        format!(
-                            "rsp admin: a change must come from this origin with {CHANGE_HEADER}: 1\n"
-                        ),
-                    ),
-                    None,
-                );
-            }
-            let page = match body {
-                Some(body) => maps::answer(method, &path["/maps/".len()..], body, &view.maps),
-                // A body rsp did not read whole: chunked, or longer than
-                // the client buffer holds.
-                None if head.framing == crate::framing::Framing::Chunked => text(
-                    411,
-                    "rsp admin: a map change needs a Content-Length\n".into(),
-                ),
-                None => text(413, "rsp admin: the body is too large\n".into()),
-            };
-            if !read_only && page.status == 200 {
-                log::info!("admin ({client}): {method} {path}: done");
-            }
-            page
-        }
+        _ if path.starts_with("/maps/") => map_page(head, body, client, view),
         _ => match server_action(path) {
             Some(_) if method != "POST" => not_allowed("POST", path),
             Some(_) if !is_deliberate_change(head) => {
@@ -179,6 +149,43 @@ pub fn answer(
         },
     };
     (page, None)
+}
+
+/// A `/maps/...` request: read, or a deliberate change (its body read
+/// whole).
+fn map_page(
+    head: &RequestHead,
+    body: Option<&[u8]>,
+    client: SocketAddr,
+    view: &StatsView,
+) -> LocalReply {
+    let method = head.method();
+    let path = head.path();
+    let read_only = method == "GET" || method == "HEAD";
+    if !read_only && !is_deliberate_change(head) {
+        crate::client_log!(
+            log::Level::Warn,
+            "admin ({client}): {method} {path} refused: not sent as a deliberate change"
+        );
+        return text(
+            403,
+            format!("rsp admin: a change must come from this origin with {CHANGE_HEADER}: 1\n"),
+        );
+    }
+    let page = match body {
+        Some(body) => maps::answer(method, &path["/maps/".len()..], body, &view.maps),
+        // A body rsp did not read whole: chunked, or longer than
+        // the client buffer holds.
+        None if head.framing == crate::framing::Framing::Chunked => text(
+            411,
+            "rsp admin: a map change needs a Content-Length\n".into(),
+        ),
+        None => text(413, "rsp admin: the body is too large\n".into()),
+    };
+    if !read_only && page.status == 200 {
+        log::info!("admin ({client}): {method} {path}: done");
+    }
+    page
 }
 
 /// The refusal for a request the admin port must not serve, if it is one:

@@ -44,35 +44,7 @@ pub(super) fn answer(
             Some(value) => text(200, format!("{value}\n")),
             None => text(404, format!("rsp admin: map {name} has no key {key:?}\n")),
         },
-        ("PUT", Some(key)) => {
-            let Ok(value) = std::str::from_utf8(body) else {
-                return text(400, "rsp admin: the value is not UTF-8\n".into());
-            };
-            let value = value.trim_end_matches(['\r', '\n']);
-            if let Err(why) = check_entry(&key, value) {
-                return text(400, format!("rsp admin: {why}\n"));
-            }
-            let lower = key.to_ascii_lowercase();
-            let value = value.to_owned();
-            let max_keys = map.max_keys;
-            let written = map.change(|entries| {
-                if entries.len() >= max_keys && !entries.contains_key(&lower) {
-                    return false;
-                }
-                entries.insert(lower, value);
-                true
-            });
-            match written {
-                Ok(true) => text(200, format!("rsp admin: map {name}: {key} set\n")),
-                Ok(false) => text(
-                    507,
-                    format!(
-                        "rsp admin: map {name} holds its max_keys of {max_keys}; {key:?} not added\n"
-                    ),
-                ),
-                Err(why) => stored_error(name, &why),
-            }
-        }
+        ("PUT", Some(key)) => put(name, map, &key, body),
         ("DELETE", Some(key)) => {
             let lower = key.to_ascii_lowercase();
             match map.change(|entries| entries.remove(&lower)) {
@@ -105,6 +77,35 @@ pub(super) fn answer(
         }
         (_, None) => super::not_allowed("GET, HEAD, POST", &format!("/maps/{name}")),
         (_, Some(_)) => super::not_allowed("GET, HEAD, PUT, DELETE", &format!("/maps/{name}/KEY")),
+    }
+}
+
+/// `PUT /maps/NAME/KEY`: the body is the key's new value.
+fn put(name: &str, map: &LiveMap, key: &str, body: &[u8]) -> LocalReply {
+    let Ok(value) = std::str::from_utf8(body) else {
+        return text(400, "rsp admin: the value is not UTF-8\n".into());
+    };
+    let value = value.trim_end_matches(['\r', '\n']);
+    if let Err(why) = check_entry(key, value) {
+        return text(400, format!("rsp admin: {why}\n"));
+    }
+    let lower = key.to_ascii_lowercase();
+    let value = value.to_owned();
+    let max_keys = map.max_keys;
+    let written = map.change(|entries| {
+        if entries.len() >= max_keys && !entries.contains_key(&lower) {
+            return false;
+        }
+        entries.insert(lower, value);
+        true
+    });
+    match written {
+        Ok(true) => text(200, format!("rsp admin: map {name}: {key} set\n")),
+        Ok(false) => text(
+            507,
+            format!("rsp admin: map {name} holds its max_keys of {max_keys}; {key:?} not added\n"),
+        ),
+        Err(why) => stored_error(name, &why),
     }
 }
 

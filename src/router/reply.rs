@@ -33,6 +33,24 @@ pub fn local_reply(table: &mlua::Table, hook: &str) -> Result<LocalReply, String
             ));
         }
     };
+    let headers = reply_headers(table)?;
+    if crate::reply::is_bodiless(status) && !body.is_empty() {
+        crate::client_log!(
+            log::Level::Error,
+            "{hook}() returned a body with status {status}, which has none: sent without it"
+        );
+        body.clear();
+    }
+    Ok(LocalReply {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// A reply table's `headers`: names and values (strings, or integers for
+/// values) a response may carry; those rsp writes itself are left out.
+fn reply_headers(table: &mlua::Table) -> Result<Vec<(String, String)>, String> {
     let mut headers = Vec::new();
     match table
         .raw_get::<Value>("headers")
@@ -75,16 +93,5 @@ pub fn local_reply(table: &mlua::Table, hook: &str) -> Result<LocalReply, String
             ));
         }
     }
-    if crate::reply::is_bodiless(status) && !body.is_empty() {
-        crate::client_log!(
-            log::Level::Error,
-            "{hook}() returned a body with status {status}, which has none: sent without it"
-        );
-        body.clear();
-    }
-    Ok(LocalReply {
-        status,
-        headers,
-        body,
-    })
+    Ok(headers)
 }

@@ -125,22 +125,7 @@ fn pool(pool: &Setting, name: &str) -> Result<PoolConfig, ConfigError> {
     if servers.iter().all(|server| server.backup) {
         return Err(pool.error("every server is a backup; at least one must not be"));
     }
-    let balance = pool.part("balance");
-    let algorithm = match &balance.value {
-        Value::Nil => Algorithm::RoundRobin,
-        Value::String(text) => match &*text.to_string_lossy() {
-            "roundrobin" => Algorithm::RoundRobin,
-            "leastconn" => Algorithm::LeastConn,
-            "random" => Algorithm::Random,
-            "hash" => Algorithm::Hash,
-            other => {
-                return Err(balance.error(format!(
-                    "unknown algorithm \"{other}\" (roundrobin, leastconn, random or hash)"
-                )));
-            }
-        },
-        other => return Err(balance.error(format!("expected a string, got {}", other.type_name()))),
-    };
+    let algorithm = algorithm(&pool.part("balance"))?;
     let max_conns = pool.part("max_conns");
     let max_conns = (!max_conns.is_nil())
         .then(|| {
@@ -180,6 +165,25 @@ fn pool(pool: &Setting, name: &str) -> Result<PoolConfig, ConfigError> {
             .integer(i64::from(DEFAULT_RETRIES), 0..=10)? as u32,
         retry_on: retry_on(&pool.part("retry_on"))?,
         eject: eject(&pool.part("eject"))?,
+    })
+}
+
+/// A pool's `balance`: roundrobin (the default), leastconn, random, hash.
+fn algorithm(balance: &Setting) -> Result<Algorithm, ConfigError> {
+    Ok(match &balance.value {
+        Value::Nil => Algorithm::RoundRobin,
+        Value::String(text) => match &*text.to_string_lossy() {
+            "roundrobin" => Algorithm::RoundRobin,
+            "leastconn" => Algorithm::LeastConn,
+            "random" => Algorithm::Random,
+            "hash" => Algorithm::Hash,
+            other => {
+                return Err(balance.error(format!(
+                    "unknown algorithm \"{other}\" (roundrobin, leastconn, random or hash)"
+                )));
+            }
+        },
+        other => return Err(balance.error(format!("expected a string, got {}", other.type_name()))),
     })
 }
 

@@ -59,7 +59,18 @@ fn the_retry_policy() {
             "{failure:?} {replayable}"
         );
     }
-    // retry_on and retries decide after a broken or late answer.
+}
+
+/// `retry_on` and `retries` decide after a broken or late answer; a
+/// failed connect sent nothing, and always goes to another server.
+#[test]
+fn retry_on_and_retries_decide_after_an_answer() {
+    let pooled = Attempt::new(Target::Pool { pool: 0, key: None });
+    let resends = Resends {
+        reset: true,
+        timeout: false,
+        left: true,
+    };
     let timeout = Resends {
         timeout: true,
         ..resends

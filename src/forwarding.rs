@@ -37,6 +37,21 @@ impl Default for Forwarding {
     }
 }
 
+impl Forwarding {
+    /// Every field switched off: nothing added, an untrusted client's
+    /// dropped.
+    pub fn none() -> Forwarding {
+        Forwarding {
+            x_forwarded_for: false,
+            x_forwarded_proto: false,
+            x_forwarded_host: false,
+            forwarded: false,
+            trusted: Vec::new(),
+            via: None,
+        }
+    }
+}
+
 /// The name rsp calls itself in `Via` when the config names none: one per
 /// process (all its workers, across reloads), random, so that two rsp in a
 /// chain, on one machine or not, never share it.

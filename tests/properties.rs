@@ -417,14 +417,7 @@ proptest! {
         let host = String::from_utf8_lossy(rsp::host::without_port(&canonical));
         prop_assert_eq!(host, head.host());
         prop_assert_eq!(head.method(), "GET");
-        let none = Forwarding {
-            x_forwarded_for: false,
-            x_forwarded_proto: false,
-            x_forwarded_host: false,
-            forwarded: false,
-            trusted: Vec::new(),
-            via: None,
-        };
+        let none = Forwarding::none();
         let mut out = Vec::new();
         head.write_forwarded(&mut out, std::net::Ipv4Addr::LOCALHOST.into(), &none, None, true, true);
         let text = String::from_utf8_lossy(&out).into_owned();

@@ -307,14 +307,7 @@ mod tests {
         let policy = crate::http::RequestPolicy::default();
         head.read_h2(&request.parts, fields.iter().copied(), &policy, true)
             .map_err(|error| error.to_string())?;
-        let none = crate::forwarding::Forwarding {
-            x_forwarded_for: false,
-            x_forwarded_proto: false,
-            x_forwarded_host: false,
-            forwarded: false,
-            trusted: Vec::new(),
-            via: None,
-        };
+        let none = crate::forwarding::Forwarding::none();
         let mut out = Vec::new();
         let client = std::net::Ipv4Addr::LOCALHOST.into();
         head.write_forwarded(&mut out, client, &none, None, true, true);

@@ -158,19 +158,10 @@ impl RequestHead {
         self.upgrade_offer.clear();
         self.has_via = false;
         for field in request.headers.iter() {
-            if field.name.contains('_') {
-                match policy.underscores {
-                    Underscores::Allow => {}
-                    Underscores::Drop => {
-                        log::debug!("dropped the request field {:?}", field.name);
-                        continue;
-                    }
-                    Underscores::Reject => {
-                        return Err(HeadError::Framing("a field name with an underscore"));
-                    }
-                }
-            }
             let (name, value) = (field.name.as_bytes(), field.value);
+            if !admits_name(name, policy)? {
+                continue;
+            }
             if self.read_field(name, value, policy, &mut facts)? {
                 self.headers.push(Field {
                     name: span(name),
@@ -345,15 +336,20 @@ impl RequestHead {
     fn show_upgrade(&mut self) {
         let offer = std::mem::take(&mut self.upgrade_offer);
         for (name, value) in [(&b"Upgrade"[..], &offer[..]), (b"Connection", b"upgrade")] {
-            let name = self.keep(name);
-            let value = self.keep(value);
-            self.headers.push(Field {
-                name,
-                value,
-                added: false,
-            });
+            self.push_field(name, value);
         }
         self.upgrade_offer = offer;
+    }
+
+    /// A field the client sent, kept at the end of the head's bytes.
+    fn push_field(&mut self, name: &[u8], value: &[u8]) {
+        let name = self.keep(name);
+        let value = self.keep(value);
+        self.headers.push(Field {
+            name,
+            value,
+            added: false,
+        });
     }
 
     /// Keeps `bytes` after the head in `raw`, where fields' ranges point.
@@ -573,6 +569,22 @@ impl RequestHead {
                 &self.raw[field.value.clone()],
             )
         })
+    }
+}
+
+/// Whether a field of this name is read (`policy.underscores`: a name
+/// with `_` is dropped, refused, or read like any other).
+fn admits_name(name: &[u8], policy: &RequestPolicy) -> Result<bool, HeadError> {
+    if !name.contains(&b'_') {
+        return Ok(true);
+    }
+    match policy.underscores {
+        Underscores::Allow => Ok(true),
+        Underscores::Drop => {
+            log::debug!("dropped the request field {:?}", str_of(name));
+            Ok(false)
+        }
+        Underscores::Reject => Err(HeadError::Framing("a field name with an underscore")),
     }
 }
 

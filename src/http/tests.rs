@@ -385,14 +385,7 @@ fn untrusted_forwarding_fields_are_replaced() {
     );
     assert_eq!(out.matches("X-Request-Id").count(), 1, "{out}");
     // Every field switched off: nothing added, an untrusted client's dropped.
-    let none = Forwarding {
-        x_forwarded_for: false,
-        x_forwarded_proto: false,
-        x_forwarded_host: false,
-        forwarded: false,
-        trusted: Vec::new(),
-        via: None,
-    };
+    let none = Forwarding::none();
     assert_eq!(
         forwarded_by(raw, &none, None),
         "GET / HTTP/1.1\r\nHost: shop.example:8080\r\nConnection: close\r\n\r\n"

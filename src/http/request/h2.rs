@@ -2,8 +2,8 @@
 //! HTTP/1 head is read: the same fields kept or removed, the same checks
 //! and bounds, so `route()` sees exactly what an HTTP/1.1 backend gets.
 
-use super::super::{HeadError, MAX_HEADERS, str_of};
-use super::{Field, FieldFacts, RequestHead, RequestPolicy, Underscores};
+use super::super::{HeadError, MAX_HEADERS};
+use super::{Field, FieldFacts, RequestHead, RequestPolicy, admits_name};
 
 /// What a request line and its Host say, as another codec (HTTP/2's
 /// pseudo-header fields) gives them, checked by its own rules.
@@ -162,26 +162,8 @@ impl RequestHead {
         facts: &mut FieldFacts,
     ) -> Result<(), HeadError> {
         check_h2_value(value)?;
-        if name.contains(&b'_') {
-            match policy.underscores {
-                Underscores::Allow => {}
-                Underscores::Drop => {
-                    log::debug!("dropped the request field {:?}", str_of(name));
-                    return Ok(());
-                }
-                Underscores::Reject => {
-                    return Err(HeadError::Framing("a field name with an underscore"));
-                }
-            }
-        }
-        if self.read_field(name, value, policy, facts)? {
-            let name = self.keep(name);
-            let value = self.keep(value);
-            self.headers.push(Field {
-                name,
-                value,
-                added: false,
-            });
+        if admits_name(name, policy)? && self.read_field(name, value, policy, facts)? {
+            self.push_field(name, value);
         }
         Ok(())
     }

@@ -52,6 +52,17 @@ impl<'h, 'b> Fields<'h, 'b> {
             .iter()
             .filter(|field| field.name.eq_ignore_ascii_case("connection"))
         {
+            // A value naming only what is dropped anyway (rsp's own
+            // `keep-alive` or `close`) names nothing more.
+            let names_more = crate::http::tokens(field.value).any(|named| {
+                !named.eq_ignore_ascii_case(b"close")
+                    && !DROPPED
+                        .iter()
+                        .any(|dropped| named.eq_ignore_ascii_case(dropped.as_bytes()))
+            });
+            if !names_more {
+                continue;
+            }
             if let Some(value) = values.get_mut(count) {
                 *value = field.value;
             }
@@ -66,10 +77,7 @@ impl<'h, 'b> Fields<'h, 'b> {
 
     fn dropped(&self, name: &str) -> bool {
         let named = |value: &[u8]| {
-            std::str::from_utf8(value)
-                .unwrap_or("")
-                .split(',')
-                .any(|named| name.eq_ignore_ascii_case(named.trim()))
+            crate::http::tokens(value).any(|named| named.eq_ignore_ascii_case(name.as_bytes()))
         };
         DROPPED
             .iter()

@@ -8,6 +8,9 @@
 use std::time::Instant;
 
 mod response;
+mod routing;
+
+pub use routing::Routed;
 
 use crate::balancer::Outcome;
 use crate::buffer::Buffer;

@@ -6,15 +6,14 @@ use crate::framing::Framing;
 use crate::http::{self, HeadError, RequestHead, RequestPolicy};
 use crate::memory::Pressure;
 use crate::reply::{ErrorReply, LocalReply, Shape};
-use crate::router::{Route, RouteError};
 use crate::services::Services;
 use crate::target::TargetError;
 use crate::timer;
 use crate::transaction::Transaction;
 
-use super::super::exchange::{After, State};
+use super::super::exchange::{After, Routed, State};
 use super::super::forward::{Body, LocalBody};
-use super::super::upstream::{Attempt, Target};
+use super::super::upstream::Attempt;
 use super::super::{App, Client, End, Key, Step};
 use super::{Busy, Http1, Wait};
 
@@ -267,43 +266,16 @@ impl Http1 {
             self.admin(client, services, body);
             return Ok(true);
         }
-        if let Some(name) = &services.settings.forwarding.via
-            && head.came_through(name)
-        {
-            // rsp's own name in Via: the request went round, through
-            // rsp or through proxies behind it, and would again.
-            crate::client_log!(
-                log::Level::Info,
-                "{address}: 508, the request's Via names rsp ({name}): a loop"
-            );
-            self.answer(services, Answer::Error(ErrorReply::LoopDetected), body);
-            return Ok(true);
-        }
-        if !services.settings.forwarding.trusts(address.ip()) {
-            busy.exchange.request.head.drop_untrusted();
-        }
-        let route = services
-            .router
-            .route(&mut busy.exchange.request, &services.pools);
-        if let Some(transaction) = &mut busy.exchange.transaction {
-            transaction.routed_at = timer::now();
-            if let Ok(Route::Pool(pool, _)) = &route {
-                transaction.pool = Some(*pool);
-            }
-        }
-        let head = &busy.exchange.request.head;
-        let target = match route {
-            Ok(Route::Reply(reply)) => {
-                self.answer(services, Answer::Reply(&reply), body);
-                return Ok(true);
-            }
-            Ok(Route::Pool(pool, key)) => Target::Pool { pool, key },
-            Ok(Route::Address(server)) => Target::Address(server),
-            Err(error) => {
-                let reply = route_failed(&error, address, head);
+        let target = match busy.exchange.route(services, address) {
+            Routed::Answer(reply) => {
                 self.answer(services, Answer::Error(reply), body);
                 return Ok(true);
             }
+            Routed::Reply(reply) => {
+                self.answer(services, Answer::Reply(&reply), body);
+                return Ok(true);
+            }
+            Routed::To(target) => target,
         };
         let Some((link, exchange)) = self.link(key, client) else {
             return Ok(false);
@@ -436,35 +408,5 @@ fn admin_body_length(head: &crate::http::RequestHead, room: usize) -> Option<usi
             .ok()
             .filter(|&length| length <= room),
         _ => None,
-    }
-}
-
-/// The answer to a request `route()` sent nowhere, and its log line.
-fn route_failed(
-    error: &RouteError,
-    address: std::net::SocketAddr,
-    head: &crate::http::RequestHead,
-) -> ErrorReply {
-    match error {
-        RouteError::NoRoute => {
-            crate::client_log!(
-                log::Level::Info,
-                "{address}: 503, route() chose no backend for {} {}",
-                head.method(),
-                head.target()
-            );
-            ErrorReply::NoRoute
-        }
-        RouteError::UnknownPool(name) => {
-            crate::client_log!(
-                log::Level::Warn,
-                "{address}: 503, route() returned {name:?}, which is neither a pool nor \"ip:port\""
-            );
-            ErrorReply::NoRoute
-        }
-        RouteError::Script(error) => {
-            crate::client_log!(log::Level::Error, "{address}: 500, route() failed: {error}");
-            ErrorReply::ScriptFailed
-        }
     }
 }

@@ -7,9 +7,11 @@
 
 use std::time::Instant;
 
+mod local;
 mod response;
 mod routing;
 
+pub use local::Answer;
 pub use routing::Routed;
 
 use crate::balancer::Outcome;

@@ -23,9 +23,9 @@ mod busy;
 mod deadlines;
 mod request;
 
+use super::exchange::Answer;
 use busy::Busy;
 pub use busy::trim_spare;
-use request::Answer;
 
 /// What an idle connection waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

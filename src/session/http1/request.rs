@@ -5,29 +5,17 @@ use crate::admin;
 use crate::framing::Framing;
 use crate::http::{self, HeadError, RequestHead, RequestPolicy};
 use crate::memory::Pressure;
-use crate::reply::{ErrorReply, LocalReply, Shape};
+use crate::reply::ErrorReply;
 use crate::services::Services;
 use crate::target::TargetError;
 use crate::timer;
 use crate::transaction::Transaction;
 
-use super::super::exchange::{After, Routed, State};
-use super::super::forward::{Body, LocalBody};
+use super::super::exchange::{Answer, Routed};
+use super::super::forward::Body;
 use super::super::upstream::Attempt;
 use super::super::{App, Client, End, Key, Step};
 use super::{Busy, Http1, Wait};
-
-/// An answer rsp writes itself.
-pub(super) enum Answer<'a> {
-    /// One of the catalogue's error answers.
-    Error(ErrorReply),
-    /// What `route()` returned.
-    Reply(&'a LocalReply),
-    /// What `respond()` made of a response: not shown to it again.
-    Replaced(&'a LocalReply),
-    /// An admin page: not in the stats, not shown to `respond()`.
-    Admin(&'a LocalReply),
-}
 
 impl Http1 {
     /// A request begins: its busy parts, from the spare list.
@@ -320,82 +308,17 @@ impl Http1 {
         self.answer(services, Answer::Admin(&reply), discard);
     }
 
-    /// The one writer of rsp's own answers: the catalogue's errors, Lua's
-    /// replies and the admin pages, each shown to `respond()` first (but
-    /// the admin's, and answers to heads that did not parse). A client
-    /// waiting for `100 Continue` may never send the body that would have
-    /// to be skipped, and an upgrade request expected another protocol:
-    /// those connections close.
+    /// rsp answers itself (`Exchange::answer`), into the client queue.
     pub(super) fn answer(
         &mut self,
         services: &mut Services,
         answer: Answer,
         discard: Option<Body>,
     ) {
-        let Some(busy) = self.busy.as_deref_mut() else {
-            return;
-        };
-        let exchange = &mut busy.exchange;
-        let parsed = exchange
-            .transaction
-            .as_ref()
-            .is_none_or(|transaction| transaction.parsed);
-        let must_close = matches!(answer, Answer::Error(error) if error.must_close());
-        let styled = match &answer {
-            _ if !parsed || !services.router.responds() => None,
-            Answer::Error(error) => Some(exchange.restyle(services, error.local())),
-            Answer::Reply(reply) => Some(exchange.restyle(services, (*reply).clone())),
-            Answer::Replaced(_) | Answer::Admin(_) => None,
-        };
-        let answer = match &styled {
-            Some(reply) => Answer::Replaced(reply),
-            None => answer,
-        };
-        let head = &exchange.request.head;
-        let waits_for_continue = discard.is_some() && head.expect_continue;
-        let keep_alive = !must_close && head.keep_alive && !head.upgrade && !waits_for_continue;
-        // A head that did not parse may not be this request's at all.
-        let shape = Shape {
-            keep_alive,
-            head_only: parsed && head.is_head(),
-            request_id: match answer {
-                Answer::Admin(_) => None,
-                _ => exchange.request.request_id(),
-            },
-        };
-        let out = busy.to_client.tail();
-        let (status, body_length, body) = match answer {
-            Answer::Error(error) => {
-                let body = error
-                    .write_head(out, shape)
-                    .then(|| error.body().as_bytes());
-                let body = LocalBody::new(body.unwrap_or_default());
-                (error.status(), error.body_length(), body)
-            }
-            Answer::Reply(reply) | Answer::Replaced(reply) | Answer::Admin(reply) => {
-                let body = match reply.write_head(out, shape) {
-                    true => LocalBody::new(reply.body.clone()),
-                    false => LocalBody::default(),
-                };
-                (reply.status, reply.body.len(), body)
-            }
-        };
-        if let Some(transaction) = &mut exchange.transaction {
-            transaction.answered_locally(status, body_length);
+        if let Some(busy) = self.busy.as_deref_mut() {
+            busy.exchange
+                .answer(services, answer, discard, &mut busy.to_client);
         }
-        // Unless the client asked to close and its request will be read
-        // whole, it may still be sending.
-        let linger = must_close || !parsed || head.keep_alive;
-        exchange.state = State::Local {
-            body,
-            discard: if must_close { None } else { discard },
-            after: if keep_alive {
-                After::Next
-            } else {
-                After::Close
-            },
-            linger,
-        };
     }
 }
 

@@ -146,6 +146,34 @@ pub struct Exchange {
 }
 
 impl Exchange {
+    /// A request head arrived (or failed to, `parsed`) at `started`, in
+    /// `bytes`: its record starts (not for the admin port's, which are no
+    /// traffic) and its id is settled (the client's if valid, else a new
+    /// one).
+    pub fn begin(
+        &mut self,
+        client: std::net::SocketAddr,
+        services: &mut Services,
+        (started, parsed, bytes): (Instant, bool, usize),
+        admin: bool,
+    ) {
+        let request = &mut self.request;
+        request.client = client;
+        request.request_id.clear();
+        if admin {
+            return;
+        }
+        let mut transaction = Transaction::new(started, parsed);
+        transaction.bytes_received = bytes as u64;
+        self.transaction = Some(transaction);
+        if let Some(ids) = services.request_ids.as_mut() {
+            match request.head.request_id().filter(|_| parsed) {
+                Some(id) => request.request_id.push_str(id),
+                None => ids.generate(&mut request.request_id),
+            }
+        }
+    }
+
     /// The state by value, to move what it holds (a backend, a lease) into
     /// the next one; the only way a state is left, and the caller always
     /// sets (or has the connection set) what follows.

@@ -9,7 +9,6 @@ use crate::reply::ErrorReply;
 use crate::services::Services;
 use crate::target::TargetError;
 use crate::timer;
-use crate::transaction::Transaction;
 
 use super::super::exchange::{Answer, Routed};
 use super::super::forward::Body;
@@ -199,24 +198,10 @@ impl Http1 {
             Wait::Head { since } => since,
             _ => timer::now(),
         };
-        let Some(busy) = self.busy.as_deref_mut() else {
-            return;
-        };
-        let exchange = &mut busy.exchange;
-        let request = &mut exchange.request;
-        request.client = client.address;
-        request.request_id.clear();
-        if *client.app == App::Admin {
-            return;
-        }
-        let mut transaction = Transaction::new(started, parsed);
-        transaction.bytes_received = bytes as u64;
-        exchange.transaction = Some(transaction);
-        if let Some(ids) = services.request_ids.as_mut() {
-            match request.head.request_id().filter(|_| parsed) {
-                Some(id) => request.request_id.push_str(id),
-                None => ids.generate(&mut request.request_id),
-            }
+        if let Some(busy) = self.busy.as_deref_mut() {
+            let admin = *client.app == App::Admin;
+            busy.exchange
+                .begin(client.address, services, (started, parsed, bytes), admin);
         }
     }
 

@@ -213,7 +213,7 @@ impl Http2 {
             out: Vec::new(),
             sent: 0,
             window: 65_535,
-            max_frame: frame::DEFAULT_MAX_FRAME_SIZE as usize,
+            max_frame: frame::DEFAULT_MAX_FRAME_SIZE,
             table_update: true,
             credit: 0,
         };

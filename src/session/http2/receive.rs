@@ -301,7 +301,7 @@ impl Http2 {
                         stream.dirty = true;
                     }
                 }
-                setting::MAX_FRAME_SIZE => self.tx.max_frame = value as usize,
+                setting::MAX_FRAME_SIZE => self.tx.max_frame = value,
                 // rsp's encoder keeps no table; a change of the client's
                 // is answered by saying so again (RFC 7541 §4.2).
                 setting::HEADER_TABLE_SIZE => self.tx.table_update = true,

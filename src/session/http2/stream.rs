@@ -27,7 +27,7 @@ pub struct Tx {
     /// The connection's send window (the client's receive window).
     pub window: i64,
     /// The client's SETTINGS_MAX_FRAME_SIZE.
-    pub max_frame: usize,
+    pub max_frame: u32,
     /// The next header block starts with a dynamic table size update
     /// (to 0: rsp's encoder keeps no table).
     pub table_update: bool,
@@ -70,7 +70,7 @@ impl Tx {
             hpack::encode_field(&mut self.out, name, value);
         }
         let length = self.out.len() - start;
-        if length <= self.max_frame {
+        if length <= self.max_frame as usize {
             let flags = frame::flag::END_HEADERS | end_flag(end_stream);
             let header = frame::header_bytes(length, frame::kind::HEADERS, flags, stream);
             self.out[at..start].copy_from_slice(&header);
@@ -84,7 +84,7 @@ impl Tx {
     }
 
     fn write_block(&mut self, stream: u32, block: &[u8], end_stream: bool) {
-        let mut chunks = block.chunks(self.max_frame.max(1)).peekable();
+        let mut chunks = block.chunks((self.max_frame as usize).max(1)).peekable();
         let mut kind = frame::kind::HEADERS;
         let mut first = true;
         while let Some(chunk) = chunks.next() {
@@ -371,7 +371,7 @@ impl StreamIo {
 
     fn send_budget(&self, tx: &Tx) -> usize {
         let window = self.send_window.min(tx.window).max(0) as usize;
-        window.min(tx.room()).min(tx.max_frame)
+        window.min(tx.room()).min(tx.max_frame as usize)
     }
 }
 
@@ -478,7 +478,7 @@ mod tests {
             out: vec![b'x'],
             sent: 1,
             window: 65_535,
-            max_frame: frame::DEFAULT_MAX_FRAME_SIZE as usize,
+            max_frame: frame::DEFAULT_MAX_FRAME_SIZE,
             table_update: true,
             credit: 0,
         }

@@ -25,9 +25,9 @@ use crate::services::Services;
 use crate::timer;
 use crate::transaction::Transaction;
 
-use super::Client;
 use super::forward::{self, Body, ForwardError, LocalBody, Passage, Queue};
 use super::upstream::{self, Attempt, Backend, Dial, DialRequest, Failure, Next, Origin};
+use super::{Client, Timeout};
 
 /// What follows an answer on its connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +94,30 @@ pub enum State {
 }
 
 impl State {
+    /// The deadline of what the exchange waits for upstream: a slot in
+    /// its pool's queue, a connect, the response head once the request
+    /// went (`None`: only the connection's idle timeout).
+    pub fn deadline(&self, timeouts: &crate::config::Timeouts) -> Option<(Instant, Timeout)> {
+        match self {
+            State::Upstream {
+                dial: Dial::Queued { deadline, .. },
+                ..
+            } => Some((*deadline, Timeout::Queue)),
+            State::Upstream {
+                dial: Dial::Connecting { deadline, .. },
+                ..
+            } => Some((*deadline, Timeout::Connect)),
+            State::Forwarding {
+                request,
+                response: ResponseSide::Head { .. },
+                ..
+            } => request
+                .sent_at
+                .map(|at| (at + timeouts.backend_response, Timeout::BackendResponse)),
+            State::Idle | State::Forwarding { .. } | State::Local { .. } => None,
+        }
+    }
+
     /// rsp's own answer has bytes of its body still to write.
     pub fn local_body_pending(&self) -> bool {
         matches!(self, State::Local { body, .. } if !body.is_done())
@@ -172,6 +196,18 @@ impl Exchange {
                 None => ids.generate(&mut request.request_id),
             }
         }
+    }
+
+    /// The exchange ended (`completed`: its answer all went): `log()`
+    /// sees it, and its record goes to the stats and the access log.
+    pub fn finish(&mut self, services: &mut Services, completed: bool) {
+        super::finish_transaction(
+            &mut self.transaction,
+            &mut self.request,
+            services,
+            completed,
+            true,
+        );
     }
 
     /// The state by value, to move what it holds (a backend, a lease) into
@@ -502,6 +538,19 @@ impl Exchange {
                     _ => Turn::Answer(ErrorReply::GatewayTimeout, None),
                 }
             }
+        }
+    }
+
+    /// An upstream deadline passed (`State::deadline`): the queue's, the
+    /// connect's, the response's.
+    pub fn expire(&mut self, link: &Link, services: &mut Services, timeout: Timeout) -> Turn {
+        match timeout {
+            Timeout::Queue => self.queue_timed_out(link, services),
+            Timeout::Connect => {
+                let error = std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
+                self.connect_failed(link, services, error)
+            }
+            _ => self.response_timed_out(link, services),
         }
     }
 

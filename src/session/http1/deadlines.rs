@@ -1,14 +1,12 @@
 //! The HTTP/1 stage's deadlines, and what happens when one passes.
 
-use std::io;
 use std::time::Instant;
 
 use crate::config::Timeouts;
 use crate::reply::ErrorReply;
 use crate::services::Services;
 
-use super::super::exchange::{ResponseSide, State, Turn};
-use super::super::upstream::Dial;
+use super::super::exchange::Turn;
 use super::super::{Client, End, Key, Step, Timeout};
 use super::{Http1, Wait};
 
@@ -26,25 +24,7 @@ impl Http1 {
                 Wait::Head { since } => (since + timeouts.client_header, Timeout::ClientHeader),
             };
         };
-        match state {
-            State::Upstream {
-                dial: Dial::Queued { deadline, .. },
-                ..
-            } => (*deadline, Timeout::Queue),
-            State::Upstream {
-                dial: Dial::Connecting { deadline, .. },
-                ..
-            } => (*deadline, Timeout::Connect),
-            State::Forwarding {
-                request,
-                response: ResponseSide::Head { .. },
-                ..
-            } => match request.sent_at {
-                Some(at) => (at + timeouts.backend_response, Timeout::BackendResponse),
-                None => idle,
-            },
-            State::Idle | State::Forwarding { .. } | State::Local { .. } => idle,
-        }
+        state.deadline(timeouts).unwrap_or(idle)
     }
 
     /// A deadline passed: act on it.
@@ -93,14 +73,7 @@ impl Http1 {
                 let Some((link, exchange)) = self.link(key, client) else {
                     return Step::Continue { progress: false };
                 };
-                match upstream {
-                    Timeout::Queue => exchange.queue_timed_out(&link, services),
-                    Timeout::Connect => {
-                        let error = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
-                        exchange.connect_failed(&link, services, error)
-                    }
-                    _ => exchange.response_timed_out(&link, services),
-                }
+                exchange.expire(&link, services, upstream)
             }
         };
         match self.take(services, turn) {

@@ -17,7 +17,7 @@ use super::forward::{self, ForwardError, Passage};
 use super::transport::Endpoint;
 use super::tunnel::Tunnel;
 use super::upstream::Dial;
-use super::{Client, End, Key, Peer, Step, client_error, client_left, finish_transaction};
+use super::{Client, End, Key, Peer, Step, client_error, client_left};
 
 mod busy;
 mod deadlines;
@@ -270,13 +270,7 @@ impl Http1 {
                 if !answered || !busy.to_client.is_empty() || exchange.state.local_body_pending() {
                     return Ok(progress);
                 }
-                finish_transaction(
-                    &mut exchange.transaction,
-                    &mut exchange.request,
-                    services,
-                    true,
-                    true,
-                );
+                exchange.finish(services, true);
                 match after {
                     After::Next => {
                         self.next_wait();
@@ -328,13 +322,7 @@ impl Http1 {
             Turn::Done { keep_alive, linger } => {
                 if let Some(busy) = self.busy.as_deref_mut() {
                     let exchange = &mut busy.exchange;
-                    finish_transaction(
-                        &mut exchange.transaction,
-                        &mut exchange.request,
-                        services,
-                        true,
-                        true,
-                    );
+                    exchange.finish(services, true);
                 }
                 if keep_alive {
                     // The next pipelined request is read on this turn.
@@ -613,13 +601,7 @@ impl Http1 {
         };
         let exchange = &mut busy.exchange;
         exchange.release(key.waiter, services, outcome);
-        finish_transaction(
-            &mut exchange.transaction,
-            &mut exchange.request,
-            services,
-            completed,
-            true,
-        );
+        exchange.finish(services, completed);
         busy.give_back();
     }
 }

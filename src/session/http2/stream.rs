@@ -255,12 +255,11 @@ impl StreamIo {
     /// A response head rsp wrote (interim or final) as a HEADERS frame;
     /// returns the bytes of it taken.
     fn send_head(&mut self, tx: &mut Tx, head: &[u8]) -> io::Result<Option<usize>> {
-        let io = self;
         if head.is_empty() {
             return Ok(None);
         }
         let written = response::read_head(head, |parsed, fields| {
-            tx.write_headers(io.id, fields, Some(parsed.status), false);
+            tx.write_headers(self.id, fields, Some(parsed.status), false);
             parsed
         });
         let Some(parsed) = written else {
@@ -271,7 +270,7 @@ impl StreamIo {
         };
         let interim = parsed.status < 200;
         if !interim {
-            io.phase = Phase::Body {
+            self.phase = Phase::Body {
                 chunked: parsed.chunked,
             };
         }
@@ -281,7 +280,6 @@ impl StreamIo {
     /// A chunked body's trailer section: HEADERS that end the stream (or
     /// an empty DATA that does, when no field is left of it).
     fn send_trailers(&mut self, tx: &mut Tx, head: &[u8]) -> usize {
-        let io = self;
         // The trailer section of a chunked body: a HEADERS frame that
         // ends the stream.
         let written = response::read_trailers(head, |fields| {
@@ -289,13 +287,13 @@ impl StreamIo {
             if fields.peek().is_none() {
                 return false;
             }
-            tx.write_headers(io.id, fields, None, true);
+            tx.write_headers(self.id, fields, None, true);
             true
         });
         if written != Some(true) {
-            tx.write_data(io.id, &[], true);
+            tx.write_data(self.id, &[], true);
         }
-        io.state.end_by_rsp();
+        self.state.end_by_rsp();
         head.len()
     }
 
@@ -308,17 +306,16 @@ impl StreamIo {
         (head, body): (&[u8], &[u8]),
         chunked: bool,
     ) -> io::Result<Option<usize>> {
-        let io = self;
-        let budget = io.send_budget(tx);
+        let budget = self.send_budget(tx);
         if budget == 0 {
-            io.blocked = true;
+            self.blocked = true;
             return Ok(None);
         }
         if !head.is_empty() {
             // A body rsp wrote itself (a local answer's).
             let count = head.len().min(budget);
-            tx.write_data(io.id, &head[..count], false);
-            io.charge(tx, count);
+            tx.write_data(self.id, &head[..count], false);
+            self.charge(tx, count);
             return Ok(Some(count));
         }
         if body.is_empty() {
@@ -326,15 +323,15 @@ impl StreamIo {
         }
         if !chunked {
             let count = body.len().min(budget);
-            tx.write_data(io.id, &body[..count], false);
-            io.charge(tx, count);
+            tx.write_data(self.id, &body[..count], false);
+            self.charge(tx, count);
             return Ok(Some(count));
         }
         // A DATA frame of the chunks' data, without their framing: its
         // header is written once its length is known.
         let at = tx.out.len();
-        frame::write_data_header(&mut tx.out, io.id, 0, false);
-        let walked = io
+        frame::write_data_header(&mut tx.out, self.id, 0, false);
+        let walked = self
             .dechunk
             .walk(body, budget, |data| tx.out.extend_from_slice(data));
         let Ok((walked, given)) = walked else {
@@ -348,9 +345,9 @@ impl StreamIo {
         if given == 0 {
             tx.out.truncate(at);
         } else {
-            let header = frame::header_bytes(given, frame::kind::DATA, 0, io.id);
+            let header = frame::header_bytes(given, frame::kind::DATA, 0, self.id);
             tx.out[at..at + frame::HEADER_LENGTH].copy_from_slice(&header);
-            io.charge(tx, given);
+            self.charge(tx, given);
         }
         if walked == 0 {
             return Ok(None);

@@ -11,28 +11,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 clients=${1:-5000}
-cargo build --release --quiet
-work=$(mktemp -d); chmod 755 "$work"; mkdir -p "$work/www"
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-head -c 600 /dev/zero | tr '\0' x > "$work/www/index.html"
+for tool in haproxy wrk; do
+    if ! command -v "$tool" >/dev/null; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy wrk >/dev/null
+    fi
+done
+# nginx and the release build, $work/www, `pids` and the cleanup on exit.
+source scripts/nginx-backend.sh
 head -c 1000000 /dev/urandom > "$work/www/1m.bin"
 head -c 10000000 /dev/urandom > "$work/www/10m.bin"
 ulimit -n "$(ulimit -Hn)"
-backend=$((20000 + RANDOM % 10000)); port=$((backend + 1))
-cat > "$work/nginx.conf" <<CONF
-worker_processes 1; pid $work/nginx.pid; error_log $work/nginx.log;
-events { worker_connections 8192; }
-http { access_log off; keepalive_requests 1000000; server { listen 127.0.0.1:$backend; root $work/www; } }
-CONF
-nginx -c "$work/nginx.conf"
+backend=$((20000 + RANDOM % 10000)); proxy=$((backend + 1))
+start_nginx "$backend"
 cat > "$work/rsp.lua" <<CONF
-listen = "127.0.0.1:$port"
+listen = "127.0.0.1:$proxy"
 backends = { "127.0.0.1:$backend" }
 max_connections = $((clients + 1000))
 CONF
@@ -47,7 +40,7 @@ defaults
   timeout server 60s
   timeout http-keep-alive 60s
 frontend f
-  bind 127.0.0.1:$port
+  bind 127.0.0.1:$proxy
   default_backend b
 backend b
   server s1 127.0.0.1:$backend
@@ -61,13 +54,13 @@ for name in rsp haproxy; do
         esac
         pid=$!; pids+=("$pid")
         sleep 0.5
-        fresh=$(rss "$pid")
+        fresh=$(rss "$pid") || { cat "$work/$name.log" >&2; exit 1; }
         if [ "$state" = loaded ]; then
-            wrk -t2 -c50 -d5s "http://127.0.0.1:$port/1m.bin" >/dev/null
-            wrk -t2 -c50 -d5s "http://127.0.0.1:$port/10m.bin" >/dev/null
+            wrk -t2 -c50 -d5s "http://127.0.0.1:$proxy/1m.bin" >/dev/null
+            wrk -t2 -c50 -d5s "http://127.0.0.1:$proxy/10m.bin" >/dev/null
             sleep 1.5
         fi
-        line=$(python3 scripts/idle-clients.py "$port" "$clients" "$pid" "$name")
+        line=$(python3 scripts/idle-clients.py "$proxy" "$clients" "$pid" "$name")
         with=$(sed 's/.*KiB before, \([0-9]*\) KiB with them.*/\1/' <<<"$line")
         echo "$state: $line; $(( (with - fresh) * 1024 / clients )) bytes per client over the fresh RSS ($fresh KiB)"
         kill "$pid"; wait "$pid" 2>/dev/null || true

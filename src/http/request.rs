@@ -151,12 +151,8 @@ impl RequestHead {
         self.method = span(request.method.unwrap_or_default().as_bytes());
         self.raw_target = span(request.path.unwrap_or_default().as_bytes());
         self.minor_version = request.version.unwrap_or(1);
-        self.headers.clear();
-        self.https = https;
+        self.start(https);
         let mut facts = FieldFacts::default();
-        self.expect_continue = false;
-        self.upgrade_offer.clear();
-        self.has_via = false;
         for field in request.headers.iter() {
             let (name, value) = (field.name.as_bytes(), field.value);
             if !admits_name(name, policy)? {
@@ -179,6 +175,15 @@ impl RequestHead {
             // Rare: a `Connection` naming fields beyond the standard ones.
             self.drop_named(request.headers);
         }
+        self.complete(facts, policy)?;
+        Ok(Some(length))
+    }
+
+    /// What a head read from any codec goes through last, once its fields
+    /// are read: framing, persistence, the upgrade and the host from what
+    /// they said, the target normalized, the host the client asked for
+    /// kept, the storage counted.
+    fn complete(&mut self, facts: FieldFacts, policy: &RequestPolicy) -> Result<(), HeadError> {
         self.examine(facts)?;
         self.read_target(&policy.path)?;
         self.client_host.clear();
@@ -188,7 +193,17 @@ impl RequestHead {
             self.show_upgrade();
         }
         self.account();
-        Ok(Some(length))
+        Ok(())
+    }
+
+    /// What a head read from any codec starts from: no fields, nothing
+    /// learnt of them yet.
+    fn start(&mut self, https: bool) {
+        self.headers.clear();
+        self.https = https;
+        self.expect_continue = false;
+        self.upgrade_offer.clear();
+        self.has_via = false;
     }
 
     /// Counts the head's storage in what the worker holds (after parsing,

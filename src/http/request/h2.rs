@@ -36,12 +36,8 @@ impl RequestHead {
         https: bool,
     ) -> Result<usize, HeadError> {
         self.raw.clear();
-        self.headers.clear();
-        self.https = https;
+        self.start(https);
         self.minor_version = 1;
-        self.expect_continue = false;
-        self.upgrade_offer.clear();
-        self.has_via = false;
         // As httparse takes a request line: a method of token characters,
         // a target of visible bytes that is UTF-8.
         let token = |byte: &u8| super::is_token_char(*byte);
@@ -72,12 +68,8 @@ impl RequestHead {
             // DATA without a length reaches an HTTP/1.1 backend chunked.
             self.read_h2_field(b"transfer-encoding", b"chunked", policy, &mut facts)?;
         }
-        self.examine(facts)?;
-        self.read_target(&policy.path)?;
-        self.client_host.clear();
-        self.client_host.extend_from_slice(&self.host_field);
-        self.client_has_host = self.has_host;
-        self.account();
+        // Never an upgrade: Connection and Upgrade are malformed in HTTP/2.
+        self.complete(facts, policy)?;
         Ok(bytes)
     }
 

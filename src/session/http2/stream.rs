@@ -298,25 +298,13 @@ impl StreamIo {
     }
 
     /// Body bytes as DATA frames, within the windows and the output bound:
-    /// `head`, a body rsp wrote itself, or `body`, passed on (its chunk
-    /// coding taken off when `chunked`). Returns the bytes taken.
-    fn send_body(
-        &mut self,
-        tx: &mut Tx,
-        (head, body): (&[u8], &[u8]),
-        chunked: bool,
-    ) -> io::Result<Option<usize>> {
+    /// `body` (a backend's, passed on, its chunk coding taken off when
+    /// `chunked`; or rsp's own, `LocalBody`). Returns the bytes taken.
+    fn send_body(&mut self, tx: &mut Tx, body: &[u8], chunked: bool) -> io::Result<Option<usize>> {
         let budget = self.send_budget(tx);
         if budget == 0 {
             self.blocked = true;
             return Ok(None);
-        }
-        if !head.is_empty() {
-            // A body rsp wrote itself (a local answer's).
-            let count = head.len().min(budget);
-            tx.write_data(self.id, &head[..count], false);
-            self.charge(tx, count);
-            return Ok(Some(count));
         }
         if body.is_empty() {
             return Ok(None);
@@ -443,9 +431,9 @@ impl Sink for StreamPeer<'_> {
         true
     }
 
-    /// `head`: bytes rsp wrote for the client (a response head, a local
-    /// answer, a trailer section); `body`: body bytes passed on from the
-    /// backend. Returns how many of them (head first) were taken.
+    /// `head`: bytes rsp wrote for the client (a response head, a trailer
+    /// section); `body`: the answer's body bytes (a backend's, or rsp's
+    /// own). Returns how many of them (head first) were taken.
     fn write_two(&mut self, head: &[u8], body: &[u8], _closing: bool) -> io::Result<Option<usize>> {
         let io = &mut *self.io;
         let tx = &mut *self.tx;
@@ -461,7 +449,13 @@ impl Sink for StreamPeer<'_> {
             Phase::Body { chunked: true } if !head.is_empty() => {
                 Ok(Some(io.send_trailers(tx, head)))
             }
-            Phase::Body { chunked } => io.send_body(tx, (head, body), chunked),
+            // rsp queues nothing after a head but a chunked body's
+            // trailers (its own answers' bodies come as `body`).
+            Phase::Body { .. } if !head.is_empty() => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "bytes queued after a response head that has no trailers",
+            )),
+            Phase::Body { chunked } => io.send_body(tx, body, chunked),
         }
     }
 }

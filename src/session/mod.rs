@@ -527,7 +527,7 @@ impl Session {
 }
 
 /// Frees the spare parts of requests not taken in the last second (see
-/// `http1::trim_spare`); returns how many.
+/// `http1::trim_spare`); returns the bytes freed.
 pub fn trim_spare() -> usize {
     http1::trim_spare()
 }

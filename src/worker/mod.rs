@@ -422,9 +422,7 @@ impl EventLoop {
             // Exchanges that ended since may have left garbage in Lua.
             self.services.router.collect_garbage();
         }
-        // A busy part kept its head's storage (at most 16 KiB): counted so.
-        let parts = crate::session::trim_spare();
-        memory::trimmed(crate::buffer::trim_spare() + parts * 16 * 1024);
+        memory::trimmed(crate::buffer::trim_spare() + crate::session::trim_spare());
         let (held, pressure) = self.services.memory();
         self.services.totals.memory_held = held as u64;
         let waiting = self.services.pools.iter().any(|pool| pool.queued() > 0);

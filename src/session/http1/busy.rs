@@ -44,14 +44,17 @@ thread_local! {
 }
 
 /// Frees the busy parts that were not taken since the last trim (with the
-/// heads' storage they kept); returns how many. Called once a second by
-/// the worker.
+/// heads' storage they kept); returns the bytes freed. Called once a
+/// second by the worker.
 pub fn trim_spare() -> usize {
     SPARE.with_borrow_mut(|(spare, low)| {
         let unused = (*low).min(spare.len());
-        spare.drain(..unused);
+        let freed = spare
+            .drain(..unused)
+            .map(|busy| size_of::<Busy>() + busy.exchange.request.head.held())
+            .sum();
         *low = spare.len();
-        unused
+        freed
     })
 }
 

@@ -9,10 +9,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener};
-use std::sync::{Arc, Mutex};
-use std::thread;
 use std::time::Duration;
 
 use common::h2::*;
@@ -43,128 +39,17 @@ const NAMES: &[&str] = &[
     "x-obs",
 ];
 
-/// A backend that keeps every byte of every request it gets (head, and a
-/// body framed by content-length or chunked coding), binary-safe, and
-/// answers each with `OK`.
-struct RawRecorder {
-    address: SocketAddr,
-    requests: Arc<Mutex<Vec<Vec<u8>>>>,
-}
-
-impl RawRecorder {
-    fn start() -> RawRecorder {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let address = listener.local_addr().unwrap();
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let shared = requests.clone();
-        thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let requests = shared.clone();
-                thread::spawn(move || {
-                    let mut reader = BufReader::new(stream.try_clone().unwrap());
-                    let mut writer = stream;
-                    while let Some(request) = read_request(&mut reader, &mut writer) {
-                        requests.lock().unwrap().push(request);
-                        if writer.write_all(OK).is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        RawRecorder { address, requests }
-    }
-
-    fn count(&self) -> usize {
-        self.requests.lock().unwrap().len()
-    }
-
-    fn get(&self, index: usize) -> Vec<u8> {
-        self.requests.lock().unwrap()[index].clone()
-    }
-}
-
-/// The first value of `name` in a raw head (any case), trimmed.
-fn head_field(raw: &[u8], name: &[u8]) -> Option<Vec<u8>> {
-    let end = raw
-        .windows(4)
-        .position(|window| window == b"\r\n\r\n")
-        .unwrap_or(raw.len());
-    raw[..end]
-        .split(|&byte| byte == b'\n')
-        .skip(1)
-        .find_map(|line| {
-            let colon = line.iter().position(|&byte| byte == b':')?;
-            line[..colon]
-                .eq_ignore_ascii_case(name)
-                .then(|| line[colon + 1..].trim_ascii().to_vec())
-        })
-}
-
-/// One request, read whole; a `100 Continue` goes first when it asks.
-fn read_request<R: BufRead>(reader: &mut R, writer: &mut impl Write) -> Option<Vec<u8>> {
-    let mut raw = Vec::new();
-    loop {
-        let mut line = Vec::new();
-        if reader.read_until(b'\n', &mut line).ok()? == 0 {
-            return None;
-        }
-        raw.extend_from_slice(&line);
-        if line == b"\r\n" {
-            break;
-        }
-    }
-    if head_field(&raw, b"expect")
-        .is_some_and(|expect| expect.eq_ignore_ascii_case(b"100-continue"))
-    {
-        writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").ok()?;
-    }
-    let chunked = head_field(&raw, b"transfer-encoding").is_some();
-    if chunked {
-        loop {
-            let mut line = Vec::new();
-            reader.read_until(b'\n', &mut line).ok()?;
-            raw.extend_from_slice(&line);
-            let size_text = String::from_utf8_lossy(&line);
-            let size = usize::from_str_radix(size_text.trim().split(';').next()?, 16).ok()?;
-            if size == 0 {
-                loop {
-                    let mut trailer = Vec::new();
-                    if reader.read_until(b'\n', &mut trailer).ok()? == 0 {
-                        return None;
-                    }
-                    raw.extend_from_slice(&trailer);
-                    if trailer == b"\r\n" {
-                        return Some(raw);
-                    }
-                }
-            }
-            let mut data = vec![0; size + 2];
-            reader.read_exact(&mut data).ok()?;
-            raw.extend_from_slice(&data);
-        }
-    }
-    if let Some(length) = head_field(&raw, b"content-length")
-        .and_then(|length| String::from_utf8(length).ok()?.parse().ok())
-    {
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body).ok()?;
-        raw.extend_from_slice(&body);
-    }
-    Some(raw)
-}
-
 /// rsp (h2c and HTTP/1.1 on one listener) in front of a raw recorder,
 /// whose route() writes what it saw (method, target, host, and every
 /// value of each of `NAMES`), hex-coded so no byte is lost, into the
 /// response's `X-Seen`.
 struct Rig {
-    recorder: RawRecorder,
+    recorder: Recorder,
     proxy: Proxy,
 }
 
 fn rig(settings: &str) -> Rig {
-    let recorder = RawRecorder::start();
+    let recorder = Recorder::answering_continue(OK);
     let names = NAMES
         .iter()
         .map(|name| format!("\"{name}\""))
@@ -222,32 +107,12 @@ fn unhex(text: &str) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
-/// An HPACK integer with an `prefix`-bit prefix (RFC 7541 §5.1).
-fn integer(out: &mut Vec<u8>, value: usize, prefix: u32, flags: u8) {
-    let max = (1usize << prefix) - 1;
-    if value < max {
-        out.push(flags | value as u8);
-        return;
-    }
-    out.push(flags | max as u8);
-    let mut rest = value - max;
-    while rest >= 128 {
-        out.push((rest % 128) as u8 | 0x80);
-        rest /= 128;
-    }
-    out.push(rest as u8);
-}
-
 /// A header block of literal fields without indexing (new names), any
 /// length.
 fn block(fields: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
     let mut out = Vec::new();
     for (name, value) in fields {
-        out.push(0);
-        integer(&mut out, name.len(), 7, 0);
-        out.extend_from_slice(name);
-        integer(&mut out, value.len(), 7, 0);
-        out.extend_from_slice(value);
+        literal(&mut out, name, value);
     }
     out
 }
@@ -480,7 +345,7 @@ fn verdict(
 ) -> Verdict {
     match seen {
         Some(seen) if rig.recorder.count() > before => {
-            let got = rig.recorder.get(before);
+            let got = rig.recorder.raw(before);
             // The one line the protocols may differ in: HTTP/1.1 asked to
             // close (the test client's own framing), HTTP/2 did not.
             let got = String::from_utf8_lossy(&got)
@@ -880,7 +745,7 @@ fn te_trailers_and_request_trailers_are_hop_by_hop_as_in_http1() {
     ));
     wire.read_until(Duration::from_secs(5), |seen| seen.ended.contains(&1));
     assert!(rig.recorder.count() > before, "{}", rig.proxy.log());
-    let got = String::from_utf8_lossy(&rig.recorder.get(before)).into_owned();
+    let got = String::from_utf8_lossy(&rig.recorder.raw(before)).into_owned();
     let body = got.split_once("\r\n\r\n").unwrap().1;
     assert_eq!(body, "5\r\nhello\r\n0\r\nx-checksum: abc\r\n\r\n", "{got}");
 }

@@ -79,14 +79,14 @@ pub fn window_update(stream: u32, increment: u32) -> Vec<u8> {
 }
 
 /// An HPACK literal field without indexing, with a literal name (RFC 7541
-/// §6.2.2): changes no table, so raw blocks never put rsp's decoder out
-/// of step.
+/// §6.2.2), of any length: changes no table, so raw blocks never put
+/// rsp's decoder out of step.
 pub fn literal(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    assert!(name.len() < 127 && value.len() < 127);
+    use rsp::h2::hpack::encode_integer;
     out.push(0);
-    out.push(name.len() as u8);
+    encode_integer(out, name.len(), 7, 0);
     out.extend_from_slice(name);
-    out.push(value.len() as u8);
+    encode_integer(out, value.len(), 7, 0);
     out.extend_from_slice(value);
 }
 

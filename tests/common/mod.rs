@@ -685,6 +685,16 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn start(answer: &'static [u8]) -> Recorder {
+        Recorder::listen(answer, false)
+    }
+
+    /// One that answers `100 Continue` first to a request that asks, as
+    /// an upload service does.
+    pub fn answering_continue(answer: &'static [u8]) -> Recorder {
+        Recorder::listen(answer, true)
+    }
+
+    fn listen(answer: &'static [u8], continues: bool) -> Recorder {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -695,7 +705,8 @@ impl Recorder {
                 thread::spawn(move || {
                     let mut reader = BufReader::new(stream.try_clone().unwrap());
                     let mut writer = stream;
-                    while let Some(request) = read_raw_request(&mut reader) {
+                    while let Some(request) = read_raw_request(&mut reader, &mut writer, continues)
+                    {
                         requests.lock().unwrap().push(request);
                         if writer.write_all(answer).is_err() {
                             return;
@@ -705,6 +716,11 @@ impl Recorder {
             }
         });
         Recorder { address, requests }
+    }
+
+    /// The bytes of request `index`, exactly as they came.
+    pub fn raw(&self, index: usize) -> Vec<u8> {
+        self.requests.lock().unwrap()[index].clone()
     }
 
     /// Every request so far, as text.
@@ -753,33 +769,47 @@ pub fn field<'a>(received: &'a str, name: &str) -> Vec<&'a str> {
         .collect()
 }
 
-/// One request's bytes exactly as they came: head, then a body framed by
-/// Content-Length or chunked coding (chunk lines and trailers included).
-fn read_raw_request<R: BufRead>(reader: &mut R) -> Option<Vec<u8>> {
-    let head = read_head(reader)?;
-    let mut raw = head.clone().into_bytes();
-    let field = |name: &str| {
-        head.lines().skip(1).find_map(|line| {
-            let (field, value) = line.split_once(':')?;
-            field
-                .eq_ignore_ascii_case(name)
-                .then(|| value.trim().to_owned())
-        })
-    };
-    if field("transfer-encoding").is_some() {
+/// One request's bytes exactly as they came (any bytes, not only text):
+/// head, then a body framed by Content-Length or chunked coding (chunk
+/// lines and trailers included). With `continues`, a `100 Continue` goes
+/// first when the request asks.
+fn read_raw_request<R: BufRead>(
+    reader: &mut R,
+    writer: &mut impl Write,
+    continues: bool,
+) -> Option<Vec<u8>> {
+    let mut raw = Vec::new();
+    loop {
+        let mut line = Vec::new();
+        if reader.read_until(b'\n', &mut line).ok()? == 0 {
+            return None;
+        }
+        raw.extend_from_slice(&line);
+        if line == b"\r\n" {
+            break;
+        }
+    }
+    if continues
+        && head_field(&raw, b"expect")
+            .is_some_and(|expect| expect.eq_ignore_ascii_case(b"100-continue"))
+    {
+        writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").ok()?;
+    }
+    if head_field(&raw, b"transfer-encoding").is_some() {
         loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).ok()?;
-            raw.extend_from_slice(line.as_bytes());
-            let size = usize::from_str_radix(line.trim().split(';').next()?, 16).ok()?;
+            let mut line = Vec::new();
+            reader.read_until(b'\n', &mut line).ok()?;
+            raw.extend_from_slice(&line);
+            let size_text = String::from_utf8_lossy(&line);
+            let size = usize::from_str_radix(size_text.trim().split(';').next()?, 16).ok()?;
             if size == 0 {
                 loop {
-                    let mut trailer = String::new();
-                    if reader.read_line(&mut trailer).ok()? == 0 {
+                    let mut trailer = Vec::new();
+                    if reader.read_until(b'\n', &mut trailer).ok()? == 0 {
                         return None;
                     }
-                    raw.extend_from_slice(trailer.as_bytes());
-                    if trailer == "\r\n" {
+                    raw.extend_from_slice(&trailer);
+                    if trailer == b"\r\n" {
                         return Some(raw);
                     }
                 }
@@ -789,12 +819,31 @@ fn read_raw_request<R: BufRead>(reader: &mut R) -> Option<Vec<u8>> {
             raw.extend_from_slice(&data);
         }
     }
-    if let Some(length) = field("content-length").and_then(|length| length.parse().ok()) {
+    if let Some(length) = head_field(&raw, b"content-length")
+        .and_then(|length| String::from_utf8(length).ok()?.parse().ok())
+    {
         let mut body = vec![0; length];
         reader.read_exact(&mut body).ok()?;
         raw.extend_from_slice(&body);
     }
     Some(raw)
+}
+
+/// The first value of `name` in a raw head (any case), trimmed.
+fn head_field(raw: &[u8], name: &[u8]) -> Option<Vec<u8>> {
+    let end = raw
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .unwrap_or(raw.len());
+    raw[..end]
+        .split(|&byte| byte == b'\n')
+        .skip(1)
+        .find_map(|line| {
+            let colon = line.iter().position(|&byte| byte == b':')?;
+            line[..colon]
+                .eq_ignore_ascii_case(name)
+                .then(|| line[colon + 1..].trim_ascii().to_vec())
+        })
 }
 
 /// A real nginx (Debian's package, installed when missing) serving

@@ -121,7 +121,7 @@ impl BodyFramer {
     pub fn take_trailers(
         &mut self,
         data: &[u8],
-        out: &mut Vec<u8>,
+        out: crate::message::Out,
     ) -> Result<Option<usize>, FramingError> {
         let BodyFramer::Chunked(chunked) = self else {
             return Ok(None);
@@ -140,19 +140,17 @@ impl BodyFramer {
         if bare_lf {
             return Err(FramingError::Trailers);
         }
+        let mut out = out.trailers();
         for field in fields.iter() {
             let dropped = field.name.contains('_')
                 || DROPPED_TRAILERS
                     .iter()
                     .any(|dropped| field.name.eq_ignore_ascii_case(dropped));
             if !dropped {
-                out.extend_from_slice(field.name.as_bytes());
-                out.extend_from_slice(b": ");
-                out.extend_from_slice(field.value);
-                out.extend_from_slice(b"\r\n");
+                out.field(field.name.as_bytes(), field.value);
             }
         }
-        out.extend_from_slice(b"\r\n");
+        out.end(false);
         chunked.state = ChunkState::Done;
         Ok(Some(length))
     }
@@ -360,7 +358,10 @@ mod tests {
         while !framer.is_complete() {
             window_end = (window_end.max(total) + step).min(data.len());
             let taken = if framer.awaits_trailers() {
-                framer.take_trailers(&data[total..window_end], &mut trailers)?
+                framer.take_trailers(
+                    &data[total..window_end],
+                    crate::message::Out::http1(&mut trailers),
+                )?
             } else {
                 Some(framer.claim(&data[total..window_end])?)
             };
@@ -406,7 +407,10 @@ mod tests {
         assert_eq!(framer.claim(b"0\r\n\r\nrest").unwrap(), 3);
         assert!(framer.awaits_trailers() && !framer.is_complete());
         let mut out = Vec::new();
-        assert_eq!(framer.take_trailers(b"\r\nrest", &mut out), Ok(Some(2)));
+        assert_eq!(
+            framer.take_trailers(b"\r\nrest", crate::message::Out::http1(&mut out)),
+            Ok(Some(2))
+        );
         assert_eq!(out, b"\r\n");
         assert!(framer.is_complete());
     }
@@ -418,9 +422,12 @@ mod tests {
         let section = b"Content-Length: 5\r\nX-Checksum: abc\r\nHost: evil\r\nTransfer-Encoding: chunked\r\n\
                         Connection: close\r\nX_Forwarded_For: 6.6.6.6\r\nX-Forwarded-For: 6.6.6.6\r\nTE: x\r\n\r\nGET";
         let mut out = Vec::new();
-        assert_eq!(framer.take_trailers(&section[..20], &mut out), Ok(None));
         assert_eq!(
-            framer.take_trailers(section, &mut out),
+            framer.take_trailers(&section[..20], crate::message::Out::http1(&mut out)),
+            Ok(None)
+        );
+        assert_eq!(
+            framer.take_trailers(section, crate::message::Out::http1(&mut out)),
             Ok(Some(section.len() - 3))
         );
         assert_eq!(String::from_utf8(out).unwrap(), "X-Checksum: abc\r\n\r\n");

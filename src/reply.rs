@@ -3,7 +3,7 @@
 //! for those that never have a body (1xx, 204, 304, answers to HEAD),
 //! which carry neither a body nor a Content-Length.
 
-use std::io::Write;
+use crate::message::{Out, decimal};
 
 /// How a reply is written: what the request asked and what to add.
 #[derive(Debug, Clone, Copy, Default)]
@@ -108,18 +108,12 @@ impl ErrorReply {
         self.body().len()
     }
 
-    pub fn write(self, out: &mut Vec<u8>, shape: Shape) {
-        if self.write_head(out, shape) {
-            out.extend_from_slice(self.body().as_bytes());
-        }
-    }
-
     /// Writes the head; whether the body follows it.
-    pub fn write_head(self, out: &mut Vec<u8>, shape: Shape) -> bool {
+    pub fn write_head(self, out: Out, shape: Shape) -> bool {
         write_head(
             out,
             self.status(),
-            &[("Content-Type", "text/plain; charset=utf-8")],
+            [("Content-Type", "text/plain; charset=utf-8")].into_iter(),
             self.body().len(),
             shape,
         )
@@ -127,19 +121,12 @@ impl ErrorReply {
 }
 
 impl LocalReply {
-    pub fn write(&self, out: &mut Vec<u8>, shape: Shape) {
-        if self.write_head(out, shape) {
-            out.extend_from_slice(&self.body);
-        }
-    }
-
     /// Writes the head; whether the body follows it.
-    pub fn write_head(&self, out: &mut Vec<u8>, mut shape: Shape) -> bool {
-        let headers: Vec<(&str, &str)> = self
+    pub fn write_head(&self, out: Out, mut shape: Shape) -> bool {
+        let headers = self
             .headers
             .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()))
-            .collect();
+            .map(|(name, value)| (name.as_str(), value.as_str()));
         if self
             .headers
             .iter()
@@ -147,35 +134,37 @@ impl LocalReply {
         {
             shape.request_id = None;
         }
-        write_head(out, self.status, &headers, self.body.len(), shape)
+        write_head(out, self.status, headers, self.body.len(), shape)
     }
 }
 
 /// Writes a response head for a body of `length` bytes; whether the body
 /// follows it (not for a HEAD request, nor a status without one).
-fn write_head(
-    out: &mut Vec<u8>,
+fn write_head<'a>(
+    out: Out,
     status: u16,
-    headers: &[(&str, &str)],
+    headers: impl Iterator<Item = (&'a str, &'a str)>,
     length: usize,
     shape: Shape,
 ) -> bool {
-    let _ = write!(out, "HTTP/1.1 {} {}\r\n", status, reason(status));
+    let mut out = out.response(status, reason(status));
     for (name, value) in headers {
-        let _ = write!(out, "{name}: {value}\r\n");
+        out.field(name.as_bytes(), value.as_bytes());
     }
     if let Some(id) = shape.request_id {
-        let _ = write!(out, "X-Request-Id: {id}\r\n");
+        out.field(b"X-Request-Id", id.as_bytes());
     }
     let bodiless = shape.head_only || is_bodiless(status);
     if !bodiless {
-        let _ = write!(out, "Content-Length: {length}\r\n");
+        let mut digits = [0; 20];
+        out.field(b"Content-Length", decimal(length as u64, &mut digits));
     }
-    out.extend_from_slice(if shape.keep_alive {
-        b"Connection: keep-alive\r\n\r\n"
+    out.connection(if shape.keep_alive {
+        b"keep-alive"
     } else {
-        b"Connection: close\r\n\r\n"
+        b"close"
     });
+    out.end(false);
     !bodiless
 }
 
@@ -238,16 +227,28 @@ pub fn reason(status: u16) -> &'static str {
 mod tests {
     use super::*;
 
+    use crate::message::Wire;
+
+    fn write(head: impl FnOnce(Out) -> bool, body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let wire = Wire::Http1;
+        if head(Out {
+            wire,
+            bytes: &mut out,
+        }) {
+            out.extend_from_slice(body);
+        }
+        out
+    }
+
     #[test]
     fn error_replies_are_complete_responses() {
-        let mut out = Vec::new();
-        ErrorReply::HeadTooLarge.write(
-            &mut out,
-            Shape {
-                request_id: Some("id-1"),
-                ..Shape::default()
-            },
-        );
+        let error = ErrorReply::HeadTooLarge;
+        let shape = Shape {
+            request_id: Some("id-1"),
+            ..Shape::default()
+        };
+        let out = write(|out| error.write_head(out, shape), error.body().as_bytes());
         let text = String::from_utf8(out).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"));
@@ -263,12 +264,11 @@ mod tests {
             headers: vec![("Content-Type".into(), "text/plain".into())],
             body: b"pong\n".to_vec(),
         };
-        let mut out = Vec::new();
         let keep_alive = Shape {
             keep_alive: true,
             ..Shape::default()
         };
-        reply.write(&mut out, keep_alive);
+        let out = write(|out| reply.write_head(out, keep_alive), &reply.body);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\npong\n"
@@ -278,13 +278,12 @@ mod tests {
             headers: vec![("X-Request-Id".into(), "from-lua".into())],
             ..reply
         };
-        let mut out = Vec::new();
         let shape = Shape {
             request_id: Some("other"),
             head_only: true,
             ..keep_alive
         };
-        reply.write(&mut out, shape);
+        let out = write(|out| reply.write_head(out, shape), &reply.body);
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text.matches("X-Request-Id").count(), 1, "{text}");
         // The answer to HEAD: neither the body nor its length.
@@ -302,8 +301,7 @@ mod tests {
                 headers: Vec::new(),
                 body: b"ignored".to_vec(),
             };
-            let mut out = Vec::new();
-            reply.write(&mut out, Shape::default());
+            let out = write(|out| reply.write_head(out, Shape::default()), &reply.body);
             let text = String::from_utf8(out).unwrap();
             assert!(!text.contains("Content-Length"), "{text}");
             assert!(text.ends_with("\r\n\r\n"), "{text}");

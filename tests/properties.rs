@@ -7,6 +7,7 @@ use proptest::prelude::*;
 use rsp::forwarding::Forwarding;
 use rsp::framing::{BodyFramer, Framing};
 use rsp::http::{ClientSide, RequestHead, RequestPolicy, forward_response_head};
+use rsp::message::{Out, Record, Wire};
 use rsp::proxy_protocol::{self, Version};
 use rsp::target::{self, Backslash, EscapedSlash, PathNormalization, Scratch};
 
@@ -14,6 +15,8 @@ const VALID_REQUEST: &[u8] =
     b"POST /a?b=c HTTP/1.1\r\nHost: Example.com\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n";
 const VALID_RESPONSE: &[u8] =
     b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\nhello";
+const RICH_RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\
+Connection: keep-alive, X-Hop\r\nX-Hop: 1\r\nX-Request-Id: backend\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n";
 const PROXY_V1: &[u8] = b"PROXY TCP4 192.0.2.1 198.51.100.2 56324 443\r\nGET / HTTP/1.1\r\n";
 const PROXY_V2: &[u8] =
     b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c\xc0\x00\x02\x01\xc6\x33\x64\x02\x01\xbb\x00\x50rest";
@@ -47,7 +50,10 @@ fn claim_body(bytes: &[u8], split: usize) -> Result<(usize, Vec<u8>), rsp::frami
     while !framer.is_complete() {
         window_end = (window_end.max(claimed) + split).min(bytes.len());
         let taken = if framer.awaits_trailers() {
-            framer.take_trailers(&bytes[claimed..window_end], &mut trailers)?
+            framer.take_trailers(
+                &bytes[claimed..window_end],
+                rsp::message::Out::http1(&mut trailers),
+            )?
         } else {
             Some(framer.claim(&bytes[claimed..window_end])?)
         };
@@ -88,9 +94,43 @@ proptest! {
     fn response_parsing_never_panics(bytes in mutated(VALID_RESPONSE), minor in 0..2u8, head_request: bool) {
         let client = ClientSide { head_request, minor_version: minor, keep_alive: true, upgrade: head_request };
         let mut out = Vec::new();
-        if let Ok(Some(info)) = forward_response_head(&bytes, client, b"websocket", Some("id"), &mut out) {
+        if let Ok(Some(info)) = forward_response_head(&bytes, client, b"websocket", Some("id"), rsp::message::Out::http1(&mut out)) {
             prop_assert!(info.head_length <= bytes.len());
         }
+    }
+
+    /// A backend's head reaches an HTTP/2 client with what an HTTP/1.1
+    /// client gets of it: the same status and fields, in order, but for
+    /// the connection-specific ones; framing told, not written.
+    #[test]
+    fn response_heads_say_the_same_to_both_protocols(
+        bytes in prop_oneof![mutated(VALID_RESPONSE), mutated(RICH_RESPONSE)],
+        head_request: bool,
+    ) {
+        let client = ClientSide { head_request, minor_version: 1, keep_alive: true, upgrade: false };
+        let (mut text, mut record) = (Vec::new(), Vec::new());
+        let http1 = forward_response_head(&bytes, client, b"", Some("id"), Out::http1(&mut text));
+        let http2 = forward_response_head(&bytes, client, b"", Some("id"), Out { wire: Wire::Http2, bytes: &mut record });
+        prop_assert_eq!(&http1, &http2);
+        let Ok(Some(info)) = http1 else {
+            return Ok(());
+        };
+        let mut fields = [httparse::EMPTY_HEADER; 128];
+        let mut parsed = httparse::Response::new(&mut fields);
+        prop_assert!(matches!(parsed.parse(&text), Ok(httparse::Status::Complete(_))));
+        let mut expected = vec![(b":status".to_vec(), info.status.to_string().into_bytes())];
+        const CONNECTION: [&str; 5] = ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"];
+        expected.extend(
+            parsed.headers.iter()
+                .filter(|field| !CONNECTION.iter().any(|name| field.name.eq_ignore_ascii_case(name)))
+                .map(|field| (field.name.to_ascii_lowercase().into_bytes(), field.value.to_vec())),
+        );
+        let (head, block) = Record::read(&record).expect("a whole record");
+        prop_assert_eq!(head.length, record.len());
+        prop_assert_eq!(head.status, info.status);
+        prop_assert_eq!(head.chunked, info.framing == Framing::Chunked);
+        let decoded = loona_hpack::Decoder::new().decode(block).expect("a valid block");
+        prop_assert_eq!(decoded, expected);
     }
 
     #[test]
@@ -326,7 +366,7 @@ proptest! {
     #[test]
     fn hpack_decoding_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
         let mut decoder = rsp::h2::decoder();
-        let mut list = rsp::h2::hpack::HeaderList::default();
+        let mut list = rsp::hpack::HeaderList::default();
         if decoder.decode(&bytes, 1024, 128, &mut list).is_ok() {
             let size: usize = list.iter().map(|(n, v)| n.len() + v.len() + 32).sum();
             prop_assert!(size <= 1024);
@@ -345,15 +385,15 @@ proptest! {
     ) {
         let mut ours = rsp::h2::decoder();
         let mut theirs = loona_hpack::Decoder::new();
-        let mut list = rsp::h2::hpack::HeaderList::default();
+        let mut list = rsp::hpack::HeaderList::default();
         for fields in blocks {
             let mut block = Vec::new();
             for (kind, huffman, name, value, index) in fields {
                 match kind {
-                    0 => rsp::h2::hpack::encode_integer(&mut block, index, 7, 0x80),
+                    0 => rsp::hpack::encode_integer(&mut block, index, 7, 0x80),
                     _ => {
                         let (prefix, flags) = [(6, 0x40), (4, 0x00), (4, 0x10)][kind as usize - 1];
-                        rsp::h2::hpack::encode_integer(&mut block, 0, prefix, flags);
+                        rsp::hpack::encode_integer(&mut block, 0, prefix, flags);
                         huffman_literal(&mut block, name.as_bytes(), huffman);
                         huffman_literal(&mut block, value.as_bytes(), huffman);
                     }
@@ -376,14 +416,14 @@ proptest! {
         status in 100u16..600,
         fields in prop::collection::vec(("[a-z-]{1,12}", prop::collection::vec(any::<u8>(), 0..200)), 0..10),
     ) {
-        use rsp::h2::hpack;
+        use rsp::hpack;
         let mut block = vec![0x20];
         hpack::encode_status(&mut block, status);
         for (name, value) in &fields {
             hpack::encode_field(&mut block, name.as_bytes(), value);
         }
         let mut decoder = rsp::h2::decoder();
-        let mut list = rsp::h2::hpack::HeaderList::default();
+        let mut list = rsp::hpack::HeaderList::default();
         decoder.decode(&block, 1 << 20, 1000, &mut list).unwrap();
         let decoded: Vec<(&[u8], &[u8])> = list.iter().collect();
         let expected = status.to_string();
@@ -440,7 +480,7 @@ proptest! {
 /// A string literal, Huffman-coded with the code built from RFC 7541's
 /// code lengths (canonical), or plain: what a client's encoder writes.
 fn huffman_literal(out: &mut Vec<u8>, bytes: &[u8], huffman: bool) {
-    use rsp::h2::hpack::{HUFFMAN_LENGTHS, encode_integer};
+    use rsp::hpack::{HUFFMAN_LENGTHS, encode_integer};
     if !huffman {
         encode_integer(out, bytes.len(), 7, 0);
         out.extend_from_slice(bytes);

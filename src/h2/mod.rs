@@ -1,15 +1,16 @@
 //! HTTP/2 to clients (RFC 9113), built as the HTTP/1 stage is: sans-IO
-//! pieces driven by the one event loop. Here: frames, the translation of
-//! requests to HTTP/1.1 and of responses back, header blocks through HPACK
-//! (RFC 7541, hpack.rs), and the settings. The connection
-//! itself (streams, flow control, the defences) is `session::http2`.
+//! pieces driven by the one event loop. Here: frames, the checks of a
+//! request's header list (request.rs) and the settings. Header blocks go
+//! through `crate::hpack` (RFC 7541); response heads come encoded already
+//! (`message`). The connection itself (streams, flow control, the
+//! defences) is `session::http2`.
 
 pub mod frame;
-pub mod hpack;
 pub mod request;
-pub mod response;
 
 use std::time::Duration;
+
+use crate::hpack;
 
 /// A header field as decoded: its name and value.
 pub type Field<'a> = (&'a [u8], &'a [u8]);

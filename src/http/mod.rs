@@ -17,6 +17,7 @@ pub use request::{NEVER_UPGRADED, RequestHead, RequestParts, RequestPolicy, Unde
 pub use response::{ClientSide, MAX_INTERIM_RESPONSES, ResponseInfo, forward_response_head};
 pub use response_head::ResponseHead;
 
+use crate::message::HeadWriter;
 use crate::target::TargetError;
 
 /// More header fields than this in one head is answered with 431.
@@ -78,21 +79,21 @@ pub(crate) fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 /// whether it describes only this connection (see `is_hop_by_hop`): the
 /// one copy loop of requests and responses alike.
 pub(crate) fn copy_fields<'a>(
-    out: &mut Vec<u8>,
+    out: &mut HeadWriter,
     fields: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
     mut keep: impl FnMut(&[u8], bool) -> bool,
 ) {
     let options = connection_options(fields.clone());
     for (name, value) in fields {
         if keep(name, is_hop_by_hop(name, options.clone())) {
-            write_field(out, name, value);
+            out.field(name, value);
         }
     }
 }
 
 /// `copy_fields` of the end-to-end fields only, but those `skip` names.
 pub(crate) fn copy_end_to_end<'a>(
-    out: &mut Vec<u8>,
+    out: &mut HeadWriter,
     fields: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
     mut skip: impl FnMut(&[u8]) -> bool,
 ) {

@@ -1,13 +1,11 @@
 //! Response heads: parsing a backend's, deciding framing and persistence,
 //! and writing the head the client gets.
 
-use std::io::Write;
-
 use crate::framing::Framing;
+use crate::message::Out;
 
 use super::{
     HeadError, MAX_HEADERS, copy_end_to_end, copy_fields, is_framing, merge_content_length, tokens,
-    write_field,
 };
 
 /// What the client side of an exchange needs in order to shape a response.
@@ -50,7 +48,7 @@ impl ResponseInfo {
 /// size; HAProxy forwards every 1xx, bounded by its buffer).
 pub const MAX_INTERIM_RESPONSES: u8 = 10;
 
-/// Parses a response head at the start of `buffer` and appends the head to
+/// Parses a response head at the start of `buffer` and writes the head to
 /// send to the client to `out` (nothing for an interim response the client
 /// cannot take). `upgrade_offer` is what the request offered to switch to.
 /// `Ok(None)` means more bytes are needed.
@@ -59,7 +57,7 @@ pub fn forward_response_head(
     client: ClientSide,
     upgrade_offer: &[u8],
     request_id: Option<&str>,
-    out: &mut Vec<u8>,
+    out: Out,
 ) -> Result<Option<ResponseInfo>, HeadError> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut fields);
@@ -135,27 +133,28 @@ pub(super) trait Fields<'a>: Iterator<Item = (&'a [u8], &'a [u8])> + Clone {}
 impl<'a, I: Iterator<Item = (&'a [u8], &'a [u8])> + Clone> Fields<'a> for I {}
 
 /// A 101: the `Upgrade` field goes on with the switch.
-fn write_switch<'a>(head: &Head<'a, impl Fields<'a>>, request_id: Option<&str>, out: &mut Vec<u8>) {
-    write_status_line(out, head.status, head.reason);
-    copy_fields(out, head.fields(), |name, hop_by_hop| {
+fn write_switch<'a>(head: &Head<'a, impl Fields<'a>>, request_id: Option<&str>, out: Out) {
+    let mut out = out.response(head.status, head.reason);
+    copy_fields(&mut out, head.fields(), |name, hop_by_hop| {
         let replaced_id = request_id.is_some() && name.eq_ignore_ascii_case(b"x-request-id");
         name.eq_ignore_ascii_case(b"upgrade") || (!hop_by_hop && !replaced_id && !is_framing(name))
     });
     if let Some(id) = request_id {
-        write_field(out, b"X-Request-Id", id.as_bytes());
+        out.field(b"X-Request-Id", id.as_bytes());
     }
-    out.extend_from_slice(b"Connection: upgrade\r\n\r\n");
+    out.connection(b"upgrade");
+    out.end(false);
 }
 
 /// Interim responses (100 Continue, 103 Early Hints) mean nothing to an
 /// HTTP/1.0 client, and never have a body to frame.
-fn write_interim<'a>(head: &Head<'a, impl Fields<'a>>, client: ClientSide, out: &mut Vec<u8>) {
+fn write_interim<'a>(head: &Head<'a, impl Fields<'a>>, client: ClientSide, out: Out) {
     if client.minor_version != 1 {
         return;
     }
-    write_status_line(out, head.status, head.reason);
-    copy_end_to_end(out, head.fields(), is_framing);
-    out.extend_from_slice(b"\r\n");
+    let mut out = out.response(head.status, head.reason);
+    copy_end_to_end(&mut out, head.fields(), is_framing);
+    out.end(false);
 }
 
 /// What a final response's fields say of its framing and persistence.
@@ -197,7 +196,7 @@ pub(super) fn write_final<'a>(
     head: &Head<'a, impl Fields<'a>>,
     client: ClientSide,
     request_id: Option<&str>,
-    out: &mut Vec<u8>,
+    out: Out,
 ) -> Result<(Framing, bool, bool), HeadError> {
     let facts = read_fields(head)?;
     let bodiless_status = head.status == 204 || head.status == 304;
@@ -226,8 +225,8 @@ pub(super) fn write_final<'a>(
     let backend_keep_alive =
         persistent && !facts.close && !ambiguous && framing != Framing::UntilClose;
 
-    write_status_line(out, head.status, head.reason);
-    copy_end_to_end(out, head.fields(), |name| {
+    let mut out = out.response(head.status, head.reason);
+    copy_end_to_end(&mut out, head.fields(), |name| {
         // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3): never
         // pass on both; 204 and 304 answers pass on neither.
         let dropped_length = (facts.transfer_encoding || bodiless_status)
@@ -238,14 +237,14 @@ pub(super) fn write_final<'a>(
         dropped_length || dropped_coding || replaced_id
     });
     if let Some(id) = request_id {
-        write_field(out, b"X-Request-Id", id.as_bytes());
+        out.field(b"X-Request-Id", id.as_bytes());
     }
     if !keep_alive {
-        out.extend_from_slice(b"Connection: close\r\n");
+        out.connection(b"close");
     } else if client.minor_version == 0 {
-        out.extend_from_slice(b"Connection: keep-alive\r\n");
+        out.connection(b"keep-alive");
     }
-    out.extend_from_slice(b"\r\n");
+    out.end(framing == Framing::Chunked);
     Ok((framing, keep_alive, backend_keep_alive))
 }
 
@@ -280,19 +279,4 @@ fn check_switch<'a>(
             "101 Switching Protocols without an Upgrade field",
         )),
     }
-}
-
-/// `HTTP/1.1 200 OK`, without the formatting machinery: this runs for
-/// every response.
-fn write_status_line(out: &mut Vec<u8>, status: u16, reason: &str) {
-    out.extend_from_slice(b"HTTP/1.1 ");
-    if (100..1000).contains(&status) {
-        let digits = [status / 100, status / 10 % 10, status % 10];
-        out.extend(digits.iter().map(|&digit| b'0' + digit as u8));
-    } else {
-        let _ = write!(out, "{status}");
-    }
-    out.push(b' ');
-    out.extend_from_slice(reason.as_bytes());
-    out.extend_from_slice(b"\r\n");
 }

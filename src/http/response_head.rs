@@ -156,7 +156,7 @@ impl ResponseHead {
         &self,
         client: ClientSide,
         request_id: Option<&str>,
-        out: &mut Vec<u8>,
+        out: crate::message::Out,
     ) -> Result<ResponseInfo, HeadError> {
         let reason = if self.status == self.original {
             std::str::from_utf8(&self.raw[self.reason.clone()]).unwrap_or("")

@@ -411,7 +411,13 @@ const KEEP_11: ClientSide = ClientSide {
 
 fn response(raw: &str, client: ClientSide) -> (Result<Option<ResponseInfo>, HeadError>, String) {
     let mut out = Vec::new();
-    let info = forward_response_head(raw.as_bytes(), client, b"websocket", None, &mut out);
+    let info = forward_response_head(
+        raw.as_bytes(),
+        client,
+        b"websocket",
+        None,
+        crate::message::Out::http1(&mut out),
+    );
     (info, String::from_utf8(out).unwrap())
 }
 

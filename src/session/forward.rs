@@ -9,6 +9,7 @@ use std::io;
 
 use crate::buffer::Buffer;
 use crate::framing::{BodyFramer, Framing, FramingError};
+use crate::message::{Out, Wire};
 
 use super::transport::Sink;
 
@@ -18,9 +19,20 @@ use super::transport::Sink;
 pub struct Queue {
     bytes: Vec<u8>,
     sent: usize,
+    /// What the queue's heads are written for: its peer's codec.
+    pub wire: Wire,
 }
 
 impl Queue {
+    /// Where to write a head (or trailer section) to send after what is
+    /// queued, in the peer's wire form.
+    pub fn out(&mut self) -> Out<'_> {
+        Out {
+            wire: self.wire,
+            bytes: &mut self.bytes,
+        }
+    }
+
     pub fn pending(&self) -> &[u8] {
         &self.bytes[self.sent..]
     }
@@ -83,12 +95,7 @@ impl Body {
     /// forwarded of it is appended to `out`, and `trailers` says how many
     /// bytes of `data` to consume for it. `full`: `data` can grow no more,
     /// so a trailer section not complete in it never will be.
-    pub fn claim(
-        &mut self,
-        data: &[u8],
-        full: bool,
-        out: &mut Vec<u8>,
-    ) -> Result<Claimed, FramingError> {
+    pub fn claim(&mut self, data: &[u8], full: bool, out: Out) -> Result<Claimed, FramingError> {
         if self.claimed == 0 && self.framer.awaits_trailers() {
             return match self.framer.take_trailers(data, out)? {
                 Some(trailers) => Ok(Claimed { body: 0, trailers }),
@@ -113,7 +120,8 @@ impl Body {
     /// Reads and drops what it can of the body from `source` (rsp answered
     /// the request itself); returns how many bytes went.
     pub fn discard(&mut self, source: &mut Buffer) -> Result<usize, FramingError> {
-        let claimed = self.claim(source.data(), source.is_full(), &mut Vec::new())?;
+        let mut dropped = Vec::new();
+        let claimed = self.claim(source.data(), source.is_full(), Out::http1(&mut dropped))?;
         let count = claimed.body + claimed.trailers;
         source.consume(count);
         self.claimed = 0;
@@ -241,7 +249,7 @@ pub fn forward(
             Passage::Raw => source.len(),
             Passage::Body(body) => {
                 let claimed = body
-                    .claim(source.data(), source.is_full(), queue.tail())
+                    .claim(source.data(), source.is_full(), queue.out())
                     .map_err(ForwardError::Framing)?;
                 source.consume(claimed.trailers);
                 moved.trailers += claimed.trailers;

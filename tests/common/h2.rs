@@ -82,7 +82,7 @@ pub fn window_update(stream: u32, increment: u32) -> Vec<u8> {
 /// §6.2.2), of any length: changes no table, so raw blocks never put
 /// rsp's decoder out of step.
 pub fn literal(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    use rsp::h2::hpack::encode_integer;
+    use rsp::hpack::encode_integer;
     out.push(0);
     encode_integer(out, name.len(), 7, 0);
     out.extend_from_slice(name);

@@ -62,7 +62,7 @@ impl Exchange {
                 _ => exchange.request.request_id(),
             },
         };
-        let out = to_client.tail();
+        let out = to_client.out();
         let (status, body_length, body) = match answer {
             Answer::Error(error) => {
                 let body = error

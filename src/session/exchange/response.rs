@@ -104,7 +104,7 @@ impl Exchange {
             client_side,
             head.upgrade_offer(),
             self.request.request_id(),
-            link.to_client.tail(),
+            link.to_client.out(),
         );
         match parsed {
             Ok(Some(info)) if info.head_length > limit => {
@@ -201,7 +201,7 @@ impl Exchange {
         let written = self.response.head.write_final(
             client_side,
             self.request.request_id(),
-            link.to_client.tail(),
+            link.to_client.out(),
         );
         match written {
             Ok(info) => {
@@ -300,7 +300,7 @@ impl Exchange {
         let framed = self
             .response
             .head
-            .write_final(client_side, None, link.to_client.tail());
+            .write_final(client_side, None, link.to_client.out());
         link.to_client.clear();
         if let Some(transaction) = &mut self.transaction {
             transaction.backend_status = Some(status);

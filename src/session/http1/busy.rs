@@ -97,6 +97,10 @@ impl Busy {
             None => request.sni = None,
         }
         busy.outbound.set_limit(buffer_bytes);
+        busy.to_client.wire = match client.http2 {
+            true => crate::message::Wire::Http2,
+            false => crate::message::Wire::Http1,
+        };
         busy
     }
 

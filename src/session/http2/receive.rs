@@ -4,8 +4,8 @@
 
 use crate::buffer::Buffer;
 use crate::h2::frame::{self, ErrorCode, Frame, FrameError, setting};
-use crate::h2::hpack;
 use crate::h2::request::{self, BodyFraming};
+use crate::hpack;
 use crate::memory::Tracked;
 use crate::reply::ErrorReply;
 use crate::services::Services;

@@ -9,11 +9,14 @@ use crate::buffer::{Buffer, Fill};
 use crate::framing::Chunked;
 use crate::h2::frame::{self, ErrorCode};
 use crate::h2::request::BodyFraming;
-use crate::h2::response;
+use crate::message::Record;
 
 use super::super::transport::Sink;
 use super::super::{Client, End, Peer};
-use crate::h2::hpack;
+
+/// The first header block's dynamic table size update, to 0: rsp's
+/// encoder keeps no table.
+const TABLE_SIZE_ZERO: u8 = 0x20;
 
 /// Frames rsp holds for a client beyond which no more DATA is made: the
 /// connection's output bound (control frames are small and few, and are
@@ -46,41 +49,28 @@ impl Tx {
         OUTPUT_HIGH.saturating_sub(self.pending())
     }
 
-    /// Writes a header block for `stream` as HEADERS and, past the
-    /// client's frame size, CONTINUATION frames.
-    pub fn write_headers<'a>(
-        &mut self,
-        stream: u32,
-        fields: impl Iterator<Item = (&'a [u8], &'a [u8])>,
-        status: Option<u16>,
-        end_stream: bool,
-    ) {
-        // The block is encoded in place, after room for its HEADERS
-        // frame's header, written once its length is known.
-        let at = self.out.len();
-        self.out.extend_from_slice(&[0; frame::HEADER_LENGTH]);
-        let start = self.out.len();
-        if std::mem::take(&mut self.table_update) {
-            self.out.push(0x20);
-        }
-        if let Some(status) = status {
-            hpack::encode_status(&mut self.out, status);
-        }
-        for (name, value) in fields {
-            hpack::encode_field(&mut self.out, name, value);
-        }
-        let length = self.out.len() - start;
+    /// Writes a header block rsp encoded for `stream` as HEADERS and,
+    /// past the client's frame size, CONTINUATION frames.
+    pub fn write_headers(&mut self, stream: u32, block: &[u8], end_stream: bool) {
+        let update = std::mem::take(&mut self.table_update);
+        let length = block.len() + usize::from(update);
         if length <= self.max_frame as usize {
             let flags = frame::flag::END_HEADERS | end_flag(end_stream);
-            let header = frame::header_bytes(length, frame::kind::HEADERS, flags, stream);
-            self.out[at..start].copy_from_slice(&header);
+            frame::write_header(&mut self.out, length, frame::kind::HEADERS, flags, stream);
+            if update {
+                self.out.push(TABLE_SIZE_ZERO);
+            }
+            self.out.extend_from_slice(block);
             return;
         }
         // Past the client's frame size (a head over 16 KiB at least): in
         // frames of that size, CONTINUATIONs after the HEADERS.
-        let block = self.out.split_off(start);
-        self.out.truncate(at);
-        self.write_block(stream, &block, end_stream);
+        let mut whole = Vec::with_capacity(length);
+        if update {
+            whole.push(TABLE_SIZE_ZERO);
+        }
+        whole.extend_from_slice(block);
+        self.write_block(stream, &whole, end_stream);
     }
 
     fn write_block(&mut self, stream: u32, block: &[u8], end_stream: bool) {
@@ -252,49 +242,44 @@ impl StreamIo {
         tx.window -= count as i64;
     }
 
-    /// A response head rsp wrote (interim or final) as a HEADERS frame;
-    /// returns the bytes of it taken.
-    fn send_head(&mut self, tx: &mut Tx, head: &[u8]) -> io::Result<Option<usize>> {
-        if head.is_empty() {
-            return Ok(None);
-        }
-        let written = response::read_head(head, |parsed, fields| {
-            tx.write_headers(self.id, fields, Some(parsed.status), false);
-            parsed
-        });
-        let Some(parsed) = written else {
+    /// A response head rsp wrote (interim or final) as a HEADERS frame,
+    /// or a chunked body's trailer section as HEADERS that end the stream
+    /// (an empty DATA that does, when no field is left of it); returns the
+    /// bytes of the record taken.
+    fn send_head(&mut self, tx: &mut Tx, queued: &[u8]) -> io::Result<usize> {
+        let Some((record, block)) = Record::read(queued) else {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                "a response head that does not parse",
+                "queued bytes that are not a head rsp wrote",
             ));
         };
-        let interim = parsed.status < 200;
-        if !interim {
-            self.phase = Phase::Body {
-                chunked: parsed.chunked,
-            };
-        }
-        Ok(Some(parsed.length))
-    }
-
-    /// A chunked body's trailer section: HEADERS that end the stream (or
-    /// an empty DATA that does, when no field is left of it).
-    fn send_trailers(&mut self, tx: &mut Tx, head: &[u8]) -> usize {
-        // The trailer section of a chunked body: a HEADERS frame that
-        // ends the stream.
-        let written = response::read_trailers(head, |fields| {
-            let mut fields = fields.peekable();
-            if fields.peek().is_none() {
-                return false;
+        match (record.trailers, self.phase) {
+            (false, Phase::Head) => {
+                tx.write_headers(self.id, block, false);
+                if record.status >= 200 {
+                    self.phase = Phase::Body {
+                        chunked: record.chunked,
+                    };
+                }
             }
-            tx.write_headers(self.id, fields, None, true);
-            true
-        });
-        if written != Some(true) {
-            tx.write_data(self.id, &[], true);
+            (true, Phase::Body { chunked: true }) => {
+                if block.is_empty() {
+                    tx.write_data(self.id, &[], true);
+                } else {
+                    tx.write_headers(self.id, block, true);
+                }
+                self.state.end_by_rsp();
+            }
+            // rsp queues nothing after a head but a chunked body's
+            // trailers (its own answers' bodies come as `body`).
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "a head queued where the stream takes none",
+                ));
+            }
         }
-        self.state.end_by_rsp();
-        head.len()
+        Ok(record.length)
     }
 
     /// Body bytes as DATA frames, within the windows and the output bound:
@@ -442,19 +427,8 @@ impl Sink for StreamPeer<'_> {
             return Ok(Some(head.len() + body.len()));
         }
         match io.phase {
-            Phase::Head if head.is_empty() => Ok(None),
-            Phase::Head => io.send_head(tx, head),
-            // The trailer section of a chunked body: a HEADERS frame that
-            // ends the stream.
-            Phase::Body { chunked: true } if !head.is_empty() => {
-                Ok(Some(io.send_trailers(tx, head)))
-            }
-            // rsp queues nothing after a head but a chunked body's
-            // trailers (its own answers' bodies come as `body`).
-            Phase::Body { .. } if !head.is_empty() => Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "bytes queued after a response head that has no trailers",
-            )),
+            _ if !head.is_empty() => io.send_head(tx, head).map(Some),
+            Phase::Head => Ok(None),
             Phase::Body { chunked } => io.send_body(tx, body, chunked),
         }
     }
@@ -505,13 +479,29 @@ mod tests {
         }
     }
 
+    /// The HPACK block of a head of `status` with `fields`, as the
+    /// exchange's writer makes it.
+    fn block(status: Option<u16>, fields: &[(&[u8], &[u8])]) -> Vec<u8> {
+        use crate::message::{HeadWriter, RECORD_HEADER, Wire};
+        let mut out = Vec::new();
+        let mut head = match status {
+            Some(status) => HeadWriter::response(Wire::Http2, &mut out, status, ""),
+            None => HeadWriter::trailers(Wire::Http2, &mut out),
+        };
+        for (name, value) in fields {
+            head.field(name, value);
+        }
+        head.end(false);
+        out.split_off(RECORD_HEADER)
+    }
+
     #[test]
     fn a_header_block_goes_in_one_frame_or_in_frames_of_the_clients_size() {
         use frame::flag::{END_HEADERS, END_STREAM};
         use frame::kind::{CONTINUATION, HEADERS};
         let small: [(&[u8], &[u8]); 2] = [(b"Content-Type", b"text/plain"), (b"x-a", b"b")];
         let mut one = tx();
-        one.write_headers(1, small.into_iter(), Some(200), true);
+        one.write_headers(1, &block(Some(200), &small), true);
         let (written, fields) = frames(&one);
         assert_eq!(written, [(HEADERS, END_HEADERS | END_STREAM, written[0].2)]);
         assert_eq!(fields[0], (b":status".to_vec(), b"200".to_vec()));
@@ -523,7 +513,7 @@ mod tests {
         let value = vec![b'v'; 1000];
         let large: Vec<(&[u8], &[u8])> = (0..40).map(|_| (&b"x-large"[..], &value[..])).collect();
         let mut split = tx();
-        split.write_headers(3, large.into_iter(), Some(200), false);
+        split.write_headers(3, &block(Some(200), &large), false);
         let (written, fields) = frames(&split);
         let kinds: Vec<(u8, u8)> = written
             .iter()
@@ -539,7 +529,7 @@ mod tests {
         // Trailers: no status; an empty block is one empty frame.
         let mut empty = tx();
         empty.table_update = false;
-        empty.write_headers(5, std::iter::empty(), None, true);
+        empty.write_headers(5, &block(None, &[]), true);
         assert_eq!(frames(&empty).0, [(HEADERS, END_HEADERS | END_STREAM, 0)]);
     }
 }

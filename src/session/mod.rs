@@ -527,9 +527,9 @@ impl Session {
 }
 
 /// Frees the spare parts of requests not taken in the last second (see
-/// `http1::trim_spare`); returns the bytes freed.
+/// `exchange::trim_spare`); returns the bytes freed.
 pub fn trim_spare() -> usize {
-    http1::trim_spare()
+    exchange::trim_spare()
 }
 
 /// What `Session::reclaim` did.

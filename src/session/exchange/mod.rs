@@ -7,10 +7,14 @@
 
 use std::time::Instant;
 
+mod busy;
+mod carry;
 mod local;
 mod response;
 mod routing;
 
+pub use busy::{Busy, trim_spare};
+pub use carry::Flow;
 pub use local::Answer;
 pub use routing::Routed;
 

@@ -3,16 +3,12 @@
 
 use crate::admin;
 use crate::framing::Framing;
-use crate::http::{self, HeadError, RequestHead, RequestPolicy};
-use crate::memory::Pressure;
-use crate::reply::ErrorReply;
+use crate::http::HeadError;
 use crate::services::Services;
-use crate::target::TargetError;
 use crate::timer;
 
-use super::super::exchange::{Answer, Routed};
+use super::super::exchange::Answer;
 use super::super::forward::Body;
-use super::super::upstream::Attempt;
 use super::super::{App, Client, End, Key, Step};
 use super::{Busy, Http1, Wait};
 
@@ -32,10 +28,7 @@ impl Http1 {
         eof: bool,
         services: &mut Services,
     ) -> Result<bool, Step> {
-        // An HTTP/2 stream's request came read (`take_request`).
-        let given = self.busy.as_deref_mut().and_then(|busy| busy.given.take());
-        let from_codec = given.is_some();
-        if given.is_none() && self.inbound.is_empty() {
+        if self.inbound.is_empty() {
             return if eof || services.draining {
                 Err(Step::Close(End::Done { linger: true }))
             } else {
@@ -61,10 +54,7 @@ impl Http1 {
             .busy
             .get_or_insert_with(|| Busy::take(client, buffer_bytes));
         let request = &mut busy.exchange.request;
-        let parsed = match given {
-            Some(read) => read.map(Some),
-            None => request.head.parse(self.inbound.data(), policy, request.tls),
-        };
+        let parsed = request.head.parse(self.inbound.data(), policy, request.tls);
         // An admin request's body (a map's new value) is read whole before
         // the request is answered: the head stays until it is all here.
         let admin_body_pending = *client.app == App::Admin
@@ -91,98 +81,27 @@ impl Http1 {
         let bytes = head_length.unwrap_or(self.inbound.len());
         self.begin_transaction(client, services, head_length.is_some(), bytes);
         let address = client.address;
+        let Some(busy) = self.busy.as_deref_mut() else {
+            return Ok(false);
+        };
         match parsed {
             Ok(Some(length)) if length <= limit => {
-                if !from_codec {
-                    self.inbound.consume(length);
-                }
-                if *client.app != App::Admin && services.memory().1 == Pressure::Ceiling {
-                    // Past the ceiling what is held is being cut back;
-                    // nothing new is taken meanwhile.
-                    services.totals.refused_for_memory += 1;
-                    crate::client_log!(
-                        log::Level::Warn,
-                        "{address}: 503, rsp is at its memory ceiling (memory.limit)"
-                    );
-                    let body = Body::new(&self.busy.as_deref().map_or(Framing::Empty, |busy| {
-                        busy.exchange.request.head.framing.clone()
-                    }));
-                    self.answer(services, Answer::Error(ErrorReply::Overloaded), body);
+                self.inbound.consume(length);
+                if busy.refused_for_memory(client, services) {
                     return Ok(true);
                 }
                 return self.dispatch(key, client, services);
             }
-            Ok(_) => self.refuse_head(services, address, limit, HeadError::TooManyHeaders),
-            Err(error) => self.refuse_head(services, address, limit, error),
+            Ok(_) => busy.refuse_head(services, address, limit, HeadError::TooManyHeaders),
+            Err(error) => busy.refuse_head(services, address, limit, error),
         }
         Ok(true)
-    }
-
-    /// The answer to a head that did not parse, or is over its bound
-    /// (`limit` bytes): 431, 501 for CONNECT, else 400; and its log line.
-    fn refuse_head(
-        &mut self,
-        services: &mut Services,
-        address: std::net::SocketAddr,
-        limit: usize,
-        error: HeadError,
-    ) {
-        let reply = match error {
-            HeadError::TooManyHeaders => {
-                crate::client_log!(
-                    log::Level::Info,
-                    "{address}: 431, request head over {limit} bytes or {} fields",
-                    http::MAX_HEADERS
-                );
-                ErrorReply::HeadTooLarge
-            }
-            HeadError::Target(TargetError::Connect) => {
-                crate::client_log!(
-                    log::Level::Info,
-                    "{address}: 501, CONNECT: rsp does not tunnel to other hosts"
-                );
-                ErrorReply::NotImplemented
-            }
-            error => {
-                crate::client_log!(log::Level::Info, "{address}: 400, {error}");
-                ErrorReply::BadRequest
-            }
-        };
-        self.answer(services, Answer::Error(reply), None);
     }
 
     /// The bound of a request's response buffer: the connection's, or the
     /// smaller one an HTTP/2 stream was given.
     fn buffer_bytes(&self, services: &Services) -> usize {
         self.inbound.limit().min(services.settings.buffer_bytes)
-    }
-
-    /// An HTTP/2 stream's request, which `read` reads into the request
-    /// head from its header list (`RequestHead::read_h2`, told whether the
-    /// connection is TLS): routed on the next drive, as a parsed head is.
-    pub fn take_request(
-        &mut self,
-        client: &Client,
-        services: &Services,
-        read: impl FnOnce(&mut RequestHead, &RequestPolicy, bool) -> Result<usize, HeadError>,
-    ) {
-        let busy = self.begin(client, services);
-        let request = &mut busy.exchange.request;
-        busy.given = Some(read(
-            &mut request.head,
-            &services.settings.policy,
-            request.tls,
-        ));
-    }
-
-    /// A request that never became HTTP/1.1 (an HTTP/2 header list over
-    /// its bound) is answered with `reply` at once, counted and logged as
-    /// a head that did not parse.
-    pub fn refuse(&mut self, client: &Client, services: &mut Services, reply: ErrorReply) {
-        services.counters.requests += 1;
-        self.begin(client, services);
-        self.begin_transaction(client, services, false, 0);
-        self.answer(services, Answer::Error(reply), None);
     }
 
     /// A request head arrived, or failed to: its record starts and its id
@@ -199,9 +118,7 @@ impl Http1 {
             _ => timer::now(),
         };
         if let Some(busy) = self.busy.as_deref_mut() {
-            let admin = *client.app == App::Admin;
-            busy.exchange
-                .begin(client.address, services, (started, parsed, bytes), admin);
+            busy.begin(client, services, started, (parsed, bytes));
         }
     }
 
@@ -212,49 +129,19 @@ impl Http1 {
         client: &Client,
         services: &mut Services,
     ) -> Result<bool, Step> {
-        let Some(busy) = self.busy.as_deref_mut() else {
-            return Ok(false);
-        };
-        let head = &busy.exchange.request.head;
-        let address = client.address;
-        log::debug!(
-            "{address}: {} {} host={:?}",
-            head.method(),
-            head.target(),
-            head.host()
-        );
-        if let (Framing::Length(length), Some(limit)) =
-            (&head.framing, services.settings.max_body_bytes)
-            && *length > limit
-        {
-            crate::client_log!(
-                log::Level::Info,
-                "{address}: 413, request body of {length} bytes, over {limit}"
-            );
-            self.answer(services, Answer::Error(ErrorReply::BodyTooLarge), None);
-            return Ok(true);
-        }
-        let body = Body::new(&head.framing);
         if *client.app == App::Admin {
+            let body = self
+                .busy
+                .as_deref()
+                .and_then(|busy| Body::new(&busy.exchange.request.head.framing));
             self.admin(client, services, body);
             return Ok(true);
         }
-        let target = match busy.exchange.route(services, address) {
-            Routed::Answer(reply) => {
-                self.answer(services, Answer::Error(reply), body);
-                return Ok(true);
-            }
-            Routed::Reply(reply) => {
-                self.answer(services, Answer::Reply(&reply), body);
-                return Ok(true);
-            }
-            Routed::To(target) => target,
-        };
-        let Some((link, exchange)) = self.link(key, client) else {
+        let Some(busy) = self.busy.as_deref_mut() else {
             return Ok(false);
         };
-        let turn = exchange.dial(&link, services, Attempt::new(target), body, false);
-        self.take(services, turn)
+        let flow = busy.dispatch(key.waiter, client, &mut self.inbound, services);
+        self.flow(flow)
     }
 
     /// A request to the admin port: answered by `admin`, whose command
@@ -301,8 +188,7 @@ impl Http1 {
         discard: Option<Body>,
     ) {
         if let Some(busy) = self.busy.as_deref_mut() {
-            busy.exchange
-                .answer(services, answer, discard, &mut busy.to_client);
+            busy.answer(services, answer, discard);
         }
     }
 }

@@ -1,28 +1,30 @@
 //! The HTTP/2 stage (RFC 9113): one client connection carrying many
-//! streams, each stream one exchange, driven by an HTTP/1 stage of its
-//! own that reads the request translated to HTTP/1.1 and whose answer is
-//! translated back into frames (`stream.rs`). Backends stay HTTP/1.1.
+//! streams, each stream driving one exchange of its own (`exchange.rs`):
+//! the request head read from the header list, its body from DATA; the
+//! answer the exchange writes is framed as HEADERS and DATA
+//! (`stream.rs`). Backends stay HTTP/1.1.
 //!
 //! ```text
-//! client bytes ──frames──> streams: HEADERS ─> head ─┐
-//!                                   DATA ───> body ──┴─> Http1 ─> exchange ─> backend
-//! client <──frames── Tx <── HEADERS/DATA <── Http1's answer <──────────────────┘
+//! client bytes ──frames──> streams: HEADERS ─> RequestHead ─┐
+//!                                   DATA ───> body runs ────┴─> exchange ─> backend
+//! client <──frames── Tx <── HEADERS/DATA <── heads (message.rs), body <──────┘
 //! ```
 //!
 //! Flow control is the backpressure: a stream's window is given back only
-//! as its stage takes the body (and the stage only as its backend reads),
-//! and DATA is made only while the client's windows and the connection's
-//! output bound allow, so a stage's response buffer fills and its
-//! backend stops being read. The defences (floods, resets, header block
+//! as its exchange takes the body (and the exchange only as its backend
+//! reads), and DATA is made only while the client's windows and the
+//! connection's output bound allow, so an exchange's response buffer
+//! fills and its backend stops being read. The defences (floods, resets, header block
 //! bounds) are budgets of the connection's, in `Flood`.
 //!
 //! Here: the connection's life (`Life`), its input and output, deadlines
 //! and reloads; `receive.rs`: the frames the client sends; `streams.rs`:
-//! the streams' stages, their ends and windows; `stream.rs`: one stream's
-//! translation and its RFC 9113 state; `closed.rs`: what late frames on
+//! the streams, their ends and windows; `exchange.rs`: a stream driving
+//! its exchange; `stream.rs`: one stream's frames and its RFC 9113 state; `closed.rs`: what late frames on
 //! closed streams get; `flood.rs`: the budgets.
 
 mod closed;
+mod exchange;
 mod flood;
 mod receive;
 mod stream;
@@ -42,7 +44,7 @@ use crate::memory::Tracked;
 use crate::services::Services;
 use crate::timer;
 
-use super::http1::Http1;
+use super::exchange::Busy;
 use super::{Client, End, Key, Step, Timeout, client_error};
 
 use closed::ClosedStreams;
@@ -66,7 +68,7 @@ const MAX_CONTINUATIONS: u32 = 32;
 /// connection is cut: only control frames go past `OUTPUT_HIGH`, and a
 /// client that makes this many of them and reads none is flooding.
 const OUTPUT_MAX: usize = 1024 * 1024;
-/// The stage buffers of a stream share this per connection (between
+/// The buffers of a stream share this per connection (between
 /// `STREAM_BUFFER_MIN` and `STREAM_BUFFER_MAX` each).
 const CONNECTION_BUFFER: usize = 2 * 1024 * 1024;
 const STREAM_BUFFER_MIN: usize = 16 * 1024;
@@ -94,14 +96,20 @@ struct Block {
 
 struct Stream {
     io: StreamIo,
-    stage: Http1,
+    /// The stream's exchange and what it holds (from the spare list).
+    busy: Box<Busy>,
+    /// The request's body as its backend takes it (`StreamIo::fill`).
+    inbound: Buffer,
+    /// The request as read from its header list, not yet routed: the
+    /// bytes it would take as an HTTP/1.1 head, or why it is refused.
+    unrouted: Option<Result<usize, crate::http::HeadError>>,
     /// When bytes of this stream last moved.
     last: Instant,
-    /// Something happened that its stage should see.
+    /// Something happened that its exchange should see.
     dirty: bool,
     /// The connection's client, for log lines.
     client: std::net::SocketAddr,
-    /// The bound of the stage's answer buffer, and what of it is not yet
+    /// The bound of the exchange's answer buffer, and what of it is not yet
     /// taken, counted in what the worker holds: admitting streams looks
     /// at what they may come to hold, not what they hold the moment they
     /// open (their answers arrive later, and would overshoot the bound).
@@ -112,7 +120,7 @@ struct Stream {
 impl Stream {
     /// Counts the part of the answer buffer's bound not yet taken.
     fn reserve(&mut self) {
-        let taken = self.stage.answer_buffer_held();
+        let taken = self.busy.outbound.held();
         self.reserved.set(self.bound.saturating_sub(taken));
     }
 }
@@ -450,7 +458,7 @@ impl Http2 {
         };
         self.streams
             .iter()
-            .map(|(_, stream)| stream.stage.deadline(timeouts, stream.last))
+            .map(|(_, stream)| stream.deadline(timeouts))
             .min_by_key(|(at, _)| *at)
             .unwrap_or(own)
     }
@@ -475,12 +483,12 @@ impl Http2 {
             let Some(stream) = self.streams.get_mut(slot) else {
                 continue;
             };
-            let (at, timeout) = stream.stage.deadline(&timeouts, stream.last);
+            let (at, timeout) = stream.deadline(&timeouts);
             if at > now {
                 continue;
             }
             let key = stream_key(session, slot);
-            match stream.stage.expire(key, client, services, timeout) {
+            match stream.expire(key, client, services, timeout) {
                 Step::Close(end) => self.finish_stream(session, slot, end, services),
                 _ => stream.dirty = true,
             }
@@ -495,7 +503,10 @@ impl Http2 {
         token: Token,
     ) -> io::Result<()> {
         for (_, stream) in self.streams.iter_mut() {
-            stream.stage.update_backend_interest(registry)?;
+            let inbound_empty = stream.inbound.is_empty();
+            stream
+                .busy
+                .update_backend_interest(registry, inbound_empty)?;
         }
         // A write held for the end of the batch needs no event.
         let wants_write =
@@ -517,10 +528,10 @@ impl Http2 {
         let mut any = false;
         for (slot, stream) in self.streams.iter_mut() {
             let key = stream_key(session, slot);
-            if stream
-                .stage
-                .follow_reload(key, client, moved, pool_moved, services)
-            {
+            let link = (key.waiter, client, &mut stream.inbound);
+            if let Some(flow) = stream.busy.follow_reload(link, moved, pool_moved, services) {
+                // A queued request answered: driven on the next turn.
+                let _ = flow;
                 stream.dirty = true;
                 any = true;
             }
@@ -539,7 +550,9 @@ impl Http2 {
             _ => &End::ClientGone(None),
         };
         for (slot, stream) in self.streams {
-            stream.stage.close(stream_key(session, slot), services, end);
+            stream
+                .busy
+                .close(stream_key(session, slot).waiter, services, end);
         }
     }
 }

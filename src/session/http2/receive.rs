@@ -12,7 +12,7 @@ use crate::services::Services;
 use crate::timer;
 
 use super::super::Client;
-use super::super::http1::Http1;
+use super::super::exchange::{Answer, Busy};
 use super::closed::{self, Ended, Late};
 use super::stream::StreamIo;
 use super::{
@@ -546,9 +546,18 @@ impl Http2 {
             self.peer_initial_window,
         );
         let io = StreamIo::new(id, (framing, end_stream), windows);
+        let mut busy = Busy::take(client, buffer);
+        let unrouted = request.map(|request| {
+            let view = &mut busy.exchange.request;
+            let policy = &services.settings.policy;
+            view.head
+                .read_h2(&request.parts, fields.iter(), policy, view.tls)
+        });
         let slot = self.insert_stream(Stream {
             io,
-            stage: Http1::new(Buffer::new(buffer)),
+            busy,
+            inbound: Buffer::new(buffer),
+            unrouted,
             last: timer::now(),
             dirty: true,
             client: client.address,
@@ -556,12 +565,8 @@ impl Http2 {
             reserved: Tracked::default(),
         });
         let stream = &mut self.streams[slot];
-        match request {
-            Some(request) => stream
-                .stage
-                .take_request(client, services, |head, policy, https| {
-                    head.read_h2(&request.parts, fields.iter(), policy, https)
-                }),
+        match stream.unrouted {
+            Some(_) => {}
             None => {
                 let limit = self.settings.max_header_list_size;
                 crate::client_log!(
@@ -571,9 +576,10 @@ impl Http2 {
                 );
                 // The stream keeps its real end: a client that had not ended
                 // it may still send, and is told to stop (RST_STREAM NO_ERROR).
-                stream
-                    .stage
-                    .refuse(client, services, ErrorReply::HeadTooLarge);
+                services.counters.requests += 1;
+                let busy = &mut stream.busy;
+                busy.begin(client, services, timer::now(), (false, 0));
+                busy.answer(services, Answer::Error(ErrorReply::HeadTooLarge), None);
             }
         }
         stream.reserve();

@@ -1,18 +1,17 @@
-//! One HTTP/2 stream as the HTTP/1 stage sees its client (`Peer`): the
-//! request's translated head and body are read from it, and the answer
-//! written to it is turned into HEADERS and DATA frames, as far as flow
-//! control and the connection's output bound allow.
+//! One HTTP/2 stream's side of its exchange: the request body the client
+//! sends, moved to the exchange's inbound buffer, and the answer the
+//! exchange writes (`StreamSink`), made into HEADERS and DATA frames as
+//! far as flow control and the connection's output bound allow.
 
 use std::io;
 
-use crate::buffer::{Buffer, Fill};
+use crate::buffer::Buffer;
 use crate::framing::Chunked;
 use crate::h2::frame::{self, ErrorCode};
 use crate::h2::request::BodyFraming;
 use crate::message::Record;
 
 use super::super::transport::Sink;
-use super::super::{Client, End, Peer};
 
 /// The first header block's dynamic table size update, to 0: rsp's
 /// encoder keeps no table.
@@ -231,11 +230,6 @@ impl StreamIo {
         }
     }
 
-    /// Everything the client sent went to the stage.
-    fn all_read(&self) -> bool {
-        self.state.client_ended() && self.body.is_empty() && self.tail.is_empty()
-    }
-
     /// `count` bytes of DATA went out: both send windows shrink by them.
     fn charge(&mut self, tx: &mut Tx, count: usize) {
         self.send_window -= count as i64;
@@ -345,70 +339,55 @@ impl StreamIo {
     }
 }
 
-/// The stage's view of one stream: the connection's client, this
-/// stream's translation, and the connection's output.
-pub struct StreamPeer<'a> {
-    pub client: &'a Client,
+/// Where a stream's exchange writes its answer: the stream's frames, in
+/// the connection's output.
+pub struct StreamSink<'a> {
     pub io: &'a mut StreamIo,
     pub tx: &'a mut Tx,
 }
 
-impl Peer for StreamPeer<'_> {
-    fn client(&self) -> &Client {
-        self.client
-    }
-
-    fn eof(&self) -> bool {
-        self.io.all_read()
-    }
-
-    fn read_into(&mut self, buffer: &mut Buffer) -> Result<Fill, End> {
-        let io = &mut *self.io;
+impl StreamIo {
+    /// Moves the DATA the client sent into `buffer`, as the request's
+    /// body goes to an HTTP/1.1 backend: as it came with a content-length,
+    /// else in chunks, and then the last chunk and the trailers once the
+    /// client ended the stream. Returns the bytes moved; those of the
+    /// body are the client's window again (`credit`).
+    pub fn fill(&mut self, buffer: &mut Buffer, tx: &mut Tx) -> usize {
         let mut read = 0;
-        if !io.body.is_empty() {
+        if !self.body.is_empty() {
             let room = buffer.capacity_left(buffer.len());
-            let moved = match io.framing {
+            let moved = match self.framing {
                 BodyFraming::Chunked if room > 32 => {
-                    let count = io.body.len().min(room - 32);
+                    let count = self.body.len().min(room - 32);
                     let mut line = [0; 18];
                     let line = chunk_line(count, &mut line);
                     buffer.push(line);
-                    buffer.push(&io.body[..count]);
+                    buffer.push(&self.body[..count]);
                     buffer.push(b"\r\n");
                     read += line.len() + count + 2;
                     count
                 }
                 BodyFraming::Chunked => 0,
                 _ => {
-                    let count = buffer.push(&io.body);
+                    let count = buffer.push(&self.body);
                     read += count;
                     count
                 }
             };
-            io.body.drain(..moved);
-            io.credit += moved as u64;
-            self.tx.credit += moved as u64;
+            self.body.drain(..moved);
+            self.credit += moved as u64;
+            tx.credit += moved as u64;
         }
-        if io.body.is_empty() && !io.tail.is_empty() {
-            let count = buffer.push(&io.tail);
-            io.tail.drain(..count);
+        if self.body.is_empty() && !self.tail.is_empty() {
+            let count = buffer.push(&self.tail);
+            self.tail.drain(..count);
             read += count;
         }
-        // The end is news once, with the last bytes: a stage told it on
-        // every read would count it as progress, and spin.
-        Ok(Fill {
-            read,
-            eof: read > 0 && io.all_read(),
-            drained: true,
-        })
-    }
-
-    fn flush(&mut self) -> io::Result<bool> {
-        Ok(false)
+        read
     }
 }
 
-impl Sink for StreamPeer<'_> {
+impl Sink for StreamSink<'_> {
     /// Always: a stream that cannot send for want of window or room says
     /// so from `write_two`, which marks it blocked, so that a window
     /// opening or the output draining drives it again.

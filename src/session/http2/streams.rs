@@ -13,7 +13,7 @@ use crate::services::Services;
 use crate::timer;
 
 use super::super::{Client, End, Step};
-use super::stream::{self, StreamPeer};
+use super::stream;
 use super::{Http2, Stream, connection_window, cut_short, stream_key};
 
 impl Http2 {
@@ -42,7 +42,9 @@ impl Http2 {
         self.tx.credit += stream.io.body.len() as u64;
         self.closed.reset(stream.io.id, false, timer::now());
         let key = stream_key(session, slot);
-        stream.stage.close(key, services, &End::ClientGone(None));
+        stream
+            .busy
+            .close(key.waiter, services, &End::ClientGone(None));
     }
 
     /// rsp resets a stream because of what the client sent (a stream
@@ -62,9 +64,8 @@ impl Http2 {
         // Even after rsp's END_STREAM (trailers): the client may still be
         // sending, and must learn of the error.
         self.reset_stream(stream.client, stream.io.id, code, &why, services);
-        stream
-            .stage
-            .close(stream_key(session, slot), services, &End::ClientGone(None));
+        let waiter = stream_key(session, slot).waiter;
+        stream.busy.close(waiter, services, &End::ClientGone(None));
         self.flood.reset()
     }
 
@@ -100,7 +101,7 @@ impl Http2 {
         }
     }
 
-    /// Drives the stages of the streams something happened to.
+    /// Drives the exchanges of the streams something happened to.
     pub(super) fn drive_streams(
         &mut self,
         session: usize,
@@ -116,16 +117,11 @@ impl Http2 {
             };
             stream.io.blocked = false;
             let key = stream_key(session, slot);
-            let mut peer = StreamPeer {
-                client,
-                io: &mut stream.io,
-                tx: &mut self.tx,
-            };
-            let mut step = stream.stage.drive(key, &mut peer, services);
-            if !matches!(step, Step::Close(_)) && stream.stage.answered_before_body() {
+            let mut step = stream.drive(key, client, &mut self.tx, services);
+            if !matches!(step, Step::Close(_)) && stream.busy.answered_before_body() {
                 // Answered by rsp with the body still coming: the stream
                 // ends, and the client is told to stop (RST_STREAM NO_ERROR).
-                stream.stage.forgo_body();
+                stream.busy.forgo_body();
                 step = Step::Close(End::Done { linger: false });
             }
             stream.reserve();
@@ -143,7 +139,7 @@ impl Http2 {
                     progress = true;
                 }
                 Step::Upgrade => {
-                    // The translation refuses upgrades; a 101 cannot come.
+                    // The request's head refuses upgrades; a 101 cannot come.
                     self.finish_stream(session, slot, End::Aborted("an upgrade".into()), services);
                     progress = true;
                 }
@@ -156,7 +152,7 @@ impl Http2 {
         progress
     }
 
-    /// A stream's stage is done: its end goes to the client (END_STREAM,
+    /// A stream's exchange is done: its end goes to the client (END_STREAM,
     /// or a reset when its answer was cut), and its slot is freed.
     pub(super) fn finish_stream(
         &mut self,
@@ -166,7 +162,7 @@ impl Http2 {
         services: &mut Services,
     ) {
         let Stream {
-            io, stage, client, ..
+            io, busy, client, ..
         } = self.remove_stream(slot);
         // The body it held unread is the connection's window again.
         self.tx.credit += io.body.len() as u64;
@@ -186,10 +182,10 @@ impl Http2 {
             let why = "answered before the end of the request";
             self.reset_stream(client, io.id, ErrorCode::NoError, &why, services);
         }
-        stage.close(key, services, &end);
+        busy.close(key.waiter, services, &end);
     }
 
-    /// Gives back the windows of body bytes the stages took.
+    /// Gives back the windows of body bytes the exchanges took.
     pub(super) fn give_windows(&mut self) {
         let threshold = u64::from(self.settings.initial_window / 2).max(1);
         for (_, stream) in self.streams.iter_mut() {
@@ -219,7 +215,7 @@ impl Http2 {
         let Some(stream) = slot.and_then(|slot| self.streams.get_mut(slot)) else {
             return false;
         };
-        match stream.stage.backend_mut() {
+        match stream.busy.backend_mut() {
             Some(backend) if backend.stream.as_raw_fd() == fd => {
                 backend.mark(event);
                 stream.dirty = true;
@@ -232,7 +228,7 @@ impl Http2 {
     /// A slot freed in the pool the stream in `slot` waits on.
     pub fn wake(&mut self, slot: Option<usize>) {
         if let Some(stream) = slot.and_then(|slot| self.streams.get_mut(slot)) {
-            stream.stage.wake();
+            stream.busy.wake();
             stream.dirty = true;
         }
     }
@@ -256,7 +252,7 @@ impl Http2 {
         let held: usize = self
             .streams
             .iter()
-            .map(|(_, stream)| stream.stage.held() + stream.io.held() + stream.reserved.bytes())
+            .map(|(_, stream)| stream.held() + stream.reserved.bytes())
             .sum();
         let wanted = held + 2 * block;
         (wanted > bound && !self.streams.is_empty()).then(|| {
@@ -278,11 +274,12 @@ impl Http2 {
     ) -> bool {
         let mut stalled = Vec::new();
         for (slot, stream) in self.streams.iter_mut() {
-            if let Some(time) = stream.stage.stalled(now)
+            let waits = stream.busy.waits_on_client(stream.inbound.is_empty());
+            if let Some(time) = stream.busy.stalled(now, waits)
                 && time >= crate::memory::stall_grace(pressure)
-                && needed(services, stream.stage.leased_pool())
+                && needed(services, stream.busy.leased_pool())
             {
-                stalled.push((slot, time, stream.stage.held() + stream.io.held()));
+                stalled.push((slot, time, stream.held()));
             }
         }
         for &(slot, time, held) in &stalled {
@@ -305,9 +302,8 @@ impl Http2 {
                 &why,
                 services,
             );
-            stream
-                .stage
-                .close(stream_key(session, slot), services, &End::ClientGone(None));
+            let waiter = stream_key(session, slot).waiter;
+            stream.busy.close(waiter, services, &End::ClientGone(None));
         }
         !stalled.is_empty()
     }

@@ -7,28 +7,24 @@ use crate::buffer::Buffer;
 use crate::router::{RequestView, ResponseView};
 
 use super::super::Client;
-use super::super::exchange::{Exchange, State};
 use super::super::forward::Queue;
+use super::{Exchange, State};
 
 /// What only a connection with a request in progress needs: boxed from the
 /// worker's spare list when a request begins, given back when it is done,
 /// so an idle connection holds its client buffer and what it waits for.
-pub(super) struct Busy {
-    pub(super) exchange: Exchange,
+pub struct Busy {
+    pub exchange: Exchange,
     /// Backend → client bytes: response heads and bodies.
-    pub(super) outbound: Buffer,
+    pub outbound: Buffer,
     /// Heads and answers for the client, sent before `outbound`'s bytes.
-    pub(super) to_client: Queue,
+    pub to_client: Queue,
     /// Bytes moved with the client, both ways, during this request.
-    pub(super) moved: u64,
+    pub moved: u64,
     /// Since when, and at what `moved`, the exchange has waited on its
     /// client without moving `MIN_PROGRESS` (looked at only while rsp
     /// needs what exchanges hold: `Http1::stalled`).
-    pub(super) stall: Option<(Instant, u64)>,
-    /// An HTTP/2 stream's request, read into the exchange's head by its
-    /// codec (`take_request`), not yet routed.
-    /// The `Ok` is the bytes it would take as an HTTP/1.1 head.
-    pub(super) given: Option<Result<usize, crate::http::HeadError>>,
+    pub stall: Option<(Instant, u64)>,
 }
 
 /// Busy parts kept for reuse, per worker thread.
@@ -60,7 +56,7 @@ pub fn trim_spare() -> usize {
 
 impl Busy {
     /// A request of `client` begins: a spare one made ready, or a new one.
-    pub(super) fn take(client: &Client, buffer_bytes: usize) -> Box<Busy> {
+    pub fn take(client: &Client, buffer_bytes: usize) -> Box<Busy> {
         let spare = SPARE.with_borrow_mut(|(spare, low)| {
             let busy = spare.pop();
             *low = (*low).min(spare.len());
@@ -79,7 +75,6 @@ impl Busy {
                 to_client: Queue::default(),
                 moved: 0,
                 stall: None,
-                given: None,
             })
         });
         busy.moved = 0;
@@ -106,13 +101,12 @@ impl Busy {
 
     /// The request is done: what it held goes back to the spare list
     /// (its head's storage with it, for the next request).
-    pub(super) fn give_back(mut self: Box<Busy>) {
+    pub fn give_back(mut self: Box<Busy>) {
         self.exchange.transaction = None;
         self.exchange.request.reset();
         self.exchange.request.head.shed();
         self.exchange.to_backend.clear();
         self.exchange.state = State::Idle;
-        self.given = None;
         self.outbound.consume(self.outbound.len());
         self.to_client.clear();
         SPARE.with_borrow_mut(|(spare, _)| {

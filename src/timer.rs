@@ -51,6 +51,21 @@ pub fn tick() -> Instant {
     now
 }
 
+/// Which timeout a session's next deadline enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timeout {
+    /// A new connection that never sent a byte, or a PROXY header or TLS
+    /// handshake that never completed.
+    Silent,
+    ClientIdle,
+    ClientHeader,
+    Queue,
+    Connect,
+    BackendResponse,
+    Idle,
+    Tunnel,
+}
+
 /// What a deadline is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Deadline {

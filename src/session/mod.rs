@@ -11,9 +11,6 @@
 //! go on, upgrade, or close. `Session::upgrade` is the one place a stage
 //! becomes the next, moving the sockets, buffers and server lease along.
 
-mod client;
-mod exchange;
-mod forward;
 mod handshake;
 mod http1;
 mod http2;
@@ -23,9 +20,7 @@ mod tcp;
 mod testing;
 #[cfg(test)]
 mod tests;
-pub mod transport;
 mod tunnel;
-mod upstream;
 
 use std::io;
 use std::net::SocketAddr;
@@ -37,14 +32,15 @@ use mio::net::TcpStream;
 
 use crate::buffer::Buffer;
 use crate::memory::Pressure;
-use crate::router::RequestView;
 use crate::services::Services;
 use crate::timer::{self, Deadline};
 use crate::token::TokenKind;
-use crate::transaction::{Request, Transaction};
 
-pub use client::{App, Client, Key, ListenerSpec, Peer};
-use client::{client_error, shut_and_drain};
+pub use crate::client::{App, Client, End, Key, ListenerSpec};
+use crate::client::{client_end, shut_and_drain};
+use crate::exchange::{self, forward, upstream};
+pub use crate::timer::Timeout;
+use crate::transport;
 use handshake::Handshake;
 use http1::Http1;
 use http2::Http2;
@@ -81,6 +77,12 @@ pub fn drive_rounds(buffer_bytes: usize, mut run_once: impl FnMut() -> Result<bo
     Step::Yield
 }
 
+/// Turns a client socket error into the step it means: a TLS error is the
+/// client's fault, anything else a vanished peer.
+fn client_error(error: std::io::Error) -> Step {
+    Step::Close(client_end(error))
+}
+
 /// What a stage says after it ran.
 #[derive(Debug)]
 pub enum Step {
@@ -95,34 +97,6 @@ pub enum Step {
     /// The stage is done and the next begins.
     Upgrade,
     Close(End),
-}
-
-/// Why a session ends.
-#[derive(Debug)]
-pub enum End {
-    /// Everything was said. `linger`: the client may still send bytes
-    /// (the rest of a request, a pipelined one) that must be read off
-    /// after the end of the answer, or the kernel's reset could destroy it.
-    Done { linger: bool },
-    /// The client went away or broke the connection.
-    ClientGone(Option<std::io::Error>),
-    /// The session was cut short (a broken backend, a timeout, bad TLS).
-    Aborted(String),
-}
-
-/// Which timeout a session's next deadline enforces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Timeout {
-    /// A new connection that never sent a byte, or a PROXY header or TLS
-    /// handshake that never completed.
-    Silent,
-    ClientIdle,
-    ClientHeader,
-    Queue,
-    Connect,
-    BackendResponse,
-    Idle,
-    Tunnel,
 }
 
 enum Stage {
@@ -570,53 +544,4 @@ fn http2(client: &mut Client, mut inbound: Buffer, services: &Services) -> Stage
     // whatever `buffer_bytes` is.
     inbound.raise_limit(settings.max_frame_size as usize + crate::h2::frame::HEADER_LENGTH);
     Stage::Http2(Box::new(Http2::new(inbound, settings, services.generation)))
-}
-
-/// Counts and logs a finished request (or tunnel): into the pool, server
-/// and global counters, and the access log. An HTTP request (`hooked`)
-/// is shown to the script's `log(req, res)` first.
-fn finish_transaction(
-    transaction: &mut Option<Transaction>,
-    request: &mut RequestView,
-    services: &mut Services,
-    completed: bool,
-    hooked: bool,
-) {
-    let Some(transaction) = transaction.take() else {
-        return;
-    };
-    if hooked && transaction.parsed && services.router.logs() {
-        let mut ended = crate::router::LogView {
-            status: transaction.status,
-            bytes_sent: transaction.bytes_sent,
-            duration_ms: timer::now()
-                .saturating_duration_since(transaction.started)
-                .as_secs_f64()
-                * 1000.0,
-            server: transaction.backend,
-            completed,
-        };
-        services.router.log(request, &mut ended);
-    }
-    transaction.finish(
-        &mut services.totals,
-        &mut services.pools,
-        services.access_log.as_mut(),
-        Request {
-            client: request.client,
-            head: &request.head,
-            id: request.request_id(),
-            completed,
-        },
-    );
-}
-
-/// The transaction of a client that left before its answer: nginx's 499.
-fn client_left(transaction: &mut Option<Transaction>, end: &End) {
-    if let Some(transaction) = transaction
-        && transaction.status == 0
-        && matches!(end, End::ClientGone(_))
-    {
-        transaction.status = 499;
-    }
 }

@@ -18,7 +18,8 @@ use super::forward::Queue;
 use super::transport::Endpoint;
 use super::tunnel::Tunnel;
 use super::upstream::{self, Attempt, Dial, DialRequest, Target};
-use super::{App, Client, End, Step, Timeout, client_left, finish_transaction};
+use super::{App, Client, End, Step, Timeout};
+use crate::exchange::{client_left, finish_transaction};
 
 enum Connect {
     /// Nothing chosen yet: the first drive routes.

@@ -16,7 +16,8 @@ use crate::transaction::Transaction;
 use super::forward::{self, ForwardError, Passage, Queue};
 use super::transport::Endpoint;
 use super::upstream::{Attempt, Backend, ReadEnd};
-use super::{Client, End, Step, client_left, finish_transaction};
+use super::{Client, End, Step};
+use crate::exchange::{client_left, finish_transaction};
 
 /// One direction of the tunnel: open, or its end passed on to the other
 /// side (a shut write).

@@ -14,7 +14,7 @@ use crate::timer;
 use super::exchange::{After, Busy, Exchange, Flow, Link, ResponseSide, State, Turn};
 use super::forward::ForwardError;
 use super::tunnel::Tunnel;
-use super::{Client, End, Key, Peer, Step, client_error};
+use super::{Client, End, Key, Step, client_error};
 
 mod deadlines;
 mod request;
@@ -102,30 +102,29 @@ impl Http1 {
     }
 
     /// Makes all the progress the sockets allow.
-    pub fn drive(&mut self, key: Key, peer: &mut impl Peer, services: &mut Services) -> Step {
+    pub fn drive(&mut self, key: Key, client: &mut Client, services: &mut Services) -> Step {
         let buffer_bytes = services.settings.buffer_bytes;
-        super::drive_rounds(buffer_bytes, || self.run_once(key, peer, services))
+        super::drive_rounds(buffer_bytes, || self.run_once(key, client, services))
     }
 
     fn run_once(
         &mut self,
         key: Key,
-        peer: &mut impl Peer,
+        client: &mut Client,
         services: &mut Services,
     ) -> Result<bool, Step> {
-        let mut progress = self.read_client(peer)?;
-        let eof = peer.eof();
-        let client = peer.client();
+        let mut progress = self.read_client(client)?;
+        let eof = client.eof;
         progress |= self.advance(key, client, eof, services)?;
         if let Some(busy) = self.busy.as_deref_mut() {
             let (flow, read) = busy.pass_upstream(key.waiter, client, &mut self.inbound, services);
             progress |= self.flow(flow)? | read;
         }
-        progress |= self.write_client(peer)?;
+        progress |= self.write_client(client)?;
         Ok(progress)
     }
 
-    fn read_client(&mut self, peer: &mut impl Peer) -> Result<bool, Step> {
+    fn read_client(&mut self, client: &mut Client) -> Result<bool, Step> {
         let closing = matches!(
             self.state(),
             Some(State::Local {
@@ -137,7 +136,7 @@ impl Http1 {
         if closing {
             return Ok(false);
         }
-        let fill = peer.read_into(&mut self.inbound).map_err(Step::Close)?;
+        let fill = client.read_into(&mut self.inbound).map_err(Step::Close)?;
         if let Some(busy) = self.busy.as_deref_mut() {
             busy.moved += fill.read as u64;
         }
@@ -219,13 +218,13 @@ impl Http1 {
         }
     }
 
-    fn write_client(&mut self, peer: &mut impl Peer) -> Result<bool, Step> {
+    fn write_client(&mut self, client: &mut Client) -> Result<bool, Step> {
         // Handshake messages and ciphertext that did not fit the socket.
-        let progress = peer.flush().map_err(client_error)?;
+        let progress = client.flush().map_err(client_error)?;
         let Some(busy) = self.busy.as_deref_mut() else {
             return Ok(progress);
         };
-        match busy.write_client(peer) {
+        match busy.write_client(client) {
             Ok(moved) => Ok(progress || moved),
             Err(ForwardError::Sink(error)) => Err(client_error(error)),
             Err(error) => Err(Step::Close(End::Aborted(format!("response body: {error}")))),

@@ -17,7 +17,7 @@ use crate::services::Services;
 use crate::timer;
 use crate::token::TokenKind;
 
-use super::transport::Endpoint;
+use crate::transport::Endpoint;
 
 /// Methods whose repetition has the effect of one (RFC 9110 §9.2.2).
 pub fn is_idempotent(method: &str) -> bool {

@@ -11,7 +11,7 @@ use crate::buffer::Buffer;
 use crate::framing::{BodyFramer, Framing, FramingError};
 use crate::message::{Out, Wire};
 
-use super::transport::Sink;
+use crate::transport::Sink;
 
 /// Bytes rsp itself produced (heads, local answers, trailers), sent ahead
 /// of any body bytes still in a buffer.

@@ -8,8 +8,7 @@ use std::rc::Rc;
 
 use crate::buffer::Buffer;
 
-use super::transport::{self, Transport};
-use super::{End, Step};
+use crate::transport::{self, Transport};
 
 /// What a listener's connections are for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,19 +94,16 @@ impl Key {
     }
 }
 
-/// The client side an HTTP/1 exchange is read from and answered on: the
-/// client connection itself, or one HTTP/2 stream of it (whose requests
-/// and answers the stream translates to and from HTTP/1.1).
-pub trait Peer: transport::Sink {
-    /// Who the client is: its addresses, its TLS, its listener.
-    fn client(&self) -> &Client;
-    /// The client has sent all it will.
-    fn eof(&self) -> bool;
-    /// Reads what the client sent into `buffer`, while it has room.
-    fn read_into(&mut self, buffer: &mut Buffer) -> Result<crate::buffer::Fill, End>;
+impl Client {
     /// Sends what the transport itself holds (TLS records); true when
     /// anything went.
-    fn flush(&mut self) -> std::io::Result<bool>;
+    pub fn flush(&mut self) -> std::io::Result<bool> {
+        if self.transport.wants_write() && self.transport.endpoint().writable {
+            self.transport.flush()?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
 }
 
 impl transport::Sink for Client {
@@ -125,38 +121,10 @@ impl transport::Sink for Client {
     }
 }
 
-impl Peer for Client {
-    fn client(&self) -> &Client {
-        self
-    }
-
-    fn eof(&self) -> bool {
-        self.eof
-    }
-
-    fn read_into(&mut self, buffer: &mut Buffer) -> Result<crate::buffer::Fill, End> {
-        Client::read_into(self, buffer)
-    }
-
-    fn flush(&mut self) -> std::io::Result<bool> {
-        if self.transport.wants_write() && self.transport.endpoint().writable {
-            self.transport.flush()?;
-            return Ok(true);
-        }
-        Ok(false)
-    }
-}
-
-/// Turns a client socket error into the end it means: a TLS error is the
-/// client's fault, anything else a vanished peer.
-pub(super) fn client_error(error: std::io::Error) -> Step {
-    Step::Close(client_end(error))
-}
-
 /// What a failed read or write on the client's connection means: a TLS
 /// error is the client's fault (logged as such), a socket error a peer
 /// that vanished.
-pub(super) fn client_end(error: std::io::Error) -> End {
+pub fn client_end(error: std::io::Error) -> End {
     if transport::is_tls_error(&error) {
         End::Aborted(error.to_string())
     } else {
@@ -167,7 +135,7 @@ pub(super) fn client_end(error: std::io::Error) -> End {
 /// Closing with unread input makes the kernel send a reset that can destroy
 /// the answer just written: finish writing, then read off what the client
 /// still sent.
-pub(super) fn shut_and_drain(client: &mut Client) {
+pub fn shut_and_drain(client: &mut Client) {
     client.transport.shutdown_write();
     let mut sink = [0u8; 4096];
     for _ in 0..64 {
@@ -176,4 +144,17 @@ pub(super) fn shut_and_drain(client: &mut Client) {
             _ => break,
         }
     }
+}
+
+/// Why a session ends.
+#[derive(Debug)]
+pub enum End {
+    /// Everything was said. `linger`: the client may still send bytes
+    /// (the rest of a request, a pipelined one) that must be read off
+    /// after the end of the answer, or the kernel's reset could destroy it.
+    Done { linger: bool },
+    /// The client went away or broke the connection.
+    ClientGone(Option<std::io::Error>),
+    /// The session was cut short (a broken backend, a timeout, bad TLS).
+    Aborted(String),
 }

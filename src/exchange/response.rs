@@ -10,8 +10,8 @@ use crate::router::{Decision, Source};
 use crate::services::Services;
 use crate::timer::{self, Deadline};
 
-use super::super::forward::Body;
-use super::super::upstream::{self, Backend, Failure, Next, Origin, ReadEnd};
+use super::forward::Body;
+use super::upstream::{self, Backend, Failure, Next, Origin, ReadEnd};
 use super::{After, Exchange, Link, ResponseSide, State, Turn};
 
 impl Exchange {

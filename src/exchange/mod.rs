@@ -9,9 +9,11 @@ use std::time::Instant;
 
 mod busy;
 mod carry;
+pub mod forward;
 mod local;
 mod response;
 mod routing;
+pub mod upstream;
 
 pub use busy::{Busy, trim_spare};
 pub use carry::Flow;
@@ -27,11 +29,12 @@ use crate::reply::LocalReply;
 use crate::router::{RequestView, ResponseView};
 use crate::services::Services;
 use crate::timer;
-use crate::transaction::Transaction;
+use crate::transaction::{Request, Transaction};
 
-use super::forward::{self, Body, ForwardError, LocalBody, Passage, Queue};
-use super::upstream::{self, Attempt, Backend, Dial, DialRequest, Failure, Next, Origin};
-use super::{Client, Timeout};
+use crate::client::{Client, End};
+use crate::timer::Timeout;
+use forward::{Body, ForwardError, LocalBody, Passage, Queue};
+use upstream::{Attempt, Backend, Dial, DialRequest, Failure, Next, Origin};
 
 /// What follows an answer on its connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,7 +208,7 @@ impl Exchange {
     /// The exchange ended (`completed`: its answer all went): `log()`
     /// sees it, and its record goes to the stats and the access log.
     pub fn finish(&mut self, services: &mut Services, completed: bool) {
-        super::finish_transaction(
+        finish_transaction(
             &mut self.transaction,
             &mut self.request,
             services,
@@ -639,5 +642,54 @@ impl Exchange {
             State::Upstream { attempt, .. } => attempt.release(services, outcome),
             State::Idle | State::Local { .. } => {}
         }
+    }
+}
+
+/// Counts and logs a finished request (or tunnel): into the pool, server
+/// and global counters, and the access log. An HTTP request (`hooked`)
+/// is shown to the script's `log(req, res)` first.
+pub fn finish_transaction(
+    transaction: &mut Option<Transaction>,
+    request: &mut RequestView,
+    services: &mut Services,
+    completed: bool,
+    hooked: bool,
+) {
+    let Some(transaction) = transaction.take() else {
+        return;
+    };
+    if hooked && transaction.parsed && services.router.logs() {
+        let mut ended = crate::router::LogView {
+            status: transaction.status,
+            bytes_sent: transaction.bytes_sent,
+            duration_ms: timer::now()
+                .saturating_duration_since(transaction.started)
+                .as_secs_f64()
+                * 1000.0,
+            server: transaction.backend,
+            completed,
+        };
+        services.router.log(request, &mut ended);
+    }
+    transaction.finish(
+        &mut services.totals,
+        &mut services.pools,
+        services.access_log.as_mut(),
+        Request {
+            client: request.client,
+            head: &request.head,
+            id: request.request_id(),
+            completed,
+        },
+    );
+}
+
+/// The transaction of a client that left before its answer: nginx's 499.
+pub fn client_left(transaction: &mut Option<Transaction>, end: &End) {
+    if let Some(transaction) = transaction
+        && transaction.status == 0
+        && matches!(end, End::ClientGone(_))
+    {
+        transaction.status = 499;
     }
 }

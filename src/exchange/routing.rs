@@ -9,8 +9,8 @@ use crate::router::{Route, RouteError};
 use crate::services::Services;
 use crate::timer;
 
-use super::super::upstream::Target;
 use super::Exchange;
+use super::upstream::Target;
 
 /// What routing decided for a request.
 pub enum Routed {

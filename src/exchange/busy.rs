@@ -6,9 +6,9 @@ use std::time::Instant;
 use crate::buffer::Buffer;
 use crate::router::{RequestView, ResponseView};
 
-use super::super::Client;
-use super::super::forward::Queue;
+use super::forward::Queue;
 use super::{Exchange, State};
+use crate::client::Client;
 
 /// What only a connection with a request in progress needs: boxed from the
 /// worker's spare list when a request begins, given back when it is done,

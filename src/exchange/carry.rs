@@ -18,11 +18,12 @@ use crate::reply::ErrorReply;
 use crate::services::Services;
 use crate::target::TargetError;
 
-use super::super::forward::{self, Body, ForwardError, Passage};
-use super::super::transport::{Endpoint, Sink};
-use super::super::upstream::{Attempt, Dial};
-use super::super::{Client, End, client_left};
+use super::client_left;
+use super::forward::{self, Body, ForwardError, Passage};
+use super::upstream::{Attempt, Dial};
 use super::{After, Answer, Busy, Exchange, Link, ResponseSide, Routed, State, Turn};
+use crate::client::{App, Client, End};
+use crate::transport::{Endpoint, Sink};
 
 /// Where driving an exchange got to, for the codec that carries it.
 pub enum Flow {
@@ -69,7 +70,7 @@ impl Busy {
         started: Instant,
         (parsed, bytes): (bool, usize),
     ) {
-        let admin = *client.app == super::super::App::Admin;
+        let admin = *client.app == App::Admin;
         self.exchange
             .begin(client.address, services, (started, parsed, bytes), admin);
     }
@@ -138,7 +139,7 @@ impl Busy {
     /// Past the memory ceiling what is held is being cut back: a new
     /// request gets 503 (true) rather than taking more.
     pub fn refused_for_memory(&mut self, client: &Client, services: &mut Services) -> bool {
-        if *client.app == super::super::App::Admin || services.memory().1 != Pressure::Ceiling {
+        if *client.app == App::Admin || services.memory().1 != Pressure::Ceiling {
             return false;
         }
         services.totals.refused_for_memory += 1;

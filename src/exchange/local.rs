@@ -5,7 +5,7 @@
 use crate::reply::{ErrorReply, LocalReply, Shape};
 use crate::services::Services;
 
-use super::super::forward::{Body, LocalBody, Queue};
+use super::forward::{Body, LocalBody, Queue};
 use super::{After, Exchange, State};
 
 /// An answer rsp writes itself.

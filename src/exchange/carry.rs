@@ -18,10 +18,12 @@ use crate::reply::ErrorReply;
 use crate::services::Services;
 use crate::target::TargetError;
 
+use super::attempt::{Attempt, Dial};
 use super::client_left;
 use super::forward::{self, Body, ForwardError, Passage};
-use super::upstream::{Attempt, Dial};
-use super::{After, Answer, Busy, Exchange, Link, ResponseSide, Routed, State, Turn};
+use super::{
+    After, Answer, Busy, Exchange, H1, Link, Local, ResponseSide, Routed, State, Turn, Upstream,
+};
 use crate::client::{App, Client, End};
 use crate::transport::{Endpoint, Sink};
 
@@ -210,12 +212,12 @@ impl Busy {
         let exchange = &mut self.exchange;
         match &mut exchange.state {
             State::Idle => Ok(Flow::Wait),
-            State::Local {
+            State::Answering(Upstream::Local(Local {
                 discard,
                 after,
                 linger,
                 ..
-            } => {
+            })) => {
                 let (after, linger) = (*after, *linger);
                 let mut flow = Flow::Wait;
                 if let Some(body) = discard {
@@ -232,7 +234,10 @@ impl Busy {
                         *discard = None;
                     }
                 }
-                let answered = matches!(exchange.state, State::Local { discard: None, .. });
+                let answered = matches!(
+                    exchange.state,
+                    State::Answering(Upstream::Local(Local { discard: None, .. }))
+                );
                 if !answered || !self.to_client.is_empty() || exchange.state.local_body_pending() {
                     return Ok(flow);
                 }
@@ -242,7 +247,7 @@ impl Busy {
                     linger,
                 })
             }
-            State::Upstream { .. } | State::Forwarding { .. } => {
+            State::Dialing { .. } | State::Answering(Upstream::H1(H1 { .. })) => {
                 let (mut link, exchange) = self.link(waiter, client, inbound);
                 let turn = exchange.advance(&mut link, services);
                 Ok(self.act(services, turn))
@@ -274,22 +279,7 @@ impl Busy {
     /// then the body (a backend's, or rsp's own).
     pub fn write_client(&mut self, sink: &mut impl Sink) -> Result<bool, ForwardError> {
         let (passage, ends_connection) = match &mut self.exchange.state {
-            State::Forwarding {
-                response: ResponseSide::Body { body, after, .. },
-                ..
-            } => (
-                body.as_mut().map_or(Passage::Queued, Passage::Body),
-                *after == After::Close,
-            ),
-            State::Local {
-                body,
-                discard,
-                after,
-                ..
-            } => (
-                Passage::Local(body),
-                discard.is_none() && *after == After::Close,
-            ),
+            State::Answering(upstream) => upstream.passage(),
             _ => (Passage::Queued, false),
         };
         let moved = forward::forward(
@@ -317,10 +307,10 @@ impl Busy {
             || self.exchange.state.local_body_pending()
             || (matches!(
                 self.exchange.state,
-                State::Forwarding {
+                State::Answering(Upstream::H1(H1 {
                     response: ResponseSide::Body { body: Some(_), .. },
                     ..
-                }
+                }))
             ) && !self.outbound.is_empty())
     }
 
@@ -329,26 +319,18 @@ impl Busy {
     /// send (`inbound_empty`). One waiting on its backend is not.
     pub fn waits_on_client(&self, inbound_empty: bool) -> bool {
         let answer_waits = !self.to_client.is_empty()
-            || self.exchange.state.local_body_pending()
-            || (!self.outbound.is_empty()
-                && matches!(
-                    self.exchange.state,
-                    State::Forwarding {
-                        response: ResponseSide::Body { .. },
-                        ..
-                    }
-                ));
+            || matches!(&self.exchange.state,
+                State::Answering(upstream) if upstream.answer_waits(self.outbound.is_empty()));
         let body_waits = inbound_empty
             && match &self.exchange.state {
                 // A client that asked for `100 Continue` sends its body
                 // once the backend says so (RFC 9110 §10.1.1): until then
                 // it waits on the backend.
-                State::Forwarding {
+                State::Answering(Upstream::H1(H1 {
                     response: ResponseSide::Head { interim: 0 },
                     ..
-                } if self.exchange.request.head.expect_continue => false,
-                State::Forwarding { request, .. } => request.body.is_some(),
-                State::Local { discard, .. } => discard.is_some(),
+                })) if self.exchange.request.head.expect_continue => false,
+                State::Answering(upstream) => upstream.wants_body(),
                 _ => false,
             };
         answer_waits || body_waits
@@ -376,7 +358,7 @@ impl Busy {
     /// The pool whose server the exchange holds, if any.
     pub fn leased_pool(&self) -> Option<usize> {
         match &self.exchange.state {
-            State::Forwarding { attempt, .. } => attempt.lease.as_ref().map(|lease| lease.pool()),
+            State::Answering(upstream) => upstream.leased_pool(),
             _ => None,
         }
     }
@@ -389,9 +371,9 @@ impl Busy {
         inbound_empty: bool,
     ) -> io::Result<bool> {
         match &mut self.exchange.state {
-            State::Forwarding {
+            State::Answering(Upstream::H1(H1 {
                 backend, request, ..
-            } => {
+            })) => {
                 let backend_wants_write = !backend.write_failed
                     && (!self.exchange.to_backend.is_empty()
                         || (request.body.is_some() && !inbound_empty));
@@ -401,7 +383,7 @@ impl Busy {
                     .update_interest(registry, backend_token, backend_wants_write)?;
                 Ok(request.body.is_none())
             }
-            State::Upstream {
+            State::Dialing {
                 dial: Dial::Connecting { backend, .. },
                 body,
                 ..
@@ -425,17 +407,17 @@ impl Busy {
         self.to_client.is_empty()
             && matches!(
                 &self.exchange.state,
-                State::Local {
+                State::Answering(Upstream::Local(Local {
                     discard: Some(_),
                     body,
                     ..
-                } if body.is_done()
+                })) if body.is_done()
             )
     }
 
     /// The rest of the request's body will not be read (the stream ends).
     pub fn forgo_body(&mut self) {
-        if let State::Local { discard, .. } = &mut self.exchange.state {
+        if let State::Answering(Upstream::Local(Local { discard, .. })) = &mut self.exchange.state {
             *discard = None;
         }
     }
@@ -443,15 +425,15 @@ impl Busy {
     /// The backend socket the exchange holds, if any.
     pub fn backend_mut(&mut self) -> Option<&mut Endpoint> {
         match &mut self.exchange.state {
-            State::Forwarding { backend, .. } => Some(&mut backend.endpoint),
-            State::Upstream { dial, .. } => dial.backend_mut(),
+            State::Answering(upstream) => upstream.endpoint_mut(),
+            State::Dialing { dial, .. } => dial.backend_mut(),
             _ => None,
         }
     }
 
     /// A slot freed in the pool this request waits on.
     pub fn wake(&mut self) {
-        if let State::Upstream { dial, .. } = &mut self.exchange.state {
+        if let State::Dialing { dial, .. } = &mut self.exchange.state {
             dial.wake();
         }
     }
@@ -476,11 +458,11 @@ impl Busy {
     pub fn close(mut self: Box<Busy>, waiter: usize, services: &mut Services, end: &End) {
         let answering = match &self.exchange.state {
             State::Idle
-            | State::Forwarding {
+            | State::Answering(Upstream::H1(H1 {
                 response: ResponseSide::Switched,
                 ..
-            } => false,
-            State::Local { discard: None, .. } => {
+            })) => false,
+            State::Answering(Upstream::Local(Local { discard: None, .. })) => {
                 !self.to_client.is_empty() || self.exchange.state.local_body_pending()
             }
             _ => true,

@@ -6,7 +6,7 @@ use crate::reply::{ErrorReply, LocalReply, Shape};
 use crate::services::Services;
 
 use super::forward::{Body, LocalBody, Queue};
-use super::{After, Exchange, State};
+use super::{After, Exchange, Local, State, Upstream};
 
 /// An answer rsp writes itself.
 pub enum Answer<'a> {
@@ -85,7 +85,7 @@ impl Exchange {
         // Unless the client asked to close and its request will be read
         // whole, it may still be sending.
         let linger = must_close || !parsed || head.keep_alive;
-        exchange.state = State::Local {
+        exchange.state = State::Answering(Upstream::Local(Local {
             body,
             discard: if must_close { None } else { discard },
             after: if keep_alive {
@@ -94,6 +94,6 @@ impl Exchange {
                 After::Close
             },
             linger,
-        };
+        }));
     }
 }

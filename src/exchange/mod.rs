@@ -7,13 +7,14 @@
 
 use std::time::Instant;
 
+pub mod attempt;
 mod busy;
 mod carry;
 pub mod forward;
 mod local;
 mod response;
 mod routing;
-pub mod upstream;
+mod upstream;
 
 pub use busy::{Busy, trim_spare};
 pub use carry::Flow;
@@ -33,8 +34,9 @@ use crate::transaction::{Request, Transaction};
 
 use crate::client::{Client, End};
 use crate::timer::Timeout;
-use forward::{Body, ForwardError, LocalBody, Passage, Queue};
-use upstream::{Attempt, Backend, Dial, DialRequest, Failure, Next, Origin};
+use attempt::{Attempt, Backend, Dial, DialRequest, Failure, Next, Origin};
+use forward::{Body, ForwardError, Passage, Queue};
+pub use upstream::{H1, Local, Upstream};
 
 /// What follows an answer on its connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,28 +78,13 @@ pub enum State {
     /// No request in progress (or, for a moment, a state taken by value).
     Idle,
     /// Finding a server: queued for a slot, or connecting.
-    Upstream {
+    Dialing {
         attempt: Attempt,
         dial: Dial,
         body: Option<Body>,
     },
-    Forwarding {
-        backend: Backend,
-        attempt: Attempt,
-        request: RequestSide,
-        response: ResponseSide,
-    },
-    /// rsp answers itself; the request body, if any, is read and dropped.
-    /// `linger`: when the connection closes after it, the client may still
-    /// be sending.
-    Local {
-        /// The answer's body, written after its head (in the client
-        /// queue) as the client takes it.
-        body: LocalBody,
-        discard: Option<Body>,
-        after: After,
-        linger: bool,
-    },
+    /// The request is with what answers it.
+    Answering(Upstream),
 }
 
 impl State {
@@ -106,28 +93,22 @@ impl State {
     /// went (`None`: only the connection's idle timeout).
     pub fn deadline(&self, timeouts: &crate::config::Timeouts) -> Option<(Instant, Timeout)> {
         match self {
-            State::Upstream {
+            State::Dialing {
                 dial: Dial::Queued { deadline, .. },
                 ..
             } => Some((*deadline, Timeout::Queue)),
-            State::Upstream {
+            State::Dialing {
                 dial: Dial::Connecting { deadline, .. },
                 ..
             } => Some((*deadline, Timeout::Connect)),
-            State::Forwarding {
-                request,
-                response: ResponseSide::Head { .. },
-                ..
-            } => request
-                .sent_at
-                .map(|at| (at + timeouts.backend_response, Timeout::BackendResponse)),
-            State::Idle | State::Forwarding { .. } | State::Local { .. } => None,
+            State::Answering(upstream) => upstream.deadline(timeouts),
+            State::Idle => None,
         }
     }
 
     /// rsp's own answer has bytes of its body still to write.
     pub fn local_body_pending(&self) -> bool {
-        matches!(self, State::Local { body, .. } if !body.is_done())
+        matches!(self, State::Answering(Upstream::Local(Local { body, .. })) if !body.is_done())
     }
 }
 
@@ -227,7 +208,7 @@ impl Exchange {
     /// The request may be sent again: nothing in it changes a thing twice.
     fn replayable(&self) -> bool {
         let head = &self.request.head;
-        head.framing == Framing::Empty && upstream::is_idempotent(head.method())
+        head.framing == Framing::Empty && attempt::is_idempotent(head.method())
     }
 
     fn dial_request(&self, link: &Link, waited: bool) -> DialRequest<'_> {
@@ -282,7 +263,7 @@ impl Exchange {
             Ok(Dial::Connecting { backend, deadline }) => {
                 self.prepare_request(link, services, &attempt, &backend);
                 let kept = backend.origin == Origin::Kept;
-                self.state = State::Upstream {
+                self.state = State::Dialing {
                     attempt,
                     dial: Dial::Connecting { backend, deadline },
                     body,
@@ -294,7 +275,7 @@ impl Exchange {
                 Turn::Moved
             }
             Ok(queued) => {
-                self.state = State::Upstream {
+                self.state = State::Dialing {
                     attempt,
                     dial: queued,
                     body,
@@ -335,7 +316,7 @@ impl Exchange {
 
     /// The connect finished: the request may go.
     fn connected(&mut self) -> Turn {
-        let State::Upstream {
+        let State::Dialing {
             attempt,
             dial: Dial::Connecting { backend, .. },
             body,
@@ -343,7 +324,7 @@ impl Exchange {
         else {
             return Turn::Wait;
         };
-        self.state = State::Forwarding {
+        self.state = State::Answering(Upstream::H1(H1 {
             backend,
             attempt,
             request: RequestSide {
@@ -351,7 +332,7 @@ impl Exchange {
                 sent_at: None,
             },
             response: ResponseSide::Head { interim: 0 },
-        };
+        }));
         Turn::Moved
     }
 
@@ -359,33 +340,33 @@ impl Exchange {
     /// connect completes or fails, a response head or body arrives.
     pub fn advance(&mut self, link: &mut Link, services: &mut Services) -> Turn {
         match &mut self.state {
-            State::Upstream {
+            State::Dialing {
                 dial: Dial::Queued { woken: false, .. },
                 ..
             } => Turn::Wait,
-            State::Upstream {
+            State::Dialing {
                 dial: Dial::Queued { .. },
                 ..
             } => {
-                let State::Upstream { attempt, body, .. } = self.take_state() else {
+                let State::Dialing { attempt, body, .. } = self.take_state() else {
                     return Turn::Wait;
                 };
                 self.dial(link, services, attempt, body, true)
             }
-            State::Upstream {
+            State::Dialing {
                 dial: Dial::Connecting { backend, .. },
                 ..
-            } => match upstream::connect_result(backend) {
+            } => match attempt::connect_result(backend) {
                 Ok(true) => self.connected(),
                 Ok(false) => Turn::Wait,
                 Err(error) => self.connect_failed(link, services, error),
             },
-            State::Forwarding { response, .. } => match response {
+            State::Answering(Upstream::H1(H1 { response, .. })) => match response {
                 ResponseSide::Head { .. } => self.response_head(link, services),
                 ResponseSide::Body { .. } => self.response_end(link, services),
                 ResponseSide::Switched => Turn::Switched,
             },
-            State::Idle | State::Local { .. } => Turn::Wait,
+            State::Idle | State::Answering(Upstream::Local(Local { .. })) => Turn::Wait,
         }
     }
 
@@ -397,7 +378,7 @@ impl Exchange {
         services: &mut Services,
         error: std::io::Error,
     ) -> Turn {
-        let State::Upstream {
+        let State::Dialing {
             mut attempt,
             dial: Dial::Connecting { backend, .. },
             body,
@@ -414,9 +395,9 @@ impl Exchange {
 
     /// Sends what it can of the request (head, then body) to the backend.
     pub fn write_backend(&mut self, link: &mut Link, services: &mut Services) -> Turn {
-        let State::Forwarding {
+        let State::Answering(Upstream::H1(H1 {
             backend, request, ..
-        } = &mut self.state
+        })) = &mut self.state
         else {
             return Turn::Wait;
         };
@@ -483,11 +464,11 @@ impl Exchange {
     /// the backend has a partial request and the client stream cannot be
     /// trusted.
     fn bad_request_body(&mut self, services: &mut Services, reply: ErrorReply) -> Turn {
-        let State::Forwarding {
+        let State::Answering(Upstream::H1(H1 {
             mut attempt,
             response,
             ..
-        } = self.take_state()
+        })) = self.take_state()
         else {
             return Turn::Wait;
         };
@@ -501,7 +482,7 @@ impl Exchange {
     /// Reads what the backend sent into `outbound`, while it has room.
     pub fn read_backend(&mut self, link: &mut Link) -> bool {
         match &mut self.state {
-            State::Forwarding { backend, .. } => {
+            State::Answering(Upstream::H1(H1 { backend, .. })) => {
                 backend.read_into(link.outbound, link.client.address)
             }
             _ => false,
@@ -512,11 +493,11 @@ impl Exchange {
     /// another server when the pool's `retry_on` has "timeout".
     pub fn response_timed_out(&mut self, link: &Link, services: &mut Services) -> Turn {
         let replayable = self.replayable();
-        let State::Forwarding {
+        let State::Answering(Upstream::H1(H1 {
             backend,
             mut attempt,
             ..
-        } = self.take_state()
+        })) = self.take_state()
         else {
             return Turn::Wait;
         };
@@ -563,10 +544,10 @@ impl Exchange {
 
     /// The queue's timeout passed with no server free: 503.
     pub fn queue_timed_out(&mut self, link: &Link, services: &mut Services) -> Turn {
-        let State::Upstream { attempt, body, .. } = self.take_state() else {
+        let State::Dialing { attempt, body, .. } = self.take_state() else {
             return Turn::Wait;
         };
-        if let upstream::Target::Pool { pool, .. } = attempt.target {
+        if let attempt::Target::Pool { pool, .. } = attempt.target {
             let pool = &mut services.pools[pool];
             pool.dequeue(link.waiter);
             crate::client_log!(
@@ -598,8 +579,8 @@ impl Exchange {
             transaction.server = server.map(|(_, server)| server);
         }
         match &mut self.state {
-            State::Forwarding { attempt, .. }
-            | State::Upstream {
+            State::Answering(Upstream::H1(H1 { attempt, .. }))
+            | State::Dialing {
                 attempt,
                 dial: Dial::Connecting { .. },
                 ..
@@ -607,11 +588,11 @@ impl Exchange {
                 attempt.follow_reload(moved, pool_moved);
                 None
             }
-            State::Upstream { attempt, .. } => {
+            State::Dialing { attempt, .. } => {
                 if attempt.follow_reload(moved, pool_moved) {
                     return None;
                 }
-                let State::Upstream { body, .. } = self.take_state() else {
+                let State::Dialing { body, .. } = self.take_state() else {
                     return None;
                 };
                 crate::client_log!(
@@ -621,7 +602,7 @@ impl Exchange {
                 );
                 Some(Turn::Answer(ErrorReply::NoRoute, body))
             }
-            State::Idle | State::Local { .. } => None,
+            State::Idle | State::Answering(Upstream::Local(Local { .. })) => None,
         }
     }
 
@@ -629,18 +610,18 @@ impl Exchange {
     /// exchange was cut with `outcome`) or its place in a queue (`waiter`).
     pub fn release(&mut self, waiter: usize, services: &mut Services, outcome: Outcome) {
         match &mut self.state {
-            State::Forwarding { attempt, .. } => attempt.release(services, outcome),
-            State::Upstream {
+            State::Answering(upstream) => upstream.release(services, outcome),
+            State::Dialing {
                 attempt,
                 dial: Dial::Queued { .. },
                 ..
             } => {
-                if let upstream::Target::Pool { pool, .. } = attempt.target {
+                if let attempt::Target::Pool { pool, .. } = attempt.target {
                     services.pools[pool].dequeue(waiter);
                 }
             }
-            State::Upstream { attempt, .. } => attempt.release(services, outcome),
-            State::Idle | State::Local { .. } => {}
+            State::Dialing { attempt, .. } => attempt.release(services, outcome),
+            State::Idle => {}
         }
     }
 }

@@ -10,9 +10,9 @@ use crate::router::{Decision, Source};
 use crate::services::Services;
 use crate::timer::{self, Deadline};
 
+use super::attempt::{self, Backend, Failure, Next, Origin, ReadEnd};
 use super::forward::Body;
-use super::upstream::{self, Backend, Failure, Next, Origin, ReadEnd};
-use super::{After, Exchange, Link, ResponseSide, State, Turn};
+use super::{After, Exchange, H1, Link, ResponseSide, State, Turn, Upstream};
 
 impl Exchange {
     /// `respond()` sees one of rsp's own answers (`res.source == "rsp"`):
@@ -44,9 +44,9 @@ impl Exchange {
     }
 
     pub(super) fn response_head(&mut self, link: &mut Link, services: &mut Services) -> Turn {
-        let State::Forwarding {
+        let State::Answering(Upstream::H1(H1 {
             backend, response, ..
-        } = &mut self.state
+        })) = &mut self.state
         else {
             return Turn::Wait;
         };
@@ -87,9 +87,9 @@ impl Exchange {
     /// A backend's head passed on as it came (no `respond()`): an interim
     /// one, a switch, the final one, or what makes it no answer (502).
     fn pass_head(&mut self, link: &mut Link, services: &mut Services) -> Turn {
-        let State::Forwarding {
+        let State::Answering(Upstream::H1(H1 {
             backend, response, ..
-        } = &mut self.state
+        })) = &mut self.state
         else {
             return Turn::Wait;
         };
@@ -175,7 +175,7 @@ impl Exchange {
         if let Some(turn) = self.retry_on_status(link, services, status) {
             return turn;
         }
-        let State::Forwarding { backend, .. } = &self.state else {
+        let State::Answering(Upstream::H1(H1 { backend, .. })) = &self.state else {
             return Turn::Wait;
         };
         let server = backend.server;
@@ -219,7 +219,7 @@ impl Exchange {
 
     /// Why the request may not go to another server after this answer.
     fn refuse_resend(&self, services: &Services) -> Option<String> {
-        let State::Forwarding { attempt, .. } = &self.state else {
+        let State::Answering(Upstream::H1(H1 { attempt, .. })) = &self.state else {
             return Some("it is no longer forwarded".into());
         };
         attempt.refuse_resend(&services.pools, self.replayable())
@@ -233,13 +233,13 @@ impl Exchange {
         services: &mut Services,
         status: u16,
     ) -> Option<Turn> {
-        let State::Forwarding {
+        let State::Answering(Upstream::H1(H1 {
             attempt, backend, ..
-        } = &self.state
+        })) = &self.state
         else {
             return None;
         };
-        let upstream::Target::Pool { pool, .. } = attempt.target else {
+        let attempt::Target::Pool { pool, .. } = attempt.target else {
             return None;
         };
         if !services.pools[pool].retry_on.status(status) {
@@ -264,11 +264,11 @@ impl Exchange {
     fn resend(&mut self, link: &mut Link, services: &mut Services, status: u16, why: &str) -> Turn {
         link.to_client.clear();
         link.outbound.consume(link.outbound.len());
-        let State::Forwarding {
+        let State::Answering(Upstream::H1(H1 {
             backend,
             mut attempt,
             ..
-        } = self.take_state()
+        })) = self.take_state()
         else {
             return Turn::Wait;
         };
@@ -307,12 +307,12 @@ impl Exchange {
             transaction.response_time =
                 Some(timer::now().saturating_duration_since(transaction.routed_at));
         }
-        let State::Forwarding {
+        let State::Answering(Upstream::H1(H1 {
             mut backend,
             mut attempt,
             request,
             ..
-        } = self.take_state()
+        })) = self.take_state()
         else {
             return Turn::Wait;
         };
@@ -352,9 +352,9 @@ impl Exchange {
             transaction.response_time =
                 Some(timer::now().saturating_duration_since(transaction.routed_at));
         }
-        let State::Forwarding {
+        let State::Answering(Upstream::H1(H1 {
             backend, response, ..
-        } = &mut self.state
+        })) = &mut self.state
         else {
             return;
         };
@@ -384,7 +384,7 @@ impl Exchange {
     /// when it is: the server's lease goes back, its connection is kept
     /// when it can serve another request.
     pub(super) fn response_end(&mut self, link: &mut Link, services: &mut Services) -> Turn {
-        let State::Forwarding {
+        let State::Answering(Upstream::H1(H1 {
             backend,
             request,
             response:
@@ -396,7 +396,7 @@ impl Exchange {
                     backend_keeps,
                 },
             ..
-        } = &mut self.state
+        })) = &mut self.state
         else {
             return Turn::Wait;
         };
@@ -438,11 +438,11 @@ impl Exchange {
         // may still be sending.
         let linger = !request_read || self.request.head.keep_alive;
         let outcome = status_outcome(*status, Outcome::Ok);
-        let State::Forwarding {
+        let State::Answering(Upstream::H1(H1 {
             backend,
             mut attempt,
             ..
-        } = self.take_state()
+        })) = self.take_state()
         else {
             return Turn::Wait;
         };
@@ -457,7 +457,7 @@ impl Exchange {
 
     /// Cuts the exchange short after part of the answer went out.
     fn abort(&mut self, services: &mut Services, why: String) -> Turn {
-        if let State::Forwarding { attempt, .. } = &mut self.state {
+        if let State::Answering(Upstream::H1(H1 { attempt, .. })) = &mut self.state {
             attempt.release(services, Outcome::Failed);
         }
         Turn::Abort(why)
@@ -477,12 +477,12 @@ impl Exchange {
         // server's nor the next request's.
         link.outbound.consume(link.outbound.len());
         let replayable = self.replayable();
-        let State::Forwarding {
+        let State::Answering(Upstream::H1(H1 {
             backend,
             mut attempt,
             request,
             response,
-        } = self.take_state()
+        })) = self.take_state()
         else {
             return Turn::Wait;
         };

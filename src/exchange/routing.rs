@@ -10,7 +10,7 @@ use crate::services::Services;
 use crate::timer;
 
 use super::Exchange;
-use super::upstream::Target;
+use super::attempt::Target;
 
 /// What routing decided for a request.
 pub enum Routed {

@@ -38,7 +38,7 @@ use crate::token::TokenKind;
 
 pub use crate::client::{App, Client, End, Key, ListenerSpec};
 use crate::client::{client_end, shut_and_drain};
-use crate::exchange::{self, forward, upstream};
+use crate::exchange::{self, attempt, forward};
 pub use crate::timer::Timeout;
 use crate::transport;
 use handshake::Handshake;

@@ -14,10 +14,10 @@ use crate::router::{ConnectionView, RequestView, Route};
 use crate::services::Services;
 use crate::transaction::Transaction;
 
+use super::attempt::{self, Attempt, Dial, DialRequest, Target};
 use super::forward::Queue;
 use super::transport::Endpoint;
 use super::tunnel::Tunnel;
-use super::upstream::{self, Attempt, Dial, DialRequest, Target};
 use super::{App, Client, End, Step, Timeout};
 use crate::exchange::{client_left, finish_transaction};
 
@@ -114,7 +114,7 @@ impl TcpConnect {
             Connect::Dialing {
                 dial: Dial::Connecting { backend, .. },
                 ..
-            } => match upstream::connect_result(backend) {
+            } => match attempt::connect_result(backend) {
                 Ok(true) => Err(Step::Upgrade),
                 Ok(false) => Ok(false),
                 Err(error) => self.connect_failed(key, client, services, error),

@@ -13,9 +13,9 @@ use crate::router::RequestView;
 use crate::services::Services;
 use crate::transaction::Transaction;
 
+use super::attempt::{Attempt, Backend, ReadEnd};
 use super::forward::{self, ForwardError, Passage, Queue};
 use super::transport::Endpoint;
-use super::upstream::{Attempt, Backend, ReadEnd};
 use super::{Client, End, Step};
 use crate::exchange::{client_left, finish_transaction};
 

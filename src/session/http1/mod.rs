@@ -11,7 +11,9 @@ use crate::buffer::Buffer;
 use crate::services::Services;
 use crate::timer;
 
-use super::exchange::{After, Busy, Exchange, Flow, Link, ResponseSide, State, Turn};
+use super::exchange::{
+    After, Busy, Exchange, Flow, H1, Link, Local, ResponseSide, State, Turn, Upstream,
+};
 use super::forward::ForwardError;
 use super::tunnel::Tunnel;
 use super::{Client, End, Key, Step, client_error};
@@ -127,11 +129,11 @@ impl Http1 {
     fn read_client(&mut self, client: &mut Client) -> Result<bool, Step> {
         let closing = matches!(
             self.state(),
-            Some(State::Local {
+            Some(State::Answering(Upstream::Local(Local {
                 discard: None,
                 after: After::Close,
                 ..
-            })
+            })))
         );
         if closing {
             return Ok(false);
@@ -329,12 +331,12 @@ impl Http1 {
             state,
         } = exchange;
         match state {
-            State::Forwarding {
+            State::Answering(Upstream::H1(H1 {
                 backend,
                 attempt,
                 response: ResponseSide::Switched,
                 ..
-            } => Some(Tunnel::new(
+            })) => Some(Tunnel::new(
                 backend,
                 Some(attempt),
                 [inbound, outbound],

@@ -142,11 +142,7 @@ impl BodyFramer {
         }
         let mut out = out.trailers();
         for field in fields.iter() {
-            let dropped = field.name.contains('_')
-                || DROPPED_TRAILERS
-                    .iter()
-                    .any(|dropped| field.name.eq_ignore_ascii_case(dropped));
-            if !dropped {
+            if trailer_forwarded(field.name.as_bytes()) {
                 out.field(field.name.as_bytes(), field.value);
             }
         }
@@ -182,6 +178,15 @@ enum ChunkState {
     /// whole by `take_trailers`.
     Trailers,
     Done,
+}
+
+/// A trailer field rsp passes on: none that could reframe, reroute or
+/// pose as a forwarding field, and none with an underscore.
+pub fn trailer_forwarded(name: &[u8]) -> bool {
+    !name.contains(&b'_')
+        && !DROPPED_TRAILERS
+            .iter()
+            .any(|dropped| name.eq_ignore_ascii_case(dropped.as_bytes()))
 }
 
 /// A strict chunked-coding scanner: CRLF line ends only, bounded lines.

@@ -7,6 +7,9 @@
 
 use crate::hpack;
 
+/// A header field held by value (a trailer a codec read): name, value.
+pub type Field = (Vec<u8>, Vec<u8>);
+
 /// The codec a message is written for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Wire {

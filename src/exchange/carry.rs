@@ -150,7 +150,7 @@ impl Busy {
             "{}: 503, rsp is at its memory ceiling (memory.limit)",
             client.address
         );
-        let body = Body::new(&self.exchange.request.head.framing);
+        let body = Body::of_request(&self.exchange.request.head);
         self.answer(services, Answer::Error(ErrorReply::Overloaded), body);
         true
     }
@@ -183,7 +183,7 @@ impl Busy {
             self.answer(services, Answer::Error(ErrorReply::BodyTooLarge), None);
             return Flow::Moved;
         }
-        let body = Body::new(&head.framing);
+        let body = Body::of_request(head);
         let target = match self.exchange.route(services, address) {
             Routed::Answer(reply) => {
                 self.answer(services, Answer::Error(reply), body);
@@ -413,6 +413,16 @@ impl Busy {
                     ..
                 })) if body.is_done()
             )
+    }
+
+    /// The request's body while it is still to be passed on or dropped.
+    pub fn request_body_mut(&mut self) -> Option<&mut Body> {
+        match &mut self.exchange.state {
+            State::Dialing { body, .. } => body.as_mut(),
+            State::Answering(Upstream::H1(h1)) => h1.request.body.as_mut(),
+            State::Answering(Upstream::Local(local)) => local.discard.as_mut(),
+            State::Idle => None,
+        }
     }
 
     /// The rest of the request's body will not be read (the stream ends).

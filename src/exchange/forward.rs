@@ -9,7 +9,7 @@ use std::io;
 
 use crate::buffer::Buffer;
 use crate::framing::{BodyFramer, Framing, FramingError};
-use crate::message::{Out, Wire};
+use crate::message::{Field, Out, Wire};
 
 use crate::transport::Sink;
 
@@ -71,8 +71,32 @@ const QUEUE_KEPT: usize = 8 * 1024;
 /// belong to it and are not yet written.
 #[derive(Debug)]
 pub struct Body {
-    framer: BodyFramer,
+    kind: Kind,
     claimed: usize,
+}
+
+#[derive(Debug)]
+enum Kind {
+    /// Framed in its own bytes (a content-length, chunked coding), read
+    /// as it passes, as it came.
+    Framed(BodyFramer),
+    /// Unframed runs, as a codec hands them over (HTTP/2 DATA), sent in
+    /// HTTP/1.1's chunked coding; the codec tells the end (`end`).
+    Runs(Runs),
+}
+
+/// A body of runs on its way out as chunks.
+#[derive(Debug, Default)]
+struct Runs {
+    /// Data bytes passed so far.
+    length: u64,
+    /// The claimed bytes are a chunk whose line is queued: its CRLF
+    /// follows them.
+    in_chunk: bool,
+    /// The codec said the body ended, with these trailer fields.
+    ended: Option<Vec<Field>>,
+    /// The last chunk and the trailer section are queued.
+    finished: bool,
 }
 
 /// What `Body::claim` found: body bytes to pass on as they are, and the
@@ -86,7 +110,35 @@ pub struct Claimed {
 impl Body {
     /// `None` when the framing carries no body.
     pub fn new(framing: &Framing) -> Option<Body> {
-        BodyFramer::new(framing).map(|framer| Body { framer, claimed: 0 })
+        BodyFramer::new(framing).map(|framer| Body {
+            kind: Kind::Framed(framer),
+            claimed: 0,
+        })
+    }
+
+    /// The body of a request whose codec frames it itself (an HTTP/2
+    /// request without a content-length): its runs are sent chunked.
+    pub fn runs() -> Body {
+        Body {
+            kind: Kind::Runs(Runs::default()),
+            claimed: 0,
+        }
+    }
+
+    /// The body a request head announces: as it is framed, but an HTTP/2
+    /// request's chunked one, which comes as runs.
+    pub fn of_request(head: &crate::http::RequestHead) -> Option<Body> {
+        match head.framing {
+            Framing::Chunked if head.http2 => Some(Body::runs()),
+            ref framing => Body::new(framing),
+        }
+    }
+
+    /// The codec's word that a body of runs ended, with its trailers.
+    pub fn end(&mut self, trailers: Vec<Field>) {
+        if let Kind::Runs(runs) = &mut self.kind {
+            runs.ended.get_or_insert(trailers);
+        }
     }
 
     /// Claims what it can of `data` and returns how many leading bytes of it
@@ -94,17 +146,30 @@ impl Body {
     /// claimed byte was written, the section is taken whole: what may be
     /// forwarded of it is appended to `out`, and `trailers` says how many
     /// bytes of `data` to consume for it. `full`: `data` can grow no more,
-    /// so a trailer section not complete in it never will be.
+    /// so a trailer section not complete in it never will be. A body of
+    /// runs queues its chunk lines (and its end) in `out` instead.
     pub fn claim(&mut self, data: &[u8], full: bool, out: Out) -> Result<Claimed, FramingError> {
-        if self.claimed == 0 && self.framer.awaits_trailers() {
-            return match self.framer.take_trailers(data, out)? {
+        let framer = match &mut self.kind {
+            Kind::Runs(runs) => {
+                if self.claimed == 0 {
+                    self.claimed = runs.claim(data.len(), out);
+                }
+                return Ok(Claimed {
+                    body: self.claimed,
+                    trailers: 0,
+                });
+            }
+            Kind::Framed(framer) => framer,
+        };
+        if self.claimed == 0 && framer.awaits_trailers() {
+            return match framer.take_trailers(data, out)? {
                 Some(trailers) => Ok(Claimed { body: 0, trailers }),
                 None if full => Err(FramingError::Trailers),
                 None => Ok(Claimed::default()),
             };
         }
-        if !self.framer.is_complete() && self.claimed < data.len() {
-            self.claimed += self.framer.claim(&data[self.claimed..])?;
+        if !framer.is_complete() && self.claimed < data.len() {
+            self.claimed += framer.claim(&data[self.claimed..])?;
         }
         Ok(Claimed {
             body: self.claimed,
@@ -130,12 +195,15 @@ impl Body {
 
     /// Every byte of the body was claimed and written.
     pub fn is_complete(&self) -> bool {
-        self.claimed == 0 && self.framer.is_complete()
+        self.claimed == 0 && self.is_claimed()
     }
 
     /// The last byte has been claimed (some may still be unwritten).
     pub fn is_claimed(&self) -> bool {
-        self.framer.is_complete()
+        match &self.kind {
+            Kind::Framed(framer) => framer.is_complete(),
+            Kind::Runs(runs) => runs.finished,
+        }
     }
 
     /// Nothing claimed is waiting to be written.
@@ -143,10 +211,56 @@ impl Body {
         self.claimed == 0
     }
 
-    /// Decoded bytes of a chunked body so far.
+    /// Decoded bytes of a chunked body so far (of a body of runs, the
+    /// bytes passed), for the bound on bodies of no stated length.
     pub fn chunked_data(&self) -> Option<u64> {
-        self.framer.chunked_data()
+        match &self.kind {
+            Kind::Framed(framer) => framer.chunked_data(),
+            Kind::Runs(runs) => Some(runs.length),
+        }
     }
+}
+
+impl Runs {
+    /// The next chunk: of the `available` bytes, all (its line queued in
+    /// `out`, after the CRLF that ends the chunk before); none left and
+    /// the end told, the last chunk and the trailer section. Returns the
+    /// bytes claimed.
+    fn claim(&mut self, available: usize, out: Out) -> usize {
+        if self.finished || (available == 0 && self.ended.is_none()) {
+            return 0;
+        }
+        if std::mem::take(&mut self.in_chunk) {
+            out.bytes.extend_from_slice(b"\r\n");
+        }
+        if available > 0 {
+            let mut digits = [0; 16];
+            out.bytes.extend_from_slice(hex(available, &mut digits));
+            out.bytes.extend_from_slice(b"\r\n");
+            self.in_chunk = true;
+            self.length += available as u64;
+            return available;
+        }
+        out.bytes.extend_from_slice(b"0\r\n");
+        let mut section = out.trailers();
+        for (name, value) in self.ended.iter().flatten() {
+            if crate::framing::trailer_forwarded(name) {
+                section.field(name, value);
+            }
+        }
+        section.end(false);
+        self.finished = true;
+        0
+    }
+}
+
+/// `value` in hexadecimal digits (a chunk's size), written into `out`.
+fn hex(value: usize, out: &mut [u8; 16]) -> &[u8] {
+    let digits = (usize::BITS - value.leading_zeros()).div_ceil(4).max(1) as usize;
+    for (at, slot) in out[..digits].iter_mut().enumerate() {
+        *slot = b"0123456789abcdef"[(value >> (4 * (digits - 1 - at))) & 0xf];
+    }
+    &out[..digits]
 }
 
 /// The body of one of rsp's own answers (an error, a Lua reply, an admin
@@ -296,4 +410,67 @@ pub fn forward(
         moved.passed += passed;
     }
     Ok(moved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_sizes_are_hex() {
+        for size in [0, 1, 15, 16, 255, 4096, 65_535, usize::MAX] {
+            assert_eq!(hex(size, &mut [0; 16]), format!("{size:x}").as_bytes());
+        }
+    }
+
+    /// A body of runs, given `runs` then its end, queues what an HTTP/1.1
+    /// backend reads as chunked coding: each run a chunk, then the last
+    /// chunk and the trailers rsp passes on.
+    #[test]
+    fn runs_go_out_as_chunks() {
+        let mut body = Body::runs();
+        let mut wire = Vec::new();
+        for run in [&b"hello"[..], &b""[..], &[b'x'; 20][..]] {
+            let mut queued = Vec::new();
+            let claimed = body.claim(run, false, Out::http1(&mut queued)).unwrap();
+            assert_eq!(claimed.body, run.len());
+            wire.extend_from_slice(&queued);
+            wire.extend_from_slice(&run[..claimed.body]);
+            body.written(claimed.body);
+        }
+        assert!(!body.is_claimed());
+        let trailers = vec![
+            (b"Grpc-Status".to_vec(), b"0".to_vec()),
+            (b"Content-Length".to_vec(), b"1".to_vec()),
+        ];
+        body.end(trailers);
+        let mut queued = Vec::new();
+        assert_eq!(
+            body.claim(b"", false, Out::http1(&mut queued))
+                .unwrap()
+                .body,
+            0
+        );
+        wire.extend_from_slice(&queued);
+        assert!(body.is_complete());
+        assert_eq!(
+            wire,
+            [
+                &b"5\r\nhello\r\n14\r\n"[..],
+                &[b'x'; 20],
+                b"\r\n0\r\nGrpc-Status: 0\r\n\r\n"
+            ]
+            .concat()
+        );
+        assert_eq!(body.chunked_data(), Some(25));
+        // What it queued reads back as the body it was.
+        let mut framer = BodyFramer::new(&Framing::Chunked).unwrap();
+        let claimed = framer.claim(&wire).unwrap();
+        let mut trailers = Vec::new();
+        assert_eq!(
+            framer.take_trailers(&wire[claimed..], Out::http1(&mut trailers)),
+            Ok(Some(wire.len() - claimed))
+        );
+        assert_eq!(framer.chunked_data(), Some(25));
+    }
 }

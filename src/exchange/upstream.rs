@@ -22,6 +22,10 @@ use super::attempt::{Attempt, Backend};
 use super::forward::{Body, LocalBody, Passage};
 use super::{RequestSide, ResponseSide};
 
+// The exchange, and its upstream with it, lives in the request's boxed
+// parts, recycled from a spare list: boxing `H1` would allocate per
+// request for no saving.
+#[allow(clippy::large_enum_variant)]
 pub enum Upstream {
     /// A backend's HTTP/1.1 connection, with the attempt that leased
     /// its server.

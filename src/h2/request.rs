@@ -259,21 +259,13 @@ fn absolute_form(target: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((scheme, &rest[..end]))
 }
 
-fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
-}
-
-/// Writes a trailer section (HEADERS after DATA) as the end of a chunked
-/// body: the last chunk, the fields, the blank line. Pseudo-headers are
-/// malformed in trailers (§8.1).
-pub fn trailers_to_http1<'a>(
+/// A trailer section (HEADERS after DATA), checked: pseudo-headers are
+/// malformed in trailers (§8.1), and so are invalid fields. Returns its
+/// fields, for the body's end.
+pub fn trailers<'a>(
     fields: impl Iterator<Item = super::Field<'a>>,
-    out: &mut Vec<u8>,
-) -> Result<(), Malformed> {
-    out.extend_from_slice(b"0\r\n");
+) -> Result<Vec<crate::message::Field>, Malformed> {
+    let mut kept = Vec::new();
     for (name, value) in fields {
         if name.starts_with(b":") {
             return Err(Malformed("a pseudo-header in trailers"));
@@ -281,10 +273,9 @@ pub fn trailers_to_http1<'a>(
         if !valid_name(name) || !valid_value(value) {
             return Err(Malformed("an invalid trailer field"));
         }
-        write_field(out, name, value);
+        kept.push((name.to_vec(), value.to_vec()));
     }
-    out.extend_from_slice(b"\r\n");
-    Ok(())
+    Ok(kept)
 }
 
 #[cfg(test)]
@@ -495,10 +486,10 @@ mod tests {
     }
 
     #[test]
-    fn trailers_end_a_chunked_body() {
-        let mut out = Vec::new();
-        trailers_to_http1(fields(&[("grpc-status", "0")]).into_iter(), &mut out).unwrap();
-        assert_eq!(out, b"0\r\ngrpc-status: 0\r\n\r\n");
-        assert!(trailers_to_http1(fields(&[(":path", "/")]).into_iter(), &mut Vec::new()).is_err());
+    fn trailers_are_checked_fields() {
+        let kept = trailers(fields(&[("grpc-status", "0")]).into_iter()).unwrap();
+        assert_eq!(kept, [(b"grpc-status".to_vec(), b"0".to_vec())]);
+        assert!(trailers(fields(&[(":path", "/")]).into_iter()).is_err());
+        assert!(trailers(fields(&[("a b", "1")]).into_iter()).is_err());
     }
 }

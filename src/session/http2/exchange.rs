@@ -46,6 +46,12 @@ impl Stream {
                 .map_err(Step::Close)?,
         };
         progress |= flow_step(flow)?;
+        if let Some(trailers) = self.io.take_end()
+            && let Some(body) = self.busy.request_body_mut()
+        {
+            body.end(trailers);
+            progress = true;
+        }
         let (flow, read) = self
             .busy
             .pass_upstream(key.waiter, client, &mut self.inbound, services);

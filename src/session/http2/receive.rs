@@ -426,9 +426,6 @@ impl Http2 {
         io.body.extend_from_slice(data);
         if end_stream {
             io.state.end_by_client();
-            if io.framing == BodyFraming::Chunked {
-                io.tail.extend_from_slice(b"0\r\n\r\n");
-            }
         }
         entry.dirty = true;
         Ok(())
@@ -648,12 +645,13 @@ impl Http2 {
             return self.cut_stream(session, slot, protocol, services, why);
         }
         match io.framing {
-            BodyFraming::Chunked => {
-                if request::trailers_to_http1(fields.iter(), &mut io.tail).is_err() {
+            BodyFraming::Chunked => match request::trailers(fields.iter()) {
+                Ok(trailers) => io.trailers = trailers,
+                Err(_) => {
                     let why = "malformed trailers";
                     return self.cut_stream(session, slot, protocol, services, why);
                 }
-            }
+            },
             // A body of known length carries no trailers in HTTP/1.1.
             _ => log::debug!(
                 "{}: HTTP/2 stream {}: trailers dropped (the body has a content-length)",

@@ -9,6 +9,7 @@ use crate::buffer::Buffer;
 use crate::framing::Chunked;
 use crate::h2::frame::{self, ErrorCode};
 use crate::h2::request::BodyFraming;
+use crate::message::Field;
 use crate::message::Record;
 
 use super::super::transport::Sink;
@@ -101,17 +102,6 @@ impl Tx {
     }
 }
 
-/// A chunk's size line (hex digits, CRLF), written into `out`.
-fn chunk_line(size: usize, out: &mut [u8; 18]) -> &[u8] {
-    let digits = (usize::BITS - size.leading_zeros()).div_ceil(4).max(1) as usize;
-    for (at, slot) in out[..digits].iter_mut().enumerate() {
-        let nibble = (size >> (4 * (digits - 1 - at))) & 0xf;
-        *slot = b"0123456789abcdef"[nibble];
-    }
-    out[digits..digits + 2].copy_from_slice(b"\r\n");
-    &out[..digits + 2]
-}
-
 fn end_flag(end_stream: bool) -> u8 {
     if end_stream {
         frame::flag::END_STREAM
@@ -178,9 +168,11 @@ pub struct StreamIo {
     pub framing: BodyFraming,
     /// Body bytes received, checked against a content-length.
     pub received: u64,
-    /// What ends the body in HTTP/1.1 once the client ended the stream:
-    /// the last chunk and the trailers of a chunked body.
-    pub tail: Vec<u8>,
+    /// The trailer fields the client sent (HEADERS after DATA).
+    pub trailers: Vec<Field>,
+    /// The exchange's body was told its end (the client's, and the
+    /// trailers).
+    pub end_told: bool,
     /// Who ended the stream so far.
     pub state: State,
     /// What the client may still send before rsp opens the window.
@@ -202,7 +194,12 @@ impl StreamIo {
     /// What the stream holds besides its stage: the body and trailers
     /// received.
     pub fn held(&self) -> usize {
-        self.body.capacity() + self.tail.capacity()
+        self.body.capacity()
+            + self
+                .trailers
+                .iter()
+                .map(|(name, value)| name.capacity() + value.capacity())
+                .sum::<usize>()
     }
 
     pub fn new(
@@ -215,7 +212,8 @@ impl StreamIo {
             body: Vec::new(),
             framing,
             received: 0,
-            tail: Vec::new(),
+            trailers: Vec::new(),
+            end_told: false,
             state: if end_stream {
                 State::HalfClosedRemote
             } else {
@@ -347,43 +345,27 @@ pub struct StreamSink<'a> {
 }
 
 impl StreamIo {
-    /// Moves the DATA the client sent into `buffer`, as the request's
-    /// body goes to an HTTP/1.1 backend: as it came with a content-length,
-    /// else in chunks, and then the last chunk and the trailers once the
-    /// client ended the stream. Returns the bytes moved; those of the
-    /// body are the client's window again (`credit`).
+    /// Moves the DATA the client sent into `buffer`, the request body's
+    /// runs as they came (the exchange's upstream frames them as its
+    /// protocol wants). Returns the bytes moved: they are the client's
+    /// window again (`credit`).
     pub fn fill(&mut self, buffer: &mut Buffer, tx: &mut Tx) -> usize {
-        let mut read = 0;
-        if !self.body.is_empty() {
-            let room = buffer.capacity_left(buffer.len());
-            let moved = match self.framing {
-                BodyFraming::Chunked if room > 32 => {
-                    let count = self.body.len().min(room - 32);
-                    let mut line = [0; 18];
-                    let line = chunk_line(count, &mut line);
-                    buffer.push(line);
-                    buffer.push(&self.body[..count]);
-                    buffer.push(b"\r\n");
-                    read += line.len() + count + 2;
-                    count
-                }
-                BodyFraming::Chunked => 0,
-                _ => {
-                    let count = buffer.push(&self.body);
-                    read += count;
-                    count
-                }
-            };
-            self.body.drain(..moved);
-            self.credit += moved as u64;
-            tx.credit += moved as u64;
+        if self.body.is_empty() {
+            return 0;
         }
-        if self.body.is_empty() && !self.tail.is_empty() {
-            let count = buffer.push(&self.tail);
-            self.tail.drain(..count);
-            read += count;
-        }
-        read
+        let moved = buffer.push(&self.body);
+        self.body.drain(..moved);
+        self.credit += moved as u64;
+        tx.credit += moved as u64;
+        moved
+    }
+
+    /// The client ended the stream and all it sent of the body was moved
+    /// on: its end (and trailers) go to the body, once (`None` before).
+    pub fn take_end(&mut self) -> Option<Vec<Field>> {
+        let ended = self.state.client_ended() && self.body.is_empty() && !self.end_told;
+        self.end_told |= ended;
+        ended.then(|| std::mem::take(&mut self.trailers))
     }
 }
 
@@ -445,17 +427,6 @@ mod tests {
         }
         let fields = loona_hpack::Decoder::new().decode(&block).unwrap();
         (out, fields)
-    }
-
-    #[test]
-    fn chunk_lines_are_hex_sizes() {
-        for size in [0, 1, 15, 16, 255, 4096, 65_535, usize::MAX] {
-            let mut line = [0; 18];
-            assert_eq!(
-                chunk_line(size, &mut line),
-                format!("{size:x}\r\n").as_bytes()
-            );
-        }
     }
 
     /// The HPACK block of a head of `status` with `fields`, as the

@@ -913,3 +913,54 @@ fn a_target_that_is_not_utf8_gets_the_same_answer_over_both_protocols() {
     );
     assert_eq!(one, two);
 }
+
+/// `max_body_bytes` bounds an HTTP/2 body of no stated length as it does
+/// a chunked HTTP/1 one: one within it reaches the backend whole, in
+/// chunks; one past it gets 413, and the backend never the end of it.
+#[test]
+fn bodies_without_a_length_are_bounded_as_chunked_ones_are() {
+    let rig = rig("max_body_bytes = 10000");
+    let mut wire = Wire::open(rig.proxy.address);
+    let before = rig.recorder.count();
+    wire.send(&post(1, "/small", &[]));
+    wire.send(&frame(kind::DATA, 0, 1, &[b'a'; 6000]));
+    wire.send(&frame(kind::DATA, END_STREAM, 1, &[b'b'; 4000]));
+    wire.read_until(Duration::from_secs(5), |seen| seen.ended.contains(&1));
+    assert!(
+        wire.seen.statuses.contains(&(1, 200)),
+        "{:?}\n{}",
+        wire.seen,
+        rig.proxy.log()
+    );
+    let got = rig.recorder.raw(before);
+    let body = &got[got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..];
+    let mut decoded = Vec::new();
+    let mut rest = body;
+    loop {
+        let line = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size = usize::from_str_radix(std::str::from_utf8(&rest[..line]).unwrap(), 16).unwrap();
+        rest = &rest[line + 2..];
+        if size == 0 {
+            assert_eq!(rest, b"\r\n");
+            break;
+        }
+        decoded.extend_from_slice(&rest[..size]);
+        rest = &rest[size + 2..];
+    }
+    assert_eq!(decoded, [vec![b'a'; 6000], vec![b'b'; 4000]].concat());
+
+    wire.send(&post(3, "/large", &[]));
+    for _ in 0..3 {
+        wire.send(&frame(kind::DATA, 0, 3, &[b'c'; 6000]));
+    }
+    wire.read_until(Duration::from_secs(5), |seen| {
+        seen.statuses.iter().any(|&(stream, _)| stream == 3)
+            || seen.resets.iter().any(|&(stream, _)| stream == 3)
+    });
+    assert!(
+        wire.seen.statuses.contains(&(3, 413)),
+        "{:?}\n{}",
+        wire.seen,
+        rig.proxy.log()
+    );
+}

@@ -708,3 +708,31 @@ fn a_large_reply_body_arrives_whole_over_both_protocols() {
     assert_eq!(head.status, 200);
     assert!(head.text().is_empty(), "{}", head.head);
 }
+
+/// A backend's head without a reason phrase (`HTTP/1.1 200`, which
+/// httparse takes) is read for `respond()` as any other: the script sees
+/// it, the client gets it, and the worker goes on. (rsp once located the
+/// missing reason by pointer arithmetic and crashed on it.)
+#[test]
+fn a_head_without_a_reason_phrase_is_read_for_respond() {
+    let recorder = Recorder::start(b"HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nok");
+    let proxy = Proxy::start(&format!(
+        r#"backends = {{ "{}" }}
+function respond(req, res)
+  res:set_header("X-Status", tostring(res.status))
+end
+"#,
+        recorder.address
+    ));
+    for _ in 0..3 {
+        let response = proxy.get("/");
+        assert_eq!(response.status, 200, "{}", proxy.log());
+        assert_eq!(
+            response.header("X-Status").as_deref(),
+            Some("200"),
+            "{}",
+            response.head
+        );
+        assert_eq!(response.body, b"ok");
+    }
+}

@@ -11,6 +11,7 @@ pub mod attempt;
 mod busy;
 mod carry;
 pub mod forward;
+mod h1;
 mod local;
 mod response;
 mod routing;
@@ -36,7 +37,7 @@ use crate::client::{Client, End};
 use crate::timer::Timeout;
 use attempt::{Attempt, Backend, Dial, DialRequest, Failure, Next, Origin};
 use forward::{Body, ForwardError, Passage, Queue};
-pub use upstream::{H1, Local, Upstream};
+pub use upstream::{Event, H1, Local, Upstream};
 
 /// What follows an answer on its connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

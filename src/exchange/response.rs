@@ -10,9 +10,9 @@ use crate::router::{Decision, Source};
 use crate::services::Services;
 use crate::timer::{self, Deadline};
 
-use super::attempt::{self, Backend, Failure, Next, Origin, ReadEnd};
+use super::attempt::{self, Backend, Failure, Next, Origin};
 use super::forward::Body;
-use super::{After, Exchange, H1, Link, ResponseSide, State, Turn, Upstream};
+use super::{After, Event, Exchange, H1, Link, ResponseSide, State, Turn, Upstream};
 
 impl Exchange {
     /// `respond()` sees one of rsp's own answers (`res.source == "rsp"`):
@@ -43,115 +43,67 @@ impl Exchange {
         }
     }
 
+    /// The upstream's next head, as its event says: an interim one passed
+    /// on, a switch, the final one (after the pool's `retry_on` and
+    /// `respond()`), or the failure that makes it no answer.
     pub(super) fn response_head(&mut self, link: &mut Link, services: &mut Services) -> Turn {
-        let State::Answering(Upstream::H1(H1 {
-            backend, response, ..
-        })) = &mut self.state
-        else {
-            return Turn::Wait;
-        };
-        let ResponseSide::Head { .. } = response else {
-            return Turn::Wait;
-        };
         if !link.to_client.is_empty() {
             // An interim head is still on its way to the client: the next
             // waits in `outbound`, whose bound stops reading the backend.
             return Turn::Wait;
         }
-        if link.outbound.is_empty() {
-            if backend.read != ReadEnd::Open {
-                return self.backend_failed(
-                    link,
-                    services,
-                    "closed the connection without a response",
-                    ErrorReply::BadGateway,
-                );
-            }
+        let State::Answering(Upstream::H1(h1)) = &self.state else {
             return Turn::Wait;
-        }
+        };
         let limit = services.settings.max_response_header_bytes;
-        if services.router.responds() {
-            // A final head within bounds is read for `respond()`; anything
-            // else (interim heads, a switch, errors) goes the common way.
-            let read = self.response.head.read(link.outbound.data());
-            if let Ok(Some(length)) = read
-                && length <= limit
-                && self.response.head.status() >= 200
-            {
-                return self.respond_to_head(link, services);
+        match h1.read_head(link.outbound, &mut self.response.head, limit) {
+            Event::Nothing | Event::End { .. } => Turn::Wait,
+            Event::Failed { why, reply } => self.backend_failed(link, services, &why, reply),
+            Event::Head { length } if self.response.head.status() >= 200 => {
+                self.final_head(link, services, length)
             }
+            Event::Head { length } => self.early_head(link, services, length),
         }
-        self.pass_head(link, services)
     }
 
-    /// A backend's head passed on as it came (no `respond()`): an interim
-    /// one, a switch, the final one, or what makes it no answer (502).
-    fn pass_head(&mut self, link: &mut Link, services: &mut Services) -> Turn {
+    /// A head before the final one: an interim head (passed on, up to
+    /// `MAX_INTERIM_RESPONSES`) or a switch of protocols.
+    fn early_head(&mut self, link: &mut Link, services: &mut Services, length: usize) -> Turn {
         let State::Answering(Upstream::H1(H1 {
-            backend, response, ..
+            response: ResponseSide::Head { interim },
+            ..
         })) = &mut self.state
         else {
             return Turn::Wait;
         };
-        let ResponseSide::Head { interim } = response else {
-            return Turn::Wait;
-        };
-        let limit = services.settings.max_response_header_bytes;
-        let head = &self.request.head;
-        let client_side = client_side(head);
-        let parsed = http::forward_response_head(
-            link.outbound.data(),
-            client_side,
-            head.upgrade_offer(),
+        let head = &self.response.head;
+        if head.is_interim() && *interim >= http::MAX_INTERIM_RESPONSES {
+            let why = format!(
+                "more than {} interim responses",
+                http::MAX_INTERIM_RESPONSES
+            );
+            return self.backend_failed(link, services, &why, ErrorReply::BadGateway);
+        }
+        let request = &self.request.head;
+        let written = head.forward(
+            client_side(request),
+            request.upgrade_offer(),
             self.request.request_id(),
             link.to_client.out(),
         );
-        match parsed {
-            Ok(Some(info)) if info.head_length > limit => {
-                link.to_client.clear();
-                self.backend_failed(
-                    link,
-                    services,
-                    "response head too large",
-                    ErrorReply::BadGateway,
-                )
-            }
-            Ok(Some(info)) if info.is_interim() && *interim >= http::MAX_INTERIM_RESPONSES => {
-                link.to_client.clear();
-                let why = format!(
-                    "more than {} interim responses",
-                    http::MAX_INTERIM_RESPONSES
-                );
-                self.backend_failed(link, services, &why, ErrorReply::BadGateway)
-            }
-            Ok(Some(info)) if info.is_interim() => {
-                link.outbound.consume(info.head_length);
+        match written {
+            Ok(info) if info.is_interim() => {
+                link.outbound.consume(length);
                 *interim += 1;
                 Turn::Moved
             }
-            Ok(Some(info)) => {
-                if let Some(turn) = self.retry_on_status(link, services, info.status) {
-                    return turn;
-                }
-                link.outbound.consume(info.head_length);
+            Ok(info) => {
+                link.outbound.consume(length);
                 self.took_final_head(link, &info);
                 Turn::Moved
             }
-            Ok(None) if link.outbound.len() >= limit || link.outbound.is_full() => self
-                .backend_failed(
-                    link,
-                    services,
-                    "response head too large",
-                    ErrorReply::BadGateway,
-                ),
-            Ok(None) if backend.read != ReadEnd::Open => self.backend_failed(
-                link,
-                services,
-                "closed the connection in the response head",
-                ErrorReply::BadGateway,
-            ),
-            Ok(None) => Turn::Wait,
             Err(error) => {
+                link.to_client.clear();
                 // After a bad 101 the client may already speak the other
                 // protocol: its connection closes.
                 let reply = match error {
@@ -167,10 +119,11 @@ impl Exchange {
         client_side(&self.request.head)
     }
 
-    /// A final head read into `self.response`, for `respond()`: after the
-    /// pool's `retry_on`, the script may change it, have the request sent
-    /// elsewhere, or answer in its place.
-    fn respond_to_head(&mut self, link: &mut Link, services: &mut Services) -> Turn {
+    /// The final head, read into `self.response`: after the pool's
+    /// `retry_on`, `respond()` (when the config has one) may change it,
+    /// have the request sent elsewhere, or answer in its place; the client
+    /// gets what it says.
+    fn final_head(&mut self, link: &mut Link, services: &mut Services, length: usize) -> Turn {
         let status = self.response.head.status();
         if let Some(turn) = self.retry_on_status(link, services, status) {
             return turn;
@@ -179,23 +132,25 @@ impl Exchange {
             return Turn::Wait;
         };
         let server = backend.server;
-        self.request.sealed = true;
-        self.response.source = Source::Backend;
-        self.response.server = Some(server);
-        match services
-            .router
-            .respond(&mut self.request, &mut self.response)
-        {
-            Decision::Continue => {}
-            Decision::Retry => match self.refuse_resend(services) {
-                None => return self.resend(link, services, status, "respond() said retry"),
-                Some(why) => crate::client_log!(
-                    log::Level::Info,
-                    "{}: respond() returned \"retry\" for {status} from {server}, not retried: {why}",
-                    link.client.address
-                ),
-            },
-            Decision::Reply(reply) => return self.replace_response(link, services, reply),
+        if services.router.responds() {
+            self.request.sealed = true;
+            self.response.source = Source::Backend;
+            self.response.server = Some(server);
+            match services
+                .router
+                .respond(&mut self.request, &mut self.response)
+            {
+                Decision::Continue => {}
+                Decision::Retry => match self.refuse_resend(services) {
+                    None => return self.resend(link, services, status, "respond() said retry"),
+                    Some(why) => crate::client_log!(
+                        log::Level::Info,
+                        "{}: respond() returned \"retry\" for {status} from {server}, not retried: {why}",
+                        link.client.address
+                    ),
+                },
+                Decision::Reply(reply) => return self.replace_response(link, services, reply),
+            }
         }
         let client_side = self.client_side();
         let written = self.response.head.write_final(
@@ -205,7 +160,7 @@ impl Exchange {
         );
         match written {
             Ok(info) => {
-                link.outbound.consume(info.head_length);
+                link.outbound.consume(length);
                 self.took_final_head(link, &info);
                 Turn::Moved
             }
@@ -384,56 +339,31 @@ impl Exchange {
     /// when it is: the server's lease goes back, its connection is kept
     /// when it can serve another request.
     pub(super) fn response_end(&mut self, link: &mut Link, services: &mut Services) -> Turn {
-        let State::Answering(Upstream::H1(H1 {
-            backend,
-            request,
-            response:
-                ResponseSide::Body {
-                    status,
-                    body,
-                    after,
-                    until_close,
-                    backend_keeps,
-                },
-            ..
-        })) = &mut self.state
-        else {
+        let State::Answering(Upstream::H1(h1)) = &mut self.state else {
             return Turn::Wait;
         };
         let drained = link.outbound.is_empty();
-        let ended_by_close = *until_close && backend.read != ReadEnd::Open && drained;
-        if ended_by_close && backend.read == ReadEnd::Reset {
-            let why = format!(
-                "backend {} reset the connection mid-response",
-                backend.server
-            );
-            return self.abort(services, why);
-        }
-        if body
-            .as_ref()
-            .is_some_and(|body| body.is_complete() || (ended_by_close && body.is_flushed()))
-        {
-            *body = None;
-        }
-        if body.is_some() && backend.read != ReadEnd::Open && drained {
-            let why = format!(
-                "backend {} closed the connection mid-response",
-                backend.server
-            );
-            return self.abort(services, why);
-        }
-        if body.is_some() || !link.to_client.is_empty() {
+        let reusable = match h1.poll_end(drained, link.to_client.is_empty()) {
+            Event::Failed { why, .. } => {
+                let why = format!("backend {} {why}", h1.backend.server);
+                return self.abort(services, why);
+            }
+            Event::End { reusable } => reusable,
+            _ => return Turn::Wait,
+        };
+        let H1 {
+            backend,
+            request,
+            response: ResponseSide::Body { status, after, .. },
+            ..
+        } = h1
+        else {
             return Turn::Wait;
-        }
+        };
         let request_read = request.body.is_none();
         let keep_alive =
             *after == After::Next && request_read && !backend.write_failed && !services.draining;
-        let reusable = *backend_keeps
-            && backend.is_reusable()
-            && request_read
-            && drained
-            && self.to_backend.is_empty()
-            && !services.draining;
+        let reusable = reusable && self.to_backend.is_empty() && !services.draining;
         // Unless the client asked to close and all its bytes were read, it
         // may still be sending.
         let linger = !request_read || self.request.head.keep_alive;

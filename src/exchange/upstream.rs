@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use crate::balancer::Outcome;
 use crate::config::Timeouts;
+use crate::reply::ErrorReply;
 use crate::services::Services;
 use crate::timer::Timeout;
 use crate::transport::Endpoint;
@@ -32,6 +33,27 @@ pub enum Upstream {
     H1(H1),
     /// rsp answers itself; the request body, if any, is read and dropped.
     Local(Local),
+}
+
+/// What an upstream said since the exchange last asked.
+pub enum Event {
+    Nothing,
+    /// A response head, read into the exchange's `ResponseHead`, in
+    /// `length` bytes of what the upstream sent.
+    Head {
+        length: usize,
+    },
+    /// The answer is complete; `reusable`: the upstream's connection may
+    /// serve another request.
+    End {
+        reusable: bool,
+    },
+    /// The upstream failed (`why`, for the log); before a complete head
+    /// the client gets `reply`, unless the request may go again.
+    Failed {
+        why: String,
+        reply: ErrorReply,
+    },
 }
 
 /// An exchange with a backend over HTTP/1.1.

@@ -4,9 +4,7 @@
 use crate::framing::Framing;
 use crate::message::Out;
 
-use super::{
-    HeadError, MAX_HEADERS, copy_end_to_end, copy_fields, is_framing, merge_content_length, tokens,
-};
+use super::{HeadError, copy_end_to_end, copy_fields, is_framing, merge_content_length, tokens};
 
 /// What the client side of an exchange needs in order to shape a response.
 #[derive(Debug, Clone, Copy)]
@@ -49,9 +47,9 @@ impl ResponseInfo {
 pub const MAX_INTERIM_RESPONSES: u8 = 10;
 
 /// Parses a response head at the start of `buffer` and writes the head to
-/// send to the client to `out` (nothing for an interim response the client
-/// cannot take). `upgrade_offer` is what the request offered to switch to.
-/// `Ok(None)` means more bytes are needed.
+/// send to the client to `out` (`ResponseHead::forward`). `upgrade_offer`
+/// is what the request offered to switch to. `Ok(None)` means more bytes
+/// are needed.
 pub fn forward_response_head(
     buffer: &[u8],
     client: ClientSide,
@@ -59,39 +57,12 @@ pub fn forward_response_head(
     request_id: Option<&str>,
     out: Out,
 ) -> Result<Option<ResponseInfo>, HeadError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut fields);
-    let Some((head_length, status)) = parse(&mut response, buffer)? else {
+    let mut head = super::ResponseHead::default();
+    if head.read(buffer)?.is_none() {
         return Ok(None);
-    };
-    let fields: &[httparse::Header] = response.headers;
-    let head = Head {
-        status,
-        reason: response.reason.unwrap_or(""),
-        version: response.version,
-        fields: fields
-            .iter()
-            .map(|field| (field.name.as_bytes(), field.value)),
-    };
-    let (framing, keep_alive, backend_keep_alive) = match status {
-        101 => {
-            check_switch(client, upgrade_offer, head.fields())?;
-            write_switch(&head, request_id, out);
-            (Framing::Empty, false, false)
-        }
-        100..=199 => {
-            write_interim(&head, client, out);
-            (Framing::Empty, client.keep_alive, false)
-        }
-        _ => write_final(&head, client, request_id, out)?,
-    };
-    Ok(Some(ResponseInfo {
-        head_length,
-        status,
-        framing,
-        keep_alive,
-        backend_keep_alive,
-    }))
+    }
+    head.forward(client, upgrade_offer, request_id, out)
+        .map(Some)
 }
 
 /// Parses a response head at the start of `buffer` into `response`: its
@@ -133,7 +104,11 @@ pub(super) trait Fields<'a>: Iterator<Item = (&'a [u8], &'a [u8])> + Clone {}
 impl<'a, I: Iterator<Item = (&'a [u8], &'a [u8])> + Clone> Fields<'a> for I {}
 
 /// A 101: the `Upgrade` field goes on with the switch.
-fn write_switch<'a>(head: &Head<'a, impl Fields<'a>>, request_id: Option<&str>, out: Out) {
+pub(super) fn write_switch<'a>(
+    head: &Head<'a, impl Fields<'a>>,
+    request_id: Option<&str>,
+    out: Out,
+) {
     let mut out = out.response(head.status, head.reason);
     copy_fields(&mut out, head.fields(), |name, hop_by_hop| {
         let replaced_id = request_id.is_some() && name.eq_ignore_ascii_case(b"x-request-id");
@@ -148,7 +123,7 @@ fn write_switch<'a>(head: &Head<'a, impl Fields<'a>>, request_id: Option<&str>, 
 
 /// Interim responses (100 Continue, 103 Early Hints) mean nothing to an
 /// HTTP/1.0 client, and never have a body to frame.
-fn write_interim<'a>(head: &Head<'a, impl Fields<'a>>, client: ClientSide, out: Out) {
+pub(super) fn write_interim<'a>(head: &Head<'a, impl Fields<'a>>, client: ClientSide, out: Out) {
     if client.minor_version != 1 {
         return;
     }
@@ -252,7 +227,7 @@ pub(super) fn write_final<'a>(
 /// protocols the request offered (RFC 9110 §7.8, §15.2.2): otherwise a
 /// backend could turn the connection into a tunnel no later request of
 /// which meets `route()`.
-fn check_switch<'a>(
+pub(super) fn check_switch<'a>(
     client: ClientSide,
     upgrade_offer: &[u8],
     mut fields: impl Iterator<Item = (&'a [u8], &'a [u8])>,

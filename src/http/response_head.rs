@@ -1,6 +1,7 @@
-//! A response head held by rsp so `respond()` can read and change it: a
-//! backend's final head, copied out of the buffer, or the head of one of
-//! rsp's own answers. Only configs with a `respond` hook pay for the copy.
+//! A response head as a message: a backend's, read out of the bytes its
+//! connection sent (interim heads and switches too), or the head of one
+//! of rsp's own answers; `respond()` reads and changes it, and the client
+//! gets what it says, written for the client's protocol (`forward`).
 
 use std::ops::Range;
 
@@ -32,9 +33,11 @@ impl ResponseHead {
             return Ok(None);
         };
         let base = buffer.as_ptr() as usize;
-        let range = |part: &[u8]| {
-            let start = part.as_ptr() as usize - base;
-            start..start + part.len()
+        // Where a part httparse read lies in the head; an empty one it
+        // made up (a missing reason) is empty here too.
+        let range = |part: &[u8]| match (part.as_ptr() as usize).checked_sub(base) {
+            Some(start) if start + part.len() <= head_length => start..start + part.len(),
+            _ => 0..0,
         };
         self.raw.clear();
         self.raw.extend_from_slice(&buffer[..head_length]);
@@ -150,27 +153,64 @@ impl ResponseHead {
             .collect()
     }
 
-    /// Writes the final head the client gets (as `forward_response_head`
-    /// does for a head nobody changed).
+    /// The head as the writers take it: the reason the backend gave,
+    /// unless a script changed the status.
+    fn as_head(&self) -> Head<'_, impl response::Fields<'_>> {
+        let reason = if self.status == self.original {
+            std::str::from_utf8(&self.raw[self.reason.clone()]).unwrap_or("")
+        } else {
+            crate::reply::reason(self.status)
+        };
+        Head {
+            status: self.status,
+            reason,
+            version: self.version,
+            fields: self.fields(),
+        }
+    }
+
+    /// Writes the head the client gets of a backend's head read into this
+    /// one: a switch (checked against what the request offered, in
+    /// `upgrade_offer`), an interim head (nothing for a client that
+    /// cannot take one), or the final head.
+    pub fn forward(
+        &self,
+        client: ClientSide,
+        upgrade_offer: &[u8],
+        request_id: Option<&str>,
+        out: crate::message::Out,
+    ) -> Result<ResponseInfo, HeadError> {
+        let head = self.as_head();
+        let (framing, keep_alive, backend_keep_alive) = match self.status {
+            101 => {
+                response::check_switch(client, upgrade_offer, self.fields())?;
+                response::write_switch(&head, request_id, out);
+                (crate::framing::Framing::Empty, false, false)
+            }
+            100..=199 => {
+                response::write_interim(&head, client, out);
+                (crate::framing::Framing::Empty, client.keep_alive, false)
+            }
+            _ => response::write_final(&head, client, request_id, out)?,
+        };
+        Ok(ResponseInfo {
+            head_length: self.head_length,
+            status: self.status,
+            framing,
+            keep_alive,
+            backend_keep_alive,
+        })
+    }
+
+    /// Writes the final head the client gets.
     pub fn write_final(
         &self,
         client: ClientSide,
         request_id: Option<&str>,
         out: crate::message::Out,
     ) -> Result<ResponseInfo, HeadError> {
-        let reason = if self.status == self.original {
-            std::str::from_utf8(&self.raw[self.reason.clone()]).unwrap_or("")
-        } else {
-            crate::reply::reason(self.status)
-        };
-        let head = Head {
-            status: self.status,
-            reason,
-            version: self.version,
-            fields: self.fields(),
-        };
         let (framing, keep_alive, backend_keep_alive) =
-            response::write_final(&head, client, request_id, out)?;
+            response::write_final(&self.as_head(), client, request_id, out)?;
         Ok(ResponseInfo {
             head_length: self.head_length,
             status: self.status,

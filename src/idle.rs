@@ -1,4 +1,8 @@
 //! Idle backend connections kept for the next request to the same server.
+//! The store keeps the upstream connection itself (its `Endpoint`: the
+//! socket, its registration, what was known of its readiness), as an
+//! exchange hands it back; a connection with more state of its own (TLS
+//! to a backend) is kept whole the same way.
 //!
 //! A connection whose response ended cleanly and that the backend agreed to
 //! keep open goes here instead of being closed; the next request for that
@@ -19,11 +23,10 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
-use mio::Interest;
-use mio::net::TcpStream;
 use slab::Slab;
 
 use crate::timer;
+use crate::transport::Endpoint;
 
 /// Who holds the backend socket with a given descriptor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -38,9 +41,9 @@ pub enum Owner {
 }
 
 struct Idle {
-    stream: TcpStream,
-    /// What the socket is registered for (it keeps its registration).
-    interest: Interest,
+    /// The upstream connection: its socket, registered as it was (it
+    /// keeps its registration), and what was known of its readiness.
+    connection: Endpoint,
     server: SocketAddr,
     /// Tells this connection's timer from an older one of the same slot.
     serial: u64,
@@ -138,24 +141,19 @@ impl IdleConnections {
         self.connections.is_empty()
     }
 
-    /// Keeps `stream` for `server`, or closes it when the server already has
-    /// as many idle connections as allowed.
-    pub fn put(
-        &mut self,
-        server: SocketAddr,
-        stream: TcpStream,
-        interest: Interest,
-    ) -> Option<IdleTimer> {
+    /// Keeps `connection` for `server`, or closes it when the server
+    /// already has as many idle connections as allowed (or it is not in
+    /// the poll set, where a close by the backend would go unnoticed).
+    pub fn put(&mut self, server: SocketAddr, connection: Endpoint) -> Option<IdleTimer> {
         let keys = self.by_server.entry(server).or_default();
-        if keys.len() >= self.max_per_server {
+        if keys.len() >= self.max_per_server || connection.interest.is_none() {
             return None;
         }
-        let fd = stream.as_raw_fd();
+        let fd = connection.stream.as_raw_fd();
         self.serial += 1;
         let since = timer::now();
         let key = self.connections.insert(Idle {
-            stream,
-            interest,
+            connection,
             server,
             serial: self.serial,
             since,
@@ -170,15 +168,19 @@ impl IdleConnections {
     }
 
     /// The most recently used idle connection to `server`, if one is
-    /// fresh, for the exchange of `waiter`; with the interest it is
-    /// registered for.
-    pub fn take(&mut self, server: SocketAddr, waiter: usize) -> Option<(TcpStream, Interest)> {
+    /// fresh, for the exchange of `waiter`: writable, nothing waiting to
+    /// be read (an event would have closed it).
+    pub fn take(&mut self, server: SocketAddr, waiter: usize) -> Option<Endpoint> {
         let keys = self.by_server.get_mut(&server)?;
         while let Some(key) = keys.pop() {
             let idle = self.connections.remove(key);
             if idle.since.elapsed() < self.timeout {
-                self.set_owner(idle.stream.as_raw_fd(), Owner::Session(waiter));
-                return Some((idle.stream, idle.interest));
+                let mut connection = idle.connection;
+                self.set_owner(connection.stream.as_raw_fd(), Owner::Session(waiter));
+                connection.readable = false;
+                connection.writable = true;
+                connection.end_reported = false;
+                return Some(connection);
             }
         }
         None
@@ -191,7 +193,7 @@ impl IdleConnections {
             return;
         };
         let mut probe = [0u8; 1];
-        match idle.stream.read(&mut probe) {
+        match idle.connection.stream.read(&mut probe) {
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
             _ => self.close(key),
         }

@@ -533,12 +533,9 @@ impl Attempt {
         } else {
             None
         };
-        if let Some((stream, interest)) = kept {
+        if let Some(endpoint) = kept {
             return Ok(Backend {
-                endpoint: Endpoint {
-                    writable: true,
-                    ..Endpoint::new(stream, Some(interest), false)
-                },
+                endpoint,
                 server,
                 origin: Origin::Kept,
                 read: ReadEnd::Open,

@@ -478,11 +478,7 @@ fn status_outcome(status: u16, otherwise: Outcome) -> Outcome {
 
 /// Keeps a backend connection that can serve another request.
 fn keep(services: &mut Services, backend: Backend) {
-    if let Some(interest) = backend.endpoint.interest
-        && let Some(timer) = services
-            .idle
-            .put(backend.server, backend.endpoint.stream, interest)
-    {
+    if let Some(timer) = services.idle.put(backend.server, backend.endpoint) {
         let deadline = Deadline::IdleBackend {
             key: timer.key,
             serial: timer.serial,

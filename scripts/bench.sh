@@ -240,6 +240,9 @@ targets=("nginx-direct $base -" "rsp $((base + 1)) $rsp_pid" "haproxy $((base + 
 cpu_ticks() { # PID: user+sys clock ticks of the process and its threads
     awk '{print $14 + $15}' "/proc/$1/stat"
 }
+sys_ticks() { # PID: its system (kernel) clock ticks
+    awk '{print $15}' "/proc/$1/stat"
+}
 machine_busy_ticks() { # every CPU's non-idle time
     awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat
 }
@@ -271,7 +274,7 @@ run_one() { # round test target port pid
     local round=$1 test=$2 name=$3 port=$4 pid=$5 url out rps mean p99 failed count asked
     local tls_port=$((port + 10)) h2_port=$((port + 20))
     local before=0 after=0 machine_before machine_after
-    [ "$pid" != - ] && before=$(cpu_ticks "$pid")
+    [ "$pid" != - ] && before=$(cpu_ticks "$pid") sys_before=$(sys_ticks "$pid")
     machine_before=$(machine_busy_ticks)
     case $test in
         ab) url="http://127.0.0.1:$port/"
@@ -293,7 +296,7 @@ run_one() { # round test target port pid
         h2-100k) url="https://127.0.0.1:$h2_port/100k.bin" asked=$h2_large_requests
             out=$(h2load -c "$concurrency" -m 10 -n "$asked" "$url" 2>&1 || true) ;;
     esac
-    [ "$pid" != - ] && after=$(cpu_ticks "$pid")
+    [ "$pid" != - ] && after=$(cpu_ticks "$pid") sys_after=$(sys_ticks "$pid")
     machine_after=$(machine_busy_ticks)
     case $test in
         ab*|tls-handshake)
@@ -323,15 +326,18 @@ run_one() { # round test target port pid
             fi
             failed=$((asked - ${count:-0})) ;;
     esac
-    local cpu=- rss=- machine
+    local cpu=- rss=- kernel=- machine
     machine=$(awk -v t=$((machine_after - machine_before)) -v hz="$ticks_per_second" -v n="$count" 'BEGIN {if (n > 0) printf "%.2f", t / hz * 1e6 / n; else print "-"}')
     if [ "$pid" != - ]; then
         cpu=$(awk -v t=$((after - before)) -v hz="$ticks_per_second" -v n="$count" 'BEGIN {if (n > 0) printf "%.2f", t / hz * 1e6 / n; else print "-"}')
         rss=$(peak_rss_kib "$pid")
+        # The share of the proxy's CPU spent in the kernel (its sockets):
+        # shown in the round lines, to tell what a proxy's own code costs.
+        kernel=$(awk -v s=$((sys_after - sys_before)) -v t=$((after - before)) 'BEGIN {if (t > 0) printf "%d%%", 100 * s / t; else print "-"}')
     fi
     echo "$round,$test,$name,$rps,$mean,$p99,$cpu,$machine,$rss,${failed:-0}," >> "$raw"
-    printf '  round %s %-9s %-13s %10s req/s  mean %7s ms  p99 %7s ms  cpu %6s us/req  machine %6s us/req  failed %s\n' \
-        "$round" "$test" "$name" "$rps" "$mean" "$p99" "$cpu" "$machine" "${failed:-0}" >&2
+    printf '  round %s %-9s %-13s %10s req/s  mean %7s ms  p99 %7s ms  cpu %6s us/req (kernel %4s)  machine %6s us/req  failed %s\n' \
+        "$round" "$test" "$name" "$rps" "$mean" "$p99" "$cpu" "$kernel" "$machine" "${failed:-0}" >&2
 }
 
 echo "bench: $rounds rounds of $tests; ab -n $requests -c $concurrency, wrk -c $concurrency ${seconds}s, large bodies -c $large_concurrency, TLS key ${BENCH_TLS_KEY:-rsa}, h2load -c $concurrency -m 10 -n $h2_requests (100 KB: $h2_large_requests)" >&2

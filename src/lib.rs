@@ -27,6 +27,7 @@ pub mod memory;
 pub mod message;
 pub mod own;
 pub mod proxy_protocol;
+pub mod redis;
 pub mod reply;
 pub mod request_id;
 pub mod router;

@@ -89,6 +89,9 @@ pub enum Deadline {
     Sweep,
     /// Time to see whether exchanges must give back what they hold.
     Reclaim,
+    /// The Redis connection's next turn (worker 0): a retry, a timeout, a
+    /// `PING`.
+    Redis,
 }
 
 /// Lets a repeated warning through at most once a second, so a condition

@@ -10,6 +10,7 @@ use mio::Token;
 const HEALTH_BASE: usize = usize::MAX / 4;
 const BACKEND_BASE: usize = usize::MAX / 8 * 3;
 const LISTENER_BASE: usize = usize::MAX / 2;
+const REDIS: usize = usize::MAX - 2;
 const WAKER: usize = usize::MAX - 1;
 const SIGNAL: usize = usize::MAX;
 
@@ -23,6 +24,8 @@ pub enum TokenKind {
     Backend(RawFd),
     /// A listening socket, by its slot.
     Listener(usize),
+    /// The process's Redis connection (worker 0's).
+    Redis,
     /// Another worker left commands in this one's mailbox.
     Waker,
     /// A signal arrived.
@@ -36,6 +39,7 @@ impl TokenKind {
             TokenKind::Health(key) => HEALTH_BASE + key,
             TokenKind::Backend(fd) => BACKEND_BASE + fd as usize,
             TokenKind::Listener(slot) => LISTENER_BASE + slot,
+            TokenKind::Redis => REDIS,
             TokenKind::Waker => WAKER,
             TokenKind::Signal => SIGNAL,
         })
@@ -45,6 +49,7 @@ impl TokenKind {
         match token.0 {
             SIGNAL => TokenKind::Signal,
             WAKER => TokenKind::Waker,
+            REDIS => TokenKind::Redis,
             value if value >= LISTENER_BASE => TokenKind::Listener(value - LISTENER_BASE),
             value if value >= BACKEND_BASE => {
                 RawFd::try_from(value - BACKEND_BASE).map_or(TokenKind::Waker, TokenKind::Backend)
@@ -87,6 +92,7 @@ mod tests {
             TokenKind::Backend(RawFd::MAX),
             TokenKind::Listener(0),
             TokenKind::Listener(9),
+            TokenKind::Redis,
             TokenKind::Waker,
             TokenKind::Signal,
         ];

@@ -133,6 +133,36 @@ proptest! {
         prop_assert_eq!(decoded, expected);
     }
 
+    /// A Redis reply is measured the same whatever pieces it arrives in,
+    /// and nothing a server sends panics the scanner or the decoder.
+    #[test]
+    fn redis_replies_scan_the_same_in_any_pieces(
+        bytes in prop_oneof![
+            mutated(b"*3\r\n$3\r\nabc\r\n*2\r\n:1\r\n-ERR x\r\n+OK\r\n"),
+            prop::collection::vec(any::<u8>(), 0..200),
+        ],
+        split in 1..20usize,
+    ) {
+        use rsp::redis::resp;
+        let whole = resp::extent(&bytes);
+        let mut scan = resp::Scan::default();
+        let mut pieces = Ok(None);
+        for end in (split..bytes.len()).step_by(split).chain([bytes.len()]) {
+            pieces = resp::extent_from(&bytes[..end], &mut scan);
+            if !matches!(pieces, Ok(None)) {
+                break;
+            }
+        }
+        match &whole {
+            Ok(Some(length)) => {
+                prop_assert_eq!(&pieces, &Ok(Some(*length)));
+                let _ = resp::decode(&bytes[..*length]);
+            }
+            Ok(None) => prop_assert_eq!(&pieces, &Ok(None)),
+            Err(_) => prop_assert!(pieces.is_err() || pieces == Ok(None)),
+        }
+    }
+
     #[test]
     fn chunked_framing_is_split_independent(bytes in mutated(CHUNKED_BODY), split in 1..40usize) {
         let whole = claim_body(&bytes, bytes.len());

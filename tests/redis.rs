@@ -5,65 +5,10 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::Once;
+use std::process::{Command, Stdio};
 
+use common::redis::Redis;
 use common::*;
-
-fn ensure_redis() {
-    static INSTALL: Once = Once::new();
-    INSTALL.call_once(|| {
-        let present = || {
-            Command::new("redis-server")
-                .arg("--version")
-                .output()
-                .is_ok_and(|output| output.status.success())
-        };
-        if present() {
-            return;
-        }
-        let installed = Command::new("sh")
-            .args([
-                "-c",
-                "(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) >/dev/null 2>&1",
-            ])
-            .status();
-        assert!(
-            installed.is_ok_and(|status| status.success()) && present(),
-            "this test needs redis-server: apt-get install redis-server"
-        );
-    });
-}
-
-struct Redis {
-    child: Child,
-    address: SocketAddr,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        ensure_redis();
-        let port = free_port();
-        let log = temp_file("redis.log", "");
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        wait_for_listener(address, &log);
-        Redis { child, address }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn redis_cli(address: SocketAddr, arguments: &[&str], input: Option<&[u8]>) -> String {
     let mut command = Command::new("redis-cli");

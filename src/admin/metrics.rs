@@ -17,6 +17,7 @@ pub(super) fn metrics(view: &super::StatsView) -> String {
     pool_metrics(&mut out, &view.pools);
     server_metrics(&mut out, &view.pools, Instant::now());
     state_metrics(&mut out, &view.limits, &view.dicts);
+    redis_metrics(&mut out);
     unlisted_metrics(&mut out, &view.totals);
     out
 }
@@ -54,6 +55,73 @@ fn unlisted_metrics(out: &mut String, totals: &Totals) {
             Label(server),
             stats.errors
         );
+    }
+}
+
+/// The process's Redis connection, when the config has one.
+fn redis_metrics(out: &mut String) {
+    use std::sync::atomic::Ordering::Relaxed;
+    if !crate::redis::configured() {
+        return;
+    }
+    let stats = crate::redis::stats();
+    let families: [(&str, &str, &str, u64); 8] = [
+        (
+            "rsp_redis_up",
+            "gauge",
+            "1 while the connection to Redis is up and ready.",
+            u64::from(stats.connected.load(Relaxed)),
+        ),
+        (
+            "rsp_redis_connects_total",
+            "counter",
+            "Connections to Redis made ready (the first, and each reconnect).",
+            stats.connects.load(Relaxed),
+        ),
+        (
+            "rsp_redis_failures_total",
+            "counter",
+            "Connections to Redis that failed: refused, timed out, closed, or an unreadable reply.",
+            stats.failures.load(Relaxed),
+        ),
+        (
+            "rsp_redis_errors_total",
+            "counter",
+            "Error replies from Redis.",
+            stats.errors.load(Relaxed),
+        ),
+        (
+            "rsp_redis_commands_total",
+            "counter",
+            "Replies from Redis.",
+            stats.commands.load(Relaxed),
+        ),
+        (
+            "rsp_redis_refused_total",
+            "counter",
+            "Commands not sent: Redis down, or the queue full.",
+            stats.refused.load(Relaxed),
+        ),
+        (
+            "rsp_redis_queue",
+            "gauge",
+            "Commands sent or queued, waiting for their replies.",
+            stats.pending.load(Relaxed),
+        ),
+        (
+            "rsp_redis_round_trip_seconds",
+            "gauge",
+            "The last PING's round trip.",
+            stats.round_trip_us.load(Relaxed),
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        family(out, name, kind, help);
+        if name == "rsp_redis_round_trip_seconds" {
+            let _ = writeln!(out, "{name} {:.6}", value as f64 / 1e6);
+        } else {
+            let _ = writeln!(out, "{name} {value}");
+        }
     }
 }
 

@@ -67,6 +67,7 @@ const SETTINGS: &[&str] = &[
     "dicts",
     "maps",
     "memory",
+    "redis",
     // The original C rsp's names.
     "listenPort",
     "backendAddress",
@@ -176,5 +177,6 @@ fn read(script: &Script) -> Result<Config, ConfigError> {
         dicts: state::dicts(script)?,
         maps: state::maps(script)?,
         memory: settings::memory(script)?,
+        redis: state::redis(script)?,
     })
 }

@@ -7,7 +7,7 @@ use mlua::Value;
 
 use super::lua::Script;
 use super::read::Setting;
-use super::types::{ConfigError, DictConfig, LimitConfig, MapConfig};
+use super::types::{ConfigError, DictConfig, LimitConfig, MapConfig, RedisConfig};
 
 const LIMIT_SETTINGS: &[&str] = &["rate", "per", "burst", "max_keys", "max_bytes"];
 const DICT_SETTINGS: &[&str] = &["max_keys", "max_bytes"];
@@ -178,4 +178,52 @@ fn max_bytes(setting: &Setting) -> Result<usize, ConfigError> {
     Ok(setting
         .part("max_bytes")
         .integer(DEFAULT_MAX_BYTES, 4096..=MAX_BYTES_BOUND)? as usize)
+}
+
+const REDIS_SETTINGS: &[&str] = &["servers", "password_file", "db", "prefix", "timeout_ms"];
+
+/// `redis = { servers = { "127.0.0.1:6379" }, password_file = ..., db = 0,
+/// prefix = "rsp:", timeout_ms = 200 }`. Plain TCP to one server at a time
+/// (the next in the list when one fails); Sentinel, Cluster and TLS are
+/// not supported, and a key for them is an error.
+pub fn redis(script: &Script) -> Result<Option<RedisConfig>, ConfigError> {
+    let setting = Setting::top(script, "redis");
+    if setting.table()?.is_none() {
+        return Ok(None);
+    }
+    for unsupported in ["sentinel", "sentinels", "cluster", "tls"] {
+        if !setting.part(unsupported).is_nil() {
+            return Err(setting.part(unsupported).error(
+                "not supported: rsp speaks plain TCP to one Redis (the first of `servers` that answers)",
+            ));
+        }
+    }
+    setting.known_keys(REDIS_SETTINGS, "redis setting")?;
+    let servers = setting.part("servers");
+    if servers.is_nil() {
+        return Err(setting.error("missing servers (\"host:port\" of each Redis)"));
+    }
+    let password_file = setting.part("password_file");
+    let password = match password_file.path()? {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|error| password_file.error(format!("{}: {error}", path.display())))?;
+            let password = text.trim_end_matches(['\r', '\n']).to_owned();
+            if password.is_empty() {
+                return Err(password_file.error(format!("{}: empty", path.display())));
+            }
+            Some(password)
+        }
+    };
+    Ok(Some(RedisConfig {
+        servers: servers.addresses()?,
+        password,
+        db: setting.part("db").integer(0, 0..=1_000_000)? as u32,
+        prefix: setting
+            .part("prefix")
+            .text()?
+            .unwrap_or_else(|| "rsp:".into()),
+        timeout: setting.part("timeout_ms").millis(200, 1..=60_000)?,
+    }))
 }

@@ -79,6 +79,22 @@ pub struct Config {
     pub maps: Vec<MapConfig>,
     /// What rsp may hold for its clients (`memory.rs`).
     pub memory: crate::memory::MemoryLimits,
+    /// The Redis that instances share state through, if any.
+    pub redis: Option<RedisConfig>,
+}
+
+/// `redis = { ... }`: one Redis (or the first of several that answers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    pub servers: Vec<SocketAddr>,
+    /// Read from `password_file` when the config is read (never written
+    /// in the config itself).
+    pub password: Option<String>,
+    pub db: u32,
+    /// What every key rsp writes starts with.
+    pub prefix: String,
+    /// A connect, or a command's reply, taking longer fails the connection.
+    pub timeout: Duration,
 }
 
 impl Config {

@@ -43,6 +43,10 @@ pub struct EventLoop {
     sessions: Slab<Session>,
     services: Services,
     health_checks: HealthChecks,
+    /// The process's Redis connection, worker 0's (`redis = { ... }`).
+    redis: Option<crate::redis::Client>,
+    /// When its timer is set for (one at a time, however often it is driven).
+    redis_due: Option<Instant>,
     /// Set by SIGTERM/SIGINT: the moment after which rsp exits even if
     /// requests are still in flight.
     shutdown_deadline: Option<Instant>,
@@ -73,6 +77,8 @@ impl EventLoop {
             sessions: Slab::with_capacity(1024),
             services,
             health_checks: HealthChecks::default(),
+            redis: None,
+            redis_due: None,
             shutdown_deadline: None,
         };
         let wanted = listeners::wanted(&loaded.config, event_loop.services.worker.index);
@@ -84,6 +90,7 @@ impl EventLoop {
             .listeners
             .configure(&loaded.config, &loaded.certificates);
         event_loop.schedule_health_checks();
+        event_loop.follow_redis(loaded.config.redis.as_ref());
         event_loop
             .services
             .timers
@@ -132,6 +139,7 @@ impl EventLoop {
                         }
                     }
                     TokenKind::Backend(fd) => self.on_backend_event(fd, event),
+                    TokenKind::Redis => self.drive_redis(timer::now()),
                     TokenKind::Client(key) => {
                         // A session closed earlier in this batch may have left events.
                         if let Some(session) = self.sessions.get_mut(key) {
@@ -396,6 +404,12 @@ impl EventLoop {
                     self.services.idle.expire(key, serial, now)
                 }
                 Deadline::Publish => self.publish(now),
+                Deadline::Redis => {
+                    if self.redis_due.is_some_and(|due| due <= now) {
+                        self.redis_due = None;
+                    }
+                    self.drive_redis(now);
+                }
                 Deadline::Reclaim => self.reclaim(now),
                 Deadline::Sweep => {
                     self.services.router.scripted.sweep();
@@ -408,6 +422,30 @@ impl EventLoop {
                         self.record(verdict);
                     }
                 }
+            }
+        }
+    }
+
+    /// The Redis connection (worker 0's) follows the config: made, kept
+    /// when the same, or replaced.
+    fn follow_redis(&mut self, config: Option<&crate::config::RedisConfig>) {
+        if self.services.worker.index > 0 {
+            return;
+        }
+        if self.redis.as_ref().map(crate::redis::Client::config) == config {
+            return;
+        }
+        self.redis = config.map(|config| crate::redis::Client::new(config.clone(), timer::now()));
+        self.drive_redis(timer::now());
+    }
+
+    /// The Redis connection's turn: an event, or the time it asked for.
+    fn drive_redis(&mut self, now: Instant) {
+        if let Some(redis) = &mut self.redis {
+            let next = redis.drive(self.poll.registry(), now);
+            if self.redis_due.is_none_or(|due| next < due) {
+                self.services.timers.schedule(next, Deadline::Redis);
+                self.redis_due = Some(next);
             }
         }
     }

@@ -64,6 +64,7 @@ impl EventLoop {
             log::error!("reload failed, the running config stays: {error}");
             return;
         }
+        self.follow_redis(loaded.config.redis.as_ref());
         let mut pools: Vec<Pool> = loaded.config.pools.iter().map(Pool::new).collect();
         let moves = carry_over(&self.services.pools, &mut pools);
         log_pools(&pools);

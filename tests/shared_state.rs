@@ -239,3 +239,174 @@ redis = {{ servers = {{ "{address}" }}, timeout_ms = 300 }}
         );
     }
 }
+
+/// rsp with a limit of 50/s, burst 10 on one key, shared through `redis`
+/// when `shared`; `on_error` as given.
+fn limited_proxy(
+    redis_port: u16,
+    admin_port: u16,
+    shared: bool,
+    on_error: &str,
+) -> (Proxy, Backend) {
+    let backend = Backend::start("b");
+    let sharing = if shared {
+        format!(", shared = true, sync_ms = 50, on_error = \"{on_error}\"")
+    } else {
+        String::new()
+    };
+    let proxy = Proxy::start(&format!(
+        r#"backends = {{ "{}" }}
+admin = "127.0.0.1:{admin_port}"
+redis = {{ servers = {{ "127.0.0.1:{redis_port}" }}, timeout_ms = 500 }}
+limits = {{ api = {{ rate = 50, per = "second", burst = 10{sharing} }} }}
+function route(req)
+  if not rsp.limit("api", "everyone") then return {{ status = 429 }} end
+  return "default"
+end
+"#,
+        backend.address
+    ));
+    (proxy, backend)
+}
+
+/// Requests sent to each proxy as fast as it answers, for `seconds`:
+/// how many got 200 and how many 429, in all.
+fn hammer(proxies: &[&Proxy], seconds: f64) -> (usize, usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs_f64(seconds);
+    let addresses: Vec<_> = proxies.iter().map(|proxy| proxy.address).collect();
+    let threads: Vec<_> = addresses
+        .into_iter()
+        .map(|address| {
+            std::thread::spawn(move || {
+                let (mut ok, mut limited) = (0, 0);
+                let mut client = Client::connect(address);
+                while std::time::Instant::now() < deadline {
+                    client.send(b"GET / HTTP/1.1\r\nHost: shared\r\n\r\n");
+                    match client.try_response(false).map(|response| response.status) {
+                        Some(200) => ok += 1,
+                        Some(429) => limited += 1,
+                        _ => client = Client::connect(address),
+                    }
+                }
+                (ok, limited)
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .map(|thread| thread.join().unwrap())
+        .fold((0, 0), |(a, b), (c, d)| (a + c, b + d))
+}
+
+/// A limit of 50/s, burst 10, shared by three instances and hit on all
+/// three for 5 s lets about 50 × 5 + 10 through in all (the stated excess:
+/// at most one sync interval's worth per other instance, burst included),
+/// where three unshared instances let three times that through.
+#[test]
+fn a_shared_limit_holds_across_three_instances() {
+    let redis = Redis::start();
+    let port = redis.address.port();
+    let instances: Vec<_> = (0..3)
+        .map(|_| limited_proxy(port, free_port(), true, "local"))
+        .collect();
+    for (proxy, _) in &instances {
+        assert!(
+            wait_until(Duration::from_secs(5), || proxy
+                .log()
+                .contains("redis: connected")),
+            "{}",
+            proxy.log()
+        );
+    }
+    let proxies: Vec<&Proxy> = instances.iter().map(|(proxy, _)| proxy).collect();
+    let (ok, limited) = hammer(&proxies, 5.0);
+    eprintln!("shared: {ok} let through, {limited} refused");
+    assert!(limited > 1000, "the limit was reached: {limited}");
+    assert!(
+        (150..=300).contains(&ok),
+        "shared by three: {ok} let through"
+    );
+
+    let alone: Vec<_> = (0..3)
+        .map(|_| limited_proxy(port, free_port(), false, "local"))
+        .collect();
+    let proxies: Vec<&Proxy> = alone.iter().map(|(proxy, _)| proxy).collect();
+    let (ok, _) = hammer(&proxies, 5.0);
+    eprintln!("unshared: {ok} let through");
+    assert!((700..=800).contains(&ok), "three alone: {ok} let through");
+}
+
+/// Redis killed mid-run: each shared limit acts by its `on_error` (fail
+/// open, fail closed, or alone), says so once in the log, and requests
+/// keep flowing; Redis back on its port: syncing resumes, no restart.
+#[test]
+fn a_shared_limit_follows_on_error_while_redis_is_down() {
+    let port = free_port();
+    let redis = Redis::start_with(port, &[]);
+    let proxies: Vec<_> = ["allow", "deny", "local"]
+        .iter()
+        .map(|on_error| (*on_error, limited_proxy(port, free_port(), true, on_error)))
+        .collect();
+    for (_, (proxy, _)) in &proxies {
+        assert!(wait_until(Duration::from_secs(5), || proxy
+            .log()
+            .contains("redis: connected")));
+    }
+    let said_before: Vec<usize> = proxies
+        .iter()
+        .map(|(on_error, (proxy, _))| proxy.log().matches(&said(on_error)).count())
+        .collect();
+    drop(redis);
+    for ((on_error, (proxy, _)), before) in proxies.iter().zip(said_before) {
+        let said = said(on_error);
+        assert!(
+            wait_until(Duration::from_secs(5), || proxy
+                .log()
+                .matches(&said)
+                .count()
+                > before),
+            "{}",
+            proxy.log()
+        );
+        let (ok, limited) = hammer(&[proxy], 1.0);
+        match *on_error {
+            "allow" => assert_eq!(limited, 0, "fail open: {ok} let through"),
+            "deny" => assert_eq!(ok, 0, "fail closed: {limited} refused"),
+            _ => assert!(
+                (10..=80).contains(&ok) && limited > 0,
+                "alone: {ok} let through"
+            ),
+        }
+        assert_eq!(proxy.log().matches(&said).count(), before + 1, "said once");
+    }
+    let shared = "limit api: shared through Redis";
+    let before: Vec<usize> = proxies
+        .iter()
+        .map(|(_, (proxy, _))| proxy.log().matches(shared).count())
+        .collect();
+    let _redis = Redis::start_with(port, &[]);
+    for ((_, (proxy, _)), before) in proxies.iter().zip(before) {
+        assert!(
+            wait_until(Duration::from_secs(10), || proxy
+                .log()
+                .matches(shared)
+                .count()
+                > before),
+            "{}",
+            proxy.log()
+        );
+    }
+}
+
+/// What rsp logs when a limit falls back to `on_error`.
+fn said(on_error: &str) -> String {
+    format!("acting by on_error = {}", capitalized(on_error))
+}
+
+fn capitalized(word: &str) -> String {
+    let mut letters = word.chars();
+    letters
+        .next()
+        .map(|first| first.to_uppercase().chain(letters).collect())
+        .unwrap_or_default()
+}

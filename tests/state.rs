@@ -228,6 +228,7 @@ fn a_huge_burst_at_a_slow_rate_still_limits() {
         burst: 36_000,
         max_keys: 10,
         max_bytes: usize::MAX,
+        shared: None,
     });
     let now = 1_000_000_000;
     for request in 0..36_000 {

@@ -7,9 +7,21 @@ use mlua::Value;
 
 use super::lua::Script;
 use super::read::Setting;
-use super::types::{ConfigError, DictConfig, LimitConfig, MapConfig, RedisConfig};
+use super::types::{
+    ConfigError, DictConfig, LimitConfig, MapConfig, OnError, RedisConfig, SharedLimit,
+};
 
-const LIMIT_SETTINGS: &[&str] = &["rate", "per", "burst", "max_keys", "max_bytes"];
+const LIMIT_SETTINGS: &[&str] = &[
+    "rate",
+    "per",
+    "burst",
+    "max_keys",
+    "max_bytes",
+    "shared",
+    "sync_ms",
+    "on_error",
+    "instances",
+];
 const DICT_SETTINGS: &[&str] = &["max_keys", "max_bytes"];
 /// Bytes a limiter or dictionary holds when `max_bytes` is not set.
 pub const DEFAULT_MAX_BYTES: i64 = 64 * 1024 * 1024;
@@ -88,9 +100,38 @@ pub fn limits(script: &Script) -> Result<Vec<LimitConfig>, ConfigError> {
                 burst,
                 max_keys,
                 max_bytes: max_bytes(&limit)?,
+                shared: shared(script, &limit)?,
             })
         })
         .collect()
+}
+
+/// A limit's `shared`, `sync_ms`, `on_error` and `instances`; the last
+/// three only with `shared = true`, which needs `redis`.
+fn shared(script: &Script, limit: &Setting) -> Result<Option<SharedLimit>, ConfigError> {
+    if limit.part("shared").flag()? != Some(true) {
+        for key in ["sync_ms", "on_error", "instances"] {
+            if !limit.part(key).is_nil() {
+                return Err(limit.part(key).error("only for a limit with shared = true"));
+            }
+        }
+        return Ok(None);
+    }
+    if Setting::top(script, "redis").is_nil() {
+        return Err(limit
+            .part("shared")
+            .error("a shared limit needs redis = { servers = { ... } }"));
+    }
+    let on_error = match limit.part("on_error").choice(&["local", "allow", "deny"])? {
+        None | Some("local") => OnError::Local,
+        Some("allow") => OnError::Allow,
+        Some(_) => OnError::Deny,
+    };
+    Ok(Some(SharedLimit {
+        sync: limit.part("sync_ms").millis(50, 10..=60_000)?,
+        on_error,
+        instances: limit.part("instances").integer(1, 1..=10_000)? as u64,
+    }))
 }
 
 /// `dicts = { seen = { max_keys = 50000 } }`.

@@ -129,6 +129,30 @@ pub struct LimitConfig {
     pub max_keys: usize,
     /// Bytes the keys take at most (with a per-key allowance).
     pub max_bytes: usize,
+    /// Shared with the other instances through Redis (`shared = true`).
+    pub shared: Option<SharedLimit>,
+}
+
+/// How a `shared` limit keeps in step with the other instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedLimit {
+    /// How often this instance sends its counts and reads the cluster's.
+    pub sync: Duration,
+    pub on_error: OnError,
+    /// Instances sharing the limit, for `on_error = "local"`: each then
+    /// enforces its share (`rate / instances`); 1 when unset.
+    pub instances: u64,
+}
+
+/// What a `shared` limit does while Redis cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    /// Each instance enforces the limit (or its share) alone.
+    Local,
+    /// Every request is let through (fail open).
+    Allow,
+    /// Every request is refused, 429 (fail closed).
+    Deny,
 }
 
 /// One of `dicts`.

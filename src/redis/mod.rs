@@ -19,7 +19,10 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::{Interest, Registry};
 
+use std::sync::Arc;
+
 use crate::config::RedisConfig;
+use crate::state::Limiter;
 use crate::token::TokenKind;
 
 pub use pipeline::{Full, MAX_PENDING, Pipeline};
@@ -60,11 +63,53 @@ pub fn configured() -> bool {
 static CONFIGURED: AtomicBool = AtomicBool::new(false);
 
 /// What a reply is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
     Auth,
     Select,
     Ping,
+    /// `SCRIPT LOAD` of the shared limits' script: its SHA1.
+    Load,
+    /// A shared limit's sync: the cluster's arrival time of each key.
+    Limit {
+        limiter: Arc<Limiter>,
+        keys: Vec<Box<[u8]>>,
+    },
+}
+
+/// The shared limits' script: for each key, the requests this instance
+/// let through (`ARGV[i + 2]`) move the key's arrival time (GCRA, in
+/// Redis's own clock, microseconds) by that many intervals (`ARGV[1]`);
+/// the reply is how far ahead of now each key's arrival time is, every
+/// instance's requests counted. A key expires once its arrival time is
+/// past by more than the bucket's depth (`ARGV[2]`), as an idle bucket is
+/// full again anyway.
+const LIMIT_SCRIPT: &str = r#"
+if redis.replicate_commands then pcall(redis.replicate_commands) end
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+local interval = tonumber(ARGV[1])
+local depth = tonumber(ARGV[2])
+local ahead = {}
+for i, key in ipairs(KEYS) do
+  local count = tonumber(ARGV[i + 2])
+  local arrival = tonumber(redis.call('GET', key) or '0') or 0
+  if arrival < now then arrival = now end
+  if count > 0 then
+    arrival = arrival + count * interval
+    redis.call('SET', key, string.format('%d', arrival), 'PX', math.floor((arrival - now + depth) / 1000) + 1000)
+  end
+  ahead[i] = arrival - now
+end
+return ahead
+"#;
+
+/// Keys one sync command carries at most.
+const KEYS_PER_SYNC: usize = 512;
+
+/// A shared limit and when it last synced.
+struct Synced {
+    limiter: Arc<Limiter>,
+    last: Instant,
 }
 
 enum State {
@@ -93,6 +138,11 @@ pub struct Client {
     last_ping: Instant,
     /// The outage being lived through was logged (once, at warn).
     outage_logged: bool,
+    /// The shared limits this connection syncs.
+    limits: Vec<Synced>,
+    /// The limits' script, once Redis has it (`SCRIPT LOAD`).
+    script: Option<String>,
+    loading: bool,
 }
 
 impl Client {
@@ -106,7 +156,18 @@ impl Client {
             next: 0,
             last_ping: now,
             outage_logged: false,
+            limits: Vec::new(),
+            script: None,
+            loading: false,
         }
+    }
+
+    /// The shared limits to sync (the config's, after each reload).
+    pub fn set_limits(&mut self, limiters: Vec<Arc<Limiter>>, now: Instant) {
+        self.limits = limiters
+            .into_iter()
+            .map(|limiter| Synced { limiter, last: now })
+            .collect();
     }
 
     pub fn config(&self) -> &RedisConfig {
@@ -136,16 +197,132 @@ impl Client {
     /// and fails the connection on an error or a timeout. Returns when it
     /// wants its next turn at the latest.
     pub fn drive(&mut self, registry: &Registry, now: Instant) -> Instant {
-        if let Err(why) = self.step(registry, now) {
+        let mut result = self.step(registry, now);
+        if result.is_ok() && self.sync(now) {
+            result = self.exchange(now);
+        }
+        if let Err(why) = result {
             self.fail(registry, &why, now);
         }
+        self.follow_health();
         stats()
             .pending
             .store(self.pipeline.pending() as u64, Ordering::Relaxed);
         match &self.state {
             State::Down { retry_at } => *retry_at,
             State::Connecting { since, .. } => *since + self.config.timeout,
-            State::Up { .. } => (self.last_ping + PING_EVERY).min(now + self.config.timeout),
+            State::Up { .. } => {
+                let sync = self
+                    .limits
+                    .iter()
+                    .map(|synced| {
+                        synced.last
+                            + synced
+                                .limiter
+                                .config
+                                .shared
+                                .map_or(PING_EVERY, |shared| shared.sync)
+                    })
+                    .min();
+                let next = (self.last_ping + PING_EVERY).min(now + self.config.timeout);
+                sync.map_or(next, |sync| next.min(sync))
+            }
+        }
+    }
+
+    /// Queues what is due: the script's load, each shared limit's sync.
+    /// Returns whether anything was queued.
+    fn sync(&mut self, now: Instant) -> bool {
+        if !self.is_ready() || self.limits.is_empty() {
+            return false;
+        }
+        let Some(sha) = self.script.clone() else {
+            if !self.loading {
+                self.loading = true;
+                let load: &[&[u8]] = &[b"SCRIPT", b"LOAD", LIMIT_SCRIPT.as_bytes()];
+                return self.pipeline.push(Purpose::Load, load, now).is_ok();
+            }
+            return false;
+        };
+        let mut queued = false;
+        let prefix = self.config.prefix.clone();
+        for synced in &mut self.limits {
+            let Some(shared) = synced.limiter.config.shared else {
+                continue;
+            };
+            if now < synced.last + shared.sync {
+                continue;
+            }
+            synced.last = now;
+            let limiter = &synced.limiter;
+            let interval = (limiter.interval() / 1000).max(1).to_string();
+            let depth = (limiter.tolerance() / 1000 + limiter.interval() / 1000).to_string();
+            loop {
+                let pending = limiter.take_pending(KEYS_PER_SYNC);
+                if pending.is_empty() {
+                    break;
+                }
+                let names: Vec<Vec<u8>> = pending
+                    .iter()
+                    .map(|(key, _)| {
+                        [
+                            prefix.as_bytes(),
+                            b"limit:",
+                            limiter.config.name.as_bytes(),
+                            b":",
+                            key,
+                        ]
+                        .concat()
+                    })
+                    .collect();
+                let counts: Vec<String> =
+                    pending.iter().map(|(_, count)| count.to_string()).collect();
+                let count = pending.len().to_string();
+                let mut args: Vec<&[u8]> = vec![b"EVALSHA", sha.as_bytes(), count.as_bytes()];
+                args.extend(names.iter().map(Vec::as_slice));
+                args.push(interval.as_bytes());
+                args.push(depth.as_bytes());
+                args.extend(counts.iter().map(String::as_bytes));
+                let keys = pending.into_iter().map(|(key, _)| key).collect();
+                let purpose = Purpose::Limit {
+                    limiter: Arc::clone(limiter),
+                    keys,
+                };
+                if self.pipeline.push(purpose, &args, now).is_err() {
+                    stats().refused.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                queued = true;
+            }
+        }
+        queued
+    }
+
+    /// The shared limits act by their `on_error` while Redis cannot sync
+    /// them, and go back to syncing once it can; each switch is logged.
+    fn follow_health(&mut self) {
+        let healthy = self.is_ready() && self.script.is_some();
+        for synced in &self.limits {
+            let limiter = &synced.limiter;
+            let Some(shared) = limiter.config.shared else {
+                continue;
+            };
+            if limiter.set_fallback(!healthy) {
+                let name = &limiter.config.name;
+                if healthy {
+                    log::info!("limit {name}: shared through Redis");
+                } else if stats().connects.load(Ordering::Relaxed) == 0 {
+                    log::info!(
+                        "limit {name}: acting by on_error = {:?} until Redis is reached",
+                        shared.on_error
+                    );
+                } else {
+                    log::warn!(
+                        "limit {name}: Redis cannot be reached; acting by on_error = {:?} until it can",
+                        shared.on_error
+                    );
+                }
+            }
         }
     }
 
@@ -294,9 +471,45 @@ impl Client {
                 Purpose::Auth => Err(format!("AUTH refused: {error}")),
                 Purpose::Select => Err(format!("SELECT {} refused: {error}", self.config.db)),
                 Purpose::Ping => Err(format!("PING answered {error}")),
+                Purpose::Load => Err(format!("SCRIPT LOAD refused: {error}")),
+                Purpose::Limit { limiter, .. } => {
+                    if error.starts_with("NOSCRIPT") {
+                        // Redis restarted or was flushed: load it again.
+                        self.script = None;
+                        self.loading = false;
+                    } else {
+                        log::warn!("redis: limit {}: {error}", limiter.config.name);
+                    }
+                    Ok(())
+                }
             };
         }
-        if purpose == Purpose::Ping {
+        match purpose {
+            Purpose::Load => {
+                self.loading = false;
+                match reply {
+                    Reply::BulkString(sha) | Reply::SimpleString(sha) => {
+                        self.script = Some(String::from_utf8_lossy(&sha).into_owned());
+                    }
+                    _ => return Err("SCRIPT LOAD answered no SHA1".into()),
+                }
+                return Ok(());
+            }
+            Purpose::Limit { limiter, keys } => {
+                let Reply::Array(ahead) = reply else {
+                    return Err("a limit's sync answered no array".into());
+                };
+                let local = crate::state::now_nanos();
+                for (key, ahead) in keys.iter().zip(ahead) {
+                    if let Reply::Integer(micros) = ahead {
+                        limiter.apply(key, (micros.max(0) as u64).saturating_mul(1000), local);
+                    }
+                }
+                return Ok(());
+            }
+            _ => {}
+        }
+        if matches!(purpose, Purpose::Ping) {
             let round_trip = now.saturating_duration_since(since);
             counters
                 .round_trip_us
@@ -330,6 +543,8 @@ impl Client {
         counters.connected.store(false, Ordering::Relaxed);
         counters.failures.fetch_add(1, Ordering::Relaxed);
         self.pipeline.reset();
+        self.script = None;
+        self.loading = false;
         self.next = self.next.wrapping_add(1);
         let wait = self.backoff;
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);

@@ -3,9 +3,11 @@
 //! with `burst` lets `burst` requests through at once, then one every
 //! `per / rate`.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use crate::config::LimitConfig;
+use crate::config::{LimitConfig, OnError};
 
 use super::bounded::Bounded;
 use super::{StateStats, lock};
@@ -18,15 +20,32 @@ pub struct Limiter {
     /// still let a request through: (burst - 1) * T.
     tolerance: u64,
     inner: Mutex<Keys>,
+    /// Redis cannot be reached: a shared limit acts by its `on_error`.
+    fallback: AtomicBool,
+    /// Times a shared limit fell back (Redis lost).
+    fallbacks: AtomicU64,
 }
 
 struct Keys {
+    /// A shared limit's keys seen since its last sync, with the requests
+    /// of each this instance let through (0: refused only): what the next
+    /// sync tells the cluster, and asks it about. At most `max_keys`.
+    pending: HashMap<Box<[u8]>, u64>,
     /// Each key's theoretical arrival time, in `now_nanos` time; the least
     /// recently used is dropped when `max_keys` are held (a dropped key
     /// starts again with a full burst, as an unseen one does).
     arrivals: Bounded<u64>,
     allowed: u64,
     refused: u64,
+}
+
+impl Keys {
+    fn count(&mut self, verdict: Verdict) {
+        match verdict {
+            Verdict::Allowed => self.allowed += 1,
+            Verdict::Refused { .. } => self.refused += 1,
+        }
+    }
 }
 
 /// What a limiter says of one request.
@@ -54,34 +73,115 @@ impl Limiter {
             interval,
             tolerance,
             inner: Mutex::new(Keys {
+                pending: HashMap::new(),
                 arrivals,
                 allowed: 0,
                 refused: 0,
             }),
+            fallback: AtomicBool::new(false),
+            fallbacks: AtomicU64::new(0),
         }
     }
 
-    /// One request of `key` at `now` (nanoseconds, `now_nanos`).
-    pub fn check(&self, key: &[u8], now: u64) -> Verdict {
+    /// Nanoseconds between two requests at the steady rate.
+    pub fn interval(&self) -> u64 {
+        self.interval
+    }
+
+    /// How far ahead of now a key's arrival time may be for a request to
+    /// pass: (burst - 1) × interval.
+    pub fn tolerance(&self) -> u64 {
+        self.tolerance
+    }
+
+    /// Whether a shared limit now acts by its `on_error` (Redis lost);
+    /// returns whether that changed.
+    pub fn set_fallback(&self, fallback: bool) -> bool {
+        let changed = self.fallback.swap(fallback, Ordering::Relaxed) != fallback;
+        if changed && fallback {
+            self.fallbacks.fetch_add(1, Ordering::Relaxed);
+        }
+        changed
+    }
+
+    pub fn fallbacks(&self) -> u64 {
+        self.fallbacks.load(Ordering::Relaxed)
+    }
+
+    /// The keys seen since the last sync (at most `max`), with the requests
+    /// let through of each: they leave the list.
+    pub fn take_pending(&self, max: usize) -> Vec<(Box<[u8]>, u64)> {
         let mut keys = lock(&self.inner);
+        if keys.pending.len() <= max {
+            return keys.pending.drain().collect();
+        }
+        let taken: Vec<Box<[u8]>> = keys.pending.keys().take(max).cloned().collect();
+        taken
+            .into_iter()
+            .filter_map(|key| keys.pending.remove_entry(&key))
+            .collect()
+    }
+
+    /// The cluster's word on `key`: its arrival time is `ahead` nanoseconds
+    /// past `now`, every instance's requests counted; this instance's
+    /// moves up to it.
+    pub fn apply(&self, key: &[u8], ahead: u64, now: u64) {
+        let cluster = now.saturating_add(ahead);
+        let mut keys = lock(&self.inner);
+        match keys.arrivals.get_mut(key) {
+            Some(arrival) => *arrival = (*arrival).max(cluster),
+            None => keys.arrivals.put(key, cluster),
+        }
+    }
+
+    /// One request of `key` at `now` (nanoseconds, `now_nanos`). A shared
+    /// limit decides from what this instance knows (its own requests, and
+    /// the cluster's as of the last sync), and notes the key for the next
+    /// sync; while Redis is lost, by its `on_error`.
+    pub fn check(&self, key: &[u8], now: u64) -> Verdict {
+        let shared = self.config.shared;
+        let fallback = shared.is_some() && self.fallback.load(Ordering::Relaxed);
+        let mut interval = self.interval;
+        let mut keys = lock(&self.inner);
+        if let Some(shared) = shared.filter(|_| fallback) {
+            let verdict = match shared.on_error {
+                OnError::Local => None,
+                OnError::Allow => Some(Verdict::Allowed),
+                OnError::Deny => Some(Verdict::Refused {
+                    retry_after: shared.sync.as_nanos() as u64,
+                }),
+            };
+            if let Some(verdict) = verdict {
+                keys.count(verdict);
+                return verdict;
+            }
+            // Alone, this instance takes its share of the rate.
+            interval = interval.saturating_mul(shared.instances);
+        }
         let verdict = match keys.arrivals.get_mut(key) {
-            Some(arrival) => self.take(arrival, now),
+            Some(arrival) => self.take(arrival, now, interval),
             None => {
                 let mut arrival = now;
-                let verdict = self.take(&mut arrival, now);
+                let verdict = self.take(&mut arrival, now, interval);
                 keys.arrivals.put(key, arrival);
                 verdict
             }
         };
-        match verdict {
-            Verdict::Allowed => keys.allowed += 1,
-            Verdict::Refused { .. } => keys.refused += 1,
+        keys.count(verdict);
+        if shared.is_some() && !fallback {
+            let max_keys = self.config.max_keys;
+            let allowed = u64::from(verdict == Verdict::Allowed);
+            if let Some(count) = keys.pending.get_mut(key) {
+                *count += allowed;
+            } else if keys.pending.len() < max_keys {
+                keys.pending.insert(key.into(), allowed);
+            }
         }
         verdict
     }
 
     /// GCRA for one key whose theoretical arrival time is `arrival`.
-    fn take(&self, arrival: &mut u64, now: u64) -> Verdict {
+    fn take(&self, arrival: &mut u64, now: u64, interval: u64) -> Verdict {
         let at = (*arrival).max(now);
         let allowed_from = at.saturating_sub(self.tolerance);
         if now < allowed_from {
@@ -89,7 +189,7 @@ impl Limiter {
                 retry_after: allowed_from - now,
             };
         }
-        *arrival = at.saturating_add(self.interval);
+        *arrival = at.saturating_add(interval);
         Verdict::Allowed
     }
 
@@ -120,6 +220,7 @@ mod tests {
             burst,
             max_keys,
             max_bytes: usize::MAX,
+            shared: None,
         })
     }
 

@@ -432,11 +432,23 @@ impl EventLoop {
         if self.services.worker.index > 0 {
             return;
         }
-        if self.redis.as_ref().map(crate::redis::Client::config) == config {
-            return;
+        let now = timer::now();
+        if self.redis.as_ref().map(crate::redis::Client::config) != config {
+            self.redis = config.map(|config| crate::redis::Client::new(config.clone(), now));
         }
-        self.redis = config.map(|config| crate::redis::Client::new(config.clone(), timer::now()));
-        self.drive_redis(timer::now());
+        if let Some(redis) = &mut self.redis {
+            let shared = self
+                .services
+                .router
+                .scripted
+                .limits
+                .values()
+                .filter(|limiter| limiter.config.shared.is_some())
+                .cloned()
+                .collect();
+            redis.set_limits(shared, now);
+        }
+        self.drive_redis(now);
     }
 
     /// The Redis connection's turn: an event, or the time it asked for.

@@ -64,7 +64,6 @@ impl EventLoop {
             log::error!("reload failed, the running config stays: {error}");
             return;
         }
-        self.follow_redis(loaded.config.redis.as_ref());
         let mut pools: Vec<Pool> = loaded.config.pools.iter().map(Pool::new).collect();
         let moves = carry_over(&self.services.pools, &mut pools);
         log_pools(&pools);
@@ -76,6 +75,7 @@ impl EventLoop {
             }
         }
         self.apply(&loaded);
+        self.follow_redis(loaded.config.redis.as_ref());
         self.schedule_health_checks();
         for key in to_drive {
             self.drive(key, None);

@@ -306,8 +306,12 @@ fn hammer(proxies: &[&Proxy], seconds: f64) -> (usize, usize) {
 fn a_shared_limit_holds_across_three_instances() {
     let redis = Redis::start();
     let port = redis.address.port();
+    let admin_port = free_port();
     let instances: Vec<_> = (0..3)
-        .map(|_| limited_proxy(port, free_port(), true, "local"))
+        .map(|index| {
+            let admin = if index == 0 { admin_port } else { free_port() };
+            limited_proxy(port, admin, true, "local")
+        })
         .collect();
     for (proxy, _) in &instances {
         assert!(

@@ -11,6 +11,19 @@ workers = "auto"
 -- any, so their X-Forwarded-For is kept.
 forwarded_headers = { trusted_proxies = { "10.0.0.0/8" } }
 
+-- The Redis every instance shares its rate limits through (README, "Past
+-- one machine"). Plain TCP; put a password in a file readable by rsp
+-- alone and name it with password_file = "/etc/rsp/redis.pass".
+redis = { servers = { "10.0.3.31:6379", "10.0.3.32:6379" }, db = 0, prefix = "rsp:", timeout_ms = 200 }
+
+-- 100 requests a second per client address across all instances, not per
+-- instance; each instance alone if Redis is lost ("local"), at its share
+-- of four instances.
+limits = {
+  per_ip = { rate = 100, per = "second", burst = 50, shared = true, sync_ms = 50,
+             on_error = "local", instances = 4 },
+}
+
 pools = {
   web = {
     servers = {
@@ -30,6 +43,10 @@ function route(req)
   if req.path == "/healthz" then
     -- For DNS health checks and keepalived: this instance is up.
     return { status = 200, body = "ok\n" }
+  end
+  local ok, retry_after = rsp.limit("per_ip", req.client_ip)
+  if not ok then
+    return { status = 429, headers = { ["Retry-After"] = retry_after } }
   end
   if req.path:sub(1, 5) == "/app/" then
     return "sessions", req:header("Cookie")

@@ -180,6 +180,41 @@ fn state_metrics(out: &mut String, limits: &[StateStats], dicts: &[StateStats]) 
             }
         }
     }
+    let shared: Vec<_> = limits
+        .iter()
+        .filter_map(|limit| Some((&limit.name, limit.shared?)))
+        .collect();
+    if !shared.is_empty() {
+        family(
+            out,
+            "rsp_limit_fallbacks_total",
+            "counter",
+            "Times a shared limit lost Redis and acted by its on_error.",
+        );
+        for (name, (fallbacks, _)) in &shared {
+            let _ = writeln!(
+                out,
+                "rsp_limit_fallbacks_total{{limit=\"{}\"}} {fallbacks}",
+                Label(name)
+            );
+        }
+        family(
+            out,
+            "rsp_limit_sync_age_seconds",
+            "gauge",
+            "How long ago a shared limit last had the cluster's view (its sync lag).",
+        );
+        for (name, (_, age)) in &shared {
+            if let Some(age) = age {
+                let _ = writeln!(
+                    out,
+                    "rsp_limit_sync_age_seconds{{limit=\"{}\"}} {:.3}",
+                    Label(name),
+                    *age as f64 / 1000.0
+                );
+            }
+        }
+    }
     if !dicts.is_empty() {
         family(out, "rsp_dict_keys", "gauge", "Keys a dictionary holds.");
         for dict in dicts {

@@ -500,6 +500,7 @@ impl Client {
                     return Err("a limit's sync answered no array".into());
                 };
                 let local = crate::state::now_nanos();
+                limiter.mark_synced(local);
                 for (key, ahead) in keys.iter().zip(ahead) {
                     if let Reply::Integer(micros) = ahead {
                         limiter.apply(key, (micros.max(0) as u64).saturating_mul(1000), local);

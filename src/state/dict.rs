@@ -153,6 +153,7 @@ impl Dict {
             bytes: entries.bytes(),
             allowed: 0,
             refused: 0,
+            shared: None,
         }
     }
 }

@@ -24,6 +24,8 @@ pub struct Limiter {
     fallback: AtomicBool,
     /// Times a shared limit fell back (Redis lost).
     fallbacks: AtomicU64,
+    /// When the cluster's view last came (`now_nanos` + 1; 0: never).
+    synced_at: AtomicU64,
 }
 
 struct Keys {
@@ -80,6 +82,7 @@ impl Limiter {
             }),
             fallback: AtomicBool::new(false),
             fallbacks: AtomicU64::new(0),
+            synced_at: AtomicU64::new(0),
         }
     }
 
@@ -120,6 +123,11 @@ impl Limiter {
             .into_iter()
             .filter_map(|key| keys.pending.remove_entry(&key))
             .collect()
+    }
+
+    /// The cluster's view came at `now` (a sync's reply).
+    pub fn mark_synced(&self, now: u64) {
+        self.synced_at.store(now + 1, Ordering::Relaxed);
     }
 
     /// The cluster's word on `key`: its arrival time is `ahead` nanoseconds
@@ -202,6 +210,12 @@ impl Limiter {
             bytes: keys.arrivals.bytes(),
             allowed: keys.allowed,
             refused: keys.refused,
+            shared: self.config.shared.map(|_| {
+                let synced = self.synced_at.load(Ordering::Relaxed);
+                let age =
+                    (synced > 0).then(|| super::now_nanos().saturating_sub(synced - 1) / 1_000_000);
+                (self.fallbacks(), age)
+            }),
         }
     }
 }

@@ -117,6 +117,9 @@ pub struct StateStats {
     /// Limiters: requests allowed and refused; dictionaries: 0.
     pub allowed: u64,
     pub refused: u64,
+    /// A shared limit's: times it fell back to `on_error`, and how long
+    /// ago (milliseconds) it last heard the cluster's view (`None`: never).
+    pub shared: Option<(u64, Option<u64>)>,
 }
 
 impl Scripted {

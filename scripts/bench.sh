@@ -25,6 +25,9 @@
 # what the hooks cost shows as rsp-shaping/rsp in the same run.
 # BENCH_LIMITED=1 adds target "rsp-limited": one-worker rsp whose route()
 # asks a per-IP rate limit (rsp.limit, set high enough to refuse nothing).
+# BENCH_SHARED=1 adds target "rsp-shared": rsp-limited's per-IP limit,
+# shared through a local redis-server (sync_ms 50), and says how many
+# commands Redis processed per second while the rounds ran.
 # BENCH_TESTS chooses the tests (default all): ab ab-k wrk wrk-100k (100
 # clients), wrk-1m wrk-10m (10 clients, large bodies), tls-handshake (ab
 # over https without keep-alive: a full handshake per request) and tls-k
@@ -152,6 +155,22 @@ function route(req)
 end'
     limited_pid=${pids[-1]}
 fi
+if [ "${BENCH_SHARED:-0}" = 1 ]; then
+    command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+    redis_port=$((base + 40))
+    redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --daemonize no >/dev/null 2>&1 &
+    pids+=($!)
+    sleep 0.3
+    start_rsp $((base + 8)) 1 "$rsp_binary" "
+redis = { servers = { \"127.0.0.1:$redis_port\" } }
+limits = { per_ip = { rate = 1000000000, per = \"second\", burst = 1000000000, shared = true, sync_ms = 50 } }
+function route(req)
+  local ok, retry_after = rsp.limit(\"per_ip\", req.client_ip)
+  if not ok then return { status = 429, headers = { [\"Retry-After\"] = retry_after } } end
+  return \"default\"
+end"
+    shared_pid=${pids[-1]}
+fi
 
 cat > "$work/haproxy.cfg" <<CONF
 global
@@ -218,6 +237,7 @@ ports=($((base + 1)) $((base + 2)) $((base + 3)) $((base + 4)))
 [ -n "${BENCH_BASELINE:-}" ] && ports+=($((base + 5)))
 [ "${BENCH_SHAPING:-0}" = 1 ] && ports+=($((base + 6)))
 [ "${BENCH_LIMITED:-0}" = 1 ] && ports+=($((base + 7)))
+[ "${BENCH_SHARED:-0}" = 1 ] && ports+=($((base + 8)))
 for port in "${ports[@]}"; do
     curl -sk -o /dev/null "https://127.0.0.1:$((port + 10))/" || { echo "bench.sh: no TLS on $((port + 10))" >&2; exit 1; }
     status=$(curl -sk --http2 -o /dev/null -w '%{http_version} %{http_code} %{size_download}' "https://127.0.0.1:$((port + 20))/" || true)
@@ -236,6 +256,7 @@ targets=("nginx-direct $base -" "rsp $((base + 1)) $rsp_pid" "haproxy $((base + 
 [ -n "${BENCH_BASELINE:-}" ] && targets+=("rsp-before $((base + 5)) $before_pid")
 [ "${BENCH_SHAPING:-0}" = 1 ] && targets+=("rsp-shaping $((base + 6)) $shaping_pid")
 [ "${BENCH_LIMITED:-0}" = 1 ] && targets+=("rsp-limited $((base + 7)) $limited_pid")
+[ "${BENCH_SHARED:-0}" = 1 ] && targets+=("rsp-shared $((base + 8)) $shared_pid")
 
 cpu_ticks() { # PID: user+sys clock ticks of the process and its threads
     awk '{print $14 + $15}' "/proc/$1/stat"
@@ -365,6 +386,11 @@ for round in $(seq 1 "$rounds"); do
         done
     done
 done
+if [ "${BENCH_SHARED:-0}" = 1 ]; then
+    commands=$(redis-cli -p "$redis_port" INFO stats | tr -d '\r' | awk -F: '/^total_commands_processed/ {print $2}')
+    uptime=$(redis-cli -p "$redis_port" INFO server | tr -d '\r' | awk -F: '/^uptime_in_seconds/ {print $2}')
+    echo "bench: rsp-shared's Redis processed $commands commands in ${uptime}s (about $((commands / (uptime > 0 ? uptime : 1)))/s)" >&2
+fi
 pinned="proxies unpinned"
 [ ${#pin[@]} -gt 0 ] && pinned="one-worker proxies pinned to CPU 1"
 h2_note=""

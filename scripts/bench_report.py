@@ -13,7 +13,7 @@ import sys
 from collections import defaultdict
 
 TESTS = ["ab", "ab-k", "wrk", "wrk-100k", "wrk-1m", "wrk-10m", "tls-handshake", "tls-k", "h2", "h2-100k"]
-TARGETS = ["nginx-direct", "rsp", "haproxy", "nginx-proxy", "rsp-2-workers", "rsp-before", "rsp-shaping", "rsp-limited"]
+TARGETS = ["nginx-direct", "rsp", "haproxy", "nginx-proxy", "rsp-2-workers", "rsp-before", "rsp-shaping", "rsp-limited", "rsp-shared"]
 COLOURS = {
     "nginx-direct": "#9aa5b1",
     "rsp": "#d9480f",
@@ -23,6 +23,7 @@ COLOURS = {
     "rsp-before": "#868e96",
     "rsp-shaping": "#ae3ec9",
     "rsp-limited": "#0ca678",
+    "rsp-shared": "#f08c00",
 }
 FIELDS = [
     "requests_per_second",
@@ -87,6 +88,7 @@ def report(table, per_round, note):
     baseline = any(key[1] == "rsp-before" for key in table)
     shaping = any(key[1] == "rsp-shaping" for key in table)
     limited = any(key[1] == "rsp-limited" for key in table)
+    shared = any(key[1] == "rsp-shared" for key in table)
     tests = [test for test in TESTS if any(key[0] == test for key in table)]
     lines = [f"Medians of {max(v['rounds'] for v in table.values())} interleaved rounds. {note}", ""]
     lines.append(
@@ -114,12 +116,14 @@ def report(table, per_round, note):
         + (" rsp/rsp-before req/s | rsp/rsp-before CPU per request |" if baseline else "")
         + (" rsp-shaping/rsp req/s | rsp-shaping/rsp CPU per request |" if shaping else "")
         + (" rsp-limited/rsp req/s | rsp-limited/rsp CPU per request |" if limited else "")
+        + (" rsp-shared/rsp req/s | rsp-shared/rsp CPU per request |" if shared else "")
     )
     lines.append(
         "|---|---:|---:|---:|---:|---:|---:|---:|"
         + ("---:|---:|" if baseline else "")
         + ("---:|---:|" if shaping else "")
         + ("---:|---:|" if limited else "")
+        + ("---:|---:|" if shared else "")
     )
     for test in tests:
         rsp = table.get((test, "rsp"))
@@ -139,6 +143,9 @@ def report(table, per_round, note):
         def limits(field):
             return ratio("rsp", field, table.get((test, "rsp-limited"), {}))
 
+        def synced(field):
+            return ratio("rsp", field, table.get((test, "rsp-shared"), {}))
+
         machine = ratio("rsp", "machine_cpu_us_per_request", table.get((test, "nginx-proxy"), {}))
         lines.append(
             f"| {test} | {ratio('haproxy')} | {ratio('nginx-proxy')} | {ratio('nginx-direct')} "
@@ -147,6 +154,7 @@ def report(table, per_round, note):
             + (f" {ratio('rsp-before')} | {ratio('rsp-before', 'cpu_us_per_request')} |" if baseline else "")
             + (f" {shaped('requests_per_second')} | {shaped('cpu_us_per_request')} |" if shaping else "")
             + (f" {limits('requests_per_second')} | {limits('cpu_us_per_request')} |" if limited else "")
+            + (f" {synced('requests_per_second')} | {synced('cpu_us_per_request')} |" if shared else "")
         )
     lines.append("")
     lines.append(

@@ -4,7 +4,6 @@ use std::fmt::Write as _;
 use std::time::Instant;
 
 use crate::balancer::{Pool, Server, ServerState};
-use crate::state::StateStats;
 use crate::stats::{BUCKETS_US, CLASS_NAMES, Histogram, Totals};
 
 /// The Prometheus text exposition format, version 0.0.4. (Written here
@@ -16,8 +15,8 @@ pub(super) fn metrics(view: &super::StatsView) -> String {
     totals_metrics(&mut out, &view.totals);
     pool_metrics(&mut out, &view.pools);
     server_metrics(&mut out, &view.pools, Instant::now());
-    state_metrics(&mut out, &view.limits, &view.dicts);
-    redis_metrics(&mut out);
+    super::state_metrics::write(&mut out, &view.limits, &view.dicts);
+    super::state_metrics::redis(&mut out);
     unlisted_metrics(&mut out, &view.totals);
     out
 }
@@ -58,191 +57,7 @@ fn unlisted_metrics(out: &mut String, totals: &Totals) {
     }
 }
 
-/// The process's Redis connection, when the config has one.
-fn redis_metrics(out: &mut String) {
-    use std::sync::atomic::Ordering::Relaxed;
-    if !crate::redis::configured() {
-        return;
-    }
-    let stats = crate::redis::stats();
-    let families: [(&str, &str, &str, u64); 8] = [
-        (
-            "rsp_redis_up",
-            "gauge",
-            "1 while the connection to Redis is up and ready.",
-            u64::from(stats.connected.load(Relaxed)),
-        ),
-        (
-            "rsp_redis_connects_total",
-            "counter",
-            "Connections to Redis made ready (the first, and each reconnect).",
-            stats.connects.load(Relaxed),
-        ),
-        (
-            "rsp_redis_failures_total",
-            "counter",
-            "Connections to Redis that failed: refused, timed out, closed, or an unreadable reply.",
-            stats.failures.load(Relaxed),
-        ),
-        (
-            "rsp_redis_errors_total",
-            "counter",
-            "Error replies from Redis.",
-            stats.errors.load(Relaxed),
-        ),
-        (
-            "rsp_redis_commands_total",
-            "counter",
-            "Replies from Redis.",
-            stats.commands.load(Relaxed),
-        ),
-        (
-            "rsp_redis_refused_total",
-            "counter",
-            "Commands not sent: Redis down, or the queue full.",
-            stats.refused.load(Relaxed),
-        ),
-        (
-            "rsp_redis_queue",
-            "gauge",
-            "Commands sent or queued, waiting for their replies.",
-            stats.pending.load(Relaxed),
-        ),
-        (
-            "rsp_redis_round_trip_seconds",
-            "gauge",
-            "The last PING's round trip.",
-            stats.round_trip_us.load(Relaxed),
-        ),
-    ];
-    for (name, kind, help, value) in families {
-        family(out, name, kind, help);
-        if name == "rsp_redis_round_trip_seconds" {
-            let _ = writeln!(out, "{name} {:.6}", value as f64 / 1e6);
-        } else {
-            let _ = writeln!(out, "{name} {value}");
-        }
-    }
-}
-
-/// A limiter metric: name, type, help, and its value.
-type StateMetric = (
-    &'static str,
-    &'static str,
-    &'static str,
-    fn(&StateStats) -> u64,
-);
-
-/// The script's limiters and dictionaries.
-fn state_metrics(out: &mut String, limits: &[StateStats], dicts: &[StateStats]) {
-    if !limits.is_empty() {
-        let families: [StateMetric; 5] = [
-            (
-                "rsp_limit_keys",
-                "gauge",
-                "Keys a limiter holds.",
-                |limit| limit.keys as u64,
-            ),
-            (
-                "rsp_limit_max_keys",
-                "gauge",
-                "Keys a limiter holds at most.",
-                |limit| limit.max_keys as u64,
-            ),
-            (
-                "rsp_limit_bytes",
-                "gauge",
-                "Bytes a limiter's keys take.",
-                |limit| limit.bytes as u64,
-            ),
-            (
-                "rsp_limit_allowed_total",
-                "counter",
-                "Requests a limiter allowed.",
-                |limit| limit.allowed,
-            ),
-            (
-                "rsp_limit_refused_total",
-                "counter",
-                "Requests a limiter refused.",
-                |limit| limit.refused,
-            ),
-        ];
-        for (name, kind, help, value) in families {
-            family(out, name, kind, help);
-            for limit in limits {
-                let _ = writeln!(
-                    out,
-                    "{name}{{limit=\"{}\"}} {}",
-                    Label(&limit.name),
-                    value(limit)
-                );
-            }
-        }
-    }
-    let shared: Vec<_> = limits
-        .iter()
-        .filter_map(|limit| Some((&limit.name, limit.shared?)))
-        .collect();
-    if !shared.is_empty() {
-        family(
-            out,
-            "rsp_limit_fallbacks_total",
-            "counter",
-            "Times a shared limit lost Redis and acted by its on_error.",
-        );
-        for (name, (fallbacks, _)) in &shared {
-            let _ = writeln!(
-                out,
-                "rsp_limit_fallbacks_total{{limit=\"{}\"}} {fallbacks}",
-                Label(name)
-            );
-        }
-        family(
-            out,
-            "rsp_limit_sync_age_seconds",
-            "gauge",
-            "How long ago a shared limit last had the cluster's view (its sync lag).",
-        );
-        for (name, (_, age)) in &shared {
-            if let Some(age) = age {
-                let _ = writeln!(
-                    out,
-                    "rsp_limit_sync_age_seconds{{limit=\"{}\"}} {:.3}",
-                    Label(name),
-                    *age as f64 / 1000.0
-                );
-            }
-        }
-    }
-    if !dicts.is_empty() {
-        family(out, "rsp_dict_keys", "gauge", "Keys a dictionary holds.");
-        for dict in dicts {
-            let _ = writeln!(
-                out,
-                "rsp_dict_keys{{dict=\"{}\"}} {}",
-                Label(&dict.name),
-                dict.keys
-            );
-        }
-        family(
-            out,
-            "rsp_dict_bytes",
-            "gauge",
-            "Bytes a dictionary's keys and values take.",
-        );
-        for dict in dicts {
-            let _ = writeln!(
-                out,
-                "rsp_dict_bytes{{dict=\"{}\"}} {}",
-                Label(&dict.name),
-                dict.bytes
-            );
-        }
-    }
-}
-
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+pub(super) fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
 }
 
@@ -579,7 +394,7 @@ fn histogram(out: &mut String, name: &str, labels: &str, histogram: &Histogram) 
 /// config chose it: pool, limit and dictionary names are any string a
 /// config gives (`pools["a\"b"]`), and one unescaped quote would make the
 /// scraper drop the whole page.
-struct Label<T>(T);
+pub(super) struct Label<T>(pub(super) T);
 
 impl<T: std::fmt::Display> std::fmt::Display for Label<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -12,6 +12,7 @@ mod json;
 mod maps;
 mod metrics;
 mod page;
+mod state_metrics;
 
 use std::borrow::Cow;
 

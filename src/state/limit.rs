@@ -33,6 +33,8 @@ struct Keys {
     /// of each this instance let through (0: refused only): what the next
     /// sync tells the cluster, and asks it about. At most `max_keys`.
     pending: HashMap<Box<[u8]>, u64>,
+    /// The bytes of `pending`'s keys: at most `max_bytes`, as the buckets'.
+    pending_bytes: usize,
     /// Each key's theoretical arrival time, in `now_nanos` time; the least
     /// recently used is dropped when `max_keys` are held (a dropped key
     /// starts again with a full burst, as an unseen one does).
@@ -76,6 +78,7 @@ impl Limiter {
             tolerance,
             inner: Mutex::new(Keys {
                 pending: HashMap::new(),
+                pending_bytes: 0,
                 arrivals,
                 allowed: 0,
                 refused: 0,
@@ -115,14 +118,21 @@ impl Limiter {
     /// let through of each: they leave the list.
     pub fn take_pending(&self, max: usize) -> Vec<(Box<[u8]>, u64)> {
         let mut keys = lock(&self.inner);
-        if keys.pending.len() <= max {
-            return keys.pending.drain().collect();
+        let taken: Vec<(Box<[u8]>, u64)> = if keys.pending.len() <= max {
+            keys.pending.drain().collect()
+        } else {
+            let names: Vec<Box<[u8]>> = keys.pending.keys().take(max).cloned().collect();
+            names
+                .into_iter()
+                .filter_map(|key| keys.pending.remove_entry(&key))
+                .collect()
+        };
+        let bytes: usize = taken.iter().map(|(key, _)| key.len()).sum();
+        keys.pending_bytes -= bytes;
+        if keys.pending.is_empty() && keys.pending.capacity() > 1024 {
+            keys.pending = HashMap::new();
         }
-        let taken: Vec<Box<[u8]>> = keys.pending.keys().take(max).cloned().collect();
         taken
-            .into_iter()
-            .filter_map(|key| keys.pending.remove_entry(&key))
-            .collect()
     }
 
     /// The cluster's view came at `now` (a sync's reply).
@@ -181,7 +191,10 @@ impl Limiter {
             let allowed = u64::from(verdict == Verdict::Allowed);
             if let Some(count) = keys.pending.get_mut(key) {
                 *count += allowed;
-            } else if keys.pending.len() < max_keys {
+            } else if keys.pending.len() < max_keys
+                && keys.pending_bytes + key.len() <= self.config.max_bytes
+            {
+                keys.pending_bytes += key.len();
                 keys.pending.insert(key.into(), allowed);
             }
         }
@@ -270,6 +283,58 @@ mod tests {
         assert!((34..=36).contains(&allowed), "{allowed}");
         let stats = limit.stats();
         assert_eq!((stats.allowed, stats.refused), (allowed, 3000 - allowed));
+    }
+
+    fn shared(on_error: OnError, instances: u64) -> Limiter {
+        Limiter::new(LimitConfig {
+            shared: Some(crate::config::SharedLimit {
+                sync: Duration::from_millis(50),
+                on_error,
+                instances,
+            }),
+            ..limiter(10, Duration::from_secs(1), 2, 100).config
+        })
+    }
+
+    #[test]
+    fn a_shared_limit_notes_its_keys_and_moves_up_to_the_cluster() {
+        let limit = shared(OnError::Local, 1);
+        assert_eq!(limit.check(b"a", SECOND), Verdict::Allowed);
+        assert_eq!(limit.check(b"a", SECOND), Verdict::Allowed);
+        assert!(matches!(limit.check(b"a", SECOND), Verdict::Refused { .. }));
+        assert!(matches!(limit.check(b"b", SECOND), Verdict::Allowed));
+        let mut pending = limit.take_pending(10);
+        pending.sort();
+        assert_eq!(pending, [(b"a"[..].into(), 2), (b"b"[..].into(), 1)]);
+        assert!(limit.take_pending(10).is_empty(), "taken once");
+        // The cluster says key c is 5 intervals ahead: refused here too.
+        limit.apply(b"c", 5 * limit.interval(), SECOND);
+        assert!(matches!(limit.check(b"c", SECOND), Verdict::Refused { .. }));
+        // Refused keys are noted too (count 0), to learn the cluster's view.
+        assert_eq!(limit.take_pending(10), [(b"c"[..].into(), 0)]);
+    }
+
+    #[test]
+    fn a_shared_limit_without_redis_acts_by_on_error() {
+        let allow = shared(OnError::Allow, 1);
+        assert!(allow.set_fallback(true));
+        assert!(!allow.set_fallback(true), "a switch is news once");
+        assert!((0..100).all(|_| allow.check(b"k", SECOND) == Verdict::Allowed));
+        assert_eq!(allow.fallbacks(), 1);
+        let deny = shared(OnError::Deny, 1);
+        deny.set_fallback(true);
+        assert!(matches!(deny.check(b"k", SECOND), Verdict::Refused { .. }));
+        // Alone, at its share of four instances: 10/s becomes 2.5/s.
+        let local = shared(OnError::Local, 4);
+        local.set_fallback(true);
+        let allowed = (0..2000u64)
+            .filter(|step| local.check(b"k", SECOND + step * 1_000_000) == Verdict::Allowed)
+            .count();
+        assert!((5..=7).contains(&allowed), "{allowed} in 2 s");
+        assert!(
+            local.take_pending(10).is_empty(),
+            "nothing noted while alone"
+        );
     }
 
     #[test]

@@ -1,0 +1,196 @@
+//! `/metrics` for the script's state and the Redis it is shared through.
+
+use std::fmt::Write as _;
+
+use crate::state::StateStats;
+
+use super::metrics::{Label, family};
+
+/// The process's Redis connection, when the config has one.
+pub(super) fn redis(out: &mut String) {
+    use std::sync::atomic::Ordering::Relaxed;
+    if !crate::redis::configured() {
+        return;
+    }
+    let stats = crate::redis::stats();
+    let families: [(&str, &str, &str, u64); 8] = [
+        (
+            "rsp_redis_up",
+            "gauge",
+            "1 while the connection to Redis is up and ready.",
+            u64::from(stats.connected.load(Relaxed)),
+        ),
+        (
+            "rsp_redis_connects_total",
+            "counter",
+            "Connections to Redis made ready (the first, and each reconnect).",
+            stats.connects.load(Relaxed),
+        ),
+        (
+            "rsp_redis_failures_total",
+            "counter",
+            "Connections to Redis that failed: refused, timed out, closed, or an unreadable reply.",
+            stats.failures.load(Relaxed),
+        ),
+        (
+            "rsp_redis_errors_total",
+            "counter",
+            "Error replies from Redis.",
+            stats.errors.load(Relaxed),
+        ),
+        (
+            "rsp_redis_commands_total",
+            "counter",
+            "Replies from Redis.",
+            stats.commands.load(Relaxed),
+        ),
+        (
+            "rsp_redis_refused_total",
+            "counter",
+            "Commands not sent: Redis down, or the queue full.",
+            stats.refused.load(Relaxed),
+        ),
+        (
+            "rsp_redis_queue",
+            "gauge",
+            "Commands sent or queued, waiting for their replies.",
+            stats.pending.load(Relaxed),
+        ),
+        (
+            "rsp_redis_round_trip_seconds",
+            "gauge",
+            "The last PING's round trip.",
+            stats.round_trip_us.load(Relaxed),
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        family(out, name, kind, help);
+        if name == "rsp_redis_round_trip_seconds" {
+            let _ = writeln!(out, "{name} {:.6}", value as f64 / 1e6);
+        } else {
+            let _ = writeln!(out, "{name} {value}");
+        }
+    }
+}
+
+/// A limiter metric: name, type, help, and its value.
+type StateMetric = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&StateStats) -> u64,
+);
+
+/// The script's limiters and dictionaries.
+pub(super) fn write(out: &mut String, limits: &[StateStats], dicts: &[StateStats]) {
+    if !limits.is_empty() {
+        let families: [StateMetric; 5] = [
+            (
+                "rsp_limit_keys",
+                "gauge",
+                "Keys a limiter holds.",
+                |limit| limit.keys as u64,
+            ),
+            (
+                "rsp_limit_max_keys",
+                "gauge",
+                "Keys a limiter holds at most.",
+                |limit| limit.max_keys as u64,
+            ),
+            (
+                "rsp_limit_bytes",
+                "gauge",
+                "Bytes a limiter's keys take.",
+                |limit| limit.bytes as u64,
+            ),
+            (
+                "rsp_limit_allowed_total",
+                "counter",
+                "Requests a limiter allowed.",
+                |limit| limit.allowed,
+            ),
+            (
+                "rsp_limit_refused_total",
+                "counter",
+                "Requests a limiter refused.",
+                |limit| limit.refused,
+            ),
+        ];
+        for (name, kind, help, value) in families {
+            family(out, name, kind, help);
+            for limit in limits {
+                let _ = writeln!(
+                    out,
+                    "{name}{{limit=\"{}\"}} {}",
+                    Label(&limit.name),
+                    value(limit)
+                );
+            }
+        }
+    }
+    shared_limits(out, limits);
+    if !dicts.is_empty() {
+        family(out, "rsp_dict_keys", "gauge", "Keys a dictionary holds.");
+        for dict in dicts {
+            let _ = writeln!(
+                out,
+                "rsp_dict_keys{{dict=\"{}\"}} {}",
+                Label(&dict.name),
+                dict.keys
+            );
+        }
+        family(
+            out,
+            "rsp_dict_bytes",
+            "gauge",
+            "Bytes a dictionary's keys and values take.",
+        );
+        for dict in dicts {
+            let _ = writeln!(
+                out,
+                "rsp_dict_bytes{{dict=\"{}\"}} {}",
+                Label(&dict.name),
+                dict.bytes
+            );
+        }
+    }
+}
+
+/// What shared limits add: their fallbacks and sync lag.
+fn shared_limits(out: &mut String, limits: &[StateStats]) {
+    let shared: Vec<_> = limits
+        .iter()
+        .filter_map(|limit| Some((&limit.name, limit.shared?)))
+        .collect();
+    if !shared.is_empty() {
+        family(
+            out,
+            "rsp_limit_fallbacks_total",
+            "counter",
+            "Times a shared limit lost Redis and acted by its on_error.",
+        );
+        for (name, (fallbacks, _)) in &shared {
+            let _ = writeln!(
+                out,
+                "rsp_limit_fallbacks_total{{limit=\"{}\"}} {fallbacks}",
+                Label(name)
+            );
+        }
+        family(
+            out,
+            "rsp_limit_sync_age_seconds",
+            "gauge",
+            "How long ago a shared limit last had the cluster's view (its sync lag).",
+        );
+        for (name, (_, age)) in &shared {
+            if let Some(age) = age {
+                let _ = writeln!(
+                    out,
+                    "rsp_limit_sync_age_seconds{{limit=\"{}\"}} {:.3}",
+                    Label(name),
+                    *age as f64 / 1000.0
+                );
+            }
+        }
+    }
+}

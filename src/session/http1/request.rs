@@ -62,6 +62,11 @@ impl Http1 {
                 && admin_body_length(&busy.exchange.request.head, self.inbound.capacity_left(limit))
                     .is_some_and(|body| self.inbound.len() < length + body));
         if (matches!(parsed, Ok(None)) && self.inbound.len() < limit) || admin_body_pending {
+            // A client that waits for `100 Continue` before sending the
+            // body an admin request is read whole with gets it, once.
+            if admin_body_pending && busy.exchange.request.head.expect_continue {
+                self.interim.get_or_insert(0);
+            }
             // Not all here yet: nothing is in progress until it is.
             if let Some(busy) = self.busy.take() {
                 busy.give_back();

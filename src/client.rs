@@ -50,6 +50,9 @@ pub struct Client {
     pub h2c: bool,
     /// The connection speaks HTTP/2 (its requests are its streams).
     pub http2: bool,
+    /// The request being read was answered `100 Continue` (an admin
+    /// request, whose body is read whole before it is answered).
+    pub continued: bool,
     pub app: Rc<App>,
 }
 

@@ -143,6 +143,7 @@ impl Session {
             eof: false,
             h2c: listener.h2c,
             http2: false,
+            continued: false,
             app: listener.app.clone(),
         };
         let now = timer::now();

@@ -39,14 +39,7 @@ pub struct Http1 {
     wait: Wait,
     /// The request in progress.
     busy: Option<Box<Busy>>,
-    /// `100 Continue` for an admin request whose body is read whole before
-    /// it is answered: the bytes of it sent so far (`None`: none due, or
-    /// all sent; `Some(CONTINUE.len())` once sent, until the next request).
-    interim: Option<usize>,
 }
-
-/// The interim answer to `Expect: 100-continue` that rsp writes itself.
-const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 impl Http1 {
     /// The stage for a connection whose first bytes (if any) are in `inbound`.
@@ -62,7 +55,6 @@ impl Http1 {
             inbound,
             wait,
             busy: None,
-            interim: None,
         }
     }
 
@@ -166,7 +158,7 @@ impl Http1 {
     fn advance(
         &mut self,
         key: Key,
-        client: &Client,
+        client: &mut Client,
         eof: bool,
         services: &mut Services,
     ) -> Result<bool, Step> {
@@ -189,7 +181,6 @@ impl Http1 {
         if let Some(busy) = self.busy.take() {
             busy.give_back();
         }
-        self.interim = None;
         self.wait = if self.inbound.is_empty() {
             Wait::KeepAlive
         } else {
@@ -231,17 +222,7 @@ impl Http1 {
 
     fn write_client(&mut self, client: &mut Client) -> Result<bool, Step> {
         // Handshake messages and ciphertext that did not fit the socket.
-        let mut progress = client.flush().map_err(client_error)?;
-        if let Some(sent) = self.interim.filter(|&sent| sent < CONTINUE.len()) {
-            use super::transport::Sink;
-            if let Some(count) = client
-                .write_two(&CONTINUE[sent..], &[], false)
-                .map_err(client_error)?
-            {
-                self.interim = Some(sent + count);
-                progress |= count > 0;
-            }
-        }
+        let progress = client.flush().map_err(client_error)?;
         let Some(busy) = self.busy.as_deref_mut() else {
             return Ok(progress);
         };
@@ -274,8 +255,7 @@ impl Http1 {
 
     /// Something waits to go to the client.
     pub fn wants_client_write(&self) -> bool {
-        self.interim.is_some_and(|sent| sent < CONTINUE.len())
-            || self.busy.as_deref().is_some_and(Busy::wants_client_write)
+        self.busy.as_deref().is_some_and(Busy::wants_client_write)
     }
 
     /// Registers the backend socket for what the exchange waits for of it;

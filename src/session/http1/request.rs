@@ -24,7 +24,7 @@ impl Http1 {
     pub(super) fn next_request(
         &mut self,
         key: Key,
-        client: &Client,
+        client: &mut Client,
         eof: bool,
         services: &mut Services,
     ) -> Result<bool, Step> {
@@ -64,8 +64,9 @@ impl Http1 {
         if (matches!(parsed, Ok(None)) && self.inbound.len() < limit) || admin_body_pending {
             // A client that waits for `100 Continue` before sending the
             // body an admin request is read whole with gets it, once.
-            if admin_body_pending && busy.exchange.request.head.expect_continue {
-                self.interim.get_or_insert(0);
+            if admin_body_pending && busy.exchange.request.head.expect_continue && !client.continued
+            {
+                client.continued = send_continue(client)?;
             }
             // Not all here yet: nothing is in progress until it is.
             if let Some(busy) = self.busy.take() {
@@ -79,6 +80,7 @@ impl Http1 {
             };
         }
         services.counters.requests += 1;
+        client.continued = false;
         let head_length = match parsed {
             Ok(Some(length)) if length <= limit => Some(length),
             _ => None,
@@ -207,5 +209,22 @@ fn admin_body_length(head: &crate::http::RequestHead, room: usize) -> Option<usi
             .ok()
             .filter(|&length| length <= room),
         _ => None,
+    }
+}
+
+/// `100 Continue`, written at once (whether it went: a socket that takes
+/// none now is asked again on the next turn); 25 bytes to a socket that
+/// takes only some is one whose buffer is full of answers its client does
+/// not read.
+fn send_continue(client: &mut Client) -> Result<bool, Step> {
+    use super::super::transport::Sink;
+    const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+    match client.write_two(CONTINUE, &[], false) {
+        Ok(Some(count)) if count == CONTINUE.len() => Ok(true),
+        Ok(None) => Ok(false),
+        Ok(Some(_)) => Err(Step::Close(End::Aborted(
+            "100 Continue did not fit the client's socket".into(),
+        ))),
+        Err(error) => Err(super::super::client_error(error)),
     }
 }

@@ -414,3 +414,41 @@ fn capitalized(word: &str) -> String {
         .map(|first| first.to_uppercase().chain(letters).collect())
         .unwrap_or_default()
 }
+
+/// A reload adds Redis to a running rsp (it connects) and takes it away
+/// again (the connection goes, and `/metrics` no longer shows it).
+#[test]
+fn a_reload_adds_and_removes_redis() {
+    let redis = Redis::start();
+    let backend = Backend::start("b");
+    let admin_port = free_port();
+    let base = format!(
+        "backends = {{ \"{}\" }}\nadmin = \"127.0.0.1:{admin_port}\"\n",
+        backend.address
+    );
+    let proxy = Proxy::start(&base);
+    assert_eq!(metric(admin_port, "rsp_redis_up"), None);
+    proxy.reload(&format!(
+        "{base}redis = {{ servers = {{ \"{}\" }} }}",
+        redis.address
+    ));
+    assert!(
+        wait_until(Duration::from_secs(5), || metric(
+            admin_port,
+            "rsp_redis_up"
+        ) == Some(1.0)),
+        "{}",
+        proxy.log()
+    );
+    proxy.reload(&base);
+    assert!(
+        wait_until(Duration::from_secs(5), || metric(
+            admin_port,
+            "rsp_redis_up"
+        )
+        .is_none()),
+        "{}",
+        proxy.log()
+    );
+    assert_eq!(proxy.get("/").status, 200);
+}

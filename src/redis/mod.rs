@@ -60,6 +60,12 @@ pub fn configured() -> bool {
     CONFIGURED.load(Ordering::Relaxed)
 }
 
+/// A reload took `redis` out of the config: the counters say it is gone.
+pub fn unconfigured() {
+    CONFIGURED.store(false, Ordering::Relaxed);
+    stats().connected.store(false, Ordering::Relaxed);
+}
+
 static CONFIGURED: AtomicBool = AtomicBool::new(false);
 
 /// What a reply is for.

@@ -434,6 +434,9 @@ impl EventLoop {
         }
         let now = timer::now();
         if self.redis.as_ref().map(crate::redis::Client::config) != config {
+            if config.is_none() {
+                crate::redis::unconfigured();
+            }
             self.redis = config.map(|config| crate::redis::Client::new(config.clone(), now));
         }
         if let Some(redis) = &mut self.redis {

@@ -8,16 +8,14 @@
 //! `timeout`, and rsp connects again with back-off, to the next server of
 //! the list. Nothing waits for Redis but the work that needs it.
 
+mod connection;
 mod pipeline;
 pub mod resp;
 
-use std::io::{self, Read, Write};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
-use mio::{Interest, Registry};
+use mio::Registry;
 
 use std::sync::Arc;
 
@@ -25,6 +23,7 @@ use crate::config::RedisConfig;
 use crate::state::Limiter;
 use crate::token::TokenKind;
 
+use connection::Connection;
 pub use pipeline::{Full, MAX_PENDING, Pipeline};
 use resp::Reply;
 
@@ -118,32 +117,9 @@ struct Synced {
     last: Instant,
 }
 
-enum State {
-    /// Not connected; the next try is at `retry_at`.
-    Down { retry_at: Instant },
-    Connecting {
-        stream: TcpStream,
-        server: SocketAddr,
-        since: Instant,
-    },
-    /// Connected; `ready` once the handshake's replies came.
-    Up {
-        stream: TcpStream,
-        server: SocketAddr,
-        ready: bool,
-    },
-}
-
 pub struct Client {
     config: RedisConfig,
-    state: State,
-    pipeline: Pipeline<Purpose>,
-    backoff: Duration,
-    /// The server tried next (an index into `config.servers`).
-    next: usize,
-    last_ping: Instant,
-    /// The outage being lived through was logged (once, at warn).
-    outage_logged: bool,
+    connection: Connection,
     /// The shared limits this connection syncs.
     limits: Vec<Synced>,
     /// The limits' script, once Redis has it (`SCRIPT LOAD`).
@@ -156,12 +132,7 @@ impl Client {
         CONFIGURED.store(true, Ordering::Relaxed);
         Client {
             config,
-            state: State::Down { retry_at: now },
-            pipeline: Pipeline::default(),
-            backoff: FIRST_BACKOFF,
-            next: 0,
-            last_ping: now,
-            outage_logged: false,
+            connection: Connection::new(TokenKind::Redis, now),
             limits: Vec::new(),
             script: None,
             loading: false,
@@ -182,7 +153,7 @@ impl Client {
 
     /// The connection is up and its handshake done.
     pub fn is_ready(&self) -> bool {
-        matches!(self.state, State::Up { ready: true, .. })
+        self.connection.is_ready()
     }
 
     /// Queues a command (sent on the next turn); refused when the
@@ -192,7 +163,7 @@ impl Client {
             stats().refused.fetch_add(1, Ordering::Relaxed);
             return Err(Full);
         }
-        let queued = self.pipeline.push(purpose, args, now);
+        let queued = self.connection.pipeline.push(purpose, args, now);
         if queued.is_err() {
             stats().refused.fetch_add(1, Ordering::Relaxed);
         }
@@ -203,37 +174,33 @@ impl Client {
     /// and fails the connection on an error or a timeout. Returns when it
     /// wants its next turn at the latest.
     pub fn drive(&mut self, registry: &Registry, now: Instant) -> Instant {
-        let mut result = self.step(registry, now);
+        let mut result = self
+            .connection
+            .step(&self.config, registry, now)
+            .and_then(|replies| self.on_replies(replies));
         if result.is_ok() && self.sync(now) {
-            result = self.exchange(now);
+            result = self
+                .connection
+                .exchange(&self.config, now)
+                .and_then(|replies| self.on_replies(replies));
         }
         if let Err(why) = result {
-            self.fail(registry, &why, now);
+            self.connection.fail(registry, &why, now);
+            self.script = None;
+            self.loading = false;
         }
         self.follow_health();
         stats()
             .pending
-            .store(self.pipeline.pending() as u64, Ordering::Relaxed);
-        match &self.state {
-            State::Down { retry_at } => *retry_at,
-            State::Connecting { since, .. } => *since + self.config.timeout,
-            State::Up { .. } => {
-                let sync = self
-                    .limits
-                    .iter()
-                    .map(|synced| {
-                        synced.last
-                            + synced
-                                .limiter
-                                .config
-                                .shared
-                                .map_or(PING_EVERY, |shared| shared.sync)
-                    })
-                    .min();
-                let next = (self.last_ping + PING_EVERY).min(now + self.config.timeout);
-                sync.map_or(next, |sync| next.min(sync))
-            }
+            .store(self.connection.pipeline.pending() as u64, Ordering::Relaxed);
+        let next = self.connection.next_turn(&self.config, now);
+        if !self.connection.is_ready() {
+            return next;
         }
+        self.limits
+            .iter()
+            .filter_map(|synced| Some(synced.last + synced.limiter.config.shared?.sync))
+            .fold(next, Instant::min)
     }
 
     /// Queues what is due: the script's load, each shared limit's sync.
@@ -246,7 +213,11 @@ impl Client {
             if !self.loading {
                 self.loading = true;
                 let load: &[&[u8]] = &[b"SCRIPT", b"LOAD", LIMIT_SCRIPT.as_bytes()];
-                return self.pipeline.push(Purpose::Load, load, now).is_ok();
+                return self
+                    .connection
+                    .pipeline
+                    .push(Purpose::Load, load, now)
+                    .is_ok();
             }
             return false;
         };
@@ -294,7 +265,7 @@ impl Client {
                     limiter: Arc::clone(limiter),
                     keys,
                 };
-                if self.pipeline.push(purpose, &args, now).is_err() {
+                if self.connection.pipeline.push(purpose, &args, now).is_err() {
                     stats().refused.fetch_add(1, Ordering::Relaxed);
                     break;
                 }
@@ -302,6 +273,50 @@ impl Client {
             }
         }
         queued
+    }
+
+    /// The replies for the client's own commands: the script's load, the
+    /// limits' syncs (an error reply fails the connection only where
+    /// nothing else can be done).
+    fn on_replies(&mut self, replies: Vec<(Purpose, Reply)>) -> Result<(), String> {
+        replies
+            .into_iter()
+            .try_for_each(|(purpose, reply)| self.on_reply(purpose, reply))
+    }
+
+    fn on_reply(&mut self, purpose: Purpose, reply: Reply) -> Result<(), String> {
+        match (purpose, reply) {
+            (Purpose::Load, Reply::Error(error)) => Err(format!("SCRIPT LOAD refused: {error}")),
+            (Purpose::Load, Reply::BulkString(sha) | Reply::SimpleString(sha)) => {
+                self.loading = false;
+                self.script = Some(String::from_utf8_lossy(&sha).into_owned());
+                Ok(())
+            }
+            (Purpose::Load, _) => Err("SCRIPT LOAD answered no SHA1".into()),
+            (Purpose::Limit { limiter, .. }, Reply::Error(error)) => {
+                if error.starts_with("NOSCRIPT") {
+                    // Redis restarted or was flushed: load it again.
+                    self.script = None;
+                    self.loading = false;
+                } else {
+                    log::warn!("redis: limit {}: {error}", limiter.config.name);
+                }
+                Ok(())
+            }
+            (Purpose::Limit { limiter, keys }, Reply::Array(ahead)) => {
+                let local = crate::state::now_nanos();
+                limiter.mark_synced(local);
+                for (key, ahead) in keys.iter().zip(ahead) {
+                    if let Reply::Integer(micros) = ahead {
+                        limiter.apply(key, (micros.max(0) as u64).saturating_mul(1000), local);
+                    }
+                }
+                Ok(())
+            }
+            (Purpose::Limit { .. }, _) => Err("a limit's sync answered no array".into()),
+            // The handshake's are the connection's.
+            _ => Ok(()),
+        }
     }
 
     /// The shared limits act by their `on_error` while Redis cannot sync
@@ -329,243 +344,6 @@ impl Client {
                     );
                 }
             }
-        }
-    }
-
-    fn step(&mut self, registry: &Registry, now: Instant) -> Result<(), String> {
-        if let State::Down { retry_at } = self.state {
-            if now < retry_at {
-                return Ok(());
-            }
-            self.connect(registry, now)?;
-        }
-        if let State::Connecting {
-            stream,
-            server,
-            since,
-        } = &mut self.state
-        {
-            match stream.peer_addr() {
-                Ok(_) => {}
-                Err(error) if error.kind() == io::ErrorKind::NotConnected => {
-                    if let Ok(Some(error)) | Err(error) = stream.take_error() {
-                        return Err(format!("connect: {error}"));
-                    }
-                    if now.saturating_duration_since(*since) >= self.config.timeout {
-                        return Err(format!("connect timed out after {:?}", self.config.timeout));
-                    }
-                    return Ok(());
-                }
-                Err(error) => return Err(format!("connect: {error}")),
-            }
-            let server = *server;
-            let State::Connecting { stream, .. } =
-                std::mem::replace(&mut self.state, State::Down { retry_at: now })
-            else {
-                return Ok(());
-            };
-            self.state = State::Up {
-                stream,
-                server,
-                ready: false,
-            };
-            self.handshake(now);
-        }
-        self.exchange(now)
-    }
-
-    fn connect(&mut self, registry: &Registry, now: Instant) -> Result<(), String> {
-        let server = self.config.servers[self.next % self.config.servers.len()];
-        let mut stream =
-            TcpStream::connect(server).map_err(|error| format!("{server}: {error}"))?;
-        registry
-            .register(
-                &mut stream,
-                TokenKind::Redis.token(),
-                Interest::READABLE | Interest::WRITABLE,
-            )
-            .map_err(|error| format!("{server}: {error}"))?;
-        self.state = State::Connecting {
-            stream,
-            server,
-            since: now,
-        };
-        Ok(())
-    }
-
-    /// `AUTH` and `SELECT` first, then a `PING` whose reply says all is ready.
-    fn handshake(&mut self, now: Instant) {
-        let pipeline = &mut self.pipeline;
-        if let Some(password) = &self.config.password {
-            let _ = pipeline.push(Purpose::Auth, &[b"AUTH", password.as_bytes()], now);
-        }
-        if self.config.db != 0 {
-            let db = self.config.db.to_string();
-            let _ = pipeline.push(Purpose::Select, &[b"SELECT", db.as_bytes()], now);
-        }
-        let _ = pipeline.push(Purpose::Ping, &[b"PING"], now);
-        self.last_ping = now;
-    }
-
-    /// Writes what is queued, reads what came, and acts on the replies.
-    fn exchange(&mut self, now: Instant) -> Result<(), String> {
-        let State::Up { stream, ready, .. } = &mut self.state else {
-            return Ok(());
-        };
-        if *ready && now.saturating_duration_since(self.last_ping) >= PING_EVERY {
-            let _ = self.pipeline.push(Purpose::Ping, &[b"PING"], now);
-            self.last_ping = now;
-        }
-        while !self.pipeline.unsent().is_empty() {
-            match stream.write(self.pipeline.unsent()) {
-                Ok(0) => return Err("the connection closed".into()),
-                Ok(count) => self.pipeline.sent(count),
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) => return Err(format!("write: {error}")),
-            }
-        }
-        let mut buffer = [0u8; 16 * 1024];
-        let mut replies = Vec::new();
-        let mut ended = None;
-        loop {
-            let room = self.pipeline.input_room().clamp(1, buffer.len());
-            match stream.read(&mut buffer[..room]) {
-                Ok(0) => {
-                    ended = Some("Redis closed the connection".to_owned());
-                    break;
-                }
-                Ok(count) => replies.extend(
-                    self.pipeline
-                        .received(&buffer[..count])
-                        .map_err(|error| format!("a reply rsp cannot read: {error}"))?,
-                ),
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) => {
-                    ended = Some(format!("read: {error}"));
-                    break;
-                }
-            }
-        }
-        for (purpose, since, reply) in replies {
-            self.on_reply(purpose, since, reply, now)?;
-        }
-        if let Some(why) = ended {
-            return Err(why);
-        }
-        if let Some(oldest) = self.pipeline.oldest()
-            && now.saturating_duration_since(oldest) >= self.config.timeout
-        {
-            return Err(format!("no reply within {:?}", self.config.timeout));
-        }
-        Ok(())
-    }
-
-    fn on_reply(
-        &mut self,
-        purpose: Purpose,
-        since: Instant,
-        reply: Reply,
-        now: Instant,
-    ) -> Result<(), String> {
-        let counters = stats();
-        counters.commands.fetch_add(1, Ordering::Relaxed);
-        if let Reply::Error(error) = &reply {
-            counters.errors.fetch_add(1, Ordering::Relaxed);
-            return match purpose {
-                Purpose::Auth => Err(format!("AUTH refused: {error}")),
-                Purpose::Select => Err(format!("SELECT {} refused: {error}", self.config.db)),
-                Purpose::Ping => Err(format!("PING answered {error}")),
-                Purpose::Load => Err(format!("SCRIPT LOAD refused: {error}")),
-                Purpose::Limit { limiter, .. } => {
-                    if error.starts_with("NOSCRIPT") {
-                        // Redis restarted or was flushed: load it again.
-                        self.script = None;
-                        self.loading = false;
-                    } else {
-                        log::warn!("redis: limit {}: {error}", limiter.config.name);
-                    }
-                    Ok(())
-                }
-            };
-        }
-        match purpose {
-            Purpose::Load => {
-                self.loading = false;
-                match reply {
-                    Reply::BulkString(sha) | Reply::SimpleString(sha) => {
-                        self.script = Some(String::from_utf8_lossy(&sha).into_owned());
-                    }
-                    _ => return Err("SCRIPT LOAD answered no SHA1".into()),
-                }
-                return Ok(());
-            }
-            Purpose::Limit { limiter, keys } => {
-                let Reply::Array(ahead) = reply else {
-                    return Err("a limit's sync answered no array".into());
-                };
-                let local = crate::state::now_nanos();
-                limiter.mark_synced(local);
-                for (key, ahead) in keys.iter().zip(ahead) {
-                    if let Reply::Integer(micros) = ahead {
-                        limiter.apply(key, (micros.max(0) as u64).saturating_mul(1000), local);
-                    }
-                }
-                return Ok(());
-            }
-            _ => {}
-        }
-        if matches!(purpose, Purpose::Ping) {
-            let round_trip = now.saturating_duration_since(since);
-            counters
-                .round_trip_us
-                .store(round_trip.as_micros() as u64, Ordering::Relaxed);
-            if let State::Up { ready, server, .. } = &mut self.state
-                && !*ready
-            {
-                *ready = true;
-                self.backoff = FIRST_BACKOFF;
-                counters.connected.store(true, Ordering::Relaxed);
-                counters.connects.fetch_add(1, Ordering::Relaxed);
-                let db = self.config.db;
-                log::info!("redis: connected to {server} (db {db}), round trip {round_trip:?}");
-                self.outage_logged = false;
-            }
-        }
-        Ok(())
-    }
-
-    /// The connection failed (`why`): what it awaited is dropped, and the
-    /// next server is tried after the back-off.
-    fn fail(&mut self, registry: &Registry, why: &str, now: Instant) {
-        let server = match &mut self.state {
-            State::Connecting { stream, server, .. } | State::Up { stream, server, .. } => {
-                let _ = registry.deregister(stream);
-                Some(*server)
-            }
-            State::Down { .. } => None,
-        };
-        let counters = stats();
-        counters.connected.store(false, Ordering::Relaxed);
-        counters.failures.fetch_add(1, Ordering::Relaxed);
-        self.pipeline.reset();
-        self.script = None;
-        self.loading = false;
-        self.next = self.next.wrapping_add(1);
-        let wait = self.backoff;
-        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-        self.state = State::Down {
-            retry_at: now + wait,
-        };
-        let server = server.map_or_else(|| "redis".into(), |server| server.to_string());
-        if self.outage_logged {
-            log::debug!("redis: {server}: {why}; trying again in {wait:?}");
-        } else {
-            self.outage_logged = true;
-            log::warn!(
-                "redis: {server}: {why}; trying again in {wait:?} (shared state is local until then)"
-            );
         }
     }
 }

@@ -1,0 +1,296 @@
+//! One connection to Redis: its socket, its traffic, its back-off. The
+//! connect and the handshake (`AUTH`, `SELECT`, a `PING` that makes it
+//! ready) are its own; every other reply goes back to its `Client`.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Interest, Registry};
+
+use crate::config::RedisConfig;
+use crate::token::TokenKind;
+
+use super::pipeline::Pipeline;
+use super::resp::Reply;
+use super::{FIRST_BACKOFF, MAX_BACKOFF, PING_EVERY, Purpose, stats};
+
+/// The replies a turn brought that are not the handshake's, or why the
+/// connection failed.
+pub type Replies = Result<Vec<(Purpose, Reply)>, String>;
+
+pub enum State {
+    /// Not connected; the next try is at `retry_at`.
+    Down { retry_at: Instant },
+    Connecting {
+        stream: TcpStream,
+        server: SocketAddr,
+        since: Instant,
+    },
+    /// Connected; `ready` once the handshake's replies came.
+    Up {
+        stream: TcpStream,
+        server: SocketAddr,
+        ready: bool,
+    },
+}
+
+pub struct Connection {
+    pub state: State,
+    pub pipeline: Pipeline<Purpose>,
+    backoff: Duration,
+    /// The server tried next (an index into the config's `servers`).
+    next: usize,
+    pub last_ping: Instant,
+    /// The outage being lived through was logged (once, at warn).
+    outage_logged: bool,
+    token: TokenKind,
+}
+
+impl Connection {
+    pub fn new(token: TokenKind, now: Instant) -> Connection {
+        Connection {
+            state: State::Down { retry_at: now },
+            pipeline: Pipeline::default(),
+            backoff: FIRST_BACKOFF,
+            next: 0,
+            last_ping: now,
+            outage_logged: false,
+            token,
+        }
+    }
+
+    /// Up, and its handshake done.
+    pub fn is_ready(&self) -> bool {
+        matches!(self.state, State::Up { ready: true, .. })
+    }
+
+    /// When it wants its next turn at the latest.
+    pub fn next_turn(&self, config: &RedisConfig, now: Instant) -> Instant {
+        match &self.state {
+            State::Down { retry_at } => *retry_at,
+            State::Connecting { since, .. } => *since + config.timeout,
+            State::Up { .. } => (self.last_ping + PING_EVERY).min(now + config.timeout),
+        }
+    }
+
+    /// Connects when due, completes a connect, writes what is queued and
+    /// reads what came: the replies that are not the handshake's.
+    pub fn step(&mut self, config: &RedisConfig, registry: &Registry, now: Instant) -> Replies {
+        if let State::Down { retry_at } = self.state {
+            if now < retry_at {
+                return Ok(Vec::new());
+            }
+            self.connect(config, registry, now)?;
+        }
+        if let State::Connecting {
+            stream,
+            server,
+            since,
+        } = &mut self.state
+        {
+            match stream.peer_addr() {
+                Ok(_) => {}
+                Err(error) if error.kind() == io::ErrorKind::NotConnected => {
+                    if let Ok(Some(error)) | Err(error) = stream.take_error() {
+                        return Err(format!("connect: {error}"));
+                    }
+                    if now.saturating_duration_since(*since) >= config.timeout {
+                        return Err(format!("connect timed out after {:?}", config.timeout));
+                    }
+                    return Ok(Vec::new());
+                }
+                Err(error) => return Err(format!("connect: {error}")),
+            }
+            let server = *server;
+            let State::Connecting { stream, .. } =
+                std::mem::replace(&mut self.state, State::Down { retry_at: now })
+            else {
+                return Ok(Vec::new());
+            };
+            self.state = State::Up {
+                stream,
+                server,
+                ready: false,
+            };
+            self.handshake(config, now);
+        }
+        self.exchange(config, now)
+    }
+
+    fn connect(
+        &mut self,
+        config: &RedisConfig,
+        registry: &Registry,
+        now: Instant,
+    ) -> Result<(), String> {
+        let server = config.servers[self.next % config.servers.len()];
+        let mut stream =
+            TcpStream::connect(server).map_err(|error| format!("{server}: {error}"))?;
+        registry
+            .register(
+                &mut stream,
+                self.token.token(),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .map_err(|error| format!("{server}: {error}"))?;
+        self.state = State::Connecting {
+            stream,
+            server,
+            since: now,
+        };
+        Ok(())
+    }
+
+    /// `AUTH` and `SELECT` first, then a `PING` whose reply says all is ready.
+    fn handshake(&mut self, config: &RedisConfig, now: Instant) {
+        let pipeline = &mut self.pipeline;
+        if let Some(password) = &config.password {
+            let _ = pipeline.push(Purpose::Auth, &[b"AUTH", password.as_bytes()], now);
+        }
+        if config.db != 0 {
+            let db = config.db.to_string();
+            let _ = pipeline.push(Purpose::Select, &[b"SELECT", db.as_bytes()], now);
+        }
+        let _ = pipeline.push(Purpose::Ping, &[b"PING"], now);
+        self.last_ping = now;
+    }
+
+    /// Writes what is queued, reads what came: the replies that are not
+    /// the handshake's.
+    pub fn exchange(&mut self, config: &RedisConfig, now: Instant) -> Replies {
+        let State::Up { stream, ready, .. } = &mut self.state else {
+            return Ok(Vec::new());
+        };
+        if *ready && now.saturating_duration_since(self.last_ping) >= PING_EVERY {
+            let _ = self.pipeline.push(Purpose::Ping, &[b"PING"], now);
+            self.last_ping = now;
+        }
+        while !self.pipeline.unsent().is_empty() {
+            match stream.write(self.pipeline.unsent()) {
+                Ok(0) => return Err("the connection closed".into()),
+                Ok(count) => self.pipeline.sent(count),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(format!("write: {error}")),
+            }
+        }
+        let mut buffer = [0u8; 16 * 1024];
+        let mut replies = Vec::new();
+        let mut ended = None;
+        loop {
+            let room = self.pipeline.input_room().clamp(1, buffer.len());
+            match stream.read(&mut buffer[..room]) {
+                Ok(0) => {
+                    ended = Some("Redis closed the connection".to_owned());
+                    break;
+                }
+                Ok(count) => replies.extend(
+                    self.pipeline
+                        .received(&buffer[..count])
+                        .map_err(|error| format!("a reply rsp cannot read: {error}"))?,
+                ),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    ended = Some(format!("read: {error}"));
+                    break;
+                }
+            }
+        }
+        let mut others = Vec::new();
+        for (purpose, since, reply) in replies {
+            if let Some(other) = self.on_reply(config, purpose, since, reply, now)? {
+                others.push(other);
+            }
+        }
+        if let Some(why) = ended {
+            return Err(why);
+        }
+        if let Some(oldest) = self.pipeline.oldest()
+            && now.saturating_duration_since(oldest) >= config.timeout
+        {
+            return Err(format!("no reply within {:?}", config.timeout));
+        }
+        Ok(others)
+    }
+
+    /// A reply: the handshake's are the connection's (an error fails it;
+    /// the `PING` makes it ready); the others go back to the client.
+    fn on_reply(
+        &mut self,
+        config: &RedisConfig,
+        purpose: Purpose,
+        since: Instant,
+        reply: Reply,
+        now: Instant,
+    ) -> Result<Option<(Purpose, Reply)>, String> {
+        let counters = stats();
+        counters.commands.fetch_add(1, Ordering::Relaxed);
+        let error = match &reply {
+            Reply::Error(error) => {
+                counters.errors.fetch_add(1, Ordering::Relaxed);
+                Some(error.clone())
+            }
+            _ => None,
+        };
+        match (&purpose, error) {
+            (Purpose::Auth, Some(error)) => Err(format!("AUTH refused: {error}")),
+            (Purpose::Select, Some(error)) => Err(format!("SELECT {} refused: {error}", config.db)),
+            (Purpose::Ping, Some(error)) => Err(format!("PING answered {error}")),
+            (Purpose::Auth | Purpose::Select, None) => Ok(None),
+            (Purpose::Ping, None) => {
+                let round_trip = now.saturating_duration_since(since);
+                counters
+                    .round_trip_us
+                    .store(round_trip.as_micros() as u64, Ordering::Relaxed);
+                if let State::Up { ready, server, .. } = &mut self.state
+                    && !*ready
+                {
+                    *ready = true;
+                    self.backoff = FIRST_BACKOFF;
+                    counters.connected.store(true, Ordering::Relaxed);
+                    counters.connects.fetch_add(1, Ordering::Relaxed);
+                    let db = config.db;
+                    log::info!("redis: connected to {server} (db {db}), round trip {round_trip:?}");
+                    self.outage_logged = false;
+                }
+                Ok(None)
+            }
+            _ => Ok(Some((purpose, reply))),
+        }
+    }
+
+    /// The connection failed (`why`): what it awaited is dropped, and the
+    /// next server is tried after the back-off.
+    pub fn fail(&mut self, registry: &Registry, why: &str, now: Instant) {
+        let server = match &mut self.state {
+            State::Connecting { stream, server, .. } | State::Up { stream, server, .. } => {
+                let _ = registry.deregister(stream);
+                Some(*server)
+            }
+            State::Down { .. } => None,
+        };
+        let counters = stats();
+        counters.connected.store(false, Ordering::Relaxed);
+        counters.failures.fetch_add(1, Ordering::Relaxed);
+        self.pipeline.reset();
+        self.next = self.next.wrapping_add(1);
+        let wait = self.backoff;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        self.state = State::Down {
+            retry_at: now + wait,
+        };
+        let server = server.map_or_else(|| "redis".into(), |server| server.to_string());
+        if self.outage_logged {
+            log::debug!("redis: {server}: {why}; trying again in {wait:?}");
+        } else {
+            self.outage_logged = true;
+            log::warn!(
+                "redis: {server}: {why}; trying again in {wait:?} (shared state is local until then)"
+            );
+        }
+    }
+}

@@ -17,6 +17,7 @@ use crate::memory::Pressure;
 use crate::reply::ErrorReply;
 use crate::services::Services;
 use crate::target::TargetError;
+use crate::timer::Timeout;
 
 use super::attempt::{Attempt, Dial};
 use super::client_left;
@@ -247,12 +248,25 @@ impl Busy {
                     linger,
                 })
             }
-            State::Dialing { .. } | State::Answering(Upstream::H1(H1 { .. })) => {
+            State::Dialing { .. } | State::Answering(Upstream::H1(_)) => {
                 let (mut link, exchange) = self.link(waiter, client, inbound);
                 let turn = exchange.advance(&mut link, services);
                 Ok(self.act(services, turn))
             }
         }
+    }
+
+    /// An upstream deadline passed (the queue's, the connect's, the
+    /// response's: `State::deadline`).
+    pub fn expire(
+        &mut self,
+        (waiter, client, inbound): (usize, &Client, &mut Buffer),
+        services: &mut Services,
+        timeout: Timeout,
+    ) -> Flow {
+        let (link, exchange) = self.link(waiter, client, inbound);
+        let turn = exchange.expire(&link, services, timeout);
+        self.act(services, turn)
     }
 
     /// Sends what it can of the request to the backend, and reads what it

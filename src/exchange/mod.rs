@@ -107,6 +107,21 @@ impl State {
         }
     }
 
+    /// The request's exchange with a backend over HTTP/1.1, if it is there.
+    pub fn h1(&self) -> Option<&H1> {
+        match self {
+            State::Answering(Upstream::H1(h1)) => Some(h1),
+            _ => None,
+        }
+    }
+
+    pub fn h1_mut(&mut self) -> Option<&mut H1> {
+        match self {
+            State::Answering(Upstream::H1(h1)) => Some(h1),
+            _ => None,
+        }
+    }
+
     /// rsp's own answer has bytes of its body still to write.
     pub fn local_body_pending(&self) -> bool {
         matches!(self, State::Answering(Upstream::Local(Local { body, .. })) if !body.is_done())
@@ -204,6 +219,15 @@ impl Exchange {
     /// sets (or has the connection set) what follows.
     fn take_state(&mut self) -> State {
         std::mem::replace(&mut self.state, State::Idle)
+    }
+
+    /// `take_state`, for a state that must be with an HTTP/1.1 backend
+    /// (`None` otherwise; the state is `Idle` after it either way).
+    fn take_h1(&mut self) -> Option<H1> {
+        match self.take_state() {
+            State::Answering(Upstream::H1(h1)) => Some(h1),
+            _ => None,
+        }
     }
 
     /// The request may be sent again: nothing in it changes a thing twice.
@@ -367,7 +391,7 @@ impl Exchange {
                 ResponseSide::Body { .. } => self.response_end(link, services),
                 ResponseSide::Switched => Turn::Switched,
             },
-            State::Idle | State::Answering(Upstream::Local(Local { .. })) => Turn::Wait,
+            State::Idle | State::Answering(Upstream::Local(_)) => Turn::Wait,
         }
     }
 
@@ -396,9 +420,9 @@ impl Exchange {
 
     /// Sends what it can of the request (head, then body) to the backend.
     pub fn write_backend(&mut self, link: &mut Link, services: &mut Services) -> Turn {
-        let State::Answering(Upstream::H1(H1 {
+        let Some(H1 {
             backend, request, ..
-        })) = &mut self.state
+        }) = self.state.h1_mut()
         else {
             return Turn::Wait;
         };
@@ -465,11 +489,11 @@ impl Exchange {
     /// the backend has a partial request and the client stream cannot be
     /// trusted.
     fn bad_request_body(&mut self, services: &mut Services, reply: ErrorReply) -> Turn {
-        let State::Answering(Upstream::H1(H1 {
+        let Some(H1 {
             mut attempt,
             response,
             ..
-        })) = self.take_state()
+        }) = self.take_h1()
         else {
             return Turn::Wait;
         };
@@ -482,23 +506,20 @@ impl Exchange {
 
     /// Reads what the backend sent into `outbound`, while it has room.
     pub fn read_backend(&mut self, link: &mut Link) -> bool {
-        match &mut self.state {
-            State::Answering(Upstream::H1(H1 { backend, .. })) => {
-                backend.read_into(link.outbound, link.client.address)
-            }
-            _ => false,
-        }
+        self.state
+            .h1_mut()
+            .is_some_and(|h1| h1.backend.read_into(link.outbound, link.client.address))
     }
 
     /// `timeouts.backend_response` passed with no response head: 504, or
     /// another server when the pool's `retry_on` has "timeout".
     pub fn response_timed_out(&mut self, link: &Link, services: &mut Services) -> Turn {
         let replayable = self.replayable();
-        let State::Answering(Upstream::H1(H1 {
+        let Some(H1 {
             backend,
             mut attempt,
             ..
-        })) = self.take_state()
+        }) = self.take_h1()
         else {
             return Turn::Wait;
         };

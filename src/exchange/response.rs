@@ -69,50 +69,21 @@ impl Exchange {
     /// A head before the final one: an interim head (passed on, up to
     /// `MAX_INTERIM_RESPONSES`) or a switch of protocols.
     fn early_head(&mut self, link: &mut Link, services: &mut Services, length: usize) -> Turn {
-        let State::Answering(Upstream::H1(H1 {
+        let Some(H1 {
             response: ResponseSide::Head { interim },
             ..
-        })) = &mut self.state
+        }) = self.state.h1()
         else {
             return Turn::Wait;
         };
-        let head = &self.response.head;
-        if head.is_interim() && *interim >= http::MAX_INTERIM_RESPONSES {
+        if self.response.head.is_interim() && *interim >= http::MAX_INTERIM_RESPONSES {
             let why = format!(
                 "more than {} interim responses",
                 http::MAX_INTERIM_RESPONSES
             );
             return self.backend_failed(link, services, &why, ErrorReply::BadGateway);
         }
-        let request = &self.request.head;
-        let written = head.forward(
-            client_side(request),
-            request.upgrade_offer(),
-            self.request.request_id(),
-            link.to_client.out(),
-        );
-        match written {
-            Ok(info) if info.is_interim() => {
-                link.outbound.consume(length);
-                *interim += 1;
-                Turn::Moved
-            }
-            Ok(info) => {
-                link.outbound.consume(length);
-                self.took_final_head(link, &info);
-                Turn::Moved
-            }
-            Err(error) => {
-                link.to_client.clear();
-                // After a bad 101 the client may already speak the other
-                // protocol: its connection closes.
-                let reply = match error {
-                    HeadError::Switch(_) => ErrorReply::BadSwitch,
-                    _ => ErrorReply::BadGateway,
-                };
-                self.backend_failed(link, services, &format!("invalid response: {error}"), reply)
-            }
-        }
+        self.pass_on(link, services, length)
     }
 
     fn client_side(&self) -> ClientSide {
@@ -128,7 +99,7 @@ impl Exchange {
         if let Some(turn) = self.retry_on_status(link, services, status) {
             return turn;
         }
-        let State::Answering(Upstream::H1(H1 { backend, .. })) = &self.state else {
+        let Some(H1 { backend, .. }) = self.state.h1() else {
             return Turn::Wait;
         };
         let server = backend.server;
@@ -152,29 +123,52 @@ impl Exchange {
                 Decision::Reply(reply) => return self.replace_response(link, services, reply),
             }
         }
-        let client_side = self.client_side();
-        let written = self.response.head.write_final(
-            client_side,
+        self.pass_on(link, services, length)
+    }
+
+    /// The head read into `self.response` (`length` bytes of `outbound`)
+    /// is written for the client (`ResponseHead::forward`), and the
+    /// response goes on: to the next head after an interim one, to its
+    /// body or a tunnel after the final one; a head that cannot be passed
+    /// on makes the backend's answer no answer.
+    fn pass_on(&mut self, link: &mut Link, services: &mut Services, length: usize) -> Turn {
+        let request = &self.request.head;
+        let written = self.response.head.forward(
+            client_side(request),
+            request.upgrade_offer(),
             self.request.request_id(),
             link.to_client.out(),
         );
         match written {
             Ok(info) => {
                 link.outbound.consume(length);
-                self.took_final_head(link, &info);
+                if !info.is_interim() {
+                    self.took_final_head(link, &info);
+                } else if let Some(H1 {
+                    response: ResponseSide::Head { interim },
+                    ..
+                }) = self.state.h1_mut()
+                {
+                    *interim += 1;
+                }
                 Turn::Moved
             }
             Err(error) => {
                 link.to_client.clear();
-                let why = format!("invalid response: {error}");
-                self.backend_failed(link, services, &why, ErrorReply::BadGateway)
+                // After a bad 101 the client may already speak the other
+                // protocol: its connection closes.
+                let reply = match error {
+                    HeadError::Switch(_) => ErrorReply::BadSwitch,
+                    _ => ErrorReply::BadGateway,
+                };
+                self.backend_failed(link, services, &format!("invalid response: {error}"), reply)
             }
         }
     }
 
     /// Why the request may not go to another server after this answer.
     fn refuse_resend(&self, services: &Services) -> Option<String> {
-        let State::Answering(Upstream::H1(H1 { attempt, .. })) = &self.state else {
+        let Some(H1 { attempt, .. }) = self.state.h1() else {
             return Some("it is no longer forwarded".into());
         };
         attempt.refuse_resend(&services.pools, self.replayable())
@@ -188,12 +182,9 @@ impl Exchange {
         services: &mut Services,
         status: u16,
     ) -> Option<Turn> {
-        let State::Answering(Upstream::H1(H1 {
+        let H1 {
             attempt, backend, ..
-        })) = &self.state
-        else {
-            return None;
-        };
+        } = self.state.h1()?;
         let attempt::Target::Pool { pool, .. } = attempt.target else {
             return None;
         };
@@ -219,11 +210,11 @@ impl Exchange {
     fn resend(&mut self, link: &mut Link, services: &mut Services, status: u16, why: &str) -> Turn {
         link.to_client.clear();
         link.outbound.consume(link.outbound.len());
-        let State::Answering(Upstream::H1(H1 {
+        let Some(H1 {
             backend,
             mut attempt,
             ..
-        })) = self.take_state()
+        }) = self.take_h1()
         else {
             return Turn::Wait;
         };
@@ -262,12 +253,12 @@ impl Exchange {
             transaction.response_time =
                 Some(timer::now().saturating_duration_since(transaction.routed_at));
         }
-        let State::Answering(Upstream::H1(H1 {
+        let Some(H1 {
             mut backend,
             mut attempt,
             request,
             ..
-        })) = self.take_state()
+        }) = self.take_h1()
         else {
             return Turn::Wait;
         };
@@ -307,9 +298,9 @@ impl Exchange {
             transaction.response_time =
                 Some(timer::now().saturating_duration_since(transaction.routed_at));
         }
-        let State::Answering(Upstream::H1(H1 {
+        let Some(H1 {
             backend, response, ..
-        })) = &mut self.state
+        }) = self.state.h1_mut()
         else {
             return;
         };
@@ -368,11 +359,11 @@ impl Exchange {
         // may still be sending.
         let linger = !request_read || self.request.head.keep_alive;
         let outcome = status_outcome(*status, Outcome::Ok);
-        let State::Answering(Upstream::H1(H1 {
+        let Some(H1 {
             backend,
             mut attempt,
             ..
-        })) = self.take_state()
+        }) = self.take_h1()
         else {
             return Turn::Wait;
         };
@@ -387,7 +378,7 @@ impl Exchange {
 
     /// Cuts the exchange short after part of the answer went out.
     fn abort(&mut self, services: &mut Services, why: String) -> Turn {
-        if let State::Answering(Upstream::H1(H1 { attempt, .. })) = &mut self.state {
+        if let Some(H1 { attempt, .. }) = self.state.h1_mut() {
             attempt.release(services, Outcome::Failed);
         }
         Turn::Abort(why)
@@ -407,12 +398,12 @@ impl Exchange {
         // server's nor the next request's.
         link.outbound.consume(link.outbound.len());
         let replayable = self.replayable();
-        let State::Answering(Upstream::H1(H1 {
+        let Some(H1 {
             backend,
             mut attempt,
             request,
             response,
-        })) = self.take_state()
+        }) = self.take_h1()
         else {
             return Turn::Wait;
         };

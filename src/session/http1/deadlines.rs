@@ -37,7 +37,7 @@ impl Http1 {
     ) -> Step {
         let address = client.address;
         let timeouts = services.settings.timeouts;
-        let turn = match timeout {
+        let moved = match timeout {
             // Like nginx, and HAProxy's http-ignore-probes: no 408 for a
             // connection that never asked anything (browsers open spare
             // ones, and would show a 408 arriving as they use it).
@@ -61,7 +61,7 @@ impl Http1 {
                     "{address}: 408, request head not complete within {:?}",
                     timeouts.client_header
                 );
-                Turn::Answer(ErrorReply::RequestTimeout, None)
+                self.take(services, Turn::Answer(ErrorReply::RequestTimeout, None))
             }
             Timeout::Idle | Timeout::Tunnel => {
                 return Step::Close(End::Aborted(format!(
@@ -70,13 +70,14 @@ impl Http1 {
                 )));
             }
             upstream => {
-                let Some((link, exchange)) = self.link(key, client) else {
+                let Some(busy) = self.busy.as_deref_mut() else {
                     return Step::Continue { progress: false };
                 };
-                exchange.expire(&link, services, upstream)
+                let flow = busy.expire((key.waiter, client, &mut self.inbound), services, upstream);
+                self.flow(flow)
             }
         };
-        match self.take(services, turn) {
+        match moved {
             Ok(_) => Step::Continue { progress: true },
             Err(step) => step,
         }

@@ -12,7 +12,7 @@ use crate::services::Services;
 use crate::timer;
 
 use super::exchange::{
-    After, Busy, Exchange, Flow, H1, Link, Local, ResponseSide, State, Turn, Upstream,
+    After, Busy, Exchange, Flow, H1, Local, ResponseSide, State, Turn, Upstream,
 };
 use super::forward::ForwardError;
 use super::tunnel::Tunnel;
@@ -81,15 +81,6 @@ impl Http1 {
     /// The pool whose server the exchange holds, if any.
     pub fn leased_pool(&self) -> Option<usize> {
         self.busy.as_deref()?.leased_pool()
-    }
-
-    fn link<'a>(
-        &'a mut self,
-        key: Key,
-        client: &'a Client,
-    ) -> Option<(Link<'a>, &'a mut Exchange)> {
-        let busy = self.busy.as_deref_mut()?;
-        Some(busy.link(key.waiter, client, &mut self.inbound))
     }
 
     /// The state of the request in progress, if there is one.

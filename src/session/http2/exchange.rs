@@ -136,9 +136,8 @@ impl Stream {
     ) -> Step {
         match timeout {
             Timeout::Queue | Timeout::Connect | Timeout::BackendResponse => {
-                let (link, exchange) = self.busy.link(key.waiter, client, &mut self.inbound);
-                let turn = exchange.expire(&link, services, timeout);
-                let flow = self.busy.act(services, turn);
+                let link = (key.waiter, client, &mut self.inbound);
+                let flow = self.busy.expire(link, services, timeout);
                 match flow_step(flow) {
                     Ok(progress) => Step::Continue { progress },
                     Err(step) => step,

@@ -13,63 +13,59 @@ pub(super) fn redis(out: &mut String) {
         return;
     }
     let stats = crate::redis::stats();
-    let families: [(&str, &str, &str, u64); 8] = [
+    let families: [(&str, &str, &str, f64); 8] = [
         (
             "rsp_redis_up",
             "gauge",
             "1 while the connection to Redis is up and ready.",
-            u64::from(stats.connected.load(Relaxed)),
+            f64::from(u8::from(stats.connected.load(Relaxed))),
         ),
         (
             "rsp_redis_connects_total",
             "counter",
             "Connections to Redis made ready (the first, and each reconnect).",
-            stats.connects.load(Relaxed),
+            stats.connects.load(Relaxed) as f64,
         ),
         (
             "rsp_redis_failures_total",
             "counter",
             "Connections to Redis that failed: refused, timed out, closed, or an unreadable reply.",
-            stats.failures.load(Relaxed),
+            stats.failures.load(Relaxed) as f64,
         ),
         (
             "rsp_redis_errors_total",
             "counter",
             "Error replies from Redis.",
-            stats.errors.load(Relaxed),
+            stats.errors.load(Relaxed) as f64,
         ),
         (
             "rsp_redis_commands_total",
             "counter",
             "Replies from Redis.",
-            stats.commands.load(Relaxed),
+            stats.commands.load(Relaxed) as f64,
         ),
         (
             "rsp_redis_refused_total",
             "counter",
-            "Commands not sent: Redis down, or the queue full.",
-            stats.refused.load(Relaxed),
+            "Commands not queued: the queue was full.",
+            stats.refused.load(Relaxed) as f64,
         ),
         (
             "rsp_redis_queue",
             "gauge",
             "Commands sent or queued, waiting for their replies.",
-            stats.pending.load(Relaxed),
+            stats.pending.load(Relaxed) as f64,
         ),
         (
             "rsp_redis_round_trip_seconds",
             "gauge",
             "The last PING's round trip.",
-            stats.round_trip_us.load(Relaxed),
+            stats.round_trip_us.load(Relaxed) as f64 / 1e6,
         ),
     ];
     for (name, kind, help, value) in families {
         family(out, name, kind, help);
-        if name == "rsp_redis_round_trip_seconds" {
-            let _ = writeln!(out, "{name} {:.6}", value as f64 / 1e6);
-        } else {
-            let _ = writeln!(out, "{name} {value}");
-        }
+        let _ = writeln!(out, "{name} {value}");
     }
 }
 

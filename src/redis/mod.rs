@@ -24,7 +24,6 @@ use crate::state::Limiter;
 use crate::token::TokenKind;
 
 use connection::Connection;
-pub use pipeline::{Full, MAX_PENDING, Pipeline};
 use resp::Reply;
 
 /// The first wait before connecting again; it doubles up to `MAX_BACKOFF`.
@@ -154,20 +153,6 @@ impl Client {
     /// The connection is up and its handshake done.
     pub fn is_ready(&self) -> bool {
         self.connection.is_ready()
-    }
-
-    /// Queues a command (sent on the next turn); refused when the
-    /// connection is not ready or the queue is full.
-    pub fn command(&mut self, purpose: Purpose, args: &[&[u8]], now: Instant) -> Result<(), Full> {
-        if !self.is_ready() {
-            stats().refused.fetch_add(1, Ordering::Relaxed);
-            return Err(Full);
-        }
-        let queued = self.connection.pipeline.push(purpose, args, now);
-        if queued.is_err() {
-            stats().refused.fetch_add(1, Ordering::Relaxed);
-        }
-        queued
     }
 
     /// The socket's event (or a timer's turn): connects, writes, reads,

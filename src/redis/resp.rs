@@ -7,6 +7,8 @@
 
 pub use redis_protocol::resp2::types::OwnedFrame as Reply;
 
+use crate::message::decimal;
+
 /// The deepest reply rsp takes: what it asks for is at most an array of
 /// arrays (a pub/sub message, a script's result).
 pub const MAX_DEPTH: usize = 4;
@@ -15,12 +17,13 @@ const MAX_ELEMENTS: i64 = 1 << 20;
 
 /// Appends `args` as one command.
 pub fn command(out: &mut Vec<u8>, args: &[&[u8]]) {
+    let mut digits = [0; 20];
     out.push(b'*');
-    out.extend_from_slice(args.len().to_string().as_bytes());
+    out.extend_from_slice(decimal(args.len() as u64, &mut digits));
     out.extend_from_slice(b"\r\n");
     for arg in args {
         out.push(b'$');
-        out.extend_from_slice(arg.len().to_string().as_bytes());
+        out.extend_from_slice(decimal(arg.len() as u64, &mut digits));
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(arg);
         out.extend_from_slice(b"\r\n");

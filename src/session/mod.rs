@@ -501,12 +501,6 @@ impl Session {
     }
 }
 
-/// Frees the spare parts of requests not taken in the last second (see
-/// `exchange::trim_spare`); returns the bytes freed.
-pub fn trim_spare() -> usize {
-    exchange::trim_spare()
-}
-
 /// What `Session::reclaim` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reclaimed {

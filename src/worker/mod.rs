@@ -475,7 +475,7 @@ impl EventLoop {
             // Exchanges that ended since may have left garbage in Lua.
             self.services.router.collect_garbage();
         }
-        memory::trimmed(crate::buffer::trim_spare() + crate::session::trim_spare());
+        memory::trimmed(crate::buffer::trim_spare() + crate::exchange::trim_spare());
         let (held, pressure) = self.services.memory();
         self.services.totals.memory_held = held as u64;
         let waiting = self.services.pools.iter().any(|pool| pool.queued() > 0);

@@ -108,6 +108,11 @@ pub struct Services {
     pub flushes: Vec<usize>,
     /// Admin commands for the worker to apply (and pass to the others).
     pub commands: Vec<Command>,
+    /// Changes to shared maps for the worker's Redis client; each
+    /// admin request waits for its answer (`Exchange::await_answer`).
+    pub stores: Vec<crate::state::Waiting>,
+    /// The last ticket a waiting answer was given.
+    pub tickets: u64,
     /// rsp is shutting down: finish exchanges, keep no connection open.
     pub draining: bool,
     /// Counts reloads (`next_generation`): HTTP/2 connections begun
@@ -148,6 +153,8 @@ impl Services {
             defer_writes: false,
             flushes: Vec::new(),
             commands: Vec::new(),
+            stores: Vec::new(),
+            tickets: 0,
             draining: false,
             generation: 0,
             round: 0,

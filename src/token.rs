@@ -10,6 +10,7 @@ use mio::Token;
 const HEALTH_BASE: usize = usize::MAX / 4;
 const BACKEND_BASE: usize = usize::MAX / 8 * 3;
 const LISTENER_BASE: usize = usize::MAX / 2;
+const REDIS_SUBSCRIBER: usize = usize::MAX - 3;
 const REDIS: usize = usize::MAX - 2;
 const WAKER: usize = usize::MAX - 1;
 const SIGNAL: usize = usize::MAX;
@@ -26,6 +27,8 @@ pub enum TokenKind {
     Listener(usize),
     /// The process's Redis connection (worker 0's).
     Redis,
+    /// Its second connection, subscribed to the live maps' changes.
+    RedisSubscriber,
     /// Another worker left commands in this one's mailbox.
     Waker,
     /// A signal arrived.
@@ -40,6 +43,7 @@ impl TokenKind {
             TokenKind::Backend(fd) => BACKEND_BASE + fd as usize,
             TokenKind::Listener(slot) => LISTENER_BASE + slot,
             TokenKind::Redis => REDIS,
+            TokenKind::RedisSubscriber => REDIS_SUBSCRIBER,
             TokenKind::Waker => WAKER,
             TokenKind::Signal => SIGNAL,
         })
@@ -50,6 +54,7 @@ impl TokenKind {
             SIGNAL => TokenKind::Signal,
             WAKER => TokenKind::Waker,
             REDIS => TokenKind::Redis,
+            REDIS_SUBSCRIBER => TokenKind::RedisSubscriber,
             value if value >= LISTENER_BASE => TokenKind::Listener(value - LISTENER_BASE),
             value if value >= BACKEND_BASE => {
                 RawFd::try_from(value - BACKEND_BASE).map_or(TokenKind::Waker, TokenKind::Backend)
@@ -93,6 +98,7 @@ mod tests {
             TokenKind::Listener(0),
             TokenKind::Listener(9),
             TokenKind::Redis,
+            TokenKind::RedisSubscriber,
             TokenKind::Waker,
             TokenKind::Signal,
         ];

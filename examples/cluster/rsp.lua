@@ -11,7 +11,7 @@ workers = "auto"
 -- any, so their X-Forwarded-For is kept.
 forwarded_headers = { trusted_proxies = { "10.0.0.0/8" } }
 
--- The Redis every instance shares its rate limits through (README, "Past
+-- The Redis every instance shares its rate limits and live maps through (README, "Past
 -- one machine"). Plain TCP; put a password in a file readable by rsp
 -- alone and name it with password_file = "/etc/rsp/redis.pass".
 redis = { servers = { "10.0.3.31:6379", "10.0.3.32:6379" }, db = 0, prefix = "rsp:", timeout_ms = 200 }
@@ -23,6 +23,11 @@ limits = {
   per_ip = { rate = 100, per = "second", burst = 50, shared = true, sync_ms = 50,
              on_error = "local", instances = 4 },
 }
+
+-- Hosts moved to their own server, changed on any instance's admin port
+-- (PUT /maps/apps/HOST) and followed by all of them; the file is this
+-- instance's copy, served when it starts without Redis.
+maps = { apps = { file = "/var/lib/rsp/apps.map", shared = true } }
 
 pools = {
   web = {
@@ -47,6 +52,10 @@ function route(req)
   local ok, retry_after = rsp.limit("per_ip", req.client_ip)
   if not ok then
     return { status = 429, headers = { ["Retry-After"] = retry_after } }
+  end
+  local moved = rsp.map("apps"):get(req.host)
+  if moved then
+    return moved
   end
   if req.path:sub(1, 5) == "/app/" then
     return "sessions", req:header("Cookie")

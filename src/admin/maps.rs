@@ -6,9 +6,16 @@ use std::sync::Arc;
 
 use crate::map_file::check_entry;
 use crate::reply::LocalReply;
-use crate::state::LiveMap;
+use crate::state::{LiveMap, MapChange, Store};
 
 use super::{reply, text};
+
+/// What a `/maps/...` request comes to: a page now, or a change to a
+/// shared map that is answered once Redis has it.
+pub enum MapPage {
+    Now(LocalReply),
+    Store(Store),
+}
 
 /// The answer to `method` on `/maps/...` (`rest` is the path after it),
 /// with the request's `body` (a changing request's whole body).
@@ -17,7 +24,7 @@ pub(super) fn answer(
     rest: &str,
     body: &[u8],
     maps: &HashMap<String, Arc<LiveMap>>,
-) -> LocalReply {
+) -> MapPage {
     let (name, key) = match rest.split_once('/') {
         Some((name, key)) => (name, Some(key)),
         None => (rest, None),
@@ -25,100 +32,136 @@ pub(super) fn answer(
     let Some(map) = maps.get(name) else {
         let mut names: Vec<&str> = maps.keys().map(String::as_str).collect();
         names.sort_unstable();
-        return text(
+        return MapPage::Now(text(
             404,
             format!(
                 "rsp admin: no map named {name:?} (maps: {})\n",
                 names.join(", ")
             ),
-        );
+        ));
     };
     let key = match key.map(decode) {
         Some(Ok(key)) => Some(key),
-        Some(Err(why)) => return text(400, format!("rsp admin: the key {why}\n")),
+        Some(Err(why)) => return MapPage::Now(text(400, format!("rsp admin: the key {why}\n"))),
         None => None,
     };
-    match (method, key) {
-        ("GET" | "HEAD", None) => reply(200, "application/json", json(&map.all())),
-        ("GET" | "HEAD", Some(key)) => match map.get(&key) {
-            Some(value) => text(200, format!("{value}\n")),
-            None => text(404, format!("rsp admin: map {name} has no key {key:?}\n")),
-        },
-        ("PUT", Some(key)) => put(name, map, &key, body),
-        ("DELETE", Some(key)) => {
-            let lower = key.to_ascii_lowercase();
-            match map.change(|entries| entries.remove(&lower)) {
-                Ok(Some(_)) => text(200, format!("rsp admin: map {name}: {key} deleted\n")),
-                Ok(None) => text(404, format!("rsp admin: map {name} has no key {key:?}\n")),
-                Err(why) => stored_error(name, &why),
-            }
+    let change = match (method, key) {
+        ("GET" | "HEAD", None) => {
+            return MapPage::Now(reply(200, "application/json", json(&map.all())));
         }
-        ("POST", None) => {
-            let entries = match replacement(body) {
-                Ok(entries) => entries,
-                Err(why) => return text(400, format!("rsp admin: {why}\n")),
-            };
-            let count = entries.len();
-            if count > map.max_keys {
-                return text(
-                    413,
-                    format!(
-                        "rsp admin: {count} keys, over map {name}'s max_keys of {}\n",
-                        map.max_keys
-                    ),
-                );
-            }
-            stored(name, map.change(|current| *current = entries), || {
-                text(
-                    200,
-                    format!("rsp admin: map {name} replaced ({count} keys)\n"),
-                )
-            })
+        ("GET" | "HEAD", Some(key)) => {
+            return MapPage::Now(match map.get(&key) {
+                Some(value) => text(200, format!("{value}\n")),
+                None => text(404, format!("rsp admin: map {name} has no key {key:?}\n")),
+            });
         }
-        (_, None) => super::not_allowed("GET, HEAD, POST", &format!("/maps/{name}")),
-        (_, Some(_)) => super::not_allowed("GET, HEAD, PUT, DELETE", &format!("/maps/{name}/KEY")),
+        ("PUT", Some(key)) => put(&key, body).map(|change| (change, key)),
+        ("DELETE", Some(key)) => Ok((
+            MapChange::Delete {
+                key: key.to_ascii_lowercase(),
+            },
+            key,
+        )),
+        ("POST", None) => replace(map, body).map(|change| (change, String::new())),
+        (_, None) => Err(super::not_allowed(
+            "GET, HEAD, POST",
+            &format!("/maps/{name}"),
+        )),
+        (_, Some(_)) => Err(super::not_allowed(
+            "GET, HEAD, PUT, DELETE",
+            &format!("/maps/{name}/KEY"),
+        )),
+    };
+    match change {
+        Err(page) => MapPage::Now(page),
+        Ok((change, key)) if map.shared => MapPage::Store(Store {
+            map: Arc::clone(map),
+            change,
+            key,
+        }),
+        Ok((change, key)) => {
+            let done = map.make(std::slice::from_ref(&change)).map(|done| done[0]);
+            MapPage::Now(changed(name, &key, &change, done))
+        }
     }
 }
 
 /// `PUT /maps/NAME/KEY`: the body is the key's new value.
-fn put(name: &str, map: &LiveMap, key: &str, body: &[u8]) -> LocalReply {
+fn put(key: &str, body: &[u8]) -> Result<MapChange, LocalReply> {
     let Ok(value) = std::str::from_utf8(body) else {
-        return text(400, "rsp admin: the value is not UTF-8\n".into());
+        return Err(text(400, "rsp admin: the value is not UTF-8\n".into()));
     };
     let value = value.trim_end_matches(['\r', '\n']);
     if let Err(why) = check_entry(key, value) {
-        return text(400, format!("rsp admin: {why}\n"));
+        return Err(text(400, format!("rsp admin: {why}\n")));
     }
-    let lower = key.to_ascii_lowercase();
-    let value = value.to_owned();
-    let max_keys = map.max_keys;
-    let written = map.change(|entries| {
-        if entries.len() >= max_keys && !entries.contains_key(&lower) {
-            return false;
-        }
-        entries.insert(lower, value);
-        true
-    });
-    match written {
-        Ok(true) => text(200, format!("rsp admin: map {name}: {key} set\n")),
-        Ok(false) => text(
+    Ok(MapChange::Put {
+        key: key.to_ascii_lowercase(),
+        value: value.to_owned(),
+    })
+}
+
+/// `POST /maps/NAME`: the body is the whole map, a JSON object.
+fn replace(map: &LiveMap, body: &[u8]) -> Result<MapChange, LocalReply> {
+    let entries = replacement(body).map_err(|why| text(400, format!("rsp admin: {why}\n")))?;
+    if entries.len() > map.max_keys {
+        return Err(text(
+            413,
+            format!(
+                "rsp admin: {} keys, over map {}'s max_keys of {}\n",
+                entries.len(),
+                map.name,
+                map.max_keys
+            ),
+        ));
+    }
+    Ok(MapChange::Replace(entries))
+}
+
+/// The answer to a change to map `name` (`key` as the client wrote it):
+/// `done` says whether it was made (false: the map is full, or has no
+/// such key), or why it could not be stored.
+fn changed(name: &str, key: &str, change: &MapChange, done: Result<bool, String>) -> LocalReply {
+    let done = match done {
+        Ok(done) => done,
+        Err(why) => return stored_error(name, &why),
+    };
+    match (change, done) {
+        (MapChange::Put { .. }, true) => text(200, format!("rsp admin: map {name}: {key} set\n")),
+        (MapChange::Put { .. }, false) => text(
             507,
-            format!("rsp admin: map {name} holds its max_keys of {max_keys}; {key:?} not added\n"),
+            format!("rsp admin: map {name} is full (max_keys); {key:?} not added\n"),
         ),
-        Err(why) => stored_error(name, &why),
+        (MapChange::Delete { .. }, true) => {
+            text(200, format!("rsp admin: map {name}: {key} deleted\n"))
+        }
+        (MapChange::Delete { .. }, false) => {
+            text(404, format!("rsp admin: map {name} has no key {key:?}\n"))
+        }
+        (MapChange::Replace(entries), _) => text(
+            200,
+            format!("rsp admin: map {name} replaced ({} keys)\n", entries.len()),
+        ),
     }
 }
 
-/// The answer once a change was (or could not be) written.
-fn stored<T>(
-    name: &str,
-    written: Result<T, String>,
-    done: impl FnOnce() -> LocalReply,
-) -> LocalReply {
-    match written {
-        Ok(_) => done(),
-        Err(why) => stored_error(name, &why),
+/// The answer to a shared map's change, once Redis replied (or could
+/// not).
+pub fn settled(store: &Store, outcome: Result<bool, String>) -> LocalReply {
+    match outcome {
+        Ok(done) => changed(&store.map.name, &store.key, &store.change, Ok(done)),
+        Err(why) => unstored(&store.map.name, &why),
     }
+}
+
+/// A shared map's change that Redis could not take: nothing changed
+/// anywhere.
+fn unstored(name: &str, why: &str) -> LocalReply {
+    log::warn!("admin: map {name}: {why}; the map is unchanged");
+    text(
+        503,
+        format!("rsp admin: map {name} unchanged: Redis {why}; try again\n"),
+    )
 }
 
 fn stored_error(name: &str, why: &str) -> LocalReply {

@@ -19,7 +19,8 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::state::{LiveMap, StateStats};
+use crate::state::{LiveMap, StateStats, Store};
+use maps::MapPage;
 use std::net::SocketAddr;
 
 use subtle::ConstantTimeEq;
@@ -83,8 +84,18 @@ impl<'a> StatsView<'a> {
     }
 }
 
+pub use maps::settled;
+
+/// What an admin request comes to.
+pub enum Answered {
+    /// The answer, and the command it asks the workers for, if any.
+    Now(LocalReply, Option<Command>),
+    /// A change to a shared map: answered once Redis has it (`settled`).
+    Store(Store),
+}
+
 /// The answer to an admin request from `client`, which connected to
-/// `local`; and the command it asks for, if any.
+/// `local`.
 pub fn answer(
     head: &RequestHead,
     body: Option<&[u8]>,
@@ -92,7 +103,7 @@ pub fn answer(
     local: SocketAddr,
     view: &StatsView,
     admin: Option<&AdminConfig>,
-) -> (LocalReply, Option<Command>) {
+) -> Answered {
     if let Some(refusal) = guard(head, local, admin) {
         crate::client_log!(
             log::Level::Warn,
@@ -101,7 +112,7 @@ pub fn answer(
             head.target(),
             String::from_utf8_lossy(&refusal.body).trim_end()
         );
-        return (refusal, None);
+        return Answered::Now(refusal, None);
     }
     let method = head.method();
     let path = head.path();
@@ -119,7 +130,10 @@ pub fn answer(
             "text/plain; version=0.0.4; charset=utf-8",
             metrics::metrics(view),
         ),
-        _ if path.starts_with("/maps/") => map_page(head, body, client, view),
+        _ if path.starts_with("/maps/") => match map_page(head, body, client, view) {
+            MapPage::Now(page) => page,
+            MapPage::Store(store) => return Answered::Store(store),
+        },
         _ => match server_action(path) {
             Some(_) if method != "POST" => not_allowed("POST", path),
             Some(_) if !is_deliberate_change(head) => {
@@ -138,7 +152,8 @@ pub fn answer(
                 )
             }
             Some((pool, server, drain)) => {
-                return set_drained(&view.pools, pool, &server, drain, client);
+                let (page, command) = set_drained(&view.pools, pool, &server, drain, client);
+                return Answered::Now(page, command);
             }
             None => text(
                 404,
@@ -149,7 +164,7 @@ pub fn answer(
             ),
         },
     };
-    (page, None)
+    Answered::Now(page, None)
 }
 
 /// A `/maps/...` request: read, or a deliberate change (its body read
@@ -159,7 +174,7 @@ fn map_page(
     body: Option<&[u8]>,
     client: SocketAddr,
     view: &StatsView,
-) -> LocalReply {
+) -> MapPage {
     let method = head.method();
     let path = head.path();
     let read_only = method == "GET" || method == "HEAD";
@@ -168,23 +183,27 @@ fn map_page(
             log::Level::Warn,
             "admin ({client}): {method} {path} refused: not sent as a deliberate change"
         );
-        return text(
+        return MapPage::Now(text(
             403,
             format!("rsp admin: a change must come from this origin with {CHANGE_HEADER}: 1\n"),
-        );
+        ));
     }
     let page = match body {
         Some(body) => maps::answer(method, &path["/maps/".len()..], body, &view.maps),
         // A body rsp did not read whole: chunked, or longer than
         // the client buffer holds.
-        None if head.framing == crate::framing::Framing::Chunked => text(
+        None if head.framing == crate::framing::Framing::Chunked => MapPage::Now(text(
             411,
             "rsp admin: a map change needs a Content-Length\n".into(),
-        ),
-        None => text(413, "rsp admin: the body is too large\n".into()),
+        )),
+        None => MapPage::Now(text(413, "rsp admin: the body is too large\n".into())),
     };
-    if !read_only && page.status == 200 {
-        log::info!("admin ({client}): {method} {path}: done");
+    match &page {
+        MapPage::Now(page) if !read_only && page.status == 200 => {
+            log::info!("admin ({client}): {method} {path}: done");
+        }
+        MapPage::Store(_) => log::debug!("admin ({client}): {method} {path}: to Redis"),
+        MapPage::Now(_) => {}
     }
     page
 }
@@ -485,7 +504,10 @@ mod tests {
         );
         let client = "127.0.0.1:5000".parse().unwrap();
         let local = "127.0.0.1:9901".parse().unwrap();
-        let (reply, command) = answer(&request, Some(b""), client, local, &view, None);
+        let Answered::Now(reply, command) = answer(&request, Some(b""), client, local, &view, None)
+        else {
+            panic!("a drain is answered at once");
+        };
         assert_eq!(reply.status, 200);
         assert_eq!(
             command,
@@ -499,9 +521,9 @@ mod tests {
         let unknown = head(
             "POST /pools/web/servers/127.0.0.1:1/drain HTTP/1.1\r\nHost: 127.0.0.1:9901\r\nX-Rsp-Admin: 1\r\n\r\n",
         );
-        assert_eq!(
-            answer(&unknown, Some(b""), client, local, &view, None).1,
-            None
-        );
+        assert!(matches!(
+            answer(&unknown, Some(b""), client, local, &view, None),
+            Answered::Now(_, None)
+        ));
     }
 }

@@ -1,71 +1,116 @@
 //! `/metrics` for the script's state and the Redis it is shared through.
 
 use std::fmt::Write as _;
+use std::sync::atomic::Ordering::Relaxed;
 
 use crate::state::StateStats;
 
 use super::metrics::{Label, family};
 
-/// The process's Redis connection, when the config has one.
+/// A Redis metric: name, type, help, and its value.
+type RedisMetric = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&crate::redis::Stats) -> f64,
+);
+
+const REDIS_METRICS: [RedisMetric; 14] = [
+    (
+        "rsp_redis_up",
+        "gauge",
+        "1 while the connection to Redis is up and ready.",
+        |stats| f64::from(u8::from(stats.connected.load(Relaxed))),
+    ),
+    (
+        "rsp_redis_connects_total",
+        "counter",
+        "Connections to Redis made ready (the first, and each reconnect).",
+        |stats| stats.connects.load(Relaxed) as f64,
+    ),
+    (
+        "rsp_redis_failures_total",
+        "counter",
+        "Connections to Redis that failed: refused, timed out, closed, or an unreadable reply.",
+        |stats| stats.failures.load(Relaxed) as f64,
+    ),
+    (
+        "rsp_redis_errors_total",
+        "counter",
+        "Error replies from Redis.",
+        |stats| stats.errors.load(Relaxed) as f64,
+    ),
+    (
+        "rsp_redis_commands_total",
+        "counter",
+        "Replies from Redis.",
+        |stats| stats.commands.load(Relaxed) as f64,
+    ),
+    (
+        "rsp_redis_refused_total",
+        "counter",
+        "Commands not queued: the queue was full.",
+        |stats| stats.refused.load(Relaxed) as f64,
+    ),
+    (
+        "rsp_redis_queue",
+        "gauge",
+        "Commands sent or queued, waiting for their replies.",
+        |stats| stats.pending.load(Relaxed) as f64,
+    ),
+    (
+        "rsp_redis_round_trip_seconds",
+        "gauge",
+        "The last PING's round trip.",
+        |stats| stats.round_trip_us.load(Relaxed) as f64 / 1e6,
+    ),
+    (
+        "rsp_redis_restarts_total",
+        "counter",
+        "Reconnects that found another Redis than before (its run_id): restarted, or another server.",
+        |stats| stats.restarts.load(Relaxed) as f64,
+    ),
+    (
+        "rsp_redis_maps_subscribed",
+        "gauge",
+        "1 while the shared maps' subscriber follows their channel.",
+        |stats| f64::from(u8::from(stats.subscribed.load(Relaxed))),
+    ),
+    (
+        "rsp_redis_map_messages_total",
+        "counter",
+        "Changes to shared maps announced on their channel.",
+        |stats| stats.map_messages.load(Relaxed) as f64,
+    ),
+    (
+        "rsp_redis_map_reloads_total",
+        "counter",
+        "Whole reads of a shared map (at start, after a reconnect, when announced).",
+        |stats| stats.map_reloads.load(Relaxed) as f64,
+    ),
+    (
+        "rsp_redis_map_missing_total",
+        "counter",
+        "Whole reads that found Redis holding none of a map this instance holds keys of (Redis restarted empty).",
+        |stats| stats.map_missing.load(Relaxed) as f64,
+    ),
+    (
+        "rsp_redis_map_restores_total",
+        "counter",
+        "Maps this instance stored back into a Redis that had lost them.",
+        |stats| stats.map_restores.load(Relaxed) as f64,
+    ),
+];
+
+/// The process's Redis connections, when the config has one.
 pub(super) fn redis(out: &mut String) {
-    use std::sync::atomic::Ordering::Relaxed;
     if !crate::redis::configured() {
         return;
     }
     let stats = crate::redis::stats();
-    let families: [(&str, &str, &str, f64); 8] = [
-        (
-            "rsp_redis_up",
-            "gauge",
-            "1 while the connection to Redis is up and ready.",
-            f64::from(u8::from(stats.connected.load(Relaxed))),
-        ),
-        (
-            "rsp_redis_connects_total",
-            "counter",
-            "Connections to Redis made ready (the first, and each reconnect).",
-            stats.connects.load(Relaxed) as f64,
-        ),
-        (
-            "rsp_redis_failures_total",
-            "counter",
-            "Connections to Redis that failed: refused, timed out, closed, or an unreadable reply.",
-            stats.failures.load(Relaxed) as f64,
-        ),
-        (
-            "rsp_redis_errors_total",
-            "counter",
-            "Error replies from Redis.",
-            stats.errors.load(Relaxed) as f64,
-        ),
-        (
-            "rsp_redis_commands_total",
-            "counter",
-            "Replies from Redis.",
-            stats.commands.load(Relaxed) as f64,
-        ),
-        (
-            "rsp_redis_refused_total",
-            "counter",
-            "Commands not queued: the queue was full.",
-            stats.refused.load(Relaxed) as f64,
-        ),
-        (
-            "rsp_redis_queue",
-            "gauge",
-            "Commands sent or queued, waiting for their replies.",
-            stats.pending.load(Relaxed) as f64,
-        ),
-        (
-            "rsp_redis_round_trip_seconds",
-            "gauge",
-            "The last PING's round trip.",
-            stats.round_trip_us.load(Relaxed) as f64 / 1e6,
-        ),
-    ];
-    for (name, kind, help, value) in families {
+    for (name, kind, help, value) in REDIS_METRICS {
         family(out, name, kind, help);
-        let _ = writeln!(out, "{name} {value}");
+        let _ = writeln!(out, "{name} {}", value(stats));
     }
 }
 

@@ -26,7 +26,7 @@ const DICT_SETTINGS: &[&str] = &["max_keys", "max_bytes"];
 /// Bytes a limiter or dictionary holds when `max_bytes` is not set.
 pub const DEFAULT_MAX_BYTES: i64 = 64 * 1024 * 1024;
 const MAX_BYTES_BOUND: i64 = 1 << 40;
-const MAP_SETTINGS: &[&str] = &["file", "max_keys"];
+const MAP_SETTINGS: &[&str] = &["file", "max_keys", "shared"];
 /// Keys a limiter or dictionary holds when `max_keys` is not set.
 pub const DEFAULT_MAX_KEYS: i64 = 100_000;
 const MAX_KEYS_BOUND: i64 = 100_000_000;
@@ -185,10 +185,25 @@ pub fn maps(script: &Script) -> Result<Vec<MapConfig>, ConfigError> {
                 )));
             }
             files.push((same, name.clone()));
+            let shared = map.part("shared").flag()? == Some(true);
+            if shared && Setting::top(script, "redis").is_nil() {
+                return Err(map
+                    .part("shared")
+                    .error("a shared map needs redis = { servers = { ... } }"));
+            }
+            // Its changes are announced as "NAME KEY" (README).
+            if shared
+                && (name.is_empty() || name.contains(|c: char| c.is_whitespace() || c.is_control()))
+            {
+                return Err(map.error(format!(
+                    "a shared map's name holds no spaces or control characters: {name:?}"
+                )));
+            }
             Ok(MapConfig {
                 name,
                 file: path,
                 max_keys,
+                shared,
             })
         })
         .collect()

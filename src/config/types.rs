@@ -115,6 +115,9 @@ pub struct MapConfig {
     pub file: std::path::PathBuf,
     /// Keys the map holds at most: a change past it is refused.
     pub max_keys: usize,
+    /// Kept in Redis and followed by every instance (`redis::maps`); the
+    /// file is then this instance's copy.
+    pub shared: bool,
 }
 
 /// One of `limits`: a token bucket (GCRA) per key, `rate` requests per

@@ -14,7 +14,7 @@ use crate::buffer::Buffer;
 use crate::framing::Framing;
 use crate::http::HeadError;
 use crate::memory::Pressure;
-use crate::reply::ErrorReply;
+use crate::reply::{ErrorReply, LocalReply};
 use crate::services::Services;
 use crate::target::TargetError;
 use crate::timer::Timeout;
@@ -82,6 +82,16 @@ impl Busy {
     pub fn answer(&mut self, services: &Services, answer: Answer, discard: Option<Body>) {
         self.exchange
             .answer(services, answer, discard, &mut self.to_client);
+    }
+
+    /// The work an answer waited for is done (`Exchange::await_answer`):
+    /// `reply` is written, unless the exchange no longer waits for it.
+    pub fn answered(&mut self, services: &Services, ticket: u64, reply: &LocalReply) -> bool {
+        if !self.exchange.awaits(ticket) {
+            return false;
+        }
+        self.answer(services, Answer::Admin(reply), None);
+        true
     }
 
     /// Acts on what the exchange asked for.
@@ -213,6 +223,9 @@ impl Busy {
         let exchange = &mut self.exchange;
         match &mut exchange.state {
             State::Idle => Ok(Flow::Wait),
+            State::Answering(Upstream::Local(Local {
+                waiting: Some(_), ..
+            })) => Ok(Flow::Wait),
             State::Answering(Upstream::Local(Local {
                 discard,
                 after,
@@ -486,8 +499,14 @@ impl Busy {
                 response: ResponseSide::Switched,
                 ..
             })) => false,
-            State::Answering(Upstream::Local(Local { discard: None, .. })) => {
-                !self.to_client.is_empty() || self.exchange.state.local_body_pending()
+            State::Answering(Upstream::Local(Local {
+                discard: None,
+                waiting,
+                ..
+            })) => {
+                waiting.is_some()
+                    || !self.to_client.is_empty()
+                    || self.exchange.state.local_body_pending()
             }
             _ => true,
         };

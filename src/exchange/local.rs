@@ -94,6 +94,30 @@ impl Exchange {
                 After::Close
             },
             linger,
+            waiting: None,
         }));
+    }
+
+    /// The answer waits for work elsewhere (`Local::waiting`); `answered`
+    /// makes it once that is done.
+    pub fn await_answer(&mut self, ticket: u64) {
+        self.state = State::Answering(Upstream::Local(Local {
+            body: LocalBody::default(),
+            discard: None,
+            after: After::Next,
+            linger: false,
+            waiting: Some(ticket),
+        }));
+    }
+
+    /// Whether the answer waits for `ticket`'s work.
+    pub fn awaits(&self, ticket: u64) -> bool {
+        matches!(
+            self.state,
+            State::Answering(Upstream::Local(Local {
+                waiting: Some(waiting),
+                ..
+            })) if waiting == ticket
+        )
     }
 }

@@ -74,6 +74,9 @@ pub struct Local {
     /// When the connection closes after it, the client may still be
     /// sending.
     pub linger: bool,
+    /// The answer is not made yet: it waits for work elsewhere (a shared
+    /// map's change, in Redis) and comes back with this ticket.
+    pub waiting: Option<u64>,
 }
 
 impl Upstream {

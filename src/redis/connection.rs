@@ -47,6 +47,13 @@ pub struct Connection {
     /// The outage being lived through was logged (once, at warn).
     outage_logged: bool,
     token: TokenKind,
+    /// The live maps' subscriber (`redis::maps`), not the connection that
+    /// carries commands (the one the `connected` gauge follows).
+    subscriber: bool,
+    /// The `run_id` of the Redis last connected to: another one after a
+    /// reconnect is a Redis restarted (its memory lost, unless it
+    /// persists) or another server.
+    run_id: Option<Vec<u8>>,
 }
 
 impl Connection {
@@ -59,6 +66,27 @@ impl Connection {
             last_ping: now,
             outage_logged: false,
             token,
+            subscriber: false,
+            run_id: None,
+        }
+    }
+
+    /// A connection that subscribes: pub/sub messages arrive on it as
+    /// replies to `Purpose::Message`.
+    pub fn subscriber(token: TokenKind, now: Instant) -> Connection {
+        Connection {
+            pipeline: Pipeline::subscriber(|| Purpose::Message),
+            subscriber: true,
+            ..Connection::new(token, now)
+        }
+    }
+
+    /// What it is, for the log.
+    fn role(&self) -> &'static str {
+        if self.subscriber {
+            "redis (subscriber)"
+        } else {
+            "redis"
         }
     }
 
@@ -154,6 +182,9 @@ impl Connection {
             let db = config.db.to_string();
             let _ = pipeline.push(Purpose::Select, &[b"SELECT", db.as_bytes()], now);
         }
+        if !self.subscriber {
+            let _ = pipeline.push(Purpose::Info, &[b"INFO", b"server"], now);
+        }
         let _ = pipeline.push(Purpose::Ping, &[b"PING"], now);
         self.last_ping = now;
     }
@@ -241,20 +272,34 @@ impl Connection {
             (Purpose::Select, Some(error)) => Err(format!("SELECT {} refused: {error}", config.db)),
             (Purpose::Ping, Some(error)) => Err(format!("PING answered {error}")),
             (Purpose::Auth | Purpose::Select, None) => Ok(None),
+            (Purpose::Info, None) => {
+                if let Reply::BulkString(info) = &reply {
+                    self.note_run_id(info);
+                }
+                Ok(None)
+            }
+            // A Redis that answers INFO with an error (renamed away) is
+            // served all the same.
+            (Purpose::Info, Some(_)) => Ok(None),
             (Purpose::Ping, None) => {
                 let round_trip = now.saturating_duration_since(since);
                 counters
                     .round_trip_us
                     .store(round_trip.as_micros() as u64, Ordering::Relaxed);
+                let role = self.role();
                 if let State::Up { ready, server, .. } = &mut self.state
                     && !*ready
                 {
                     *ready = true;
                     self.backoff = FIRST_BACKOFF;
-                    counters.connected.store(true, Ordering::Relaxed);
+                    if !self.subscriber {
+                        counters.connected.store(true, Ordering::Relaxed);
+                    }
                     counters.connects.fetch_add(1, Ordering::Relaxed);
                     let db = config.db;
-                    log::info!("redis: connected to {server} (db {db}), round trip {round_trip:?}");
+                    log::info!(
+                        "{role}: connected to {server} (db {db}), round trip {round_trip:?}"
+                    );
                     self.outage_logged = false;
                 }
                 Ok(None)
@@ -263,9 +308,30 @@ impl Connection {
         }
     }
 
-    /// The connection failed (`why`): what it awaited is dropped, and the
-    /// next server is tried after the back-off.
-    pub fn fail(&mut self, registry: &Registry, why: &str, now: Instant) {
+    /// `INFO server`'s `run_id`: another than the last connection's is
+    /// said, and counted.
+    fn note_run_id(&mut self, info: &[u8]) {
+        let Some(run_id) = info
+            .split(|&byte| byte == b'\n')
+            .find_map(|line| line.strip_prefix(b"run_id:"))
+            .map(|id| id.trim_ascii().to_vec())
+        else {
+            return;
+        };
+        if let Some(before) = self.run_id.replace(run_id.clone())
+            && before != run_id
+        {
+            stats().restarts.fetch_add(1, Ordering::Relaxed);
+            log::warn!(
+                "redis: this is not the Redis of the last connection (restarted, or another server): \
+                 what it held may be gone (shared limits count afresh, shared maps are read again)"
+            );
+        }
+    }
+
+    /// The connection failed (`why`): the next server is tried after the
+    /// back-off. Returns what it awaited, which will not come.
+    pub fn fail(&mut self, registry: &Registry, why: &str, now: Instant) -> Vec<Purpose> {
         let server = match &mut self.state {
             State::Connecting { stream, server, .. } | State::Up { stream, server, .. } => {
                 let _ = registry.deregister(stream);
@@ -274,9 +340,11 @@ impl Connection {
             State::Down { .. } => None,
         };
         let counters = stats();
-        counters.connected.store(false, Ordering::Relaxed);
+        if !self.subscriber {
+            counters.connected.store(false, Ordering::Relaxed);
+        }
         counters.failures.fetch_add(1, Ordering::Relaxed);
-        self.pipeline.reset();
+        let lost = self.pipeline.reset();
         self.next = self.next.wrapping_add(1);
         let wait = self.backoff;
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
@@ -284,13 +352,15 @@ impl Connection {
             retry_at: now + wait,
         };
         let server = server.map_or_else(|| "redis".into(), |server| server.to_string());
+        let role = self.role();
         if self.outage_logged {
-            log::debug!("redis: {server}: {why}; trying again in {wait:?}");
+            log::debug!("{role}: {server}: {why}; trying again in {wait:?}");
         } else {
             self.outage_logged = true;
             log::warn!(
-                "redis: {server}: {why}; trying again in {wait:?} (shared state is local until then)"
+                "{role}: {server}: {why}; trying again in {wait:?} (shared state is local until then)"
             );
         }
+        lost
     }
 }

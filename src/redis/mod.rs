@@ -9,6 +9,7 @@
 //! the list. Nothing waits for Redis but the work that needs it.
 
 mod connection;
+mod maps;
 mod pipeline;
 pub mod resp;
 
@@ -20,7 +21,7 @@ use mio::Registry;
 use std::sync::Arc;
 
 use crate::config::RedisConfig;
-use crate::state::Limiter;
+use crate::state::{Limiter, LiveMap, Settled, Waiting};
 use crate::token::TokenKind;
 
 use connection::Connection;
@@ -45,6 +46,18 @@ pub struct Stats {
     pub pending: AtomicU64,
     /// The last round trip, in microseconds.
     pub round_trip_us: AtomicU64,
+    /// The live maps' subscriber is subscribed.
+    pub subscribed: AtomicBool,
+    /// Changes announced on the maps' channel.
+    pub map_messages: AtomicU64,
+    /// Whole reads of a shared map.
+    pub map_reloads: AtomicU64,
+    /// Whole reads that found none of a map this instance holds keys of.
+    pub map_missing: AtomicU64,
+    /// Maps this instance stored back into a Redis that lost them.
+    pub map_restores: AtomicU64,
+    /// Reconnects that found another Redis than before (a restart).
+    pub restarts: AtomicU64,
 }
 
 /// The process's Redis counters.
@@ -70,6 +83,8 @@ static CONFIGURED: AtomicBool = AtomicBool::new(false);
 pub enum Purpose {
     Auth,
     Select,
+    /// `INFO server`: the `run_id`, to tell a Redis restarted.
+    Info,
     Ping,
     /// `SCRIPT LOAD` of the shared limits' script: its SHA1.
     Load,
@@ -78,6 +93,45 @@ pub enum Purpose {
         limiter: Arc<Limiter>,
         keys: Vec<Box<[u8]>>,
     },
+    /// The subscriber's `SUBSCRIBE` to the maps' channel.
+    Subscribe,
+    /// A message on it (a reply to no command).
+    Message,
+    /// A changed key of a shared map.
+    MapGet {
+        map: Arc<LiveMap>,
+        key: String,
+    },
+    /// Part of a shared map's whole read, and what it found before.
+    MapScan {
+        map: Arc<LiveMap>,
+        staged: Box<maps::Staged>,
+    },
+    /// A map stored back into a Redis that lost it.
+    MapSeed {
+        map: Arc<LiveMap>,
+    },
+    /// An admin change to a shared map, its request waiting.
+    MapStore(Box<Waiting>),
+}
+
+impl Purpose {
+    /// What it is, for the log.
+    fn name(&self) -> &'static str {
+        match self {
+            Purpose::Auth => "AUTH",
+            Purpose::Select => "SELECT",
+            Purpose::Info => "INFO",
+            Purpose::Ping => "PING",
+            Purpose::Load => "SCRIPT LOAD",
+            Purpose::Limit { .. } => "a limit's sync",
+            Purpose::Subscribe => "SUBSCRIBE",
+            Purpose::Message => "a message",
+            Purpose::MapGet { .. } => "HGET",
+            Purpose::MapScan { .. } => "HSCAN",
+            Purpose::MapSeed { .. } | Purpose::MapStore(_) => "a map's change",
+        }
+    }
 }
 
 /// The shared limits' script: for each key, the requests this instance
@@ -124,6 +178,10 @@ pub struct Client {
     /// The limits' script, once Redis has it (`SCRIPT LOAD`).
     script: Option<String>,
     loading: bool,
+    /// The shared live maps and their subscriber, if the config has any.
+    maps: Option<maps::Maps>,
+    /// Admin changes to maps no longer followed.
+    unfollowed: Vec<Settled>,
 }
 
 impl Client {
@@ -135,7 +193,59 @@ impl Client {
             limits: Vec::new(),
             script: None,
             loading: false,
+            maps: None,
+            unfollowed: Vec::new(),
         }
+    }
+
+    /// The shared maps to follow (the config's, after each reload): each
+    /// is read whole again; none, and the subscriber closes.
+    pub fn set_maps(&mut self, maps: Vec<Arc<LiveMap>>, now: Instant) {
+        match (&mut self.maps, maps.is_empty()) {
+            (_, true) => {
+                self.maps = None;
+                stats().subscribed.store(false, Ordering::Relaxed);
+            }
+            (Some(followed), false) => followed.set_maps(maps),
+            (None, false) => self.maps = Some(maps::Maps::new(maps, now)),
+        }
+    }
+
+    /// Admin changes to shared maps: each goes to Redis, and is settled
+    /// (`take_settled`) once Redis replied, or at once when it cannot.
+    pub fn store(&mut self, stores: Vec<Waiting>, now: Instant) {
+        let ready = self.is_ready();
+        for waiting in stores {
+            match &mut self.maps {
+                Some(maps) => maps.store(
+                    &self.config,
+                    &mut self.connection.pipeline,
+                    waiting,
+                    ready,
+                    now,
+                ),
+                None => self.unfollowed.push(unfollowed(waiting)),
+            }
+        }
+    }
+
+    /// The admin changes settled since the last look.
+    pub fn take_settled(&mut self) -> Vec<Settled> {
+        let mut settled = std::mem::take(&mut self.unfollowed);
+        if let Some(maps) = &mut self.maps {
+            settled.extend(maps.take_settled());
+        }
+        settled
+    }
+
+    /// The client is replaced or gone (a reload): the admin changes it
+    /// carries are settled, not made.
+    pub fn abandon(mut self) -> Vec<Settled> {
+        let lost = self.connection.pipeline.reset();
+        if let Some(maps) = &mut self.maps {
+            maps.lost(lost);
+        }
+        self.take_settled()
     }
 
     /// The shared limits to sync (the config's, after each reload).
@@ -162,23 +272,38 @@ impl Client {
         let mut result = self
             .connection
             .step(&self.config, registry, now)
-            .and_then(|replies| self.on_replies(replies));
-        if result.is_ok() && self.sync(now) {
+            .and_then(|replies| self.on_replies(replies, now));
+        let mut next = self.connection.next_turn(&self.config, now);
+        if let Some(maps) = &mut self.maps {
+            let pipeline = &mut self.connection.pipeline;
+            let subscriber = maps.drive_subscriber(&self.config, registry, pipeline, now);
+
+            next = next.min(subscriber);
+            let ready = self.connection.is_ready();
+            maps.queue(&self.config, &mut self.connection.pipeline, ready, now);
+        }
+        if result.is_ok() && (self.sync(now) || !self.connection.pipeline.unsent().is_empty()) {
             result = self
                 .connection
                 .exchange(&self.config, now)
-                .and_then(|replies| self.on_replies(replies));
+                .and_then(|replies| self.on_replies(replies, now));
         }
         if let Err(why) = result {
-            self.connection.fail(registry, &why, now);
+            let lost = self.connection.fail(registry, &why, now);
+            if let Some(maps) = &mut self.maps {
+                maps.lost(lost);
+            }
             self.script = None;
             self.loading = false;
+        }
+        if let Some(maps) = &mut self.maps {
+            maps.apply();
         }
         self.follow_health();
         stats()
             .pending
             .store(self.connection.pipeline.pending() as u64, Ordering::Relaxed);
-        let next = self.connection.next_turn(&self.config, now);
+        let next = next.min(self.connection.next_turn(&self.config, now));
         if !self.connection.is_ready() {
             return next;
         }
@@ -263,13 +388,13 @@ impl Client {
     /// The replies for the client's own commands: the script's load, the
     /// limits' syncs (an error reply fails the connection only where
     /// nothing else can be done).
-    fn on_replies(&mut self, replies: Vec<(Purpose, Reply)>) -> Result<(), String> {
+    fn on_replies(&mut self, replies: Vec<(Purpose, Reply)>, now: Instant) -> Result<(), String> {
         replies
             .into_iter()
-            .try_for_each(|(purpose, reply)| self.on_reply(purpose, reply))
+            .try_for_each(|(purpose, reply)| self.on_reply(purpose, reply, now))
     }
 
-    fn on_reply(&mut self, purpose: Purpose, reply: Reply) -> Result<(), String> {
+    fn on_reply(&mut self, purpose: Purpose, reply: Reply, now: Instant) -> Result<(), String> {
         match (purpose, reply) {
             (Purpose::Load, Reply::Error(error)) => Err(format!("SCRIPT LOAD refused: {error}")),
             (Purpose::Load, Reply::BulkString(sha) | Reply::SimpleString(sha)) => {
@@ -299,7 +424,31 @@ impl Client {
                 Ok(())
             }
             (Purpose::Limit { .. }, _) => Err("a limit's sync answered no array".into()),
-            // The handshake's are the connection's.
+            (
+                purpose @ (Purpose::MapGet { .. }
+                | Purpose::MapScan { .. }
+                | Purpose::MapSeed { .. }
+                | Purpose::MapStore(_)),
+                reply,
+            ) => {
+                match &mut self.maps {
+                    Some(maps) => maps.on_reply(
+                        &self.config,
+                        purpose,
+                        reply,
+                        &mut self.connection.pipeline,
+                        now,
+                    ),
+                    None => {
+                        if let Purpose::MapStore(waiting) = purpose {
+                            self.unfollowed.push(unfollowed(*waiting));
+                        }
+                    }
+                }
+                Ok(())
+            }
+            // The handshake's are the connection's; the subscriber's never
+            // come here.
             _ => Ok(()),
         }
     }
@@ -331,4 +480,10 @@ impl Client {
             }
         }
     }
+}
+
+/// A change to a map this client no longer follows (a reload made it
+/// unshared): not made.
+fn unfollowed(waiting: Waiting) -> Settled {
+    (waiting, Err("is no longer followed (reloaded)".into()))
 }

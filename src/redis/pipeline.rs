@@ -26,6 +26,9 @@ pub struct Pipeline<P> {
     scan: resp::Scan,
     /// What each awaited reply is for, and when its command was queued.
     awaited: VecDeque<(P, Instant)>,
+    /// A subscribed connection's: what a message (a reply to no
+    /// command) is for.
+    messages: Option<fn() -> P>,
 }
 
 impl<P> Default for Pipeline<P> {
@@ -35,11 +38,22 @@ impl<P> Default for Pipeline<P> {
             input: Vec::new(),
             scan: resp::Scan::default(),
             awaited: VecDeque::new(),
+            messages: None,
         }
     }
 }
 
 impl<P> Pipeline<P> {
+    /// A pipeline whose connection subscribes: a pub/sub message
+    /// (`["message", channel, payload]`, which no command's reply looks
+    /// like) is `message()`'s, not the next awaited reply.
+    pub fn subscriber(message: fn() -> P) -> Pipeline<P> {
+        Pipeline {
+            messages: Some(message),
+            ..Pipeline::default()
+        }
+    }
+
     /// Queues a command whose reply is for `purpose`.
     pub fn push(&mut self, purpose: P, args: &[&[u8]], now: Instant) -> Result<(), Full> {
         let size: usize = args.iter().map(|arg| arg.len() + 16).sum();
@@ -88,6 +102,12 @@ impl<P> Pipeline<P> {
         while let Some(length) = resp::extent_from(&self.input[at..], &mut self.scan)? {
             let reply = resp::decode(&self.input[at..at + length])?;
             at += length;
+            if let Some(message) = self.messages
+                && is_message(&reply)
+            {
+                replies.push((message(), Instant::now(), reply));
+                continue;
+            }
             let Some((purpose, since)) = self.awaited.pop_front() else {
                 return Err(ReplyError("a reply to no command".into()));
             };
@@ -110,6 +130,12 @@ impl<P> Pipeline<P> {
         self.scan = resp::Scan::default();
         self.awaited.drain(..).map(|(purpose, _)| purpose).collect()
     }
+}
+
+/// A pub/sub message: `["message", channel, payload]`.
+fn is_message(reply: &Reply) -> bool {
+    matches!(reply, Reply::Array(parts)
+        if parts.len() == 3 && matches!(&parts[0], Reply::BulkString(kind) if kind == b"message"))
 }
 
 #[cfg(test)]
@@ -145,6 +171,34 @@ mod tests {
         assert!(
             pipeline.received(b":1\r\n").is_err(),
             "a reply nobody asked for"
+        );
+    }
+
+    #[test]
+    fn messages_are_told_from_replies() {
+        let now = Instant::now();
+        let mut pipeline = Pipeline::subscriber(|| "message");
+        pipeline
+            .push("subscribe", &[b"SUBSCRIBE", b"c"], now)
+            .unwrap();
+        pipeline.push("ping", &[b"PING"], now).unwrap();
+        let bytes = b"*3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n\
+                      *3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$4\r\napps\r\n\
+                      *2\r\n$4\r\npong\r\n$0\r\n\r\n\
+                      *3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$6\r\napps k\r\n";
+        let purposes: Vec<&str> = pipeline
+            .received(bytes)
+            .unwrap()
+            .into_iter()
+            .map(|(purpose, _, _)| purpose)
+            .collect();
+        assert_eq!(purposes, ["subscribe", "message", "ping", "message"]);
+        // On a connection that did not subscribe, it is a reply to no command.
+        let mut plain: Pipeline<&str> = Pipeline::default();
+        assert!(
+            plain
+                .received(b"*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nx\r\n")
+                .is_err()
         );
     }
 

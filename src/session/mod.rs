@@ -377,6 +377,20 @@ impl Session {
 
     /// A slot freed in the pool this session (or its stream in `slot`)
     /// waits on.
+    /// The admin answer waiting for `ticket`'s work (a shared map's
+    /// change) is `reply`; whether the session waited for it.
+    pub fn answered(
+        &mut self,
+        services: &Services,
+        ticket: u64,
+        reply: &crate::reply::LocalReply,
+    ) -> bool {
+        match &mut self.stage {
+            Stage::Http1(stage) => stage.answered(services, ticket, reply),
+            _ => false,
+        }
+    }
+
     pub fn wake(&mut self, slot: Option<usize>) {
         match &mut self.stage {
             Stage::Http2(stage) => stage.wake(slot),

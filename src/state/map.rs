@@ -12,11 +12,43 @@ use std::sync::{Mutex, RwLock};
 use super::lock;
 use crate::map_file::{read_file, write_file};
 
+/// A change to a map, as the admin API asked for it (keys lower-cased):
+/// a shared map's goes to Redis first (`redis::maps`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MapChange {
+    Put { key: String, value: String },
+    Delete { key: String },
+    Replace(BTreeMap<String, String>),
+}
+
+/// A change to a shared map on its way to Redis; `key` as the admin
+/// request wrote it, for the answer.
+pub struct Store {
+    pub map: std::sync::Arc<LiveMap>,
+    pub change: MapChange,
+    pub key: String,
+}
+
+/// A `Store` for the admin request of `waiter` (a session), which waits
+/// for its answer with `ticket`.
+pub struct Waiting {
+    pub waiter: usize,
+    pub ticket: u64,
+    pub store: Store,
+}
+
+/// What came of a `Store`: whether Redis made the change (false: the map
+/// is full, or has no such key), or why it could not.
+pub type Settled = (Waiting, Result<bool, String>);
+
 pub struct LiveMap {
     pub name: String,
     pub file: PathBuf,
     /// Keys held at most: a change past it is refused.
     pub max_keys: usize,
+    /// Kept in Redis (`redis::maps`): changes go there first, and the
+    /// file is this instance's copy.
+    pub shared: bool,
     /// Keys lower-cased (ASCII).
     entries: RwLock<BTreeMap<String, String>>,
     /// Held while a change is written, so changes reach the file in order.
@@ -25,7 +57,7 @@ pub struct LiveMap {
 
 impl LiveMap {
     /// The map of `file`, which is made (empty) when missing.
-    pub fn open(name: &str, file: &Path, max_keys: usize) -> Result<LiveMap, String> {
+    pub fn open(name: &str, file: &Path, max_keys: usize, shared: bool) -> Result<LiveMap, String> {
         let entries = read_file(file)?;
         if !file.exists() {
             write_file(file, &entries)?;
@@ -34,6 +66,7 @@ impl LiveMap {
             name: name.to_owned(),
             file: file.to_owned(),
             max_keys,
+            shared,
             entries: RwLock::new(entries),
             writing: Mutex::new(()),
         })
@@ -88,6 +121,32 @@ impl LiveMap {
         self.len() == 0
     }
 
+    /// Makes `changes` in one write of the file: for each, whether it
+    /// changed anything (false: a key the full map could not add, or a
+    /// delete of a key it does not hold).
+    pub fn make(&self, changes: &[MapChange]) -> Result<Vec<bool>, String> {
+        let max_keys = self.max_keys;
+        self.change(|entries| {
+            changes
+                .iter()
+                .map(|change| match change {
+                    MapChange::Put { key, value } => {
+                        if entries.len() >= max_keys && !entries.contains_key(key) {
+                            return false;
+                        }
+                        entries.insert(key.clone(), value.clone());
+                        true
+                    }
+                    MapChange::Delete { key } => entries.remove(key).is_some(),
+                    MapChange::Replace(replacement) => {
+                        entries.clone_from(replacement);
+                        true
+                    }
+                })
+                .collect()
+        })
+    }
+
     /// Applies `change` to a copy, writes it to the file, then makes it the
     /// map: the file and the map never disagree after an answer. Returns
     /// what `change` returned.
@@ -127,7 +186,7 @@ mod tests {
             "# apps\nWWW.Example.com 127.0.0.1:8081\n\nother web\n",
         )
         .unwrap();
-        let map = LiveMap::open("apps", &file, 100).unwrap();
+        let map = LiveMap::open("apps", &file, 100, false).unwrap();
         assert_eq!(
             map.get("www.EXAMPLE.com").as_deref(),
             Some("127.0.0.1:8081")

@@ -22,7 +22,7 @@ use crate::config::{DictConfig, LimitConfig, MapConfig};
 
 pub use dict::{Dict, DictError, Stored};
 pub use limit::{Limiter, Verdict};
-pub use map::LiveMap;
+pub use map::{LiveMap, MapChange, Settled, Store, Waiting};
 
 /// The limiters and dictionaries one config uses.
 #[derive(Default, Clone)]
@@ -84,13 +84,20 @@ pub fn configure(limits: &[LimitConfig], dicts: &[DictConfig], maps: &[MapConfig
         // may have been edited by hand); another file is read (its lines
         // were checked with the config).
         let map = match registry.maps.get(&config.name) {
-            Some(kept) if kept.file == config.file && kept.max_keys == config.max_keys => {
-                if let Err(why) = kept.reread() {
+            Some(kept)
+                if kept.file == config.file
+                    && kept.max_keys == config.max_keys
+                    && kept.shared == config.shared =>
+            {
+                // A shared map's content is Redis's: its file is a copy.
+                if !kept.shared
+                    && let Err(why) = kept.reread()
+                {
                     log::error!("map {}: {why}; kept as it was", config.name);
                 }
                 Some(kept.clone())
             }
-            _ => match LiveMap::open(&config.name, &config.file, config.max_keys) {
+            _ => match LiveMap::open(&config.name, &config.file, config.max_keys, config.shared) {
                 Ok(map) => Some(Arc::new(map)),
                 Err(why) => {
                     log::error!("map {}: {why}", config.name);

@@ -139,7 +139,7 @@ impl EventLoop {
                         }
                     }
                     TokenKind::Backend(fd) => self.on_backend_event(fd, event),
-                    TokenKind::Redis => self.drive_redis(timer::now()),
+                    TokenKind::Redis | TokenKind::RedisSubscriber => self.drive_redis(timer::now()),
                     TokenKind::Client(key) => {
                         // A session closed earlier in this batch may have left events.
                         if let Some(session) = self.sessions.get_mut(key) {
@@ -155,6 +155,7 @@ impl EventLoop {
             }
             self.run_yielded();
             self.run_timers(timer::tick());
+            self.pass_stores();
             let room = self.shutdown_deadline.is_none()
                 && self.sessions.len() < self.services.settings.max_connections;
             self.listeners
@@ -437,21 +438,65 @@ impl EventLoop {
             if config.is_none() {
                 crate::redis::unconfigured();
             }
-            self.redis = config.map(|config| crate::redis::Client::new(config.clone(), now));
+            let new = config.map(|config| crate::redis::Client::new(config.clone(), now));
+            if let Some(old) = std::mem::replace(&mut self.redis, new) {
+                self.deliver(old.abandon());
+            }
         }
         if let Some(redis) = &mut self.redis {
-            let shared = self
-                .services
-                .router
-                .scripted
+            let scripted = &self.services.router.scripted;
+            let shared = scripted
                 .limits
                 .values()
                 .filter(|limiter| limiter.config.shared.is_some())
                 .cloned()
                 .collect();
             redis.set_limits(shared, now);
+            let mut maps: Vec<_> = scripted
+                .maps
+                .values()
+                .filter(|map| map.shared)
+                .cloned()
+                .collect();
+            maps.sort_by(|a, b| a.name.cmp(&b.name));
+            redis.set_maps(maps, now);
         }
         self.drive_redis(now);
+    }
+
+    /// The admin's changes to shared maps go to Redis; their requests are
+    /// answered as Redis replies (at once, when it cannot be reached).
+    fn pass_stores(&mut self) {
+        while !self.services.stores.is_empty() {
+            let stores = std::mem::take(&mut self.services.stores);
+            let now = timer::now();
+            match &mut self.redis {
+                Some(redis) => {
+                    redis.store(stores, now);
+                    self.drive_redis(now);
+                }
+                None => {
+                    let settled = stores
+                        .into_iter()
+                        .map(|waiting| (waiting, Err("is not configured".into())))
+                        .collect();
+                    self.deliver(settled);
+                }
+            }
+        }
+    }
+
+    /// Admin requests that waited for Redis get their answers.
+    fn deliver(&mut self, settled: Vec<crate::state::Settled>) {
+        for (waiting, outcome) in settled {
+            let reply = crate::admin::settled(&waiting.store, outcome);
+            let (key, ticket) = (waiting.waiter, waiting.ticket);
+            if let Some(session) = self.sessions.get_mut(key)
+                && session.answered(&self.services, ticket, &reply)
+            {
+                self.drive(key, None);
+            }
+        }
     }
 
     /// The Redis connection's turn: an event, or the time it asked for.
@@ -462,6 +507,8 @@ impl EventLoop {
                 self.services.timers.schedule(next, Deadline::Redis);
                 self.redis_due = Some(next);
             }
+            let settled = redis.take_settled();
+            self.deliver(settled);
         }
     }
 

@@ -264,6 +264,19 @@ impl Http1 {
         self.busy.as_deref_mut()?.backend_mut()
     }
 
+    /// The work the admin answer waited for is done: `reply` is written
+    /// (whether the request still waited for it).
+    pub fn answered(
+        &mut self,
+        services: &Services,
+        ticket: u64,
+        reply: &crate::reply::LocalReply,
+    ) -> bool {
+        self.busy
+            .as_deref_mut()
+            .is_some_and(|busy| busy.answered(services, ticket, reply))
+    }
+
     /// A slot freed in the pool this request waits on.
     pub fn wake(&mut self) {
         if let Some(busy) = self.busy.as_deref_mut() {

@@ -141,7 +141,7 @@ impl Http1 {
                 .busy
                 .as_deref()
                 .and_then(|busy| Body::new(&busy.exchange.request.head.framing));
-            self.admin(client, services, body);
+            self.admin(key, client, services, body);
             return Ok(true);
         }
         let Some(busy) = self.busy.as_deref_mut() else {
@@ -152,8 +152,9 @@ impl Http1 {
     }
 
     /// A request to the admin port: answered by `admin`, whose command
-    /// (a drain, an enable) the worker applies.
-    fn admin(&mut self, client: &Client, services: &mut Services, body: Option<Body>) {
+    /// (a drain, an enable) the worker applies; a shared map's change is
+    /// answered once Redis has it (the worker's `redis::Client`).
+    fn admin(&mut self, key: Key, client: &Client, services: &mut Services, body: Option<Body>) {
         let address = client.address;
         let local = client
             .transport
@@ -174,7 +175,7 @@ impl Http1 {
         };
         let body_read = discard.is_none();
         let read = &self.inbound.data()[..body_bytes.min(self.inbound.len())];
-        let (reply, command) = admin::answer(
+        let answered = admin::answer(
             head,
             body_read.then_some(read),
             address,
@@ -182,9 +183,25 @@ impl Http1 {
             &services.stats_view(),
             services.settings.admin.as_ref(),
         );
-        services.commands.extend(command);
         self.inbound.consume(body_bytes.min(self.inbound.len()));
-        self.answer(services, Answer::Admin(&reply), discard);
+        match answered {
+            admin::Answered::Now(reply, command) => {
+                services.commands.extend(command);
+                self.answer(services, Answer::Admin(&reply), discard);
+            }
+            admin::Answered::Store(store) => {
+                services.tickets += 1;
+                let ticket = services.tickets;
+                services.stores.push(crate::state::Waiting {
+                    waiter: key.waiter,
+                    ticket,
+                    store,
+                });
+                if let Some(busy) = self.busy.as_deref_mut() {
+                    busy.exchange.await_answer(ticket);
+                }
+            }
+        }
     }
 
     /// rsp answers itself (`Exchange::answer`), into the client queue.

@@ -265,11 +265,13 @@ fn redis_restarted_empty_costs_no_entry() {
         );
         assert_eq!(instance.routes("kept.example"), "hello from app");
     }
-    let missing: f64 = [&a, &b]
-        .iter()
-        .map(|instance| metric(instance.admin, "rsp_redis_map_missing_total").unwrap())
-        .sum();
-    assert!(missing >= 1.0);
+    let missing = || -> f64 {
+        [&a, &b]
+            .iter()
+            .map(|instance| metric(instance.admin, "rsp_redis_map_missing_total").unwrap())
+            .sum()
+    };
+    assert!(wait_until(Duration::from_secs(5), || missing() >= 1.0));
     assert!([&a, &b].iter().any(|instance| {
         instance
             .proxy
@@ -331,4 +333,63 @@ fn shared_maps_are_checked() {
         assert!(message.contains(expected), "{message}");
         assert!(message.contains("config.lua:"), "{message}");
     }
+}
+
+/// A flood of messages, some of them nonsense (unknown maps, keys no map
+/// may hold, a key of 100 KB, bytes that are not UTF-8): rsp reads what
+/// it can, falls back to reading the map whole when too much is in
+/// flight, and goes on routing and taking changes.
+#[test]
+fn a_flood_of_messages_is_absorbed() {
+    let redis = Redis::start();
+    let port = redis.address.port();
+    let default = Backend::start("default");
+    let app = Backend::start("app");
+    let a = instance(port, &temp_file("a.map", ""), &default);
+    let mut commands = String::new();
+    for n in 0..5000 {
+        commands.push_str(&format!("PUBLISH rsp:maps \"apps k{n}.example\"\n"));
+        if n % 500 == 0 {
+            commands.push_str("PUBLISH rsp:maps \"nomap key\"\n");
+            commands.push_str("PUBLISH rsp:maps \"apps bad key with spaces\"\n");
+            commands.push_str(&format!(
+                "PUBLISH rsp:maps \"apps {}\"\n",
+                "x".repeat(100_000)
+            ));
+            commands.push_str("PUBLISH rsp:maps \"apps\"\n");
+        }
+    }
+    commands.push_str(&format!("HSET rsp:map:apps last.example {}\n", app.address));
+    commands.push_str("PUBLISH rsp:maps \"apps last.example\"\n");
+    let input = temp_file("flood.txt", &commands);
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "redis-cli -p {port} < {} > /dev/null",
+            input.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        seen_within(
+            &[&a],
+            "last.example",
+            "hello from app",
+            Duration::from_secs(5)
+        )
+        .is_some(),
+        "{}",
+        a.proxy.log()
+    );
+    assert!(metric(a.admin, "rsp_redis_map_messages_total").unwrap() >= 5000.0);
+    assert_eq!(metric(a.admin, "rsp_redis_maps_subscribed"), Some(1.0));
+    let put = admin(
+        a.admin,
+        "PUT",
+        "/maps/apps/after.example",
+        &app.address.to_string(),
+    );
+    assert_eq!(put.status, 200, "{}", put.text());
+    assert_eq!(a.routes("after.example"), "hello from app");
 }

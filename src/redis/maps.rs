@@ -39,6 +39,9 @@ const SCAN_COUNT: &[u8] = b"512";
 /// Keys changed during a whole read that are read again after it; past
 /// it, the map is read whole again.
 const MAX_TOUCHED: usize = 1024;
+/// Whole reads of every map begin at most this often (a Redis that
+/// answers them badly is not asked in a loop).
+const WHOLE_READS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// `PUT`: sets a field unless that would take the hash past `max_keys`.
 const PUT_SCRIPT: &str = r#"
@@ -107,6 +110,8 @@ pub struct Maps {
     subscription: Subscription,
     /// Every map is to be read whole, once subscribed.
     stale: bool,
+    /// When every map was last read whole.
+    whole_read: Option<Instant>,
     /// The maps being read whole, by name: the keys changed meanwhile,
     /// read again after it (`None`: too many; the map is read again).
     scanning: HashMap<String, Option<Vec<String>>>,
@@ -123,6 +128,7 @@ impl Maps {
             subscriber: Connection::subscriber(TokenKind::RedisSubscriber, now),
             subscription: Subscription::No,
             stale: true,
+            whole_read: None,
             scanning: HashMap::new(),
             read: Vec::new(),
             settled: Vec::new(),
@@ -136,13 +142,14 @@ impl Maps {
     }
 
     /// The subscriber's turn: connects, subscribes, reads messages (which
-    /// ask `commands` for what changed). Returns when it wants its next
-    /// turn at the latest.
+    /// ask `commands` for what changed; `None` while the command
+    /// connection is not ready: then every map is read whole once it is).
+    /// Returns when it wants its next turn at the latest.
     pub fn drive_subscriber(
         &mut self,
         config: &RedisConfig,
         registry: &Registry,
-        commands: &mut Pipeline<Purpose>,
+        mut commands: Option<&mut Pipeline<Purpose>>,
         now: Instant,
     ) -> Instant {
         let mut result = self.subscriber.step(config, registry, now);
@@ -165,6 +172,7 @@ impl Maps {
         match result {
             Ok(replies) => {
                 for (purpose, reply) in replies {
+                    let commands = commands.as_deref_mut();
                     self.on_subscriber_reply(config, purpose, reply, commands, now);
                 }
             }
@@ -183,7 +191,7 @@ impl Maps {
         config: &RedisConfig,
         purpose: Purpose,
         reply: Reply,
-        commands: &mut Pipeline<Purpose>,
+        commands: Option<&mut Pipeline<Purpose>>,
         now: Instant,
     ) {
         match (purpose, reply) {
@@ -220,9 +228,14 @@ impl Maps {
         &mut self,
         config: &RedisConfig,
         payload: &[u8],
-        commands: &mut Pipeline<Purpose>,
+        commands: Option<&mut Pipeline<Purpose>>,
         now: Instant,
     ) {
+        let Some(commands) = commands.filter(|_| !self.stale) else {
+            // A whole read is due anyway.
+            self.stale = true;
+            return;
+        };
         let text = String::from_utf8_lossy(payload);
         let (name, key) = match text.trim().split_once(' ') {
             Some((name, key)) => (name, Some(key.trim())),
@@ -269,10 +282,14 @@ impl Maps {
         ready: bool,
         now: Instant,
     ) {
-        if !ready || !self.stale || self.subscription != Subscription::Yes {
+        let recent = self
+            .whole_read
+            .is_some_and(|last| now.saturating_duration_since(last) < WHOLE_READS_EVERY);
+        if !ready || !self.stale || self.subscription != Subscription::Yes || recent {
             return;
         }
         self.stale = false;
+        self.whole_read = Some(now);
         self.scanning.clear();
         for map in self.maps.clone() {
             self.scan(config, commands, map, now);
@@ -361,7 +378,8 @@ impl Maps {
         staged: Staged,
         now: Instant,
     ) {
-        let touched = self.scanning.remove(&map.name).flatten();
+        // `None`: another whole read of it began since (after a reconnect).
+        let touched = self.scanning.remove(&map.name);
         stats().map_reloads.fetch_add(1, Ordering::Relaxed);
         if staged.skipped > 0 {
             log::warn!(
@@ -392,19 +410,15 @@ impl Maps {
                 .push((Arc::clone(&map), MapChange::Replace(staged.entries)));
         }
         match touched {
-            Some(keys) => {
+            Some(Some(keys)) => {
                 for key in keys {
-                    get(
-                        config,
-                        commands,
-                        Arc::clone(&map),
-                        &key,
-                        now,
-                        &mut self.stale,
-                    );
+                    let map = Arc::clone(&map);
+                    get(config, commands, map, &key, now, &mut self.stale);
                 }
             }
-            None => self.scan(config, commands, map, now),
+            // Changed past what was noted: read whole again.
+            Some(None) => self.scan(config, commands, map, now),
+            None => {}
         }
     }
 

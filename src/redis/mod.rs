@@ -275,11 +275,10 @@ impl Client {
             .and_then(|replies| self.on_replies(replies, now));
         let mut next = self.connection.next_turn(&self.config, now);
         if let Some(maps) = &mut self.maps {
-            let pipeline = &mut self.connection.pipeline;
-            let subscriber = maps.drive_subscriber(&self.config, registry, pipeline, now);
-
-            next = next.min(subscriber);
             let ready = self.connection.is_ready();
+            let commands = ready.then_some(&mut self.connection.pipeline);
+            let subscriber = maps.drive_subscriber(&self.config, registry, commands, now);
+            next = next.min(subscriber);
             maps.queue(&self.config, &mut self.connection.pipeline, ready, now);
         }
         if result.is_ok() && (self.sync(now) || !self.connection.pipeline.unsent().is_empty()) {

@@ -393,3 +393,55 @@ fn a_flood_of_messages_is_absorbed() {
     assert_eq!(put.status, 200, "{}", put.text());
     assert_eq!(a.routes("after.example"), "hello from app");
 }
+
+/// An instance that starts while Redis is down serves its file, its last
+/// copy, and reads Redis's once it is up.
+#[test]
+fn an_instance_started_without_redis_serves_its_file() {
+    let port = free_port();
+    let default = Backend::start("default");
+    let app = Backend::start("app");
+    let other = Backend::start("other");
+    let map = temp_file("copy.map", &format!("copy.example {}\n", app.address));
+    let admin_port = free_port();
+    let proxy = Proxy::start(&format!(
+        r#"admin = "127.0.0.1:{admin_port}"
+backends = {{ "{}" }}
+redis = {{ servers = {{ "127.0.0.1:{port}" }}, timeout_ms = 300 }}
+maps = {{ apps = {{ file = {map:?}, shared = true }} }}
+function route(req)
+  return rsp.map("apps"):get(req.host) or "default"
+end"#,
+        default.address
+    ));
+    let late = Instance {
+        proxy,
+        admin: admin_port,
+    };
+    assert_eq!(late.routes("copy.example"), "hello from app");
+    // Redis comes up and is given another content: it is the map's.
+    let redis = Redis::start_with(port, &[]);
+    redis_cli(
+        port,
+        &[
+            "HSET",
+            "rsp:map:apps",
+            "copy.example",
+            &other.address.to_string(),
+        ],
+    );
+    // (Announced too, in case rsp connected first and stored its copy.)
+    redis_cli(port, &["PUBLISH", "rsp:maps", "apps copy.example"]);
+    assert!(
+        seen_within(
+            &[&late],
+            "copy.example",
+            "hello from other",
+            Duration::from_secs(10)
+        )
+        .is_some(),
+        "{}",
+        late.proxy.log()
+    );
+    drop(redis);
+}

@@ -445,3 +445,42 @@ end"#,
     );
     drop(redis);
 }
+
+/// A Redis whose ACL refuses the subscription (Redis 7's `resetchannels`):
+/// said at warn, retried with back-off, and followed once allowed.
+#[test]
+fn a_refused_subscription_is_said_and_retried() {
+    let redis = Redis::start();
+    let port = redis.address.port();
+    redis_cli(port, &["ACL", "SETUSER", "default", "resetchannels"]);
+    let default = Backend::start("default");
+    let admin_port = free_port();
+    let proxy = Proxy::start(&format!(
+        r#"admin = "127.0.0.1:{admin_port}"
+backends = {{ "{}" }}
+redis = {{ servers = {{ "127.0.0.1:{port}" }}, timeout_ms = 300 }}
+maps = {{ apps = {{ file = {:?}, shared = true }} }}
+function route(req)
+  return rsp.map("apps"):get(req.host) or "default"
+end"#,
+        default.address,
+        temp_file("refused.map", "")
+    ));
+    assert!(
+        wait_until(Duration::from_secs(5), || proxy
+            .log()
+            .contains("SUBSCRIBE refused: NOPERM")),
+        "{}",
+        proxy.log()
+    );
+    assert_eq!(metric(admin_port, "rsp_redis_maps_subscribed"), Some(0.0));
+    redis_cli(port, &["ACL", "SETUSER", "default", "allchannels"]);
+    assert!(
+        wait_until(Duration::from_secs(10), || metric(
+            admin_port,
+            "rsp_redis_maps_subscribed"
+        ) == Some(1.0)),
+        "{}",
+        proxy.log()
+    );
+}

@@ -17,9 +17,33 @@ use super::pipeline::Pipeline;
 use super::resp::Reply;
 use super::{FIRST_BACKOFF, MAX_BACKOFF, PING_EVERY, Purpose, stats};
 
-/// The replies a turn brought that are not the handshake's, or why the
-/// connection failed.
-pub type Replies = Result<Vec<(Purpose, Reply)>, String>;
+/// What a turn brought: the replies that are not the handshake's (those
+/// read before a failure too), and why the connection failed, if it did.
+#[derive(Default)]
+pub struct Turn {
+    pub replies: Vec<(Purpose, Reply)>,
+    pub failed: Option<String>,
+}
+
+impl Turn {
+    fn failed(why: String) -> Turn {
+        Turn {
+            replies: Vec::new(),
+            failed: Some(why),
+        }
+    }
+
+    /// Another turn's, after this one's.
+    pub fn and(mut self, next: Turn) -> Turn {
+        self.replies.extend(next.replies);
+        self.failed = self.failed.or(next.failed);
+        self
+    }
+}
+
+/// Bytes read from a connection in one turn at most: a flood of messages
+/// does not keep the loop (the rest is read a millisecond later).
+const READ_PER_TURN: usize = 1024 * 1024;
 
 pub enum State {
     /// Not connected; the next try is at `retry_at`.
@@ -54,6 +78,8 @@ pub struct Connection {
     /// reconnect is a Redis restarted (its memory lost, unless it
     /// persists) or another server.
     run_id: Option<Vec<u8>>,
+    /// A turn stopped reading at `READ_PER_TURN`: the next comes at once.
+    more: bool,
 }
 
 impl Connection {
@@ -68,6 +94,7 @@ impl Connection {
             token,
             subscriber: false,
             run_id: None,
+            more: false,
         }
     }
 
@@ -96,7 +123,11 @@ impl Connection {
     }
 
     /// When it wants its next turn at the latest.
-    pub fn next_turn(&self, config: &RedisConfig, now: Instant) -> Instant {
+    pub fn next_turn(&mut self, config: &RedisConfig, now: Instant) -> Instant {
+        if std::mem::take(&mut self.more) {
+            // After the loop's other work (a poll) in between.
+            return now + Duration::from_millis(1);
+        }
         match &self.state {
             State::Down { retry_at } => *retry_at,
             State::Connecting { since, .. } => *since + config.timeout,
@@ -106,12 +137,14 @@ impl Connection {
 
     /// Connects when due, completes a connect, writes what is queued and
     /// reads what came: the replies that are not the handshake's.
-    pub fn step(&mut self, config: &RedisConfig, registry: &Registry, now: Instant) -> Replies {
+    pub fn step(&mut self, config: &RedisConfig, registry: &Registry, now: Instant) -> Turn {
         if let State::Down { retry_at } = self.state {
             if now < retry_at {
-                return Ok(Vec::new());
+                return Turn::default();
             }
-            self.connect(config, registry, now)?;
+            if let Err(why) = self.connect(config, registry, now) {
+                return Turn::failed(why);
+            }
         }
         if let State::Connecting {
             stream,
@@ -123,20 +156,21 @@ impl Connection {
                 Ok(_) => {}
                 Err(error) if error.kind() == io::ErrorKind::NotConnected => {
                     if let Ok(Some(error)) | Err(error) = stream.take_error() {
-                        return Err(format!("connect: {error}"));
+                        return Turn::failed(format!("connect: {error}"));
                     }
                     if now.saturating_duration_since(*since) >= config.timeout {
-                        return Err(format!("connect timed out after {:?}", config.timeout));
+                        let why = format!("connect timed out after {:?}", config.timeout);
+                        return Turn::failed(why);
                     }
-                    return Ok(Vec::new());
+                    return Turn::default();
                 }
-                Err(error) => return Err(format!("connect: {error}")),
+                Err(error) => return Turn::failed(format!("connect: {error}")),
             }
             let server = *server;
             let State::Connecting { stream, .. } =
                 std::mem::replace(&mut self.state, State::Down { retry_at: now })
             else {
-                return Ok(Vec::new());
+                return Turn::default();
             };
             self.state = State::Up {
                 stream,
@@ -191,61 +225,64 @@ impl Connection {
 
     /// Writes what is queued, reads what came: the replies that are not
     /// the handshake's.
-    pub fn exchange(&mut self, config: &RedisConfig, now: Instant) -> Replies {
+    pub fn exchange(&mut self, config: &RedisConfig, now: Instant) -> Turn {
         let State::Up { stream, ready, .. } = &mut self.state else {
-            return Ok(Vec::new());
+            return Turn::default();
         };
         if *ready && now.saturating_duration_since(self.last_ping) >= PING_EVERY {
             let _ = self.pipeline.push(Purpose::Ping, &[b"PING"], now);
             self.last_ping = now;
         }
-        while !self.pipeline.unsent().is_empty() {
+        let mut failed = None;
+        while failed.is_none() && !self.pipeline.unsent().is_empty() {
             match stream.write(self.pipeline.unsent()) {
-                Ok(0) => return Err("the connection closed".into()),
+                Ok(0) => failed = Some("the connection closed".into()),
                 Ok(count) => self.pipeline.sent(count),
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) => return Err(format!("write: {error}")),
+                Err(error) => failed = Some(format!("write: {error}")),
             }
         }
         let mut buffer = [0u8; 16 * 1024];
         let mut replies = Vec::new();
-        let mut ended = None;
-        loop {
+        let mut read = 0;
+        while failed.is_none() {
             let room = self.pipeline.input_room().clamp(1, buffer.len());
             match stream.read(&mut buffer[..room]) {
-                Ok(0) => {
-                    ended = Some("Redis closed the connection".to_owned());
-                    break;
+                Ok(0) => failed = Some("Redis closed the connection".to_owned()),
+                Ok(count) => {
+                    if let Err(error) = self.pipeline.received(&buffer[..count], &mut replies) {
+                        failed = Some(format!("a reply rsp cannot read: {error}"));
+                    }
+                    read += count;
+                    if read >= READ_PER_TURN {
+                        self.more = true;
+                        break;
+                    }
                 }
-                Ok(count) => replies.extend(
-                    self.pipeline
-                        .received(&buffer[..count])
-                        .map_err(|error| format!("a reply rsp cannot read: {error}"))?,
-                ),
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) => {
-                    ended = Some(format!("read: {error}"));
-                    break;
-                }
+                Err(error) => failed = Some(format!("read: {error}")),
             }
         }
-        let mut others = Vec::new();
+        let mut turn = Turn {
+            replies: Vec::with_capacity(replies.len()),
+            failed,
+        };
         for (purpose, since, reply) in replies {
-            if let Some(other) = self.on_reply(config, purpose, since, reply, now)? {
-                others.push(other);
+            match self.on_reply(config, purpose, since, reply, now) {
+                Ok(Some(other)) => turn.replies.push(other),
+                Ok(None) => {}
+                Err(why) => turn.failed = turn.failed.or(Some(why)),
             }
-        }
-        if let Some(why) = ended {
-            return Err(why);
         }
         if let Some(oldest) = self.pipeline.oldest()
             && now.saturating_duration_since(oldest) >= config.timeout
         {
-            return Err(format!("no reply within {:?}", config.timeout));
+            let why = format!("no reply within {:?}", config.timeout);
+            turn.failed = turn.failed.or(Some(why));
         }
-        Ok(others)
+        turn
     }
 
     /// A reply: the handshake's are the connection's (an error fails it;

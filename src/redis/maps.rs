@@ -9,18 +9,17 @@
 //! either connection failed, every map is read whole, so a message missed
 //! costs at most one reconnect.
 //!
-//! An admin change goes to Redis first, as one script that changes the
-//! hash, counts a version (`map:NAME:version`: the hash was stored, even
-//! if it is empty now) and publishes; it is answered once Redis replied,
-//! 503 when Redis cannot be reached. A whole read that finds neither the
-//! hash nor its version while this instance holds keys means Redis lost
-//! them (restarted empty): the instance keeps serving what it holds, says
-//! so, and stores it back unless another instance did first.
+//! An admin change goes to Redis first (`map_writes`), and is answered
+//! once Redis replied and this instance made it too; 503 when Redis
+//! cannot be reached. A whole read that finds neither the hash nor its
+//! version while this instance holds keys means Redis lost them
+//! (restarted empty): the instance keeps serving what it holds, says so,
+//! and stores it back unless another instance did first.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::Registry;
 
@@ -29,8 +28,9 @@ use crate::map_file::check_entry;
 use crate::state::{LiveMap, MapChange, Settled, Waiting};
 use crate::token::TokenKind;
 
-use super::connection::Connection;
-use super::pipeline::{MAX_UNSENT, Pipeline};
+use super::connection::{Connection, Turn};
+use super::map_writes::{self, channel, hash};
+use super::pipeline::Pipeline;
 use super::resp::Reply;
 use super::{Purpose, stats};
 
@@ -41,59 +41,22 @@ const SCAN_COUNT: &[u8] = b"512";
 const MAX_TOUCHED: usize = 1024;
 /// Whole reads of every map begin at most this often (a Redis that
 /// answers them badly is not asked in a loop).
-const WHOLE_READS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+const WHOLE_READS_EVERY: Duration = Duration::from_secs(1);
 
-/// `PUT`: sets a field unless that would take the hash past `max_keys`.
-const PUT_SCRIPT: &str = r#"
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then
-  return 0
-end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('INCR', KEYS[2])
-redis.call('PUBLISH', ARGV[4], ARGV[5])
-return 1
-"#;
-
-/// `DELETE`: removes a field, if there.
-const DELETE_SCRIPT: &str = r#"
-local removed = redis.call('HDEL', KEYS[1], ARGV[1])
-if removed == 1 then
-  redis.call('INCR', KEYS[2])
-  redis.call('PUBLISH', ARGV[2], ARGV[3])
-end
-return removed
-"#;
-
-/// `POST`: the whole hash, replaced (`ARGV[3..]`: field, value, ...).
-const REPLACE_SCRIPT: &str = r#"
-redis.call('DEL', KEYS[1])
-for i = 3, #ARGV, 2 do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-end
-redis.call('INCR', KEYS[2])
-redis.call('PUBLISH', ARGV[1], ARGV[2])
-return 1
-"#;
-
-/// Stores a map back when Redis has neither the hash nor its version;
-/// replies `{stored, fields now}`.
-const SEED_SCRIPT: &str = r#"
-if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then
-  return {0, redis.call('HLEN', KEYS[1])}
-end
-for i = 3, #ARGV, 2 do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-end
-redis.call('INCR', KEYS[2])
-redis.call('PUBLISH', ARGV[1], ARGV[2])
-return {1, redis.call('HLEN', KEYS[1])}
-"#;
-
-/// A whole read under way: what it found so far.
+/// A whole read under way: which it is, and what it found so far.
 pub struct Staged {
+    read: u64,
     entries: BTreeMap<String, String>,
     /// Fields that are no valid entry, or past `max_keys`.
     skipped: usize,
+}
+
+/// The whole read of a map that counts (an older one's replies are
+/// dropped), and the keys changed meanwhile, read again after it
+/// (`None`: too many, or the whole map; it is read whole again).
+struct Scan {
+    read: u64,
+    touched: Option<Vec<String>>,
 }
 
 /// Where the subscriber is.
@@ -112,9 +75,10 @@ pub struct Maps {
     stale: bool,
     /// When every map was last read whole.
     whole_read: Option<Instant>,
-    /// The maps being read whole, by name: the keys changed meanwhile,
-    /// read again after it (`None`: too many; the map is read again).
-    scanning: HashMap<String, Option<Vec<String>>>,
+    /// The whole reads under way, by map name.
+    scanning: HashMap<String, Scan>,
+    /// Counts whole reads begun.
+    reads: u64,
     /// Changes read this turn, made at its end (one write of each file).
     read: Vec<(Arc<LiveMap>, MapChange)>,
     /// The admin changes Redis replied to (or could not).
@@ -130,6 +94,7 @@ impl Maps {
             stale: true,
             whole_read: None,
             scanning: HashMap::new(),
+            reads: 0,
             read: Vec::new(),
             settled: Vec::new(),
         }
@@ -139,6 +104,12 @@ impl Maps {
     pub fn set_maps(&mut self, maps: Vec<Arc<LiveMap>>) {
         self.maps = maps;
         self.stale = true;
+        self.whole_read = None;
+    }
+
+    /// `map` is one of the maps followed now (not one a reload replaced).
+    fn follows(&self, map: &Arc<LiveMap>) -> bool {
+        self.maps.iter().any(|followed| Arc::ptr_eq(followed, map))
     }
 
     /// The subscriber's turn: connects, subscribes, reads messages (which
@@ -152,8 +123,11 @@ impl Maps {
         mut commands: Option<&mut Pipeline<Purpose>>,
         now: Instant,
     ) -> Instant {
-        let mut result = self.subscriber.step(config, registry, now);
-        if result.is_ok() && self.subscriber.is_ready() && self.subscription == Subscription::No {
+        let mut turn = self.subscriber.step(config, registry, now);
+        if turn.failed.is_none()
+            && self.subscriber.is_ready()
+            && self.subscription == Subscription::No
+        {
             let channel = channel(config);
             let subscribe: &[&[u8]] = &[b"SUBSCRIBE", channel.as_bytes()];
             let _ = self
@@ -161,27 +135,23 @@ impl Maps {
                 .pipeline
                 .push(Purpose::Subscribe, subscribe, now);
             self.subscription = Subscription::Asked;
-            result = match (result, self.subscriber.exchange(config, now)) {
-                (Ok(mut replies), Ok(more)) => {
-                    replies.extend(more);
-                    Ok(replies)
-                }
-                (Err(why), _) | (_, Err(why)) => Err(why),
-            };
+            turn = turn.and(self.subscriber.exchange(config, now));
         }
-        match result {
-            Ok(replies) => {
-                for (purpose, reply) in replies {
-                    let commands = commands.as_deref_mut();
-                    self.on_subscriber_reply(config, purpose, reply, commands, now);
-                }
+        let Turn {
+            replies,
+            mut failed,
+        } = turn;
+        for (purpose, reply) in replies {
+            let commands = commands.as_deref_mut();
+            if let Err(why) = self.on_subscriber_reply(config, purpose, reply, commands, now) {
+                failed = failed.or(Some(why));
             }
-            Err(why) => {
-                self.subscriber.fail(registry, &why, now);
-                self.subscription = Subscription::No;
-                self.stale = true;
-                stats().subscribed.store(false, Ordering::Relaxed);
-            }
+        }
+        if let Some(why) = failed {
+            self.subscriber.fail(registry, &why, now);
+            self.subscription = Subscription::No;
+            self.stale = true;
+            stats().subscribed.store(false, Ordering::Relaxed);
         }
         self.subscriber.next_turn(config, now)
     }
@@ -193,9 +163,10 @@ impl Maps {
         reply: Reply,
         commands: Option<&mut Pipeline<Purpose>>,
         now: Instant,
-    ) {
+    ) -> Result<(), String> {
         match (purpose, reply) {
-            (Purpose::Subscribe, Reply::Array(_)) => {
+            (Purpose::Subscribe, Reply::Error(error)) => Err(format!("SUBSCRIBE refused: {error}")),
+            (Purpose::Subscribe, _) => {
                 self.subscription = Subscription::Yes;
                 self.stale = true;
                 stats().subscribed.store(true, Ordering::Relaxed);
@@ -203,23 +174,26 @@ impl Maps {
                     "redis: following the shared maps' changes on {}",
                     channel(config)
                 );
+                Ok(())
             }
             (Purpose::Message, Reply::Array(parts)) => {
                 let mut parts = parts.into_iter().skip(1);
-                let (Some(Reply::BulkString(on)), Some(Reply::BulkString(payload))) =
+                if let (Some(Reply::BulkString(on)), Some(Reply::BulkString(payload))) =
                     (parts.next(), parts.next())
-                else {
-                    return;
-                };
-                if on == channel(config).as_bytes() {
+                    && on == channel(config).as_bytes()
+                {
                     stats().map_messages.fetch_add(1, Ordering::Relaxed);
                     self.on_message(config, &payload, commands, now);
                 }
+                Ok(())
             }
-            (purpose, reply) => log::debug!(
-                "redis (subscriber): unexpected reply {reply:?} to {}",
-                purpose.name()
-            ),
+            (purpose, reply) => {
+                log::debug!(
+                    "redis (subscriber): unexpected reply {reply:?} to {}",
+                    purpose.name()
+                );
+                Ok(())
+            }
         }
     }
 
@@ -238,19 +212,34 @@ impl Maps {
         };
         let text = String::from_utf8_lossy(payload);
         let (name, key) = match text.trim().split_once(' ') {
-            Some((name, key)) => (name, Some(key.trim())),
+            Some((name, key)) => (name, Some(key.trim().to_ascii_lowercase())),
             None => (text.trim(), None),
         };
         let Some(map) = self.maps.iter().find(|map| map.name == name).cloned() else {
             log::debug!("redis: a change to {name:?}, no shared map of this config");
             return;
         };
+        // No map holds such a key: nothing to read of it.
+        if let Some(key) = &key
+            && check_entry(key, "-").is_err()
+        {
+            log::debug!("map {name}: a change announced to a key no map holds");
+            return;
+        }
         match (key, self.scanning.get_mut(name)) {
-            (Some(key), Some(Some(touched))) if touched.len() < MAX_TOUCHED => {
-                touched.push(key.to_owned())
+            (
+                Some(key),
+                Some(Scan {
+                    touched: Some(touched),
+                    ..
+                }),
+            ) if touched.len() < MAX_TOUCHED => touched.push(key),
+            (_, Some(scan)) => scan.touched = None,
+            (Some(key), None) => {
+                if !get(config, commands, map, key, now) {
+                    self.stale = true;
+                }
             }
-            (_, Some(touched)) => *touched = None,
-            (Some(key), None) => get(config, commands, map, key, now, &mut self.stale),
             (None, None) => self.scan(config, commands, map, now),
         }
     }
@@ -263,8 +252,14 @@ impl Maps {
         map: Arc<LiveMap>,
         now: Instant,
     ) {
-        self.scanning.insert(map.name.clone(), Some(Vec::new()));
+        self.reads += 1;
+        let scan = Scan {
+            read: self.reads,
+            touched: Some(Vec::new()),
+        };
+        self.scanning.insert(map.name.clone(), scan);
         let staged = Box::new(Staged {
+            read: self.reads,
             entries: BTreeMap::new(),
             skipped: 0,
         });
@@ -274,7 +269,7 @@ impl Maps {
     }
 
     /// What is due on the command connection (`ready`): every map read
-    /// whole, once subscribed.
+    /// whole, once subscribed (at most once a second).
     pub fn queue(
         &mut self,
         config: &RedisConfig,
@@ -290,7 +285,6 @@ impl Maps {
         }
         self.stale = false;
         self.whole_read = Some(now);
-        self.scanning.clear();
         for map in self.maps.clone() {
             self.scan(config, commands, map, now);
         }
@@ -306,23 +300,34 @@ impl Maps {
         now: Instant,
     ) {
         match (purpose, reply) {
-            (Purpose::MapGet { map, key }, reply) => {
-                let key = key.to_ascii_lowercase();
-                match reply {
-                    Reply::BulkString(value) => match entry(&key, value) {
-                        Some(value) => self.read.push((map, MapChange::Put { key, value })),
-                        None => log::warn!("map {}: Redis holds a bad entry at {key:?}", map.name),
-                    },
-                    Reply::Null => self.read.push((map, MapChange::Delete { key })),
-                    reply => log::warn!("map {}: HGET answered {reply:?}", map.name),
-                }
-            }
+            (Purpose::MapStore(waiting), reply) => self.stored(*waiting, reply),
+            // A map a reload replaced: its replies are not the new one's.
+            (
+                Purpose::MapGet { map, .. }
+                | Purpose::MapScan { map, .. }
+                | Purpose::MapSeed { map },
+                _,
+            ) if !self.follows(&map) => {}
+            (Purpose::MapGet { map, key }, reply) => match reply {
+                Reply::BulkString(value) => match entry(&key, value) {
+                    Some(value) => self.read.push((map, MapChange::Put { key, value })),
+                    None => log::warn!("map {}: Redis holds a bad entry at {key:?}", map.name),
+                },
+                Reply::Null => self.read.push((map, MapChange::Delete { key })),
+                reply => log::warn!("map {}: HGET answered {reply:?}", map.name),
+            },
             (Purpose::MapScan { map, mut staged }, Reply::Array(parts)) => {
+                let current = self.scanning.get(&map.name);
+                if current.is_none_or(|scan| scan.read != staged.read) {
+                    // A newer whole read of it began since.
+                    return;
+                }
                 let mut parts = parts.into_iter();
                 let (Some(Reply::BulkString(cursor)), Some(Reply::Array(fields))) =
                     (parts.next(), parts.next())
                 else {
                     log::warn!("map {}: HSCAN answered no cursor and fields", map.name);
+                    self.scanning.remove(&map.name);
                     self.stale = true;
                     return;
                 };
@@ -356,10 +361,9 @@ impl Maps {
                         "map {}: another instance stored its keys back first",
                         map.name
                     );
-                    self.scan(config, commands, map, now);
+                    self.stale = true;
                 }
             }
-            (Purpose::MapStore(waiting), reply) => self.stored(*waiting, reply),
             (purpose, reply) => {
                 log::warn!("redis: unexpected reply {reply:?} to {}", purpose.name());
                 self.stale = true;
@@ -378,8 +382,10 @@ impl Maps {
         staged: Staged,
         now: Instant,
     ) {
-        // `None`: another whole read of it began since (after a reconnect).
-        let touched = self.scanning.remove(&map.name);
+        let touched = self
+            .scanning
+            .remove(&map.name)
+            .and_then(|scan| scan.touched);
         stats().map_reloads.fetch_add(1, Ordering::Relaxed);
         if staged.skipped > 0 {
             log::warn!(
@@ -390,13 +396,15 @@ impl Maps {
             );
         }
         if staged.entries.is_empty() && !map.is_empty() {
-            stats().map_missing.fetch_add(1, Ordering::Relaxed);
-            log::warn!(
-                "map {}: Redis holds none of its keys (restarted empty?); serving the {} held here",
-                map.name,
-                map.len()
-            );
-            seed(config, commands, map, now);
+            if staged.skipped == 0 {
+                stats().map_missing.fetch_add(1, Ordering::Relaxed);
+                log::warn!(
+                    "map {}: Redis holds none of its keys (restarted empty?); serving the {} held here",
+                    map.name,
+                    map.len()
+                );
+                map_writes::seed(config, commands, &map, now);
+            }
             return;
         }
         if staged.entries != map.all() {
@@ -406,41 +414,67 @@ impl Maps {
                 staged.entries.len(),
                 map.len()
             );
-            self.read
-                .push((Arc::clone(&map), MapChange::Replace(staged.entries)));
+            let change = MapChange::Replace(staged.entries);
+            self.read.push((Arc::clone(&map), change));
         }
         match touched {
-            Some(Some(keys)) => {
+            Some(keys) => {
                 for key in keys {
-                    let map = Arc::clone(&map);
-                    get(config, commands, map, &key, now, &mut self.stale);
+                    if !get(config, commands, Arc::clone(&map), key, now) {
+                        self.stale = true;
+                    }
                 }
             }
             // Changed past what was noted: read whole again.
-            Some(None) => self.scan(config, commands, map, now),
-            None => {}
+            None => self.scan(config, commands, map, now),
         }
     }
 
-    /// Redis's reply to an admin change: made here too, then answered.
+    /// Redis's reply to an admin change: made here too (after what was
+    /// read before it), then answered.
     fn stored(&mut self, waiting: Waiting, reply: Reply) {
-        let outcome = match reply {
-            Reply::Integer(done) => {
-                let store = &waiting.store;
-                if done == 1 {
-                    self.read
-                        .push((Arc::clone(&store.map), store.change.clone()));
-                }
-                Ok(done == 1)
+        let done = match reply {
+            Reply::Integer(done) => done == 1,
+            Reply::Error(error) => {
+                let why = format!("refused it: {error}");
+                return self.settled.push((waiting, Err(why)));
             }
-            Reply::Error(error) => Err(format!("refused it: {error}")),
-            reply => Err(format!("answered {reply:?}")),
+            reply => {
+                let why = format!("answered {reply:?}; the change may or may not be made");
+                return self.settled.push((waiting, Err(why)));
+            }
+        };
+        self.apply();
+        let store = &waiting.store;
+        // A delete Redis had nothing of is made here too: the copy follows.
+        // (A map a reload replaced is read whole again anyway.)
+        let made = match (&store.change, done) {
+            _ if !self.follows(&store.map) => Ok(vec![true]),
+            (_, true) | (MapChange::Delete { .. }, false) => {
+                store.map.make(std::slice::from_ref(&store.change))
+            }
+            _ => Ok(vec![true]),
+        };
+        let outcome = match made {
+            Ok(made) => {
+                if made.contains(&false) && done {
+                    // The copy is full where Redis was not: read it again.
+                    self.stale = true;
+                }
+                Ok(done)
+            }
+            Err(why) => {
+                self.stale = true;
+                Err(format!(
+                    "took the change, but this instance's copy is not written ({why})"
+                ))
+            }
         };
         self.settled.push((waiting, outcome));
     }
 
-    /// An admin change to a shared map: to Redis, or answered 503 when the
-    /// command connection is not `ready`.
+    /// An admin change to a shared map: to Redis, or settled at once when
+    /// the command connection is not `ready` or its queue is full.
     pub fn store(
         &mut self,
         config: &RedisConfig,
@@ -452,53 +486,21 @@ impl Maps {
         if !ready {
             self.settled
                 .push((waiting, Err("cannot be reached".into())));
-            return;
-        }
-        let name = waiting.store.map.name.clone();
-        let (hash, version, channel) =
-            (hash(config, &name), version(config, &name), channel(config));
-        let max_keys = waiting.store.map.max_keys.to_string();
-        let mut args: Vec<Vec<u8>> = Vec::new();
-        let script = match &waiting.store.change {
-            MapChange::Put { key, value } => {
-                let message = format!("{name} {key}");
-                args.extend(
-                    [key, value, &max_keys, &channel, &message].map(|arg| arg.as_bytes().to_vec()),
-                );
-                PUT_SCRIPT
-            }
-            MapChange::Delete { key } => {
-                let message = format!("{name} {key}");
-                args.extend([key, &channel, &message].map(|arg| arg.as_bytes().to_vec()));
-                DELETE_SCRIPT
-            }
-            MapChange::Replace(entries) => {
-                args.extend([channel.as_bytes().to_vec(), name.as_bytes().to_vec()]);
-                pairs(&mut args, entries);
-                REPLACE_SCRIPT
-            }
-        };
-        if eval(
-            commands,
-            script,
-            [&hash, &version],
-            &args,
-            Purpose::MapStore(Box::new(waiting)),
-            now,
-        )
-        .is_err()
-        {
-            // The purpose came back: no Redis reply will answer it.
+        } else if let Err(waiting) = map_writes::store(config, commands, waiting, now) {
             stats().refused.fetch_add(1, Ordering::Relaxed);
+            let why = "has too many commands waiting; send it again".into();
+            self.settled.push((waiting, Err(why)));
         }
     }
 
     /// The command connection failed: what it awaited will not come. The
-    /// admin changes are answered 503; the maps are read whole again.
+    /// admin changes are settled as unknown; the maps are read whole again.
     pub fn lost(&mut self, purposes: Vec<Purpose>) {
         for purpose in purposes {
             if let Purpose::MapStore(waiting) = purpose {
-                let why = "closed the connection before it replied".into();
+                let why = "closed the connection before it replied: the change may or may not \
+                           be made; send it again"
+                    .into();
                 self.settled.push((*waiting, Err(why)));
             }
         }
@@ -533,25 +535,20 @@ impl Maps {
     }
 }
 
-/// `HGET` of one key that changed.
+/// `HGET` of one key that changed; false if the queue is full.
 fn get(
     config: &RedisConfig,
     commands: &mut Pipeline<Purpose>,
     map: Arc<LiveMap>,
-    key: &str,
+    key: String,
     now: Instant,
-    stale: &mut bool,
-) {
+) -> bool {
     let hash = hash(config, &map.name);
-    let args: &[&[u8]] = &[b"HGET", hash.as_bytes(), key.as_bytes()];
-    let purpose = Purpose::MapGet {
-        map,
-        key: key.to_owned(),
-    };
-    if commands.push(purpose, args, now).is_err() {
-        // Too much in flight: read everything once it drains.
-        *stale = true;
-    }
+    let field = key.clone();
+    let args: &[&[u8]] = &[b"HGET", hash.as_bytes(), field.as_bytes()];
+    commands
+        .push(Purpose::MapGet { map, key }, args, now)
+        .is_ok()
 }
 
 /// The next `HSCAN` of a whole read; false if the queue is full.
@@ -568,50 +565,6 @@ fn hscan(
     commands
         .push(Purpose::MapScan { map, staged }, args, now)
         .is_ok()
-}
-
-/// Stores `map`'s keys back into a Redis that lost them, unless another
-/// instance did first; one command, so a map too large for the queue is
-/// only served from here.
-fn seed(config: &RedisConfig, commands: &mut Pipeline<Purpose>, map: Arc<LiveMap>, now: Instant) {
-    let name = &map.name;
-    let mut args = vec![channel(config).into_bytes(), name.as_bytes().to_vec()];
-    pairs(&mut args, &map.all());
-    let size: usize = args.iter().map(|arg| arg.len() + 16).sum();
-    if size + SEED_SCRIPT.len() + 256 > MAX_UNSENT {
-        log::warn!(
-            "map {name}: {size} bytes, too large to store back in one command; served from here only"
-        );
-        return;
-    }
-    let keys = [&hash(config, name), &version(config, name)];
-    let purpose = Purpose::MapSeed {
-        map: Arc::clone(&map),
-    };
-    let _ = eval(commands, SEED_SCRIPT, keys, &args, purpose, now);
-}
-
-/// Queues `EVAL script 2 KEYS... ARGS...`.
-fn eval(
-    commands: &mut Pipeline<Purpose>,
-    script: &str,
-    keys: [&String; 2],
-    args: &[Vec<u8>],
-    purpose: Purpose,
-    now: Instant,
-) -> Result<(), ()> {
-    let mut command: Vec<&[u8]> = vec![b"EVAL", script.as_bytes(), b"2"];
-    command.extend(keys.map(String::as_bytes));
-    command.extend(args.iter().map(Vec::as_slice));
-    commands.push(purpose, &command, now).map_err(|_| ())
-}
-
-/// `entries` as field, value arguments.
-fn pairs(args: &mut Vec<Vec<u8>>, entries: &BTreeMap<String, String>) {
-    for (key, value) in entries {
-        args.push(key.as_bytes().to_vec());
-        args.push(value.as_bytes().to_vec());
-    }
 }
 
 /// A whole read's fields, checked as the admin API checks them.
@@ -640,24 +593,59 @@ fn entry(key: &str, value: Vec<u8>) -> Option<String> {
     Some(value)
 }
 
-/// The hash that holds map `name`.
-pub fn hash(config: &RedisConfig, name: &str) -> String {
-    format!("{}map:{name}", config.prefix)
-}
-
-/// The counter that says map `name` was stored (even if empty now).
-pub fn version(config: &RedisConfig, name: &str) -> String {
-    format!("{}map:{name}:version", config.prefix)
-}
-
-/// The channel the maps' changes are published on.
-pub fn channel(config: &RedisConfig) -> String {
-    format!("{}maps", config.prefix)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::Store;
+
+    fn waiting(map: &Arc<LiveMap>, ticket: u64) -> Waiting {
+        Waiting {
+            waiter: 7,
+            ticket,
+            store: Store {
+                map: Arc::clone(map),
+                change: MapChange::Put {
+                    key: "a.example".into(),
+                    value: "127.0.0.1:1".into(),
+                },
+                key: "a.example".into(),
+            },
+        }
+    }
+
+    /// Every admin change is settled, whatever becomes of its command: not
+    /// sent (no connection, a full queue), or sent and lost with the
+    /// connection.
+    #[test]
+    fn every_admin_change_is_settled() {
+        let dir = std::env::temp_dir().join(format!("rsp-settled-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let map = Arc::new(LiveMap::open("apps", &dir.join("apps.map"), 10, true).unwrap());
+        let config = RedisConfig {
+            servers: vec!["127.0.0.1:1".parse().unwrap()],
+            password: None,
+            db: 0,
+            prefix: "rsp:".into(),
+            timeout: Duration::from_millis(200),
+        };
+        let now = Instant::now();
+        let mut maps = Maps::new(vec![Arc::clone(&map)], now);
+        let mut commands = Pipeline::default();
+        maps.store(&config, &mut commands, waiting(&map, 1), false, now);
+        maps.store(&config, &mut commands, waiting(&map, 2), true, now);
+        while commands.push(Purpose::Ping, &[b"PING"], now).is_ok() {}
+        maps.store(&config, &mut commands, waiting(&map, 3), true, now);
+        maps.lost(commands.reset());
+        let mut settled: Vec<(u64, bool)> = maps
+            .take_settled()
+            .into_iter()
+            .map(|(waiting, outcome)| (waiting.ticket, outcome.is_err()))
+            .collect();
+        settled.sort_unstable();
+        assert_eq!(settled, [(1, true), (2, true), (3, true)]);
+        assert!(map.is_empty(), "nothing was made");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn a_whole_read_keeps_valid_entries_up_to_max_keys() {
@@ -665,6 +653,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let map = LiveMap::open("apps", &dir.join("apps.map"), 2, true).unwrap();
         let mut staged = Staged {
+            read: 1,
             entries: BTreeMap::new(),
             skipped: 0,
         };

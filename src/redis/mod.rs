@@ -9,6 +9,7 @@
 //! the list. Nothing waits for Redis but the work that needs it.
 
 mod connection;
+mod map_writes;
 mod maps;
 mod pipeline;
 pub mod resp;
@@ -24,7 +25,7 @@ use crate::config::RedisConfig;
 use crate::state::{Limiter, LiveMap, Settled, Waiting};
 use crate::token::TokenKind;
 
-use connection::Connection;
+use connection::{Connection, Turn};
 use resp::Reply;
 
 /// The first wait before connecting again; it doubles up to `MAX_BACKOFF`.
@@ -269,25 +270,29 @@ impl Client {
     /// and fails the connection on an error or a timeout. Returns when it
     /// wants its next turn at the latest.
     pub fn drive(&mut self, registry: &Registry, now: Instant) -> Instant {
-        let mut result = self
-            .connection
-            .step(&self.config, registry, now)
-            .and_then(|replies| self.on_replies(replies, now));
-        let mut next = self.connection.next_turn(&self.config, now);
+        // The subscriber first: a change announced is noted before the
+        // replies of a whole read under way are taken in.
+        let mut next = None;
         if let Some(maps) = &mut self.maps {
-            let ready = self.connection.is_ready();
-            let commands = ready.then_some(&mut self.connection.pipeline);
-            let subscriber = maps.drive_subscriber(&self.config, registry, commands, now);
-            next = next.min(subscriber);
-            maps.queue(&self.config, &mut self.connection.pipeline, ready, now);
-        }
-        if result.is_ok() && (self.sync(now) || !self.connection.pipeline.unsent().is_empty()) {
-            result = self
+            let commands = self
                 .connection
-                .exchange(&self.config, now)
-                .and_then(|replies| self.on_replies(replies, now));
+                .is_ready()
+                .then_some(&mut self.connection.pipeline);
+            next = Some(maps.drive_subscriber(&self.config, registry, commands, now));
         }
-        if let Err(why) = result {
+        let turn = self.connection.step(&self.config, registry, now);
+        let mut failed = self.on_turn(turn, now);
+        if failed.is_none() {
+            if let Some(maps) = &mut self.maps {
+                let ready = self.connection.is_ready();
+                maps.queue(&self.config, &mut self.connection.pipeline, ready, now);
+            }
+            if self.sync(now) || !self.connection.pipeline.unsent().is_empty() {
+                let turn = self.connection.exchange(&self.config, now);
+                failed = self.on_turn(turn, now);
+            }
+        }
+        if let Some(why) = failed {
             let lost = self.connection.fail(registry, &why, now);
             if let Some(maps) = &mut self.maps {
                 maps.lost(lost);
@@ -302,7 +307,8 @@ impl Client {
         stats()
             .pending
             .store(self.connection.pipeline.pending() as u64, Ordering::Relaxed);
-        let next = next.min(self.connection.next_turn(&self.config, now));
+        let own = self.connection.next_turn(&self.config, now);
+        let next = next.map_or(own, |next: Instant| next.min(own));
         if !self.connection.is_ready() {
             return next;
         }
@@ -387,10 +393,17 @@ impl Client {
     /// The replies for the client's own commands: the script's load, the
     /// limits' syncs (an error reply fails the connection only where
     /// nothing else can be done).
-    fn on_replies(&mut self, replies: Vec<(Purpose, Reply)>, now: Instant) -> Result<(), String> {
-        replies
-            .into_iter()
-            .try_for_each(|(purpose, reply)| self.on_reply(purpose, reply, now))
+    /// Every reply is taken in, an error among them or not (an admin
+    /// change's is answered all the same); returns why the connection
+    /// fails, if it does.
+    fn on_turn(&mut self, turn: Turn, now: Instant) -> Option<String> {
+        let mut failed = turn.failed;
+        for (purpose, reply) in turn.replies {
+            if let Err(why) = self.on_reply(purpose, reply, now) {
+                failed = failed.or(Some(why));
+            }
+        }
+        failed
     }
 
     fn on_reply(&mut self, purpose: Purpose, reply: Reply, now: Instant) -> Result<(), String> {

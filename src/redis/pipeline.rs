@@ -15,9 +15,10 @@ pub const MAX_UNSENT: usize = 1024 * 1024;
 /// The largest reply rsp reads; a larger one ends the connection.
 pub const MAX_REPLY: usize = 8 * 1024 * 1024;
 
-/// Why a command was refused.
+/// A command refused: the queue is full. Its purpose comes back, so
+/// what waited for it (an admin change) can be answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Full;
+pub struct Full<P>(pub P);
 
 pub struct Pipeline<P> {
     unsent: Vec<u8>,
@@ -55,10 +56,10 @@ impl<P> Pipeline<P> {
     }
 
     /// Queues a command whose reply is for `purpose`.
-    pub fn push(&mut self, purpose: P, args: &[&[u8]], now: Instant) -> Result<(), Full> {
+    pub fn push(&mut self, purpose: P, args: &[&[u8]], now: Instant) -> Result<(), Full<P>> {
         let size: usize = args.iter().map(|arg| arg.len() + 16).sum();
         if self.awaited.len() >= MAX_PENDING || self.unsent.len() + size > MAX_UNSENT {
-            return Err(Full);
+            return Err(Full(purpose));
         }
         resp::command(&mut self.unsent, args);
         self.awaited.push_back((purpose, now));
@@ -93,11 +94,15 @@ impl<P> Pipeline<P> {
         MAX_REPLY.saturating_sub(self.input.len())
     }
 
-    /// Bytes read: the replies they complete, each with its purpose and
-    /// when its command was queued.
-    pub fn received(&mut self, bytes: &[u8]) -> Result<Vec<(P, Instant, Reply)>, ReplyError> {
+    /// Bytes read: the replies they complete go to `replies`, each with
+    /// its purpose and when its command was queued (those complete before
+    /// an error too: what they were for is answered all the same).
+    pub fn received(
+        &mut self,
+        bytes: &[u8],
+        replies: &mut Vec<(P, Instant, Reply)>,
+    ) -> Result<(), ReplyError> {
         self.input.extend_from_slice(bytes);
-        let mut replies = Vec::new();
         let mut at = 0;
         while let Some(length) = resp::extent_from(&self.input[at..], &mut self.scan)? {
             let reply = resp::decode(&self.input[at..at + length])?;
@@ -120,7 +125,7 @@ impl<P> Pipeline<P> {
         if self.input.is_empty() && self.input.capacity() > 64 * 1024 {
             self.input = Vec::new();
         }
-        Ok(replies)
+        Ok(())
     }
 
     /// The connection ended: what was awaited is lost; returns it.
@@ -155,10 +160,12 @@ mod tests {
         pipeline.sent(pipeline.unsent().len());
         let bytes = b"+PONG\r\n$5\r\nvalue\r\n";
         let mut got = Vec::new();
+        let mut replies = Vec::new();
         for byte in bytes {
-            for (purpose, _, reply) in pipeline.received(&[*byte]).unwrap() {
-                got.push((purpose, reply));
-            }
+            pipeline.received(&[*byte], &mut replies).unwrap();
+        }
+        for (purpose, _, reply) in replies {
+            got.push((purpose, reply));
         }
         assert_eq!(
             got,
@@ -169,7 +176,7 @@ mod tests {
         );
         assert_eq!(pipeline.pending(), 0);
         assert!(
-            pipeline.received(b":1\r\n").is_err(),
+            pipeline.received(b":1\r\n", &mut Vec::new()).is_err(),
             "a reply nobody asked for"
         );
     }
@@ -186,18 +193,18 @@ mod tests {
                       *3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$4\r\napps\r\n\
                       *2\r\n$4\r\npong\r\n$0\r\n\r\n\
                       *3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$6\r\napps k\r\n";
-        let purposes: Vec<&str> = pipeline
-            .received(bytes)
-            .unwrap()
-            .into_iter()
-            .map(|(purpose, _, _)| purpose)
-            .collect();
+        let mut replies = Vec::new();
+        pipeline.received(bytes, &mut replies).unwrap();
+        let purposes: Vec<&str> = replies.into_iter().map(|(purpose, _, _)| purpose).collect();
         assert_eq!(purposes, ["subscribe", "message", "ping", "message"]);
         // On a connection that did not subscribe, it is a reply to no command.
         let mut plain: Pipeline<&str> = Pipeline::default();
         assert!(
             plain
-                .received(b"*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nx\r\n")
+                .received(
+                    b"*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nx\r\n",
+                    &mut Vec::new()
+                )
                 .is_err()
         );
     }
@@ -209,15 +216,17 @@ mod tests {
         for _ in 0..MAX_PENDING {
             pipeline.push((), &[b"PING"], now).unwrap();
         }
-        assert_eq!(pipeline.push((), &[b"PING"], now), Err(Full));
+        assert_eq!(pipeline.push((), &[b"PING"], now), Err(Full(())));
         let mut huge = Pipeline::default();
         huge.push((), &[b"GET", b"k"], now).unwrap();
         let header = format!("${}\r\n", MAX_REPLY * 2);
-        assert!(huge.received(header.as_bytes()).unwrap().is_empty());
+        let mut replies = Vec::new();
+        huge.received(header.as_bytes(), &mut replies).unwrap();
+        assert!(replies.is_empty());
         let chunk = vec![b'x'; 1024 * 1024];
         let mut refused = false;
         for _ in 0..16 {
-            if huge.received(&chunk).is_err() {
+            if huge.received(&chunk, &mut replies).is_err() {
                 refused = true;
                 break;
             }

@@ -8,6 +8,7 @@ pub mod access_log;
 pub mod admin;
 pub mod balancer;
 pub mod buffer;
+pub mod cache;
 pub mod client;
 pub mod config;
 pub mod exchange;

@@ -113,6 +113,8 @@ pub struct Services {
     pub stores: Vec<crate::state::Waiting>,
     /// The last ticket a waiting answer was given.
     pub tickets: u64,
+    /// The worker's response cache (`cache = { ... }`).
+    pub cache: Option<crate::cache::Cache>,
     /// rsp is shutting down: finish exchanges, keep no connection open.
     pub draining: bool,
     /// Counts reloads (`next_generation`): HTTP/2 connections begun
@@ -155,6 +157,10 @@ impl Services {
             commands: Vec::new(),
             stores: Vec::new(),
             tickets: 0,
+            cache: config
+                .cache
+                .clone()
+                .map(|cache| crate::cache::Cache::new(cache, worker.count)),
             draining: false,
             generation: 0,
             round: 0,
@@ -177,6 +183,11 @@ impl Services {
 
     /// The counters the admin port shows: this worker's, plus the others'
     /// latest when there are several workers.
+    /// The cache's counters into this worker's totals, for the stats.
+    pub fn count_cache(&mut self) {
+        self.totals.cache = self.cache.as_ref().map(|cache| cache.totals());
+    }
+
     pub fn stats_view(&self) -> StatsView<'_> {
         let others = self
             .worker

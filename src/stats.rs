@@ -190,6 +190,8 @@ pub struct Totals {
     /// Lines about HTTP/2 streams rsp reset that were logged at debug
     /// level only, past a connection's bound at info.
     pub resets_unlogged: u64,
+    /// The response cache's, when there is one (as of the last look).
+    pub cache: Option<crate::cache::CacheTotals>,
 }
 
 /// The protocols requests are counted by, as access logs name them.
@@ -229,6 +231,9 @@ impl Totals {
         self.stalled_cut += other.stalled_cut;
         self.refused_for_memory += other.refused_for_memory;
         self.resets_unlogged += other.resets_unlogged;
+        if let Some(theirs) = &other.cache {
+            self.cache.get_or_insert_with(Default::default).add(theirs);
+        }
         for (server, theirs) in &other.unlisted {
             if self.unlisted.len() < MAX_UNLISTED || self.unlisted.contains_key(server) {
                 let mine = self.unlisted.entry(*server).or_default();
@@ -257,6 +262,7 @@ impl Default for Totals {
             stalled_cut: 0,
             refused_for_memory: 0,
             resets_unlogged: 0,
+            cache: None,
         }
     }
 }

@@ -47,6 +47,8 @@ pub enum Command {
         server: SocketAddr,
         drained: bool,
     },
+    /// Removes stored responses: the one key, or every key it starts.
+    PurgeCache { key: String, prefix: bool },
 }
 
 #[derive(Default)]

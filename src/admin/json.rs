@@ -82,10 +82,27 @@ pub(super) fn json(view: &StatsView) -> String {
             "responses": classes(&stats.responses),
             "errors": stats.errors,
         })).collect::<Vec<Value>>(),
+        "cache": totals.cache.as_ref().map(cache),
     });
     let mut text = stats.to_string();
     text.push('\n');
     text
+}
+
+/// The response cache's counters, every worker's.
+fn cache(cache: &crate::cache::CacheTotals) -> Value {
+    json!({
+        "hits": cache.counters.hits,
+        "misses": cache.counters.misses,
+        "stale_served": cache.counters.stale,
+        "revalidations": cache.counters.revalidations,
+        "collapsed_waits": cache.counters.collapsed,
+        "stored": cache.counters.stored,
+        "invalidated": cache.counters.invalidations,
+        "entries": cache.store.entries,
+        "bytes": cache.store.bytes,
+        "evictions": cache.store.evictions,
+    })
 }
 
 /// Responses by status class: `{"1xx": 0, ..., "other": 0}`.

@@ -17,6 +17,7 @@ pub(super) fn metrics(view: &super::StatsView) -> String {
     server_metrics(&mut out, &view.pools, Instant::now());
     super::state_metrics::write(&mut out, &view.limits, &view.dicts);
     super::state_metrics::redis(&mut out);
+    super::state_metrics::cache(&mut out, view.totals.cache.as_ref());
     unlisted_metrics(&mut out, &view.totals);
     out
 }

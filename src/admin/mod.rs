@@ -130,6 +130,10 @@ pub fn answer(
             "text/plain; version=0.0.4; charset=utf-8",
             metrics::metrics(view),
         ),
+        "/cache/purge" => match cache_purge(head, body, client) {
+            Ok((page, command)) => return Answered::Now(page, Some(command)),
+            Err(page) => page,
+        },
         _ if path.starts_with("/maps/") => match map_page(head, body, client, view) {
             MapPage::Now(page) => page,
             MapPage::Store(store) => return Answered::Store(store),
@@ -165,6 +169,58 @@ pub fn answer(
         },
     };
     Answered::Now(page, None)
+}
+
+/// `POST /cache/purge` with `{"key": ...}` or `{"prefix": ...}`: the
+/// command that removes those stored responses from every worker.
+fn cache_purge(
+    head: &RequestHead,
+    body: Option<&[u8]>,
+    client: SocketAddr,
+) -> Result<(LocalReply, Command), LocalReply> {
+    if head.method() != "POST" {
+        return Err(not_allowed("POST", "/cache/purge"));
+    }
+    if !is_deliberate_change(head) {
+        crate::client_log!(
+            log::Level::Warn,
+            "admin ({client}): POST /cache/purge refused: not sent as a deliberate change"
+        );
+        return Err(text(
+            403,
+            format!("rsp admin: a change must come from this origin with {CHANGE_HEADER}: 1\n"),
+        ));
+    }
+    let Some(body) = body else {
+        return Err(text(413, "rsp admin: the body is too large\n".into()));
+    };
+    let request: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|error| text(400, format!("rsp admin: not JSON: {error}\n")))?;
+    let (key, prefix) = match (
+        request.get("key").and_then(|key| key.as_str()),
+        request.get("prefix").and_then(|prefix| prefix.as_str()),
+    ) {
+        (Some(key), None) => (key, false),
+        (None, Some(prefix)) => (prefix, true),
+        _ => {
+            return Err(text(
+                400,
+                "rsp admin: the body is {\"key\": \"...\"} or {\"prefix\": \"...\"}\n".into(),
+            ));
+        }
+    };
+    let what = if prefix { "prefix" } else { "key" };
+    log::info!("admin ({client}): cache purge of {what} {key:?}");
+    Ok((
+        text(
+            200,
+            format!("rsp admin: purging {what} {key:?} on every worker\n"),
+        ),
+        Command::PurgeCache {
+            key: key.to_owned(),
+            prefix,
+        },
+    ))
 }
 
 /// A `/maps/...` request: read, or a deliberate change (its body read

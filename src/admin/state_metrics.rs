@@ -235,3 +235,82 @@ fn shared_limits(out: &mut String, limits: &[StateStats]) {
         }
     }
 }
+
+/// A cache metric: name, type, help, and its value.
+type CacheMetric = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&crate::cache::CacheTotals) -> u64,
+);
+
+const CACHE_METRICS: [CacheMetric; 10] = [
+    (
+        "rsp_cache_hits_total",
+        "counter",
+        "Requests answered from the cache.",
+        |cache| cache.counters.hits,
+    ),
+    (
+        "rsp_cache_misses_total",
+        "counter",
+        "Requests to caching pools that went to the backend.",
+        |cache| cache.counters.misses,
+    ),
+    (
+        "rsp_cache_stale_total",
+        "counter",
+        "Stale responses served (max-stale, stale-while-revalidate, stale-if-error).",
+        |cache| cache.counters.stale,
+    ),
+    (
+        "rsp_cache_revalidations_total",
+        "counter",
+        "Stored responses revalidated with the backend.",
+        |cache| cache.counters.revalidations,
+    ),
+    (
+        "rsp_cache_collapsed_total",
+        "counter",
+        "Requests that waited for another's fetch of the same response.",
+        |cache| cache.counters.collapsed,
+    ),
+    (
+        "rsp_cache_stored_total",
+        "counter",
+        "Responses stored.",
+        |cache| cache.counters.stored,
+    ),
+    (
+        "rsp_cache_invalidated_total",
+        "counter",
+        "Keys removed by unsafe requests and purges.",
+        |cache| cache.counters.invalidations,
+    ),
+    (
+        "rsp_cache_evictions_total",
+        "counter",
+        "Stored responses evicted to stay within the cache's memory.",
+        |cache| cache.store.evictions,
+    ),
+    ("rsp_cache_entries", "gauge", "Stored responses.", |cache| {
+        cache.store.entries
+    }),
+    (
+        "rsp_cache_bytes",
+        "gauge",
+        "Bytes the stored responses take (heads, bodies, index).",
+        |cache| cache.store.bytes,
+    ),
+];
+
+/// The response cache, when the config has one.
+pub(super) fn cache(out: &mut String, cache: Option<&crate::cache::CacheTotals>) {
+    let Some(cache) = cache else {
+        return;
+    };
+    for (name, kind, help, value) in CACHE_METRICS {
+        family(out, name, kind, help);
+        let _ = writeln!(out, "{name} {}", value(cache));
+    }
+}

@@ -190,6 +190,8 @@ pub struct Pool {
     /// Passive outlier ejection; `None`: servers are never ejected (failed
     /// connects still rest them).
     pub eject: Option<EjectConfig>,
+    /// Its responses may be cached.
+    pub cache: bool,
     /// Sessions waiting for a server below `max_conns`, oldest first.
     waiting: VecDeque<usize>,
     /// Requests queued in other workers, in a merged view for the stats.
@@ -235,6 +237,7 @@ impl Pool {
             retries: config.retries,
             retry_on: config.retry_on.clone(),
             eject: config.eject,
+            cache: config.cache,
             waiting: VecDeque::new(),
             queued_elsewhere: 0,
             candidates: Vec::new(),

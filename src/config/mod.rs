@@ -5,6 +5,7 @@
 //! Every error names the file, and the line of the setting where Lua can
 //! tell it, so a typo costs one glance.
 
+mod cache;
 mod listen;
 mod lua;
 mod materialize;
@@ -68,6 +69,7 @@ const SETTINGS: &[&str] = &[
     "maps",
     "memory",
     "redis",
+    "cache",
     // The original C rsp's names.
     "listenPort",
     "backendAddress",
@@ -178,5 +180,6 @@ fn read(script: &Script) -> Result<Config, ConfigError> {
         maps: state::maps(script)?,
         memory: settings::memory(script)?,
         redis: state::redis(script)?,
+        cache: cache::cache(script)?,
     })
 }

@@ -27,6 +27,7 @@ const POOL_SETTINGS: &[&str] = &[
     "retries",
     "retry_on",
     "eject",
+    "cache",
 ];
 const EJECT_SETTINGS: &[&str] = &[
     "consecutive_5xx",
@@ -165,6 +166,7 @@ fn pool(pool: &Setting, name: &str) -> Result<PoolConfig, ConfigError> {
             .integer(i64::from(DEFAULT_RETRIES), 0..=10)? as u32,
         retry_on: retry_on(&pool.part("retry_on"))?,
         eject: eject(&pool.part("eject"))?,
+        cache: pool.part("cache").flag()? == Some(true),
     })
 }
 

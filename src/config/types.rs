@@ -81,6 +81,8 @@ pub struct Config {
     pub memory: crate::memory::MemoryLimits,
     /// The Redis that instances share state through, if any.
     pub redis: Option<RedisConfig>,
+    /// The response cache, if any (`cache = { ... }`).
+    pub cache: Option<crate::cache::CacheConfig>,
 }
 
 /// `redis = { ... }`: one Redis (or the first of several that answers).
@@ -253,6 +255,8 @@ pub struct PoolConfig {
     pub retry_on: RetryOn,
     /// Passive outlier ejection (`eject = true` or a table); `None`: off.
     pub eject: Option<EjectConfig>,
+    /// Its responses may be cached (`cache = { ... }`).
+    pub cache: bool,
 }
 
 impl PoolConfig {
@@ -270,6 +274,7 @@ impl PoolConfig {
             retries: DEFAULT_RETRIES,
             retry_on: RetryOn::default(),
             eject: None,
+            cache: false,
         }
     }
 }

@@ -20,6 +20,11 @@ use crate::token::TokenKind;
 use crate::transport::Endpoint;
 
 /// Methods whose repetition has the effect of one (RFC 9110 §9.2.2).
+/// A safe method (RFC 9110 §9.2.1): its answer changes nothing stored.
+pub fn is_safe(method: &str) -> bool {
+    matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE")
+}
+
 pub fn is_idempotent(method: &str) -> bool {
     matches!(
         method,

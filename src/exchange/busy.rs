@@ -70,6 +70,7 @@ impl Busy {
                     transaction: None,
                     to_backend: Queue::default(),
                     state: State::Idle,
+                    lookup: None,
                 },
                 outbound: Buffer::streaming(buffer_bytes),
                 to_client: Queue::default(),
@@ -107,6 +108,8 @@ impl Busy {
         self.exchange.request.head.shed();
         self.exchange.to_backend.clear();
         self.exchange.state = State::Idle;
+        self.exchange.lookup = None;
+        self.exchange.response.ttl = None;
         self.outbound.consume(self.outbound.len());
         self.to_client.clear();
         SPARE.with_borrow_mut(|(spare, _)| {

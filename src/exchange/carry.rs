@@ -20,6 +20,7 @@ use crate::target::TargetError;
 use crate::timer::Timeout;
 
 use super::attempt::{Attempt, Dial};
+use super::cached::Consulted;
 use super::client_left;
 use super::forward::{self, Body, ForwardError, Passage};
 use super::{
@@ -100,7 +101,11 @@ impl Busy {
             Turn::Wait => Flow::Wait,
             Turn::Moved => Flow::Moved,
             Turn::Answer(reply, discard) => {
-                self.answer(services, Answer::Error(reply), discard);
+                // A cache's stale entry may stand in for a failed backend.
+                let failed = matches!(reply.status(), 502..=504);
+                if !(failed && self.exchange.stale_on_error(services, &mut self.to_client)) {
+                    self.answer(services, Answer::Error(reply), discard);
+                }
                 Flow::Moved
             }
             Turn::Replaced(reply, discard) => {
@@ -206,6 +211,17 @@ impl Busy {
             }
             Routed::To(target) => target,
         };
+        match self
+            .exchange
+            .consult_cache(services, &target, &mut self.to_client)
+        {
+            Consulted::Answered => return Flow::Moved,
+            Consulted::Refused(reply) => {
+                self.answer(services, Answer::Error(reply), body);
+                return Flow::Moved;
+            }
+            Consulted::Forward => {}
+        }
         let (link, exchange) = self.link(waiter, client, inbound);
         let turn = exchange.dial(&link, services, Attempt::new(target), body, false);
         self.act(services, turn)
@@ -226,12 +242,20 @@ impl Busy {
             State::Answering(Upstream::Local(Local {
                 waiting: Some(_), ..
             })) => Ok(Flow::Wait),
-            State::Answering(Upstream::Local(Local {
-                discard,
-                after,
-                linger,
-                ..
-            })) => {
+            State::Answering(
+                Upstream::Local(Local {
+                    discard,
+                    after,
+                    linger,
+                    ..
+                })
+                | Upstream::Cache(Local {
+                    discard,
+                    after,
+                    linger,
+                    ..
+                }),
+            ) => {
                 let (after, linger) = (*after, *linger);
                 let mut flow = Flow::Wait;
                 if let Some(body) = discard {
@@ -250,7 +274,10 @@ impl Busy {
                 }
                 let answered = matches!(
                     exchange.state,
-                    State::Answering(Upstream::Local(Local { discard: None, .. }))
+                    State::Answering(
+                        Upstream::Local(Local { discard: None, .. })
+                            | Upstream::Cache(Local { discard: None, .. })
+                    )
                 );
                 if !answered || !self.to_client.is_empty() || exchange.state.local_body_pending() {
                     return Ok(flow);
@@ -438,6 +465,10 @@ impl Busy {
                     discard: Some(_),
                     body,
                     ..
+                }) | Upstream::Cache(Local {
+                    discard: Some(_),
+                    body,
+                    ..
                 })) if body.is_done()
             )
     }
@@ -447,14 +478,19 @@ impl Busy {
         match &mut self.exchange.state {
             State::Dialing { body, .. } => body.as_mut(),
             State::Answering(Upstream::H1(h1)) => h1.request.body.as_mut(),
-            State::Answering(Upstream::Local(local)) => local.discard.as_mut(),
+            State::Answering(Upstream::Local(local) | Upstream::Cache(local)) => {
+                local.discard.as_mut()
+            }
             State::Idle => None,
         }
     }
 
     /// The rest of the request's body will not be read (the stream ends).
     pub fn forgo_body(&mut self) {
-        if let State::Answering(Upstream::Local(Local { discard, .. })) = &mut self.exchange.state {
+        if let State::Answering(
+            Upstream::Local(Local { discard, .. }) | Upstream::Cache(Local { discard, .. }),
+        ) = &mut self.exchange.state
+        {
             *discard = None;
         }
     }
@@ -499,11 +535,18 @@ impl Busy {
                 response: ResponseSide::Switched,
                 ..
             })) => false,
-            State::Answering(Upstream::Local(Local {
-                discard: None,
-                waiting,
-                ..
-            })) => {
+            State::Answering(
+                Upstream::Local(Local {
+                    discard: None,
+                    waiting,
+                    ..
+                })
+                | Upstream::Cache(Local {
+                    discard: None,
+                    waiting,
+                    ..
+                }),
+            ) => {
                 waiting.is_some()
                     || !self.to_client.is_empty()
                     || self.exchange.state.local_body_pending()

@@ -264,28 +264,59 @@ fn hex(value: usize, out: &mut [u8; 16]) -> &[u8] {
 }
 
 /// The body of one of rsp's own answers (an error, a Lua reply, an admin
-/// page): written from where it is as the client takes it, after its
-/// head, never copied into the client queue.
+/// page) or of a stored response (a part of it, for a range): written
+/// from where it is as the client takes it, after its head, never copied
+/// into the client queue.
 #[derive(Debug, Default)]
 pub struct LocalBody {
-    bytes: std::borrow::Cow<'static, [u8]>,
+    bytes: Bytes,
     sent: usize,
+    end: usize,
+}
+
+#[derive(Debug)]
+enum Bytes {
+    Own(std::borrow::Cow<'static, [u8]>),
+    /// A stored response's, shared with the cache.
+    Shared(std::sync::Arc<[u8]>),
+}
+
+impl Default for Bytes {
+    fn default() -> Bytes {
+        Bytes::Own(std::borrow::Cow::Borrowed(&[]))
+    }
 }
 
 impl LocalBody {
     pub fn new(bytes: impl Into<std::borrow::Cow<'static, [u8]>>) -> LocalBody {
+        let bytes = bytes.into();
         LocalBody {
-            bytes: bytes.into(),
+            end: bytes.len(),
+            bytes: Bytes::Own(bytes),
             sent: 0,
         }
     }
 
+    /// `range` of a stored body.
+    pub fn shared(bytes: std::sync::Arc<[u8]>, range: std::ops::Range<usize>) -> LocalBody {
+        let end = range.end.min(bytes.len());
+        LocalBody {
+            bytes: Bytes::Shared(bytes),
+            sent: range.start.min(end),
+            end,
+        }
+    }
+
     pub fn pending(&self) -> &[u8] {
-        &self.bytes[self.sent..]
+        let all: &[u8] = match &self.bytes {
+            Bytes::Own(bytes) => bytes,
+            Bytes::Shared(bytes) => bytes,
+        };
+        &all[self.sent..self.end]
     }
 
     pub fn is_done(&self) -> bool {
-        self.sent == self.bytes.len()
+        self.sent == self.end
     }
 
     fn advance(&mut self, count: usize) {
@@ -299,8 +330,8 @@ pub enum Passage<'a> {
     Queued,
     /// What is queued, then rsp's own body (not in `source`).
     Local(&'a mut LocalBody),
-    /// A framed body.
-    Body(&'a mut Body),
+    /// A framed body, and the fill that stores it as it passes, if any.
+    Body(&'a mut Body, Option<&'a mut crate::cache::Fill>),
     /// Every byte, as it comes (a tunnel).
     Raw,
 }
@@ -361,7 +392,7 @@ pub fn forward(
             Passage::Queued => 0,
             Passage::Local(body) => body.pending().len(),
             Passage::Raw => source.len(),
-            Passage::Body(body) => {
+            Passage::Body(body, _) => {
                 let claimed = body
                     .claim(source.data(), source.is_full(), queue.out())
                     .map_err(ForwardError::Framing)?;
@@ -377,7 +408,7 @@ pub fn forward(
         };
         let closing = ends_connection
             && match &passage {
-                Passage::Body(body) => body.is_claimed(),
+                Passage::Body(body, _) => body.is_claimed(),
                 Passage::Queued | Passage::Local(_) => true,
                 Passage::Raw => false,
             };
@@ -399,8 +430,11 @@ pub fn forward(
         queue.advance(from_queue);
         let passed = count - from_queue;
         match &mut passage {
-            Passage::Body(body) => {
+            Passage::Body(body, fill) => {
                 body.written(passed);
+                if let Some(fill) = fill {
+                    fill.feed(&source.data()[..passed]);
+                }
                 source.consume(passed);
             }
             Passage::Local(local) => local.advance(passed),

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 pub mod attempt;
 mod busy;
+mod cached;
 mod carry;
 pub mod forward;
 mod h1;
@@ -70,6 +71,8 @@ pub enum ResponseSide {
         until_close: bool,
         /// The backend keeps its connection open after this response.
         backend_keeps: bool,
+        /// The response on its way into the cache as it passes.
+        fill: Option<Box<crate::cache::Fill>>,
     },
     /// The backend switched protocols (101): the connection becomes a tunnel.
     Switched,
@@ -122,9 +125,10 @@ impl State {
         }
     }
 
-    /// rsp's own answer has bytes of its body still to write.
+    /// rsp's own answer (or a stored one) has bytes of its body still to
+    /// write.
     pub fn local_body_pending(&self) -> bool {
-        matches!(self, State::Answering(Upstream::Local(Local { body, .. })) if !body.is_done())
+        matches!(self, State::Answering(Upstream::Local(Local { body, .. }) | Upstream::Cache(Local { body, .. })) if !body.is_done())
     }
 }
 
@@ -171,6 +175,9 @@ pub struct Exchange {
     /// Bytes rsp writes for the backend: a PROXY header, the request head.
     pub to_backend: Queue,
     pub state: State,
+    /// What the cache made of the request, when its pool caches and it
+    /// went on to the backend.
+    pub lookup: Option<Box<cached::Lookup>>,
 }
 
 impl Exchange {
@@ -391,7 +398,7 @@ impl Exchange {
                 ResponseSide::Body { .. } => self.response_end(link, services),
                 ResponseSide::Switched => Turn::Switched,
             },
-            State::Idle | State::Answering(Upstream::Local(_)) => Turn::Wait,
+            State::Idle | State::Answering(Upstream::Local(_) | Upstream::Cache(_)) => Turn::Wait,
         }
     }
 
@@ -430,7 +437,7 @@ impl Exchange {
             return Turn::Wait;
         }
         let passage = match &mut request.body {
-            Some(body) => Passage::Body(body),
+            Some(body) => Passage::Body(body, None),
             None => Passage::Queued,
         };
         let limit = services.settings.max_body_bytes;
@@ -624,7 +631,7 @@ impl Exchange {
                 );
                 Some(Turn::Answer(ErrorReply::NoRoute, body))
             }
-            State::Idle | State::Answering(Upstream::Local(Local { .. })) => None,
+            State::Idle | State::Answering(Upstream::Local(_) | Upstream::Cache(_)) => None,
         }
     }
 

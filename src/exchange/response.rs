@@ -95,6 +95,12 @@ impl Exchange {
     /// have the request sent elsewhere, or answer in its place; the client
     /// gets what it says.
     fn final_head(&mut self, link: &mut Link, services: &mut Services, length: usize) -> Turn {
+        if let Some(turn) = self
+            .revalidated(link, services, length)
+            .or_else(|| self.stale_for_5xx(link, services))
+        {
+            return turn;
+        }
         let status = self.response.head.status();
         if let Some(turn) = self.retry_on_status(link, services, status) {
             return turn;
@@ -123,6 +129,7 @@ impl Exchange {
                 Decision::Reply(reply) => return self.replace_response(link, services, reply),
             }
         }
+        self.cache_response_head(services);
         self.pass_on(link, services, length)
     }
 
@@ -143,7 +150,7 @@ impl Exchange {
             Ok(info) => {
                 link.outbound.consume(length);
                 if !info.is_interim() {
-                    self.took_final_head(link, &info);
+                    self.took_final_head(link, services, &info);
                 } else if let Some(H1 {
                     response: ResponseSide::Head { interim },
                     ..
@@ -291,13 +298,17 @@ impl Exchange {
 
     /// The final head came: the transaction learns the status, and the
     /// response goes on to its body, or to a tunnel.
-    fn took_final_head(&mut self, link: &Link, info: &ResponseInfo) {
+    fn took_final_head(&mut self, link: &Link, services: &Services, info: &ResponseInfo) {
         if let Some(transaction) = &mut self.transaction {
             transaction.status = info.status;
             transaction.backend_status = Some(info.status);
             transaction.response_time =
                 Some(timer::now().saturating_duration_since(transaction.routed_at));
         }
+        let fill = match info.is_switch() {
+            true => None,
+            false => self.start_fill(services, info),
+        };
         let Some(H1 {
             backend, response, ..
         }) = self.state.h1_mut()
@@ -322,6 +333,7 @@ impl Exchange {
                     After::Close
                 },
                 backend_keeps: info.backend_keep_alive,
+                fill,
             }
         };
     }
@@ -345,12 +357,21 @@ impl Exchange {
         let H1 {
             backend,
             request,
-            response: ResponseSide::Body { status, after, .. },
+            response:
+                ResponseSide::Body {
+                    status,
+                    after,
+                    fill,
+                    ..
+                },
             ..
         } = h1
         else {
             return Turn::Wait;
         };
+        if let Some(fill) = fill.take() {
+            super::cached::finish_fill(services, fill);
+        }
         let request_read = request.body.is_none();
         let keep_alive =
             *after == After::Next && request_read && !backend.write_failed && !services.draining;
@@ -468,7 +489,7 @@ fn status_outcome(status: u16, otherwise: Outcome) -> Outcome {
 }
 
 /// Keeps a backend connection that can serve another request.
-fn keep(services: &mut Services, backend: Backend) {
+pub(super) fn keep(services: &mut Services, backend: Backend) {
     if let Some(timer) = services.idle.put(backend.server, backend.endpoint) {
         let deadline = Deadline::IdleBackend {
             key: timer.key,

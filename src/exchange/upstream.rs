@@ -1,13 +1,12 @@
 //! What answers a request once it is routed: an `Upstream`. Today a
-//! backend's HTTP/1.1 connection (`H1`) or rsp itself (`Local`: errors,
-//! Lua replies, admin pages). Each is driven through the same few
+//! backend's HTTP/1.1 connection (`H1`), rsp itself (`Local`: errors,
+//! Lua replies, admin pages) or a stored response (`Cache`). Each is driven through the same few
 //! operations: the socket it waits on (`endpoint_mut`, for interest and
 //! events), its deadline, what of its answer the client is written
 //! (`passage`), whether that answer waits on the client, and how it ends
 //! (`release`: the lease and the connection, kept or closed). The next
 //! ones take their place beside these: a TLS transport under `H1`, `H2`
-//! (a stream of a shared backend connection), `FastCgi`, `Cache` (a
-//! stored answer, streamed as `Local`'s body is).
+//! (a stream of a shared backend connection), `FastCgi`.
 
 use std::time::Instant;
 
@@ -33,6 +32,9 @@ pub enum Upstream {
     H1(H1),
     /// rsp answers itself; the request body, if any, is read and dropped.
     Local(Local),
+    /// A stored response answers (`cache`), its body streamed from the
+    /// store as rsp's own are.
+    Cache(Local),
 }
 
 /// What an upstream said since the exchange last asked.
@@ -84,7 +86,7 @@ impl Upstream {
     pub fn endpoint_mut(&mut self) -> Option<&mut Endpoint> {
         match self {
             Upstream::H1(h1) => Some(&mut h1.backend.endpoint),
-            Upstream::Local(_) => None,
+            Upstream::Local(_) | Upstream::Cache(_) => None,
         }
     }
 
@@ -99,7 +101,7 @@ impl Upstream {
             }) => request
                 .sent_at
                 .map(|at| (at + timeouts.backend_response, Timeout::BackendResponse)),
-            Upstream::H1(_) | Upstream::Local(_) => None,
+            Upstream::H1(_) | Upstream::Local(_) | Upstream::Cache(_) => None,
         }
     }
 
@@ -108,14 +110,19 @@ impl Upstream {
     pub fn passage(&mut self) -> (Passage<'_>, bool) {
         match self {
             Upstream::H1(H1 {
-                response: ResponseSide::Body { body, after, .. },
+                response:
+                    ResponseSide::Body {
+                        body, after, fill, ..
+                    },
                 ..
             }) => (
-                body.as_mut().map_or(Passage::Queued, Passage::Body),
+                body.as_mut().map_or(Passage::Queued, |body| {
+                    Passage::Body(body, fill.as_deref_mut())
+                }),
                 *after == After::Close,
             ),
             Upstream::H1(_) => (Passage::Queued, false),
-            Upstream::Local(local) => (
+            Upstream::Local(local) | Upstream::Cache(local) => (
                 Passage::Local(&mut local.body),
                 local.discard.is_none() && local.after == After::Close,
             ),
@@ -131,7 +138,7 @@ impl Upstream {
                 ..
             }) => !outbound_empty,
             Upstream::H1(_) => false,
-            Upstream::Local(local) => !local.body.is_done(),
+            Upstream::Local(local) | Upstream::Cache(local) => !local.body.is_done(),
         }
     }
 
@@ -139,7 +146,7 @@ impl Upstream {
     pub fn wants_body(&self) -> bool {
         match self {
             Upstream::H1(h1) => h1.request.body.is_some(),
-            Upstream::Local(local) => local.discard.is_some(),
+            Upstream::Local(local) | Upstream::Cache(local) => local.discard.is_some(),
         }
     }
 
@@ -147,7 +154,7 @@ impl Upstream {
     pub fn leased_pool(&self) -> Option<usize> {
         match self {
             Upstream::H1(h1) => h1.attempt.lease.as_ref().map(|lease| lease.pool()),
-            Upstream::Local(_) => None,
+            Upstream::Local(_) | Upstream::Cache(_) => None,
         }
     }
 
@@ -156,7 +163,7 @@ impl Upstream {
     pub fn release(&mut self, services: &mut Services, outcome: Outcome) {
         match self {
             Upstream::H1(h1) => h1.attempt.release(services, outcome),
-            Upstream::Local(_) => {}
+            Upstream::Local(_) | Upstream::Cache(_) => {}
         }
     }
 }

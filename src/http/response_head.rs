@@ -76,6 +76,27 @@ impl ResponseHead {
         self.head_length = 0;
     }
 
+    /// The head of a stored response being served (`cache`), its fields
+    /// as stored.
+    pub fn stored<'a>(&mut self, status: u16, fields: impl Iterator<Item = (&'a [u8], &'a [u8])>) {
+        self.raw.clear();
+        self.fields.clear();
+        for (name, value) in fields {
+            let name = self.keep(name);
+            let value = self.keep(value);
+            self.fields.push(Field {
+                name,
+                value,
+                added: true,
+            });
+        }
+        self.reason = 0..0;
+        self.status = status;
+        self.original = status;
+        self.version = Some(1);
+        self.head_length = 0;
+    }
+
     fn keep(&mut self, bytes: &[u8]) -> Range<usize> {
         let start = self.raw.len();
         self.raw.extend_from_slice(bytes);

@@ -29,6 +29,11 @@ pub struct RequestView {
     /// `route()` is done: the request went on as it was then, and the
     /// methods that change it are refused.
     pub sealed: bool,
+    /// `req:no_cache()`: the cache neither answers nor stores it.
+    pub no_cache: bool,
+    /// `req:cache_key(key)`: the key it is stored under, in place of the
+    /// host and target.
+    pub cache_key: Option<String>,
 }
 
 impl RequestView {
@@ -43,6 +48,8 @@ impl RequestView {
             ctx: None,
             ctx_bytes: 0,
             sealed: false,
+            no_cache: false,
+            cache_key: None,
         }
     }
 
@@ -55,6 +62,8 @@ impl RequestView {
         self.ctx = None;
         self.ctx_bytes = 0;
         self.sealed = false;
+        self.no_cache = false;
+        self.cache_key = None;
     }
 
     /// Applies one change `route()` asked for, as a Lua error naming the
@@ -194,6 +203,26 @@ impl UserData for Handle<RequestView> {
         methods.add_method("set_host", |_, this, host: LuaString| {
             let host = host.as_bytes();
             this.with(|view| view.edit("set_host", &host, |head| head.set_host(&host)))
+        });
+        methods.add_method("no_cache", |_, this, ()| {
+            this.with(|view| {
+                view.edit("no_cache", b"", |_| Ok(()))?;
+                view.no_cache = true;
+                Ok(())
+            })
+        });
+        methods.add_method("cache_key", |_, this, key: LuaString| {
+            let key = key.to_string_lossy();
+            this.with(|view| {
+                view.edit("cache_key", key.as_bytes(), |_| Ok(()))?;
+                if key.is_empty() || key.len() > 4096 {
+                    return Err(mlua::Error::runtime(
+                        "req:cache_key(key): a key is 1 to 4096 bytes",
+                    ));
+                }
+                view.cache_key = Some(key);
+                Ok(())
+            })
         });
     }
 }

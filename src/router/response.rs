@@ -24,6 +24,9 @@ pub struct ResponseView {
     pub source: Source,
     /// The backend that answered; `None` for rsp's own answers.
     pub server: Option<SocketAddr>,
+    /// `res.ttl = seconds`: how long the cache keeps it fresh, whatever
+    /// its fields say (`no-store` and `private` still keep it out).
+    pub ttl: Option<u64>,
 }
 
 impl ResponseView {
@@ -32,6 +35,7 @@ impl ResponseView {
             head: ResponseHead::default(),
             source: Source::Backend,
             server: None,
+            ttl: None,
         }
     }
 }
@@ -86,6 +90,22 @@ impl UserData for Handle<ResponseView> {
                 view.head.set_status(status).map_err(|error| {
                     mlua::Error::runtime(format!("res.status = {status}: {error}"))
                 })
+            })
+        });
+        fields.add_field_method_get("ttl", |_, this| this.with(|view| Ok(view.ttl)));
+        fields.add_field_method_set("ttl", |_, this, ttl: Value| {
+            let seconds = match ttl {
+                Value::Integer(seconds) if seconds >= 0 => Some(seconds as u64),
+                Value::Nil => None,
+                other => {
+                    return Err(mlua::Error::runtime(format!(
+                        "res.ttl = {other:?}: seconds, a whole number from 0"
+                    )));
+                }
+            };
+            this.with(|view| {
+                view.ttl = seconds.map(|seconds| seconds.min(crate::cache::policy::MAX_DELTA));
+                Ok(())
             })
         });
         fields.add_field_method_get("source", |_, this| {

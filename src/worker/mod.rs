@@ -367,6 +367,16 @@ impl EventLoop {
                     pool.set_drained(server, drained);
                 }
             }
+            Command::PurgeCache { key, prefix } => {
+                if let Some(cache) = &mut self.services.cache {
+                    let removed = match prefix {
+                        true => cache.store.remove_prefix(&key),
+                        false => usize::from(cache.store.remove(&key)),
+                    };
+                    cache.counters.invalidations += removed as u64;
+                    log::debug!("cache: purge of {key:?} removed {removed} keys");
+                }
+            }
         }
     }
 
@@ -554,6 +564,7 @@ impl EventLoop {
 
     /// Hands a copy of this worker's counters to worker 0's admin port.
     fn publish(&mut self, now: Instant) {
+        self.services.count_cache();
         if let Some(shared) = &self.services.worker.shared {
             let snapshot = Snapshot {
                 totals: self.services.totals.clone(),

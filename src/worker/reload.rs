@@ -116,6 +116,15 @@ impl EventLoop {
         }
         reconfigure_access_log(&mut services.access_log, config.access_log.as_ref());
         configure_idle(&mut services.idle, config);
+        // A cache of other settings starts empty; the same one keeps
+        // what it stored.
+        if services.cache.as_ref().map(|cache| &cache.config) != config.cache.as_ref() {
+            let workers = services.worker.count;
+            services.cache = config
+                .cache
+                .clone()
+                .map(|cache| crate::cache::Cache::new(cache, workers));
+        }
         services.next_generation();
     }
 

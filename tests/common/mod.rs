@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod h2;
+pub mod origin;
 pub mod redis;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -120,11 +120,17 @@ impl Http1 {
     fn read_client(&mut self, client: &mut Client) -> Result<bool, Step> {
         let closing = matches!(
             self.state(),
-            Some(State::Answering(Upstream::Local(Local {
-                discard: None,
-                after: After::Close,
-                ..
-            })))
+            Some(State::Answering(
+                Upstream::Local(Local {
+                    discard: None,
+                    after: After::Close,
+                    ..
+                }) | Upstream::Cache(Local {
+                    discard: None,
+                    after: After::Close,
+                    ..
+                })
+            ))
         );
         if closing {
             return Ok(false);
@@ -333,6 +339,7 @@ impl Http1 {
             transaction,
             to_backend,
             state,
+            lookup: _,
         } = exchange;
         match state {
             State::Answering(Upstream::H1(H1 {

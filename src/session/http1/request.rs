@@ -175,6 +175,7 @@ impl Http1 {
         };
         let body_read = discard.is_none();
         let read = &self.inbound.data()[..body_bytes.min(self.inbound.len())];
+        services.count_cache();
         let answered = admin::answer(
             head,
             body_read.then_some(read),

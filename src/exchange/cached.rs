@@ -1,0 +1,599 @@
+//! The exchange and the cache (`cache/`): a request to a pool with
+//! `cache = true` is looked up before it goes anywhere; a stored response
+//! that may answer it (RFC 9111 §4) is served as the `Cache` upstream,
+//! through the same client queue and body path as any answer. A miss goes
+//! to the backend; its response, when §3 allows, is stored as it streams
+//! to the client (`Fill`). A non-error answer to an unsafe method
+//! invalidates what is stored for its target (§4.4).
+
+use std::sync::Arc;
+
+use crate::cache::policy::{self, Usable};
+use crate::cache::{self, Entry, Fill, Now};
+use crate::http::{ClientSide, ResponseInfo};
+use crate::reply::ErrorReply;
+use crate::services::Services;
+
+use super::attempt::Target;
+use super::forward::{LocalBody, Queue};
+use super::{After, Exchange, Local, State, Upstream};
+
+/// What the cache made of a request that went on to its backend.
+#[derive(Debug)]
+pub struct Lookup {
+    pub key: String,
+    /// A stored response too stale to answer, which may still stand in
+    /// if the backend fails (`stale-if-error`, `serve_stale_on_error`).
+    pub stale: Option<Arc<Entry>>,
+    /// When the request went (seconds since the epoch), for the age.
+    pub requested: u64,
+    /// Why it went on, for `Cache-Status` (`fwd=`).
+    pub forward: &'static str,
+    /// The response is being stored.
+    pub store: bool,
+    /// The request's method is unsafe: a non-error answer invalidates.
+    pub unsafe_method: bool,
+    /// rsp added the stale entry's validators to the request: a 304
+    /// refreshes it (§4.3).
+    pub revalidating: bool,
+    /// What the response's fields said of its freshness, read before the
+    /// targeted fields were taken off.
+    pub freshness: Option<policy::Freshness>,
+}
+
+/// What the cache did with a request.
+pub enum Consulted {
+    /// A stored response answered it.
+    Answered,
+    /// rsp answers (`only-if-cached` with nothing stored: 504).
+    Refused(ErrorReply),
+    /// It goes to its backend.
+    Forward,
+}
+
+impl Exchange {
+    /// Before the request goes to `target`: a pool that caches answers
+    /// it from the store when it may.
+    pub fn consult_cache(
+        &mut self,
+        services: &mut Services,
+        target: &Target,
+        to_client: &mut Queue,
+    ) -> Consulted {
+        self.lookup = None;
+        let Some(cache) = services.cache.as_mut() else {
+            return Consulted::Forward;
+        };
+        let Target::Pool { pool, .. } = target else {
+            return Consulted::Forward;
+        };
+        if !services.pools.get(*pool).is_some_and(|pool| pool.cache) {
+            return Consulted::Forward;
+        }
+        let head = &self.request.head;
+        let facts = cache::request_facts(head);
+        let key = self
+            .request
+            .cache_key
+            .clone()
+            .unwrap_or_else(|| default_key(head));
+        let now = Now::read();
+        let mut lookup = Lookup {
+            key,
+            stale: None,
+            requested: now.wall,
+            forward: "miss",
+            store: false,
+            unsafe_method: !facts.get && !crate::exchange::attempt::is_safe(head.method()),
+            revalidating: false,
+            freshness: None,
+        };
+        if !facts.get || self.request.no_cache || head.framing != crate::framing::Framing::Empty {
+            lookup.forward = "bypass";
+            self.lookup = Some(Box::new(lookup));
+            return Consulted::Forward;
+        }
+        let found = cache.store.get(&lookup.key, |name| {
+            head.header(std::str::from_utf8(name).unwrap_or(""))
+        });
+        if let Some(entry) = found {
+            let age = entry.age(now.instant);
+            match policy::usable(entry.directives(), entry.lifetime, age, &facts.directives) {
+                Usable::Fresh | Usable::StaleAccepted | Usable::StaleWhileRevalidate => {
+                    let stale = age >= entry.lifetime;
+                    cache.counters.hits += 1;
+                    if stale {
+                        cache.counters.stale += 1;
+                    }
+                    let detail = if stale { "hit; fwd=stale" } else { "hit" };
+                    if self.serve(services, &entry, age, detail, to_client) {
+                        return Consulted::Answered;
+                    }
+                }
+                Usable::Stale => {
+                    lookup.forward = "stale";
+                    lookup.revalidating = self.ask_validation(&entry);
+                    lookup.stale = Some(entry);
+                }
+            }
+        } else {
+            lookup.forward = if facts.directives.no_cache {
+                "request"
+            } else {
+                "miss"
+            };
+        }
+        let Some(cache) = services.cache.as_mut() else {
+            return Consulted::Forward;
+        };
+        if facts.directives.only_if_cached {
+            return Consulted::Refused(ErrorReply::GatewayTimeout);
+        }
+        cache.counters.misses += 1;
+        self.lookup = Some(Box::new(lookup));
+        Consulted::Forward
+    }
+
+    /// The stale entry that may stand in for a failed backend, and its
+    /// age: when its `stale-if-error`, the request's, or
+    /// `serve_stale_on_error` allows (RFC 5861 §4; RFC 9111 §4.2.4: the
+    /// cache is disconnected).
+    fn stale_allowed(&self, services: &Services) -> Option<(Arc<Entry>, u64)> {
+        let entry = self.lookup.as_deref()?.stale.clone()?;
+        let cache = services.cache.as_ref()?;
+        let age = entry.age(crate::timer::now());
+        let staleness = age.saturating_sub(entry.lifetime);
+        let request = cache::request_facts(&self.request.head);
+        let always = cache.config.serve_stale_on_error;
+        policy::serves_on_error(entry.directives(), &request.directives, staleness, always)
+            .then_some((entry, age))
+    }
+
+    /// The backend failed (no server, a failed connect or read, a
+    /// timeout: rsp was about to answer 502-504): a stale entry answers
+    /// instead when it may. Whether it did.
+    pub fn stale_on_error(&mut self, services: &mut Services, to_client: &mut Queue) -> bool {
+        let Some((entry, age)) = self.stale_allowed(services) else {
+            return false;
+        };
+        if let Some(cache) = services.cache.as_mut() {
+            cache.counters.stale += 1;
+        }
+        to_client.clear();
+        self.serve(
+            services,
+            &entry,
+            age,
+            "hit; fwd=stale; detail=backend-error",
+            to_client,
+        )
+    }
+
+    /// A 5xx from the backend that a stale entry may stand in for: the
+    /// backend's answer is dropped, its connection closed.
+    pub(super) fn stale_for_5xx(
+        &mut self,
+        link: &mut super::Link,
+        services: &mut Services,
+    ) -> Option<super::Turn> {
+        if self.response.head.status() < 500 {
+            return None;
+        }
+        self.stale_allowed(services)?;
+        let super::H1 { mut attempt, .. } = self.take_h1()?;
+        attempt.release(services, crate::balancer::Outcome::ServerError);
+        link.outbound.consume(link.outbound.len());
+        Some(match self.stale_on_error(services, link.to_client) {
+            true => super::Turn::Moved,
+            false => super::Turn::Answer(ErrorReply::BadGateway, None),
+        })
+    }
+
+    /// Adds `entry`'s validators to the request, unless the client sent
+    /// its own conditions (its answer is then the client's, passed on):
+    /// whether it did. The one change rsp makes to a request after
+    /// `route()` saw it, and only for its own revalidation (README).
+    fn ask_validation(&mut self, entry: &Entry) -> bool {
+        let head = &mut self.request.head;
+        let conditional = [
+            "if-none-match",
+            "if-modified-since",
+            "if-match",
+            "if-unmodified-since",
+            "if-range",
+            "range",
+        ]
+        .iter()
+        .any(|name| head.header(name).is_some());
+        if conditional {
+            return false;
+        }
+        let mut asked = false;
+        if let Some(etag) = entry.field(b"etag") {
+            asked |= head.add_header(b"If-None-Match", etag).is_ok();
+        }
+        if let Some(modified) = entry.field(b"last-modified") {
+            asked |= head.add_header(b"If-Modified-Since", modified).is_ok();
+        }
+        asked
+    }
+
+    /// The backend's 304 to rsp's own revalidation: the stored response,
+    /// its fields updated by the 304's (RFC 9111 §4.3.4), is fresh again
+    /// and answers the client; the backend's connection is kept.
+    pub(super) fn revalidated(
+        &mut self,
+        link: &mut super::Link,
+        services: &mut Services,
+        length: usize,
+    ) -> Option<super::Turn> {
+        let lookup = self.lookup.as_deref()?;
+        if !lookup.revalidating || self.response.head.status() != 304 {
+            return None;
+        }
+        let stale = lookup.stale.clone()?;
+        let key = lookup.key.clone();
+        let requested = lookup.requested;
+        let cache = services.cache.as_mut()?;
+        let update = &self.response.head;
+        let kept = |name: &[u8]| {
+            !cache::never_stored(name)
+                && !cache.is_targeted(name)
+                && !name.eq_ignore_ascii_case(b"age")
+                && !name.eq_ignore_ascii_case(b"cache-status")
+        };
+        let mut fields: Vec<cache::store::StoredField> = stale
+            .fields
+            .iter()
+            .filter(|(name, _)| update.header(name).is_none())
+            .cloned()
+            .collect();
+        fields.extend(
+            update
+                .fields()
+                .filter(|(name, _)| kept(name))
+                .map(|(name, value)| (name.into(), value.into())),
+        );
+        let mut refreshed = crate::http::ResponseHead::default();
+        refreshed.stored(
+            stale.status,
+            fields.iter().map(|(name, value)| (&**name, &**value)),
+        );
+        let received = policy::wall_clock();
+        let freshness = cache.freshness(&refreshed, received);
+        let entry = Entry {
+            status: stale.status,
+            lifetime: freshness.lifetime(stale.status, cache.config.default_ttl),
+            initial_age: freshness.initial_age(requested, received),
+            freshness,
+            fields,
+            body: Arc::clone(&stale.body),
+            stored_at: crate::timer::now(),
+            vary: stale.vary.clone(),
+        };
+        cache.counters.revalidations += 1;
+        let entry = cache.store.insert(&key, entry)?;
+        link.outbound.consume(length);
+        self.release_revalidated(link, services);
+        let age = entry.age(crate::timer::now());
+        let served = self.serve(
+            services,
+            &entry,
+            age,
+            "hit; fwd=stale; fwd-status=304",
+            link.to_client,
+        );
+        Some(match served {
+            true => super::Turn::Moved,
+            false => super::Turn::Answer(ErrorReply::BadGateway, None),
+        })
+    }
+
+    /// The backend answered the revalidation: its lease goes back, and
+    /// its connection is kept when the 304 left it fit for another.
+    fn release_revalidated(&mut self, link: &super::Link, services: &mut Services) {
+        let closes = self
+            .response
+            .head
+            .header(b"connection")
+            .is_some_and(|value| {
+                value
+                    .split(|&byte| byte == b',')
+                    .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
+            });
+        let Some(super::H1 {
+            mut backend,
+            mut attempt,
+            request,
+            ..
+        }) = self.take_h1()
+        else {
+            return;
+        };
+        let keeps = !closes
+            && link.outbound.is_empty()
+            && request.body.is_none()
+            && self.to_backend.is_empty()
+            && !services.draining
+            && backend.is_reusable();
+        attempt.release(services, crate::balancer::Outcome::Ok);
+        if keeps {
+            super::response::keep(services, backend);
+        }
+    }
+
+    /// Answers from `entry` (`age` seconds old): its head with `Age` and
+    /// `Cache-Status`, its body from the store, or a 304 when the client's
+    /// validators match. False if the stored head cannot be written.
+    fn serve(
+        &mut self,
+        services: &Services,
+        entry: &Arc<Entry>,
+        age: u64,
+        detail: &str,
+        to_client: &mut Queue,
+    ) -> bool {
+        let request = &self.request.head;
+        // The validators rsp added to revalidate are not the client's.
+        let revalidating = self
+            .lookup
+            .as_deref()
+            .is_some_and(|lookup| lookup.revalidating);
+        let not_modified = !revalidating && not_modified(request, entry);
+        let status = if not_modified { 304 } else { entry.status };
+        let length = entry.body.len().to_string();
+        let age_text = age.to_string();
+        let status_text = format!("rsp; {detail}");
+        let status_header = services
+            .cache
+            .as_ref()
+            .is_some_and(|cache| cache.config.status_header);
+        let mut added = vec![(&b"Age"[..], age_text.as_bytes())];
+        if !not_modified {
+            added.push((b"Content-Length", length.as_bytes()));
+        }
+        if status_header {
+            added.push((b"Cache-Status", status_text.as_bytes()));
+        }
+        let stored = entry
+            .fields
+            .iter()
+            .map(|(name, value)| (&**name, &**value))
+            .filter(|(name, _)| !not_modified || kept_in_304(name));
+        let head = &mut self.response.head;
+        head.stored(status, stored.chain(added));
+        let client = ClientSide {
+            head_request: request.is_head(),
+            minor_version: request.minor_version,
+            keep_alive: request.keep_alive,
+            upgrade: false,
+        };
+        let request_id = self.request.request_id();
+        let Ok(info) = head.write_final(client, request_id, to_client.out()) else {
+            to_client.clear();
+            return false;
+        };
+        let body = match info.framing {
+            crate::framing::Framing::Length(_) => {
+                LocalBody::shared(Arc::clone(&entry.body), 0..entry.body.len())
+            }
+            _ => LocalBody::default(),
+        };
+        if let Some(transaction) = &mut self.transaction {
+            transaction.answered_locally(status, body.pending().len());
+        }
+        self.state = State::Answering(Upstream::Cache(Local {
+            body,
+            discard: None,
+            after: if info.keep_alive {
+                After::Next
+            } else {
+                After::Close
+            },
+            linger: request.keep_alive,
+            waiting: None,
+        }));
+        true
+    }
+
+    /// The final response head, as the client will get it (after
+    /// `respond()`): whether it is stored (then `took_final_head` starts
+    /// its fill), `Cache-Status` said, targeted fields taken off.
+    pub(super) fn cache_response_head(&mut self, services: &mut Services) {
+        let Some(lookup) = self.lookup.as_deref_mut() else {
+            return;
+        };
+        let Some(cache) = services.cache.as_mut() else {
+            return;
+        };
+        let head = &mut self.response.head;
+        let status = head.status();
+        if lookup.unsafe_method {
+            if (200..400).contains(&status) {
+                let invalidated = invalidate(cache, &self.request.head, head);
+                cache.counters.invalidations += invalidated as u64;
+            }
+            return;
+        }
+        let received = policy::wall_clock();
+        let freshness = cache.freshness(head, received);
+        let facts = cache::request_facts(&self.request.head);
+        let refused = if self.request.head.is_head() || lookup.forward == "bypass" {
+            Some("not stored")
+        } else {
+            policy::unstorable(
+                &facts,
+                status,
+                &freshness,
+                &cache::response_facts(head),
+                &cache.settings(),
+            )
+            .filter(|_| self.response.ttl.is_none())
+        };
+        lookup.store = refused.is_none();
+        lookup.freshness = Some(freshness);
+        if !cache.config.forward_targeted {
+            for name in &cache.config.targeted {
+                let _ = head.del_header(name.as_bytes());
+            }
+        }
+        if cache.config.status_header {
+            let stored = if lookup.store { "; stored" } else { "" };
+            let value = format!("rsp; fwd={}; fwd-status={status}{stored}", lookup.forward);
+            let _ = head.add_header(b"Cache-Status", value.as_bytes());
+        }
+    }
+
+    /// The fill of a response `cache_response_head` chose to store.
+    pub(super) fn start_fill(&self, services: &Services, info: &ResponseInfo) -> Option<Box<Fill>> {
+        let lookup = self.lookup.as_deref().filter(|lookup| lookup.store)?;
+        let cache = services.cache.as_ref()?;
+        if let crate::framing::Framing::Length(length) = info.framing
+            && length > cache.config.max_object as u64
+        {
+            return None;
+        }
+        let head = &self.response.head;
+        let received = policy::wall_clock();
+        let freshness = lookup
+            .freshness
+            .unwrap_or_else(|| cache.freshness(head, received));
+        let lifetime = match self.response.ttl {
+            Some(ttl) => ttl,
+            None => freshness.lifetime(head.status(), cache.config.default_ttl),
+        };
+        let fields = head
+            .fields()
+            .filter(|(name, _)| {
+                !cache::never_stored(name)
+                    && !cache.is_targeted(name)
+                    && !name.eq_ignore_ascii_case(b"age")
+                    && !name.eq_ignore_ascii_case(b"cache-status")
+            })
+            .map(|(name, value)| (name.into(), value.into()))
+            .collect();
+        let request = &self.request.head;
+        let vary = cache::vary_names(head)
+            .into_iter()
+            .map(|name| {
+                let value = std::str::from_utf8(&name)
+                    .ok()
+                    .and_then(|text| request.header(text))
+                    .map(Into::into);
+                (name.into_boxed_slice(), value)
+            })
+            .collect();
+        let entry = Entry {
+            status: head.status(),
+            fields,
+            body: Arc::from(&[][..]),
+            freshness,
+            lifetime,
+            initial_age: freshness.initial_age(lookup.requested, received),
+            stored_at: crate::timer::now(),
+            vary,
+        };
+        let fill = Fill::new(lookup.key.clone(), entry, &info.framing, cache);
+        Some(Box::new(fill))
+    }
+}
+
+/// Stores a fill whose body is complete.
+pub fn finish_fill(services: &mut Services, fill: Box<Fill>) {
+    let Some(cache) = services.cache.as_mut() else {
+        return;
+    };
+    if let Some((key, entry)) = fill.finish()
+        && cache.store.insert(&key, entry).is_some()
+    {
+        cache.counters.stored += 1;
+    }
+}
+
+/// The key a request is stored under unless `route()` chose one: its
+/// host and target (GET and HEAD share it).
+pub fn default_key(head: &crate::http::RequestHead) -> String {
+    let mut key = String::with_capacity(head.host().len() + head.target().len());
+    key.push_str(&head.host().to_ascii_lowercase());
+    key.push_str(head.target());
+    key
+}
+
+/// The client's validators match the stored response (RFC 9110 §13.1.2,
+/// §13.1.3: `If-None-Match` by weak comparison, else
+/// `If-Modified-Since` against `Last-Modified`).
+fn not_modified(request: &crate::http::RequestHead, entry: &Entry) -> bool {
+    if let Some(tags) = request.header("if-none-match") {
+        let Some(etag) = entry.field(b"etag") else {
+            return false;
+        };
+        let weak = |tag: &[u8]| {
+            tag.trim_ascii()
+                .strip_prefix(b"W/")
+                .unwrap_or(tag.trim_ascii())
+                .to_vec()
+        };
+        let stored = weak(etag);
+        return tags
+            .split(|&byte| byte == b',')
+            .any(|tag| tag.trim_ascii() == b"*" || weak(tag) == stored);
+    }
+    let Some(since) = request
+        .header("if-modified-since")
+        .and_then(policy::http_date)
+    else {
+        return false;
+    };
+    entry
+        .field(b"last-modified")
+        .and_then(policy::http_date)
+        .is_some_and(|modified| modified <= since)
+}
+
+/// The fields a 304 carries of the stored response (RFC 9110 §15.4.5).
+fn kept_in_304(name: &[u8]) -> bool {
+    [
+        &b"cache-control"[..],
+        b"content-location",
+        b"date",
+        b"etag",
+        b"expires",
+        b"vary",
+        b"last-modified",
+    ]
+    .iter()
+    .any(|kept| kept.eq_ignore_ascii_case(name))
+}
+
+/// Removes what is stored for an unsafe request's target and for the
+/// same-origin `Location` and `Content-Location` of its answer (RFC 9111
+/// §4.4); how many keys.
+fn invalidate(
+    cache: &mut cache::Cache,
+    request: &crate::http::RequestHead,
+    response: &crate::http::ResponseHead,
+) -> usize {
+    let host = request.host().to_ascii_lowercase();
+    let mut count = usize::from(cache.store.remove(&default_key(request)));
+    for name in [&b"location"[..], b"content-location"] {
+        let Some(value) = response.header(name) else {
+            continue;
+        };
+        let Ok(value) = std::str::from_utf8(value) else {
+            continue;
+        };
+        let path = match value.split_once("://") {
+            Some((_, rest)) => {
+                let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+                if !authority.eq_ignore_ascii_case(&host) {
+                    continue;
+                }
+                path
+            }
+            None if value.starts_with('/') => value,
+            None => continue,
+        };
+        count += usize::from(cache.store.remove(&format!("{host}{path}")));
+    }
+    count
+}

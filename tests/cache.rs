@@ -194,6 +194,7 @@ fn variants_by_vary_and_chunked_bodies() {
             ],
             body: vec![b'v'; 5000],
             chunked: true,
+            ..Answer::default()
         },
     );
     let (proxy, _) = cached_proxy(&origin, "", "");
@@ -500,4 +501,41 @@ fn stale_entries_keep_the_site_up() {
         502,
         "must-revalidate forbids it"
     );
+}
+
+/// Concurrent misses of one key: one request goes to the origin, the
+/// others wait for its answer and are served from the store; an answer
+/// that is not stored sends the waiting ones on at once.
+#[test]
+fn concurrent_misses_are_collapsed_into_one_fetch() {
+    raise_open_file_limit();
+    let origin = Origin::start();
+    let slow = |cache_control: &str| Answer {
+        status: 200,
+        fields: vec![("Cache-Control".into(), cache_control.into())],
+        body: vec![b'c'; 20_000],
+        delay: Duration::from_millis(300),
+        ..Answer::default()
+    };
+    origin.set_answer("/popular", slow("max-age=60"));
+    origin.set_answer("/private", slow("private"));
+    let (proxy, admin_port) = cached_proxy(&origin, "", "");
+    let proxy = std::sync::Arc::new(proxy);
+    for path in ["/popular", "/private"] {
+        let clients: Vec<_> = (0..100)
+            .map(|_| {
+                let proxy = proxy.clone();
+                std::thread::spawn(move || get(&proxy, path, "").body.len())
+            })
+            .collect();
+        for client in clients {
+            assert_eq!(client.join().unwrap(), 20_000, "{path}");
+        }
+    }
+    assert_eq!(origin.hits("/popular"), 1, "one fetch for 100 clients");
+    assert_eq!(origin.hits("/private"), 100, "not stored: each went on");
+    let collapsed = metric(admin_port, "rsp_cache_collapsed_total");
+    let hits = metric(admin_port, "rsp_cache_hits_total");
+    assert!(collapsed >= 50.0, "{collapsed}");
+    assert!(collapsed + hits >= 99.0, "{collapsed} + {hits}");
 }

@@ -101,7 +101,13 @@ pub struct Cache {
     pub counters: CacheCounters,
     /// What responses being stored hold, together (`Fill`).
     pub filling: Arc<Filling>,
+    /// Keys a request is fetching from the backend, and the requests
+    /// (`token::waiter`s) waiting for it instead of fetching too.
+    pub pending: std::collections::HashMap<String, Vec<usize>>,
 }
+
+/// Requests that wait for one fetch at most; more go to the backend.
+pub const MAX_WAITERS: usize = 1024;
 
 /// The bytes every fill of a worker holds, and their bound: half the
 /// worker's budget (a fill past it is given up, its response passed on
@@ -130,6 +136,7 @@ impl Cache {
                 held: Default::default(),
                 limit: budget / 2,
             }),
+            pending: std::collections::HashMap::new(),
         }
     }
 

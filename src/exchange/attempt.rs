@@ -156,8 +156,14 @@ impl Backend {
 
 /// Where dialing got to.
 pub enum Dial {
-    /// Every server of the pool is at `max_conns`: waiting for a slot.
-    Queued { deadline: Instant, woken: bool },
+    /// Every server of the pool is at `max_conns`: waiting for a slot;
+    /// or (`collapsed`) another request is fetching the same response for
+    /// the cache, and this one waits for it, then looks again.
+    Queued {
+        deadline: Instant,
+        woken: bool,
+        collapsed: bool,
+    },
     /// A connect under way (or a kept connection, ready at once), failing
     /// at `deadline`.
     Connecting { backend: Backend, deadline: Instant },
@@ -427,6 +433,7 @@ impl Attempt {
                             return Ok(Dial::Queued {
                                 deadline: timer::now() + pool.queue_timeout,
                                 woken: false,
+                                collapsed: false,
                             });
                         }
                         Pick::NoneUp if self.tried.is_empty() => {

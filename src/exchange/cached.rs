@@ -39,6 +39,8 @@ pub struct Lookup {
     /// What the response's fields said of its freshness, read before the
     /// targeted fields were taken off.
     pub freshness: Option<policy::Freshness>,
+    /// Other requests for the key wait for this one's answer.
+    pub leader: bool,
 }
 
 /// What the cache did with a request.
@@ -49,6 +51,9 @@ pub enum Consulted {
     Refused(ErrorReply),
     /// It goes to its backend.
     Forward,
+    /// Another request is fetching the same response: this one waits
+    /// for it until the deadline, then looks again (request collapsing).
+    Wait(std::time::Instant),
 }
 
 impl Exchange {
@@ -57,7 +62,7 @@ impl Exchange {
     pub fn consult_cache(
         &mut self,
         services: &mut Services,
-        target: &Target,
+        (target, waiter, collapse): (&Target, usize, bool),
         to_client: &mut Queue,
     ) -> Consulted {
         self.lookup = None;
@@ -87,6 +92,7 @@ impl Exchange {
             unsafe_method: !facts.get && !crate::exchange::attempt::is_safe(head.method()),
             revalidating: false,
             freshness: None,
+            leader: false,
         };
         if !facts.get || self.request.no_cache || head.framing != crate::framing::Framing::Empty {
             lookup.forward = "bypass";
@@ -96,42 +102,89 @@ impl Exchange {
         let found = cache.store.get(&lookup.key, |name| {
             head.header(std::str::from_utf8(name).unwrap_or(""))
         });
-        if let Some(entry) = found {
-            let age = entry.age(now.instant);
-            match policy::usable(entry.directives(), entry.lifetime, age, &facts.directives) {
-                Usable::Fresh | Usable::StaleAccepted | Usable::StaleWhileRevalidate => {
-                    let stale = age >= entry.lifetime;
-                    cache.counters.hits += 1;
-                    if stale {
-                        cache.counters.stale += 1;
+        match found {
+            Some(entry) => {
+                let age = entry.age(now.instant);
+                match policy::usable(entry.directives(), entry.lifetime, age, &facts.directives) {
+                    Usable::Stale => {
+                        lookup.forward = "stale";
+                        lookup.revalidating = self.ask_validation(&entry);
+                        lookup.stale = Some(entry);
                     }
-                    let detail = if stale { "hit; fwd=stale" } else { "hit" };
-                    if self.serve(services, &entry, age, detail, to_client) {
+                    _ if self.serve_hit(services, &entry, age, to_client) => {
                         return Consulted::Answered;
                     }
-                }
-                Usable::Stale => {
-                    lookup.forward = "stale";
-                    lookup.revalidating = self.ask_validation(&entry);
-                    lookup.stale = Some(entry);
+                    _ => {}
                 }
             }
-        } else {
-            lookup.forward = if facts.directives.no_cache {
-                "request"
-            } else {
-                "miss"
-            };
+            None if facts.directives.no_cache => lookup.forward = "request",
+            None => {}
+        }
+        if facts.directives.only_if_cached {
+            return Consulted::Refused(ErrorReply::GatewayTimeout);
         }
         let Some(cache) = services.cache.as_mut() else {
             return Consulted::Forward;
         };
-        if facts.directives.only_if_cached {
-            return Consulted::Refused(ErrorReply::GatewayTimeout);
+        if let Some(deadline) = wait_or_lead(cache, &mut lookup, (waiter, collapse), now) {
+            return Consulted::Wait(deadline);
         }
         cache.counters.misses += 1;
         self.lookup = Some(Box::new(lookup));
         Consulted::Forward
+    }
+
+    /// Serves a hit (fresh, or stale as the request or `stale-while-
+    /// revalidate` allows) and counts it.
+    fn serve_hit(
+        &mut self,
+        services: &mut Services,
+        entry: &Arc<Entry>,
+        age: u64,
+        to_client: &mut Queue,
+    ) -> bool {
+        let stale = age >= entry.lifetime;
+        if let Some(cache) = services.cache.as_mut() {
+            cache.counters.hits += 1;
+            cache.counters.stale += u64::from(stale);
+        }
+        let detail = if stale { "hit; fwd=stale" } else { "hit" };
+        self.serve(services, entry, age, detail, to_client)
+    }
+
+    /// A request that waited for another's fetch of its response (woken,
+    /// or out of patience) looks again: answered from the store, or on to
+    /// the backend itself.
+    pub(super) fn look_again(
+        &mut self,
+        link: &mut super::Link,
+        services: &mut Services,
+    ) -> super::Turn {
+        let State::Dialing { attempt, body, .. } = self.take_state() else {
+            return super::Turn::Wait;
+        };
+        let target = (&attempt.target, link.waiter, false);
+        match self.consult_cache(services, target, link.to_client) {
+            Consulted::Answered => super::Turn::Moved,
+            Consulted::Refused(reply) => super::Turn::Answer(reply, body),
+            Consulted::Forward | Consulted::Wait(_) => {
+                self.dial(link, services, attempt, body, true)
+            }
+        }
+    }
+
+    /// The requests waiting for this one's fetch look again: its answer
+    /// is stored, will not be, or never came.
+    pub fn release_collapsed(&mut self, services: &mut Services) {
+        let Some(lookup) = self.lookup.as_deref_mut().filter(|lookup| lookup.leader) else {
+            return;
+        };
+        lookup.leader = false;
+        if let Some(cache) = services.cache.as_mut()
+            && let Some(waiters) = cache.pending.remove(&lookup.key)
+        {
+            services.wakeups.extend(waiters);
+        }
     }
 
     /// The stale entry that may stand in for a failed backend, and its
@@ -432,6 +485,7 @@ impl Exchange {
         };
         lookup.store = refused.is_none();
         lookup.freshness = Some(freshness);
+        let release = !lookup.store;
         if !cache.config.forward_targeted {
             for name in &cache.config.targeted {
                 let _ = head.del_header(name.as_bytes());
@@ -441,6 +495,10 @@ impl Exchange {
             let stored = if lookup.store { "; stored" } else { "" };
             let value = format!("rsp; fwd={}; fwd-status={status}{stored}", lookup.forward);
             let _ = head.add_header(b"Cache-Status", value.as_bytes());
+        }
+        if release {
+            // Not stored: those waiting for it go to the backend now.
+            self.release_collapsed(services);
         }
     }
 
@@ -495,6 +553,30 @@ impl Exchange {
         };
         let fill = Fill::new(lookup.key.clone(), entry, &info.framing, cache);
         Some(Box::new(fill))
+    }
+}
+
+/// A miss of a key another request is fetching waits for it (its
+/// deadline), unless it may not (`collapse`: it waited once already) or
+/// too many do; the first miss of a key leads, the others wait for it.
+fn wait_or_lead(
+    cache: &mut cache::Cache,
+    lookup: &mut Lookup,
+    (waiter, collapse): (usize, bool),
+    now: Now,
+) -> Option<std::time::Instant> {
+    match cache.pending.get_mut(&lookup.key) {
+        Some(waiters) if collapse && waiters.len() < cache::MAX_WAITERS => {
+            waiters.push(waiter);
+            cache.counters.collapsed += 1;
+            Some(now.instant + cache.config.lock_timeout)
+        }
+        None if collapse => {
+            cache.pending.insert(lookup.key.clone(), Vec::new());
+            lookup.leader = true;
+            None
+        }
+        _ => None,
     }
 }
 

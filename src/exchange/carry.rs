@@ -211,13 +211,26 @@ impl Busy {
             }
             Routed::To(target) => target,
         };
+        let consulted = (&target, waiter, true);
         match self
             .exchange
-            .consult_cache(services, &target, &mut self.to_client)
+            .consult_cache(services, consulted, &mut self.to_client)
         {
             Consulted::Answered => return Flow::Moved,
             Consulted::Refused(reply) => {
                 self.answer(services, Answer::Error(reply), body);
+                return Flow::Moved;
+            }
+            Consulted::Wait(deadline) => {
+                self.exchange.state = State::Dialing {
+                    attempt: Attempt::new(target),
+                    dial: Dial::Queued {
+                        deadline,
+                        woken: false,
+                        collapsed: true,
+                    },
+                    body,
+                };
                 return Flow::Moved;
             }
             Consulted::Forward => {}

@@ -212,6 +212,7 @@ impl Exchange {
     /// The exchange ended (`completed`: its answer all went): `log()`
     /// sees it, and its record goes to the stats and the access log.
     pub fn finish(&mut self, services: &mut Services, completed: bool) {
+        self.release_collapsed(services);
         finish_transaction(
             &mut self.transaction,
             &mut self.request,
@@ -376,6 +377,12 @@ impl Exchange {
                 dial: Dial::Queued { woken: false, .. },
                 ..
             } => Turn::Wait,
+            State::Dialing {
+                dial: Dial::Queued {
+                    collapsed: true, ..
+                },
+                ..
+            } => self.look_again(link, services),
             State::Dialing {
                 dial: Dial::Queued { .. },
                 ..
@@ -571,8 +578,24 @@ impl Exchange {
         }
     }
 
-    /// The queue's timeout passed with no server free: 503.
+    /// The queue's timeout passed with no server free: 503. (A request
+    /// waiting for another's fetch of its response looks again, and goes
+    /// on.)
     pub fn queue_timed_out(&mut self, link: &Link, services: &mut Services) -> Turn {
+        if let State::Dialing {
+            dial:
+                Dial::Queued {
+                    collapsed: true,
+                    woken,
+                    ..
+                },
+            ..
+        } = &mut self.state
+        {
+            // Its next turn looks again.
+            *woken = true;
+            return Turn::Moved;
+        }
         let State::Dialing { attempt, body, .. } = self.take_state() else {
             return Turn::Wait;
         };

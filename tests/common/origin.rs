@@ -16,6 +16,8 @@ pub struct Answer {
     pub fields: Vec<(String, String)>,
     pub body: Vec<u8>,
     pub chunked: bool,
+    /// How long the origin takes before it answers.
+    pub delay: std::time::Duration,
 }
 
 #[derive(Default)]
@@ -59,8 +61,9 @@ impl Origin {
                             status: 404,
                             fields: vec![("Cache-Control".into(), "no-store".into())],
                             body: b"no answer set\n".to_vec(),
-                            chunked: false,
+                            ..Answer::default()
                         });
+                        thread::sleep(answer.delay);
                         let head_request = head.starts_with("HEAD ");
                         // A request whose If-None-Match names the answer's
                         // ETag gets 304 with the answer's fields.
@@ -105,7 +108,7 @@ impl Origin {
                     .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
                     .collect(),
                 body: body.as_bytes().to_vec(),
-                chunked: false,
+                ..Answer::default()
             },
         );
     }

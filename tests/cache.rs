@@ -539,3 +539,44 @@ fn concurrent_misses_are_collapsed_into_one_fetch() {
     assert!(collapsed >= 50.0, "{collapsed}");
     assert!(collapsed + hits >= 99.0, "{collapsed} + {hits}");
 }
+
+/// RFC 9110 §14: a single range of a stored response is answered 206
+/// from the store, one past its end 416; several, or an If-Range that
+/// does not match, get the whole response.
+#[test]
+fn ranges_are_answered_from_the_store() {
+    let origin = Origin::start();
+    origin.set(
+        "/file",
+        200,
+        &[("Cache-Control", "max-age=60"), ("ETag", "\"f1\"")],
+        "0123456789",
+    );
+    let (proxy, _) = cached_proxy(&origin, "", "");
+    get(&proxy, "/file", "");
+    let cases = [
+        ("bytes=2-5", 206, "2345", Some("bytes 2-5/10")),
+        ("bytes=7-", 206, "789", Some("bytes 7-9/10")),
+        ("bytes=-3", 206, "789", Some("bytes 7-9/10")),
+        ("bytes=5-100", 206, "56789", Some("bytes 5-9/10")),
+        ("bytes=10-", 416, "", Some("bytes */10")),
+        ("bytes=1-2,4-5", 200, "0123456789", None),
+        ("bytes=5-2", 200, "0123456789", None),
+        ("lines=1-2", 200, "0123456789", None),
+    ];
+    for (range, status, body, content_range) in cases {
+        let response = get(&proxy, "/file", &format!("Range: {range}\r\n"));
+        assert_eq!(response.status, status, "{range}: {}", response.head);
+        assert_eq!(response.text(), body, "{range}");
+        assert_eq!(
+            response.header("content-range").as_deref(),
+            content_range,
+            "{range}"
+        );
+    }
+    let matching = get(&proxy, "/file", "Range: bytes=0-1\r\nIf-Range: \"f1\"\r\n");
+    assert_eq!((matching.status, matching.text().as_str()), (206, "01"));
+    let stale = get(&proxy, "/file", "Range: bytes=0-1\r\nIf-Range: \"old\"\r\n");
+    assert_eq!(stale.status, 200);
+    assert_eq!(origin.hits("/file"), 1, "all from the store");
+}

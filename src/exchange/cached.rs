@@ -10,13 +10,13 @@ use std::sync::Arc;
 
 use crate::cache::policy::{self, Usable};
 use crate::cache::{self, Entry, Fill, Now};
-use crate::http::{ClientSide, ResponseInfo};
+use crate::http::ResponseInfo;
 use crate::reply::ErrorReply;
 use crate::services::Services;
 
 use super::attempt::Target;
-use super::forward::{LocalBody, Queue};
-use super::{After, Exchange, Local, State, Upstream};
+use super::forward::Queue;
+use super::{Exchange, State};
 
 /// What the cache made of a request that went on to its backend.
 #[derive(Debug)]
@@ -375,80 +375,6 @@ impl Exchange {
         }
     }
 
-    /// Answers from `entry` (`age` seconds old): its head with `Age` and
-    /// `Cache-Status`, its body from the store, or a 304 when the client's
-    /// validators match. False if the stored head cannot be written.
-    fn serve(
-        &mut self,
-        services: &Services,
-        entry: &Arc<Entry>,
-        age: u64,
-        detail: &str,
-        to_client: &mut Queue,
-    ) -> bool {
-        let request = &self.request.head;
-        // The validators rsp added to revalidate are not the client's.
-        let revalidating = self
-            .lookup
-            .as_deref()
-            .is_some_and(|lookup| lookup.revalidating);
-        let not_modified = !revalidating && not_modified(request, entry);
-        let status = if not_modified { 304 } else { entry.status };
-        let length = entry.body.len().to_string();
-        let age_text = age.to_string();
-        let status_text = format!("rsp; {detail}");
-        let status_header = services
-            .cache
-            .as_ref()
-            .is_some_and(|cache| cache.config.status_header);
-        let mut added = vec![(&b"Age"[..], age_text.as_bytes())];
-        if !not_modified {
-            added.push((b"Content-Length", length.as_bytes()));
-        }
-        if status_header {
-            added.push((b"Cache-Status", status_text.as_bytes()));
-        }
-        let stored = entry
-            .fields
-            .iter()
-            .map(|(name, value)| (&**name, &**value))
-            .filter(|(name, _)| !not_modified || kept_in_304(name));
-        let head = &mut self.response.head;
-        head.stored(status, stored.chain(added));
-        let client = ClientSide {
-            head_request: request.is_head(),
-            minor_version: request.minor_version,
-            keep_alive: request.keep_alive,
-            upgrade: false,
-        };
-        let request_id = self.request.request_id();
-        let Ok(info) = head.write_final(client, request_id, to_client.out()) else {
-            to_client.clear();
-            return false;
-        };
-        let body = match info.framing {
-            crate::framing::Framing::Length(_) => {
-                LocalBody::shared(Arc::clone(&entry.body), 0..entry.body.len())
-            }
-            _ => LocalBody::default(),
-        };
-        if let Some(transaction) = &mut self.transaction {
-            transaction.answered_locally(status, body.pending().len());
-        }
-        self.state = State::Answering(Upstream::Cache(Local {
-            body,
-            discard: None,
-            after: if info.keep_alive {
-                After::Next
-            } else {
-                After::Close
-            },
-            linger: request.keep_alive,
-            waiting: None,
-        }));
-        true
-    }
-
     /// The final response head, as the client will get it (after
     /// `respond()`): whether it is stored (then `took_final_head` starts
     /// its fill), `Cache-Status` said, targeted fields taken off.
@@ -599,52 +525,6 @@ pub fn default_key(head: &crate::http::RequestHead) -> String {
     key.push_str(&head.host().to_ascii_lowercase());
     key.push_str(head.target());
     key
-}
-
-/// The client's validators match the stored response (RFC 9110 §13.1.2,
-/// §13.1.3: `If-None-Match` by weak comparison, else
-/// `If-Modified-Since` against `Last-Modified`).
-fn not_modified(request: &crate::http::RequestHead, entry: &Entry) -> bool {
-    if let Some(tags) = request.header("if-none-match") {
-        let Some(etag) = entry.field(b"etag") else {
-            return false;
-        };
-        let weak = |tag: &[u8]| {
-            tag.trim_ascii()
-                .strip_prefix(b"W/")
-                .unwrap_or(tag.trim_ascii())
-                .to_vec()
-        };
-        let stored = weak(etag);
-        return tags
-            .split(|&byte| byte == b',')
-            .any(|tag| tag.trim_ascii() == b"*" || weak(tag) == stored);
-    }
-    let Some(since) = request
-        .header("if-modified-since")
-        .and_then(policy::http_date)
-    else {
-        return false;
-    };
-    entry
-        .field(b"last-modified")
-        .and_then(policy::http_date)
-        .is_some_and(|modified| modified <= since)
-}
-
-/// The fields a 304 carries of the stored response (RFC 9110 §15.4.5).
-fn kept_in_304(name: &[u8]) -> bool {
-    [
-        &b"cache-control"[..],
-        b"content-location",
-        b"date",
-        b"etag",
-        b"expires",
-        b"vary",
-        b"last-modified",
-    ]
-    .iter()
-    .any(|kept| kept.eq_ignore_ascii_case(name))
 }
 
 /// Removes what is stored for an unsafe request's target and for the

@@ -13,6 +13,7 @@ mod cached;
 mod carry;
 pub mod forward;
 mod h1;
+mod hit;
 mod local;
 mod response;
 mod routing;

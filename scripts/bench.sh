@@ -28,6 +28,13 @@
 # BENCH_SHARED=1 adds target "rsp-shared": rsp-limited's per-IP limit,
 # shared through a local redis-server (sync_ms 50), and says how many
 # commands Redis processed per second while the rounds ran.
+# BENCH_CACHE=1 adds the caches, each answering from what it stored (the
+# backend's files, which say no freshness, kept an hour): "rsp-cache"
+# (one-worker rsp, cache = { default_ttl = 3600 }), "varnish" (Debian's
+# varnishd, -s malloc,256m, one thread pool, default_ttl 3600) and
+# "nginx-cache" (one worker, proxy_cache in memory-backed tmpfs,
+# proxy_cache_valid 1h); each warmed before the rounds. The report adds
+# rsp-cache against the faster of the two. Installs varnish when missing.
 # BENCH_TESTS chooses the tests (default all): ab ab-k wrk wrk-100k (100
 # clients), wrk-1m wrk-10m (10 clients, large bodies), tls-handshake (ab
 # over https without keep-alive: a full handshake per request) and tls-k
@@ -172,6 +179,61 @@ end"
     shared_pid=${pids[-1]}
 fi
 
+if [ "${BENCH_CACHE:-0}" = 1 ]; then
+    command -v varnishd >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq varnish >/dev/null; }
+    systemctl stop varnish 2>/dev/null || true
+    start_rsp $((base + 30)) 1 "$rsp_binary" '
+cache = { memory = "256m", default_ttl = 3600 }
+pools = { default = { servers = { "127.0.0.1:'"$base"'" }, cache = true } }'
+    cache_pid=${pids[-1]}
+    mkdir -p "$work/varnish"
+    cat > "$work/varnish/default.vcl" <<CONF
+vcl 4.1;
+backend default { .host = "127.0.0.1"; .port = "$base"; }
+CONF
+    "${pin[@]}" varnishd -n "$work/varnish" -a "127.0.0.1:$((base + 31))" -f "$work/varnish/default.vcl" \
+        -s malloc,256m -p thread_pools=1 -p default_ttl=3600 -P "$work/varnish/varnishd.pid" >/dev/null
+    sleep 1
+    pids+=("$(cat "$work/varnish/varnishd.pid")")
+    # The process that serves (and spends the CPU) is the manager's child.
+    varnish_pid=$(pgrep -P "$(cat "$work/varnish/varnishd.pid")" | head -1)
+    mkdir -p "$work/cache" "$work/nginx-cache"
+    cat > "$work/nginx-cache/nginx.conf" <<CONF
+worker_processes 1;
+pid $work/nginx-cache/nginx.pid;
+error_log $work/nginx-cache/error.log;
+events { worker_connections 60000; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    proxy_cache_path $work/cache keys_zone=bench:10m max_size=256m;
+    upstream backend { server 127.0.0.1:$base; keepalive 128; }
+    server {
+        listen 127.0.0.1:$((base + 32));
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_cache bench;
+            proxy_cache_valid 200 1h;
+        }
+    }
+}
+CONF
+    "${pin[@]}" nginx -c "$work/nginx-cache/nginx.conf"
+    sleep 0.5
+    pids+=("$(cat "$work/nginx-cache/nginx.pid")")
+    nginx_cache_pid=$(pgrep -P "$(cat "$work/nginx-cache/nginx.pid")" | head -1)
+    for port in $((base + 30)) $((base + 31)) $((base + 32)); do
+        for path in / /100k.bin; do
+            curl -s -o /dev/null "http://127.0.0.1:$port$path"
+            curl -s -o /dev/null "http://127.0.0.1:$port$path"
+        done
+    done
+    hits=$(curl -s -D - -o /dev/null "http://127.0.0.1:$((base + 30))/" | tr -d '\r' | awk -F': ' 'tolower($1) == "cache-status" {print $2}')
+    [ "$hits" = "rsp; hit" ] || { echo "bench.sh: rsp-cache answered Cache-Status '$hits'" >&2; exit 1; }
+fi
+
 cat > "$work/haproxy.cfg" <<CONF
 global
     nbthread 1
@@ -257,6 +319,9 @@ targets=("nginx-direct $base -" "rsp $((base + 1)) $rsp_pid" "haproxy $((base + 
 [ "${BENCH_SHAPING:-0}" = 1 ] && targets+=("rsp-shaping $((base + 6)) $shaping_pid")
 [ "${BENCH_LIMITED:-0}" = 1 ] && targets+=("rsp-limited $((base + 7)) $limited_pid")
 [ "${BENCH_SHARED:-0}" = 1 ] && targets+=("rsp-shared $((base + 8)) $shared_pid")
+if [ "${BENCH_CACHE:-0}" = 1 ]; then
+    targets+=("rsp-cache $((base + 30)) $cache_pid" "varnish $((base + 31)) $varnish_pid" "nginx-cache $((base + 32)) $nginx_cache_pid")
+fi
 
 cpu_ticks() { # PID: user+sys clock ticks of the process and its threads
     awk '{print $14 + $15}' "/proc/$1/stat"
@@ -379,8 +444,8 @@ for round in $(seq 1 "$rounds"); do
         [ "$test" = h2-idle ] && continue
         for target in "${targets[@]}"; do
             read -r name port pid <<<"$target"
-            # nginx serving directly has no TLS listener.
-            [ "$name" = nginx-direct ] && [[ $test == tls-* || $test == h2* ]] && continue
+            # nginx serving directly, and the caches, have no TLS listener.
+            case $name in nginx-direct|rsp-cache|varnish|nginx-cache) [[ $test == tls-* || $test == h2* ]] && continue ;; esac
             [ "$name" = rsp-before ] && [ "${before_h2:-1}" = 0 ] && [[ $test == h2* ]] && continue
             run_one "$round" "$test" "$name" "$port" "$pid"
         done

@@ -13,7 +13,7 @@ import sys
 from collections import defaultdict
 
 TESTS = ["ab", "ab-k", "wrk", "wrk-100k", "wrk-1m", "wrk-10m", "tls-handshake", "tls-k", "h2", "h2-100k"]
-TARGETS = ["nginx-direct", "rsp", "haproxy", "nginx-proxy", "rsp-2-workers", "rsp-before", "rsp-shaping", "rsp-limited", "rsp-shared"]
+TARGETS = ["nginx-direct", "rsp", "haproxy", "nginx-proxy", "rsp-2-workers", "rsp-before", "rsp-shaping", "rsp-limited", "rsp-shared", "rsp-cache", "varnish", "nginx-cache"]
 COLOURS = {
     "nginx-direct": "#9aa5b1",
     "rsp": "#d9480f",
@@ -24,6 +24,9 @@ COLOURS = {
     "rsp-shaping": "#ae3ec9",
     "rsp-limited": "#0ca678",
     "rsp-shared": "#f08c00",
+    "rsp-cache": "#2b8a3e",
+    "varnish": "#5f3dc4",
+    "nginx-cache": "#a61e4d",
 }
 FIELDS = [
     "requests_per_second",
@@ -190,6 +193,7 @@ def report(table, per_round, note):
         lines.append("")
         lines.append(f"Idle HTTP/2 connection memory, rsp/HAProxy {per('haproxy')}, rsp/nginx-proxy {per('nginx-proxy')}.")
         lines.append("")
+    lines.extend(caches(table, tests))
     lines.append(
         "Machine CPU is every core's busy time (load generator, backend and proxy) per request. When "
         "the machine is saturated, req/s through a proxy can be at most about 2 cores / machine CPU per "
@@ -197,6 +201,37 @@ def report(table, per_round, note):
         "own efficiency allows here."
     )
     return "\n".join(lines) + "\n"
+
+
+def caches(table, tests):
+    """rsp's cache against Varnish and nginx's proxy_cache, all answering hits."""
+    if not any(key[1] == "rsp-cache" for key in table):
+        return []
+    lines = [
+        "| test (hits) | rsp-cache/varnish req/s | rsp-cache/nginx-cache req/s | rsp-cache / the faster req/s "
+        "| rsp-cache/varnish CPU per request | rsp-cache/nginx-cache CPU per request |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for test in tests:
+        mine = table.get((test, "rsp-cache"))
+        if not mine:
+            continue
+
+        def ratio(other, field="requests_per_second"):
+            theirs = table.get((test, other), {}).get(field)
+            value = mine.get(field)
+            return value / theirs if value and theirs else None
+
+        faster = max(
+            (table.get((test, other), {}).get("requests_per_second") or 0 for other in ("varnish", "nginx-cache")),
+            default=0,
+        )
+        versus_faster = mine["requests_per_second"] / faster if faster and mine.get("requests_per_second") else None
+        cells = [ratio("varnish"), ratio("nginx-cache"), versus_faster,
+                 ratio("varnish", "cpu_us_per_request"), ratio("nginx-cache", "cpu_us_per_request")]
+        lines.append(f"| {test} | " + " | ".join("-" if c is None else f"{c:.2f}" for c in cells) + " |")
+    lines.append("")
+    return lines
 
 
 def chart(table, title):

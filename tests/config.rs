@@ -222,6 +222,7 @@ fn shipped_examples_are_valid() {
         "rsp-compat",
         "production",
         "cluster/rsp",
+        "cache",
     ] {
         let path = format!("{}/examples/{example}.lua", env!("CARGO_MANIFEST_DIR"));
         let (code, stdout, stderr) = rsp(&["--check", &path]);

@@ -116,13 +116,16 @@ start_nginx $base
 start_rsp() { # PORT WORKERS [BINARY [MORE SETTINGS]]; TLS on PORT + 10, TLS for h2 on PORT + 20
     # Both TLS listeners offer h2 and http/1.1 over ALPN (rsp's default):
     # PORT + 20 is the h2 tests' port, as it is for the other proxies.
+    # Settings with pools of their own name the backend there.
+    local backends_line="backends = { \"127.0.0.1:$base\" }"
+    [[ "${4:-}" == *"pools = "* ]] && backends_line=""
     cat > "$work/rsp-$1.lua" <<CONF
 listen = {
   "127.0.0.1:$1",
   { addr = "127.0.0.1:$(($1 + 10))", tls = { cert = "$work/tls/cert.pem", key = "$work/tls/key.pem" } },
   { addr = "127.0.0.1:$(($1 + 20))", tls = { cert = "$work/tls/cert.pem", key = "$work/tls/key.pem" } },
 }
-backends = { "127.0.0.1:$base" }
+$backends_line
 max_connections = 60000
 workers = $2
 ${BENCH_RSP_SETTINGS:-}

@@ -47,7 +47,12 @@ fn a_fresh_response_is_served_from_the_cache() {
     origin.set(
         "/page",
         200,
-        &[("Cache-Control", "max-age=60"), ("ETag", "\"v1\"")],
+        &[
+            ("Cache-Control", "max-age=60"),
+            ("ETag", "\"v1\""),
+            ("Connection", "X-Hop"),
+            ("X-Hop", "for this connection only"),
+        ],
         "hello cache\n",
     );
     let (proxy, admin_port) = cached_proxy(&origin, "", "");
@@ -67,6 +72,16 @@ fn a_fresh_response_is_served_from_the_cache() {
     assert!(second.header("age").is_some());
     assert_eq!(second.header("content-length").as_deref(), Some("12"));
     assert_eq!(second.header("etag").as_deref(), Some("\"v1\""));
+    assert_eq!(
+        second.header("x-hop"),
+        None,
+        "a field Connection names is not stored"
+    );
+    assert_eq!(
+        second.header("x-hop"),
+        None,
+        "a field Connection names is not stored"
+    );
     // HEAD is answered from the stored GET: its length, no body.
     let mut client = proxy.connect();
     client.send(b"HEAD /page HTTP/1.1\r\nHost: site.example\r\nConnection: close\r\n\r\n");
@@ -81,6 +96,10 @@ fn a_fresh_response_is_served_from_the_cache() {
     assert_eq!(origin.hits("/page"), 1);
     assert_eq!(metric(admin_port, "rsp_cache_hits_total"), 3.0);
     assert_eq!(metric(admin_port, "rsp_cache_stored_total"), 1.0);
+    let page = admin(admin_port, "GET", "/stats", "").text();
+    assert!(page.contains("cache: 3 hits, 1 misses"), "{page}");
+    let json = admin(admin_port, "GET", "/stats.json", "").text();
+    assert!(json.contains("\"hits\":3"), "{json}");
     assert!(metric(admin_port, "rsp_cache_bytes") > 12.0);
 }
 
@@ -579,4 +598,50 @@ fn ranges_are_answered_from_the_store() {
     let stale = get(&proxy, "/file", "Range: bytes=0-1\r\nIf-Range: \"old\"\r\n");
     assert_eq!(stale.status, 200);
     assert_eq!(origin.hits("/file"), 1, "all from the store");
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+/// The cache's memory holds in the process's RSS: 20 MB of distinct
+/// objects through a cache of 8 MB leave rsp within the 8 MB (plus what
+/// its allocator keeps), every object served whole.
+#[test]
+fn the_process_stays_within_the_cache_memory() {
+    let origin = Origin::start();
+    let object = "r".repeat(512 * 1024);
+    for index in 0..40 {
+        origin.set(
+            &format!("/obj/{index}"),
+            200,
+            &[("Cache-Control", "max-age=600")],
+            &object,
+        );
+    }
+    let (proxy, admin_port) = cached_proxy(&origin, r#"memory = "8m", max_object = "1m""#, "");
+    let fresh = rss_kib(proxy.child.id());
+    for round in 0..2 {
+        for index in 0..40 {
+            let response = get(&proxy, &format!("/obj/{index}"), "");
+            assert_eq!(
+                response.body.len(),
+                object.len(),
+                "round {round}, object {index}"
+            );
+        }
+    }
+    let bytes = metric(admin_port, "rsp_cache_bytes");
+    assert!(bytes <= 8.0 * 1024.0 * 1024.0, "{bytes}");
+    let loaded = rss_kib(proxy.child.id());
+    println!("RSS: {fresh} KiB fresh, {loaded} KiB after 40 MB through an 8 MB cache");
+    assert!(
+        loaded < fresh + 16 * 1024,
+        "{fresh} KiB fresh, {loaded} KiB loaded"
+    );
 }

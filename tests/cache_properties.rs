@@ -38,7 +38,10 @@ fn answer() -> impl Strategy<Value = Answer> {
         Just(Some("no-cache")),
         Just(None),
     ];
-    (cache_control, any::<bool>()).prop_map(|(cache_control, vary)| Answer { cache_control, vary })
+    (cache_control, any::<bool>()).prop_map(|(cache_control, vary)| Answer {
+        cache_control,
+        vary,
+    })
 }
 
 fn ask() -> impl Strategy<Value = Ask> {
@@ -48,12 +51,18 @@ fn ask() -> impl Strategy<Value = Ask> {
         1 => Just(Some("no-cache")),
         1 => Just(Some("max-age=0")),
     ];
-    (variant, cache_control).prop_map(|(variant, cache_control)| Ask { variant, cache_control })
+    (variant, cache_control).prop_map(|(variant, cache_control)| Ask {
+        variant,
+        cache_control,
+    })
 }
 
 /// Whether an answer may be stored and then serve a later request.
 fn storable(answer: &Answer) -> bool {
-    matches!(answer.cache_control, Some("max-age=60") | Some("s-maxage=60, max-age=0"))
+    matches!(
+        answer.cache_control,
+        Some("max-age=60") | Some("s-maxage=60, max-age=0")
+    )
 }
 
 struct Harness {

@@ -66,6 +66,24 @@ pub(super) fn html(pools: &[Pool], totals: &Totals) -> String {
         bytes_text(totals.bytes_out),
         classes_text(&totals.responses),
     );
+    if let Some(cache) = &totals.cache {
+        let counters = &cache.counters;
+        let _ = writeln!(
+            page,
+            "<table class=\"summary\"><tr><td>cache: {} hits, {} misses, {} stale served, \
+             {} revalidated, {} collapsed</td><td>{} stored, {} held in {}, {} evicted, {} invalidated</td></tr></table>",
+            counters.hits,
+            counters.misses,
+            counters.stale,
+            counters.revalidations,
+            counters.collapsed,
+            counters.stored,
+            cache.store.entries,
+            bytes_text(cache.store.bytes),
+            cache.store.evictions,
+            counters.invalidations,
+        );
+    }
     for pool in pools {
         pool_table(&mut page, pool, now);
     }

@@ -288,25 +288,7 @@ impl Exchange {
         let key = lookup.key.clone();
         let requested = lookup.requested;
         let cache = services.cache.as_mut()?;
-        let update = &self.response.head;
-        let kept = |name: &[u8]| {
-            !cache::never_stored(name)
-                && !cache.is_targeted(name)
-                && !name.eq_ignore_ascii_case(b"age")
-                && !name.eq_ignore_ascii_case(b"cache-status")
-        };
-        let mut fields: Vec<cache::store::StoredField> = stale
-            .fields
-            .iter()
-            .filter(|(name, _)| update.header(name).is_none())
-            .cloned()
-            .collect();
-        fields.extend(
-            update
-                .fields()
-                .filter(|(name, _)| kept(name))
-                .map(|(name, value)| (name.into(), value.into())),
-        );
+        let fields = updated_fields(cache, &stale, &self.response.head);
         let mut refreshed = crate::http::ResponseHead::default();
         refreshed.stored(
             stale.status,
@@ -446,10 +428,13 @@ impl Exchange {
             Some(ttl) => ttl,
             None => freshness.lifetime(head.status(), cache.config.default_ttl),
         };
+        // Neither hop-by-hop fields nor those its Connection names (§3.1).
+        let options = crate::http::connection_options(head.fields());
         let fields = head
             .fields()
             .filter(|(name, _)| {
-                !cache::never_stored(name)
+                !crate::http::is_hop_by_hop(name, options.clone())
+                    && !cache::never_stored(name)
                     && !cache.is_targeted(name)
                     && !name.eq_ignore_ascii_case(b"age")
                     && !name.eq_ignore_ascii_case(b"cache-status")
@@ -504,6 +489,37 @@ fn wait_or_lead(
         }
         _ => None,
     }
+}
+
+/// A stored response's fields updated by a 304 (RFC 9111 §4.3.4): the
+/// 304's replace those of the same name; hop-by-hop fields, those its
+/// Connection names, targeted ones and `Age` are not kept.
+fn updated_fields(
+    cache: &cache::Cache,
+    stale: &Entry,
+    update: &crate::http::ResponseHead,
+) -> Vec<cache::store::StoredField> {
+    let options = crate::http::connection_options(update.fields());
+    let kept = |name: &[u8]| {
+        !crate::http::is_hop_by_hop(name, options.clone())
+            && !cache::never_stored(name)
+            && !cache.is_targeted(name)
+            && !name.eq_ignore_ascii_case(b"age")
+            && !name.eq_ignore_ascii_case(b"cache-status")
+    };
+    let mut fields: Vec<cache::store::StoredField> = stale
+        .fields
+        .iter()
+        .filter(|(name, _)| update.header(name).is_none())
+        .cloned()
+        .collect();
+    fields.extend(
+        update
+            .fields()
+            .filter(|(name, _)| kept(name))
+            .map(|(name, value)| (name.into(), value.into())),
+    );
+    fields
 }
 
 /// Stores a fill whose body is complete.

@@ -35,6 +35,10 @@
 # "nginx-cache" (one worker, proxy_cache in memory-backed tmpfs,
 # proxy_cache_valid 1h); each warmed before the rounds. The report adds
 # rsp-cache against the faster of the two. Installs varnish when missing.
+# BENCH_COMPRESS=1 adds "rsp-gzip" (one-worker rsp, compress at gzip level
+# 5) and "nginx-gzip" (the nginx proxy with gzip on, level 5), and the test
+# wrk-gzip (100 KB of text, Accept-Encoding: gzip), which only they run, and
+# they only it.
 # BENCH_TESTS chooses the tests (default all): ab ab-k wrk wrk-100k (100
 # clients), wrk-1m wrk-10m (10 clients, large bodies), tls-handshake (ab
 # over https without keep-alive: a full handshake per request) and tls-k
@@ -97,6 +101,8 @@ source scripts/nginx-backend.sh
 head -c 102400 /dev/urandom > "$work/www/100k.bin"
 head -c 1048576 /dev/urandom > "$work/www/1m.bin"
 head -c 10485760 /dev/urandom > "$work/www/10m.bin"
+# 100 KB of text, as compressible as a page.
+python3 -c "import sys; sys.stdout.write(''.join('line %d of a page of text, as a site sends\n' % n for n in range(2400))[:102400])" > "$work/www/100k.txt"
 # One certificate for every proxy's TLS listener.
 mkdir -p "$work/tls"
 case ${BENCH_TLS_KEY:-rsa} in
@@ -237,6 +243,41 @@ CONF
     [ "$hits" = "rsp; hit" ] || { echo "bench.sh: rsp-cache answered Cache-Status '$hits'" >&2; exit 1; }
 fi
 
+if [ "${BENCH_COMPRESS:-0}" = 1 ]; then
+    start_rsp $((base + 33)) 1 "$rsp_binary" 'compress = { types = { "text/*" }, gzip_level = 5 }'
+    gzip_pid=${pids[-1]}
+    mkdir -p "$work/nginx-gzip"
+    cat > "$work/nginx-gzip/nginx.conf" <<CONF
+worker_processes 1;
+pid $work/nginx-gzip/nginx.pid;
+error_log $work/nginx-gzip/error.log;
+events { worker_connections 60000; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    upstream backend { server 127.0.0.1:$base; keepalive 128; }
+    gzip on; gzip_comp_level 5; gzip_types text/plain; gzip_proxied any; gzip_min_length 1024;
+    server {
+        listen 127.0.0.1:$((base + 34));
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+CONF
+    "${pin[@]}" nginx -c "$work/nginx-gzip/nginx.conf"
+    sleep 0.5
+    pids+=("$(cat "$work/nginx-gzip/nginx.pid")")
+    nginx_gzip_pid=$(pgrep -P "$(cat "$work/nginx-gzip/nginx.pid")" | head -1)
+    for port in $((base + 33)) $((base + 34)); do
+        coding=$(curl -s -H 'Accept-Encoding: gzip' -D - -o /dev/null "http://127.0.0.1:$port/100k.txt" | tr -d '\r' | awk -F': ' 'tolower($1) == "content-encoding" {print $2}')
+        [ "$coding" = gzip ] || { echo "bench.sh: $port did not gzip 100k.txt ('$coding')" >&2; exit 1; }
+    done
+    [[ " $tests " == *" wrk-gzip "* ]] || tests="$tests wrk-gzip"
+fi
+
 cat > "$work/haproxy.cfg" <<CONF
 global
     nbthread 1
@@ -322,6 +363,9 @@ targets=("nginx-direct $base -" "rsp $((base + 1)) $rsp_pid" "haproxy $((base + 
 [ "${BENCH_SHAPING:-0}" = 1 ] && targets+=("rsp-shaping $((base + 6)) $shaping_pid")
 [ "${BENCH_LIMITED:-0}" = 1 ] && targets+=("rsp-limited $((base + 7)) $limited_pid")
 [ "${BENCH_SHARED:-0}" = 1 ] && targets+=("rsp-shared $((base + 8)) $shared_pid")
+if [ "${BENCH_COMPRESS:-0}" = 1 ]; then
+    targets+=("rsp-gzip $((base + 33)) $gzip_pid" "nginx-gzip $((base + 34)) $nginx_gzip_pid")
+fi
 if [ "${BENCH_CACHE:-0}" = 1 ]; then
     targets+=("rsp-cache $((base + 30)) $cache_pid" "varnish $((base + 31)) $varnish_pid" "nginx-cache $((base + 32)) $nginx_cache_pid")
 fi
@@ -374,6 +418,8 @@ run_one() { # round test target port pid
             out=$(wrk -t 1 -c "$concurrency" -d "${seconds}s" --latency "$url" 2>&1) ;;
         wrk-100k) url="http://127.0.0.1:$port/100k.bin"
             out=$(wrk -t 1 -c "$concurrency" -d "${seconds}s" --latency "$url" 2>&1) ;;
+        wrk-gzip) url="http://127.0.0.1:$port/100k.txt"
+            out=$(wrk -t 1 -c "$concurrency" -d "${seconds}s" --latency -H 'Accept-Encoding: gzip' "$url" 2>&1) ;;
         wrk-1m|wrk-10m) url="http://127.0.0.1:$port/${test#wrk-}.bin"
             out=$(wrk -t 1 -c "$large_concurrency" -d "${seconds}s" --latency "$url" 2>&1) ;;
         tls-handshake) url="https://127.0.0.1:$tls_port/"
@@ -449,6 +495,8 @@ for round in $(seq 1 "$rounds"); do
             read -r name port pid <<<"$target"
             # nginx serving directly, and the caches, have no TLS listener.
             case $name in nginx-direct|rsp-cache|varnish|nginx-cache) [[ $test == tls-* || $test == h2* ]] && continue ;; esac
+            # The gzip targets run the gzip test, and only they do.
+            case $name in rsp-gzip|nginx-gzip) [ "$test" = wrk-gzip ] || continue ;; *) [ "$test" = wrk-gzip ] && continue ;; esac
             [ "$name" = rsp-before ] && [ "${before_h2:-1}" = 0 ] && [[ $test == h2* ]] && continue
             run_one "$round" "$test" "$name" "$port" "$pid"
         done

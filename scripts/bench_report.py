@@ -12,8 +12,8 @@ import statistics
 import sys
 from collections import defaultdict
 
-TESTS = ["ab", "ab-k", "wrk", "wrk-100k", "wrk-1m", "wrk-10m", "tls-handshake", "tls-k", "h2", "h2-100k"]
-TARGETS = ["nginx-direct", "rsp", "haproxy", "nginx-proxy", "rsp-2-workers", "rsp-before", "rsp-shaping", "rsp-limited", "rsp-shared", "rsp-cache", "varnish", "nginx-cache"]
+TESTS = ["ab", "ab-k", "wrk", "wrk-100k", "wrk-1m", "wrk-10m", "tls-handshake", "tls-k", "h2", "h2-100k", "wrk-gzip"]
+TARGETS = ["nginx-direct", "rsp", "haproxy", "nginx-proxy", "rsp-2-workers", "rsp-before", "rsp-shaping", "rsp-limited", "rsp-shared", "rsp-cache", "varnish", "nginx-cache", "rsp-gzip", "nginx-gzip"]
 COLOURS = {
     "nginx-direct": "#9aa5b1",
     "rsp": "#d9480f",
@@ -27,6 +27,8 @@ COLOURS = {
     "rsp-cache": "#2b8a3e",
     "varnish": "#5f3dc4",
     "nginx-cache": "#a61e4d",
+    "rsp-gzip": "#0b7285",
+    "nginx-gzip": "#e8590c",
 }
 FIELDS = [
     "requests_per_second",
@@ -194,6 +196,16 @@ def report(table, per_round, note):
         lines.append(f"Idle HTTP/2 connection memory, rsp/HAProxy {per('haproxy')}, rsp/nginx-proxy {per('nginx-proxy')}.")
         lines.append("")
     lines.extend(caches(table, tests))
+    gzip = table.get(("wrk-gzip", "rsp-gzip"))
+    theirs = table.get(("wrk-gzip", "nginx-gzip"))
+    if gzip and theirs:
+        def versus(field):
+            mine, other = gzip.get(field), theirs.get(field)
+            return f"{mine / other:.2f}" if mine and other else "-"
+        lines.append("| gzip, 100 KB of text | rsp-gzip/nginx-gzip req/s | rsp-gzip/nginx-gzip CPU per request |")
+        lines.append("|---|---:|---:|")
+        lines.append(f"| wrk-gzip | {versus('requests_per_second')} | {versus('cpu_us_per_request')} |")
+        lines.append("")
     lines.append(
         "Machine CPU is every core's busy time (load generator, backend and proxy) per request. When "
         "the machine is saturated, req/s through a proxy can be at most about 2 cores / machine CPU per "

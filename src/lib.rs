@@ -10,6 +10,7 @@ pub mod balancer;
 pub mod buffer;
 pub mod cache;
 pub mod client;
+pub mod compress;
 pub mod config;
 pub mod exchange;
 pub mod forwarding;

@@ -41,6 +41,8 @@ pub struct Settings {
     /// them would come back to rsp, a forwarding loop.
     pub own: OwnListeners,
     pub memory: MemoryLimits,
+    /// Response compression (`compress = { ... }`), if any.
+    pub compress: Option<crate::compress::CompressConfig>,
 }
 
 impl Settings {
@@ -68,6 +70,7 @@ impl Settings {
             shutdown_timeout: config.shutdown_timeout,
             own: OwnListeners::new(config.own_addresses()),
             memory: config.memory,
+            compress: config.compress.clone(),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! `cache = { memory = "256m", max_object = "4m", default_ttl = 0, ... }`:
 //! the response cache's settings (`cache/`); pools opt in with
-//! `cache = true`.
+//! `cache = true`. And `compress = { ... }` (`compress.rs`).
 
 use crate::cache::CacheConfig;
 
@@ -58,6 +58,46 @@ pub fn cache(script: &Script) -> Result<Option<CacheConfig>, ConfigError> {
         lock_timeout: setting
             .part("lock_timeout_ms")
             .millis(defaults.lock_timeout.as_millis() as u64, 1..=600_000)?,
+    }))
+}
+
+/// `compress = { types = { "text/*", ... }, min_bytes = 1024, gzip_level = 5, brotli_level = 4 }`.
+pub fn compress(script: &Script) -> Result<Option<crate::compress::CompressConfig>, ConfigError> {
+    let setting = Setting::top(script, "compress");
+    if setting.table()?.is_none() {
+        return Ok(None);
+    }
+    setting.known_keys(
+        &["types", "min_bytes", "gzip_level", "brotli_level"],
+        "compress setting",
+    )?;
+    let defaults = crate::compress::CompressConfig::default();
+    let types = setting.part("types");
+    let types = if types.is_nil() {
+        defaults.types
+    } else {
+        types
+            .sequence()?
+            .iter()
+            .map(|kind| {
+                let text = kind.text()?.unwrap_or_default();
+                let valid = text.split_once('/').is_some_and(|(family, rest)| {
+                    !family.is_empty() && !rest.is_empty() && !text.contains(char::is_whitespace)
+                });
+                match valid {
+                    true => Ok(text),
+                    false => Err(kind.error(format!(
+                        "{text:?} is not a media type (\"text/*\", \"application/json\")"
+                    ))),
+                }
+            })
+            .collect::<Result<_, _>>()?
+    };
+    Ok(Some(crate::compress::CompressConfig {
+        types,
+        min_bytes: setting.part("min_bytes").integer(1024, 0..=1 << 40)? as u64,
+        gzip_level: setting.part("gzip_level").integer(5, 1..=9)? as u32,
+        brotli_level: setting.part("brotli_level").integer(4, 0..=11)? as u32,
     }))
 }
 

@@ -70,6 +70,7 @@ const SETTINGS: &[&str] = &[
     "memory",
     "redis",
     "cache",
+    "compress",
     // The original C rsp's names.
     "listenPort",
     "backendAddress",
@@ -181,5 +182,6 @@ fn read(script: &Script) -> Result<Config, ConfigError> {
         memory: settings::memory(script)?,
         redis: state::redis(script)?,
         cache: cache::cache(script)?,
+        compress: cache::compress(script)?,
     })
 }

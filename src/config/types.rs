@@ -83,6 +83,8 @@ pub struct Config {
     pub redis: Option<RedisConfig>,
     /// The response cache, if any (`cache = { ... }`).
     pub cache: Option<crate::cache::CacheConfig>,
+    /// Response compression, if any (`compress = { ... }`).
+    pub compress: Option<crate::compress::CompressConfig>,
 }
 
 /// `redis = { ... }`: one Redis (or the first of several that answers).

@@ -71,6 +71,7 @@ impl Busy {
                     to_backend: Queue::default(),
                     state: State::Idle,
                     lookup: None,
+                    encoder: None,
                 },
                 outbound: Buffer::streaming(buffer_bytes),
                 to_client: Queue::default(),
@@ -109,6 +110,7 @@ impl Busy {
         self.exchange.to_backend.clear();
         self.exchange.state = State::Idle;
         self.exchange.lookup = None;
+        self.exchange.encoder = None;
         self.exchange.response.ttl = None;
         self.outbound.consume(self.outbound.len());
         self.to_client.clear();

@@ -379,6 +379,13 @@ impl Busy {
                     ..
                 }))
             ) && !self.outbound.is_empty())
+            || matches!(
+                &self.exchange.state,
+                State::Answering(Upstream::H1(H1 {
+                    response: ResponseSide::Body { encoder: Some(encoder), .. },
+                    ..
+                })) if !encoder.is_done()
+            )
     }
 
     /// The exchange waits on its client: an answer the client does not

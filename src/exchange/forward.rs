@@ -332,8 +332,39 @@ pub enum Passage<'a> {
     Local(&'a mut LocalBody),
     /// A framed body, and the fill that stores it as it passes, if any.
     Body(&'a mut Body, Option<&'a mut crate::cache::Fill>),
+    /// A body compressed on its way (`None` once all of it was read):
+    /// the client gets the encoder's chunks.
+    Encode(
+        Option<&'a mut Body>,
+        &'a mut crate::compress::Encoder,
+        Option<&'a mut crate::cache::Fill>,
+    ),
     /// Every byte, as it comes (a tunnel).
     Raw,
+}
+
+impl Passage<'_> {
+    /// `passed` bytes of the body went to the sink (and to the fill that
+    /// stores them, if any).
+    fn written(&mut self, source: &mut Buffer, passed: usize) {
+        match self {
+            Passage::Body(body, fill) => {
+                body.written(passed);
+                if let Some(fill) = fill {
+                    fill.feed(&source.data()[..passed]);
+                }
+                source.consume(passed);
+            }
+            Passage::Local(local) => local.advance(passed),
+            Passage::Encode(_, encoder, fill) => {
+                if let Some(fill) = fill {
+                    fill.feed(&encoder.pending()[..passed]);
+                }
+                encoder.sent(passed);
+            }
+            Passage::Queued | Passage::Raw => source.consume(passed),
+        }
+    }
 }
 
 /// What one `forward` moved, for the byte counters.
@@ -361,6 +392,8 @@ pub enum ForwardError {
     TooLarge(u64),
     /// The sink failed.
     Sink(io::Error),
+    /// The encoder failed.
+    Encoding(io::Error),
 }
 
 impl fmt::Display for ForwardError {
@@ -369,6 +402,7 @@ impl fmt::Display for ForwardError {
             ForwardError::Framing(error) => error.fmt(f),
             ForwardError::TooLarge(limit) => write!(f, "chunked body over {limit} bytes"),
             ForwardError::Sink(error) => error.fmt(f),
+            ForwardError::Encoding(error) => write!(f, "compressing: {error}"),
         }
     }
 }
@@ -405,10 +439,21 @@ pub fn forward(
                 }
                 claimed.body
             }
+            Passage::Encode(body, encoder, _) => {
+                encode_more(source, body.as_deref_mut(), encoder)?;
+                if encoder.awaits_end() {
+                    // The chunks end with an empty trailer section (for an
+                    // HTTP/2 client, END_STREAM), queued after them.
+                    queue.out().trailers().end(false);
+                    encoder.terminated = true;
+                }
+                encoder.pending().len()
+            }
         };
         let closing = ends_connection
             && match &passage {
                 Passage::Body(body, _) => body.is_claimed(),
+                Passage::Encode(_, encoder, _) => encoder.is_done(),
                 Passage::Queued | Passage::Local(_) => true,
                 Passage::Raw => false,
             };
@@ -418,6 +463,7 @@ pub fn forward(
         }
         let body = match &passage {
             Passage::Local(local) => local.pending(),
+            Passage::Encode(_, encoder, _) => encoder.pending(),
             _ => &source.data()[..body_length],
         };
         let written = sink
@@ -429,21 +475,46 @@ pub fn forward(
         let from_queue = count.min(head.len());
         queue.advance(from_queue);
         let passed = count - from_queue;
-        match &mut passage {
-            Passage::Body(body, fill) => {
-                body.written(passed);
-                if let Some(fill) = fill {
-                    fill.feed(&source.data()[..passed]);
-                }
-                source.consume(passed);
-            }
-            Passage::Local(local) => local.advance(passed),
-            _ => source.consume(passed),
-        }
+        passage.written(source, passed);
         moved.queued += from_queue;
         moved.passed += passed;
     }
     Ok(moved)
+}
+
+/// Feeds the encoder what `body` has in `source` until it has chunks for
+/// the client (one run at a time: the bound on what it holds), and ends
+/// its output once the body is all read.
+fn encode_more(
+    source: &mut Buffer,
+    mut body: Option<&mut Body>,
+    encoder: &mut crate::compress::Encoder,
+) -> Result<(), ForwardError> {
+    while encoder.pending().is_empty() && !encoder.awaits_end() && !encoder.is_done() {
+        let Some(body) = body.as_deref_mut().filter(|body| !body.is_claimed()) else {
+            // All of it went in (or the backend's close ended it).
+            return encoder.finish().map_err(ForwardError::Encoding);
+        };
+        // A compressed body's trailers are not passed on: the encoder's
+        // chunks end with none.
+        let mut trailers = Vec::new();
+        let claimed = body
+            .claim(source.data(), source.is_full(), Out::http1(&mut trailers))
+            .map_err(ForwardError::Framing)?;
+        source.consume(claimed.trailers);
+        if claimed.body == 0 {
+            if body.is_claimed() {
+                continue;
+            }
+            return Ok(());
+        }
+        encoder
+            .feed(&source.data()[..claimed.body])
+            .map_err(ForwardError::Encoding)?;
+        body.written(claimed.body);
+        source.consume(claimed.body);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -52,6 +52,7 @@ impl H1 {
                     body,
                     until_close,
                     backend_keeps,
+                    encoder,
                     ..
                 },
             ..
@@ -72,7 +73,8 @@ impl H1 {
         if body.is_some() && backend.read != ReadEnd::Open && drained {
             return failed("closed the connection mid-response");
         }
-        if body.is_some() || !answered {
+        let encoding = encoder.as_ref().is_some_and(|encoder| !encoder.is_done());
+        if body.is_some() || encoding || !answered {
             return Event::Nothing;
         }
         let reusable = *backend_keeps && backend.is_reusable() && request.body.is_none() && drained;

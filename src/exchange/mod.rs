@@ -11,6 +11,7 @@ pub mod attempt;
 mod busy;
 mod cached;
 mod carry;
+mod encode;
 pub mod forward;
 mod h1;
 mod hit;
@@ -74,6 +75,8 @@ pub enum ResponseSide {
         backend_keeps: bool,
         /// The response on its way into the cache as it passes.
         fill: Option<Box<crate::cache::Fill>>,
+        /// The response is compressed for the client on its way.
+        encoder: Option<Box<crate::compress::Encoder>>,
     },
     /// The backend switched protocols (101): the connection becomes a tunnel.
     Switched,
@@ -179,6 +182,9 @@ pub struct Exchange {
     /// What the cache made of the request, when its pool caches and it
     /// went on to the backend.
     pub lookup: Option<Box<cached::Lookup>>,
+    /// The encoder of a response being compressed, from its head's
+    /// rewrite to its body's start (`took_final_head`).
+    pub encoder: Option<Box<crate::compress::Encoder>>,
 }
 
 impl Exchange {
@@ -497,6 +503,8 @@ impl Exchange {
                 );
                 self.bad_request_body(services, ErrorReply::BadRequest)
             }
+            // Requests are not encoded.
+            Err(ForwardError::Encoding(error)) => Turn::Abort(error.to_string()),
         }
     }
 

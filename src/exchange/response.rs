@@ -129,6 +129,7 @@ impl Exchange {
                 Decision::Reply(reply) => return self.replace_response(link, services, reply),
             }
         }
+        self.compress_response(services);
         self.cache_response_head(services);
         self.pass_on(link, services, length)
     }
@@ -309,6 +310,12 @@ impl Exchange {
             true => None,
             false => self.start_fill(services, info),
         };
+        // An encoded body is read as the backend frames it; the client
+        // gets the encoder's chunks.
+        let encoder = self.encoder.take();
+        let framing = encoder.as_ref().map_or(info.framing.clone(), |encoder| {
+            encoder.backend_framing.clone()
+        });
         let Some(H1 {
             backend, response, ..
         }) = self.state.h1_mut()
@@ -325,8 +332,8 @@ impl Exchange {
         } else {
             ResponseSide::Body {
                 status: info.status,
-                until_close: info.framing == Framing::UntilClose,
-                body: Body::new(&info.framing),
+                until_close: framing == Framing::UntilClose,
+                body: Body::new(&framing),
                 after: if info.keep_alive {
                     After::Next
                 } else {
@@ -334,6 +341,7 @@ impl Exchange {
                 },
                 backend_keeps: info.backend_keep_alive,
                 fill,
+                encoder,
             }
         };
     }

@@ -112,6 +112,20 @@ impl Upstream {
             Upstream::H1(H1 {
                 response:
                     ResponseSide::Body {
+                        body,
+                        after,
+                        fill,
+                        encoder: Some(encoder),
+                        ..
+                    },
+                ..
+            }) => (
+                Passage::Encode(body.as_mut(), encoder, fill.as_deref_mut()),
+                *after == After::Close,
+            ),
+            Upstream::H1(H1 {
+                response:
+                    ResponseSide::Body {
                         body, after, fill, ..
                     },
                 ..
@@ -134,9 +148,9 @@ impl Upstream {
     pub fn answer_waits(&self, outbound_empty: bool) -> bool {
         match self {
             Upstream::H1(H1 {
-                response: ResponseSide::Body { .. },
+                response: ResponseSide::Body { encoder, .. },
                 ..
-            }) => !outbound_empty,
+            }) => !outbound_empty || encoder.as_ref().is_some_and(|encoder| !encoder.is_done()),
             Upstream::H1(_) => false,
             Upstream::Local(local) | Upstream::Cache(local) => !local.body.is_done(),
         }

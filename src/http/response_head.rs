@@ -97,6 +97,57 @@ impl ResponseHead {
         self.head_length = 0;
     }
 
+    /// The head of a response rsp encodes itself (`compress`): its body in
+    /// `coding`, sent chunked (no `Content-Length`, no `Accept-Ranges`),
+    /// `Vary: Accept-Encoding` added, a strong `ETag` made weak (the bytes
+    /// are no longer the backend's).
+    pub fn encode_as(&mut self, coding: &[u8]) {
+        let reason = self.raw[self.reason.clone()].to_vec();
+        let varies = vary_names_encoding(self.fields());
+        let mut fields: Vec<(Vec<u8>, Vec<u8>)> = self
+            .fields()
+            .filter(|(name, _)| {
+                !name.eq_ignore_ascii_case(b"content-length")
+                    && !name.eq_ignore_ascii_case(b"transfer-encoding")
+                    && !name.eq_ignore_ascii_case(b"accept-ranges")
+            })
+            .map(|(name, value)| {
+                let weakened = name.eq_ignore_ascii_case(b"etag") && !value.starts_with(b"W/");
+                let value = match weakened {
+                    true => [b"W/", value].concat(),
+                    false => value.to_vec(),
+                };
+                (name.to_vec(), value)
+            })
+            .collect();
+        fields.push((b"Content-Encoding".to_vec(), coding.to_vec()));
+        fields.push((b"Transfer-Encoding".to_vec(), b"chunked".to_vec()));
+        if !varies {
+            fields.push((b"Vary".to_vec(), b"Accept-Encoding".to_vec()));
+        }
+        self.raw.clear();
+        self.fields.clear();
+        self.reason = self.keep(&reason);
+        for (name, value) in &fields {
+            let name = self.keep(name);
+            let value = self.keep(value);
+            self.fields.push(Field {
+                name,
+                value,
+                added: true,
+            });
+        }
+    }
+
+    /// Says the response varies by `Accept-Encoding`, unless it does
+    /// already (a compressible response sent as it is, so a cache keeps
+    /// it apart from the encoded one).
+    pub fn vary_by_encoding(&mut self) {
+        if !vary_names_encoding(self.fields()) {
+            let _ = self.add_header(b"Vary", b"Accept-Encoding");
+        }
+    }
+
     fn keep(&mut self, bytes: &[u8]) -> Range<usize> {
         let start = self.raw.len();
         self.raw.extend_from_slice(bytes);
@@ -240,4 +291,15 @@ impl ResponseHead {
             backend_keep_alive,
         })
     }
+}
+
+/// Whether `Vary` names `Accept-Encoding` (or is `*`).
+fn vary_names_encoding<'a>(mut fields: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> bool {
+    fields.any(|(name, value)| {
+        name.eq_ignore_ascii_case(b"vary")
+            && value.split(|&byte| byte == b',').any(|token| {
+                let token = token.trim_ascii();
+                token == b"*" || token.eq_ignore_ascii_case(b"accept-encoding")
+            })
+    })
 }

@@ -340,6 +340,7 @@ impl Http1 {
             to_backend,
             state,
             lookup: _,
+            encoder: _,
         } = exchange;
         match state {
             State::Answering(Upstream::H1(H1 {

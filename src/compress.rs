@@ -129,6 +129,15 @@ pub fn listed(types: &[String], content_type: &[u8]) -> bool {
     })
 }
 
+/// brotli's window, as a power of two.
+const BROTLI_WINDOW_BITS: u32 = 18;
+
+/// What an encoder's state takes, about: zlib's deflate at the default
+/// memory level holds its 32 KB window twice and its hash chains (256 KB
+/// in all); brotli a ring buffer of its window and hash tables, about as
+/// much again. Counted in what the connection holds (`memory.rs`).
+pub const ENGINE_BYTES: usize = 300 * 1024;
+
 enum Engine {
     Gzip(Box<flate2::write::GzEncoder<Vec<u8>>>),
     Brotli(Box<brotli::CompressorWriter<Vec<u8>>>),
@@ -162,11 +171,13 @@ impl Encoder {
                 Vec::new(),
                 flate2::Compression::new(config.gzip_level),
             ))),
+            // A 256 KB window (lgwin 18), not brotli's 4 MB default: what
+            // a response being compressed holds stays bounded.
             Coding::Brotli => Engine::Brotli(Box::new(brotli::CompressorWriter::new(
                 Vec::new(),
                 4096,
                 config.brotli_level,
-                22,
+                BROTLI_WINDOW_BITS,
             ))),
         };
         Encoder {
@@ -279,9 +290,15 @@ impl Encoder {
         self.out.extend_from_slice(b"\r\n");
     }
 
-    /// Bytes it holds (its buffers, not the engine's window).
+    /// Bytes it holds: its chunks, and its engine's state while it has
+    /// one.
     pub fn held(&self) -> usize {
         self.out.capacity()
+            + if self.engine.is_some() {
+                ENGINE_BYTES
+            } else {
+                0
+            }
     }
 }
 

@@ -114,6 +114,22 @@ impl State {
         }
     }
 
+    /// What the upstream holds beyond the buffers: a compressed
+    /// response's encoder.
+    pub fn upstream_held(&self) -> usize {
+        match self {
+            State::Answering(Upstream::H1(H1 {
+                response:
+                    ResponseSide::Body {
+                        encoder: Some(encoder),
+                        ..
+                    },
+                ..
+            })) => encoder.held(),
+            _ => 0,
+        }
+    }
+
     /// The request's exchange with a backend over HTTP/1.1, if it is there.
     pub fn h1(&self) -> Option<&H1> {
         match self {

@@ -66,6 +66,7 @@ impl Http1 {
                 busy.outbound.held()
                     + busy.exchange.request.head.held()
                     + busy.exchange.request.ctx_bytes
+                    + busy.exchange.state.upstream_held()
             })
     }
 

@@ -117,6 +117,7 @@ impl Stream {
             + request.head.held()
             + request.ctx_bytes
             + self.io.held()
+            + self.busy.exchange.state.upstream_held()
     }
 
     /// The stream's next deadline: its exchange's upstream one, or the

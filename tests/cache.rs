@@ -645,3 +645,98 @@ fn the_process_stays_within_the_cache_memory() {
         "{fresh} KiB fresh, {loaded} KiB loaded"
     );
 }
+
+/// Review findings, each a regression test: a request that waited for
+/// another's fetch is not answered with the 304 of validators rsp added;
+/// res.ttl gives a lifetime but does not store what must not be; each
+/// pool's responses are its own.
+#[test]
+fn waiting_ttl_and_pools_hold_their_rules() {
+    let origin = Origin::start();
+    origin.set_answer(
+        "/validated",
+        Answer {
+            status: 200,
+            fields: vec![
+                ("Cache-Control".into(), "no-cache".into()),
+                ("ETag".into(), "\"v1\"".into()),
+            ],
+            body: b"whole body".to_vec(),
+            delay: Duration::from_millis(300),
+            ..Answer::default()
+        },
+    );
+    origin.set(
+        "/secret.css",
+        200,
+        &[
+            ("Cache-Control", "private"),
+            ("Set-Cookie", "session=SECRET"),
+        ],
+        "css",
+    );
+    let other = Origin::start();
+    origin.set("/same", 200, &[("Cache-Control", "max-age=60")], "from web");
+    other.set(
+        "/same",
+        200,
+        &[("Cache-Control", "max-age=60")],
+        "from admin",
+    );
+    let admin = free_port();
+    let proxy = Proxy::start(&format!(
+        r#"admin = "127.0.0.1:{admin}"
+workers = 1
+cache = {{ }}
+pools = {{ web = {{ servers = {{ "{}" }}, cache = true }}, internal = {{ servers = {{ "{}" }}, cache = true }} }}
+function route(req)
+  if req:header("X-Internal") then return "internal" end
+  return "web"
+end
+function respond(req, res)
+  if req.path:match("%.css$") then res.ttl = 3600 end
+end"#,
+        origin.address, other.address
+    ));
+    let proxy = std::sync::Arc::new(proxy);
+    assert_eq!(get(&proxy, "/validated", "").status, 200);
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            let proxy = proxy.clone();
+            std::thread::spawn(move || get(&proxy, "/validated", ""))
+        })
+        .collect();
+    for client in clients {
+        let response = client.join().unwrap();
+        assert_eq!(
+            (response.status, response.text().as_str()),
+            (200, "whole body"),
+            "{}",
+            response.head
+        );
+    }
+    for _ in 0..2 {
+        let response = get(&proxy, "/secret.css", "Authorization: Bearer alice\r\n");
+        assert_eq!(
+            response.header("set-cookie").as_deref(),
+            Some("session=SECRET")
+        );
+    }
+    let anonymous = get(&proxy, "/secret.css", "");
+    assert!(
+        anonymous.header("cache-status").unwrap().contains("fwd="),
+        "{}",
+        anonymous.head
+    );
+    assert_eq!(
+        origin.hits("/secret.css"),
+        3,
+        "res.ttl does not store a private answer"
+    );
+    assert_eq!(get(&proxy, "/same", "").text(), "from web");
+    assert_eq!(
+        get(&proxy, "/same", "X-Internal: 1\r\n").text(),
+        "from admin"
+    );
+    assert_eq!(get(&proxy, "/same", "").text(), "from web");
+}

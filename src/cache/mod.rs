@@ -228,6 +228,12 @@ pub fn request_facts(head: &crate::http::RequestHead) -> RequestFacts {
     }
 }
 
+/// The key a response of `pool` is stored under: a purge's key (host
+/// and target, or what route() chose) within its pool.
+pub fn scoped(pool: &str, key: &str) -> String {
+    format!("{pool}\n{key}")
+}
+
 /// Fields a stored response never keeps (RFC 9111 §3.1): hop-by-hop and
 /// framing fields, which rsp writes for each client itself.
 pub fn never_stored(name: &[u8]) -> bool {

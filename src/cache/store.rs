@@ -13,6 +13,9 @@ use super::policy::{Directives, Freshness};
 /// What the index and an entry's bookkeeping take, counted per entry on
 /// top of its heads' and body's bytes.
 const ENTRY_OVERHEAD: usize = 256;
+/// Variants one key keeps at most (the oldest go): a field `Vary` names
+/// may take as many values as clients send.
+const MAX_VARIANTS: usize = 16;
 
 /// A field as stored: name and value.
 pub type StoredField = (Box<[u8]>, Box<[u8]>);
@@ -37,6 +40,9 @@ pub struct Entry {
     /// The request fields `Vary` names (lower-cased) and their values
     /// in the request it answered (`None`: absent).
     pub vary: Vec<Selected>,
+    /// `res.ttl`, when `respond()` set it: the lifetime it keeps when it
+    /// is refreshed by a 304.
+    pub ttl: Option<u64>,
 }
 
 impl Entry {
@@ -51,6 +57,7 @@ impl Entry {
             initial_age: 0,
             stored_at: crate::timer::now(),
             vary: Vec::new(),
+            ttl: None,
         }
     }
 
@@ -184,6 +191,12 @@ impl Store {
             }
             !same
         });
+        while variants.len() >= MAX_VARIANTS {
+            let oldest = variants.remove(0);
+            freed += oldest.size();
+            removed += 1;
+            self.evictions += 1;
+        }
         variants.push(Arc::clone(&entry));
         self.used = self.used - freed + size;
         self.entries = self.entries - removed + 1;
@@ -274,6 +287,7 @@ mod tests {
                     )
                 })
                 .collect(),
+            ttl: None,
         }
     }
 

@@ -77,11 +77,13 @@ impl Exchange {
         }
         let head = &self.request.head;
         let facts = cache::request_facts(head);
-        let key = self
+        // A pool's responses are its own: route()'s choice of pool holds.
+        let unscoped = self
             .request
             .cache_key
             .clone()
             .unwrap_or_else(|| default_key(head));
+        let key = cache::scoped(&services.pools[*pool].name, &unscoped);
         let now = Now::read();
         let mut lookup = Lookup {
             key,
@@ -94,7 +96,11 @@ impl Exchange {
             freshness: None,
             leader: false,
         };
-        if !facts.get || self.request.no_cache || head.framing != crate::framing::Framing::Empty {
+        if !facts.get
+            || self.request.no_cache
+            || head.upgrade
+            || head.framing != crate::framing::Framing::Empty
+        {
             lookup.forward = "bypass";
             self.lookup = Some(Box::new(lookup));
             return Consulted::Forward;
@@ -108,7 +114,6 @@ impl Exchange {
                 match policy::usable(entry.directives(), entry.lifetime, age, &facts.directives) {
                     Usable::Stale => {
                         lookup.forward = "stale";
-                        lookup.revalidating = self.ask_validation(&entry);
                         lookup.stale = Some(entry);
                     }
                     _ if self.serve_hit(services, &entry, age, to_client) => {
@@ -130,6 +135,11 @@ impl Exchange {
             return Consulted::Wait(deadline);
         }
         cache.counters.misses += 1;
+        // Only a request that goes on to the backend is asked to validate
+        // (one that waits looks again first).
+        if let Some(stale) = lookup.stale.clone() {
+            lookup.revalidating = self.ask_validation(&stale);
+        }
         self.lookup = Some(Box::new(lookup));
         Consulted::Forward
     }
@@ -298,7 +308,10 @@ impl Exchange {
         let freshness = cache.freshness(&refreshed, received);
         let entry = Entry {
             status: stale.status,
-            lifetime: freshness.lifetime(stale.status, cache.config.default_ttl),
+            lifetime: stale
+                .ttl
+                .unwrap_or_else(|| freshness.lifetime(stale.status, cache.config.default_ttl)),
+            ttl: stale.ttl,
             initial_age: freshness.initial_age(requested, received),
             freshness,
             fields,
@@ -371,8 +384,12 @@ impl Exchange {
         let status = head.status();
         if lookup.unsafe_method {
             if (200..400).contains(&status) {
-                let invalidated = invalidate(cache, &self.request.head, head);
-                cache.counters.invalidations += invalidated as u64;
+                // Every worker's cache, every pool's: a purge of the keys.
+                let keys = invalidated(&self.request.head, head);
+                services.commands.extend(
+                    keys.into_iter()
+                        .map(|key| crate::workers::Command::PurgeCache { key, prefix: false }),
+                );
             }
             return;
         }
@@ -389,7 +406,9 @@ impl Exchange {
                 &cache::response_facts(head),
                 &cache.settings(),
             )
-            .filter(|_| self.response.ttl.is_none())
+            // res.ttl stands for the lifetime the fields lack; every
+            // other rule still keeps the response out.
+            .filter(|why| !(self.response.ttl.is_some() && *why == "no freshness information"))
         };
         lookup.store = refused.is_none();
         lookup.freshness = Some(freshness);
@@ -461,6 +480,7 @@ impl Exchange {
             initial_age: freshness.initial_age(lookup.requested, received),
             stored_at: crate::timer::now(),
             vary,
+            ttl: self.response.ttl,
         };
         let fill = Fill::new(lookup.key.clone(), entry, &info.framing, cache);
         Some(Box::new(fill))
@@ -513,12 +533,36 @@ fn updated_fields(
         .filter(|(name, _)| update.header(name).is_none())
         .cloned()
         .collect();
+    // An entry rsp encoded keeps what encoding made of it: a weak ETag,
+    // and a Vary that names Accept-Encoding.
+    let encoded = stale.field(b"content-encoding").is_some();
+    let weak = stale
+        .field(b"etag")
+        .is_some_and(|etag| etag.starts_with(b"W/"));
     fields.extend(
         update
             .fields()
             .filter(|(name, _)| kept(name))
-            .map(|(name, value)| (name.into(), value.into())),
+            .map(|(name, value)| {
+                let strong = name.eq_ignore_ascii_case(b"etag") && !value.starts_with(b"W/");
+                let value: Box<[u8]> = match encoded && weak && strong {
+                    true => [b"W/", value].concat().into(),
+                    false => value.into(),
+                };
+                (name.into(), value)
+            }),
     );
+    let varies = |fields: &[cache::store::StoredField]| {
+        fields.iter().any(|(name, value)| {
+            name.eq_ignore_ascii_case(b"vary")
+                && value
+                    .split(|&byte| byte == b',')
+                    .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"accept-encoding"))
+        })
+    };
+    if encoded && varies(&stale.fields) && !varies(&fields) {
+        fields.push((b"Vary"[..].into(), b"Accept-Encoding"[..].into()));
+    }
     fields
 }
 
@@ -545,14 +589,13 @@ pub fn default_key(head: &crate::http::RequestHead) -> String {
 
 /// Removes what is stored for an unsafe request's target and for the
 /// same-origin `Location` and `Content-Location` of its answer (RFC 9111
-/// §4.4); how many keys.
-fn invalidate(
-    cache: &mut cache::Cache,
+/// §4.4): the keys, as a purge names them.
+fn invalidated(
     request: &crate::http::RequestHead,
     response: &crate::http::ResponseHead,
-) -> usize {
+) -> Vec<String> {
     let host = request.host().to_ascii_lowercase();
-    let mut count = usize::from(cache.store.remove(&default_key(request)));
+    let mut keys = vec![default_key(request)];
     for name in [&b"location"[..], b"content-location"] {
         let Some(value) = response.header(name) else {
             continue;
@@ -571,7 +614,7 @@ fn invalidate(
             None if value.starts_with('/') => value,
             None => continue,
         };
-        count += usize::from(cache.store.remove(&format!("{host}{path}")));
+        keys.push(format!("{host}{path}"));
     }
-    count
+    keys
 }

@@ -106,7 +106,8 @@ fn shape(
     revalidating: bool,
 ) -> (u16, std::ops::Range<usize>) {
     let whole = 0..entry.body.len();
-    if !revalidating && not_modified(request, entry) {
+    // Validators answer for a stored 2xx only.
+    if !revalidating && (200..300).contains(&entry.status) && not_modified(request, entry) {
         return (304, whole);
     }
     let range = match (revalidating, entry.status) {

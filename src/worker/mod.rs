@@ -369,10 +369,14 @@ impl EventLoop {
             }
             Command::PurgeCache { key, prefix } => {
                 if let Some(cache) = &mut self.services.cache {
-                    let removed = match prefix {
-                        true => cache.store.remove_prefix(&key),
-                        false => usize::from(cache.store.remove(&key)),
-                    };
+                    let mut removed = 0;
+                    for pool in &self.services.pools {
+                        let scoped = crate::cache::scoped(&pool.name, &key);
+                        removed += match prefix {
+                            true => cache.store.remove_prefix(&scoped),
+                            false => usize::from(cache.store.remove(&scoped)),
+                        };
+                    }
                     cache.counters.invalidations += removed as u64;
                     log::debug!("cache: purge of {key:?} removed {removed} keys");
                 }

@@ -166,6 +166,11 @@ fn what_is_sent_as_it_is() {
     );
     let head = client.response(true);
     assert_eq!(head.header("content-encoding"), None);
+    assert_eq!(
+        head.header("vary").as_deref(),
+        Some("Accept-Encoding"),
+        "as the GET's"
+    );
 }
 
 /// A client that reads slowly: the encoder holds one run at a time, and

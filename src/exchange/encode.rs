@@ -11,7 +11,8 @@ use super::Exchange;
 
 impl Exchange {
     /// Whether the final head (after `respond()`) is encoded for the
-    /// client: never for HEAD, a status other than 2xx (or 204, 206), a
+    /// client: never for HEAD (its answer says it varies, as the GET's
+    /// does), a status other than 2xx (or 204, 206), a
     /// request with `Range`, an HTTP/1.0 client, a response already
     /// encoded, marked `no-transform`, of a type not listed, or announcing
     /// fewer than `min_bytes`. One that could be but that the client does
@@ -25,8 +26,7 @@ impl Exchange {
         let head = &mut self.response.head;
         let status = head.status();
         let http10 = !request.http2 && request.minor_version == 0;
-        if request.is_head()
-            || !(200..300).contains(&status)
+        if !(200..300).contains(&status)
             || status == 204
             || status == 206
             || http10
@@ -51,6 +51,11 @@ impl Exchange {
         if let Framing::Length(length) = framing
             && length < config.min_bytes
         {
+            return;
+        }
+        // A HEAD's answer is not encoded, but says it varies as the GET's.
+        if request.is_head() {
+            head.vary_by_encoding();
             return;
         }
         let Some(coding) = compress::choose(request.header("accept-encoding")) else {

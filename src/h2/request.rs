@@ -338,6 +338,11 @@ mod tests {
         list.push(("content-length", "5"));
         let (head, framing) = translate(&list, false).unwrap();
         assert!(!head.contains("transfer-encoding"), "{head}");
+        // Empty crumbs add nothing: no "; " left at either end.
+        let mut crumbs = GET.to_vec();
+        crumbs.extend([("cookie", ""), ("cookie", ":"), ("cookie", "")]);
+        let (head, _) = translate(&crumbs, true).unwrap();
+        assert!(head.contains("\r\ncookie: :\r\n"), "{head}");
         assert_eq!(framing, BodyFraming::Length(5));
     }
 

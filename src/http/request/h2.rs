@@ -132,7 +132,10 @@ impl RequestHead {
     fn join_cookies<'a>(&mut self, fields: impl Iterator<Item = (&'a [u8], &'a [u8])>) {
         let name = self.keep(b"cookie");
         let start = self.raw.len();
-        for (_, value) in fields.filter(|(name, _)| *name == b"cookie") {
+        // An empty crumb adds nothing (and would leave "; " at the end,
+        // which an HTTP/1 reader trims: not what route() saw).
+        let crumbs = fields.filter(|(name, value)| *name == b"cookie" && !value.is_empty());
+        for (_, value) in crumbs {
             if self.raw.len() > start {
                 self.raw.extend_from_slice(b"; ");
             }

@@ -241,6 +241,19 @@ fn variants_by_vary_and_chunked_bodies() {
         4,
         "another X-Custom, or none, is another variant"
     );
+    // Two lines of a field are one list: "en" then "fr" is not "en".
+    get(
+        &proxy,
+        "/varied",
+        "Accept-Language: en\r\nAccept-Language: fr\r\nX-Custom: a\r\n",
+    );
+    assert_eq!(origin.hits("/varied"), 5, "every line of a field counts");
+    get(
+        &proxy,
+        "/varied",
+        "Accept-Language: en, fr\r\nX-Custom: a\r\n",
+    );
+    assert_eq!(origin.hits("/varied"), 5, "the same list on one line");
 }
 
 #[test]

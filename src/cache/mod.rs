@@ -210,6 +210,19 @@ pub fn vary_names(head: &ResponseHead) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// A request field's value as `Vary` compares it: every line of it, one
+/// list (RFC 9111 §4.1); `None` when the request has none.
+pub fn combined(head: &crate::http::RequestHead, name: &[u8]) -> Option<Vec<u8>> {
+    let name = std::str::from_utf8(name).ok()?;
+    let mut values = head.header_values(name);
+    let mut out = values.next()?.to_vec();
+    for value in values {
+        out.extend_from_slice(b", ");
+        out.extend_from_slice(value);
+    }
+    Some(out)
+}
+
 /// What of a request the cache looks at.
 pub fn request_facts(head: &crate::http::RequestHead) -> RequestFacts {
     let mut directives = Directives::parse(head.header_values("cache-control"));

@@ -97,12 +97,12 @@ impl Entry {
     /// It was stored for a request whose fields (by `field`) match the
     /// ones its `Vary` names (RFC 9111 §4.1: values compared after
     /// trimming, list members by their whitespace-normalized form).
-    pub fn selects<'a>(&self, field: impl Fn(&[u8]) -> Option<&'a [u8]>) -> bool {
+    pub fn selects(&self, field: impl Fn(&[u8]) -> Option<Vec<u8>>) -> bool {
         self.vary.iter().all(|(name, stored)| {
             let value = field(name);
             match (stored, value) {
                 (None, None) => true,
-                (Some(stored), Some(value)) => normalized(stored) == normalized(value),
+                (Some(stored), Some(value)) => normalized(stored) == normalized(&value),
                 _ => false,
             }
         })
@@ -155,10 +155,10 @@ impl Store {
 
     /// The variant of `key` stored for a request like this one, most
     /// recent first; marks the key used.
-    pub fn get<'a>(
+    pub fn get(
         &mut self,
         key: &str,
-        field: impl Fn(&[u8]) -> Option<&'a [u8]>,
+        field: impl Fn(&[u8]) -> Option<Vec<u8>>,
     ) -> Option<Arc<Entry>> {
         let variants = self.index.get(key)?;
         variants
@@ -297,7 +297,7 @@ mod tests {
         store.insert("k", entry(10, &[("accept-encoding", Some("gzip, br"))]));
         store.insert("k", entry(20, &[("accept-encoding", None)]));
         let gzip = store.get("k", |name| {
-            (name == b"accept-encoding").then_some(&b"gzip,br"[..])
+            (name == b"accept-encoding").then(|| b"gzip,br".to_vec())
         });
         assert_eq!(
             gzip.map(|entry| entry.body.len()),
@@ -306,7 +306,7 @@ mod tests {
         );
         let none = store.get("k", |_| None);
         assert_eq!(none.map(|entry| entry.body.len()), Some(20));
-        assert!(store.get("k", |_| Some(&b"identity"[..])).is_none());
+        assert!(store.get("k", |_| Some(b"identity".to_vec())).is_none());
         // The same variant again replaces it.
         store.insert("k", entry(30, &[("accept-encoding", None)]));
         assert_eq!(store.stats().entries, 2);

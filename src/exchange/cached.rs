@@ -105,9 +105,9 @@ impl Exchange {
             self.lookup = Some(Box::new(lookup));
             return Consulted::Forward;
         }
-        let found = cache.store.get(&lookup.key, |name| {
-            head.header(std::str::from_utf8(name).unwrap_or(""))
-        });
+        let found = cache
+            .store
+            .get(&lookup.key, |name| cache::combined(head, name));
         match found {
             Some(entry) => {
                 let age = entry.age(now.instant);
@@ -464,10 +464,7 @@ impl Exchange {
         let vary = cache::vary_names(head)
             .into_iter()
             .map(|name| {
-                let value = std::str::from_utf8(&name)
-                    .ok()
-                    .and_then(|text| request.header(text))
-                    .map(Into::into);
+                let value = cache::combined(request, &name).map(Vec::into_boxed_slice);
                 (name.into_boxed_slice(), value)
             })
             .collect();

@@ -8,12 +8,10 @@ use crate::state::StateStats;
 use super::metrics::{Label, family};
 
 /// A Redis metric: name, type, help, and its value.
-type RedisMetric = (
-    &'static str,
-    &'static str,
-    &'static str,
-    fn(&crate::redis::Stats) -> f64,
-);
+type RedisMetric = SingleValue<crate::redis::Stats, f64>;
+
+/// A metric of one value: name, type, help, and how to read it off `T`.
+type SingleValue<T, V> = (&'static str, &'static str, &'static str, fn(&T) -> V);
 
 const REDIS_METRICS: [RedisMetric; 14] = [
     (
@@ -107,10 +105,14 @@ pub(super) fn redis(out: &mut String) {
     if !crate::redis::configured() {
         return;
     }
-    let stats = crate::redis::stats();
-    for (name, kind, help, value) in REDIS_METRICS {
+    single_values(out, &REDIS_METRICS, crate::redis::stats());
+}
+
+/// Families of one value each, read off `of` by the table.
+fn single_values<T, V: std::fmt::Display>(out: &mut String, table: &[SingleValue<T, V>], of: &T) {
+    for (name, kind, help, value) in table {
         family(out, name, kind, help);
-        let _ = writeln!(out, "{name} {}", value(stats));
+        let _ = writeln!(out, "{name} {}", value(of));
     }
 }
 
@@ -237,12 +239,7 @@ fn shared_limits(out: &mut String, limits: &[StateStats]) {
 }
 
 /// A cache metric: name, type, help, and its value.
-type CacheMetric = (
-    &'static str,
-    &'static str,
-    &'static str,
-    fn(&crate::cache::CacheTotals) -> u64,
-);
+type CacheMetric = SingleValue<crate::cache::CacheTotals, u64>;
 
 const CACHE_METRICS: [CacheMetric; 10] = [
     (
@@ -309,8 +306,5 @@ pub(super) fn cache(out: &mut String, cache: Option<&crate::cache::CacheTotals>)
     let Some(cache) = cache else {
         return;
     };
-    for (name, kind, help, value) in CACHE_METRICS {
-        family(out, name, kind, help);
-        let _ = writeln!(out, "{name} {}", value(cache));
-    }
+    single_values(out, &CACHE_METRICS, cache);
 }

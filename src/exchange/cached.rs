@@ -41,6 +41,8 @@ pub struct Lookup {
     pub freshness: Option<policy::Freshness>,
     /// Other requests for the key wait for this one's answer.
     pub leader: bool,
+    /// What of the request the cache looks at, read once.
+    pub facts: policy::RequestFacts,
 }
 
 /// What the cache did with a request.
@@ -95,6 +97,7 @@ impl Exchange {
             revalidating: false,
             freshness: None,
             leader: false,
+            facts,
         };
         if !facts.get
             || self.request.no_cache
@@ -206,7 +209,7 @@ impl Exchange {
         let cache = services.cache.as_ref()?;
         let age = entry.age(crate::timer::now());
         let staleness = age.saturating_sub(entry.lifetime);
-        let request = cache::request_facts(&self.request.head);
+        let request = &self.lookup.as_deref()?.facts;
         let always = cache.config.serve_stale_on_error;
         policy::serves_on_error(entry.directives(), &request.directives, staleness, always)
             .then_some((entry, age))
@@ -395,7 +398,7 @@ impl Exchange {
         }
         let received = policy::wall_clock();
         let freshness = cache.freshness(head, received);
-        let facts = cache::request_facts(&self.request.head);
+        let facts = lookup.facts;
         let refused = if self.request.head.is_head() || lookup.forward == "bypass" {
             Some("not stored")
         } else {

@@ -58,22 +58,10 @@ impl ResponseHead {
 
     /// The head of one of rsp's own answers.
     pub fn local(&mut self, status: u16, headers: &[(String, String)]) {
-        self.raw.clear();
-        self.fields.clear();
-        for (name, value) in headers {
-            let name = self.keep(name.as_bytes());
-            let value = self.keep(value.as_bytes());
-            self.fields.push(Field {
-                name,
-                value,
-                added: true,
-            });
-        }
-        self.reason = 0..0;
-        self.status = status;
-        self.original = status;
-        self.version = Some(1);
-        self.head_length = 0;
+        let fields = headers
+            .iter()
+            .map(|(name, value)| (name.as_bytes(), value.as_bytes()));
+        self.stored(status, fields);
     }
 
     /// The head of a stored response being served (`cache`), its fields

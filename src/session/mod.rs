@@ -375,8 +375,6 @@ impl Session {
         }
     }
 
-    /// A slot freed in the pool this session (or its stream in `slot`)
-    /// waits on.
     /// The admin answer waiting for `ticket`'s work (a shared map's
     /// change) is `reply`; whether the session waited for it.
     pub fn answered(
@@ -391,6 +389,8 @@ impl Session {
         }
     }
 
+    /// A slot freed in the pool this session (or its stream in `slot`)
+    /// waits on.
     pub fn wake(&mut self, slot: Option<usize>) {
         match &mut self.stage {
             Stage::Http2(stage) => stage.wake(slot),
